@@ -1,0 +1,28 @@
+package packets
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The packets whose body is a packet identifier only: PUBACK, PUBREC,
+// PUBREL, PUBCOMP and UNSUBACK share these helpers.
+
+func appendPacketID(b []byte, id uint16) []byte { return binary.BigEndian.AppendUint16(b, id) }
+
+func decodePacketID(c *checker, body []byte, section string) uint16 {
+	if len(body) != 2 {
+		c.malformed(section, -1, "remaining length %d, must be 2", len(body))
+		return 0
+	}
+	return binary.BigEndian.Uint16(body)
+}
+
+// decodeEmpty checks the body of PINGREQ, PINGRESP and DISCONNECT.
+func decodeEmpty(c *checker, body []byte, section string) {
+	if len(body) != 0 {
+		c.malformed(section, -1, "remaining length %d, must be 0", len(body))
+	}
+}
+
+func idString(t Type, id uint16) string { return fmt.Sprintf("%v id=%d", t, id) }

@@ -1,0 +1,327 @@
+// Package packets is a hand-written codec for the control packets of MQTT
+// 3.1.1 (OASIS Standard, 29 October 2014).
+//
+// It decodes from byte slices (Decode, Decoder) and streams (ReadPacket,
+// Reader), and encodes by appending to a caller's buffer (Append, Encode,
+// WritePacket, Writer). Decoding is strict by default: the first broken rule
+// of the standard is returned as a *ProtocolError carrying the normative
+// clause ID. Lenient decoding (DecodeOptions.Lenient) returns the packet
+// together with every rule it broke, for judging field traffic. Raw and
+// EncodeOptions emit illegal encodings on purpose, for conformance tests.
+//
+// Ownership: byte-slice fields of decoded packets (topics, client
+// identifiers, payloads, ...) alias the input buffer. Call Clone to keep a
+// packet beyond the life of that buffer.
+package packets
+
+import "fmt"
+
+// Type is the MQTT control packet type, the high nibble of the first byte
+// (MQTT 3.1.1 §2.2.1).
+type Type byte
+
+// Control packet types (MQTT 3.1.1 §2.2.1, Table 2.1). 0 and 15 are reserved.
+const (
+	TypeReserved0   Type = 0
+	TypeConnect     Type = 1
+	TypeConnack     Type = 2
+	TypePublish     Type = 3
+	TypePuback      Type = 4
+	TypePubrec      Type = 5
+	TypePubrel      Type = 6
+	TypePubcomp     Type = 7
+	TypeSubscribe   Type = 8
+	TypeSuback      Type = 9
+	TypeUnsubscribe Type = 10
+	TypeUnsuback    Type = 11
+	TypePingreq     Type = 12
+	TypePingresp    Type = 13
+	TypeDisconnect  Type = 14
+	TypeReserved15  Type = 15
+)
+
+var typeNames = [16]string{
+	"RESERVED0", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
+	"SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "RESERVED15",
+}
+
+func (t Type) String() string {
+	if t < 16 {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("Type(%d)", byte(t))
+}
+
+// requiredFlags gives the fixed-header flags (low nibble) each type must
+// carry (MQTT 3.1.1 §2.2.2, Table 2.2). PUBLISH is checked separately.
+var requiredFlags = [16]byte{TypePubrel: 0x2, TypeSubscribe: 0x2, TypeUnsubscribe: 0x2}
+
+// Packet is one MQTT control packet. The concrete types are *Connect,
+// *Connack, *Publish, *Puback, *Pubrec, *Pubrel, *Pubcomp, *Subscribe,
+// *Suback, *Unsubscribe, *Unsuback, *Pingreq, *Pingresp, *Disconnect and
+// *Raw.
+type Packet interface {
+	// Type is the control packet type.
+	Type() Type
+	// Len is the encoded length, fixed header included.
+	Len() int
+	// Append appends the encoding of the packet to b. It fails with an
+	// error wrapping ErrInvalidPacket (and a *ProtocolError) if the packet
+	// breaks a rule of the standard; use Encode with AllowInvalid to send
+	// it anyway.
+	Append(b []byte) ([]byte, error)
+	// Clone returns a deep copy that shares no memory with the original.
+	Clone() Packet
+
+	flags() byte
+	bodyLen() int
+	appendBody(b []byte) []byte
+	validate(v *checker)
+}
+
+// DecodeOptions control Decode, Decoder, ReadPacket and Reader.
+// The zero value decodes strictly, with no size limit beyond the standard's.
+type DecodeOptions struct {
+	// Lenient returns packets that parse but break rules of the standard,
+	// together with a Violations error listing the rules. Malformed packets
+	// (that cannot be parsed) are errors in both modes.
+	Lenient bool
+	// MaxPacketSize limits the whole packet (fixed header included), in
+	// bytes; 0 means the standard's maximum (2+268,435,455+...). A larger
+	// packet fails with ErrTooLarge as soon as its fixed header is read.
+	MaxPacketSize int
+}
+
+// EncodeOptions control Encode.
+type EncodeOptions struct {
+	// AllowInvalid skips the checks of the standard's rules, so that
+	// conformance tests can send illegal packets (reserved flags, QoS 3,
+	// bad UTF-8, packet identifier 0, wildcards in a PUBLISH topic, ...).
+	// Fields that cannot be represented at all (a string over 65,535
+	// bytes) are still errors.
+	AllowInvalid bool
+	// RemainingLengthSize, when larger than the minimal size, pads the
+	// remaining length to this many bytes (1 to 5). MQTT 3.1.1 allows at
+	// most 4 (§2.2.3); 5 produces a malformed packet and needs AllowInvalid.
+	RemainingLengthSize int
+}
+
+// Encode appends the encoding of p to dst under opt.
+func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
+	c := checker{typ: p.Type(), encoding: true}
+	c.base = 1 + varintLen(uint32(min(p.bodyLen(), MaxRemainingLength)))
+	p.validate(&c)
+	if c.err != nil && (!opt.AllowInvalid || c.fatal) {
+		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, c.err)
+	}
+	if r, ok := p.(*Raw); ok && r.RemainingLength != nil {
+		dst = append(dst, r.Header)
+		dst = append(dst, r.RemainingLength...)
+		return append(dst, r.Body...), nil
+	}
+	n := p.bodyLen()
+	if n > MaxRemainingLength {
+		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, &ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(),
+			Msg: fmt.Sprintf("remaining length %d exceeds the maximum %d", n, MaxRemainingLength), Err: ErrMalformed})
+	}
+	size := opt.RemainingLengthSize
+	if size > 4 && !opt.AllowInvalid {
+		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, &ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(), Offset: 1,
+			Msg: fmt.Sprintf("remaining length of %d bytes (at most 4 allowed)", size), Err: ErrMalformed})
+	}
+	if size > 5 {
+		return dst, fmt.Errorf("%w: RemainingLengthSize %d out of range 1..5", ErrInvalidPacket, size)
+	}
+	dst = append(dst, byte(p.Type())<<4|p.flags())
+	dst = appendVarint(dst, uint32(n), size)
+	return p.appendBody(dst), nil
+}
+
+func appendPacket(b []byte, p Packet) ([]byte, error) { return Encode(b, p, EncodeOptions{}) }
+
+func packetLen(p Packet) int {
+	n := p.bodyLen()
+	return 1 + varintLen(uint32(n)) + n
+}
+
+// Decode decodes the first packet in b and returns it with the number of
+// bytes it used. The packet's byte-slice fields alias b.
+//
+// If b ends inside the packet the error is a *ShortBufferError (errors.Is
+// ErrShortBuffer) and never a *ProtocolError. A packet that breaks a rule
+// returns a *ProtocolError in strict mode; in lenient mode the packet is
+// returned with a Violations error. A malformed packet returns a
+// *ProtocolError wrapping ErrMalformed in both modes; n is then the framed
+// length of the bad packet when the fixed header was readable (so a reader
+// can skip it), else 0. n <= len(b) always.
+//
+// Decode allocates the returned packet; a Decoder reuses its storage.
+func Decode(b []byte, opt DecodeOptions) (Packet, int, error) {
+	return decode(nil, b, opt)
+}
+
+// Decoder decodes packets into storage it owns and reuses, so decoding
+// allocates nothing in the common case. The packet returned by Decode is
+// valid until the next call; its byte-slice fields alias the input.
+// A Decoder is not safe for concurrent use.
+type Decoder struct {
+	Options DecodeOptions
+
+	connect     Connect
+	connack     Connack
+	publish     Publish
+	puback      Puback
+	pubrec      Pubrec
+	pubrel      Pubrel
+	pubcomp     Pubcomp
+	subscribe   Subscribe
+	suback      Suback
+	unsubscribe Unsubscribe
+	unsuback    Unsuback
+	pingreq     Pingreq
+	pingresp    Pingresp
+	disconnect  Disconnect
+	raw         Raw
+}
+
+// Decode is like the package-level Decode with d.Options, reusing d's
+// storage for the result.
+func (d *Decoder) Decode(b []byte) (Packet, int, error) {
+	return decode(d, b, d.Options)
+}
+
+func (d *Decoder) slot(t Type) packetDecoder {
+	switch t {
+	case TypeConnect:
+		d.connect = Connect{}
+		return &d.connect
+	case TypeConnack:
+		d.connack = Connack{}
+		return &d.connack
+	case TypePublish:
+		d.publish = Publish{}
+		return &d.publish
+	case TypePuback:
+		return &d.puback
+	case TypePubrec:
+		return &d.pubrec
+	case TypePubrel:
+		return &d.pubrel
+	case TypePubcomp:
+		return &d.pubcomp
+	case TypeSubscribe:
+		d.subscribe.Subscriptions = d.subscribe.Subscriptions[:0]
+		return &d.subscribe
+	case TypeSuback:
+		d.suback.ReturnCodes = d.suback.ReturnCodes[:0]
+		return &d.suback
+	case TypeUnsubscribe:
+		d.unsubscribe.Filters = d.unsubscribe.Filters[:0]
+		return &d.unsubscribe
+	case TypeUnsuback:
+		return &d.unsuback
+	case TypePingreq:
+		return &d.pingreq
+	case TypePingresp:
+		return &d.pingresp
+	case TypeDisconnect:
+		return &d.disconnect
+	}
+	return &d.raw
+}
+
+func newSlot(t Type) packetDecoder {
+	switch t {
+	case TypeConnect:
+		return new(Connect)
+	case TypeConnack:
+		return new(Connack)
+	case TypePublish:
+		return new(Publish)
+	case TypePuback:
+		return new(Puback)
+	case TypePubrec:
+		return new(Pubrec)
+	case TypePubrel:
+		return new(Pubrel)
+	case TypePubcomp:
+		return new(Pubcomp)
+	case TypeSubscribe:
+		return new(Subscribe)
+	case TypeSuback:
+		return new(Suback)
+	case TypeUnsubscribe:
+		return new(Unsubscribe)
+	case TypeUnsuback:
+		return new(Unsuback)
+	case TypePingreq:
+		return new(Pingreq)
+	case TypePingresp:
+		return new(Pingresp)
+	case TypeDisconnect:
+		return new(Disconnect)
+	}
+	return new(Raw)
+}
+
+type packetDecoder interface {
+	Packet
+	decode(c *checker, flags byte, body []byte)
+}
+
+func decode(d *Decoder, b []byte, opt DecodeOptions) (Packet, int, error) {
+	rem, hdr, err := readFixedHeader(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	t := Type(b[0] >> 4)
+	total := hdr + int(rem)
+	if opt.MaxPacketSize > 0 && total > opt.MaxPacketSize {
+		return nil, 0, &ProtocolError{Clause: "MQTT-2.2.3", Type: t, Offset: 1,
+			Msg: fmt.Sprintf("packet of %d bytes exceeds the limit of %d", total, opt.MaxPacketSize), Err: ErrTooLarge}
+	}
+	if len(b) < total {
+		return nil, 0, &ShortBufferError{Need: total - len(b)}
+	}
+	c := checker{typ: t, base: hdr, lenient: opt.Lenient}
+	var p packetDecoder
+	if d != nil {
+		p = d.slot(t)
+	} else {
+		p = newSlot(t)
+	}
+	flags := b[0] & 0x0f
+	body := b[hdr:total:total]
+	switch {
+	case t == TypeReserved0 || t == TypeReserved15:
+		// [MQTT-2.2.1] Control packet types 0 and 15 are reserved ("Forbidden").
+		c.violation("MQTT-2.2.1", -hdr, "reserved control packet type %d", byte(t))
+		r := p.(*Raw)
+		r.Header, r.Body, r.RemainingLength = b[0], body, nil
+	case t != TypePublish && flags != requiredFlags[t]:
+		// [MQTT-2.2.2-1] Where a flag bit is marked as "Reserved" ... it MUST be
+		// set to the value listed. [MQTT-2.2.2-2] invalid flags: close.
+		clause := "MQTT-2.2.2-1"
+		switch t {
+		case TypePubrel:
+			clause = "MQTT-3.6.1-1"
+		case TypeSubscribe:
+			clause = "MQTT-3.8.1-1"
+		case TypeUnsubscribe:
+			clause = "MQTT-3.10.1-1"
+		case TypeDisconnect:
+			clause = "MQTT-3.14.1-1"
+		}
+		c.violation(clause, -hdr, "fixed header flags 0x%x, must be 0x%x", flags, requiredFlags[t])
+	}
+	if c.err == nil && t != TypeReserved0 && t != TypeReserved15 {
+		p.decode(&c, flags, body)
+	}
+	if c.err != nil {
+		return nil, total, c.err
+	}
+	if len(c.viol) > 0 {
+		return p, total, Violations(c.viol)
+	}
+	return p, total, nil
+}
