@@ -232,14 +232,14 @@ func (p *Connect) decode(c *checker, _ byte, body []byte) {
 	usernameFlag := f&0x80 != 0
 	p.KeepAlive = binary.BigEndian.Uint16(body[off+2:])
 	off += 4
-	name := string(p.ProtocolName)
-	if name != ProtocolName311 && name != protocolNameMQIsdp || p.ProtocolLevel != ProtocolLevel311 && p.ProtocolLevel != 3 {
-		// Another protocol (MQTT 5 adds properties here): the payload cannot be
-		// read as 3.1.1. Report the level and stop; the header fields stand.
-		p.checkHeader(c, connectOffsets{flags: flagsOff})
-		if !c.failed() {
-			c.malformed("MQTT-3.1.2-2", flagsOff-1, "protocol %q level %d cannot be decoded as MQTT 3.1.1", p.ProtocolName, p.ProtocolLevel)
-		}
+	if p.ProtocolLevel != ProtocolLevel311 && p.ProtocolLevel != 3 {
+		// Another protocol version (MQTT 5 adds properties here): the payload
+		// cannot be read as 3.1.1. Levels 3 (MQTT 3.1, "MQIsdp") and 4 share
+		// the 3.1.1 layout and are decoded, with violations where they differ.
+		// It is malformed for this codec in both modes; the clause tells a
+		// server to answer CONNACK 0x01 and a tracer to hand over to an
+		// MQTT 5 decoder.
+		c.malformed("MQTT-3.1.2-2", flagsOff-1, "protocol %q level %d cannot be decoded as MQTT 3.1.1", p.ProtocolName, p.ProtocolLevel)
 		return
 	}
 	// [MQTT-3.1.3-1] These fields, if present, MUST appear in the order Client

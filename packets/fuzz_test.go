@@ -1,0 +1,92 @@
+package packets_test
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/packets/packettest"
+)
+
+func addSeeds(f *testing.F) {
+	for _, v := range packettest.Vectors {
+		if len(v.Raw) <= 4096 {
+			f.Add(v.Raw)
+		}
+	}
+}
+
+// FuzzDecode: no input panics or hangs; n never exceeds the input; the error
+// kinds are the documented ones; strict success implies lenient success.
+func FuzzDecode(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var d packets.Decoder
+		for _, opt := range []packets.DecodeOptions{{}, {Lenient: true}, {MaxPacketSize: 64}} {
+			p, n, err := packets.Decode(b, opt)
+			if n < 0 || n > len(b) {
+				t.Fatalf("n = %d for %d bytes", n, len(b))
+			}
+			var pe *packets.ProtocolError
+			var vs packets.Violations
+			switch {
+			case err == nil:
+				if p == nil || n == 0 {
+					t.Fatalf("success with p=%v n=%d", p, n)
+				}
+			case errors.Is(err, packets.ErrShortBuffer):
+				if p != nil || n != 0 {
+					t.Fatalf("short buffer with p=%v n=%d", p, n)
+				}
+			case errors.As(err, &vs):
+				if !opt.Lenient || p == nil {
+					t.Fatalf("violations outside lenient mode, or without a packet: %v", err)
+				}
+			case errors.As(err, &pe):
+				if p != nil || pe.Clause == "" || pe.Offset < 0 || pe.Offset > max(n, len(b)) {
+					t.Fatalf("protocol error %v with p=%v n=%d len=%d", err, p, n, len(b))
+				}
+			default:
+				t.Fatalf("undocumented error %T: %v", err, err)
+			}
+			if !opt.Lenient && opt.MaxPacketSize == 0 {
+				q, m, err2 := d.Decode(b)
+				if (err == nil) != (err2 == nil) || m != n || (err == nil && !reflect.DeepEqual(p, q)) {
+					t.Fatalf("Decoder disagrees with Decode: %v %d %v / %v %d %v", p, n, err, q, m, err2)
+				}
+			}
+		}
+	})
+}
+
+// FuzzRoundTrip: whatever decodes (leniently) re-encodes, with AllowInvalid,
+// to bytes that decode to an equal packet; whatever decodes strictly also
+// encodes without AllowInvalid.
+func FuzzRoundTrip(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, _, err := packets.Decode(b, packets.DecodeOptions{Lenient: true})
+		if p == nil {
+			return
+		}
+		enc, err2 := packets.Encode(nil, p, packets.EncodeOptions{AllowInvalid: true})
+		if err2 != nil {
+			t.Fatalf("decoded %#v (%v) but cannot encode it: %v", p, err, err2)
+		}
+		q, n, err3 := packets.Decode(enc, packets.DecodeOptions{Lenient: true})
+		if q == nil || n != len(enc) || !reflect.DeepEqual(p, q) {
+			t.Fatalf("round trip:\n%#v\n% x\n%#v (%v)", p, enc, q, err3)
+		}
+		if err == nil {
+			strictEnc, err := p.Append(nil)
+			if err != nil {
+				t.Fatalf("strictly decoded packet does not encode strictly: %v", err)
+			}
+			if !bytes.Equal(strictEnc, enc) {
+				t.Fatalf("Append and Encode(AllowInvalid) differ")
+			}
+		}
+	})
+}
