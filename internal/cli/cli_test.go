@@ -1,0 +1,65 @@
+package cli_test
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/dps-conform/dps-conform/internal/cli"
+)
+
+var update = flag.Bool("update", false, "rewrite the scripts' cmp files from the actual output")
+
+// TestMain lets testscript run this test binary as "dps-conform" (bound to
+// cli.Run, exactly like cmd/dps-conform) inside the scripts.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"dps-conform": func() { os.Exit(cli.Run()) },
+	})
+}
+
+// TestScripts runs testdata/script/*.txtar. Besides the standard commands
+// the scripts have
+//
+//	exitcode N PROG [ARGS...]
+//
+// which runs PROG like exec and fails unless it exits with status N, because
+// "! exec" accepts any non-zero status and 2 (usage) vs 3 (no verdict) matters.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:           "testdata/script",
+		UpdateScripts: *update,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode": cmdExitcode,
+		},
+	})
+}
+
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! exitcode")
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: exitcode N PROG [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: bad status %q", args[0])
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("exitcode: %v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited with status %d, want %d", args[1], got, want)
+	}
+}

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     subcommand
+}
+
+// commands are the subcommands that exist, in the order help lists them.
+// (A function, not a package variable, because the help command refers back to
+// the list.)
+func commands() []command {
+	return []command{
+		{"help", "show this list, or a command's usage: dps-conform help COMMAND", helpCmd},
+		{"version", "print the version of this binary", versionCmd},
+		{"sas", "print a DPS SAS token, or derive a device key from a group key", sasCmd},
+		{"run", "run the service conformance suite against a DPS endpoint (not built yet)", runCmd},
+	}
+}
+
+// plannedCommands are designed (ARCHITECTURE.md §3) but not built; help lists
+// them so nobody mistakes their absence for a bug, and dispatch says so.
+var plannedCommands = []struct{ name, summary string }{
+	{"list", "show the requirement catalogue and the specs"},
+	{"emulator", "serve the reference DPS emulator"},
+	{"device", "judge a device under test (device role)"},
+	{"trace", "decode a pcap/pcapng capture, optionally check it"},
+	{"tlsprobe", "probe a server's TLS versions, suites and certificate chain"},
+	{"report", "re-render or verify a results bundle"},
+	{"provision", "provision with the reference device client, print the assignment"},
+}
+
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func unknownCommand(name string) error {
+	for _, p := range plannedCommands {
+		if p.name == name {
+			return usageErrorf("command %q is planned but not built yet; run 'dps-conform help' for the command list", name)
+		}
+	}
+	if strings.HasPrefix(name, "-") {
+		return usageErrorf("unknown flag %q (flags go after the command); run 'dps-conform help' for the command list", name)
+	}
+	return usageErrorf("unknown command %q; run 'dps-conform help' for the command list", name)
+}
+
+func printCommandList(w io.Writer) {
+	var b strings.Builder
+	b.WriteString(`dps-conform checks Azure IoT Device Provisioning Service (DPS) behaviour over MQTT 3.1.1.
+
+Usage:
+  dps-conform COMMAND [flags] [arguments]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nPlanned (not built yet):\n")
+	for _, p := range plannedCommands {
+		fmt.Fprintf(&b, "  %-10s %s\n", p.name, p.summary)
+	}
+	b.WriteString(`
+Exit codes:
+  0  conformant, or success
+  1  non-conformant: at least one MUST-level finding
+  2  usage or input error
+  3  target unreachable or environment failure: no verdict
+
+Run 'dps-conform COMMAND -h' for the flags of a command.
+`)
+	io.WriteString(w, b.String())
+}
+
+const helpUsage = `Usage:
+  dps-conform help [COMMAND]
+
+Without COMMAND, lists the commands; with it, prints that command's usage.
+`
+
+func helpCmd(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("help", helpUsage)
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		printCommandList(env.Stdout)
+		return nil
+	case 1:
+		name := fs.Arg(0)
+		if name == "help" {
+			printUsage(env.Stdout, fs)
+			return nil
+		}
+		cmd, ok := lookupCommand(name)
+		if !ok {
+			return unknownCommand(name)
+		}
+		return cmd.run(ctx, env, []string{"-h"})
+	default:
+		return usageErrorf("want at most one command name, got %d arguments", fs.NArg())
+	}
+}

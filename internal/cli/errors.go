@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+)
+
+// UsageError is a mistake on the command line or in an input the user gave:
+// unknown command or flag, bad flag value, missing or contradictory flags. It
+// maps to [ExitUsage].
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// EnvError means dps-conform could not produce a verdict: the target was
+// unreachable, or the environment failed (a missing tool, an unwritable
+// directory, a feature not built yet). It maps to [ExitTargetUnreachable].
+type EnvError struct{ Err error }
+
+func (e *EnvError) Error() string { return e.Err.Error() }
+func (e *EnvError) Unwrap() error { return e.Err }
+
+// NonConformantError is a verdict: the target was judged and broke MustFindings
+// MUST-level requirements. It maps to [ExitNonConformant].
+type NonConformantError struct {
+	MustFindings int
+}
+
+func (e *NonConformantError) Error() string {
+	if e.MustFindings == 1 {
+		return "non-conformant: 1 MUST-level requirement not met"
+	}
+	return fmt.Sprintf("non-conformant: %d MUST-level requirements not met", e.MustFindings)
+}
+
+var (
+	_ error = (*UsageError)(nil)
+	_ error = (*EnvError)(nil)
+	_ error = (*NonConformantError)(nil)
+)
+
+func usageErrorf(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+func envErrorf(format string, args ...any) error {
+	return &EnvError{Err: fmt.Errorf(format, args...)}
+}
+
+// ExitCode maps err to the dps-conform exit code: nil → [ExitConformant],
+// [*NonConformantError] → [ExitNonConformant], [*UsageError] → [ExitUsage],
+// [*EnvError] → [ExitTargetUnreachable]. The first of these types found by
+// errors.As in that order wins. Any other error means a subcommand failed to
+// classify it; since no verdict was produced, it maps to
+// [ExitTargetUnreachable] too, never to a pass or a plain failure.
+func ExitCode(err error) int {
+	if err == nil {
+		return ExitConformant
+	}
+	var nc *NonConformantError
+	if errors.As(err, &nc) {
+		return ExitNonConformant
+	}
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		return ExitUsage
+	}
+	var ee *EnvError
+	if errors.As(err, &ee) {
+		return ExitTargetUnreachable
+	}
+	// Unclassified: a bug in the subcommand's error handling. We cannot claim a
+	// verdict, so report it as an environment failure.
+	return ExitTargetUnreachable
+}
