@@ -66,7 +66,10 @@ func TestReadTruncated(t *testing.T) {
 	for _, cut := range []int{1, 2, 5, len(full) - 1} {
 		for name, read := range map[string]func(io.Reader) error{
 			"ReadPacket": func(r io.Reader) error { _, err := packets.ReadPacket(r, packets.DecodeOptions{}); return err },
-			"Reader":     func(r io.Reader) error { _, err := packets.NewReader(r, packets.DecodeOptions{}).ReadPacket(); return err },
+			"Reader": func(r io.Reader) error {
+				_, err := packets.NewReader(r, packets.DecodeOptions{}).ReadPacket()
+				return err
+			},
 		} {
 			err := read(bytes.NewReader(full[:cut]))
 			if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "PUBLISH") {
