@@ -114,7 +114,8 @@ func (p *Connect) Clone() Packet {
 	return &q
 }
 
-// validate checks an encoder-side Connect. Offsets are approximate there.
+// validate checks a Connect about to be encoded; offsets are where the
+// fields will be in the encoding.
 func (p *Connect) validate(c *checker) {
 	for _, f := range [...]struct {
 		v    []byte
@@ -132,7 +133,14 @@ func (p *Connect) validate(c *checker) {
 	if p.WillQoS > 3 {
 		c.malformed("MQTT-3.1.2-14", 0, "will QoS %d does not fit in two bits", p.WillQoS)
 	}
-	p.check(c, connectOffsets{})
+	o := connectOffsets{flags: 2 + len(p.ProtocolName) + 1}
+	o.clientID = o.flags + 3
+	o.willTopic = o.clientID + 2 + len(p.ClientID)
+	o.username = o.willTopic
+	if p.WillTopic != nil {
+		o.username += 2 + len(p.WillTopic) + 2 + len(p.WillMessage)
+	}
+	p.check(c, o)
 }
 
 // connectOffsets locates fields in the body, for error offsets.

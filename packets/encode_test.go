@@ -125,3 +125,20 @@ func TestMaxPacketSize(t *testing.T) {
 		t.Errorf("a packet of exactly the limit: %v", err)
 	}
 }
+
+func TestEncodeErrorOffsetsMatchDecodeOffsets(t *testing.T) {
+	// The encoder names the same offset the decoder would for the bytes it
+	// refuses to write.
+	c := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: []byte("a"),
+		Username: []byte{0xc3, 0x28}} // not UTF-8; CleanSession 0 is fine with a client id
+	_, err := c.Append(nil)
+	enc, _ := packets.Encode(nil, c, packets.EncodeOptions{AllowInvalid: true})
+	_, _, derr := packets.Decode(enc, packets.DecodeOptions{})
+	var pe, dpe *packets.ProtocolError
+	if !errors.As(err, &pe) || !errors.As(derr, &dpe) || pe.Clause != dpe.Clause || pe.Offset != dpe.Offset {
+		t.Fatalf("encode error %v, decode error %v: want the same clause and offset", err, derr)
+	}
+	if _, err := packets.Encode(nil, nil, packets.EncodeOptions{}); !errors.Is(err, packets.ErrInvalidPacket) {
+		t.Errorf("Encode(nil) = %v", err)
+	}
+}

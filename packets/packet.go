@@ -108,6 +108,9 @@ type EncodeOptions struct {
 
 // Encode appends the encoding of p to dst under opt.
 func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
+	if p == nil {
+		return dst, fmt.Errorf("%w: nil packet", ErrInvalidPacket)
+	}
 	c := checker{typ: p.Type(), encoding: true}
 	c.base = 1 + varintLen(uint32(min(p.bodyLen(), MaxRemainingLength)))
 	p.validate(&c)
