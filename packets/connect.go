@@ -209,15 +209,6 @@ func (p *Connect) check(c *checker, o connectOffsets) {
 	}
 }
 
-func indexWildcard(s []byte) int {
-	for i, ch := range s {
-		if ch == '#' || ch == '+' {
-			return i
-		}
-	}
-	return -1
-}
-
 func (p *Connect) decode(c *checker, _ byte, body []byte) {
 	var off int
 	p.ProtocolName, off = c.lenPrefixed(body, 0, "protocol name")

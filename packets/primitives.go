@@ -75,7 +75,7 @@ func (c *checker) topicName(s []byte, off int) {
 		c.violation("MQTT-4.7.3-1", off, "topic name is empty")
 	}
 	// [MQTT-3.3.2-2] The Topic Name in the PUBLISH Packet MUST NOT contain wildcard characters.
-	if i := bytes.IndexAny(s, "#+"); i >= 0 {
+	if i := indexWildcard(s); i >= 0 {
 		c.violation("MQTT-3.3.2-2", off+2+i, "topic name contains wildcard %q at byte %d", s[i], i)
 	}
 }
@@ -141,4 +141,21 @@ func (c *checker) trailing(body []byte, off int, section string) {
 	if off < len(body) && !c.fatal {
 		c.malformed(section, off, "%d unexpected bytes after the last field", len(body)-off)
 	}
+}
+
+// indexWildcard returns the index of the first '#' or '+' in s, or -1.
+// Two IndexByte scans (vectorised) beat bytes.IndexAny, which builds a set
+// on every call.
+func indexWildcard(s []byte) int {
+	i := bytes.IndexByte(s, '#')
+	if i < 0 {
+		i = len(s)
+	}
+	if j := bytes.IndexByte(s[:i], '+'); j >= 0 {
+		return j
+	}
+	if i == len(s) {
+		return -1
+	}
+	return i
 }

@@ -83,18 +83,19 @@ func NewReader(r io.Reader, opt DecodeOptions) *Reader {
 // ReadPacket reads the next packet. Errors are as for the package-level
 // ReadPacket.
 func (r *Reader) ReadPacket() (Packet, error) {
-	// Peek the fixed header: at least 2 bytes, at most 5.
-	hdr, err := r.br.Peek(2)
-	if err != nil {
-		return nil, r.peekErr(hdr, 0, err)
-	}
-	total, err := PacketLength(hdr)
-	for n := 3; errors.Is(err, ErrShortBuffer) && n <= 5; n++ {
+	// Peek the fixed header: 2 to 5 bytes, as far as the continuation bits
+	// of the remaining length go (PacketLength then reports a 5th one).
+	var hdr []byte
+	var err error
+	for n := 2; n <= 5; n++ {
 		if hdr, err = r.br.Peek(n); err != nil {
 			return nil, r.peekErr(hdr, 0, err)
 		}
-		total, err = PacketLength(hdr)
+		if hdr[n-1]&0x80 == 0 {
+			break
+		}
 	}
+	total, err := PacketLength(hdr)
 	if err != nil {
 		return nil, err
 	}
