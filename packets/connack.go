@@ -66,8 +66,6 @@ func (p *Connack) appendBody(b []byte) []byte {
 	return append(b, f, byte(p.ReturnCode))
 }
 
-func (p *Connack) validate(c *checker) { p.check(c) }
-
 func (p *Connack) check(c *checker) {
 	// §3.2.2.1: "Bits 7-1 are reserved and MUST be set to 0."
 	if p.Reserved&^0x01 != 0 {
@@ -84,7 +82,7 @@ func (p *Connack) check(c *checker) {
 	}
 }
 
-func (p *Connack) decode(c *checker, _ byte, body []byte) {
+func (p *Connack) decode(c *checker, body []byte) {
 	if len(body) != 2 {
 		c.malformed("MQTT-3.2.1", -1, "remaining length %d, must be 2", len(body))
 		return

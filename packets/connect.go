@@ -209,7 +209,8 @@ func (p *Connect) check(c *checker, o connectOffsets) {
 	}
 }
 
-func (p *Connect) decode(c *checker, _ byte, body []byte) {
+func (p *Connect) decode(c *checker, body []byte) {
+	*p = Connect{}
 	var off int
 	p.ProtocolName, off = c.lenPrefixed(body, 0, "protocol name")
 	if c.fatal {

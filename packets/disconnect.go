@@ -19,7 +19,5 @@ func (p *Disconnect) Append(b []byte) ([]byte, error) { return appendPacket(b, p
 // Clone returns a copy of p.
 func (*Disconnect) Clone() Packet { return &Disconnect{} }
 
-func (*Disconnect) bodyLen() int                           { return 0 }
-func (*Disconnect) appendBody(b []byte) []byte             { return b }
-func (*Disconnect) validate(*checker)                      {}
-func (*Disconnect) decode(c *checker, _ byte, body []byte) { decodeEmpty(c, body, "MQTT-3.14.1") }
+func (*Disconnect) bodyLen() int               { return 0 }
+func (*Disconnect) appendBody(b []byte) []byte { return b }

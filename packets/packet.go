@@ -76,7 +76,6 @@ type Packet interface {
 	flags() byte
 	bodyLen() int
 	appendBody(b []byte) []byte
-	validate(v *checker)
 }
 
 // DecodeOptions control Decode, Decoder, ReadPacket and Reader.
@@ -111,8 +110,8 @@ func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
 	if p == nil {
 		return dst, fmt.Errorf("%w: nil packet", ErrInvalidPacket)
 	}
-	c := checker{typ: p.Type(), encoding: true}
-	c.base = 1 + varintLen(uint32(min(p.bodyLen(), MaxRemainingLength)))
+	n := p.bodyLen()
+	c := checker{typ: p.Type(), encoding: true, base: 1 + varintLen(uint32(min(n, MaxRemainingLength)))}
 	validate(p, &c)
 	if c.err != nil && (!opt.AllowInvalid || c.fatal) {
 		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, c.err)
@@ -122,7 +121,6 @@ func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
 		dst = append(dst, r.RemainingLength...)
 		return append(dst, r.Body...), nil
 	}
-	n := p.bodyLen()
 	if n > MaxRemainingLength {
 		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, &ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(),
 			Msg: fmt.Sprintf("remaining length %d exceeds the maximum %d", n, MaxRemainingLength), Err: ErrMalformed})
@@ -160,7 +158,7 @@ func packetLen(p Packet) int {
 //
 // Decode allocates the returned packet; a Decoder reuses its storage.
 func Decode(b []byte, opt DecodeOptions) (Packet, int, error) {
-	return decode(nil, b, opt)
+	return (&Decoder{Options: opt}).Decode(b)
 }
 
 // Decoder decodes packets into storage it owns and reuses, so decoding
@@ -190,135 +188,37 @@ type Decoder struct {
 // Decode is like the package-level Decode with d.Options, reusing d's
 // storage for the result.
 func (d *Decoder) Decode(b []byte) (Packet, int, error) {
-	return decode(d, b, d.Options)
-}
-
-func (d *Decoder) slot(t Type) packetDecoder {
-	switch t {
-	case TypeConnect:
-		d.connect = Connect{}
-		return &d.connect
-	case TypeConnack:
-		d.connack = Connack{}
-		return &d.connack
-	case TypePublish:
-		d.publish = Publish{}
-		return &d.publish
-	case TypePuback:
-		return &d.puback
-	case TypePubrec:
-		return &d.pubrec
-	case TypePubrel:
-		return &d.pubrel
-	case TypePubcomp:
-		return &d.pubcomp
-	case TypeSubscribe:
-		d.subscribe.Subscriptions = d.subscribe.Subscriptions[:0]
-		return &d.subscribe
-	case TypeSuback:
-		d.suback.ReturnCodes = d.suback.ReturnCodes[:0]
-		return &d.suback
-	case TypeUnsubscribe:
-		d.unsubscribe.Filters = d.unsubscribe.Filters[:0]
-		return &d.unsubscribe
-	case TypeUnsuback:
-		return &d.unsuback
-	case TypePingreq:
-		return &d.pingreq
-	case TypePingresp:
-		return &d.pingresp
-	case TypeDisconnect:
-		return &d.disconnect
-	}
-	return &d.raw
-}
-
-func newSlot(t Type) packetDecoder {
-	switch t {
-	case TypeConnect:
-		return new(Connect)
-	case TypeConnack:
-		return new(Connack)
-	case TypePublish:
-		return new(Publish)
-	case TypePuback:
-		return new(Puback)
-	case TypePubrec:
-		return new(Pubrec)
-	case TypePubrel:
-		return new(Pubrel)
-	case TypePubcomp:
-		return new(Pubcomp)
-	case TypeSubscribe:
-		return new(Subscribe)
-	case TypeSuback:
-		return new(Suback)
-	case TypeUnsubscribe:
-		return new(Unsubscribe)
-	case TypeUnsuback:
-		return new(Unsuback)
-	case TypePingreq:
-		return new(Pingreq)
-	case TypePingresp:
-		return new(Pingresp)
-	case TypeDisconnect:
-		return new(Disconnect)
-	}
-	return new(Raw)
-}
-
-type packetDecoder interface {
-	Packet
-	decode(c *checker, flags byte, body []byte)
-}
-
-func decode(d *Decoder, b []byte, opt DecodeOptions) (Packet, int, error) {
 	rem, hdr, err := readFixedHeader(b)
 	if err != nil {
 		return nil, 0, err
 	}
 	t := Type(b[0] >> 4)
 	total := hdr + int(rem)
-	if opt.MaxPacketSize > 0 && total > opt.MaxPacketSize {
-		return nil, 0, &ProtocolError{Clause: "MQTT-2.2.3", Type: t, Offset: 1,
-			Msg: fmt.Sprintf("packet of %d bytes exceeds the limit of %d", total, opt.MaxPacketSize), Err: ErrTooLarge}
+	if max := d.Options.MaxPacketSize; max > 0 && total > max {
+		return nil, 0, tooLarge(b[0], total, max)
 	}
 	if len(b) < total {
 		return nil, 0, &ShortBufferError{Need: total - len(b)}
 	}
-	c := checker{typ: t, base: hdr, lenient: opt.Lenient}
-	var p packetDecoder
-	if d != nil {
-		p = d.slot(t)
-	} else {
-		p = newSlot(t)
-	}
+	c := checker{typ: t, base: hdr, lenient: d.Options.Lenient}
 	flags := b[0] & 0x0f
 	body := b[hdr:total:total]
+	var p Packet
 	switch {
 	case t == TypeReserved0 || t == TypeReserved15:
 		// [MQTT-2.2.1] Control packet types 0 and 15 are reserved ("Forbidden").
 		c.violation("MQTT-2.2.1", -hdr, "reserved control packet type %d", byte(t))
-		r := p.(*Raw)
-		r.Header, r.Body, r.RemainingLength = b[0], body, nil
+		d.raw = Raw{Header: b[0], Body: body}
+		p = &d.raw
 	case t != TypePublish && flags != requiredFlags[t]:
 		// [MQTT-2.2.2-1] Where a flag bit is marked as "Reserved" ... it MUST be
 		// set to the value listed. [MQTT-2.2.2-2] invalid flags: close.
-		clause := "MQTT-2.2.2-1"
-		switch t {
-		case TypePubrel:
-			clause = "MQTT-3.6.1-1"
-		case TypeSubscribe:
-			clause = "MQTT-3.8.1-1"
-		case TypeUnsubscribe:
-			clause = "MQTT-3.10.1-1"
-		case TypeDisconnect:
-			clause = "MQTT-3.14.1-1"
+		c.violation(flagClauses[t], -hdr, "fixed header flags 0x%x, must be 0x%x", flags, requiredFlags[t])
+		fallthrough
+	default:
+		if c.err == nil {
+			p = d.decodeBody(t, &c, flags, body)
 		}
-		c.violation(clause, -hdr, "fixed header flags 0x%x, must be 0x%x", flags, requiredFlags[t])
-	}
-	if c.err == nil && t != TypeReserved0 && t != TypeReserved15 {
-		decodeBody(p, &c, flags, body)
 	}
 	if c.err != nil {
 		return nil, total, c.err
@@ -329,57 +229,83 @@ func decode(d *Decoder, b []byte, opt DecodeOptions) (Packet, int, error) {
 	return p, total, nil
 }
 
-// validate and decodeBody dispatch on the concrete type rather than through
-// the interface, so that escape analysis can see the checker stays on the
-// stack: a call through an interface makes its pointer arguments escape,
-// which cost one allocation per packet.
+// flagClauses names the rule a wrong fixed-header flag breaks: the general
+// [MQTT-2.2.2-1], or the packet's own statement where it has one.
+var flagClauses = [16]string{
+	TypeConnect: "MQTT-2.2.2-1", TypeConnack: "MQTT-2.2.2-1", TypePuback: "MQTT-2.2.2-1", TypePubrec: "MQTT-2.2.2-1",
+	TypePubrel: "MQTT-3.6.1-1", TypePubcomp: "MQTT-2.2.2-1", TypeSubscribe: "MQTT-3.8.1-1", TypeSuback: "MQTT-2.2.2-1",
+	TypeUnsubscribe: "MQTT-3.10.1-1", TypeUnsuback: "MQTT-2.2.2-1", TypePingreq: "MQTT-2.2.2-1", TypePingresp: "MQTT-2.2.2-1",
+	TypeDisconnect: "MQTT-3.14.1-1",
+}
+
+// decodeBody decodes the body of a packet of type t into d's storage for
+// that type. Calling each type's decode directly, not through an interface,
+// lets escape analysis keep the checker on the stack (a call through an
+// interface makes its pointer arguments escape: one allocation per packet).
+func (d *Decoder) decodeBody(t Type, c *checker, flags byte, body []byte) Packet {
+	switch t {
+	case TypeConnect:
+		d.connect = Connect{}
+		d.connect.decode(c, body)
+		return &d.connect
+	case TypeConnack:
+		d.connack.decode(c, body)
+		return &d.connack
+	case TypePublish:
+		d.publish.decode(c, flags, body)
+		return &d.publish
+	case TypePuback:
+		d.puback.PacketID = decodePacketID(c, body, "MQTT-3.4.1")
+		return &d.puback
+	case TypePubrec:
+		d.pubrec.PacketID = decodePacketID(c, body, "MQTT-3.5.1")
+		return &d.pubrec
+	case TypePubrel:
+		d.pubrel.PacketID = decodePacketID(c, body, "MQTT-3.6.1")
+		return &d.pubrel
+	case TypePubcomp:
+		d.pubcomp.PacketID = decodePacketID(c, body, "MQTT-3.7.1")
+		return &d.pubcomp
+	case TypeSubscribe:
+		d.subscribe.decode(c, body)
+		return &d.subscribe
+	case TypeSuback:
+		d.suback.decode(c, body)
+		return &d.suback
+	case TypeUnsubscribe:
+		d.unsubscribe.decode(c, body)
+		return &d.unsubscribe
+	case TypeUnsuback:
+		d.unsuback.PacketID = decodePacketID(c, body, "MQTT-3.11.1")
+		return &d.unsuback
+	case TypePingreq:
+		decodeEmpty(c, body, "MQTT-3.12.1")
+		return &d.pingreq
+	case TypePingresp:
+		decodeEmpty(c, body, "MQTT-3.13.1")
+		return &d.pingresp
+	}
+	decodeEmpty(c, body, "MQTT-3.14.1")
+	return &d.disconnect
+}
+
+// validate applies the rules of the standard to a packet about to be
+// encoded. It dispatches on the concrete type for the same reason as
+// decodeBody. The identifier-only and empty packets have nothing to check,
+// and Raw is never checked.
 func validate(p Packet, c *checker) {
 	switch q := p.(type) {
 	case *Connect:
 		q.validate(c)
 	case *Connack:
-		q.validate(c)
+		q.check(c)
 	case *Publish:
 		q.validate(c)
 	case *Subscribe:
 		q.validate(c)
 	case *Suback:
-		q.validate(c)
+		q.check(c)
 	case *Unsubscribe:
 		q.validate(c)
-	}
-	// The identifier-only and empty packets and Raw have nothing to check.
-}
-
-func decodeBody(p packetDecoder, c *checker, flags byte, body []byte) {
-	switch q := p.(type) {
-	case *Connect:
-		q.decode(c, flags, body)
-	case *Connack:
-		q.decode(c, flags, body)
-	case *Publish:
-		q.decode(c, flags, body)
-	case *Puback:
-		q.decode(c, flags, body)
-	case *Pubrec:
-		q.decode(c, flags, body)
-	case *Pubrel:
-		q.decode(c, flags, body)
-	case *Pubcomp:
-		q.decode(c, flags, body)
-	case *Subscribe:
-		q.decode(c, flags, body)
-	case *Suback:
-		q.decode(c, flags, body)
-	case *Unsubscribe:
-		q.decode(c, flags, body)
-	case *Unsuback:
-		q.decode(c, flags, body)
-	case *Pingreq:
-		q.decode(c, flags, body)
-	case *Pingresp:
-		q.decode(c, flags, body)
-	case *Disconnect:
-		q.decode(c, flags, body)
 	}
 }

@@ -19,7 +19,5 @@ func (p *Pingreq) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
 // Clone returns a copy of p.
 func (*Pingreq) Clone() Packet { return &Pingreq{} }
 
-func (*Pingreq) bodyLen() int                           { return 0 }
-func (*Pingreq) appendBody(b []byte) []byte             { return b }
-func (*Pingreq) validate(*checker)                      {}
-func (*Pingreq) decode(c *checker, _ byte, body []byte) { decodeEmpty(c, body, "MQTT-3.12.1") }
+func (*Pingreq) bodyLen() int               { return 0 }
+func (*Pingreq) appendBody(b []byte) []byte { return b }

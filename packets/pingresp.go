@@ -19,7 +19,5 @@ func (p *Pingresp) Append(b []byte) ([]byte, error) { return appendPacket(b, p) 
 // Clone returns a copy of p.
 func (*Pingresp) Clone() Packet { return &Pingresp{} }
 
-func (*Pingresp) bodyLen() int                           { return 0 }
-func (*Pingresp) appendBody(b []byte) []byte             { return b }
-func (*Pingresp) validate(*checker)                      {}
-func (*Pingresp) decode(c *checker, _ byte, body []byte) { decodeEmpty(c, body, "MQTT-3.13.1") }
+func (*Pingresp) bodyLen() int               { return 0 }
+func (*Pingresp) appendBody(b []byte) []byte { return b }

@@ -25,8 +25,3 @@ func (p *Puback) String() string { return idString(TypePuback, p.PacketID) }
 
 func (*Puback) bodyLen() int                 { return 2 }
 func (p *Puback) appendBody(b []byte) []byte { return appendPacketID(b, p.PacketID) }
-func (*Puback) validate(*checker)            {}
-
-func (p *Puback) decode(c *checker, _ byte, body []byte) {
-	p.PacketID = decodePacketID(c, body, "MQTT-3.4.1")
-}

@@ -25,8 +25,3 @@ func (p *Pubcomp) String() string { return idString(TypePubcomp, p.PacketID) }
 
 func (*Pubcomp) bodyLen() int                 { return 2 }
 func (p *Pubcomp) appendBody(b []byte) []byte { return appendPacketID(b, p.PacketID) }
-func (*Pubcomp) validate(*checker)            {}
-
-func (p *Pubcomp) decode(c *checker, _ byte, body []byte) {
-	p.PacketID = decodePacketID(c, body, "MQTT-3.7.1")
-}

@@ -87,6 +87,7 @@ func (p *Publish) check(c *checker, idOff int) {
 }
 
 func (p *Publish) decode(c *checker, flags byte, body []byte) {
+	*p = Publish{}
 	p.Dup = flags&0x08 != 0
 	p.QoS = flags >> 1 & 0x03
 	p.Retain = flags&0x01 != 0

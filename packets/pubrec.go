@@ -25,8 +25,3 @@ func (p *Pubrec) String() string { return idString(TypePubrec, p.PacketID) }
 
 func (*Pubrec) bodyLen() int                 { return 2 }
 func (p *Pubrec) appendBody(b []byte) []byte { return appendPacketID(b, p.PacketID) }
-func (*Pubrec) validate(*checker)            {}
-
-func (p *Pubrec) decode(c *checker, _ byte, body []byte) {
-	p.PacketID = decodePacketID(c, body, "MQTT-3.5.1")
-}

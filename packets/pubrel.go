@@ -25,8 +25,3 @@ func (p *Pubrel) String() string { return idString(TypePubrel, p.PacketID) }
 
 func (*Pubrel) bodyLen() int                 { return 2 }
 func (p *Pubrel) appendBody(b []byte) []byte { return appendPacketID(b, p.PacketID) }
-func (*Pubrel) validate(*checker)            {}
-
-func (p *Pubrel) decode(c *checker, _ byte, body []byte) {
-	p.PacketID = decodePacketID(c, body, "MQTT-3.6.1")
-}

@@ -35,10 +35,8 @@ func (p *Raw) Clone() Packet {
 	return &Raw{Header: p.Header, Body: cloneBytes(p.Body), RemainingLength: cloneBytes(p.RemainingLength)}
 }
 
-func (p *Raw) bodyLen() int                  { return len(p.Body) }
-func (p *Raw) appendBody(b []byte) []byte    { return append(b, p.Body...) }
-func (p *Raw) validate(*checker)             {}
-func (p *Raw) decode(*checker, byte, []byte) {}
+func (p *Raw) bodyLen() int               { return len(p.Body) }
+func (p *Raw) appendBody(b []byte) []byte { return append(b, p.Body...) }
 
 // ToRaw encodes p (under opt) and splits the bytes into a Raw, so a test can
 // change one thing, e.g. r.Header |= 0x01 for a reserved flag.

@@ -65,8 +65,6 @@ func (p *Suback) appendBody(b []byte) []byte {
 	return b
 }
 
-func (p *Suback) validate(c *checker) { p.check(c) }
-
 func (p *Suback) check(c *checker) {
 	// [MQTT-3.8.4-5] The SUBACK Packet MUST contain a return code for each
 	// Topic Filter/QoS pair; a SUBSCRIBE carries at least one.
@@ -82,7 +80,8 @@ func (p *Suback) check(c *checker) {
 	}
 }
 
-func (p *Suback) decode(c *checker, _ byte, body []byte) {
+func (p *Suback) decode(c *checker, body []byte) {
+	p.ReturnCodes = p.ReturnCodes[:0] // reused by a Decoder
 	if len(body) < 2 {
 		c.malformed("MQTT-3.9.2", 0, "remaining length %d, needs at least 2", len(body))
 		return

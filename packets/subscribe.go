@@ -91,7 +91,8 @@ func (p *Subscribe) checkOne(c *checker, s Subscription, off int) {
 	}
 }
 
-func (p *Subscribe) decode(c *checker, _ byte, body []byte) {
+func (p *Subscribe) decode(c *checker, body []byte) {
+	p.Subscriptions = p.Subscriptions[:0] // reused by a Decoder
 	var off int
 	p.PacketID, off = c.uint16At(body, 0, "packet identifier")
 	for off < len(body) && !c.failed() {

@@ -25,8 +25,3 @@ func (p *Unsuback) String() string { return idString(TypeUnsuback, p.PacketID) }
 
 func (*Unsuback) bodyLen() int                 { return 2 }
 func (p *Unsuback) appendBody(b []byte) []byte { return appendPacketID(b, p.PacketID) }
-func (*Unsuback) validate(*checker)            {}
-
-func (p *Unsuback) decode(c *checker, _ byte, body []byte) {
-	p.PacketID = decodePacketID(c, body, "MQTT-3.11.1")
-}

@@ -72,7 +72,8 @@ func (p *Unsubscribe) checkCommon(c *checker) {
 	}
 }
 
-func (p *Unsubscribe) decode(c *checker, _ byte, body []byte) {
+func (p *Unsubscribe) decode(c *checker, body []byte) {
+	p.Filters = p.Filters[:0] // reused by a Decoder
 	var off int
 	p.PacketID, off = c.uint16At(body, 0, "packet identifier")
 	for off < len(body) && !c.failed() {
