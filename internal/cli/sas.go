@@ -2,7 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -94,17 +94,11 @@ func (f *sasFlags) build(set map[string]bool, now time.Time) (string, error) {
 			}
 		}
 	}
-	for _, name := range []string{"key", "group-key"} {
-		if err := checkBase64(name, f.value(name)); err != nil {
-			return "", err
-		}
-	}
-
 	key := f.key
 	if f.groupKey != "" {
 		derived, err := dps.DeriveDeviceKey(f.groupKey, f.registrationID)
 		if err != nil {
-			return "", &UsageError{Err: err}
+			return "", keyError("group-key", err)
 		}
 		if f.idScope == "" {
 			return derived, nil
@@ -125,10 +119,25 @@ func (f *sasFlags) build(set map[string]bool, now time.Time) (string, error) {
 		OmitKeyName:    f.noKeyName,
 	})
 	if err != nil {
-		// Every input was given by the user, so a rejection is an input error.
-		return "", &UsageError{Err: err}
+		// Only --key can be bad here: a derived key is always valid base64.
+		return "", keyError("key", err)
 	}
 	return token, nil
+}
+
+// keyError turns an error of the dps package into a usage error. A key that
+// is not base64 is reported against its flag, with the offset dps found and
+// never the key itself; every other input was given by the user too, so any
+// rejection is an input error.
+func keyError(flagName string, err error) error {
+	var e *dps.Error
+	if errors.Is(err, dps.ErrInvalidKey) && errors.As(err, &e) {
+		if e.Offset >= 0 {
+			return usageErrorf("--%s is not standard base64 (bad data at byte %d)", flagName, e.Offset)
+		}
+		return usageErrorf("--%s is not standard base64", flagName)
+	}
+	return &UsageError{Err: err}
 }
 
 func (f *sasFlags) value(name string) string {
@@ -145,21 +154,6 @@ func (f *sasFlags) value(name string) string {
 		return f.keyName
 	}
 	return ""
-}
-
-// checkBase64 rejects a key that is not standard (padded) base64, naming the
-// flag and the offset but never echoing the key.
-func checkBase64(flagName, key string) error {
-	if key == "" {
-		return nil
-	}
-	if _, err := base64.StdEncoding.DecodeString(key); err != nil {
-		if off, ok := err.(base64.CorruptInputError); ok {
-			return usageErrorf("--%s is not standard base64 (bad data at byte %d)", flagName, int64(off))
-		}
-		return usageErrorf("--%s is not standard base64", flagName)
-	}
-	return nil
 }
 
 // unixSecondsFlag is a non-negative number of seconds since 1970-01-01 UTC.
