@@ -591,26 +591,37 @@ func pahoConnect(flags byte, payload ...[]byte) []byte {
 	return pahoRaw(0x10, append([][]byte{pahoStr("MQTT"), {0x04, flags, 0x00, 0x00}}, payload...)...)
 }
 
+// pahoCheck judges what paho.ReadPacket decoded: "" when it is as the
+// table documents, else the differences.
+type pahoCheck func(paho.ControlPacket) string
+
+// pahoIs checks that paho decoded a T, then compares its fields with f.
+func pahoIs[T paho.ControlPacket](f func(c T, d *differ)) pahoCheck {
+	return func(cp paho.ControlPacket) string {
+		c, ok := cp.(T)
+		if !ok {
+			var want T
+			return fmt.Sprintf("got %T, want %T", cp, want)
+		}
+		var d differ
+		f(c, &d)
+		return d.String()
+	}
+}
+
 // TestPahoDisagreements pins every documented difference between our
 // strict decoder and paho.mqtt.golang's ReadPacket (and their encoders), so
 // that a change on either side shows up here. See the list at the top of
 // this file.
 func TestPahoDisagreements(t *testing.T) {
 	clause := func(c string) error { return &packets.ProtocolError{Clause: c} }
-	type pahoCheck func(paho.ControlPacket) string
 	publish := func(topic string, qos byte, dup bool, id uint16) pahoCheck {
-		return func(cp paho.ControlPacket) string {
-			p, ok := cp.(*paho.PublishPacket)
-			if !ok {
-				return fmt.Sprintf("got %T", cp)
-			}
-			var d differ
+		return pahoIs(func(p *paho.PublishPacket, d *differ) {
 			d.eq("TopicName", p.TopicName, topic)
 			d.eq("Qos", p.Qos, qos)
 			d.eq("Dup", p.Dup, dup)
 			d.eq("MessageID", p.MessageID, id)
-			return d.String()
-		}
+		})
 	}
 	is := func(want paho.ControlPacket) pahoCheck { // type and MessageID only
 		return func(cp paho.ControlPacket) string {
@@ -623,63 +634,25 @@ func TestPahoDisagreements(t *testing.T) {
 			return ""
 		}
 	}
-	connect := func(f func(c *paho.ConnectPacket, d *differ)) pahoCheck {
-		return func(cp paho.ControlPacket) string {
-			c, ok := cp.(*paho.ConnectPacket)
-			if !ok {
-				return fmt.Sprintf("got %T", cp)
-			}
-			var d differ
-			f(c, &d)
-			return d.String()
-		}
-	}
+	connect := pahoIs[*paho.ConnectPacket]
 	connack := func(sp bool, rc byte) pahoCheck {
-		return func(cp paho.ControlPacket) string {
-			c, ok := cp.(*paho.ConnackPacket)
-			if !ok {
-				return fmt.Sprintf("got %T", cp)
-			}
-			var d differ
+		return pahoIs(func(c *paho.ConnackPacket, d *differ) {
 			d.eq("SessionPresent", c.SessionPresent, sp)
 			d.eq("ReturnCode", c.ReturnCode, rc)
-			return d.String()
-		}
+		})
 	}
 	subscribe := func(id uint16, topics []string, qoss []byte) pahoCheck {
-		return func(cp paho.ControlPacket) string {
-			c, ok := cp.(*paho.SubscribePacket)
-			if !ok {
-				return fmt.Sprintf("got %T", cp)
-			}
-			var d differ
+		return pahoIs(func(c *paho.SubscribePacket, d *differ) {
 			d.eq("MessageID", c.MessageID, id)
 			d.deep("Topics", c.Topics, topics)
 			d.bytes("Qoss", c.Qoss, qoss)
-			return d.String()
-		}
+		})
 	}
 	unsubscribe := func(topics []string) pahoCheck {
-		return func(cp paho.ControlPacket) string {
-			c, ok := cp.(*paho.UnsubscribePacket)
-			if !ok {
-				return fmt.Sprintf("got %T", cp)
-			}
-			var d differ
-			d.deep("Topics", c.Topics, topics)
-			return d.String()
-		}
+		return pahoIs(func(c *paho.UnsubscribePacket, d *differ) { d.deep("Topics", c.Topics, topics) })
 	}
 	suback := func(codes []byte) pahoCheck {
-		return func(cp paho.ControlPacket) string {
-			c, ok := cp.(*paho.SubackPacket)
-			if !ok {
-				return fmt.Sprintf("got %T", cp)
-			}
-			var d differ
-			d.bytes("ReturnCodes", c.ReturnCodes, codes)
-			return d.String()
-		}
+		return pahoIs(func(c *paho.SubackPacket, d *differ) { d.bytes("ReturnCodes", c.ReturnCodes, codes) })
 	}
 	mqtt5, ok := packettest.ByName("connect/mqtt5")
 	if !ok {
