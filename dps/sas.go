@@ -234,18 +234,13 @@ func ParseSASToken(s string) (*SASToken, error) {
 		hasSR, hasSig, hasSE bool
 	)
 	for off := len(SASPrefix); off <= len(s); {
-		end := len(s)
-		if amp := strings.IndexByte(s[off:], '&'); amp >= 0 {
-			end = off + amp
-		}
-		f := s[off:end]
+		f, name, raw, hasEq, end := cutParam(s, off)
 		start := off
 		off = end + 1
 		if f == "" {
 			continue
 		}
-		name, raw, ok := strings.Cut(f, "=")
-		if !ok {
+		if !hasEq {
 			// The text is left out: it may be a signature missing its "sig=".
 			return fail("sas", start, "", `field has no "="`)
 		}

@@ -212,19 +212,9 @@ func parseQuery(topic string, off int) ([]param, error) {
 	var ps []param
 	for off < len(topic) {
 		off++ // skip '?' or '&'
-		end := len(topic)
-		if amp := strings.IndexByte(topic[off:], '&'); amp >= 0 {
-			end = off + amp
-		}
-		kv := topic[off:end]
-		k, v, ok := strings.Cut(kv, "=")
-		switch {
-		case kv == "":
-			return nil, topicError(topic, off, "empty query parameter")
-		case !ok:
-			return nil, topicError(topic, off, fmt.Sprintf("query parameter %q has no \"=\"", truncate(kv)))
-		case k == "":
-			return nil, topicError(topic, off, "query parameter with empty name")
+		kv, k, v, hasEq, end := cutParam(topic, off)
+		if problem := paramProblem("query parameter", kv, k, hasEq); problem != "" {
+			return nil, topicError(topic, off, problem)
 		}
 		for _, known := range [...]string{ridKey, retryAfterKey, operationIDKey} {
 			if !strings.EqualFold(k, known) {

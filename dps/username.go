@@ -130,17 +130,11 @@ func ParseUsername(s string) (Username, error) {
 	seen := false
 	for off := verEnd; off < len(s); {
 		off++ // skip '&'
-		end := len(s)
-		if amp := strings.IndexByte(s[off:], '&'); amp >= 0 {
-			end = off + amp
+		param, key, value, hasEq, end := cutParam(s, off)
+		if problem := paramProblem("parameter", param, key, hasEq); problem != "" {
+			return fail(off, problem)
 		}
-		param := s[off:end]
-		key, value, ok := strings.Cut(param, "=")
 		switch {
-		case param == "":
-			return fail(off, "empty parameter")
-		case !ok:
-			return fail(off, fmt.Sprintf("parameter %q has no \"=\"", param))
 		case !strings.EqualFold(key, clientVersionName):
 			return fail(off, fmt.Sprintf("unknown parameter %q", key))
 		case seen:

@@ -88,6 +88,7 @@ func TestParseUsernameErrors(t *testing.T) {
 		{ok + "&", "dps: username @45: empty parameter"},
 		{ok + "&&ClientVersion=1", "dps: username @45: empty parameter"},
 		{ok + "&ClientVersion", `dps: username @45: parameter "ClientVersion" has no "="`},
+		{ok + "&=1", "dps: username @45: parameter with empty name"},
 		{ok + "&Foo=bar", `dps: username @45: unknown parameter "Foo"`},
 		{ok + "&ClientVersion=a&ClientVersion=b", "dps: username @61: duplicate ClientVersion"},
 	}
