@@ -187,6 +187,10 @@ func mochiEncode(pk *mochi.Packet, buf *bytes.Buffer) error {
 type mochiDecoder struct {
 	pk mochi.Packet
 	br bytes.Reader
+	// validate also runs mochi's per-type Validate after decoding: the
+	// packet-id, wildcard and filter rules that our strict decoder applies
+	// while decoding, so that row compares equal work.
+	validate bool
 }
 
 func (m *mochiDecoder) decode(b []byte) (int, error) {
@@ -242,7 +246,24 @@ func (m *mochiDecoder) decode(b []byte) (int, error) {
 	default:
 		err = fmt.Errorf("mochi: packet type %d", pk.FixedHeader.Type)
 	}
-	return end, err
+	if err != nil || !m.validate {
+		return end, err
+	}
+	code := mochi.CodeSuccess
+	switch pk.FixedHeader.Type {
+	case mochi.Connect:
+		code = pk.ConnectValidate()
+	case mochi.Publish:
+		code = pk.PublishValidate(0)
+	case mochi.Subscribe:
+		code = pk.SubscribeValidate()
+	case mochi.Unsubscribe:
+		code = pk.UnsubscribeValidate()
+	}
+	if code.Code >= 0x80 { // reason codes from 0x80 are failures
+		return end, fmt.Errorf("mochi validate: %s", code.Reason)
+	}
+	return end, nil
 }
 
 // loopReader replays b endlessly, without allocating: an unbounded
@@ -372,21 +393,27 @@ func BenchmarkDecode(b *testing.B) {
 				}
 				reportPerPacket(b, len(in.pkts))
 			})
-			b.Run("mochi", func(b *testing.B) {
-				m := new(mochiDecoder)
-				b.ReportAllocs()
-				b.SetBytes(int64(len(in.raw)))
-				for b.Loop() {
-					for off := 0; off < len(in.raw); {
-						n, err := m.decode(in.raw[off:])
-						if err != nil {
-							b.Fatal(err)
-						}
-						off += n
-					}
+			for _, validate := range []bool{false, true} {
+				name := "mochi" // its zero-copy decode primitives only: the yardstick
+				if validate {
+					name = "mochi+validate" // plus its validation: the work our strict decode does
 				}
-				reportPerPacket(b, len(in.pkts))
-			})
+				b.Run(name, func(b *testing.B) {
+					m := &mochiDecoder{validate: validate}
+					b.ReportAllocs()
+					b.SetBytes(int64(len(in.raw)))
+					for b.Loop() {
+						for off := 0; off < len(in.raw); {
+							n, err := m.decode(in.raw[off:])
+							if err != nil {
+								b.Fatal(err)
+							}
+							off += n
+						}
+					}
+					reportPerPacket(b, len(in.pkts))
+				})
+			}
 		})
 	}
 }
