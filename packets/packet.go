@@ -156,7 +156,8 @@ func packetLen(p Packet) int {
 // length of the bad packet when the fixed header was readable (so a reader
 // can skip it), else 0. n <= len(b) always.
 //
-// Decode allocates the returned packet; a Decoder reuses its storage.
+// Decode allocates a Decoder (a few hundred bytes) that holds the returned
+// packet; to keep many packets, Clone them, or reuse a Decoder.
 func Decode(b []byte, opt DecodeOptions) (Packet, int, error) {
 	return (&Decoder{Options: opt}).Decode(b)
 }
