@@ -38,8 +38,10 @@ var allowedImports = map[string][]string{
 	"tracer/wstrace":     {},
 	"emulator":           {"packets", "dps", "transport"},
 	"emulator/registry":  {"packets", "dps", "transport"},
-	"device":             {"packets", "dps", "transport"},
-	"tlsprobe":           {"transport"},
+	// Test support (the httptest idea): starts an in-process emulator.
+	"emulator/emulatortest": {"emulator/...", "packets/...", "dps", "transport"},
+	"device":                {"packets", "dps", "transport"},
+	"tlsprobe":              {"transport"},
 	// Everything above except emulator (the suite reaches targets through an
 	// interface that *emulator.Server satisfies). Test files may import emulator.
 	"conformance": {"packets/...", "dps", "transport", "tracer", "device", "tlsprobe"},
@@ -269,11 +271,13 @@ func TestCheckImports(t *testing.T) {
 		"transport":          {},
 		"emulator":           {"packets", "dps", "transport"},
 		"emulator/registry":  {"packets", "dps", "transport"},
-		"conformance":        {"packets/...", "dps", "transport"},
-		"internal/cli":       {"..."},
-		"internal/gen":       {"conformance"},
-		"cmd/dps-conform":    {"internal/cli"},
-		"interop":            {"..."},
+		// Test support (the httptest idea): starts an in-process emulator.
+		"emulator/emulatortest": {"emulator/...", "packets/...", "dps", "transport"},
+		"conformance":           {"packets/...", "dps", "transport"},
+		"internal/cli":          {"..."},
+		"internal/gen":          {"conformance"},
+		"cmd/dps-conform":       {"internal/cli"},
+		"interop":               {"..."},
 	}
 	for _, tc := range []struct {
 		name    string
@@ -286,10 +290,12 @@ func TestCheckImports(t *testing.T) {
 			"dps":                {"packets"},
 			"emulator":           {"packets", "dps", "transport"},
 			"emulator/registry":  {"packets", "dps", "transport"},
-			"conformance":        {"packets", "packets/packettest", "dps", "conformance/matchers"},
-			"internal/cli":       {"emulator", "conformance", "internal/gen"},
-			"cmd/dps-conform":    {"internal/cli"},
-			"interop":            {"emulator", "conformance"},
+			// Test support (the httptest idea): starts an in-process emulator.
+			"emulator/emulatortest": {"emulator/...", "packets/...", "dps", "transport"},
+			"conformance":           {"packets", "packets/packettest", "dps", "conformance/matchers"},
+			"internal/cli":          {"emulator", "conformance", "internal/gen"},
+			"cmd/dps-conform":       {"internal/cli"},
+			"interop":               {"emulator", "conformance"},
 		}, nil},
 		{"packets imports dps", map[string][]string{
 			"packets": {"dps"},
