@@ -1,0 +1,169 @@
+package registry
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigParses(t *testing.T) {
+	cfg, err := LoadConfig(filepath.Join("testdata", "enrollments.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.IDScope != "0ne00FEED00" || len(cfg.LinkedHubs) != 3 || len(cfg.Enrollments) != 2 || len(cfg.EnrollmentGroups) != 2 {
+		t.Fatalf("example: scope %q, %d hubs, %d enrollments, %d groups", cfg.IDScope, len(cfg.LinkedHubs), len(cfg.Enrollments), len(cfg.EnrollmentGroups))
+	}
+	if got := cfg.Enrollments[0].InitialTwin.Properties.Desired["telemetryInterval"]; got != 30 {
+		t.Errorf("desired.telemetryInterval = %v", got)
+	}
+	if cfg.Enrollments[1].ProvisioningStatus != ProvisioningDisabled {
+		t.Errorf("camera-042 status %q", cfg.Enrollments[1].ProvisioningStatus)
+	}
+	if cfg.EnrollmentGroups[1].CustomAllocationDefinition.APIVersion != "2021-10-01" {
+		t.Errorf("apiVersion %q", cfg.EnrollmentGroups[1].CustomAllocationDefinition.APIVersion)
+	}
+	// The example opens, and the docs' copy is the same file.
+	r := openTest(t, cfg)
+	if r.IDScope() != "0ne00FEED00" {
+		t.Errorf("IDScope %q", r.IDScope())
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "enrollments.md"))
+	if err != nil {
+		t.Skipf("docs/enrollments.md: %v", err)
+	}
+	ex, _ := os.ReadFile(filepath.Join("testdata", "enrollments.example.yaml"))
+	if !strings.Contains(string(doc), string(ex)) {
+		t.Errorf("docs/enrollments.md does not contain testdata/enrollments.example.yaml verbatim")
+	}
+}
+
+const goodSym = `
+idScope: 0ne00000001
+linkedHubs:
+  - name: hub1.azure-devices.net
+enrollments:
+  - registrationId: dev1
+    attestation:
+      type: symmetricKey
+      symmetricKey:
+        primaryKey: ` + keyA + `
+`
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     string // "" = no error; else fragments, "|"-separated
+	}{
+		{"empty", "", ""},
+		{"good yaml", goodSym, ""},
+		{"json with tabs", "{\n\t\"idScope\": \"0ne1\",\n\t\"linkedHubs\": [{\"name\": \"h.example\", \"allocationWeight\": 3}],\n\t\"enrollments\": [{\"registrationId\": \"d\", \"attestation\": {\"type\": \"symmetricKey\", \"symmetricKey\": {\"primaryKey\": \"" + keyA + "\"}}}]\n}\n", ""},
+		{"az output with registrationState", "{\"enrollments\": [{\"registrationId\": \"d\", \"registrationState\": {\"registrationId\": \"d\", \"status\": \"assigned\", \"x509\": {}}, \"attestation\": {\"type\": \"symmetricKey\", \"symmetricKey\": {\"primaryKey\": \"" + keyA + "\"}}}]}", ""},
+		{"unknown top field", "idScope: x\nlinkedHub: []\n", `cfg.yaml:2: linkedHub: unknown field "linkedHub" in Config`},
+		{"unknown enrollment field", goodSym + "    registrationID: dev1\n", `cfg.yaml:11: registrationID: unknown field "registrationID" in IndividualEnrollment`},
+		{"unknown nested field", strings.Replace(goodSym, "primaryKey:", "primarykey:", 1), `cfg.yaml:10: primarykey: unknown field "primarykey" in SymmetricKeyAttestation`},
+		{"type mismatch", "linkedHubs:\n  - name: h\n    allocationWeight: heavy\n", `cfg.yaml:3: cannot unmarshal !!str ` + "`heavy`"},
+		{"syntax", "idScope: [\n", "cfg.yaml:"},
+		{"two documents", goodSym + "---\nidScope: y\n", "more than one YAML document"},
+		{"bad base64 key", strings.Replace(goodSym, keyA, "not*base64", 1), `cfg.yaml:6: enrollments[0] (registrationId "dev1"): attestation.symmetricKey.primaryKey: not valid base64`},
+		{"short key", strings.Replace(goodSym, keyA, "AAAA", 1), "primaryKey: decodes to 3 bytes"},
+		{"bad registration id", strings.Replace(goodSym, "dev1", "dev/1", 1), `enrollments[0] (registrationId "dev/1"): registrationId: dps: registration id @3`},
+		{"missing registration id", strings.Replace(goodSym, "registrationId: dev1", "deviceId: d", 1), "registrationId: missing"},
+		{"unknown allocation policy", goodSym + "    allocationPolicy: random\n", `allocationPolicy: unknown allocation policy "random"`},
+		{"hub not linked", goodSym + "    iotHubHostName: hub2.azure-devices.net\n", `iotHubHostName: hub "hub2.azure-devices.net" is not in linkedHubs`},
+		{"iotHubs not linked", goodSym + "    iotHubs: [hub1.azure-devices.net, hubX]\n", `iotHubs[1]: hub "hubX" is not in linkedHubs`},
+		{"tpm", strings.Replace(goodSym, "type: symmetricKey", "type: tpm", 1), "attestation.type: tpm: TPM attestation is not supported over MQTT"},
+		{"unknown attestation", strings.Replace(goodSym, "type: symmetricKey", "type: password", 1), `unknown attestation type "password"`},
+		{"bad status", goodSym + "    provisioningStatus: paused\n", `provisioningStatus: unknown status "paused"`},
+		{"custom without webhook", goodSym + "    allocationPolicy: custom\n", "customAllocationDefinition.webhookUrl: custom allocation needs a webhook URL"},
+		{"bad webhook url", goodSym + "    allocationPolicy: custom\n    customAllocationDefinition: {webhookUrl: 'ftp://x'}\n", "not an http or https URL"},
+		{"duplicate enrollment", goodSym + strings.SplitAfterN(goodSym, "enrollments:\n", 2)[1], `enrollments[1] (registrationId "dev1"): registrationId: duplicate of enrollments[0]`},
+		{"duplicate hub", "linkedHubs:\n  - name: a.b\n  - name: A.B\n", `cfg.yaml:3: linkedHubs[1]: name: duplicate linked hub "A.B"`},
+		{"bad hub name", "linkedHubs:\n  - name: 'a b'\n", `linkedHubs[0]: name: character ' ' at offset 1`},
+		{"negative weight", "linkedHubs:\n  - name: a\n    allocationWeight: -1\n", "allocationWeight: negative weight -1"},
+		{"bad id scope", "idScope: 0ne/1\n", "idScope: character '/' at offset 3"},
+		{"bad PEM", "enrollmentGroups:\n  - enrollmentGroupId: g\n    attestation:\n      type: x509\n      x509:\n        signingCertificates:\n          primary:\n            certificate: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n\"\n",
+			`cfg.yaml:2: enrollmentGroups[0] (enrollmentGroupId "g"): attestation.x509.signingCertificates.primary.certificate: bad PEM`},
+		{"not base64 cert", "enrollmentGroups:\n  - enrollmentGroupId: g\n    attestation:\n      type: x509\n      x509:\n        signingCertificates:\n          primary:\n            certificate: '%%%'\n",
+			"certificate: neither PEM nor base64"},
+		{"der garbage cert", "enrollmentGroups:\n  - enrollmentGroupId: g\n    attestation:\n      type: x509\n      x509:\n        signingCertificates:\n          primary:\n            certificate: 'AAAA'\n",
+			"certificate: bad certificate"},
+		{"group clientCertificates", "enrollmentGroups:\n  - enrollmentGroupId: g\n    attestation:\n      type: x509\n      x509:\n        clientCertificates:\n          primary:\n            info: {sha256Thumbprint: '00'}\n",
+			"clientCertificates: not allowed in an enrollment group"},
+		{"bad thumbprint", "enrollments:\n  - registrationId: d\n    attestation:\n      type: x509\n      x509:\n        clientCertificates:\n          primary:\n            info: {sha256Thumbprint: 'abc'}\n",
+			"clientCertificates.primary.info: sha256Thumbprint is not 64 hex digits"},
+		{"x509 without certs", "enrollments:\n  - registrationId: d\n    attestation:\n      type: x509\n      x509: {}\n",
+			"attestation.x509: needs clientCertificates or signingCertificates"},
+		{"caReferences", "enrollments:\n  - registrationId: d\n    attestation:\n      type: x509\n      x509: {caReferences: {primary: ca1}}\n",
+			"caReferences: not supported"},
+		{"static ambiguous", "linkedHubs: [{name: a}, {name: b}]\n" + strings.SplitAfterN(goodSym, "hub1.azure-devices.net\n", 2)[1] + "    allocationPolicy: static\n",
+			"static allocation needs iotHubHostName"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.in), "cfg.yaml")
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("ParseConfig: %v", err)
+				}
+				if cfg == nil {
+					t.Fatal("nil config")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ParseConfig succeeded, want error %q", tc.want)
+			}
+			for _, frag := range strings.Split(tc.want, "|") {
+				if !strings.Contains(err.Error(), frag) {
+					t.Errorf("error %q\nwant fragment %q", err, frag)
+				}
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			for _, k := range []string{keyA, "not*base64"} {
+				if strings.Contains(err.Error(), k) {
+					t.Errorf("error leaks key material: %q", err)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissing(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want ErrNotExist", err)
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	ex, err := os.ReadFile(filepath.Join("testdata", "enrollments.example.yaml"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ex)
+	f.Add([]byte(goodSym))
+	f.Add([]byte(`{"idScope":"0ne1","enrollmentGroups":[{"enrollmentGroupId":"g","attestation":{"type":"x509","x509":{"signingCertificates":{"primary":{"certificate":"AAAA"}}}}}]}`))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte("linkedHubs: [{name: a, latencyMs: 1e9}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data, "f.yaml")
+		if err != nil {
+			if cfg != nil {
+				t.Fatal("config and error")
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			return
+		}
+		// A config that parses validates again (idempotent).
+		if err := cfg.validate(); err != nil {
+			t.Fatalf("parsed config fails validation: %v", err)
+		}
+	})
+}

@@ -1,0 +1,84 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dps-conform/dps-conform/dps"
+)
+
+// Bucket names of the bbolt database. Keys are lower-cased ids (ids compare
+// case-insensitively, DPS-PROTOCOL.md Part A §11); values are JSON.
+var (
+	bucketMeta          = []byte("meta")
+	bucketEnrollments   = []byte("enrollments")
+	bucketGroups        = []byte("enrollmentGroups")
+	bucketRegistrations = []byte("registrations")
+
+	keyIDScope    = []byte("idScope")
+	keyLinkedHubs = []byte("linkedHubs")
+	keyPolicy     = []byte("allocationPolicy")
+)
+
+// schemaVersion is stored in meta; a database with another version is
+// refused rather than misread.
+const schemaVersion = "1"
+
+var keySchema = []byte("schema")
+
+// record is a stored registration: the registrationState answered to the
+// device plus what reprovisioning needs.
+type record struct {
+	State dps.DeviceRegistrationResult `json:"state"`
+	// InitialHub is the hub of the first assignment (for the substatus
+	// reprovisionedToInitialAssignment).
+	InitialHub string `json:"initialHub"`
+	// EnrollmentGroupID is the group the device registered through; empty
+	// for an individual enrollment.
+	EnrollmentGroupID string `json:"enrollmentGroupId,omitempty"`
+	// InitialTwin is the twin the hub was (notionally) given: the
+	// enrollment's, or the custom allocation webhook's.
+	InitialTwin json.RawMessage `json:"initialTwin,omitempty"`
+}
+
+func idKey(id string) []byte { return []byte(strings.ToLower(id)) }
+
+// getJSON reads key of bucket b into v; it reports false when absent.
+func getJSON(tx *bolt.Tx, b, key []byte, v any) (bool, error) {
+	data := tx.Bucket(b).Get(key)
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("registry: corrupt %s/%s: %w", b, key, err)
+	}
+	return true, nil
+}
+
+func putJSON(tx *bolt.Tx, b, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("registry: encode %s: %w", b, err)
+	}
+	return tx.Bucket(b).Put(key, data)
+}
+
+// initBuckets creates the buckets and checks the schema version.
+func initBuckets(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketMeta, bucketEnrollments, bucketGroups, bucketRegistrations} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	m := tx.Bucket(bucketMeta)
+	switch v := m.Get(keySchema); {
+	case v == nil:
+		return m.Put(keySchema, []byte(schemaVersion))
+	case string(v) != schemaVersion:
+		return fmt.Errorf("registry: state schema version %q, this build reads %q", v, schemaVersion)
+	}
+	return nil
+}

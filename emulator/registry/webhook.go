@@ -1,0 +1,155 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/dps-conform/dps-conform/dps"
+)
+
+// maxWebhookResponse bounds the body read from a custom allocation webhook.
+const maxWebhookResponse = 1 << 20
+
+// AllocationRequest is the body DPS POSTs to a custom allocation webhook
+// (learn.microsoft.com/azure/iot-dps/concepts-custom-allocation, "Custom
+// allocation policy request"). Exactly one of IndividualEnrollment and
+// EnrollmentGroup is set; symmetric keys are removed from it.
+type AllocationRequest struct {
+	IndividualEnrollment *IndividualEnrollment `json:"individualEnrollment,omitempty"`
+	EnrollmentGroup      *EnrollmentGroup      `json:"enrollmentGroup,omitempty"`
+	DeviceRuntimeContext DeviceRuntimeContext  `json:"deviceRuntimeContext"`
+	// LinkedHubs are the host names the webhook may choose from.
+	LinkedHubs []string `json:"linkedHubs"`
+}
+
+// DeviceRuntimeContext is AllocationRequest.deviceRuntimeContext.
+type DeviceRuntimeContext struct {
+	RegistrationID        string                              `json:"registrationId"`
+	CurrentIoTHubHostName string                              `json:"currentIotHubHostName,omitempty"`
+	CurrentDeviceID       string                              `json:"currentDeviceId,omitempty"`
+	X509                  *dps.X509RegistrationResult         `json:"x509,omitempty"`
+	SymmetricKey          *dps.SymmetricKeyRegistrationResult `json:"symmetricKey,omitempty"`
+	// Payload is the device's register request payload, passed through.
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// AllocationResponse is the webhook's answer ("Custom allocation policy
+// response"): the chosen hub, an optional initial twin and an optional
+// payload returned to the device as registrationState.payload.
+type AllocationResponse struct {
+	IoTHubHostName string          `json:"iotHubHostName"`
+	InitialTwin    json.RawMessage `json:"initialTwin,omitempty"`
+	Payload        json.RawMessage `json:"payload,omitempty"`
+}
+
+// callWebhook runs the custom allocation policy. Every failure (transport
+// error, timeout, non-2xx status, bad JSON, a hub that is not a candidate)
+// is a 400207 allocation failure.
+func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, ind *IndividualEnrollment, grp *EnrollmentGroup, deviceID string, prev *record, payload json.RawMessage, cands []LinkedHub) (string, json.RawMessage, json.RawMessage, *allocFailure) {
+	fail := func(format string, args ...any) *allocFailure {
+		return &allocFailure{errCodeCustomAllocationFailed, "Custom allocation failed" + fmt.Sprintf(format, args...)}
+	}
+	if c.custom == nil || c.custom.WebhookURL == "" {
+		return "", nil, nil, fail(": no webhook configured")
+	}
+	req := AllocationRequest{
+		DeviceRuntimeContext: DeviceRuntimeContext{RegistrationID: a.RegistrationID},
+		LinkedHubs:           []string{},
+	}
+	if len(payload) > 0 && string(payload) != "null" {
+		req.DeviceRuntimeContext.Payload = payload
+	}
+	if prev != nil {
+		req.DeviceRuntimeContext.CurrentIoTHubHostName = prev.State.AssignedHub
+		req.DeviceRuntimeContext.CurrentDeviceID = prev.State.DeviceID
+	}
+	var st dps.DeviceRegistrationResult
+	r.attestationResult(a, &st)
+	req.DeviceRuntimeContext.X509, req.DeviceRuntimeContext.SymmetricKey = st.X509, st.SymmetricKey
+	if ind != nil {
+		en := *ind
+		en.Attestation = redactAttestation(en.Attestation)
+		req.IndividualEnrollment = &en
+	} else {
+		g := *grp
+		g.Attestation = redactAttestation(g.Attestation)
+		req.EnrollmentGroup = &g
+	}
+	for _, h := range cands {
+		req.LinkedHubs = append(req.LinkedHubs, h.Name)
+	}
+	body, err := json.Marshal(&req)
+	if err != nil {
+		return "", nil, nil, fail(": %v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.custom.WebhookURL, bytes.NewReader(body))
+	if err != nil {
+		return "", nil, nil, fail(": bad webhook URL")
+	}
+	hr.Header.Set("Content-Type", "application/json; charset=utf-8")
+	resp, err := r.client.Do(hr)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return "", nil, nil, fail(": webhook did not answer within %s", r.timeout)
+		}
+		// The URL may carry a function key: log the host only.
+		r.log.Warn("registry: custom allocation webhook", "host", hr.URL.Host, "err", redactURLError(err))
+		return "", nil, nil, fail(": webhook unreachable")
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxWebhookResponse+1))
+	if err != nil {
+		return "", nil, nil, fail(": reading the webhook answer: %v", redactURLError(err))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return "", nil, nil, fail(" with status code: %d", resp.StatusCode)
+	}
+	if len(data) > maxWebhookResponse {
+		return "", nil, nil, fail(": webhook answer larger than %d bytes", maxWebhookResponse)
+	}
+	var out AllocationResponse
+	if err := json.Unmarshal(data, &out); err != nil {
+		return "", nil, nil, fail(": webhook answer is not an AllocationResponse: %v", err)
+	}
+	if out.IoTHubHostName == "" {
+		return "", nil, nil, fail(": webhook answer has no iotHubHostName")
+	}
+	for _, h := range cands {
+		if strings.EqualFold(h.Name, out.IoTHubHostName) {
+			if string(out.Payload) == "null" {
+				out.Payload = nil
+			}
+			return h.Name, out.InitialTwin, out.Payload, nil
+		}
+	}
+	return "", nil, nil, fail(": webhook chose %q, which is not a linked hub of the enrollment", out.IoTHubHostName)
+}
+
+// redactAttestation removes key material before an enrollment leaves the
+// registry.
+func redactAttestation(a AttestationMechanism) AttestationMechanism {
+	if a.SymmetricKey != nil {
+		a.SymmetricKey = &SymmetricKeyAttestation{}
+	}
+	return a
+}
+
+// redactURLError drops the URL (which may hold a function key) from a
+// transport error.
+func redactURLError(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
