@@ -49,8 +49,10 @@ var allowedImports = map[string][]string{
 	"reports":           {"conformance/..."},
 	"internal/cli":      {"..."},
 	"internal/archtest": {},
-	"cmd/dps-conform":   {"internal/cli"},
-	"interop":           {"..."},
+	// Generator of testdata/pcaps: drives the emulator and device client.
+	"internal/gen/pcaps": {"..."},
+	"cmd/dps-conform":    {"internal/cli"},
+	"interop":            {"..."},
 }
 
 // stdlibOnly are packages whose whole dependency graph must be standard

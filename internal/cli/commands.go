@@ -22,6 +22,8 @@ func commands() []command {
 		{"version", "print the version of this binary", versionCmd},
 		{"sas", "print a DPS SAS token, or derive a device key from a group key", sasCmd},
 		{"run", "run the service conformance suite against a DPS endpoint (not built yet)", runCmd},
+		{"provision", "provision with the reference device client, print the assignment", provisionCmd},
+		{"emulator", "serve the reference DPS emulator", emulatorCmd},
 	}
 }
 
@@ -29,12 +31,10 @@ func commands() []command {
 // them so nobody mistakes their absence for a bug, and dispatch says so.
 var plannedCommands = []struct{ name, summary string }{
 	{"list", "show the requirement catalogue and the specs"},
-	{"emulator", "serve the reference DPS emulator"},
 	{"device", "judge a device under test (device role)"},
 	{"trace", "decode a pcap/pcapng capture, optionally check it"},
 	{"tlsprobe", "probe a server's TLS versions, suites and certificate chain"},
 	{"report", "re-render or verify a results bundle"},
-	{"provision", "provision with the reference device client, print the assignment"},
 }
 
 func lookupCommand(name string) (command, bool) {
