@@ -1,0 +1,134 @@
+package emulator
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Fault names one documented DPS behaviour that the emulator can be told to
+// break (ARCHITECTURE.md §4 "Fault switches"). Every service spec must fail
+// against its matching fault: that is how the suite proves it catches what it
+// claims to. Names are kebab-case.
+type Fault string
+
+// The fault switches. Each breaks exactly one behaviour; FaultInfo.Breaks
+// names the DPS-PROTOCOL.md Part A section (or MQTT clause) it violates.
+const (
+	FaultAcceptTLS10                  Fault = "accept-tls10"
+	FaultAcceptTLS13                  Fault = "accept-tls13"
+	FaultAcceptMQTT5                  Fault = "accept-mqtt5"
+	FaultAcceptBadUsername            Fault = "accept-bad-username"
+	FaultAcceptClientIDMismatch       Fault = "accept-clientid-mismatch"
+	FaultAcceptCleanSession0          Fault = "accept-clean-session-0"
+	FaultSessionPresent               Fault = "session-present"
+	FaultAcceptBadSignature           Fault = "accept-bad-signature"
+	FaultAcceptExpiredToken           Fault = "accept-expired-token"
+	FaultAcceptOtherDeviceToken       Fault = "accept-other-device-token"
+	FaultAcceptWrongSKN               Fault = "accept-wrong-skn"
+	FaultAcceptWrongScope             Fault = "accept-wrong-scope"
+	FaultAcceptUntrustedCert          Fault = "accept-untrusted-cert"
+	FaultNoCloseAfter401              Fault = "no-close-after-401"
+	FaultGrantQoS2                    Fault = "grant-qos2"
+	FaultDeliverQoS2                  Fault = "deliver-qos2"
+	FaultAcceptAnyFilter              Fault = "accept-any-filter"
+	FaultAcceptUndocumentedTopic      Fault = "accept-undocumented-topic"
+	FaultAcceptQoS2Publish            Fault = "accept-qos2-publish"
+	FaultNoPubackFirst                Fault = "no-puback-first"
+	FaultOmitRetryAfter               Fault = "omit-retry-after"
+	FaultWrongRID                     Fault = "wrong-rid"
+	FaultRIDNotFirst                  Fault = "rid-not-first"
+	FaultUpperCaseRetryAfter          Fault = "upper-case-retry-after"
+	FaultAssignBeforeRetryAfter       Fault = "assign-before-retry-after"
+	FaultIncompleteRegistrationState  Fault = "incomplete-registration-state"
+	FaultAcceptRegistrationIDMismatch Fault = "accept-registration-id-mismatch"
+	FaultNoErrorBody                  Fault = "no-error-body"
+	FaultNo404UnknownOperation        Fault = "no-404-unknown-operation"
+	FaultNoPollThrottle               Fault = "no-poll-throttle"
+	FaultNoRegisterThrottle           Fault = "no-register-throttle"
+	FaultNo409                        Fault = "no-409"
+	FaultNoSizeLimit                  Fault = "no-size-limit"
+	FaultIgnoreMalformed              Fault = "ignore-malformed"
+)
+
+// FaultInfo describes one fault switch.
+type FaultInfo struct {
+	Name Fault
+	// Breaks is the rule the fault violates: a DPS-PROTOCOL.md Part A
+	// section ("Part A §5") and, where one applies, an MQTT 3.1.1 clause.
+	Breaks string
+	// Description says in one line what the emulator does differently.
+	Description string
+}
+
+var faultTable = []FaultInfo{
+	{FaultAcceptTLS10, "Part A §1 (D-TLS: TLS 1.2 only)", "accept TLS 1.0 and 1.1 handshakes (with the CBC-SHA suites they need)"},
+	{FaultAcceptTLS13, "Part A §1 (D-TLS: TLS 1.2 only)", "accept TLS 1.3 handshakes"},
+	{FaultAcceptMQTT5, "Part B §0.1, MQTT-3.1.2-2", "answer CONNACK 0x00 instead of 0x01 to a CONNECT with protocol level other than 4"},
+	{FaultAcceptBadUsername, "Part A §3", "accept a CONNECT whose username is not of the DPS form instead of CONNACK 0x04"},
+	{FaultAcceptClientIDMismatch, "Part A §3", "accept a ClientId that differs from the username's registration id instead of CONNACK 0x02"},
+	{FaultAcceptCleanSession0, "Part A §2 (dps-2019)", "accept CleanSession=0 under dps-2019 instead of CONNACK 0x02 and close"},
+	{FaultSessionPresent, "Part A §1, MQTT-3.2.2-1", "answer CONNACK with session-present 1"},
+	{FaultAcceptBadSignature, "Part A §3, §4", "accept SAS tokens whose signature does not verify"},
+	{FaultAcceptExpiredToken, "Part A §3, §4", "accept SAS tokens past their expiry (and the 5-minute skew)"},
+	{FaultAcceptOtherDeviceToken, "Part A §4", "accept a SAS token whose sr names another registration or scope"},
+	{FaultAcceptWrongSKN, "Part A §4", "accept a SAS token whose skn is neither absent, empty nor \"registration\""},
+	{FaultAcceptWrongScope, "Part A §3", "serve a device whose username names another id scope instead of answering 401"},
+	{FaultNoCloseAfter401, "Part A §3", "keep the connection open after answering 401"},
+	{FaultGrantQoS2, "Part A §9", "grant QoS 2 in SUBACK when the device asks for it (instead of 1)"},
+	{FaultDeliverQoS2, "Part A §6", "deliver answers at QoS 2 whatever the granted QoS (instead of min(granted, 1))"},
+	{FaultAcceptAnyFilter, "Part A §9", "grant any SUBSCRIBE filter instead of SUBACK 0x80"},
+	{FaultAcceptUndocumentedTopic, "Part A §9", "ignore a PUBLISH to an undocumented topic instead of closing the connection"},
+	{FaultAcceptQoS2Publish, "Part A §9 (IoT Hub: QoS 2 publish closes)", "serve a QoS 2 request (PUBREC/PUBREL/PUBCOMP) instead of closing the connection"},
+	{FaultNoPubackFirst, "Part A §6", "send the answer PUBLISH before the PUBACK of a QoS 1 request"},
+	{FaultOmitRetryAfter, "Part A §5, §6", "leave retry-after out of 202 and 429 answers"},
+	{FaultWrongRID, "Part A §5", "echo a $rid different from the request's"},
+	{FaultRIDNotFirst, "Part A §5", "write retry-after before $rid in answer topics"},
+	{FaultUpperCaseRetryAfter, "Part A §5", "write the retry-after key as \"Retry-After\""},
+	{FaultAssignBeforeRetryAfter, "Part A §6", "answer 200 to a poll that comes before the retry-after of the register answer has elapsed"},
+	{FaultIncompleteRegistrationState, "Part A §6", "leave deviceId, createdDateTimeUtc, lastUpdatedDateTimeUtc, substatus and etag out of the final registrationState"},
+	{FaultAcceptRegistrationIDMismatch, "Part A §7", "accept a register body whose registrationId differs from the connection's instead of answering 400"},
+	{FaultNoErrorBody, "Part A §8", "send error answers (4xx/5xx) with an empty body"},
+	{FaultNo404UnknownOperation, "Part A §8", "answer a poll for an unknown operationId with 202 assigning instead of 404"},
+	{FaultNoPollThrottle, "Part A §8", "never throttle polls (no 429 after 5 polls per 10 s)"},
+	{FaultNoRegisterThrottle, "Part A §8", "never throttle registrations (no 429 over the per-minute budget)"},
+	{FaultNo409, "Part A §8", "accept a second concurrent registration of one device instead of answering 409"},
+	{FaultNoSizeLimit, "Part A §7", "accept packets over the 96 KB limit instead of closing the connection"},
+	{FaultIgnoreMalformed, "MQTT-4.8.0-1", "skip a malformed or invalid packet and keep the connection instead of closing it"},
+}
+
+// Faults returns every fault switch with what it breaks, in a stable order.
+func Faults() []FaultInfo {
+	return slices.Clone(faultTable)
+}
+
+// ParseFault returns the fault named s. An unknown name is an error that
+// lists the known ones.
+func ParseFault(s string) (Fault, error) {
+	for _, f := range faultTable {
+		if string(f.Name) == s {
+			return f.Name, nil
+		}
+	}
+	names := make([]string, len(faultTable))
+	for i, f := range faultTable {
+		names[i] = string(f.Name)
+	}
+	return "", fmt.Errorf("emulator: unknown fault %q (known: %s)", s, strings.Join(names, ", "))
+}
+
+// faultSet is the set of enabled faults of one server.
+type faultSet map[Fault]bool
+
+func newFaultSet(fs []Fault) (faultSet, error) {
+	set := faultSet{}
+	for _, f := range fs {
+		if _, err := ParseFault(string(f)); err != nil {
+			return nil, err
+		}
+		set[f] = true
+	}
+	return set, nil
+}
+
+func (s faultSet) has(f Fault) bool { return s[f] }

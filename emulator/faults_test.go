@@ -1,0 +1,398 @@
+package emulator
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// probe observes one behaviour of a server and describes it as a string
+// (no ids, no times), so runs against different servers compare.
+type probe struct {
+	name string
+	run  func(p *prober) string
+}
+
+// prober runs probes against one server.
+type prober struct {
+	t     testing.TB
+	srv   *Server
+	addr  string
+	clock *fakeClock
+}
+
+func (p *prober) dial() *testClient { return dialPlain(p.t, p.addr) }
+
+// observe reads packets until the connection closes or goes quiet (a
+// PINGREQ/PINGRESP round trip marks the end), and describes them.
+func (p *prober) observe(c *testClient, n int) string {
+	var out []string
+	_ = c.sendRaw([]byte{0xc0, 0x00}) // PINGREQ; the server may have closed already
+	for range n + 1 {
+		got, err := c.read()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				out = append(out, "timeout")
+			} else {
+				out = append(out, "closed")
+			}
+			break
+		}
+		if got.Type() == packets.TypePingresp {
+			out = append(out, "open")
+			break
+		}
+		out = append(out, describe(got))
+	}
+	return strings.Join(out, " ")
+}
+
+// describe renders a packet without volatile values.
+func describe(p packets.Packet) string {
+	switch p := p.(type) {
+	case *packets.Connack:
+		return fmt.Sprintf("CONNACK(%d,sp=%v)", p.ReturnCode, p.SessionPresent)
+	case *packets.Suback:
+		return fmt.Sprintf("SUBACK%v", p.ReturnCodes)
+	case *packets.Publish:
+		s := fmt.Sprintf("PUBLISH(q%d,%s", p.QoS, p.Topic)
+		if len(p.Payload) == 0 {
+			s += ",empty"
+		}
+		return s + ")"
+	default:
+		return p.Type().String()
+	}
+}
+
+// session opens a connection for id (CONNACK and SUBACK checked) with an
+// optional change to the CONNECT.
+func (p *prober) session(id string, edit func(*packets.Connect)) *testClient {
+	c := p.dial()
+	cp := connectPacket(p.t, id)
+	if edit != nil {
+		edit(cp)
+	}
+	if ack := c.connack(cp); ack.ReturnCode != 0 {
+		p.t.Fatalf("%s: CONNACK %v", id, ack.ReturnCode)
+	}
+	c.subscribe(1, dps.SubscribeFilter)
+	return c
+}
+
+// status publishes a request and returns the answer status.
+func (p *prober) status(c *testClient, topic, body string) int {
+	return c.call(topic, body).resp.Status
+}
+
+// final registers id and polls (advancing the clock past the retry-after)
+// until the answer is not 202.
+func (p *prober) final(c *testClient) dpsAnswer {
+	op := c.call(dps.RegisterTopic("1"), "").status.OperationID
+	waitOpDone(p.t, p.srv, op, c.regID)
+	p.clock.Advance(2 * time.Hour)
+	return c.call(dps.PollTopic("2", op), "")
+}
+
+func connectObservation(p *prober, raw []byte) string {
+	c := p.dial()
+	if err := c.sendRaw(raw); err != nil {
+		return "write error"
+	}
+	return p.observe(c, 2)
+}
+
+func encodeConnect(t testing.TB, cp *packets.Connect) []byte {
+	b, err := packets.Encode(nil, cp, packets.EncodeOptions{AllowInvalid: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var probes = []probe{
+	{"connect-mqtt5", func(p *prober) string { return connectObservation(p, mqtt5Connect(p.t)) }},
+	{"connect-bad-username", func(p *prober) string {
+		cp := connectPacket(p.t, "dev-1")
+		cp.Username = []byte("nonsense")
+		return connectObservation(p, encodeConnect(p.t, cp))
+	}},
+	{"connect-clientid-mismatch", func(p *prober) string {
+		cp := connectPacket(p.t, "dev-1")
+		cp.ClientID = []byte("dev-2")
+		return connectObservation(p, encodeConnect(p.t, cp))
+	}},
+	{"connect-clean-session-0", func(p *prober) string {
+		cp := connectPacket(p.t, "dev-1")
+		cp.CleanSession = false
+		return connectObservation(p, encodeConnect(p.t, cp))
+	}},
+	{"connect-session-present", func(p *prober) string {
+		return connectObservation(p, encodeConnect(p.t, connectPacket(p.t, "dev-1")))
+	}},
+	{"auth-bad-signature", func(p *prober) string {
+		c := p.session("sig", func(cp *packets.Connect) {
+			cp.Password = []byte(sasToken(p.t, testScope, "sig", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", time.Now().Add(time.Hour)))
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
+	}},
+	{"auth-expired", func(p *prober) string {
+		c := p.session("exp", func(cp *packets.Connect) {
+			cp.Password = []byte(sasToken(p.t, testScope, "exp", testKey, time.Now().Add(-time.Hour)))
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
+	}},
+	{"auth-other-device", func(p *prober) string {
+		c := p.session("other", func(cp *packets.Connect) {
+			cp.Password = []byte(sasToken(p.t, testScope, "dev-1", testKey, time.Now().Add(time.Hour)))
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
+	}},
+	{"auth-wrong-skn", func(p *prober) string {
+		c := p.session("skn", func(cp *packets.Connect) {
+			tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: testScope, RegistrationID: "skn", Key: testKey, Expiry: time.Now().Add(time.Hour), KeyName: "owner"})
+			if err != nil {
+				p.t.Fatal(err)
+			}
+			cp.Password = []byte(tok)
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
+	}},
+	{"auth-wrong-scope", func(p *prober) string {
+		c := p.session("scope", func(cp *packets.Connect) {
+			cp.Username = []byte(dps.Username{IDScope: "0neOTHER", RegistrationID: "scope"}.String())
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
+	}},
+	{"close-after-401", func(p *prober) string {
+		c := p.session("nopass", func(cp *packets.Connect) { cp.Password = nil })
+		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})
+		c.next() // the 401
+		return p.observe(c, 1)
+	}},
+	{"suback-qos2", func(p *prober) string {
+		c := p.dial()
+		c.connack(connectPacket(p.t, "dev-1"))
+		return fmt.Sprint(c.subscribe(2, dps.SubscribeFilter).ReturnCodes)
+	}},
+	{"subscribe-other-filter", func(p *prober) string {
+		c := p.dial()
+		c.connack(connectPacket(p.t, "dev-1"))
+		return fmt.Sprint(c.subscribe(1, "devices/dev-1/messages/devicebound/#").ReturnCodes)
+	}},
+	{"delivery-qos", func(p *prober) string {
+		c := p.session("qos", nil)
+		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})
+		got := c.next()
+		if pub, ok := got.(*packets.Publish); ok {
+			return fmt.Sprint(pub.QoS)
+		}
+		return got.Type().String()
+	}},
+	{"undocumented-topic", func(p *prober) string {
+		c := p.session("undoc", nil)
+		c.send(&packets.Publish{Topic: []byte("devices/undoc/messages/events/")})
+		return p.observe(c, 1)
+	}},
+	{"qos2-publish", func(p *prober) string {
+		c := p.session("q2pub", nil)
+		c.send(&packets.Publish{QoS: 2, PacketID: 3, Topic: []byte(dps.PollTopic("1", "x"))})
+		return p.observe(c, 2)
+	}},
+	{"puback-order", func(p *prober) string {
+		c := p.session("order", nil)
+		c.send(&packets.Publish{QoS: 1, PacketID: 3, Topic: []byte(dps.PollTopic("1", "x"))})
+		return c.next().Type().String()
+	}},
+	{"register-topic", func(p *prober) string {
+		c := p.session("topic", nil)
+		_, pub := c.request(dps.RegisterTopic("7"), 0, "")
+		return string(pub.Topic)
+	}},
+	{"early-poll", func(p *prober) string {
+		c := p.session("early", nil)
+		op := c.call(dps.RegisterTopic("1"), "").status.OperationID
+		waitOpDone(p.t, p.srv, op, "early")
+		return fmt.Sprint(p.status(c, dps.PollTopic("2", op), ""))
+	}},
+	{"final-state", func(p *prober) string {
+		c := p.session("final", nil)
+		a := p.final(c)
+		if rs := a.status.RegistrationState; rs != nil {
+			return fmt.Sprintf("%d %s dev=%q hub=%q created=%v updated=%v etag=%v sub=%q", a.resp.Status, a.status.Status,
+				rs.DeviceID, rs.AssignedHub, rs.CreatedDateTimeUTC != "", rs.LastUpdatedDateTimeUTC != "", rs.ETag != "", rs.Substatus)
+		}
+		return fmt.Sprint(a.resp.Status)
+	}},
+	{"body-registration-id", func(p *prober) string {
+		c := p.session("body", nil)
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), `{"registrationId":"dev-9"}`))
+	}},
+	{"error-body", func(p *prober) string {
+		c := p.session("errbody", nil)
+		a := c.call(dps.RegisterTopic("1"), "{")
+		return fmt.Sprintf("%d code=%d", a.resp.Status, a.err.ErrorCode)
+	}},
+	{"unknown-operation", func(p *prober) string {
+		c := p.session("unknown", nil)
+		return fmt.Sprint(p.status(c, dps.PollTopic("1", "4.0000000000000000.00000000-0000-4000-8000-000000000000"), ""))
+	}},
+	{"poll-throttle", func(p *prober) string {
+		c := p.session("pthr", nil)
+		var out []bool
+		for range 6 {
+			out = append(out, p.status(c, dps.PollTopic("1", "x"), "") == 429)
+		}
+		return fmt.Sprint(out)
+	}},
+	{"concurrent-registration", func(p *prober) string {
+		c := p.session("conc", nil)
+		p.status(c, dps.RegisterTopic("1"), "")
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("2"), ""))
+	}},
+	{"size-limit", func(p *prober) string {
+		c := p.session("big", nil)
+		body := `{"payload":{"a":"` + strings.Repeat("a", 100*1024) + `"}}`
+		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1")), Payload: []byte(body)})
+		return p.observe(c, 2)
+	}},
+	{"malformed", func(p *prober) string {
+		c := p.session("malformed", nil)
+		// SUBSCRIBE with fixed-header flags 0 instead of 2 [MQTT-3.8.1-1].
+		if err := c.sendRaw([]byte{0x80, 0x06, 0x00, 0x01, 0x00, 0x01, 'a', 0x00}); err != nil {
+			return "write error"
+		}
+		return p.observe(c, 1)
+	}},
+	// Last: it uses up the registration budget.
+	{"register-throttle", func(p *prober) string {
+		c := p.session("rthr", nil)
+		for range 40 {
+			if p.status(c, dps.RegisterTopic("1"), "") == 429 {
+				return "429"
+			}
+		}
+		return "no 429"
+	}},
+}
+
+// faultProbe maps each fault to the probe that must see it; "tls" faults
+// are seen by TestTLSPolicy and must leave every MQTT probe unchanged.
+var faultProbe = map[Fault]string{
+	FaultAcceptMQTT5:                  "connect-mqtt5",
+	FaultAcceptBadUsername:            "connect-bad-username",
+	FaultAcceptClientIDMismatch:       "connect-clientid-mismatch",
+	FaultAcceptCleanSession0:          "connect-clean-session-0",
+	FaultSessionPresent:               "connect-session-present",
+	FaultAcceptBadSignature:           "auth-bad-signature",
+	FaultAcceptExpiredToken:           "auth-expired",
+	FaultAcceptOtherDeviceToken:       "auth-other-device",
+	FaultAcceptWrongSKN:               "auth-wrong-skn",
+	FaultAcceptWrongScope:             "auth-wrong-scope",
+	FaultNoCloseAfter401:              "close-after-401",
+	FaultGrantQoS2:                    "suback-qos2",
+	FaultDeliverQoS2:                  "delivery-qos",
+	FaultAcceptAnyFilter:              "subscribe-other-filter",
+	FaultAcceptUndocumentedTopic:      "undocumented-topic",
+	FaultAcceptQoS2Publish:            "qos2-publish",
+	FaultNoPubackFirst:                "puback-order",
+	FaultOmitRetryAfter:               "register-topic",
+	FaultWrongRID:                     "register-topic",
+	FaultRIDNotFirst:                  "register-topic",
+	FaultUpperCaseRetryAfter:          "register-topic",
+	FaultAssignBeforeRetryAfter:       "early-poll",
+	FaultIncompleteRegistrationState:  "final-state",
+	FaultAcceptRegistrationIDMismatch: "body-registration-id",
+	FaultNoErrorBody:                  "error-body",
+	FaultNo404UnknownOperation:        "unknown-operation",
+	FaultNoPollThrottle:               "poll-throttle",
+	FaultNoRegisterThrottle:           "register-throttle",
+	FaultNo409:                        "concurrent-registration",
+	FaultNoSizeLimit:                  "size-limit",
+	FaultIgnoreMalformed:              "malformed",
+	FaultAcceptTLS10:                  "tls",
+	FaultAcceptTLS13:                  "tls",
+}
+
+// runProbes starts a server with faults and runs every probe.
+func runProbes(t *testing.T, faults []Fault) map[string]string {
+	clock := newFakeClock()
+	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
+		"early", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed"}
+	s, addr := startPlain(t, Config{
+		backend:    newFakeBackend(ids...),
+		Faults:     faults,
+		Now:        clock.Now,
+		RetryAfter: time.Hour,
+		Limits:     Limits{RegistrationsPerMinute: 30},
+	})
+	p := &prober{t: t, srv: s, addr: addr, clock: clock}
+	out := map[string]string{}
+	for _, pr := range probes {
+		start := time.Now()
+		out[pr.name] = pr.run(p)
+		if d := time.Since(start); d > time.Second {
+			t.Logf("probe %s took %v", pr.name, d)
+		}
+	}
+	return out
+}
+
+// TestFaultsChangeExactlyTheirBehaviour runs every probe against the
+// fault-free server and against a server with each fault: the fault's own
+// probe must change and every other probe must not.
+func TestFaultsChangeExactlyTheirBehaviour(t *testing.T) {
+	base := runProbes(t, nil)
+	for name, obs := range base {
+		t.Logf("baseline %-26s %s", name, obs)
+	}
+	for _, f := range Faults() {
+		want, ok := faultProbe[f.Name]
+		if !ok {
+			t.Errorf("fault %s has no probe in faultProbe", f.Name)
+			continue
+		}
+		// TLS faults (checked by TestTLSPolicy) must change no MQTT probe.
+		t.Run(string(f.Name), func(t *testing.T) {
+			got := runProbes(t, []Fault{f.Name})
+			for _, pr := range probes {
+				changed := got[pr.name] != base[pr.name]
+				switch {
+				case pr.name == want && !changed:
+					t.Errorf("probe %s unchanged by the fault: %s", pr.name, got[pr.name])
+				case pr.name != want && changed:
+					t.Errorf("probe %s changed: %s, baseline %s", pr.name, got[pr.name], base[pr.name])
+				}
+			}
+		})
+	}
+}
+
+func TestParseFault(t *testing.T) {
+	seen := map[Fault]bool{}
+	for _, f := range Faults() {
+		got, err := ParseFault(string(f.Name))
+		if err != nil || got != f.Name {
+			t.Errorf("ParseFault(%q) = %q, %v", f.Name, got, err)
+		}
+		if seen[f.Name] {
+			t.Errorf("fault %s listed twice", f.Name)
+		}
+		seen[f.Name] = true
+		if f.Breaks == "" || f.Description == "" || strings.ToLower(string(f.Name)) != string(f.Name) || strings.ContainsAny(string(f.Name), " _") {
+			t.Errorf("fault %+v: want kebab-case name, Breaks and Description", f)
+		}
+	}
+	if _, err := ParseFault("grant-qos3"); err == nil || !strings.Contains(err.Error(), "grant-qos2") {
+		t.Errorf("unknown fault error %v, want it to list the known ones", err)
+	}
+	if _, err := New(Config{backend: newFakeBackend(), InsecurePlainAddr: "127.0.0.1:0", Faults: []Fault{"nope"}}); err == nil {
+		t.Error("New accepted an unknown fault")
+	}
+}

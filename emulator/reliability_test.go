@@ -1,0 +1,270 @@
+package emulator
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// liveConns is the number of MQTT connections the server tracks.
+func (s *Server) liveConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// waitOpDone waits until operation id of regID has finished its assignment.
+func waitOpDone(t testing.TB, s *Server, id, regID string) {
+	t.Helper()
+	waitFor(t, "operation "+id+" to finish", func() bool {
+		st, ok := s.ops.lookup(id, regID)
+		return ok && st.done
+	})
+}
+
+// waitFor polls cond every 5 ms for up to 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for range 2000 {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestConnectByteAtATime(t *testing.T) {
+	_, addr := startPlain(t, Config{})
+	c := dialPlain(t, addr)
+	c.conn.(*net.TCPConn).SetNoDelay(true)
+	b, _ := connectPacket(t, "dev-1").Append(nil)
+	for i := range b {
+		if err := c.sendRaw(b[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ack, ok := c.next().(*packets.Connack); !ok || ack.ReturnCode != 0 {
+		t.Fatalf("CONNACK %+v", ack)
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		send []byte
+	}{
+		{"nothing sent", nil},
+		{"half a CONNECT (slowloris)", func() []byte { b, _ := connectPacket(t, "dev-1").Append(nil); return b[:10] }()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, addr := startPlain(t, Config{Limits: Limits{ConnectTimeout: 100 * time.Millisecond}})
+			c := dialPlain(t, addr)
+			if tt.send != nil {
+				if err := c.sendRaw(tt.send); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.expectClosed()
+			waitFor(t, "the connection to be released", func() bool { return s.liveConns() == 0 })
+		})
+	}
+}
+
+// TestKeepAliveTimeout: a device silent for 1.5 × keep-alive is
+// disconnected (MQTT-3.1.2-24); one that pings stays.
+func TestKeepAliveTimeout(t *testing.T) {
+	_, addr := startPlain(t, Config{})
+	silent := dialPlain(t, addr)
+	cp := connectPacket(t, "dev-1")
+	cp.KeepAlive = 1
+	silent.connack(cp)
+	pinger := dialPlain(t, addr)
+	cp2 := connectPacket(t, "dev-2")
+	cp2.KeepAlive = 1
+	pinger.connack(cp2)
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		pinger.send(&packets.Pingreq{})
+		if got := pinger.next(); got.Type() != packets.TypePingresp {
+			t.Fatalf("got %v", got.Type())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	silent.expectClosed()
+}
+
+func TestIdleTimeoutWithKeepAliveZero(t *testing.T) {
+	_, addr := startPlain(t, Config{Limits: Limits{IdleTimeout: 100 * time.Millisecond}})
+	c := dialPlain(t, addr)
+	cp := connectPacket(t, "dev-1")
+	cp.KeepAlive = 0
+	c.connack(cp)
+	c.expectClosed()
+}
+
+func TestMaxConnections(t *testing.T) {
+	s, addr := startPlain(t, Config{Limits: Limits{MaxConnections: 2}})
+	a, b := dialPlain(t, addr), dialPlain(t, addr)
+	a.connack(connectPacket(t, "dev-1"))
+	b.connack(connectPacket(t, "dev-2"))
+	third := dialPlain(t, addr)
+	third.expectClosed()
+	a.conn.Close()
+	waitFor(t, "a slot to free", func() bool { return s.liveConns() < 2 })
+	again := dialPlain(t, addr)
+	if ack := again.connack(connectPacket(t, "dev-3")); ack.ReturnCode != 0 {
+		t.Fatalf("CONNACK %v after a slot freed", ack.ReturnCode)
+	}
+}
+
+func TestMaxPacketSizeConfigurable(t *testing.T) {
+	_, addr := startPlain(t, Config{Limits: Limits{MaxPacketSize: 512}})
+	c := dialPlain(t, addr)
+	c.ready("dev-1")
+	if a := c.call(dps.RegisterTopic("1"), `{"payload":{"a":"`+string(make([]byte, 0))+`"}}`); a.resp.Status != 202 {
+		t.Fatalf("small register: %s", a.topic)
+	}
+	big := make([]byte, 600)
+	for i := range big {
+		big[i] = 'a'
+	}
+	c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("2")), Payload: big})
+	c.expectClosed()
+}
+
+// TestMassDisconnect drops most connections abruptly, some in the middle of
+// a packet, while the others keep being served.
+func TestMassDisconnect(t *testing.T) {
+	ids := []string{"keep-0", "keep-1", "keep-2"}
+	var drop []string
+	for i := range 40 {
+		drop = append(drop, "drop-"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+	}
+	b := newFakeBackend(append(ids, drop...)...)
+	s, addr := startPlain(t, Config{backend: b})
+	var keep []*testClient
+	for _, id := range ids {
+		c := dialPlain(t, addr)
+		c.ready(id)
+		keep = append(keep, c)
+	}
+	var wg sync.WaitGroup
+	for i, id := range drop {
+		wg.Go(func() {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c := newTestClient(t, conn)
+			pkt, _ := connectPacket(t, id).Append(nil)
+			switch i % 3 {
+			case 0: // mid-CONNECT
+				_ = c.sendRaw(pkt[:len(pkt)/2])
+			case 1: // after CONNECT, mid-PUBLISH
+				_ = c.sendRaw(pkt)
+				pub, _ := (&packets.Publish{Topic: []byte(dps.RegisterTopic("1")), Payload: []byte("{}")}).Append(nil)
+				_ = c.sendRaw(pub[:5])
+			default: // after a registration
+				_ = c.sendRaw(pkt)
+				pub, _ := (&packets.Publish{Topic: []byte(dps.RegisterTopic("1"))}).Append(nil)
+				_ = c.sendRaw(pub)
+			}
+			conn.(*net.TCPConn).SetLinger(0) // RST, not FIN
+			conn.Close()
+		})
+	}
+	wg.Wait()
+	for i, c := range keep {
+		if a := c.call(dps.RegisterTopic("k"), ""); a.resp.Status != 202 {
+			t.Fatalf("%s: register after the mass disconnect: %s", ids[i], a.topic)
+		}
+	}
+	waitFor(t, "dropped connections to be released", func() bool { return s.liveConns() == len(keep) })
+}
+
+// TestCloseWithActiveWork closes the server while connections are open and
+// an assignment is blocked; Close must return and leave no goroutine
+// (TestMain checks leaks).
+func TestCloseWithActiveWork(t *testing.T) {
+	b := newFakeBackend("dev-1", "dev-2")
+	b.gate = make(chan struct{}) // never opened: Assign waits for the server context
+	s, addr := startPlain(t, Config{backend: b})
+	c := dialPlain(t, addr)
+	c.ready("dev-1")
+	c.call(dps.RegisterTopic("1"), "")
+	idle := dialPlain(t, addr)
+	idle.connack(connectPacket(t, "dev-2"))
+	half := dialPlain(t, addr)
+	_ = half.sendRaw([]byte{0x10})
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	c.expectClosed()
+	idle.expectClosed()
+	if err := s.Start(context.Background()); err == nil {
+		t.Fatal("Start after Close succeeded")
+	}
+}
+
+func TestStartContextCancelCloses(t *testing.T) {
+	s, err := New(Config{backend: newFakeBackend("dev-1"), InsecurePlainAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := dialPlain(t, s.Ready().Plain)
+	c.connack(connectPacket(t, "dev-1"))
+	cancel()
+	c.expectClosed()
+	s.Close() // waits for the close started by cancel
+	if _, err := net.DialTimeout("tcp", s.Ready().Plain, time.Second); err == nil {
+		t.Fatal("listener still accepting after the context was cancelled")
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	fb := newFakeBackend()
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no registry", Config{InsecurePlainAddr: "127.0.0.1:0"}},
+		{"TLS listener without TLSConfig", Config{backend: fb, MQTTAddr: "127.0.0.1:0"}},
+		{"no MQTT listener", Config{backend: fb, AdminAddr: "127.0.0.1:0"}},
+		{"negative retry-after", Config{backend: fb, InsecurePlainAddr: "127.0.0.1:0", RetryAfter: -time.Second}},
+		{"unknown profile", Config{backend: fb, InsecurePlainAddr: "127.0.0.1:0", Profile: "dps-1999"}},
+	} {
+		if _, err := New(tt.cfg); err == nil {
+			t.Errorf("%s: New accepted it", tt.name)
+		}
+	}
+	// A port in use is an error naming the address.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, err := New(Config{backend: fb, InsecurePlainAddr: l.Addr().String(), AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err == nil {
+		s.Close()
+		t.Fatal("Start on a busy port succeeded")
+	}
+	s.Close()
+}

@@ -1,0 +1,587 @@
+package emulator
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// session is one MQTT connection: the state machine of DPS-PROTOCOL.md
+// Part A over a byte stream that is already decrypted (TLS, WebSocket) or
+// plaintext. One goroutine runs it; it reads a packet, answers it, and reads
+// the next, so writes need no lock.
+type session struct {
+	srv       *Server
+	conn      net.Conn
+	transport string
+	peerCerts []*x509.Certificate
+	log       *slog.Logger
+
+	br      *bufio.Reader
+	connR   *packets.Reader // lenient, for CONNECT
+	r       *packets.Reader // strict, for everything after CONNECT
+	w       *packets.Writer
+	idle    time.Duration // read timeout between packets; 0 = none
+	regID   string
+	idScope string // from the username; "" when the username was not parsed
+	pass    []byte // copy of the CONNECT password; never logged
+
+	subQoS  int // granted QoS of dps.SubscribeFilter, -1 when not subscribed
+	extra   map[string]byte
+	nextPID uint16
+}
+
+// serveSession runs the DPS state machine on conn until the device leaves,
+// breaks a rule, or the server closes. It closes conn.
+func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport string, peerCerts []*x509.Certificate) {
+	defer conn.Close()
+	br := bufio.NewReaderSize(conn, 4096)
+	max := s.limits.MaxPacketSize
+	if max < 0 || s.faults.has(FaultNoSizeLimit) {
+		max = 0
+	}
+	ss := &session{
+		srv:       s,
+		conn:      conn,
+		transport: transport,
+		peerCerts: peerCerts,
+		log:       s.log.With("conn", s.connSeq.Add(1), "transport", transport, "remote", conn.RemoteAddr().String()),
+		br:        br,
+		connR:     packets.NewReader(br, packets.DecodeOptions{Lenient: true, MaxPacketSize: max}),
+		r:         packets.NewReader(br, packets.DecodeOptions{MaxPacketSize: max}),
+		w:         packets.NewWriter(conn),
+		subQoS:    -1,
+	}
+	reason := ss.run(ctx)
+	ss.log.Debug("connection closed", "reason", reason)
+}
+
+// run returns why the session ended, for the log.
+func (ss *session) run(ctx context.Context) string {
+	if ss.srv.limits.ConnectTimeout > 0 {
+		_ = ss.conn.SetReadDeadline(time.Now().Add(ss.srv.limits.ConnectTimeout))
+	}
+	if reason, ok := ss.connect(); !ok {
+		return reason
+	}
+	for {
+		if ctx.Err() != nil {
+			return "server closing"
+		}
+		if ss.idle > 0 {
+			_ = ss.conn.SetReadDeadline(time.Now().Add(ss.idle))
+		} else {
+			_ = ss.conn.SetReadDeadline(time.Time{})
+		}
+		p, err := ss.r.ReadPacket()
+		if err != nil {
+			if ss.skippable(err) {
+				ss.log.Info("ignoring bad packet (fault ignore-malformed)", "err", err)
+				continue
+			}
+			return readErrReason(err)
+		}
+		if reason, ok := ss.handle(ctx, p); !ok {
+			return reason
+		}
+	}
+}
+
+// readErrReason describes a read error for the log.
+func readErrReason(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "device closed the connection"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout: " + err.Error()
+	case errors.Is(err, packets.ErrTooLarge):
+		return "packet over the size limit (Part A §7): " + err.Error()
+	}
+	var pe *packets.ProtocolError
+	if errors.As(err, &pe) {
+		return "protocol error, closing (MQTT-4.8.0-1): " + err.Error()
+	}
+	return "read: " + err.Error()
+}
+
+// skippable reports whether the ignore-malformed fault lets the session go on
+// after err: only for packets that were framed (so the stream is still in
+// step), never for size or remaining-length errors.
+func (ss *session) skippable(err error) bool {
+	if !ss.srv.faults.has(FaultIgnoreMalformed) {
+		return false
+	}
+	var pe *packets.ProtocolError
+	return errors.As(err, &pe) && pe.Clause != "MQTT-2.2.3" && !errors.Is(err, packets.ErrTooLarge)
+}
+
+// connect reads and judges CONNECT (Part A §1–§3). It reports false when the
+// connection must close.
+func (ss *session) connect() (string, bool) {
+	p, err := ss.connR.ReadPacket()
+	if err != nil {
+		var pe *packets.ProtocolError
+		if errors.As(err, &pe) && pe.Type == packets.TypeConnect && pe.Clause == "MQTT-3.1.2-2" {
+			// [MQTT-3.1.2-2] The Server MUST respond to the CONNECT Packet
+			// with a CONNACK return code 0x01 (unacceptable protocol level)
+			// and then disconnect the Client if the Protocol Level is not
+			// supported by the Server. (MQTT 5, levels other than 3 and 4.)
+			return ss.refuseLevel(err.Error())
+		}
+		var v packets.Violations
+		if p == nil || !errors.As(err, &v) {
+			return "first packet unreadable: " + readErrReason(err), false
+		}
+		if _, ok := p.(*packets.Connect); !ok {
+			return "first packet is not CONNECT (MQTT-3.1.0-1)", false
+		}
+		for _, pe := range v {
+			switch pe.Clause {
+			case "MQTT-3.1.2-2": // level 3 (MQTT 3.1, "MQIsdp")
+				return ss.refuseLevel(pe.Error())
+			case "MQTT-3.1.3-7":
+				// [MQTT-3.1.3-8] If the Client supplies a zero-byte ClientId
+				// with CleanSession set to 0, the Server MUST respond to the
+				// CONNECT Packet with a CONNACK return code 0x02.
+				return ss.refuse(packets.ConnackRefusedIdentifierRejected, pe.Error())
+			}
+		}
+		return "CONNECT breaks MQTT 3.1.1: " + err.Error(), false
+	}
+	c, ok := p.(*packets.Connect)
+	if !ok {
+		// [MQTT-3.1.0-1] After a Network Connection is established by a
+		// Client to a Server, the first Packet sent from the Client to the
+		// Server MUST be a CONNECT Packet.
+		return fmt.Sprintf("first packet is %v, not CONNECT (MQTT-3.1.0-1)", p.Type()), false
+	}
+	ss.log = ss.log.With("clientId", string(c.ClientID))
+
+	// Part A §3: syntax at CONNECT. A username not of the DPS form → 0x04.
+	u, uerr := dps.ParseUsername(string(c.Username))
+	if c.Username == nil && uerr == nil {
+		uerr = errors.New("no username")
+	}
+	switch {
+	case uerr == nil:
+		ss.regID, ss.idScope = u.RegistrationID, u.IDScope
+	case ss.srv.faults.has(FaultAcceptBadUsername):
+		ss.regID, ss.idScope = string(c.ClientID), ss.srv.idScope
+		ss.log.Info("accepting a bad username (fault accept-bad-username)", "err", uerr)
+	default:
+		return ss.refuse(packets.ConnackRefusedBadUsernameOrPassword, "username: "+uerr.Error())
+	}
+	// Part A §3: a ClientId other than the username's registration id → 0x02.
+	if !dps.EqualRegistrationID(string(c.ClientID), ss.regID) {
+		if !ss.srv.faults.has(FaultAcceptClientIDMismatch) {
+			return ss.refuse(packets.ConnackRefusedIdentifierRejected, fmt.Sprintf("ClientId %q is not the username's registration id %q", c.ClientID, ss.regID))
+		}
+		ss.log.Info("accepting a ClientId mismatch (fault accept-clientid-mismatch)")
+	}
+	// Part A §2: dps-2019 refuses CleanSession=0 with 0x02 and closes.
+	if !c.CleanSession && ss.srv.profile.refusesCleanSession0() && !ss.srv.faults.has(FaultAcceptCleanSession0) {
+		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "CleanSession=0 is not supported (profile dps-2019, Part A §2)")
+	}
+	if c.Password != nil {
+		ss.pass = append([]byte{}, c.Password...)
+	}
+	// [MQTT-3.1.2-24] If the Keep Alive value is non-zero and the Server does
+	// not receive a Control Packet from the Client within one and a half
+	// times the Keep Alive time period, it MUST disconnect.
+	switch {
+	case c.KeepAlive > 0:
+		ss.idle = time.Duration(c.KeepAlive) * time.Second * 3 / 2
+	case ss.srv.limits.IdleTimeout > 0:
+		ss.idle = ss.srv.limits.IdleTimeout
+	}
+	// Part A §1: sessions are never persistent; session-present is always 0.
+	ack := &packets.Connack{ReturnCode: packets.ConnackAccepted, SessionPresent: ss.srv.faults.has(FaultSessionPresent)}
+	if err := ss.write(ack); err != nil {
+		return "write CONNACK: " + err.Error(), false
+	}
+	ss.log.Debug("connected", "registrationId", ss.regID, "cleanSession", c.CleanSession, "keepAlive", c.KeepAlive)
+	return "", true
+}
+
+// refuseLevel answers an unsupported protocol level: 0x01 and close, or under
+// the accept-mqtt5 fault CONNACK 0x00 and go on.
+func (ss *session) refuseLevel(why string) (string, bool) {
+	if ss.srv.faults.has(FaultAcceptMQTT5) {
+		ss.log.Info("accepting an unsupported protocol level (fault accept-mqtt5)", "err", why)
+		if err := ss.write(&packets.Connack{ReturnCode: packets.ConnackAccepted}); err != nil {
+			return "write CONNACK: " + err.Error(), false
+		}
+		return "", true
+	}
+	return ss.refuse(packets.ConnackRefusedProtocolVersion, why)
+}
+
+// refuse writes a CONNACK with a refusal code; the caller then closes.
+// [MQTT-3.2.2-5] If a server sends a CONNACK packet containing a non-zero
+// return code it MUST then close the Network Connection.
+func (ss *session) refuse(code packets.ConnackCode, why string) (string, bool) {
+	if err := ss.write(&packets.Connack{ReturnCode: code}); err != nil {
+		return "write CONNACK: " + err.Error(), false
+	}
+	return fmt.Sprintf("CONNACK %#02x (%v): %s", byte(code), code, why), false
+}
+
+// write sends one packet within the write timeout.
+func (ss *session) write(p packets.Packet) error {
+	if d := ss.srv.limits.WriteTimeout; d > 0 {
+		_ = ss.conn.SetWriteDeadline(time.Now().Add(d))
+	}
+	return ss.w.WritePacket(p)
+}
+
+// handle answers one packet after CONNECT. It reports false when the
+// connection must close.
+func (ss *session) handle(ctx context.Context, p packets.Packet) (string, bool) {
+	switch p := p.(type) {
+	case *packets.Subscribe:
+		return ss.subscribe(p)
+	case *packets.Unsubscribe:
+		for _, f := range p.Filters {
+			if string(f) == dps.SubscribeFilter {
+				ss.subQoS = -1
+			}
+			delete(ss.extra, string(f))
+		}
+		return ss.ok(ss.write(&packets.Unsuback{PacketID: p.PacketID}))
+	case *packets.Pingreq:
+		return ss.ok(ss.write(&packets.Pingresp{}))
+	case *packets.Disconnect:
+		return "device sent DISCONNECT", false
+	case *packets.Publish:
+		return ss.publish(ctx, p)
+	case *packets.Puback, *packets.Pubcomp:
+		return "", true // acknowledgements of our deliveries
+	case *packets.Pubrec:
+		// Only under deliver-qos2 do we send QoS 2; answer per §4.3.3.
+		return ss.ok(ss.write(&packets.Pubrel{PacketID: p.PacketID}))
+	case *packets.Pubrel:
+		// [MQTT-4.3.3-2] answer PUBREL with PUBCOMP.
+		return ss.ok(ss.write(&packets.Pubcomp{PacketID: p.PacketID}))
+	case *packets.Connect:
+		// [MQTT-3.1.0-2] The Server MUST process a second CONNECT Packet
+		// sent from a Client as a protocol violation and disconnect.
+		return "second CONNECT (MQTT-3.1.0-2)", false
+	default:
+		return fmt.Sprintf("%v is a server-to-client packet (MQTT-4.8.0-1)", p.Type()), false
+	}
+}
+
+// ok turns a write error into handle's result.
+func (ss *session) ok(err error) (string, bool) {
+	if err != nil {
+		return "write: " + err.Error(), false
+	}
+	return "", true
+}
+
+// subscribe answers SUBSCRIBE (Part A §9): only dps.SubscribeFilter, QoS 0
+// and 1 granted as asked, 2 granted 1; any other filter 0x80.
+func (ss *session) subscribe(p *packets.Subscribe) (string, bool) {
+	codes := make([]packets.SubackCode, len(p.Subscriptions))
+	for i, sub := range p.Subscriptions {
+		q := min(sub.QoS, 1)
+		if ss.srv.faults.has(FaultGrantQoS2) {
+			q = sub.QoS
+		}
+		switch {
+		case string(sub.Filter) == dps.SubscribeFilter:
+			ss.subQoS = int(q)
+			codes[i] = packets.SubackCode(q)
+		case ss.srv.faults.has(FaultAcceptAnyFilter):
+			if ss.extra == nil {
+				ss.extra = map[string]byte{}
+			}
+			if len(ss.extra) < 64 {
+				ss.extra[string(sub.Filter)] = q
+			}
+			codes[i] = packets.SubackCode(q)
+		default:
+			ss.log.Info("refusing subscription (Part A §9)", "filter", string(sub.Filter))
+			codes[i] = packets.SubackFailure
+		}
+	}
+	return ss.ok(ss.write(&packets.Suback{PacketID: p.PacketID, ReturnCodes: codes}))
+}
+
+// answer is the service's reply to one request.
+type answer struct {
+	status     int
+	retryAfter int // seconds; -1 = no retry-after parameter
+	body       []byte
+	close      bool // close the connection after sending (401, Part A §3)
+}
+
+// publish serves a device request (Part A §6–§9).
+func (ss *session) publish(ctx context.Context, p *packets.Publish) (string, bool) {
+	if p.QoS == 2 && !ss.srv.faults.has(FaultAcceptQoS2Publish) {
+		// DPS documents QoS 0 and 1 only; IoT Hub, which shares the
+		// gateway, documents "If a device app publishes a message with
+		// QoS 2, IoT Hub closes the network connection."
+		return "QoS 2 PUBLISH is not supported (docs/emulator.md)", false
+	}
+	ack := func() error {
+		switch p.QoS {
+		case 1:
+			return ss.write(&packets.Puback{PacketID: p.PacketID})
+		case 2:
+			return ss.write(&packets.Pubrec{PacketID: p.PacketID})
+		}
+		return nil
+	}
+	req, err := dps.ParseRequestTopic(string(p.Topic))
+	if err != nil {
+		if !ss.srv.faults.has(FaultAcceptUndocumentedTopic) {
+			// Part A §9: 3.1.1 has no negative PUBACK; close.
+			return fmt.Sprintf("PUBLISH to an undocumented topic %q (Part A §9): %v", p.Topic, err), false
+		}
+		ss.log.Info("ignoring a PUBLISH to an undocumented topic (fault accept-undocumented-topic)", "topic", string(p.Topic))
+		return ss.ok(ack())
+	}
+	late := ss.srv.faults.has(FaultNoPubackFirst)
+	if !late {
+		// Part A §6: PUBACK before the answer (CS v1 needs it).
+		if err := ack(); err != nil {
+			return "write PUBACK: " + err.Error(), false
+		}
+	}
+	var a answer
+	switch req.Kind {
+	case dps.Register:
+		a = ss.register(ctx, p.Payload)
+	default:
+		a = ss.poll(ctx, req.OperationID)
+	}
+	if err := ss.deliver(req.RID, a); err != nil {
+		return "write answer: " + err.Error(), false
+	}
+	if late {
+		if err := ack(); err != nil {
+			return "write PUBACK: " + err.Error(), false
+		}
+	}
+	if a.close {
+		if !ss.srv.faults.has(FaultNoCloseAfter401) {
+			return fmt.Sprintf("answered %d, closing (Part A §3)", a.status), false
+		}
+		ss.log.Info("keeping the connection after 401 (fault no-close-after-401)")
+	}
+	return "", true
+}
+
+// deliver publishes an answer on the response topic (Part A §5, §6) if the
+// device subscribed to it.
+func (ss *session) deliver(rid string, a answer) error {
+	q, ok := ss.grantedFor()
+	if !ok {
+		ss.log.Info("answer dropped: the device has not subscribed to "+dps.SubscribeFilter, "status", a.status)
+		return nil
+	}
+	q = min(q, 1)
+	if ss.srv.faults.has(FaultDeliverQoS2) {
+		q = 2
+	}
+	pub := &packets.Publish{QoS: q, Topic: []byte(ss.srv.responseTopic(a.status, rid, a.retryAfter)), Payload: a.body}
+	if pub.Payload == nil {
+		pub.Payload = []byte{}
+	}
+	if q > 0 {
+		ss.nextPID++
+		if ss.nextPID == 0 {
+			ss.nextPID = 1
+		}
+		pub.PacketID = ss.nextPID
+	}
+	ss.log.Debug("answer", "status", a.status, "topic", string(pub.Topic), "qos", q)
+	return ss.write(pub)
+}
+
+// grantedFor returns the QoS the device is subscribed with for answers.
+func (ss *session) grantedFor() (byte, bool) {
+	if ss.subQoS >= 0 {
+		return byte(ss.subQoS), true
+	}
+	// Filters granted under accept-any-filter deliver when they match.
+	for f, q := range ss.extra {
+		if topicMatches(f, "$dps/registrations/res/200/?$rid=1") {
+			return q, true
+		}
+	}
+	return 0, false
+}
+
+// responseTopic builds an answer topic, bending it under the topic faults.
+func (s *Server) responseTopic(status int, rid string, retryAfter int) string {
+	if s.faults.has(FaultWrongRID) {
+		rid += "0"
+	}
+	key := "retry-after"
+	if s.faults.has(FaultUpperCaseRetryAfter) {
+		key = "Retry-After"
+	}
+	switch {
+	case retryAfter >= 0 && s.faults.has(FaultRIDNotFirst):
+		return "$dps/registrations/res/" + strconv.Itoa(status) + "/?" + key + "=" + strconv.Itoa(retryAfter) + "&$rid=" + rid
+	case retryAfter >= 0 && key != "retry-after":
+		return "$dps/registrations/res/" + strconv.Itoa(status) + "/?$rid=" + rid + "&" + key + "=" + strconv.Itoa(retryAfter)
+	}
+	return dps.ResponseTopic(status, rid, retryAfter)
+}
+
+// topicMatches reports whether topic matches the MQTT filter (§4.7).
+func topicMatches(filter, topic string) bool {
+	for {
+		if filter == "#" {
+			return true
+		}
+		fl, frest, fmore := cut(filter)
+		tl, trest, tmore := cut(topic)
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore || !tmore {
+			return !fmore && !tmore || fmore && frest == "#"
+		}
+		filter, topic = frest, trest
+	}
+}
+
+func cut(s string) (level, rest string, more bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// credentials are what this connection presented.
+func (ss *session) credentials() registry.Credentials {
+	return registry.Credentials{RegistrationID: ss.regID, Password: ss.pass, PeerCertificates: ss.peerCerts}
+}
+
+// attest judges the connection's credentials for one request (Part A §3).
+// A failure comes back as the 401 answer to send.
+func (ss *session) attest(ctx context.Context) (*registry.Attestation, *answer) {
+	s := ss.srv
+	if ss.idScope != s.idScope && !s.faults.has(FaultAcceptWrongScope) {
+		a := s.errorAnswer(401, dps.ErrorCodeUnauthorized, "Unauthorized", -1)
+		a.close = true
+		ss.log.Info("attestation failed: username id scope is not this service's", "scope", ss.idScope)
+		return nil, &a
+	}
+	opts := registry.AttestOptions{
+		IgnoreSignature: s.faults.has(FaultAcceptBadSignature),
+		IgnoreExpiry:    s.faults.has(FaultAcceptExpiredToken),
+		IgnoreResource:  s.faults.has(FaultAcceptOtherDeviceToken),
+		IgnoreKeyName:   s.faults.has(FaultAcceptWrongSKN),
+	}
+	att, err := s.backend.Attest(ctx, ss.credentials(), opts)
+	if err != nil {
+		var ae *registry.AttestError
+		if errors.As(err, &ae) {
+			ss.log.Info("attestation failed", "err", err)
+			a := s.errorAnswer(ae.Status(), ae.ErrorCode, ae.Message, -1)
+			a.close = true
+			return nil, &a
+		}
+		ss.log.Error("attestation error", "err", err)
+		a := s.errorAnswer(500, errorCodeInternal, "Internal server error.", -1)
+		return nil, &a
+	}
+	return att, nil
+}
+
+// register serves PUT iotdps-register (Part A §6–§8).
+func (ss *session) register(ctx context.Context, body []byte) answer {
+	s := ss.srv
+	att, fail := ss.attest(ctx)
+	if fail != nil {
+		return *fail
+	}
+	// Part A §7: empty, {"registrationId"}, {"payload"}, payload null.
+	dr, err := dps.ParseDeviceRegistration(body)
+	if err != nil {
+		return s.errorAnswer(400, errorCodeBadRequest, "Invalid request body: "+err.Error(), -1)
+	}
+	if dr.RegistrationID != "" && !dps.EqualRegistrationID(dr.RegistrationID, ss.regID) && !s.faults.has(FaultAcceptRegistrationIDMismatch) {
+		return s.errorAnswer(400, errorCodeBadRequest, "The registrationId of the request body does not match the connection's.", -1)
+	}
+	now := s.now()
+	if !s.faults.has(FaultNoRegisterThrottle) {
+		if ok, wait := s.regBudget.allow("", now); !ok {
+			return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", retryAfterSeconds(wait))
+		}
+	}
+	if !s.faults.has(FaultNo409) && s.ops.inProgress(ss.regID, now) {
+		return s.errorAnswer(409, dps.ErrorCodePreconditionFailed, "Precondition failed.", -1)
+	}
+	id, err := dps.NewOperationID(s.rand)
+	if err != nil {
+		ss.log.Error("operation id", "err", err)
+		return s.errorAnswer(500, errorCodeInternal, "Internal server error.", -1)
+	}
+	op := &operation{id: id, regID: ss.regID, created: now, readyAt: now.Add(s.retryAfter)}
+	if !s.ops.add(op, now) {
+		return s.errorAnswer(503, errorCodeUnavailable, "Service unavailable: too many operations.", retryAfterSeconds(s.retryAfter))
+	}
+	s.startAssign(op, att, dr.Payload)
+	ss.log.Info("registration accepted", "registrationId", ss.regID, "operationId", id)
+	return s.statusAnswer(202, s.retryAfterParam(), dps.RegistrationOperationStatus{OperationID: id, Status: dps.StatusAssigning})
+}
+
+// poll serves GET iotdps-get-operationstatus (Part A §6, §8).
+func (ss *session) poll(ctx context.Context, operationID string) answer {
+	s := ss.srv
+	if _, fail := ss.attest(ctx); fail != nil {
+		return *fail
+	}
+	now := s.now()
+	if !s.faults.has(FaultNoPollThrottle) {
+		if ok, wait := s.polls.allow(regKey(ss.regID), now); !ok {
+			return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", retryAfterSeconds(wait))
+		}
+	}
+	assigning := dps.RegistrationOperationStatus{
+		OperationID:       operationID,
+		Status:            dps.StatusAssigning,
+		RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: ss.regID, Status: dps.StatusAssigning},
+	}
+	st, ok := s.ops.lookup(operationID, ss.regID)
+	if !ok {
+		if s.faults.has(FaultNo404UnknownOperation) {
+			return s.statusAnswer(202, s.retryAfterParam(), assigning)
+		}
+		return s.errorAnswer(404, errorCodeOperationNotFound, "Operation not found.", -1)
+	}
+	assigning.RegistrationState.RegistrationID = st.regID
+	early := now.Before(st.readyAt) && !s.faults.has(FaultAssignBeforeRetryAfter)
+	if !st.done || early {
+		return s.statusAnswer(202, s.retryAfterParam(), assigning)
+	}
+	if st.err != nil {
+		ss.log.Error("assignment failed", "operationId", operationID, "err", st.err)
+		return s.errorAnswer(500, errorCodeInternal, "Internal server error.", -1)
+	}
+	res := st.result
+	if s.faults.has(FaultIncompleteRegistrationState) {
+		res.DeviceID, res.CreatedDateTimeUTC, res.LastUpdatedDateTimeUTC, res.Substatus, res.ETag = "", "", "", "", ""
+	}
+	return s.statusAnswer(200, -1, dps.RegistrationOperationStatus{OperationID: operationID, Status: res.Status, RegistrationState: &res})
+}

@@ -1,0 +1,44 @@
+package emulator
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+// wsServer is the HTTPS server of MQTT over WebSocket (Part A §10): the
+// upgrade is accepted on /$iothub/websocket, / and /mqtt with subprotocol
+// mqtt or MQTT (transport's defaults), and frames are a byte stream.
+func (s *Server) wsServer() *http.Server {
+	return &http.Server{
+		Handler:           s.counted(http.HandlerFunc(s.serveWS)),
+		ReadHeaderTimeout: s.limits.ConnectTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
+}
+
+// wsListener wraps l with the raw hook and TLS.
+func (s *Server) wsListener(l net.Listener) net.Listener {
+	if s.cfg.WrapRaw != nil {
+		l = transport.WrapListener(l, s.cfg.WrapRaw)
+	}
+	return tls.NewListener(l, s.tlsConf)
+}
+
+// serveWS upgrades one request and runs the session in the handler
+// goroutine; the peer certificates come from the request's TLS state.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	var certs = r.TLS.PeerCertificates
+	h := transport.NewWSHandler(transport.WSOptions{WrapPlain: s.cfg.WrapConn}, func(c net.Conn) {
+		if !s.track(c) {
+			return
+		}
+		defer s.untrack(c)
+		s.serveSession(s.ctx, c, "wss", certs)
+	})
+	h.ServeHTTP(w, r)
+}
