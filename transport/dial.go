@@ -1,0 +1,190 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Dial stages reported in DialError.Stage.
+const (
+	StageTCP       = "tcp"       // connecting the socket: unreachable, refused, DNS
+	StageTLS       = "tls"       // TLS handshake: alert, certificate refused
+	StageWebSocket = "websocket" // HTTP upgrade: 404, 400, bad subprotocol
+)
+
+// DefaultDialTimeout bounds the TCP connect, and each handshake when the
+// context has no deadline, when DialOptions.Dialer is nil.
+const DefaultDialTimeout = 10 * time.Second
+
+// DialError reports the stage at which Dial failed, so callers can tell an
+// unreachable peer (StageTCP) from a TLS refusal (StageTLS) or a refused
+// WebSocket upgrade (StageWebSocket).
+type DialError struct {
+	Target Target
+	Stage  string
+	Err    error
+}
+
+var _ error = (*DialError)(nil)
+
+// Error implements error.
+func (e *DialError) Error() string {
+	return fmt.Sprintf("transport: dial %s: %s: %v", e.Target, e.Stage, e.Err)
+}
+
+// Unwrap returns the underlying error.
+func (e *DialError) Unwrap() error { return e.Err }
+
+// WSHandshakeError is the DialError.Err of a refused WebSocket upgrade: the
+// HTTP status and the start of the response body.
+type WSHandshakeError struct {
+	StatusCode int
+	Status     string
+	Body       string // at most 512 bytes
+}
+
+// Error implements error.
+func (e *WSHandshakeError) Error() string {
+	s := fmt.Sprintf("websocket upgrade refused: HTTP %s", e.Status)
+	if e.Body != "" {
+		s += ": " + e.Body
+	}
+	return s
+}
+
+// Unwrap returns websocket.ErrBadHandshake.
+func (e *WSHandshakeError) Unwrap() error { return websocket.ErrBadHandshake }
+
+// DialOptions configures Dial. The zero value dials with system roots, a
+// 10 s connect timeout and subprotocol "mqtt".
+type DialOptions struct {
+	// TLSConfig is used for mqtts and wss; nil means system roots with
+	// ServerName = Target.Host. A config without ServerName gets Target.Host.
+	TLSConfig *tls.Config
+	// Dialer connects the TCP socket; nil means a net.Dialer with
+	// DefaultDialTimeout.
+	Dialer *net.Dialer
+	// WrapRaw wraps the TCP connection: it sees the bytes as on the wire
+	// (TLS records, WebSocket frames).
+	WrapRaw func(net.Conn) net.Conn
+	// WrapPlain wraps the returned connection: it sees the MQTT byte stream,
+	// after TLS and WebSocket.
+	WrapPlain func(net.Conn) net.Conn
+	// Subprotocol is the WebSocket subprotocol offered; default "mqtt".
+	Subprotocol string
+	// Header holds extra WebSocket upgrade request headers.
+	Header http.Header
+	// EnableCompression offers permessage-deflate.
+	EnableCompression bool
+}
+
+// Dial connects to t and returns a net.Conn carrying the MQTT byte stream.
+// For mqtts and wss the TLS handshake has completed when Dial returns; for ws
+// and wss so has the WebSocket upgrade (the conn is then a *WSConn unless
+// WrapPlain replaced it). Handshakes are bounded by ctx and, if ctx has no
+// deadline, by the dialer's Timeout. Errors are *DialError.
+func Dial(ctx context.Context, t Target, o DialOptions) (net.Conn, error) {
+	if DefaultPort(t.Scheme) == 0 {
+		return nil, &DialError{Target: t, Stage: StageTCP,
+			Err: &TargetError{Input: t.String(), Part: "scheme", Msg: fmt.Sprintf("%q is not one of mqtts, wss, mqtt, ws", t.Scheme)}}
+	}
+	d := o.Dialer
+	if d == nil {
+		d = &net.Dialer{Timeout: DefaultDialTimeout}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		// Every wait is bounded: without a ctx deadline the handshakes get
+		// the connect timeout (or DefaultDialTimeout).
+		timeout := d.Timeout
+		if timeout <= 0 {
+			timeout = DefaultDialTimeout
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	raw, err := d.DialContext(ctx, "tcp", t.Addr())
+	if err != nil {
+		return nil, &DialError{Target: t, Stage: StageTCP, Err: err}
+	}
+	if o.WrapRaw != nil {
+		raw = o.WrapRaw(raw)
+	}
+	conn := raw
+	if t.IsTLS() {
+		cfg := &tls.Config{}
+		if o.TLSConfig != nil {
+			cfg = o.TLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = t.Host
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, &DialError{Target: t, Stage: StageTLS, Err: err}
+		}
+		conn = tc
+	}
+	if t.IsWebSocket() {
+		wc, err := dialWS(ctx, t, o, conn)
+		if err != nil {
+			conn.Close()
+			return nil, &DialError{Target: t, Stage: StageWebSocket, Err: err}
+		}
+		conn = wc
+	}
+	if o.WrapPlain != nil {
+		conn = o.WrapPlain(conn)
+	}
+	return conn, nil
+}
+
+// dialWS runs the WebSocket upgrade over an established (TLS) connection.
+func dialWS(ctx context.Context, t Target, o DialOptions, conn net.Conn) (*WSConn, error) {
+	sub := o.Subprotocol
+	if sub == "" {
+		sub = "mqtt"
+	}
+	used := false
+	give := func(context.Context, string, string) (net.Conn, error) {
+		if used {
+			return nil, errors.New("transport: websocket dialer asked for a second connection")
+		}
+		used = true
+		return conn, nil
+	}
+	wd := websocket.Dialer{
+		NetDialContext:    give,
+		NetDialTLSContext: give,
+		Subprotocols:      []string{sub},
+		EnableCompression: o.EnableCompression,
+	}
+	ws, resp, err := wd.DialContext(ctx, t.URL(), o.Header)
+	if err != nil {
+		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			return nil, &WSHandshakeError{StatusCode: resp.StatusCode, Status: resp.Status,
+				Body: string(bytes.TrimSpace(body))}
+		}
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		return nil, err
+	}
+	if got := ws.Subprotocol(); got != sub {
+		ws.NetConn().Close()
+		return nil, fmt.Errorf("server selected subprotocol %q, want %q [MQTT-6.0.0-4]", got, sub)
+	}
+	return newWSConn(ws), nil
+}
