@@ -1,0 +1,131 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+
+	pahopackets "github.com/eclipse/paho.golang/packets"
+
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+	"github.com/dps-conform/dps-conform/tracer/wstrace"
+)
+
+// Direction is the direction of a byte stream within a conversation.
+type Direction uint8
+
+// The two directions of a TCP connection.
+const (
+	ClientToServer Direction = 0
+	ServerToClient Direction = 1
+)
+
+// String returns "c2s" or "s2c".
+func (d Direction) String() string {
+	switch d {
+	case ClientToServer:
+		return "c2s"
+	case ServerToClient:
+		return "s2c"
+	}
+	return "dir?"
+}
+
+// Capture is the decoded content of a capture file.
+type Capture struct {
+	// Conversations are the TCP connections that carried MQTT (plain, over
+	// TLS or over WebSocket), in the order of their first frame.
+	Conversations []*Conversation
+	// Frames is the number of frames (records) read from the file.
+	Frames int
+	// Warnings are problems with the file that did not stop decoding: a
+	// truncated last record, frames of unsupported link types, ...
+	Warnings []string
+}
+
+// Conversation is one TCP connection carrying MQTT, decoded.
+type Conversation struct {
+	// ID numbers conversations from 1 in the order of their first frame.
+	ID int
+	// Client and Server are the endpoints. The client is the side that
+	// sent the SYN or, for connections captured mid-stream, the side that
+	// does not use the server port.
+	Client, Server netip.AddrPort
+	// Start and End are the times of the first and last frame.
+	Start, End time.Time
+	// Transport is "mqtt", "mqtts", "ws" or "wss".
+	Transport string
+	// TLS and WS hold what the TLS and WebSocket layers observed; nil when
+	// the connection did not use the layer.
+	TLS *tlstrace.Facts
+	WS  *wstrace.Facts
+	// MQTTVersion is the protocol level of the CONNECT: 4 (3.1.1), 3
+	// (3.1) or 5; 0 when no CONNECT was seen.
+	MQTTVersion int
+	// Packets are the MQTT control packets of both directions, in capture
+	// order.
+	Packets []Packet
+	// Gaps are the byte ranges of the TCP streams missing from the capture.
+	Gaps []Gap
+	// Problems are decode violations: malformed packets, bytes skipped to
+	// resynchronise, errors of the TLS or WebSocket layer.
+	Problems []Problem
+	// MidStream reports that the capture started after the SYN.
+	MidStream bool
+	// Closed reports, per Direction, that a FIN or RST was seen.
+	Closed [2]bool
+
+	firstFrame int
+}
+
+// Packet is one MQTT control packet of a conversation.
+type Packet struct {
+	Dir  Direction
+	Time time.Time
+	// Frame is the 1-based number of the frame whose segment completed the
+	// packet.
+	Frame int
+	// Offset is the position of the packet's first byte in the MQTT byte
+	// stream of Dir (after TLS decryption and WebSocket unframing).
+	Offset int64
+	// Packet is the decoded MQTT 3.1.1 packet, owned by the Packet (its
+	// byte slices alias Raw). For a conversation at protocol level 5 it is
+	// a *packets.Raw carrying the fixed header byte and the body.
+	Packet packets.Packet
+	// V5 is the MQTT 5 packet decoded with paho.golang, nil unless
+	// MQTTVersion is 5.
+	V5 *pahopackets.ControlPacket
+	// Violations are the rules of MQTT 3.1.1 the packet breaks.
+	Violations []*packets.ProtocolError
+	// Raw is the packet's encoding, fixed header included.
+	Raw []byte
+}
+
+// Gap is a range of a TCP stream missing from the capture.
+type Gap struct {
+	Dir Direction
+	// Frame is the frame after which the gap was noticed.
+	Frame int
+	// Offset is the position of the gap in the TCP byte stream of Dir
+	// (0 is the first byte after the SYN, or the first byte captured).
+	Offset int64
+	// Len is the number of missing bytes.
+	Len int
+}
+
+// Problem is a decode violation.
+type Problem struct {
+	Dir   Direction
+	Frame int
+	// Offset is the position in the MQTT byte stream of Dir; for "tls"
+	// and "ws" problems, in the byte stream that layer decodes.
+	Offset int64
+	// Clause is the MQTT normative statement broken, or a label of the
+	// tracer: "tracer-resync" (bytes skipped to the next plausible fixed
+	// header), "tracer-gap" (a packet cut by a gap), "tracer-truncated"
+	// (the stream ends inside a packet), "tracer-buffer" (a packet larger
+	// than Options.MaxStreamBuffer, skipped), "MQTT5" (paho.golang could
+	// not decode an MQTT 5 packet), "tls" or "ws" (layer errors).
+	Clause string
+	Msg    string
+}

@@ -1,0 +1,451 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+)
+
+// Options control Decode.
+type Options struct {
+	// KeyLog holds TLS secrets (NSS key log format) for decrypting
+	// TLS connections; nil decodes only the handshake facts.
+	KeyLog *tlstrace.KeyLog
+	// Ports are extra plaintext MQTT server ports. 1883 (MQTT), 8883
+	// (MQTT over TLS), 443 (TLS, WebSocket over TLS) and 80 and 8080
+	// (WebSocket) are always known; a connection on any other port whose
+	// first client bytes sniff as an MQTT CONNECT, a TLS ClientHello or a
+	// WebSocket upgrade request is decoded too.
+	Ports []int
+	// MaxStreamBuffer caps the bytes buffered per stream direction
+	// (out-of-order segments and an incomplete MQTT packet); 0 means
+	// DefaultMaxStreamBuffer. What does not fit is reported as a gap or a
+	// problem, never buffered.
+	MaxStreamBuffer int
+	// Workers is the number of goroutines that reassemble and decode
+	// flows; 0 or 1 decodes on the calling goroutine.
+	Workers int
+	// OnConversation, when set, receives each conversation as soon as its
+	// connection closes (FIN in both directions or RST) or the capture
+	// ends, instead of Capture.Conversations collecting them: memory then
+	// stays bounded by the open flows, whatever the size of the capture.
+	// IDs are assigned in delivery order. With Workers > 1 it is called
+	// from the worker goroutines, one call at a time.
+	OnConversation func(*Conversation)
+}
+
+// DecodeFile decodes the pcap or pcapng file at path.
+func DecodeFile(path string, o Options) (*Capture, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := Decode(f, o)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Decode reads a pcap or pcapng capture (sniffed from its magic number),
+// reassembles its TCP connections and decodes the MQTT they carry. A
+// corrupt file is an error naming the byte offset and the record or block;
+// a truncated last record is a warning.
+func Decode(r io.Reader, o Options) (*Capture, error) {
+	src, err := openSource(r)
+	if err != nil {
+		return nil, err
+	}
+	if o.Workers > 1 {
+		return decodeSharded(src, o)
+	}
+	d := newDecoder(o)
+	d.emit = d.segment
+	if o.OnConversation != nil {
+		id := 0
+		d.deliver = func(c *Conversation) {
+			id++
+			c.ID = id
+			o.OnConversation(c)
+		}
+	}
+	c := &Capture{}
+	err = readFrames(src, c, d, func(kl *tlstrace.KeyLog) { d.keyLog.Merge(kl) })
+	if err != nil {
+		return nil, err
+	}
+	c.Conversations = d.finish()
+	c.Warnings = append(c.Warnings, d.warnings()...)
+	return c, nil
+}
+
+// readFrames reads every frame of src into d.frame, counting them in c,
+// and passes key logs embedded in the capture to keys.
+func readFrames(src source, c *Capture, d *decoder, keys func(*tlstrace.KeyLog)) error {
+	nsecrets := 0
+	for {
+		data, ts, lt, err := src.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if w, ok := err.(truncatedError); ok {
+				c.Warnings = append(c.Warnings, w.Error())
+				return nil
+			}
+			return err
+		}
+		c.Frames++
+		if sec := src.secrets(); len(sec) != nsecrets {
+			kl, err := tlstrace.ParseKeyLog(bytes.NewReader(sec[nsecrets:]))
+			if err != nil {
+				c.Warnings = append(c.Warnings, fmt.Sprintf("tracer: key log embedded in the capture: %v", err))
+			} else {
+				keys(kl)
+			}
+			nsecrets = len(sec)
+		}
+		d.frame(c.Frames, ts, lt, data)
+	}
+}
+
+// linkType numbers from the tcpdump.org registry.
+const (
+	linkNull     = 0
+	linkEthernet = 1
+	linkRaw      = 101
+	linkLoop     = 108
+	linkSLL      = 113
+	linkIPv4     = 228
+	linkIPv6     = 229
+	linkSLL2     = 276
+)
+
+// decoder holds the flow table of a capture.
+type decoder struct {
+	o        Options
+	max      int
+	ports    map[uint16]portKind
+	flows    map[flowID]*tcpFlow
+	done     []*Conversation
+	ip4      layers.IPv4
+	ip6      layers.IPv6
+	tcp      layers.TCP
+	warnOnce map[string]int
+	keyLog   *tlstrace.KeyLog    // Options.KeyLog plus pcapng Decryption Secrets Blocks
+	emit     func(*segInfo)      // receives the parsed TCP segments
+	deliver  func(*Conversation) // Options.OnConversation, numbering
+	seg      segInfo             // the segment being emitted (reused)
+}
+
+type portKind uint8
+
+const (
+	portUnknown portKind = iota
+	portMQTT
+	portTLS
+	portWS
+)
+
+func newDecoder(o Options) *decoder {
+	d := &decoder{o: o, max: o.MaxStreamBuffer, flows: make(map[flowID]*tcpFlow), warnOnce: map[string]int{}}
+	d.keyLog, _ = tlstrace.ParseKeyLog(bytes.NewReader(nil))
+	d.keyLog.Merge(o.KeyLog)
+	if d.max <= 0 {
+		d.max = DefaultMaxStreamBuffer
+	}
+	d.ports = map[uint16]portKind{1883: portMQTT, 8883: portTLS, 443: portTLS, 80: portWS, 8080: portWS}
+	for _, p := range o.Ports {
+		if p > 0 && p < 65536 {
+			d.ports[uint16(p)] = portMQTT
+		}
+	}
+	return d
+}
+
+func (d *decoder) warn(kind string) { d.warnOnce[kind]++ }
+
+func (d *decoder) warnings() []string {
+	var w []string
+	for k, n := range d.warnOnce {
+		w = append(w, fmt.Sprintf("%s (%d frames)", k, n))
+	}
+	slices.Sort(w)
+	return w
+}
+
+// frame decodes one captured frame down to TCP and feeds its flow.
+func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
+	ipb, ver := d.link(lt, b)
+	if ipb == nil {
+		return
+	}
+	var src, dst netip.Addr
+	var tcpb []byte
+	switch ver {
+	case 4:
+		if err := d.ip4.DecodeFromBytes(ipb, gopacket.NilDecodeFeedback); err != nil {
+			d.warn("malformed IPv4 header")
+			return
+		}
+		if d.ip4.Protocol != layers.IPProtocolTCP {
+			return
+		}
+		if d.ip4.Flags&layers.IPv4MoreFragments != 0 || d.ip4.FragOffset != 0 {
+			d.warn("IPv4 fragments ignored")
+			return
+		}
+		src = netip.AddrFrom4([4]byte(d.ip4.SrcIP.To4()))
+		dst = netip.AddrFrom4([4]byte(d.ip4.DstIP.To4()))
+		tcpb = d.ip4.Payload
+	case 6:
+		if err := d.ip6.DecodeFromBytes(ipb, gopacket.NilDecodeFeedback); err != nil {
+			d.warn("malformed IPv6 header")
+			return
+		}
+		tcpb = d.ip6.Payload
+		nh := d.ip6.NextHeader
+		// Skip the common extension headers.
+		for i := 0; i < 8 && nh != layers.IPProtocolTCP; i++ {
+			switch nh {
+			case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination:
+				if len(tcpb) < 8 {
+					return
+				}
+				l := 8 + int(tcpb[1])*8
+				if len(tcpb) < l {
+					return
+				}
+				nh = layers.IPProtocol(tcpb[0])
+				tcpb = tcpb[l:]
+			default:
+				return
+			}
+		}
+		if nh != layers.IPProtocolTCP {
+			return
+		}
+		src = netip.AddrFrom16([16]byte(d.ip6.SrcIP.To16())).Unmap()
+		dst = netip.AddrFrom16([16]byte(d.ip6.DstIP.To16())).Unmap()
+	default:
+		return
+	}
+	if err := d.tcp.DecodeFromBytes(tcpb, gopacket.NilDecodeFeedback); err != nil {
+		d.warn("malformed TCP header")
+		return
+	}
+	t := &d.tcp
+	d.seg = segInfo{
+		frame: n, ts: ts,
+		src: netip.AddrPortFrom(src, uint16(t.SrcPort)), dst: netip.AddrPortFrom(dst, uint16(t.DstPort)),
+		seq: t.Seq, ack: t.Ack, syn: t.SYN, ackf: t.ACK, fin: t.FIN, rst: t.RST,
+		payload: t.Payload,
+	}
+	d.emit(&d.seg)
+}
+
+// link strips the link-layer header and returns the IP packet and its
+// version (4 or 6); nil for frames that do not carry IP.
+func (d *decoder) link(lt uint32, b []byte) ([]byte, int) {
+	var et uint16
+	switch lt {
+	case linkEthernet:
+		if len(b) < 14 {
+			d.warn("truncated Ethernet header")
+			return nil, 0
+		}
+		et = binary.BigEndian.Uint16(b[12:])
+		b = b[14:]
+		for i := 0; i < 2 && (et == 0x8100 || et == 0x88a8); i++ {
+			if len(b) < 4 {
+				return nil, 0
+			}
+			et = binary.BigEndian.Uint16(b[2:])
+			b = b[4:]
+		}
+	case linkSLL:
+		if len(b) < 16 {
+			d.warn("truncated Linux SLL header")
+			return nil, 0
+		}
+		et = binary.BigEndian.Uint16(b[14:])
+		b = b[16:]
+	case linkSLL2:
+		if len(b) < 20 {
+			d.warn("truncated Linux SLL2 header")
+			return nil, 0
+		}
+		et = binary.BigEndian.Uint16(b[0:])
+		b = b[20:]
+	case linkNull, linkLoop:
+		if len(b) < 4 {
+			d.warn("truncated loopback header")
+			return nil, 0
+		}
+		fam := binary.LittleEndian.Uint32(b)
+		if lt == linkLoop || fam > 0xffff {
+			fam = binary.BigEndian.Uint32(b)
+		}
+		b = b[4:]
+		switch fam {
+		case 2:
+			et = 0x0800
+		case 10, 24, 28, 30:
+			et = 0x86dd
+		default:
+			return nil, 0
+		}
+	case linkRaw, linkIPv4, linkIPv6, 12, 14: // 12, 14: raw IP on some BSDs
+		if len(b) == 0 {
+			return nil, 0
+		}
+		switch b[0] >> 4 {
+		case 4:
+			return b, 4
+		case 6:
+			return b, 6
+		}
+		return nil, 0
+	default:
+		d.warn(fmt.Sprintf("unsupported link type %d", lt))
+		return nil, 0
+	}
+	switch et {
+	case 0x0800:
+		return b, 4
+	case 0x86dd:
+		return b, 6
+	}
+	return nil, 0
+}
+
+// segInfo is a TCP segment.
+type segInfo struct {
+	frame               int
+	ts                  time.Time
+	src, dst            netip.AddrPort
+	seq, ack            uint32
+	syn, ackf, fin, rst bool
+	payload             []byte
+}
+
+// flowID identifies a TCP connection regardless of direction: a is the
+// lesser endpoint.
+type flowID struct {
+	a, b netip.AddrPort
+}
+
+func lessAP(x, y netip.AddrPort) bool {
+	if c := x.Addr().Compare(y.Addr()); c != 0 {
+		return c < 0
+	}
+	return x.Port() < y.Port()
+}
+
+func idOf(src, dst netip.AddrPort) flowID {
+	if lessAP(src, dst) {
+		return flowID{src, dst}
+	}
+	return flowID{dst, src}
+}
+
+// segment feeds a segment to its flow, creating or retiring flows.
+func (d *decoder) segment(s *segInfo) {
+	id := idOf(s.src, s.dst)
+	f := d.flows[id]
+	if f != nil && s.syn && !s.ackf {
+		if h := &f.half[f.dirOf(s.src)]; !h.synSeen || h.synSeq != s.seq {
+			// A new connection reusing the 4-tuple.
+			d.retire(id, f)
+			f = nil
+		}
+	}
+	if f == nil {
+		f = d.newFlow(s)
+		d.flows[id] = f
+	}
+	f.last, f.lastFrame = s.ts, s.frame
+	dir := f.dirOf(s.src)
+	h := &f.half[dir]
+	if s.syn {
+		h.syn(s.seq)
+	}
+	if s.ackf {
+		f.half[1-dir].acked(s.ack, s.frame, s.ts, f)
+	}
+	if len(s.payload) > 0 && f.kind != kindNone {
+		h.segment(s.seq, s.payload, s.frame, s.ts, f)
+	}
+	if s.fin || s.rst {
+		f.closed[dir] = true
+		if s.rst {
+			f.closed[1-dir] = true
+		}
+	}
+	if s.rst || (f.closed[0] && f.closed[1] && len(f.half[0].pending)+len(f.half[1].pending) == 0) {
+		d.retire(id, f)
+	}
+}
+
+// retire finishes a flow and removes it from the table.
+func (d *decoder) retire(id flowID, f *tcpFlow) {
+	delete(d.flows, id)
+	if c := f.finish(); c != nil {
+		if d.deliver != nil {
+			d.deliver(c)
+			return
+		}
+		d.done = append(d.done, c)
+	}
+}
+
+// finish retires every open flow and returns the conversations numbered in
+// the order of their first frame (none when they are delivered to
+// Options.OnConversation instead).
+func (d *decoder) finish() []*Conversation {
+	open := make([]*tcpFlow, 0, len(d.flows))
+	for _, f := range d.flows {
+		open = append(open, f)
+	}
+	slices.SortFunc(open, func(a, b *tcpFlow) int { return a.firstFrame - b.firstFrame })
+	for _, f := range open {
+		d.retire(idOf(f.client, f.server), f)
+	}
+	slices.SortStableFunc(d.done, func(a, b *Conversation) int { return a.firstFrame - b.firstFrame })
+	for i, c := range d.done {
+		c.ID = i + 1
+	}
+	return d.done
+}
+
+func (d *decoder) newFlow(s *segInfo) *tcpFlow {
+	f := &tcpFlow{d: d, max: d.max, first: s.ts, firstFrame: s.frame}
+	client, server := s.src, s.dst
+	switch {
+	case s.syn && !s.ackf:
+	case s.syn && s.ackf:
+		client, server = s.dst, s.src
+	default:
+		f.midStream = true
+		ks, kd := d.ports[s.src.Port()], d.ports[s.dst.Port()]
+		if kd == portUnknown && (ks != portUnknown || s.src.Port() < s.dst.Port()) {
+			client, server = s.dst, s.src
+		}
+	}
+	f.client, f.server = client, server
+	f.port = d.ports[server.Port()]
+	f.half[0] = halfStream{dir: ClientToServer, max: d.max}
+	f.half[1] = halfStream{dir: ServerToClient, max: d.max}
+	return f
+}

@@ -1,0 +1,177 @@
+package tracer
+
+import (
+	"errors"
+	"time"
+
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+	"github.com/dps-conform/dps-conform/tracer/wstrace"
+)
+
+// looksLikeTLS adapts tlstrace.LooksLikeTLS to the sniffers' (yes, more)
+// shape: more while b is too short to hold a record header.
+func looksLikeTLS(b []byte) (yes, more bool) {
+	if len(b) == 0 {
+		return false, true
+	}
+	if b[0] != 0x16 {
+		return false, false
+	}
+	if len(b) < 5 {
+		return false, true
+	}
+	return tlstrace.LooksLikeTLS(b), false
+}
+
+// upper is the stack of layers above TCP of one flow: TLS (optional),
+// WebSocket (optional), MQTT.
+type upper struct {
+	f   *tcpFlow
+	c   *Conversation
+	tls *tlstrace.Stream
+	ws  *wstrace.Stream
+	mq  [2]mqttStream
+
+	// Inside TLS the first client plaintext decides between WebSocket and
+	// MQTT; plaintext is held until then.
+	innerDecided bool
+	notMQTT      bool // the decrypted stream is not MQTT: drop the conversation
+	hold         [2][]byte
+	holdMeta     [2]struct {
+		frame int
+		ts    time.Time
+	}
+}
+
+func newUpper(f *tcpFlow, c *Conversation, k flowKind) *upper {
+	u := &upper{f: f, c: c}
+	switch k {
+	case kindTLS:
+		c.Transport = "mqtts"
+		u.tls = tlstrace.NewStream(f.d.keyLog)
+		c.TLS = u.tls.Facts()
+	case kindWS:
+		c.Transport = "ws"
+		u.ws = wstrace.NewStream()
+		c.WS = u.ws.Facts()
+	default:
+		c.Transport = "mqtt"
+	}
+	for d := range u.mq {
+		u.mq[d] = mqttStream{dir: Direction(d), conv: c, max: f.max, syncing: f.midStream}
+	}
+	return u
+}
+
+// layerProblem records a non-fatal error of the TLS or WebSocket layer.
+func (u *upper) layerProblem(d Direction, frame int, layer string, err error) {
+	p := Problem{Dir: d, Frame: frame, Clause: layer, Msg: err.Error()}
+	var te *tlstrace.Error
+	var we *wstrace.Error
+	switch {
+	case errors.As(err, &te):
+		p.Offset, p.Msg = te.Offset, te.Msg
+	case errors.As(err, &we):
+		p.Offset, p.Msg = we.Offset, we.Msg
+	}
+	u.c.Problems = append(u.c.Problems, p)
+}
+
+func (u *upper) data(d Direction, b []byte, frame int, ts time.Time) {
+	if u.tls == nil {
+		u.inner(d, b, frame, ts)
+		return
+	}
+	pt, err := u.tls.Feed(tlstrace.Dir(d), b)
+	if err != nil {
+		u.layerProblem(d, frame, "tls", err)
+	}
+	if len(pt) == 0 {
+		return
+	}
+	if u.innerDecided {
+		if !u.notMQTT {
+			u.inner(d, pt, frame, ts)
+		}
+		return
+	}
+	u.hold[d] = append(u.hold[d], pt...)
+	u.holdMeta[d].frame, u.holdMeta[d].ts = frame, ts
+	u.decideInner(false)
+}
+
+// decideInner sniffs the first client plaintext inside TLS.
+func (u *upper) decideInner(final bool) {
+	c2s := u.hold[ClientToServer]
+	ws, more := looksLikeHTTPUpgrade(c2s)
+	if !final && len(u.hold[ServerToClient]) < maxSniff &&
+		(more || ws && !wstrace.LooksLikeUpgrade(c2s) && len(c2s) < 256) {
+		return // wait for the request line
+	}
+	u.innerDecided = true
+	if !ws && len(c2s) > 0 {
+		if yes, _ := looksLikeConnect(c2s); !yes {
+			// Decrypted, but neither MQTT nor WebSocket (HTTPS, say):
+			// not a conversation of ours.
+			u.notMQTT = true
+			u.hold = [2][]byte{}
+			return
+		}
+	}
+	if ws {
+		u.c.Transport = "wss"
+		u.ws = wstrace.NewStream()
+		u.c.WS = u.ws.Facts()
+	}
+	for _, d := range []Direction{ClientToServer, ServerToClient} {
+		if len(u.hold[d]) > 0 {
+			u.inner(d, u.hold[d], u.holdMeta[d].frame, u.holdMeta[d].ts)
+		}
+	}
+	u.hold = [2][]byte{}
+}
+
+// inner feeds bytes above TLS: through WebSocket if present, then MQTT.
+func (u *upper) inner(d Direction, b []byte, frame int, ts time.Time) {
+	if u.ws != nil {
+		p, err := u.ws.Feed(wstrace.Dir(d), b)
+		if err != nil {
+			u.layerProblem(d, frame, "ws", err)
+		}
+		if len(p) == 0 {
+			return
+		}
+		b = p
+	}
+	u.mq[d].feed(b, frame, ts)
+}
+
+func (u *upper) gap(d Direction, n int) {
+	switch {
+	case u.tls != nil:
+		u.tls.Gap(tlstrace.Dir(d), n)
+		if u.innerDecided {
+			u.mq[d].gap(0)
+		}
+	case u.ws != nil:
+		u.ws.Gap(wstrace.Dir(d), n)
+		u.mq[d].gap(0)
+	default:
+		u.mq[d].gap(n)
+	}
+}
+
+func (u *upper) end(frame int) {
+	if u.tls != nil && !u.innerDecided {
+		u.decideInner(true)
+	}
+	for d := range u.mq {
+		u.mq[d].end(frame)
+	}
+	if u.tls != nil {
+		u.c.TLS = u.tls.Facts()
+	}
+	if u.ws != nil {
+		u.c.WS = u.ws.Facts()
+	}
+}

@@ -1,0 +1,212 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// dpsExchange is a small DPS registration: CONNECT, CONNACK, SUBSCRIBE,
+// SUBACK, register PUBLISH, 202 PUBLISH.
+func dpsExchange(t testing.TB) (c2s, s2c []packets.Packet) {
+	c2s = []packets.Packet{
+		&packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("reg-1"),
+			Username: []byte("0ne00000001/registrations/reg-1/api-version=2019-03-31"), Password: []byte("SharedAccessSignature sr=0ne00000001%2fregistrations%2freg-1&sig=c2lnbmF0dXJl&se=1700000000&skn=registration")},
+		&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("$dps/registrations/res/#"), QoS: 1}}},
+		&packets.Publish{QoS: 1, PacketID: 2, Topic: []byte("$dps/registrations/PUT/iotdps-register/?$rid=1"), Payload: []byte(`{"registrationId":"reg-1"}`)},
+	}
+	s2c = []packets.Packet{
+		&packets.Connack{ReturnCode: 0},
+		&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}},
+		&packets.Publish{QoS: 0, Topic: []byte("$dps/registrations/res/202/?$rid=1&retry-after=3"), Payload: []byte(`{"operationId":"4.abcd","status":"assigning"}`)},
+	}
+	return c2s, s2c
+}
+
+// summary renders a conversation's packets compactly for comparison.
+func summary(c *Conversation) string {
+	var b bytes.Buffer
+	for _, p := range c.Packets {
+		fmt.Fprintf(&b, "%s %s @%d #%d len=%d v=%d\n", p.Dir, p.Packet.Type(), p.Offset, p.Frame, len(p.Raw), len(p.Violations))
+	}
+	for _, g := range c.Gaps {
+		fmt.Fprintf(&b, "gap %s @%d len=%d\n", g.Dir, g.Offset, g.Len)
+	}
+	for _, p := range c.Problems {
+		fmt.Fprintf(&b, "problem %s @%d [%s] %s\n", p.Dir, p.Offset, p.Clause, p.Msg)
+	}
+	return b.String()
+}
+
+func TestDecodeLinkTypes(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	for _, tc := range []struct {
+		name   string
+		link   uint32
+		client string
+		server string
+		format string
+	}{
+		{"ethernet-ipv4-pcap", linkEthernet, "10.0.0.1:50000", "10.0.0.2:1883", "pcap"},
+		{"ethernet-ipv4-pcapgo", linkEthernet, "10.0.0.1:50000", "10.0.0.2:1883", "pcapgo"},
+		{"ethernet-ipv6-pcapng", linkEthernet, "[2001:db8::1]:50000", "[2001:db8::2]:1883", "pcapng"},
+		{"sll-ipv4", linkSLL, "10.0.0.1:50000", "10.0.0.2:1883", "pcap"},
+		{"sll-ipv6", linkSLL, "[::1]:50000", "[::1]:1883", "pcapgo"},
+		{"sll2-ipv4", linkSLL2, "10.0.0.1:50000", "10.0.0.2:1883", "pcap"},
+		{"sll2-ipv6", linkSLL2, "[fe80::1]:50000", "[fe80::2]:1883", "pcap"},
+		{"raw-ipv4", linkRaw, "10.0.0.1:50000", "10.0.0.2:1883", "pcap"},
+		{"raw-ipv6", linkRaw, "[2001:db8::1]:50000", "[2001:db8::2]:1883", "pcapng"},
+		{"ipv4-linktype", linkIPv4, "10.0.0.1:50000", "10.0.0.2:1883", "pcap"},
+		{"null-ipv4", linkNull, "127.0.0.1:50000", "127.0.0.1:1883", "pcap"},
+		{"null-ipv6", linkNull, "[::1]:50000", "[::1]:1883", "pcapng"},
+		{"loop-ipv4", linkLoop, "127.0.0.1:50000", "127.0.0.1:1883", "pcap"},
+		{"loop-ipv6", linkLoop, "[::1]:50000", "[::1]:1883", "pcap"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, tc.link)
+			f := g.flow(tc.client, tc.server)
+			f.handshake()
+			for i := range c2s {
+				f.send(ClientToServer, enc(t, c2s[i]))
+				f.send(ServerToClient, enc(t, s2c[i]))
+			}
+			f.fin(ClientToServer)
+			f.fin(ServerToClient)
+			var file []byte
+			switch tc.format {
+			case "pcap":
+				file = g.pcap()
+			case "pcapgo":
+				file = g.pcapgo()
+			case "pcapng":
+				file = g.pcapng()
+			}
+			capt, err := Decode(bytes.NewReader(file), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if capt.Frames != len(g.frames) {
+				t.Errorf("Frames = %d, want %d", capt.Frames, len(g.frames))
+			}
+			if len(capt.Conversations) != 1 {
+				t.Fatalf("%d conversations, want 1; warnings %q", len(capt.Conversations), capt.Warnings)
+			}
+			c := capt.Conversations[0]
+			if c.Client.String() != tc.client || c.Server.String() != tc.server {
+				t.Errorf("endpoints %v -> %v, want %s -> %s", c.Client, c.Server, tc.client, tc.server)
+			}
+			if c.Transport != "mqtt" || c.MQTTVersion != 4 || c.MidStream || c.Closed != [2]bool{true, true} {
+				t.Errorf("transport %q version %d midstream %v closed %v", c.Transport, c.MQTTVersion, c.MidStream, c.Closed)
+			}
+			if !c.Start.Equal(genEpoch) || !c.End.Equal(g.now.Add(-1e6)) {
+				t.Errorf("start %v end %v", c.Start, c.End)
+			}
+			if len(c.Packets) != 6 {
+				t.Fatalf("%d packets, want 6:\n%s", len(c.Packets), summary(c))
+			}
+			for i, p := range c.Packets {
+				want := c2s[i/2]
+				if i%2 == 1 {
+					want = s2c[i/2]
+				}
+				if p.Dir != Direction(i%2) || p.Frame != 4+i || !bytes.Equal(p.Raw, enc(t, want)) || p.Packet.Type() != want.Type() {
+					t.Errorf("packet %d: %s frame %d type %v raw %x", i, p.Dir, p.Frame, p.Packet.Type(), p.Raw)
+				}
+			}
+			if len(c.Gaps)+len(c.Problems) != 0 {
+				t.Errorf("unexpected gaps/problems:\n%s", summary(c))
+			}
+		})
+	}
+}
+
+// TestDecodeWorkers checks that sharding flows over workers decodes the
+// same conversations, numbered the same, as one goroutine does.
+func TestDecodeWorkers(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var buf bytes.Buffer
+	writeBenchCapture(t, &buf, 50, 2<<20)
+	data := buf.Bytes()
+	var want string
+	for _, w := range []int{1, 2, 3} {
+		capt, err := Decode(bytes.NewReader(data), Options{Workers: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(capt.Conversations) != 50 {
+			t.Fatalf("workers=%d: %d conversations, want 50", w, len(capt.Conversations))
+		}
+		var b bytes.Buffer
+		for _, c := range capt.Conversations {
+			fmt.Fprintf(&b, "conversation %d %v %v\n%s", c.ID, c.Client, c.Server, summary(c))
+		}
+		if w == 1 {
+			want = b.String()
+			continue
+		}
+		if b.String() != want {
+			t.Errorf("workers=%d decodes differently from workers=1", w)
+		}
+	}
+}
+
+// TestDecodeCorruptWorkers checks that a corrupt file stops the workers
+// (no goroutine leak) and returns the error.
+func TestDecodeCorruptWorkers(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var buf bytes.Buffer
+	writeBenchCapture(t, &buf, 5, 64<<10)
+	data := buf.Bytes()
+	// Corrupt the captured length of a record in the middle.
+	off := 24
+	for i := 0; i < 20; i++ {
+		off += 16 + int(binary.LittleEndian.Uint32(data[off+8:]))
+	}
+	binary.LittleEndian.PutUint32(data[off+8:], 0x7fffffff)
+	_, err := Decode(bytes.NewReader(data), Options{Workers: 2})
+	want := fmt.Sprintf("tracer: pcap record 21 at byte offset %d: captured length 2147483647 exceeds 67108864", off)
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+}
+
+// TestDecodeOnConversation checks the streaming mode: conversations are
+// delivered when their connection closes, numbered in delivery order, and
+// not collected in the Capture.
+func TestDecodeOnConversation(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	g := newGen(t, linkEthernet)
+	a := g.flow("10.0.0.1:1000", "10.0.0.9:1883")
+	b := g.flow("10.0.0.2:1000", "10.0.0.9:1883")
+	c := g.flow("10.0.0.3:1000", "10.0.0.9:1883")
+	for _, f := range []*genFlow{a, b, c} {
+		f.handshake()
+		f.send(ClientToServer, enc(t, c2s[0]))
+		f.send(ServerToClient, enc(t, s2c[0]))
+	}
+	b.fin(ClientToServer)
+	b.fin(ServerToClient) // b closes first: delivered first
+	a.send(ClientToServer, enc(t, c2s[1]))
+	file := g.pcap()
+	for _, workers := range []int{1, 2} {
+		var got []string
+		capt, err := Decode(bytes.NewReader(file), Options{Workers: workers, OnConversation: func(cv *Conversation) {
+			got = append(got, fmt.Sprintf("%d %v %d", cv.ID, cv.Client, len(cv.Packets)))
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(capt.Conversations) != 0 {
+			t.Errorf("workers=%d: %d conversations collected, want 0", workers, len(capt.Conversations))
+		}
+		want := []string{"1 10.0.0.2:1000 2", "2 10.0.0.1:1000 3", "3 10.0.0.3:1000 2"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("workers=%d: delivered %q, want %q", workers, got, want)
+		}
+	}
+}

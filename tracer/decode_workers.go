@@ -1,0 +1,144 @@
+package tracer
+
+import (
+	"hash/maphash"
+	"slices"
+	"sync"
+
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+)
+
+// batchBytes is the payload capacity of a batch of segments handed to a
+// worker.
+const batchBytes = 256 << 10
+
+// segBatch carries segments (their payloads copied into buf) or, when keys
+// is set, secrets to merge before the segments that follow.
+type segBatch struct {
+	segs []segInfo
+	buf  []byte
+	keys *tlstrace.KeyLog
+}
+
+// decodeSharded decodes with o.Workers goroutines: the calling goroutine
+// reads frames and parses them down to TCP, and each flow is reassembled
+// and decoded by the worker its endpoints hash to.
+func decodeSharded(src source, o Options) (*Capture, error) {
+	n := o.Workers
+	seed := maphash.MakeSeed()
+	workers := make([]*decoder, n)
+	in := make([]chan *segBatch, n)
+	free := make(chan *segBatch, 4*n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	id := 0
+	for i := range workers {
+		workers[i] = newDecoder(o)
+		if o.OnConversation != nil {
+			workers[i].deliver = func(c *Conversation) {
+				mu.Lock()
+				defer mu.Unlock()
+				id++
+				c.ID = id
+				o.OnConversation(c)
+			}
+		}
+		in[i] = make(chan *segBatch, 4)
+		wg.Add(1)
+		go func(d *decoder, ch <-chan *segBatch) {
+			defer wg.Done()
+			for b := range ch {
+				if b.keys != nil {
+					d.keyLog.Merge(b.keys)
+					continue
+				}
+				for j := range b.segs {
+					d.segment(&b.segs[j])
+				}
+				b.segs, b.buf = b.segs[:0], b.buf[:0]
+				select {
+				case free <- b:
+				default:
+				}
+			}
+		}(workers[i], in[i])
+	}
+	cur := make([]*segBatch, n)
+	newBatch := func() *segBatch {
+		select {
+		case b := <-free:
+			return b
+		default:
+			return &segBatch{segs: make([]segInfo, 0, 512), buf: make([]byte, 0, batchBytes)}
+		}
+	}
+	send := func(i int) {
+		if cur[i] != nil && len(cur[i].segs) > 0 {
+			in[i] <- cur[i]
+			cur[i] = nil
+		}
+	}
+	reader := newDecoder(o)
+	reader.emit = func(s *segInfo) {
+		id := idOf(s.src, s.dst)
+		var h maphash.Hash
+		h.SetSeed(seed)
+		a, b := id.a.Addr().As16(), id.b.Addr().As16()
+		h.Write(a[:])
+		h.Write(b[:])
+		maphash.WriteComparable(&h, [2]uint16{id.a.Port(), id.b.Port()})
+		i := int(h.Sum64() % uint64(n))
+		bt := cur[i]
+		if bt == nil || len(bt.buf)+len(s.payload) > cap(bt.buf) {
+			send(i)
+			bt = newBatch()
+			cur[i] = bt
+		}
+		seg := *s
+		if len(s.payload) > cap(bt.buf) {
+			seg.payload = slices.Clone(s.payload)
+		} else {
+			off := len(bt.buf)
+			bt.buf = append(bt.buf, s.payload...)
+			seg.payload = bt.buf[off:len(bt.buf):len(bt.buf)]
+		}
+		bt.segs = append(bt.segs, seg)
+	}
+	c := &Capture{}
+	err := readFrames(src, c, reader, func(kl *tlstrace.KeyLog) {
+		for i := range in {
+			send(i)
+			in[i] <- &segBatch{keys: kl}
+		}
+	})
+	for i := range in {
+		send(i)
+		close(in[i])
+	}
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	// Flows still open at the end are collected from every worker and
+	// numbered (or delivered) in the order of their first frame.
+	var convs []*Conversation
+	for _, d := range workers {
+		d.deliver = nil
+		convs = append(convs, d.finish()...)
+	}
+	slices.SortStableFunc(convs, func(a, b *Conversation) int { return a.firstFrame - b.firstFrame })
+	if o.OnConversation != nil {
+		for _, cv := range convs {
+			id++
+			cv.ID = id
+			o.OnConversation(cv)
+		}
+		convs = nil
+	}
+	for i, cv := range convs {
+		cv.ID = i + 1
+	}
+	c.Conversations = convs
+	c.Warnings = append(c.Warnings, reader.warnings()...)
+	return c, nil
+}

@@ -1,0 +1,418 @@
+package tracer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	pahopackets "github.com/eclipse/paho.golang/packets"
+
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// mqttStream frames and decodes the MQTT byte stream of one direction. It
+// buffers at most max bytes of an incomplete packet; after a gap, a
+// malformed packet or a mid-stream start it resynchronises on the next
+// plausible fixed header.
+type mqttStream struct {
+	dir     Direction
+	conv    *Conversation
+	buf     []byte
+	off     int64  // stream offset of buf[0]
+	syncing bool   // looking for a plausible fixed header
+	discard int64  // bytes of an oversized packet still to skip
+	partial []byte // a packet of known length being filled
+	fill    int    // bytes of partial filled
+	// The last resync problem (1-based index into conv.Problems), to
+	// extend while consecutive bytes are skipped.
+	skipIdx int
+	skipEnd int64
+	skipN   int64
+	max     int
+}
+
+// plausibleHeader reports whether b starts with a fixed header that could
+// begin a packet sent in direction d, and the packet's total length if its
+// header is complete (0 when more bytes are needed).
+func plausibleHeader(b []byte, d Direction, max int) (ok bool, n int) {
+	if len(b) == 0 {
+		return true, 0
+	}
+	h := b[0]
+	t, flags := packets.Type(h>>4), h&0x0f
+	switch t {
+	case packets.TypeReserved0, packets.Type(15):
+		return false, 0
+	case packets.Type(3): // PUBLISH
+		if flags&0x06 == 0x06 {
+			return false, 0
+		}
+	case packets.Type(6), packets.Type(8), packets.Type(10): // PUBREL SUBSCRIBE UNSUBSCRIBE
+		if flags != 0x02 {
+			return false, 0
+		}
+	default:
+		if flags != 0 {
+			return false, 0
+		}
+	}
+	switch t {
+	case 1, 8, 10, 12, 14: // CONNECT SUBSCRIBE UNSUBSCRIBE PINGREQ DISCONNECT
+		if d != ClientToServer {
+			return false, 0
+		}
+	case 2, 9, 11, 13: // CONNACK SUBACK UNSUBACK PINGRESP
+		if d != ServerToClient {
+			return false, 0
+		}
+	}
+	l, err := packets.PacketLength(b)
+	if err != nil {
+		var sb *packets.ShortBufferError
+		if errors.As(err, &sb) {
+			return true, 0
+		}
+		return false, 0
+	}
+	rl := l - headerLen(b)
+	switch t {
+	case 2, 4, 5, 6, 7, 11: // CONNACK PUBACK PUBREC PUBREL PUBCOMP UNSUBACK
+		ok = rl == 2
+	case 12, 13, 14:
+		ok = rl == 0
+	case 1:
+		ok = rl >= 10
+	case 3:
+		ok = rl >= 2
+	case 8, 10:
+		ok = rl >= 5
+	case 9:
+		ok = rl >= 3
+	}
+	if !ok || l > max {
+		return false, 0
+	}
+	return true, l
+}
+
+// headerLen is the length of the fixed header at the start of b (which
+// PacketLength has accepted).
+func headerLen(b []byte) int {
+	i := 1
+	for i < len(b) && i < 5 && b[i]&0x80 != 0 {
+		i++
+	}
+	return i + 1
+}
+
+// feed appends stream bytes and decodes every complete packet.
+func (m *mqttStream) feed(b []byte, frame int, ts time.Time) {
+	if m.discard > 0 {
+		if int64(len(b)) <= m.discard {
+			m.discard -= int64(len(b))
+			m.off += int64(len(b))
+			return
+		}
+		b = b[m.discard:]
+		m.off += m.discard
+		m.discard = 0
+	}
+	if m.partial != nil {
+		k := copy(m.partial[m.fill:], b)
+		m.fill += k
+		b = b[k:]
+		if m.fill < len(m.partial) {
+			return
+		}
+		p := m.partial
+		m.partial, m.fill = nil, 0
+		m.packetOwned(p, frame, ts)
+		m.off += int64(len(p))
+		if len(b) == 0 {
+			return
+		}
+	}
+	if len(m.buf) == 0 && !m.syncing {
+		// Fast path: decode straight from b, keep only the tail.
+		n := m.decodeAll(b, frame, ts)
+		m.keepTail(b[n:])
+		return
+	}
+	m.buf = append(m.buf, b...)
+	n := m.decodeAll(m.buf, frame, ts)
+	tail := m.buf[n:]
+	if !m.syncing && m.startPartial(tail) {
+		m.buf = m.buf[:0]
+	} else {
+		m.buf = m.buf[:copy(m.buf, tail)]
+	}
+	if cap(m.buf) > 64<<10 && len(m.buf) < 4<<10 {
+		m.buf = append([]byte(nil), m.buf...)
+	}
+}
+
+// keepTail keeps the undecoded tail of fed bytes.
+func (m *mqttStream) keepTail(t []byte) {
+	if len(t) == 0 || !m.syncing && m.startPartial(t) {
+		return
+	}
+	m.buf = append(m.buf[:0], t...)
+}
+
+// startPartial allocates the packet that t begins, when its fixed header is
+// complete, so that later bytes are copied once, straight into it.
+func (m *mqttStream) startPartial(t []byte) bool {
+	if len(t) == 0 {
+		return false
+	}
+	l, err := packets.PacketLength(t)
+	if err != nil || l > m.max || l <= len(t) {
+		return false
+	}
+	m.partial = make([]byte, l)
+	m.fill = copy(m.partial, t)
+	return true
+}
+
+// gap tells the stream that n bytes are missing before the next feed.
+func (m *mqttStream) gap(n int) {
+	if m.partial != nil {
+		m.buf = append(m.buf[:0], m.partial[:m.fill]...)
+		m.partial, m.fill = nil, 0
+	}
+	if len(m.buf) > 0 && !m.syncing {
+		m.problem(0, m.off, "tracer-gap", fmt.Sprintf("%d bytes of an incomplete %s packet lost in a gap", len(m.buf), packets.Type(m.buf[0]>>4)))
+	}
+	m.off += int64(len(m.buf)) + int64(n)
+	m.buf = m.buf[:0]
+	m.discard = 0
+	m.syncing = true
+}
+
+// end reports bytes left over when the stream ends.
+func (m *mqttStream) end(frame int) {
+	if m.partial != nil {
+		m.buf = append(m.buf[:0], m.partial[:m.fill]...)
+		m.partial, m.fill = nil, 0
+	}
+	if len(m.buf) > 0 && !m.syncing {
+		m.problem(frame, m.off, "tracer-truncated", fmt.Sprintf("stream ends inside a %s packet (%d bytes buffered)", packets.Type(m.buf[0]>>4), len(m.buf)))
+	}
+}
+
+// skipped records n bytes skipped while resynchronising at m.off and
+// advances m.off; consecutive skips are reported as one problem.
+func (m *mqttStream) skipped(frame, n int) {
+	probs := m.conv.Problems
+	if m.skipIdx > 0 && m.skipIdx <= len(probs) && m.skipEnd == m.off {
+		p := &probs[m.skipIdx-1]
+		m.skipN += int64(n)
+		p.Msg = fmt.Sprintf("skipped %d bytes to the next plausible fixed header", m.skipN)
+	} else {
+		m.problem(frame, m.off, "tracer-resync", fmt.Sprintf("skipped %d bytes to the next plausible fixed header", n))
+		m.skipIdx, m.skipN = len(m.conv.Problems), int64(n)
+	}
+	m.off += int64(n)
+	m.skipEnd = m.off
+}
+
+func (m *mqttStream) problem(frame int, off int64, clause, msg string) {
+	m.conv.Problems = append(m.conv.Problems, Problem{Dir: m.dir, Frame: frame, Offset: off, Clause: clause, Msg: msg})
+}
+
+// decodeAll decodes the packets at the start of b and returns the number
+// of bytes consumed; m.off advances by the same amount.
+func (m *mqttStream) decodeAll(b []byte, frame int, ts time.Time) int {
+	i := 0
+	for i < len(b) {
+		if m.syncing {
+			j, wait := m.resync(b[i:])
+			if j > 0 {
+				m.skipped(frame, j)
+				i += j
+			}
+			if wait {
+				if len(b)-i > m.max {
+					// Nothing plausible fits in the buffer: drop it.
+					m.skipped(frame, len(b)-i)
+					i = len(b)
+				}
+				return i
+			}
+			m.syncing = false
+		}
+		l, err := packets.PacketLength(b[i:])
+		if err != nil {
+			var sb *packets.ShortBufferError
+			if errors.As(err, &sb) {
+				return i
+			}
+			m.problem(frame, m.off, clauseOf(err, "MQTT-2.2.3"), msgOf(err))
+			m.syncing = true
+			continue
+		}
+		if l > m.max {
+			m.problem(frame, m.off, "tracer-buffer", fmt.Sprintf("%s packet of %d bytes exceeds the stream buffer of %d bytes; skipped", packets.Type(b[i]>>4), l, m.max))
+			if len(b)-i < l {
+				m.discard = int64(l - (len(b) - i))
+				m.off += int64(len(b) - i)
+				return len(b)
+			}
+			m.off += int64(l)
+			i += l
+			continue
+		}
+		if len(b)-i < l {
+			return i
+		}
+		m.packet(b[i:i+l], frame, ts)
+		m.off += int64(l)
+		i += l
+	}
+	return i
+}
+
+// resync finds the first offset in b where a plausible packet starts,
+// confirmed by a second plausible header after it (or by the packet ending
+// exactly at the end of b and decoding cleanly). A candidate that needs
+// more bytes than b holds is passed over when a later candidate decodes as
+// a chain of packets up to the end of b; otherwise wait reports that b
+// ends before the candidate at offset j could be confirmed.
+func (m *mqttStream) resync(b []byte) (j int, wait bool) {
+	waitAt := -1
+	for j = 0; j < len(b); j++ {
+		if waitAt >= 0 && j-waitAt > 64<<10 {
+			break
+		}
+		ok, n := plausibleHeader(b[j:], m.dir, m.max)
+		if !ok {
+			continue
+		}
+		if n == 0 || j+n > len(b) {
+			if waitAt < 0 {
+				waitAt = j
+			}
+			continue
+		}
+		if !m.decodes(b[j : j+n]) {
+			continue
+		}
+		if waitAt >= 0 {
+			if m.chainToEnd(b[j:]) {
+				return j, false
+			}
+			continue
+		}
+		rest := b[j+n:]
+		if len(rest) == 0 {
+			return j, false
+		}
+		ok2, n2 := plausibleHeader(rest, m.dir, m.max)
+		if !ok2 {
+			continue
+		}
+		if n2 == 0 && len(rest) < 5 {
+			waitAt = j
+			continue
+		}
+		return j, false
+	}
+	if waitAt >= 0 {
+		return waitAt, true
+	}
+	return len(b), true
+}
+
+// decodes reports whether the framed packet b decodes strictly (any
+// packet, for MQTT 5 conversations).
+func (m *mqttStream) decodes(b []byte) bool {
+	if m.conv.MQTTVersion == 5 {
+		return true
+	}
+	_, _, err := packets.Decode(b, packets.DecodeOptions{})
+	return err == nil
+}
+
+// chainToEnd reports whether b is a sequence of whole packets that decode.
+func (m *mqttStream) chainToEnd(b []byte) bool {
+	for len(b) > 0 {
+		ok, n := plausibleHeader(b, m.dir, m.max)
+		if !ok || n == 0 || n > len(b) || !m.decodes(b[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// msgOf is the message of a *packets.ProtocolError without the clause
+// (which Problem carries separately), prefixed with the packet type.
+func msgOf(err error) string {
+	var pe *packets.ProtocolError
+	if errors.As(err, &pe) {
+		return fmt.Sprintf("malformed %s: %s", pe.Type, pe.Msg)
+	}
+	return err.Error()
+}
+
+func clauseOf(err error, def string) string {
+	var pe *packets.ProtocolError
+	if errors.As(err, &pe) && pe.Clause != "" {
+		return pe.Clause
+	}
+	return def
+}
+
+// packet decodes one framed packet and appends it to the conversation.
+func (m *mqttStream) packet(b []byte, frame int, ts time.Time) {
+	m.packetOwned(append([]byte(nil), b...), frame, ts)
+}
+
+// packetOwned decodes the framed packet raw, which it keeps.
+func (m *mqttStream) packetOwned(raw []byte, frame int, ts time.Time) {
+	c := m.conv
+	if c.MQTTVersion == 0 && m.dir == ClientToServer && packets.Type(raw[0]>>4) == 1 {
+		c.MQTTVersion = connectLevel(raw)
+	}
+	p := Packet{Dir: m.dir, Time: ts, Frame: frame, Offset: m.off, Raw: raw}
+	if c.MQTTVersion == 5 {
+		cp, err := pahopackets.ReadPacket(bytes.NewReader(raw))
+		if err != nil {
+			m.problem(frame, m.off, "MQTT5", fmt.Sprintf("MQTT 5 %s packet: %v", packets.Type(raw[0]>>4), err))
+		} else {
+			p.V5 = cp
+		}
+		hl := headerLen(raw)
+		p.Packet = &packets.Raw{Header: raw[0], Body: raw[hl:]}
+		c.Packets = append(c.Packets, p)
+		return
+	}
+	pk, _, err := packets.Decode(raw, packets.DecodeOptions{Lenient: true})
+	var vs packets.Violations
+	switch {
+	case err == nil:
+	case errors.As(err, &vs):
+		p.Violations = vs
+	default:
+		m.problem(frame, m.off, clauseOf(err, "MQTT-2"), msgOf(err))
+		return
+	}
+	p.Packet = pk
+	c.Packets = append(c.Packets, p)
+}
+
+// connectLevel returns the protocol level of an encoded CONNECT, 0 if it
+// cannot be read.
+func connectLevel(raw []byte) int {
+	hl := headerLen(raw)
+	v := raw[hl:]
+	if len(v) < 2 {
+		return 0
+	}
+	nl := int(v[0])<<8 | int(v[1])
+	if len(v) < 2+nl+1 {
+		return 0
+	}
+	return int(v[2+nl])
+}

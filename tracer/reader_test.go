@@ -1,0 +1,100 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+)
+
+// validCaptures returns a small pcap and pcapng (little endian) of one
+// MQTT flow.
+func validCaptures(t *testing.T) (pcap, ng []byte) {
+	c2s, s2c := dpsExchange(t)
+	g := newGen(t, linkEthernet)
+	f := g.flow("10.0.0.1:50000", "10.0.0.2:1883")
+	f.handshake()
+	f.send(ClientToServer, enc(t, c2s[0]))
+	f.send(ServerToClient, enc(t, s2c[0]))
+	return g.pcap(), g.pcapng()
+}
+
+func TestDecodeCorrupt(t *testing.T) {
+	pcap, ng := validCaptures(t)
+	mut := func(b []byte, f func(b []byte) []byte) []byte { return f(bytes.Clone(b)) }
+	shbLen := int(binary.LittleEndian.Uint32(ng[4:]))
+	idbLen := int(binary.LittleEndian.Uint32(ng[shbLen+4:]))
+	epb := shbLen + idbLen
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"empty", nil, "tracer: file header at byte offset 0: file is 0 bytes, too short for a pcap or pcapng magic number"},
+		{"wrong magic", []byte("GIF89a......"), "tracer: file header at byte offset 0: magic number 0x47494638 is neither pcap nor pcapng"},
+		{"pcap header truncated", pcap[:20], "tracer: pcap file header at byte offset 0: file ends after 20 of 24 bytes"},
+		{"pcap version", mut(pcap, func(b []byte) []byte { b[4] = 9; return b }), "tracer: pcap file header at byte offset 4: major version 9, want 2"},
+		{"pcap record length", mut(pcap, func(b []byte) []byte { binary.LittleEndian.PutUint32(b[24+8:], 1<<30); return b }),
+			"tracer: pcap record 1 at byte offset 24: captured length 1073741824 exceeds 67108864"},
+		{"pcapng byte-order magic", mut(ng, func(b []byte) []byte { copy(b[8:], "ABCD"); return b }),
+			"tracer: pcapng block 1 (Section Header Block) at byte offset 8: byte-order magic 0x41424344, want 0x1a2b3c4d"},
+		{"pcapng block length not a multiple of 4", mut(ng, func(b []byte) []byte { binary.LittleEndian.PutUint32(b[epb+4:], 33); return b }),
+			"tracer: pcapng block 3 (Enhanced Packet Block) at byte offset " + itoa(int64(epb)) + ": bad block total length 33"},
+		{"pcapng trailing length", mut(ng, func(b []byte) []byte { b[shbLen+idbLen-4]++; return b }),
+			"tracer: pcapng block 2 (Interface Description Block) at byte offset " + itoa(int64(shbLen)) + ": trailing block length " + itoa(int64(idbLen+1)) + " differs from leading " + itoa(int64(idbLen))},
+		{"pcapng undescribed interface", mut(ng, func(b []byte) []byte { binary.LittleEndian.PutUint32(b[epb+8:], 3); return b }),
+			"tracer: pcapng block 3 (Enhanced Packet Block) at byte offset " + itoa(int64(epb)) + ": interface 3 not described (1 interfaces)"},
+		{"pcapng captured length past body", mut(ng, func(b []byte) []byte { binary.LittleEndian.PutUint32(b[epb+20:], 5000); return b }),
+			"tracer: pcapng block 3 (Enhanced Packet Block) at byte offset " + itoa(int64(epb)) + ": captured length 5000 exceeds the block body (60 bytes)"},
+		{"pcapng IDB cut inside", ng[:shbLen+10], "tracer: pcapng block 2 (Interface Description Block) at byte offset " + itoa(int64(shbLen)) + ": file ends inside the block (10 of " + itoa(int64(idbLen)) + " bytes)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(bytes.NewReader(tc.in), Options{})
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("error\n%v\nwant\n%s", err, tc.want)
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%v does not wrap ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestDecodeTruncatedLast checks that a capture cut inside its last
+// record decodes what precedes it, with a warning.
+func TestDecodeTruncatedLast(t *testing.T) {
+	pcap, ng := validCaptures(t)
+	last := lastPcapRecord(pcap)
+	lastBlock := int(binary.LittleEndian.Uint32(ng[len(ng)-4:]))
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"pcap", pcap[:len(pcap)-3], "pcap record 5 at byte offset " + itoa(int64(len(pcap)-16-last)) + ": truncated (" + itoa(int64(last-3)) + " of " + itoa(int64(last)) + " bytes); ignored"},
+		{"pcapng", ng[:len(ng)-3], "pcapng block 7 (Enhanced Packet Block) at byte offset " + itoa(int64(len(ng)-lastBlock)) + ": truncated (" + itoa(int64(lastBlock-3)) + " of " + itoa(int64(lastBlock)) + " bytes); ignored"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Decode(bytes.NewReader(tc.in), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Frames != 4 || len(c.Conversations) != 1 || len(c.Conversations[0].Packets) != 1 {
+				t.Fatalf("frames %d conversations %d", c.Frames, len(c.Conversations))
+			}
+			if len(c.Warnings) != 1 || c.Warnings[0] != tc.want {
+				t.Errorf("warnings %q, want one like %q", c.Warnings, tc.want)
+			}
+		})
+	}
+}
+
+// lastPcapRecord returns the captured length of the last record of pcap.
+func lastPcapRecord(pcap []byte) int {
+	off, n := 24, 0
+	for off+16 <= len(pcap) {
+		n = int(binary.LittleEndian.Uint32(pcap[off+8:]))
+		off += 16 + n
+	}
+	return n
+}

@@ -1,0 +1,151 @@
+package tracer
+
+import (
+	"sort"
+	"time"
+)
+
+// DefaultMaxStreamBuffer is the default cap on the bytes buffered per
+// stream direction: out-of-order segments waiting for a hole to fill, and an
+// incomplete MQTT packet waiting for its end.
+const DefaultMaxStreamBuffer = 4 << 20
+
+// pendingSeg is an out-of-order segment waiting for the bytes before it.
+type pendingSeg struct {
+	seq  uint32
+	data []byte // owned copy
+}
+
+// sink receives the in-order bytes of one direction.
+type sink interface {
+	data(d Direction, b []byte, frame int, ts time.Time)
+	gap(d Direction, n int, frame int, ts time.Time)
+}
+
+// halfStream reassembles one direction of a TCP connection: it delivers
+// bytes in sequence order exactly once, buffers segments that arrive
+// ahead of a hole (up to max bytes) and reports holes it gives up on as
+// gaps.
+type halfStream struct {
+	dir      Direction
+	started  bool   // next is known
+	next     uint32 // sequence number of the next byte to deliver
+	offset   int64  // stream offset of next
+	pending  []pendingSeg
+	buffered int
+	max      int
+	synSeen  bool
+	synSeq   uint32
+}
+
+func seqDiff(a, b uint32) int64 { return int64(int32(a - b)) }
+
+// syn records the initial sequence number.
+func (h *halfStream) syn(seq uint32) {
+	if !h.started {
+		h.started = true
+		h.next = seq + 1
+	}
+	if !h.synSeen {
+		h.synSeen, h.synSeq = true, seq
+	}
+}
+
+// segment feeds the payload of a segment with sequence number seq.
+func (h *halfStream) segment(seq uint32, payload []byte, frame int, ts time.Time, out sink) {
+	if len(payload) == 0 {
+		return
+	}
+	if !h.started {
+		h.started = true
+		h.next = seq
+	}
+	d := seqDiff(seq, h.next)
+	if d > 0 {
+		if d > int64(h.max)+1<<30 { // wildly ahead: not this stream (or a bogus segment)
+			return
+		}
+		h.hold(seq, payload)
+		if h.buffered > h.max {
+			h.skip(frame, ts, out)
+		}
+		return
+	}
+	if -d >= int64(len(payload)) {
+		return // retransmission of delivered bytes
+	}
+	payload = payload[-d:]
+	h.deliver(payload, frame, ts, out)
+	h.drain(frame, ts, out)
+}
+
+func (h *halfStream) deliver(b []byte, frame int, ts time.Time, out sink) {
+	h.next += uint32(len(b))
+	h.offset += int64(len(b))
+	out.data(h.dir, b, frame, ts)
+}
+
+// hold stores an out-of-order segment, keeping pending sorted by sequence.
+func (h *halfStream) hold(seq uint32, payload []byte) {
+	i := sort.Search(len(h.pending), func(i int) bool { return seqDiff(h.pending[i].seq, seq) >= 0 })
+	if i < len(h.pending) && h.pending[i].seq == seq && len(h.pending[i].data) >= len(payload) {
+		return // retransmission of a held segment
+	}
+	c := make([]byte, len(payload))
+	copy(c, payload)
+	h.pending = append(h.pending, pendingSeg{})
+	copy(h.pending[i+1:], h.pending[i:])
+	h.pending[i] = pendingSeg{seq: seq, data: c}
+	h.buffered += len(c)
+}
+
+// drain delivers held segments that the stream has reached.
+func (h *halfStream) drain(frame int, ts time.Time, out sink) {
+	for len(h.pending) > 0 {
+		p := h.pending[0]
+		d := seqDiff(p.seq, h.next)
+		if d > 0 {
+			return
+		}
+		h.pending = h.pending[1:]
+		h.buffered -= len(p.data)
+		if -d < int64(len(p.data)) {
+			h.deliver(p.data[-d:], frame, ts, out)
+		}
+	}
+	h.pending = nil
+}
+
+// skip gives up on the hole before the first held segment: it reports a
+// gap and delivers what follows.
+func (h *halfStream) skip(frame int, ts time.Time, out sink) {
+	if len(h.pending) == 0 {
+		return
+	}
+	n := seqDiff(h.pending[0].seq, h.next)
+	if n > 0 {
+		out.gap(h.dir, int(n), frame, ts)
+		h.next += uint32(n)
+		h.offset += n
+	}
+	h.drain(frame, ts, out)
+}
+
+// acked tells the stream that the peer acknowledged everything before ack:
+// a hole before ack will never be filled by a retransmission the capture
+// could see, so it is a gap now.
+func (h *halfStream) acked(ack uint32, frame int, ts time.Time, out sink) {
+	if len(h.pending) == 0 || !h.started {
+		return
+	}
+	if seqDiff(ack, h.next) > 0 && seqDiff(h.pending[0].seq, ack) <= 0 {
+		h.skip(frame, ts, out)
+	}
+}
+
+// flush ends the stream: every hole is a gap.
+func (h *halfStream) flush(frame int, ts time.Time, out sink) {
+	for len(h.pending) > 0 {
+		h.skip(frame, ts, out)
+	}
+}

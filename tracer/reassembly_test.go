@@ -1,0 +1,198 @@
+package tracer
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// decodeGen decodes a generated capture and returns its only conversation.
+func decodeGen(t *testing.T, g *genCapture, o Options) *Conversation {
+	t.Helper()
+	capt, err := Decode(bytes.NewReader(g.pcap()), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(capt.Conversations) != 1 {
+		t.Fatalf("%d conversations, want 1; warnings %q", len(capt.Conversations), capt.Warnings)
+	}
+	return capt.Conversations[0]
+}
+
+func TestReassembly(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	all := enc(t, c2s...)
+	connect := len(enc(t, c2s[0]))
+	sub := len(enc(t, c2s[1]))
+	for _, tc := range []struct {
+		name string
+		// send emits the c2s bytes all (the CONNECT, SUBSCRIBE and PUBLISH)
+		// after the handshake and CONNACK.
+		send func(f *genFlow)
+		want string // summary of c2s packets, gaps and problems
+	}{
+		{"in-order-coalesced", func(f *genFlow) { f.send(ClientToServer, all) },
+			"c2s CONNECT @0 #5\nc2s SUBSCRIBE @%[1]d #5\nc2s PUBLISH @%[2]d #5\n"},
+		{"byte-by-byte", func(f *genFlow) {
+			cuts := make([]int, 0, len(all))
+			for i := 1; i < len(all); i++ {
+				cuts = append(cuts, i)
+			}
+			f.send(ClientToServer, all, cuts...)
+		}, "c2s CONNECT @0 #%[4]d\nc2s SUBSCRIBE @%[1]d #%[5]d\nc2s PUBLISH @%[2]d #%[6]d\n"},
+		{"retransmission", func(f *genFlow) {
+			f.send(ClientToServer, all, connect)
+			f.at(ClientToServer, 1, all[:connect])
+			f.at(ClientToServer, 1, all)
+		}, "c2s CONNECT @0 #5\nc2s SUBSCRIBE @%[1]d #6\nc2s PUBLISH @%[2]d #6\n"},
+		{"out-of-order", func(f *genFlow) {
+			f.at(ClientToServer, 1+uint32(connect), all[connect:])
+			f.at(ClientToServer, 1, all[:connect])
+			f.skip(ClientToServer, len(all))
+		}, "c2s CONNECT @0 #6\nc2s SUBSCRIBE @%[1]d #6\nc2s PUBLISH @%[2]d #6\n"},
+		{"overlap", func(f *genFlow) {
+			f.at(ClientToServer, 1, all[:connect+5])
+			f.at(ClientToServer, 1+uint32(connect-10), all[connect-10:connect+sub+3])
+			f.at(ClientToServer, 1+uint32(connect), all[connect:])
+			f.skip(ClientToServer, len(all))
+		}, "c2s CONNECT @0 #5\nc2s SUBSCRIBE @%[1]d #6\nc2s PUBLISH @%[2]d #7\n"},
+		{"out-of-order-overlap", func(f *genFlow) {
+			f.at(ClientToServer, 1+uint32(connect-3), all[connect-3:])
+			f.at(ClientToServer, 1+uint32(connect+2), all[connect+2:connect+sub+7])
+			f.at(ClientToServer, 1, all[:connect])
+			f.skip(ClientToServer, len(all))
+		}, "c2s CONNECT @0 #7\nc2s SUBSCRIBE @%[1]d #7\nc2s PUBLISH @%[2]d #7\n"},
+		{"gap-resync", func(f *genFlow) {
+			// The SUBSCRIBE's bytes never arrive: the PUBLISH is decoded
+			// after a gap.
+			f.send(ClientToServer, all[:connect+4])
+			f.skip(ClientToServer, sub-4)
+			f.send(ClientToServer, all[connect+sub:])
+		}, "c2s CONNECT @0 #5\nc2s PUBLISH @%[2]d #7\ngap c2s @%[7]d len=%[8]d\nproblem c2s @%[1]d [tracer-gap] 4 bytes of an incomplete SUBSCRIBE packet lost in a gap\n"},
+		{"gap-mid-packet-resync", func(f *genFlow) {
+			// The gap swallows the start of the SUBSCRIBE: its tail must be
+			// skipped until the PUBLISH header.
+			f.send(ClientToServer, all[:connect])
+			f.skip(ClientToServer, 4)
+			f.send(ClientToServer, all[connect+4:])
+		}, "c2s CONNECT @0 #5\nc2s PUBLISH @%[2]d #7\ngap c2s @%[1]d len=4\nproblem c2s @%[7]d [tracer-resync] skipped %[9]d bytes to the next plausible fixed header\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkEthernet)
+			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+			f.handshake()
+			f.send(ServerToClient, enc(t, s2c[0]))
+			tc.send(f)
+			f.fin(ClientToServer)
+			c := decodeGen(t, g, Options{})
+			var got strings.Builder
+			for _, p := range c.Packets {
+				if p.Dir == ClientToServer {
+					got.WriteString(p.Dir.String() + " " + p.Packet.Type().String() + " @" + itoa(p.Offset) + " #" + itoa(int64(p.Frame)) + "\n")
+				}
+			}
+			for _, gp := range c.Gaps {
+				got.WriteString("gap " + gp.Dir.String() + " @" + itoa(gp.Offset) + " len=" + itoa(int64(gp.Len)) + "\n")
+			}
+			for _, p := range c.Problems {
+				got.WriteString("problem " + p.Dir.String() + " @" + itoa(p.Offset) + " [" + p.Clause + "] " + p.Msg + "\n")
+			}
+			want := fmt.Sprintf(tc.want, connect, connect+sub, 0, 4+connect, 4+connect+sub, 4+len(all), connect+4, sub-4, sub-4)
+			if got.String() != want {
+				t.Errorf("got\n%s\nwant\n%s", got.String(), want)
+			}
+			for _, p := range c.Packets {
+				if p.Dir == ClientToServer && p.Packet.Type() == packets.Type(3) && !bytes.Equal(p.Raw, enc(t, c2s[2])) {
+					t.Errorf("PUBLISH raw %x", p.Raw)
+				}
+			}
+		})
+	}
+}
+
+// TestStreamBufferCap checks that MaxStreamBuffer bounds what a stream
+// buffers: out-of-order data beyond it becomes a gap, and a packet larger
+// than it is skipped with a problem.
+func TestStreamBufferCap(t *testing.T) {
+	const max = 2048
+	big := enc(t, &packets.Publish{Topic: []byte("t"), Payload: bytes.Repeat([]byte("x"), 5000)})
+	ping := enc(t, &packets.Pingreq{})
+	t.Run("out-of-order", func(t *testing.T) {
+		g := newGen(t, linkEthernet)
+		f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+		f.handshake()
+		f.send(ClientToServer, ping)
+		// 100 bytes lost, then 3000 bytes of PINGREQs held out of order.
+		f.skip(ClientToServer, 100)
+		held := bytes.Repeat(ping, 1500)
+		f.send(ClientToServer, held, 1000, 2000)
+		c := decodeGen(t, g, Options{MaxStreamBuffer: max})
+		if len(c.Gaps) != 1 || c.Gaps[0].Offset != 2 || c.Gaps[0].Len != 100 || c.Gaps[0].Frame != 7 {
+			t.Errorf("gaps %+v, want one of 100 bytes at offset 2 noticed at frame 7", c.Gaps)
+		}
+		if len(c.Packets) != 1+1500 {
+			t.Errorf("%d packets, want 1501:\n%s", len(c.Packets), summary(c))
+		}
+	})
+	t.Run("oversized-packet", func(t *testing.T) {
+		g := newGen(t, linkEthernet)
+		f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+		f.handshake()
+		f.send(ClientToServer, append(append(bytes.Clone(ping), big...), ping...), 1000, 2000, 3000, 4000)
+		c := decodeGen(t, g, Options{MaxStreamBuffer: max})
+		want := fmt.Sprintf("c2s PINGREQ @0 #4 len=2 v=0\nc2s PINGREQ @%d #8 len=2 v=0\nproblem c2s @2 [tracer-buffer] PUBLISH packet of %d bytes exceeds the stream buffer of 2048 bytes; skipped\n", 2+len(big), len(big))
+		if got := summary(c); got != want {
+			t.Errorf("got\n%s\nwant\n%s", got, want)
+		}
+	})
+}
+
+// TestResyncAcrossSegments checks that bytes skipped over several
+// segments while resynchronising are reported as one problem.
+func TestResyncAcrossSegments(t *testing.T) {
+	g := newGen(t, linkEthernet)
+	f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+	f.next = [2]uint32{1, 1} // captured mid-stream
+	ping := enc(t, &packets.Pingreq{})
+	f.send(ClientToServer, append(bytes.Repeat([]byte("x"), 3000), append(ping, ping...)...), 1000, 2000, 3000)
+	c := decodeGen(t, g, Options{})
+	want := "c2s PINGREQ @3000 #4 len=2 v=0\nc2s PINGREQ @3002 #4 len=2 v=0\nproblem c2s @0 [tracer-resync] skipped 3000 bytes to the next plausible fixed header\n"
+	if got := summary(c); got != want || !c.MidStream {
+		t.Errorf("midstream %v, got\n%s\nwant\n%s", c.MidStream, got, want)
+	}
+}
+
+// TestConnectionLifecycle checks FIN and RST per direction, and that a new
+// SYN on the same 4-tuple starts a new conversation.
+func TestConnectionLifecycle(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	g := newGen(t, linkEthernet)
+	f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+	f.handshake()
+	f.send(ClientToServer, enc(t, c2s[0]))
+	f.send(ServerToClient, enc(t, s2c[0]))
+	f.fin(ClientToServer)
+	// The same 4-tuple again, with another ISN, reset by the server.
+	f2 := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+	f2.isn = [2]uint32{5555, 7777}
+	f2.handshake()
+	f2.send(ClientToServer, enc(t, c2s[0]))
+	f2.raw(ServerToClient, f2.isn[1]+f2.next[1], 0, "R", nil)
+	capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(capt.Conversations) != 2 {
+		t.Fatalf("%d conversations, want 2", len(capt.Conversations))
+	}
+	a, b := capt.Conversations[0], capt.Conversations[1]
+	if a.ID != 1 || len(a.Packets) != 2 || a.Closed != [2]bool{true, false} || a.MidStream {
+		t.Errorf("first: id %d, %d packets, closed %v, midstream %v", a.ID, len(a.Packets), a.Closed, a.MidStream)
+	}
+	if b.ID != 2 || len(b.Packets) != 1 || b.Closed != [2]bool{true, true} || !b.Start.After(a.End) {
+		t.Errorf("second: id %d, %d packets, closed %v", b.ID, len(b.Packets), b.Closed)
+	}
+}
