@@ -24,6 +24,8 @@ func commands() []command {
 		{"run", "run the service conformance suite against a DPS endpoint (not built yet)", runCmd},
 		{"provision", "provision with the reference device client, print the assignment", provisionCmd},
 		{"emulator", "serve the reference DPS emulator", emulatorCmd},
+		{"trace", "decode a pcap/pcapng capture, optionally check it", traceCmd},
+		{"bench", "measure provisioning and trace decoding on this machine", benchCmd},
 	}
 }
 
@@ -32,7 +34,6 @@ func commands() []command {
 var plannedCommands = []struct{ name, summary string }{
 	{"list", "show the requirement catalogue and the specs"},
 	{"device", "judge a device under test (device role)"},
-	{"trace", "decode a pcap/pcapng capture, optionally check it"},
 	{"tlsprobe", "probe a server's TLS versions, suites and certificate chain"},
 	{"report", "re-render or verify a results bundle"},
 }

@@ -1,0 +1,111 @@
+package device
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// FuzzResponse feeds arbitrary topics and bodies to the response matcher and
+// body parser: no panic, and a match always echoes the $rid asked for.
+func FuzzResponse(f *testing.F) {
+	f.Add("$dps/registrations/res/202/?$rid=1&retry-after=3", []byte(assigningOp), "1")
+	f.Add("$dps/registrations/res/200/?$rid=7", []byte(assignedOp), "7")
+	f.Add("$dps/registrations/res/401/?$rid=2", []byte(`{"errorCode":401002,"message":"x"}`), "2")
+	f.Add("$dps/registrations/res/429/?Retry-After=32&$rid=9", []byte(""), "9")
+	f.Add("$dps/registrations/res/202/?$rid=1", []byte(`{"status":7}`), "1")
+	f.Fuzz(func(t *testing.T, topic string, body []byte, rid string) {
+		r, ok := matchResponse(&packets.Publish{Topic: []byte(topic), Payload: body}, rid)
+		if !ok {
+			return
+		}
+		if r.RID != rid {
+			t.Fatalf("matched $rid %q for %q", r.RID, rid)
+		}
+		if err := parseBody(r); err == nil && r.Status < 300 && r.Operation == nil {
+			t.Fatal("2xx answer parsed without an operation")
+		}
+	})
+}
+
+// FuzzRedactPassword: whatever the token, its sig value never survives.
+func FuzzRedactPassword(f *testing.F) {
+	f.Add("SharedAccessSignature sr=a%2fregistrations%2fb&sig=SECRETSIG&se=1&skn=registration")
+	f.Add("SharedAccessSignature SIG=SECRETSIG&sr=x")
+	f.Add("SharedAccessSignature sig=SECRETSIG&sig=SECRETSIG")
+	f.Add("plain-password")
+	f.Fuzz(func(t *testing.T, pw string) {
+		out := redactPassword([]byte(pw))
+		if !strings.HasPrefix(pw, dps.SASPrefix) {
+			if want := fmt.Sprintf("<redacted %d bytes>", len(pw)); out != want {
+				t.Fatalf("non-SAS password shown as %q, want %q", out, want)
+			}
+			return
+		}
+		for _, f := range strings.Split(pw[len(dps.SASPrefix):], "&") {
+			k, v, ok := strings.Cut(f, "=")
+			if ok && strings.EqualFold(k, "sig") && len(v) >= 4 && !strings.Contains(strings.ReplaceAll(pw, f, ""), v) && strings.Contains(out, v) {
+				t.Fatalf("sig %q survives in %q", v, out)
+			}
+		}
+	})
+}
+
+// FuzzServiceBytes plays arbitrary bytes as the service's stream after a
+// CONNACK: Provision must end (with a result or an error), never panic or
+// hang.
+func FuzzServiceBytes(f *testing.F) {
+	ok := func(ps ...packets.Packet) []byte {
+		var b []byte
+		for _, p := range ps {
+			b, _ = p.Append(b)
+		}
+		return b
+	}
+	f.Add(ok(&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}},
+		&packets.Publish{Topic: []byte(dps.ResponseTopic(200, "1", -1)), Payload: []byte(assignedOp)}))
+	f.Add(ok(&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}},
+		&packets.Publish{QoS: 1, PacketID: 5, Topic: []byte(dps.ResponseTopic(202, "1", 0)), Payload: []byte(assigningOp)},
+		&packets.Publish{Topic: []byte(dps.ResponseTopic(202, "2", 0)), Payload: []byte(assigningReg)}))
+	f.Add(ok(&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{0x80}}))
+	f.Add([]byte{0x90, 0x03, 0x00, 0x01, 0x01, 0x30, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		client, server := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			go io.Copy(io.Discard, server)
+			server.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			packets.WritePacket(server, &packets.Connack{})
+			server.Write(stream)
+			server.Close()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		clock := newFakeClock()
+		cfg := Config{
+			IDScope: "0ne1", RegistrationID: "r", SymmetricKey: testKey,
+			DialFunc:        func(context.Context) (net.Conn, error) { return client, nil },
+			Now:             clock.Now,
+			Sleep:           clock.Sleep,
+			MaxPolls:        5,
+			ResponseTimeout: time.Second,
+		}
+		res, err := Provision(ctx, cfg)
+		client.Close()
+		<-done
+		if ctx.Err() != nil {
+			t.Fatalf("Provision hung: %v", err)
+		}
+		if err == nil && (res == nil || res.Status != dps.StatusAssigned) {
+			t.Fatalf("nil error without an assignment: %+v", res)
+		}
+	})
+}

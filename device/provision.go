@@ -1,0 +1,206 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+)
+
+// Result is the outcome of Provision.
+type Result struct {
+	// OperationID is the last operation id the service gave.
+	OperationID string
+	// Status is the final registration status ("assigned", "failed",
+	// "disabled"), or the last one seen when Provision stopped early.
+	Status dps.Status
+	// RegistrationState is the final registrationState (assignedHub,
+	// deviceId, …); nil if the service sent none.
+	RegistrationState *dps.DeviceRegistrationResult
+	// Operation is the last RegistrationOperationStatus body received.
+	Operation *dps.RegistrationOperationStatus
+	// Polls counts operation status requests sent, Attempts register
+	// requests sent (1 unless 429/5xx made the client retry).
+	Polls, Attempts int
+	// Elapsed is the time from start to end by Config.Now.
+	Elapsed time.Duration
+}
+
+// Provision runs the DPS flow: CONNECT, SUBSCRIBE $dps/registrations/res/#,
+// register, poll after each retry-after until the registration leaves
+// "assigning", then DISCONNECT.
+//
+// It returns (result, nil) when the device is assigned. A registration that
+// ends "failed" or "disabled" returns the result together with an
+// *AssignmentError (errors.Is(err, ErrNotAssigned)). Other failures return
+// a nil or partial result and an error: *ConnectRefusedError,
+// *SubscribeRefusedError, *StatusError (4xx final; 429 and 5xx after
+// MaxAttempts/MaxPolls, then also wrapping ErrLimit), *MalformedResponseError,
+// ErrConnectionClosed, ErrTimeout, ErrConfig, or a dial error carrying
+// *transport.DialError.
+//
+// Waits: 429 and 202 answers are waited out exactly for their retry-after
+// (Config.DefaultRetryAfter when absent), 5xx answers for their retry-after
+// or else Config.Backoff; a retry-after above MaxRetryAfter ends with an
+// ErrLimit error instead of polling early. Every wait goes through
+// Config.Sleep and is bounded by ctx.
+func Provision(ctx context.Context, c Config) (*Result, error) {
+	st, err := c.settings()
+	if err != nil {
+		return nil, err
+	}
+	start := st.Now()
+	sess, err := connect(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	err = sess.provision(ctx, res)
+	if !sess.deadConn && !errors.Is(err, ErrConnectionClosed) {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultDisconnectTimeout)
+		derr := sess.Disconnect(dctx)
+		cancel()
+		if err == nil && derr != nil {
+			st.log.Debug("device: DISCONNECT failed", "err", derr)
+		}
+	}
+	sess.Close()
+	res.Elapsed = st.Now().Sub(start)
+	if err != nil {
+		st.log.Info("device: provisioning failed", "registrationId", st.RegistrationID, "err", err)
+	} else {
+		st.log.Info("device: assigned", "registrationId", st.RegistrationID, "hub", res.RegistrationState.AssignedHub, "polls", res.Polls)
+	}
+	return res, err
+}
+
+// provision runs the flow on a connected session.
+func (s *Session) provision(ctx context.Context, res *Result) error {
+	st := s.s
+	if !st.Misbehave.SkipSubscribe {
+		if err := s.Subscribe(ctx); err != nil {
+			return err
+		}
+	}
+	retries := 0 // consecutive 5xx, for the back-off exponent
+	var resp *Response
+	// Register, retrying 429/5xx up to MaxAttempts sends.
+	for {
+		res.Attempts++
+		var err error
+		resp, err = s.Register(ctx)
+		if err != nil {
+			return err
+		}
+		if !retriable(resp.Status) {
+			break
+		}
+		if res.Attempts >= st.MaxAttempts {
+			return limitErrorf("%d register attempts: %w", res.Attempts, statusError("register", resp))
+		}
+		if err := s.retryWait(ctx, resp, &retries); err != nil {
+			return err
+		}
+	}
+	if resp.Status >= 300 {
+		return statusError("register", resp)
+	}
+	retries = 0
+	op := resp.Operation
+	for {
+		if op.OperationID != "" {
+			res.OperationID = op.OperationID
+		}
+		res.Operation = op
+		res.Status = op.Status
+		res.RegistrationState = op.RegistrationState
+		switch op.Status {
+		case dps.StatusAssigned:
+			return nil
+		case dps.StatusFailed, dps.StatusDisabled:
+			e := &AssignmentError{Status: op.Status}
+			if rs := op.RegistrationState; rs != nil {
+				e.ErrorCode, e.ErrorMessage = rs.ErrorCode, rs.ErrorMessage
+			}
+			return e
+		case dps.StatusAssigning, dps.StatusUnassigned:
+			// Keep polling (EC, FR, CS v1 also poll on "unassigned").
+		default:
+			return &MalformedResponseError{Topic: resp.Topic, Msg: fmt.Sprintf("unknown status %q", op.Status)}
+		}
+		if res.OperationID == "" {
+			return &MalformedResponseError{Topic: resp.Topic, Msg: "status " + string(op.Status) + " without an operationId to poll"}
+		}
+		if res.Polls >= st.MaxPolls {
+			return limitErrorf("%d polls without a final status (last %q)", res.Polls, res.Status)
+		}
+		d := st.DefaultRetryAfter
+		if resp.HasRetryAfter {
+			d = resp.RetryAfter
+		}
+		if err := s.retryAfterWait(ctx, d); err != nil {
+			return err
+		}
+		// Poll, retrying 429/5xx; every send counts against MaxPolls.
+		for {
+			res.Polls++
+			var err error
+			resp, err = s.Poll(ctx, res.OperationID)
+			if err != nil {
+				return err
+			}
+			if !retriable(resp.Status) {
+				break
+			}
+			if res.Polls >= st.MaxPolls {
+				return limitErrorf("%d polls: %w", res.Polls, statusError("poll", resp))
+			}
+			if err := s.retryWait(ctx, resp, &retries); err != nil {
+				return err
+			}
+		}
+		retries = 0
+		if resp.Status >= 300 {
+			return statusError("poll", resp)
+		}
+		op = resp.Operation
+	}
+}
+
+// retryWait waits before re-sending after a 429 or 5xx answer.
+func (s *Session) retryWait(ctx context.Context, resp *Response, retries *int) error {
+	st := s.s
+	var d time.Duration
+	switch {
+	case resp.HasRetryAfter:
+		d = resp.RetryAfter
+	case resp.Status == 429:
+		d = st.DefaultRetryAfter
+	default:
+		*retries++
+		d = st.Backoff.Delay(*retries, st.Rand())
+	}
+	st.log.Debug("device: retrying", "status", resp.Status, "wait", d)
+	return s.retryAfterWait(ctx, d)
+}
+
+// retryAfterWait waits d, refusing waits above MaxRetryAfter.
+func (s *Session) retryAfterWait(ctx context.Context, d time.Duration) error {
+	if d > s.s.MaxRetryAfter {
+		return limitErrorf("retry-after %v exceeds MaxRetryAfter %v", d, s.s.MaxRetryAfter)
+	}
+	if s.s.Misbehave.IgnoreRetryAfter {
+		return nil
+	}
+	return s.wait(ctx, d)
+}
+
+func statusError(req string, r *Response) error {
+	e := &StatusError{Request: req, Status: r.Status, Raw: r.Raw, RetryAfter: r.RetryAfter, HasRetryAfter: r.HasRetryAfter}
+	if r.Error != nil {
+		e.Body = *r.Error
+	}
+	return e
+}

@@ -1,0 +1,299 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+func TestPollEdgeCases(t *testing.T) {
+	t.Run("MaxPolls without a final status", func(t *testing.T) {
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(202, r.RID, 1, assigningOp, 0)
+			for range 2 {
+				p, r := f.request(dps.Poll)
+				f.puback(p)
+				f.answer(202, r.RID, 1, assigningReg, 0)
+			}
+			f.expectDisconnect()
+		})
+		cfg.MaxPolls = 2
+		res, err := Provision(ctxT(t), cfg)
+		h.wait()
+		if !errors.Is(err, ErrLimit) || errors.Is(err, ErrStatus) {
+			t.Fatalf("err = %v", err)
+		}
+		if res.Polls != 2 || res.Status != dps.StatusAssigning {
+			t.Errorf("result = %+v", res)
+		}
+		if got := h.clock.Sleeps(); !slices.Equal(got, []time.Duration{time.Second, time.Second}) {
+			t.Errorf("sleeps = %v", got)
+		}
+	})
+	t.Run("answer without operationId reuses the last", func(t *testing.T) {
+		var ops []string
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(202, r.RID, 0, assigningOp, 0)
+			p, r = f.request(dps.Poll)
+			ops = append(ops, r.OperationID)
+			if p != nil && string(p.Payload) != " " {
+				f.t.Errorf("poll body %q, want PollBody", p.Payload)
+			}
+			f.puback(p)
+			f.answer(202, r.RID, 0, `{"operationId":"","status":"unassigned"}`, 0)
+			p, r = f.request(dps.Poll)
+			ops = append(ops, r.OperationID)
+			f.puback(p)
+			f.answer(200, r.RID, -1, assignedOp, 0)
+			f.expectDisconnect()
+		})
+		cfg.PollBody = []byte(" ")
+		if _, err := Provision(ctxT(t), cfg); err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		if !slices.Equal(ops, []string{opID, opID}) {
+			t.Errorf("polled %q", ops)
+		}
+		if got := h.clock.Sleeps(); !slices.Equal(got, []time.Duration{0, 0}) {
+			t.Errorf("retry-after 0 must be a zero wait: sleeps = %v", got)
+		}
+	})
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown status", `{"operationId":"x","status":"weird"}`, `unknown status "weird"`},
+		{"not json", `not json`, "not a RegistrationOperationStatus"},
+		{"no operation id", `{"status":"assigning"}`, "without an operationId"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, cfg := serve(t, func(f *fake) {
+				f.accept()
+				p, r := f.request(dps.Register)
+				f.puback(p)
+				f.answer(202, r.RID, 1, tc.body, 0)
+				f.expectDisconnect()
+			})
+			_, err := Provision(ctxT(t), cfg)
+			h.wait()
+			var me *MalformedResponseError
+			if !errors.As(err, &me) || !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want MalformedResponseError %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMisbehave(t *testing.T) {
+	t.Run("IgnoreRetryAfter and NoPuback", func(t *testing.T) {
+		var afterAnswer packets.Packet
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(202, r.RID, 3, assigningOp, 40)
+			afterAnswer = f.next() // a well-behaved client would PUBACK 40 here
+			if pub, ok := afterAnswer.(*packets.Publish); ok {
+				req, _ := dps.ParseRequestTopic(string(pub.Topic))
+				f.puback(pub)
+				f.answer(200, req.RID, -1, assignedOp, 0)
+			}
+			f.expectDisconnect()
+		})
+		cfg.Misbehave = Misbehave{IgnoreRetryAfter: true, NoPuback: true}
+		if _, err := Provision(ctxT(t), cfg); err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		if _, ok := afterAnswer.(*packets.Publish); !ok {
+			t.Errorf("after the answer the client sent %s, want the poll PUBLISH", Describe(afterAnswer))
+		}
+		if len(h.clock.Sleeps()) != 0 {
+			t.Errorf("slept %v", h.clock.Sleeps())
+		}
+	})
+	t.Run("overrides and SkipSubscribe", func(t *testing.T) {
+		var c *packets.Connect
+		var first packets.Packet
+		h, cfg := serve(t, func(f *fake) {
+			c = expect[*packets.Connect](f)
+			f.send(&packets.Connack{})
+			first = f.next()
+			if pub, ok := first.(*packets.Publish); ok {
+				req, _ := dps.ParseRequestTopic(string(pub.Topic))
+				f.puback(pub)
+				f.answer(200, req.RID, -1, assignedOp, 0)
+			}
+			f.expectDisconnect()
+		})
+		id, user, pw := "other", "bad-user", "hunter2"
+		cfg.Misbehave = Misbehave{ClientID: &id, Username: &user, Password: &pw, SkipSubscribe: true}
+		if _, err := Provision(ctxT(t), cfg); err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		if string(c.ClientID) != id || string(c.Username) != user || string(c.Password) != pw {
+			t.Errorf("CONNECT = %s", Describe(c))
+		}
+		if first == nil || first.Type() != packets.TypePublish {
+			t.Errorf("first packet after CONNACK: %v", first)
+		}
+	})
+}
+
+// TestSessionAPI drives a session by hand, as the suite does.
+func TestSessionAPI(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		expect[*packets.Connect](f)
+		// CONNACK with a reserved bit set: decoded leniently, reported.
+		raw, _ := packets.ToRaw(&packets.Connack{}, packets.EncodeOptions{})
+		raw.Body[0] |= 0x02
+		f.send(raw)
+		p := expect[*packets.Publish](f)
+		if p != nil && string(p.Topic) != "custom/topic" {
+			f.t.Errorf("topic %q", p.Topic)
+		}
+		f.answer(404, "abc", -1, `{"errorCode":404000,"message":"nope"}`, 3)
+		expect[*packets.Puback](f)
+		f.send(&packets.Pingresp{})
+		expect[*packets.Pingreq](f)
+		expect[*packets.Disconnect](f)
+	})
+	ctx := ctxT(t)
+	s, err := Connect(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Send(ctx, &packets.Publish{Topic: []byte("custom/topic"), Payload: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Await(ctx, "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != 404 || r.Error == nil || r.Error.ErrorCode != 404000 || r.QoS != 1 || r.RID != "abc" {
+		t.Errorf("response = %+v", r)
+	}
+	p, err := s.Next(ctx)
+	if err != nil || p.Type() != packets.TypePingresp {
+		t.Fatalf("Next = %v, %v", p, err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.wait()
+	if _, err := s.Next(ctx); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Next after Close = %v", err)
+	}
+	if s.Connack == nil || s.Connack.Reserved == 0 {
+		t.Errorf("Connack = %+v", s.Connack)
+	}
+	var sawViolation bool
+	for _, e := range h.events {
+		if e.Dir == Received && e.Packet.Type() == packets.TypeConnack && len(e.Violations) > 0 {
+			sawViolation = true
+		}
+	}
+	if !sawViolation {
+		t.Error("CONNACK reserved bit not reported in the trace")
+	}
+}
+
+func TestCancelDuringWait(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		f.accept()
+		p, r := f.request(dps.Register)
+		f.puback(p)
+		f.answer(202, r.RID, 3, assigningOp, 0)
+		f.expectDisconnect()
+	})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cfg.Sleep = func(ctx context.Context, d time.Duration) error {
+		cancel()
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	_, err := Provision(ctx, cfg)
+	h.wait()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func BenchmarkProvision(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		client, server := net.Pipe()
+		done := make(chan struct{})
+		go func() { defer close(done); benchDPS(server) }()
+		_, err := Provision(context.Background(), Config{
+			IDScope: "0ne1", RegistrationID: "r", SymmetricKey: testKey,
+			DialFunc: func(context.Context) (net.Conn, error) { return client, nil },
+			Sleep:    func(context.Context, time.Duration) error { return nil },
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		<-done
+	}
+}
+
+// benchDPS answers register with 202 and the poll with 200.
+func benchDPS(conn net.Conn) {
+	defer conn.Close()
+	r := packets.NewReader(conn, packets.DecodeOptions{})
+	for {
+		p, err := r.ReadPacket()
+		if err != nil {
+			return
+		}
+		switch p := p.(type) {
+		case *packets.Connect:
+			packets.WritePacket(conn, &packets.Connack{})
+		case *packets.Subscribe:
+			packets.WritePacket(conn, &packets.Suback{PacketID: p.PacketID, ReturnCodes: []packets.SubackCode{1}})
+		case *packets.Publish:
+			req, _ := dps.ParseRequestTopic(string(p.Topic))
+			packets.WritePacket(conn, &packets.Puback{PacketID: p.PacketID})
+			if req.Kind == dps.Register {
+				packets.WritePacket(conn, &packets.Publish{Topic: []byte(dps.ResponseTopic(202, req.RID, 0)), Payload: []byte(assigningOp)})
+			} else {
+				packets.WritePacket(conn, &packets.Publish{Topic: []byte(dps.ResponseTopic(200, req.RID, -1)), Payload: []byte(assignedOp)})
+			}
+		case *packets.Disconnect:
+			return
+		}
+	}
+}
+
+// TestWriteBounded: a service that stops reading cannot block a write past
+// ResponseTimeout, even with a context that has no deadline.
+func TestWriteBounded(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		f.accept()
+		// Read nothing more: the register PUBLISH write blocks on the pipe.
+		time.Sleep(300 * time.Millisecond)
+	})
+	cfg.ResponseTimeout = 50 * time.Millisecond
+	_, err := Provision(context.Background(), cfg)
+	h.wait()
+	if !errors.Is(err, ErrConnectionClosed) || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a write deadline error", err)
+	}
+}

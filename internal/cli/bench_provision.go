@@ -1,0 +1,945 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dps-conform/dps-conform/device"
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+const benchProvisionUsage = `Usage:
+  dps-conform bench provision [--devices N] [--registrations N | --duration D] [--idle N] [--key-type ecdsa|rsa] [flags]
+  dps-conform bench provision --target mqtts://HOST:PORT --id-scope SCOPE --group-key KEY [--ca FILE] [flags]
+
+Runs a provisioning storm on loopback: --devices concurrent devices, each
+registration a full TLS 1.2 handshake (no session resumption) + CONNECT +
+SUBSCRIBE + register + poll until assigned, against the reference emulator
+answering retry-after 0, with distinct registration ids attesting with keys
+derived from one symmetric-key enrollment group. Reports registrations/s and
+p50/p99 latency, next to the ceiling: the raw TLS 1.2 full-handshake rate of a
+bare TLS server with the same certificate type, in the same process layout,
+at the same concurrency, measured in the same run.
+
+Then it holds --idle connections open (TLS connected + CONNECT accepted) and
+reports the memory each one costs. By default the server runs as a child
+process ('dps-conform emulator', and a bare TLS server for the ceiling), so its
+memory is its own VmRSS (/proc/PID/status) and the load generator's is
+measured apart; --server inproc runs both in this process instead (figures are
+then client + server together).
+
+With --target the storm and the handshake ceiling run against an external
+server (whose retry-after and limits are its own); idle memory is then the
+client's only.
+`
+
+// benchProvisionFlags are the flags of bench provision.
+type benchProvisionFlags struct {
+	devices       int
+	registrations int
+	duration      time.Duration
+	keyType       string
+	idle          int
+	target        string
+	idScope       string
+	groupKey      string
+	caFile        string
+	server        string
+	stateDir      string
+	format        string
+	timeout       time.Duration
+}
+
+// latencyStats summarises a set of durations in milliseconds.
+type latencyStats struct {
+	P50ms  float64 `json:"p50ms"`
+	P99ms  float64 `json:"p99ms"`
+	MaxMs  float64 `json:"maxMs"`
+	MeanMs float64 `json:"meanMs"`
+}
+
+// phaseResult is one timed phase: the storm or the handshake ceiling.
+type phaseResult struct {
+	Done     int          `json:"done"`
+	Failed   int          `json:"failed"`
+	FirstErr string       `json:"firstError,omitempty"`
+	Seconds  float64      `json:"seconds"`
+	PerSec   float64      `json:"perSecond"`
+	Latency  latencyStats `json:"latency"`
+	Polls    int          `json:"polls,omitempty"`
+	Attempts int          `json:"attempts,omitempty"`
+
+	lat []time.Duration // the latencies, sorted
+}
+
+// combinePhases adds up two runs of the same phase.
+func combinePhases(a, b phaseResult) phaseResult {
+	c := phaseResult{Done: a.Done + b.Done, Failed: a.Failed + b.Failed, FirstErr: a.FirstErr, Seconds: a.Seconds + b.Seconds,
+		Polls: a.Polls + b.Polls, Attempts: a.Attempts + b.Attempts}
+	if c.FirstErr == "" {
+		c.FirstErr = b.FirstErr
+	}
+	if c.Seconds > 0 {
+		c.PerSec = float64(c.Done) / c.Seconds
+	}
+	c.lat = append(append([]time.Duration(nil), a.lat...), b.lat...)
+	c.Latency = summarise(c.lat)
+	return c
+}
+
+// idleResult is the memory held by idle connections.
+type idleResult struct {
+	Requested int    `json:"requested"`
+	Held      int    `json:"held"`
+	Note      string `json:"note,omitempty"`
+	FirstErr  string `json:"firstError,omitempty"`
+	// Server side (child process): VmRSS delta per connection.
+	ServerRSSPerConnBytes float64 `json:"serverRSSPerConnBytes,omitempty"`
+	// Client side (this process): heap+stacks after GC, and VmRSS delta.
+	ClientHeapPerConnBytes float64 `json:"clientHeapPerConnBytes"`
+	ClientRSSPerConnBytes  float64 `json:"clientRSSPerConnBytes"`
+	// Combined is set with --server inproc: both sides in this process.
+	Combined bool `json:"combinedClientAndServer"`
+}
+
+// provisionBenchResult is the outcome of bench provision.
+type provisionBenchResult struct {
+	Server     string      `json:"server"` // "child", "inproc" or the target
+	StateDir   string      `json:"stateDir,omitempty"`
+	KeyType    string      `json:"keyType"`
+	Devices    int         `json:"devices"`
+	Storm      phaseResult `json:"registrations"`
+	Handshakes phaseResult `json:"handshakes"`
+	// CeilingHalves are the handshake rates of the two halves of the
+	// ceiling, measured before and after the storm.
+	CeilingHalves []float64   `json:"handshakesPerSecondBeforeAfter"`
+	Ratio         float64     `json:"registrationsPerHandshake"`
+	Idle          *idleResult `json:"idle,omitempty"`
+	NoFileSoft    uint64      `json:"rlimitNoFileSoft"`
+	NoFileHard    uint64      `json:"rlimitNoFileHard"`
+	NumCPU        int         `json:"numCPU"`
+	LayoutRemark  string      `json:"remark"`
+	CeilingRemark string      `json:"ceilingRemark"`
+}
+
+// benchServer is a server under test: where to dial it and how to stop it.
+type benchServer struct {
+	addr    string
+	idScope string
+	pid     int // 0: in this process or external
+	stop    func() error
+}
+
+// provisionBench runs bench provision. spawn starts a child dps-conform
+// with the given arguments (tests replace it: their binary is not
+// dps-conform).
+type provisionBench struct {
+	f     benchProvisionFlags
+	env   *Env
+	spawn func(ctx context.Context, args []string) *exec.Cmd
+	// pki
+	dir      string
+	kt       transport.KeyType
+	roots    *x509.CertPool
+	certFile string
+	keyFile  string
+	caFile   string
+	cert     tls.Certificate
+	groupKey string
+	stateDir string // the registry's directory; "" means a temporary database
+}
+
+func benchProvisionCmd(ctx context.Context, env *Env, args []string) error {
+	return runProvisionBench(ctx, env, args, spawnSelf)
+}
+
+// spawnSelf runs this executable with args.
+func spawnSelf(ctx context.Context, args []string) *exec.Cmd {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	return exec.CommandContext(ctx, exe, args...)
+}
+
+func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(context.Context, []string) *exec.Cmd) error {
+	fs := newFlagSet("bench provision", benchProvisionUsage)
+	f := benchProvisionFlags{}
+	fs.IntVar(&f.devices, "devices", 16, "`N` concurrent devices (and concurrent handshakes for the ceiling)")
+	fs.IntVar(&f.registrations, "registrations", 3000, "`N` registrations in total (each with a distinct registration id); the handshake ceiling does as many handshakes, half before and half after the storm")
+	fs.DurationVar(&f.duration, "duration", 0, "stop the storm, and each half of the ceiling, after `D` even if their count is not done; 0: no time bound but --timeout")
+	fs.StringVar(&f.keyType, "key-type", "ecdsa", "server certificate `TYPE`: ecdsa (P-256) or rsa (2048)")
+	fs.IntVar(&f.idle, "idle", 10000, "`N` idle connections (TLS + CONNECT accepted) held for the memory figure; 0: skip")
+	fs.StringVar(&f.target, "target", "", "bench this external `URL` (mqtts://host:port) instead of the embedded emulator")
+	fs.StringVar(&f.idScope, "id-scope", "", "id `SCOPE` of --target")
+	fs.StringVar(&f.groupKey, "group-key", "", "symmetric-key enrollment group `KEY` of --target (base64)")
+	fs.StringVar(&f.caFile, "ca", "", "CA `FILE` (PEM) that --target's certificate chains to; default: system roots")
+	fs.StringVar(&f.server, "server", "child", "where the embedded server runs: `MODE` child (a child process; honest memory split) or inproc")
+	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` under which the embedded server keeps its registry database (a fresh subdirectory, removed at exit), as 'emulator --state-dir' does: assigned registrations are then committed durably (fdatasync), so the disk's sync latency enters the figure; default: the emulator's temporary database, not synced")
+	fs.StringVar(&f.format, "format", "text", "output `FORMAT`: text or json")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (bench provision takes only flags)", fs.Arg(0))
+	}
+	format, err := parseBenchFormat(f.format)
+	if err != nil {
+		return err
+	}
+	set := flagsSet(fs)
+	b := &provisionBench{f: f, env: env, spawn: spawn}
+	switch f.keyType {
+	case "ecdsa":
+		b.kt = transport.ECDSAP256
+	case "rsa":
+		b.kt = transport.RSA2048
+	default:
+		return usageErrorf("--key-type %q: want ecdsa or rsa", f.keyType)
+	}
+	switch {
+	case f.devices < 1 || f.devices > 10000:
+		return usageErrorf("--devices %d: want 1..10000", f.devices)
+	case f.registrations < 1:
+		return usageErrorf("--registrations %d: want at least 1", f.registrations)
+	case f.duration < 0:
+		return usageErrorf("--duration %v is negative", f.duration)
+	case f.idle < 0 || f.idle > 1_000_000:
+		return usageErrorf("--idle %d: want 0..1000000", f.idle)
+	case f.timeout <= 0:
+		return usageErrorf("--timeout %v: want a positive duration", f.timeout)
+	case f.server != "child" && f.server != "inproc":
+		return usageErrorf("--server %q: want child or inproc", f.server)
+	}
+	if f.target != "" {
+		if set["key-type"] || set["server"] || set["state-dir"] {
+			return usageErrorf("--key-type, --server and --state-dir apply to the embedded emulator, not to --target")
+		}
+		if f.idScope == "" || f.groupKey == "" {
+			return usageErrorf("--target needs --id-scope and --group-key (a symmetric-key enrollment group of the target)")
+		}
+		if _, err := base64.StdEncoding.DecodeString(f.groupKey); err != nil {
+			return usageErrorf("--group-key is not base64") // never echo the key
+		}
+	} else if set["id-scope"] || set["group-key"] || set["ca"] {
+		return usageErrorf("--id-scope, --group-key and --ca apply only with --target")
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	res, err := b.run(ctx)
+	if err != nil {
+		return err
+	}
+	if werr := writeBenchOutput(env.Stdout, format, res, "dps-conform bench provision", res.rows()); werr != nil {
+		return werr
+	}
+	if res.Storm.Failed > 0 {
+		return envErrorf("%d of %d registrations failed; first: %s", res.Storm.Failed, res.Storm.Failed+res.Storm.Done, res.Storm.FirstErr)
+	}
+	if res.Handshakes.Failed > 0 {
+		return envErrorf("%d handshakes of the ceiling failed; first: %s", res.Handshakes.Failed, res.Handshakes.FirstErr)
+	}
+	return nil
+}
+
+// run measures the storm, the ceiling and the idle memory.
+func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error) {
+	res := &provisionBenchResult{Devices: b.f.devices, NumCPU: runtime.NumCPU(), KeyType: b.kt.String()}
+	soft, hard, err := raiseNoFile()
+	if err != nil {
+		return nil, envErrorf("%v", err)
+	}
+	res.NoFileSoft, res.NoFileHard = soft, hard
+
+	var tlsConf *tls.Config
+	if b.f.target == "" {
+		dir, err := os.MkdirTemp("", "dps-conform-bench-provision-")
+		if err != nil {
+			return nil, envErrorf("temporary directory: %v", err)
+		}
+		defer os.RemoveAll(dir)
+		b.dir = dir
+		if err := b.makePKI(); err != nil {
+			return nil, err
+		}
+		if b.f.stateDir != "" {
+			sd, err := os.MkdirTemp(b.f.stateDir, "dps-conform-bench-state-")
+			if err != nil {
+				return nil, &UsageError{Err: fmt.Errorf("--state-dir: %w", err)}
+			}
+			defer os.RemoveAll(sd)
+			b.stateDir = sd
+			res.StateDir = sd
+		}
+		tlsConf = &tls.Config{RootCAs: b.roots, ServerName: "localhost"}
+		res.Server = b.f.server
+		res.LayoutRemark = "load generator and server share this machine's CPUs; "
+		if b.f.server == "child" {
+			res.LayoutRemark += "the server runs in a child process ('dps-conform emulator' for the storm, a bare TLS server for the ceiling)"
+		} else {
+			res.LayoutRemark += "the server runs in this process (--server inproc)"
+		}
+	} else {
+		t, err := transport.ParseTarget(b.f.target)
+		if err != nil || t.Scheme != transport.SchemeMQTTS {
+			return nil, usageErrorf("--target %q: want mqtts://host:port", b.f.target)
+		}
+		tlsConf = &tls.Config{ServerName: t.Host}
+		if b.f.caFile != "" {
+			pem, err := os.ReadFile(b.f.caFile)
+			if err != nil {
+				return nil, &UsageError{Err: fmt.Errorf("--ca: %w", err)}
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, usageErrorf("--ca %s: no PEM certificate in it", b.f.caFile)
+			}
+			tlsConf.RootCAs = pool
+		}
+		res.Server = t.String()
+		res.KeyType = "the target's"
+		res.LayoutRemark = "external target: its retry-after, limits and certificate are its own"
+	}
+	// No ClientSessionCache: every connection is a full handshake.
+	tlsConf = transport.TLS12Only(tlsConf)
+
+	// 1. The ceiling: full TLS 1.2 handshakes against a bare TLS server,
+	// half before and half after the storm, so that a change of load on the
+	// machine during the run weighs on both figures alike.
+	first := (b.f.registrations + 1) / 2
+	hs, err := b.ceiling(ctx, tlsConf, first)
+	if err != nil {
+		return nil, err
+	}
+	res.CeilingHalves = append(res.CeilingHalves, hs.PerSec)
+	res.CeilingRemark = "bare TLS 1.2 server, same certificate type, SessionTicketsDisabled, no client session cache, same concurrency; half before, half after the storm"
+	if b.f.target != "" {
+		res.CeilingRemark = "full TLS 1.2 handshakes against the target itself (handshake, then close), same concurrency; half before, half after the storm"
+	}
+
+	// 2. The storm.
+	srv, err := b.startEmulator(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	res.Storm = b.storm(ctx, srv, tlsConf)
+
+	if rest := b.f.registrations - first; rest > 0 && ctx.Err() == nil {
+		hs2, err := b.ceiling(ctx, tlsConf, rest)
+		if err != nil {
+			return nil, err
+		}
+		res.CeilingHalves = append(res.CeilingHalves, hs2.PerSec)
+		hs = combinePhases(hs, hs2)
+	}
+	res.Handshakes = hs
+	if res.Handshakes.PerSec > 0 {
+		res.Ratio = res.Storm.PerSec / res.Handshakes.PerSec
+	}
+
+	// 3. Idle connections.
+	if b.f.idle > 0 && ctx.Err() == nil {
+		res.Idle = b.idleConns(ctx, srv, tlsConf, soft)
+	}
+	if err := srv.stop(); err != nil {
+		return nil, envErrorf("stopping the server: %v", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return res, envErrorf("bench provision did not finish within --timeout %v: %v", b.f.timeout, context.Cause(ctx))
+	}
+	return res, nil
+}
+
+// ceiling runs n full handshakes against a freshly started bare TLS server.
+func (b *provisionBench) ceiling(ctx context.Context, conf *tls.Config, n int) (phaseResult, error) {
+	srv, err := b.startTLSServer(ctx)
+	if err != nil {
+		return phaseResult{}, err
+	}
+	res := b.handshakes(ctx, srv.addr, conf, n)
+	if err := srv.stop(); err != nil {
+		return res, envErrorf("stopping the bare TLS server: %v", err)
+	}
+	return res, nil
+}
+
+// makePKI writes a CA, a server certificate of the chosen key type and the
+// enrollment config into b.dir.
+func (b *provisionBench) makePKI() error {
+	pki, err := transport.LoadOrCreateServerPKI(b.dir, nil, b.kt, time.Now())
+	if err != nil {
+		return envErrorf("server PKI: %v", err)
+	}
+	b.roots = x509.NewCertPool()
+	b.roots.AddCert(pki.CA)
+	b.certFile, b.keyFile, b.caFile, b.cert = pki.CertFile, pki.KeyFile, pki.CAFile, pki.Certificate
+	key := make([]byte, 64)
+	if _, err := rand.Read(key); err != nil {
+		return envErrorf("group key: %v", err)
+	}
+	b.groupKey = base64.StdEncoding.EncodeToString(key)
+	return nil
+}
+
+// benchIDScope is the id scope of the embedded emulator.
+const benchIDScope = "0ne00BE4C00"
+
+func (b *provisionBench) registryConfig() *registry.Config {
+	return &registry.Config{
+		IDScope:    benchIDScope,
+		LinkedHubs: []registry.LinkedHub{{Name: "bench-hub.azure-devices.net"}},
+		EnrollmentGroups: []registry.EnrollmentGroup{{
+			EnrollmentGroupID: "bench-group",
+			Attestation: registry.AttestationMechanism{Type: registry.AttestationSymmetricKey,
+				SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: b.groupKey}},
+		}},
+	}
+}
+
+// benchLimits switch off the DPS throttles (a storm is what they prevent)
+// and keep idle connections open.
+func benchLimits() emulator.Limits {
+	l := emulator.DefaultLimits()
+	l.MaxConnections = -1
+	l.PollsPerWindow = -1
+	l.RegistrationsPerMinute = -1
+	l.IdleTimeout = time.Hour
+	l.MaxOperations = -1
+	return l
+}
+
+// startEmulator starts the server of the storm: the external target, a
+// child 'dps-conform emulator', or an in-process emulator.
+func (b *provisionBench) startEmulator(ctx context.Context) (*benchServer, error) {
+	if b.f.target != "" {
+		t, _ := transport.ParseTarget(b.f.target)
+		return &benchServer{addr: t.Addr(), idScope: b.f.idScope, stop: func() error { return nil }}, nil
+	}
+	if b.f.server == "child" {
+		cfgFile := filepath.Join(b.dir, "enrollments.json")
+		raw, err := json.Marshal(b.registryConfig())
+		if err != nil {
+			return nil, envErrorf("enrollment config: %v", err)
+		}
+		if err := os.WriteFile(cfgFile, raw, 0o600); err != nil {
+			return nil, envErrorf("enrollment config: %v", err)
+		}
+		l := benchLimits()
+		args := []string{"emulator", "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "", "--admin-addr", "",
+			"--config", cfgFile, "--tls-cert", b.certFile, "--tls-key", b.keyFile, "--tls-ca", b.caFile,
+			"--retry-after", "0", "--log-level", "error",
+			"--max-connections", "-1", "--polls-per-window", "-1", "--registrations-per-minute", "-1",
+			"--idle-timeout", l.IdleTimeout.String()}
+		if b.stateDir != "" {
+			args = append(args, "--state-dir", b.stateDir)
+		}
+		srv, line, err := b.startChild(ctx, args)
+		if err != nil {
+			return nil, err
+		}
+		var ready emulator.Ready
+		if err := json.Unmarshal(line, &ready); err != nil || ready.MQTT == "" {
+			srv.stop()
+			return nil, envErrorf("child emulator: unexpected ready line %q", line)
+		}
+		srv.addr, srv.idScope = ready.MQTT, ready.IDScope
+		return srv, nil
+	}
+	reg, err := registry.Open(ctx, registry.Options{Config: b.registryConfig(), StateDir: b.stateDir})
+	if err != nil {
+		return nil, envErrorf("registry: %v", err)
+	}
+	es, err := emulator.New(emulator.Config{
+		MQTTAddr:  "127.0.0.1:0",
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{b.cert}},
+		Registry:  reg,
+		Limits:    benchLimits(),
+	})
+	if err != nil {
+		reg.Close()
+		return nil, envErrorf("emulator: %v", err)
+	}
+	if err := es.Start(ctx); err != nil {
+		reg.Close()
+		return nil, envErrorf("emulator: %v", err)
+	}
+	var once sync.Once
+	var stopErr error
+	return &benchServer{addr: es.Ready().MQTT, idScope: es.IDScope(), stop: func() error {
+		once.Do(func() { stopErr = errors.Join(es.Close(), reg.Close()) })
+		return stopErr
+	}}, nil
+}
+
+// startTLSServer starts the bare TLS server of the ceiling: the target
+// itself, a child 'dps-conform bench tls-server' or one in this process.
+func (b *provisionBench) startTLSServer(ctx context.Context) (*benchServer, error) {
+	if b.f.target != "" {
+		t, _ := transport.ParseTarget(b.f.target)
+		return &benchServer{addr: t.Addr(), stop: func() error { return nil }}, nil
+	}
+	if b.f.server == "child" {
+		srv, line, err := b.startChild(ctx, []string{"bench", "tls-server", "--cert", b.certFile, "--key", b.keyFile})
+		if err != nil {
+			return nil, err
+		}
+		var ready struct{ Addr string }
+		if err := json.Unmarshal(line, &ready); err != nil || ready.Addr == "" {
+			srv.stop()
+			return nil, envErrorf("child TLS server: unexpected ready line %q", line)
+		}
+		srv.addr = ready.Addr
+		return srv, nil
+	}
+	l, err := listenHandshakes(b.cert)
+	if err != nil {
+		return nil, envErrorf("bare TLS server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); serveHandshakes(ctx, l) }()
+	return &benchServer{addr: l.Addr().String(), stop: func() error {
+		l.Close()
+		<-done
+		return nil
+	}}, nil
+}
+
+// startChild starts a child dps-conform and waits (30 s at most) for its
+// first stdout line.
+func (b *provisionBench) startChild(ctx context.Context, args []string) (*benchServer, []byte, error) {
+	cctx, cancel := context.WithCancel(ctx)
+	cmd := b.spawn(cctx, args)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, nil, envErrorf("child %s: %v", args[0], err)
+	}
+	stderr := &limitedBuffer{max: 4096}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, nil, envErrorf("starting the child %s: %v", args[0], err)
+	}
+	lines := make(chan []byte, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadBytes('\n')
+		lines <- line
+		io.Copy(io.Discard, br)
+	}()
+	var once sync.Once
+	var stopErr error
+	srv := &benchServer{pid: cmd.Process.Pid, stop: func() error {
+		once.Do(func() {
+			cancel()
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) || errors.Is(err, context.Canceled) {
+				err = nil // stopped by SIGTERM, as asked
+			}
+			stopErr = err
+		})
+		return stopErr
+	}}
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	select {
+	case line := <-lines:
+		if len(line) == 0 {
+			srv.stop()
+			return nil, nil, envErrorf("child %s exited before it was ready: %s", args[0], oneLine(stderr.String()))
+		}
+		return srv, line, nil
+	case <-timer.C:
+		srv.stop()
+		return nil, nil, envErrorf("child %s not ready within 30 s: %s", args[0], oneLine(stderr.String()))
+	case <-ctx.Done():
+		srv.stop()
+		return nil, nil, envErrorf("interrupted while starting the child %s", args[0])
+	}
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}
+
+// phase runs do total times on n workers, bounded by ctx and --duration.
+func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx context.Context, i int) error) phaseResult {
+	if b.f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.f.duration)
+		defer cancel()
+	}
+	var next atomic.Int64
+	var mu sync.Mutex
+	var res phaseResult
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range b.f.devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			failed, firstErr := 0, ""
+			for ctx.Err() == nil {
+				i := int(next.Add(1))
+				if i > total {
+					break
+				}
+				t0 := time.Now()
+				if err := do(ctx, i); err != nil {
+					if ctx.Err() != nil {
+						break // stopped by --duration or --timeout, not a failure
+					}
+					failed++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			res.Failed += failed
+			if res.FirstErr == "" {
+				res.FirstErr = firstErr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	res.Done = len(lat)
+	res.Seconds = el.Seconds()
+	if res.Seconds > 0 {
+		res.PerSec = float64(res.Done) / res.Seconds
+	}
+	res.Latency = summarise(lat)
+	res.lat = lat
+	return res
+}
+
+// summarise returns the percentiles of d (nearest rank).
+func summarise(d []time.Duration) latencyStats {
+	if len(d) == 0 {
+		return latencyStats{}
+	}
+	slices.Sort(d)
+	ms := func(x time.Duration) float64 { return float64(x) / float64(time.Millisecond) }
+	rank := func(p float64) time.Duration {
+		i := int(p*float64(len(d))+0.999999) - 1
+		return d[max(0, min(i, len(d)-1))]
+	}
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	return latencyStats{P50ms: ms(rank(0.50)), P99ms: ms(rank(0.99)), MaxMs: ms(d[len(d)-1]), MeanMs: ms(sum / time.Duration(len(d)))}
+}
+
+// handshakes measures full TLS 1.2 handshakes: connect, handshake, close.
+func (b *provisionBench) handshakes(ctx context.Context, addr string, conf *tls.Config, n int) phaseResult {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return b.phase(ctx, n, func(ctx context.Context, _ int) error {
+		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		raw, err := d.DialContext(hctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		c := tls.Client(raw, conf)
+		err = c.HandshakeContext(hctx)
+		raw.Close()
+		return err
+	})
+}
+
+// storm provisions --registrations distinct devices.
+func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.Config) phaseResult {
+	target := transport.Target{Scheme: transport.SchemeMQTTS}
+	host, port, _ := net.SplitHostPort(srv.addr)
+	target.Host = host
+	target.Port, _ = strconv.Atoi(port)
+	groupKey := b.groupKey
+	if b.f.target != "" {
+		groupKey = b.f.groupKey
+	}
+	var mu sync.Mutex
+	polls, attempts := 0, 0
+	run := time.Now().UnixNano()
+	res := b.phase(ctx, b.f.registrations, func(ctx context.Context, i int) error {
+		r, err := device.Provision(ctx, device.Config{
+			Target:         target,
+			Dial:           transport.DialOptions{TLSConfig: conf},
+			IDScope:        srv.idScope,
+			RegistrationID: fmt.Sprintf("bench-%x-%06d", run, i),
+			GroupKey:       groupKey,
+			// retry-after 0: the device polls at once, as often as the
+			// service answers "assigning"; still bounded.
+			MaxPolls: 1_000_000,
+		})
+		if err != nil {
+			return err
+		}
+		if r.Status != dps.StatusAssigned {
+			return fmt.Errorf("registration ended %q", r.Status)
+		}
+		mu.Lock()
+		polls += r.Polls
+		attempts += r.Attempts
+		mu.Unlock()
+		return nil
+	})
+	res.Polls, res.Attempts = polls, attempts
+	return res
+}
+
+// memSnapshot is the memory of this process after a GC.
+type memSnapshot struct {
+	heap   uint64 // HeapInuse + StackInuse
+	rssKiB int64
+}
+
+func snapshotSelf() memSnapshot {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, _ := procStatusKiB(0, "VmRSS")
+	return memSnapshot{heap: ms.HeapInuse + ms.StackInuse, rssKiB: rss}
+}
+
+// idleConns opens --idle connections (TLS + CONNECT accepted), holds them
+// and measures what they cost.
+func (b *provisionBench) idleConns(ctx context.Context, srv *benchServer, conf *tls.Config, soft uint64) *idleResult {
+	res := &idleResult{Requested: b.f.idle, Combined: b.f.server == "inproc" && b.f.target == ""}
+	want := b.f.idle
+	// File descriptors: this process holds one per connection (two when
+	// the server is in this process too), plus a margin.
+	perConn := uint64(1)
+	if res.Combined {
+		perConn = 2
+	}
+	if room := (soft - min(soft, 256)) / perConn; uint64(want) > room {
+		want = int(room)
+		res.Note = fmt.Sprintf("RLIMIT_NOFILE soft limit %d (raised to the hard limit) allows only %d idle connections here, not %d", soft, want, b.f.idle)
+	}
+	groupKey := b.groupKey
+	if b.f.target != "" {
+		groupKey = b.f.groupKey
+	}
+	run := time.Now().UnixNano()
+
+	before := snapshotSelf()
+	var srvBefore int64
+	if srv.pid > 0 {
+		srvBefore, _ = procStatusKiB(srv.pid, "VmRSS")
+	}
+	conns := make([]net.Conn, want)
+	var next atomic.Int64
+	var failed atomic.Int64
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	for range b.f.devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && failed.Load() < 100 {
+				i := int(next.Add(1)) - 1
+				if i >= want {
+					return
+				}
+				c, err := b.idleConnect(ctx, d, srv, conf, groupKey, fmt.Sprintf("idle-%x-%06d", run, i))
+				if err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { res.FirstErr = err.Error() })
+					continue
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			res.Held++
+		}
+	}
+	// Let the server settle (its goroutines park, buffers are released).
+	time.Sleep(500 * time.Millisecond)
+	after := snapshotSelf()
+	if srv.pid > 0 {
+		if srvAfter, ok := procStatusKiB(srv.pid, "VmRSS"); ok && res.Held > 0 {
+			res.ServerRSSPerConnBytes = float64(srvAfter-srvBefore) * 1024 / float64(res.Held)
+		}
+	}
+	if res.Held > 0 {
+		res.ClientHeapPerConnBytes = (float64(after.heap) - float64(before.heap)) / float64(res.Held)
+		res.ClientRSSPerConnBytes = float64(after.rssKiB-before.rssKiB) * 1024 / float64(res.Held)
+	}
+	if res.Held < b.f.idle && res.Note == "" {
+		res.Note = fmt.Sprintf("only %d of %d connections could be opened", res.Held, b.f.idle)
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	runtime.KeepAlive(conns)
+	return res
+}
+
+// idleConnect opens one connection and has its CONNECT accepted.
+func (b *provisionBench) idleConnect(ctx context.Context, d *net.Dialer, srv *benchServer, conf *tls.Config, groupKey, regID string) (net.Conn, error) {
+	key, err := dps.DeriveDeviceKey(groupKey, regID)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: srv.idScope, RegistrationID: regID, Key: key, Expiry: time.Now().Add(time.Hour)})
+	if err != nil {
+		return nil, err
+	}
+	user := dps.Username{IDScope: srv.idScope, RegistrationID: regID, APIVersion: dps.DefaultAPIVersion}
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	raw, err := d.DialContext(hctx, "tcp", srv.addr)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, conf)
+	if err := c.HandshakeContext(hctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	deadline, _ := hctx.Deadline()
+	c.SetDeadline(deadline)
+	err = packets.WritePacket(c, &packets.Connect{ProtocolName: []byte(packets.ProtocolName311), ProtocolLevel: 4, CleanSession: true,
+		ClientID: []byte(regID), Username: []byte(user.String()), Password: []byte(tok)})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	p, err := packets.ReadPacket(c, packets.DecodeOptions{})
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("waiting for CONNACK: %w", err)
+	}
+	ack, ok := p.(*packets.Connack)
+	if !ok || ack.ReturnCode != packets.ConnackAccepted {
+		c.Close()
+		return nil, fmt.Errorf("CONNECT not accepted: %v", device.Describe(p))
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func fmtRates(v []float64) string {
+	out := ""
+	for i, x := range v {
+		if i > 0 {
+			out += " / "
+		}
+		out += fmtRate(x, "/s")
+	}
+	return out
+}
+
+// rows renders the result as a table.
+func (r *provisionBenchResult) rows() []benchRow {
+	s, h := r.Storm, r.Handshakes
+	rows := []benchRow{
+		{"server", r.Server, r.LayoutRemark},
+		{"certificate", r.KeyType, fmt.Sprintf("%d CPUs, %d concurrent devices", r.NumCPU, r.Devices)},
+	}
+	if r.Server == "child" || r.Server == "inproc" {
+		if r.StateDir != "" {
+			rows = append(rows, benchRow{"registry", r.StateDir, "--state-dir: assigned registrations committed durably (fdatasync)"})
+		} else {
+			rows = append(rows, benchRow{"registry", "temporary", "the emulator's temporary database, not synced (no --state-dir)"})
+		}
+	}
+	rows = append(rows, []benchRow{
+		{},
+		{"registrations", fmt.Sprintf("%d", s.Done), fmt.Sprintf("%d failed, %.2f s, %d register requests, %d polls", s.Failed, s.Seconds, s.Attempts, s.Polls)},
+		{"registrations/s", fmtRate(s.PerSec, "/s"), "TLS handshake + CONNECT + SUBSCRIBE + register + poll → assigned + DISCONNECT"},
+		{"latency p50", fmt.Sprintf("%.2f ms", s.Latency.P50ms), fmt.Sprintf("mean %.2f ms", s.Latency.MeanMs)},
+		{"latency p99", fmt.Sprintf("%.2f ms", s.Latency.P99ms), fmt.Sprintf("max %.2f ms; target ≤ 15 ms at 16 devices", s.Latency.MaxMs)},
+		{},
+		{"TLS handshakes/s", fmtRate(h.PerSec, "/s"), fmt.Sprintf("%d handshakes, %d failed, %.2f s; the ceiling: %s", h.Done, h.Failed, h.Seconds, r.CeilingRemark)},
+		{"handshake p50/p99", fmt.Sprintf("%.2f / %.2f ms", h.Latency.P50ms, h.Latency.P99ms), fmt.Sprintf("rates of the halves before/after the storm: %s", fmtRates(r.CeilingHalves))},
+		{"ratio", fmt.Sprintf("%.2f", r.Ratio), "registrations/s ÷ handshakes/s; target ≥ 0.75 with ECDSA P-256"},
+	}...)
+	if i := r.Idle; i != nil {
+		rows = append(rows, benchRow{},
+			benchRow{"idle connections", fmt.Sprintf("%d", i.Held), fmt.Sprintf("of %d requested (TLS + CONNECT accepted, held open); RLIMIT_NOFILE %d/%d", i.Requested, r.NoFileSoft, r.NoFileHard)})
+		if i.Note != "" {
+			rows = append(rows, benchRow{"  note", i.Note, ""})
+		}
+		if i.FirstErr != "" {
+			rows = append(rows, benchRow{"  first error", i.FirstErr, ""})
+		}
+		kib := func(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+		if i.Combined {
+			rows = append(rows,
+				benchRow{"memory/conn (both)", kib(i.ClientRSSPerConnBytes), "VmRSS delta of this process ÷ connections: client AND server (--server inproc)"},
+				benchRow{"  heap/conn (both)", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC, client AND server"})
+		} else {
+			if i.ServerRSSPerConnBytes != 0 {
+				rows = append(rows, benchRow{"memory/conn server", kib(i.ServerRSSPerConnBytes), "VmRSS delta of the server process ÷ connections; target < 40 KiB"})
+			}
+			rows = append(rows,
+				benchRow{"memory/conn client", kib(i.ClientRSSPerConnBytes), "VmRSS delta of the load generator ÷ connections"},
+				benchRow{"  client heap/conn", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC"})
+		}
+	}
+	return rows
+}

@@ -1,0 +1,240 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+const emulatorUsage = `Usage:
+  dps-conform emulator [flags]
+  dps-conform emulator --fault help
+
+Serves the reference DPS emulator: MQTT over TLS (--mqtt-addr), MQTT over
+WebSocket over TLS (--ws-addr, paths /$iothub/websocket, / and /mqtt) and the
+admin API over plain HTTP (--admin-addr, paths /enrollments/{id},
+/enrollmentGroups/{id}, /registrations/{id}). An address ending in :0 picks a
+free port; an empty address turns the listener off.
+
+When listening it prints one JSON line on stdout, e.g.
+  {"event":"ready","mqtt":"127.0.0.1:8883","wss":"127.0.0.1:8443","admin":"http://127.0.0.1:40123","idScope":"0ne00FEED00","caFile":"/tmp/…/ca.pem"}
+then logs to stderr and serves until interrupted (SIGINT, SIGTERM).
+
+Enrollments come from --config (YAML or JSON in the DPS service schema, see
+docs/enrollments.md) and the admin API. With --state-dir, registrations and the
+generated CA and server certificate persist in DIR; without it the state is in
+memory and the PKI lives in a temporary directory removed at exit.
+
+Fault switches make the emulator break one documented behaviour each (for
+testing a conformance suite); --fault help lists them.
+`
+
+// emulatorFlags are the values of the emulator flags.
+type emulatorFlags struct {
+	mqttAddr, wsAddr, adminAddr, plainAddr string
+	config, stateDir                       string
+	profile                                string
+	retryAfter                             time.Duration
+	faults                                 stringsFlag
+	tlsCert, tlsKey, tlsCA                 string
+	serverNames                            stringsFlag
+	logLevel                               string
+	limits                                 emulator.Limits
+}
+
+// stringsFlag is a repeatable string flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
+
+func (s *stringsFlag) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+func emulatorCmd(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("emulator", emulatorUsage)
+	d := emulator.DefaultLimits()
+	f := emulatorFlags{retryAfter: emulator.DefaultRetryAfter, limits: d}
+	fs.StringVar(&f.mqttAddr, "mqtt-addr", "127.0.0.1:8883", "`ADDR` of MQTT over TLS; empty: off")
+	fs.StringVar(&f.wsAddr, "ws-addr", "127.0.0.1:8443", "`ADDR` of MQTT over WebSocket over TLS; empty: off")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:0", "`ADDR` of the admin API (plain HTTP; keep it on loopback); empty: off")
+	fs.StringVar(&f.plainAddr, "insecure-plaintext-addr", "", "`ADDR` of MQTT without TLS, which DPS never serves; off unless set")
+	fs.StringVar(&f.config, "config", "", "enrollments `FILE` (YAML or JSON): idScope, linkedHubs, enrollments, enrollmentGroups")
+	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` keeping registrations, the CA and the server certificate; default: in memory")
+	fs.StringVar(&f.profile, "profile", string(emulator.ProfileDPS2019), "documented behaviour `VERSION`: dps-2019 or dps-2023")
+	fs.DurationVar(&f.retryAfter, "retry-after", f.retryAfter, "retry-after of 202 answers, whole seconds (0 for fast tests); assignments complete no sooner")
+	fs.Var(&f.faults, "fault", "break one documented behaviour (`NAME`, repeatable); 'help' lists them")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate chain PEM `FILE` (with --tls-key) instead of the generated one")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "server private key PEM `FILE` (with --tls-cert)")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA `FILE` reported as caFile in the ready line when --tls-cert is used")
+	fs.Var(&f.serverNames, "server-name", "extra DNS `NAME` or IP of the generated server certificate (repeatable; localhost, 127.0.0.1 and ::1 are always in)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL` of the logs on stderr: debug, info, warn or error")
+	fs.DurationVar(&f.limits.ConnectTimeout, "connect-timeout", d.ConnectTimeout, "bound on the TLS handshake plus CONNECT")
+	fs.IntVar(&f.limits.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet in `BYTES` (DPS: 96 KB); larger ones close the connection; negative: no limit")
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "MQTT connections served at once; negative: no limit")
+	fs.IntVar(&f.limits.PollsPerWindow, "polls-per-window", d.PollsPerWindow, "polls per --poll-window per device before 429; negative: no limit")
+	fs.DurationVar(&f.limits.PollWindow, "poll-window", d.PollWindow, "window of --polls-per-window")
+	fs.IntVar(&f.limits.RegistrationsPerMinute, "registrations-per-minute", d.RegistrationsPerMinute, "register budget of the service before 429; negative: no limit")
+	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", d.IdleTimeout, "close connections idle this long when their keep-alive is 0")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (emulator takes only flags)", fs.Arg(0))
+	}
+	for _, name := range f.faults {
+		if name == "help" {
+			printFaults(env.Stdout)
+			return nil
+		}
+	}
+	return f.serve(ctx, env)
+}
+
+// printFaults lists the fault switches, one per line.
+func printFaults(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FAULT\tBREAKS\tDESCRIPTION")
+	for _, f := range emulator.Faults() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, f.Breaks, f.Description)
+	}
+	tw.Flush()
+}
+
+// options checks the flags and returns what they ask for.
+func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Level, error) {
+	profile, err := emulator.ParseProfile(f.profile)
+	if err != nil {
+		return "", nil, 0, usageErrorf("--profile: %v", err)
+	}
+	var faults []emulator.Fault
+	for _, name := range f.faults {
+		fault, err := emulator.ParseFault(name)
+		if err != nil {
+			return "", nil, 0, usageErrorf("--fault: %v", err)
+		}
+		faults = append(faults, fault)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return "", nil, 0, usageErrorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	if f.retryAfter < 0 {
+		return "", nil, 0, usageErrorf("--retry-after %v is negative", f.retryAfter)
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return "", nil, 0, usageErrorf("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCA != "" && f.tlsCert == "" {
+		return "", nil, 0, usageErrorf("--tls-ca applies only with --tls-cert")
+	}
+	if f.tlsCert != "" && len(f.serverNames) > 0 {
+		return "", nil, 0, usageErrorf("--server-name applies to the generated certificate, not to --tls-cert")
+	}
+	if f.mqttAddr == "" && f.wsAddr == "" && f.plainAddr == "" {
+		return "", nil, 0, usageErrorf("no MQTT listener: --mqtt-addr, --ws-addr and --insecure-plaintext-addr are all empty")
+	}
+	return profile, faults, level, nil
+}
+
+// serve runs the emulator until ctx ends.
+func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
+	profile, faults, level, err := f.options()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+
+	var cfg *registry.Config
+	if f.config != "" {
+		if cfg, err = registry.LoadConfig(f.config); err != nil {
+			return &UsageError{Err: fmt.Errorf("--config: %w", err)}
+		}
+	}
+
+	// TLS material: the caller's, or a CA and server certificate kept in
+	// the state directory (or a temporary one).
+	tlsConf := &tls.Config{}
+	caFile := f.tlsCA
+	if f.tlsCert != "" {
+		cert, err := transport.LoadServerCertificate(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return &UsageError{Err: fmt.Errorf("--tls-cert/--tls-key: %w", err)}
+		}
+		tlsConf.Certificates = []tls.Certificate{cert}
+	} else {
+		dir := f.stateDir
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "dps-conform-emulator-")
+			if err != nil {
+				return envErrorf("temporary PKI directory: %v", err)
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
+		}
+		pki, err := transport.LoadOrCreateServerPKI(dir, f.serverNames, transport.ECDSAP256, env.Now())
+		if err != nil {
+			return envErrorf("server PKI in %s: %v", dir, err)
+		}
+		tlsConf.Certificates = []tls.Certificate{pki.Certificate}
+		caFile = pki.CAFile
+	}
+
+	reg, err := registry.Open(ctx, registry.Options{StateDir: f.stateDir, Config: cfg, Logger: log.With("component", "registry")})
+	if err != nil {
+		var ce *registry.ConfigError
+		if errors.As(err, &ce) {
+			return &UsageError{Err: fmt.Errorf("--config: %w", err)}
+		}
+		return envErrorf("registry: %v", err)
+	}
+	defer reg.Close()
+	if cfg == nil || len(cfg.Enrollments)+len(cfg.EnrollmentGroups) == 0 {
+		log.Warn("no enrollments in the configuration: add them with --config or through the admin API")
+	}
+
+	srv, err := emulator.New(emulator.Config{
+		MQTTAddr:          f.mqttAddr,
+		WSAddr:            f.wsAddr,
+		AdminAddr:         f.adminAddr,
+		InsecurePlainAddr: f.plainAddr,
+		TLSConfig:         tlsConf,
+		CAFile:            caFile,
+		Registry:          reg,
+		Profile:           profile,
+		RetryAfter:        f.retryAfter,
+		Faults:            faults,
+		Limits:            f.limits,
+		Logger:            log,
+	})
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		return envErrorf("%v", err)
+	}
+	defer srv.Close()
+	line, err := json.Marshal(srv.Ready())
+	if err != nil {
+		return envErrorf("ready line: %v", err)
+	}
+	if _, err := fmt.Fprintf(env.Stdout, "%s\n", line); err != nil {
+		return envErrorf("writing the ready line: %v", err)
+	}
+	<-ctx.Done()
+	log.Info("shutting down", "cause", context.Cause(ctx))
+	return nil
+}

@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/dps-conform/dps-conform/device"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+const provisionUsage = `Usage:
+  dps-conform provision --id-scope SCOPE --registration-id ID --symmetric-key KEY [flags]
+  dps-conform provision --id-scope SCOPE --registration-id ID --group-key KEY [flags]
+  dps-conform provision --id-scope SCOPE --cert FILE --key FILE [--registration-id ID] [flags]
+
+Provisions one device with the reference device client (CONNECT, SUBSCRIBE
+$dps/registrations/res/#, register, poll after each retry-after, DISCONNECT)
+and prints the final RegistrationOperationStatus as indented JSON on stdout.
+
+The target is mqtts://HOST:PORT or wss://HOST:PORT/PATH (for example
+wss://HOST:443/$iothub/websocket). With --cert/--key the registration id
+defaults to the certificate's subject CN and no password is sent.
+
+Exit status: 0 assigned; 1 the service refused or failed the registration
+(CONNACK or SUBACK refusal, 4xx answer, status failed or disabled, a
+malformed answer); 2 usage error; 3 no verdict (unreachable target, TLS
+failure, connection lost, timeout).
+`
+
+// defaultProvisionTarget is where "dps-conform emulator" listens by default.
+const defaultProvisionTarget = "mqtts://127.0.0.1:8883"
+
+type provisionFlags struct {
+	target, idScope, registrationID string
+	symmetricKey, groupKey          string
+	certFile, keyFile, caFile       string
+	serverName                      string
+	payload                         string
+	apiVersion, clientVersion       string
+	timeout                         durationFlag
+	insecure, verbose               bool
+}
+
+func provisionCmd(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("provision", provisionUsage)
+	f := provisionFlags{timeout: durationFlag(2 * time.Minute)}
+	fs.StringVar(&f.target, "target", defaultProvisionTarget, "`URL` of the DPS endpoint: mqtts://HOST:PORT or wss://HOST:PORT/PATH")
+	fs.StringVar(&f.idScope, "id-scope", "", "ID `SCOPE` of the DPS instance (required)")
+	fs.StringVar(&f.registrationID, "registration-id", "", "registration `ID` (required unless --cert gives it as CN)")
+	fs.StringVar(&f.symmetricKey, "symmetric-key", "", "base64 symmetric `KEY` of the device (individual enrollment)")
+	fs.StringVar(&f.groupKey, "group-key", "", "base64 symmetric `KEY` of the enrollment group; the device key is derived from it")
+	fs.StringVar(&f.certFile, "cert", "", "PEM client certificate `FILE` (X.509 attestation; needs --key)")
+	fs.StringVar(&f.keyFile, "key", "", "PEM private key `FILE` of --cert")
+	fs.StringVar(&f.caFile, "ca", "", "PEM `FILE` of CA certificates to trust instead of the system roots")
+	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify (default: the target host)")
+	fs.StringVar(&f.payload, "payload", "", "custom allocation `JSON` sent as the register body's payload")
+	fs.StringVar(&f.apiVersion, "api-version", "", "api-version `VERSION` in the username (default 2019-03-31)")
+	fs.StringVar(&f.clientVersion, "client-version", "", "`VALUE` appended as &ClientVersion= to the username")
+	fs.Var(&f.timeout, "timeout", "bound on the whole provisioning, a Go `DURATION`")
+	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server certificate (testing only)")
+	fs.BoolVar(&f.verbose, "verbose", false, "trace every packet and wait on stderr (SAS sig redacted)")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (provision takes only flags)", fs.Arg(0))
+	}
+	cfg, err := f.config(flagsSet(fs), env)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(f.timeout))
+	defer cancel()
+	res, err := device.Provision(ctx, cfg)
+	if res != nil && res.Operation != nil && (err == nil || errors.Is(err, device.ErrNotAssigned)) {
+		out, jerr := json.MarshalIndent(res.Operation, "", "  ")
+		if jerr != nil {
+			return envErrorf("encoding the result: %v", jerr)
+		}
+		fmt.Fprintf(env.Stdout, "%s\n", out)
+	}
+	return provisionError(err)
+}
+
+// config checks the flags and builds the device configuration.
+func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, error) {
+	var cfg device.Config
+	for _, pair := range [][2]string{{"symmetric-key", "group-key"}, {"symmetric-key", "cert"}, {"group-key", "cert"}} {
+		if set[pair[0]] && set[pair[1]] {
+			return cfg, usageErrorf("--%s and --%s are mutually exclusive", pair[0], pair[1])
+		}
+	}
+	for name, v := range map[string]string{"target": f.target, "id-scope": f.idScope, "registration-id": f.registrationID,
+		"symmetric-key": f.symmetricKey, "group-key": f.groupKey, "cert": f.certFile, "key": f.keyFile, "ca": f.caFile,
+		"server-name": f.serverName, "payload": f.payload, "api-version": f.apiVersion, "client-version": f.clientVersion} {
+		if set[name] && v == "" {
+			return cfg, usageErrorf("--%s is empty", name)
+		}
+	}
+	if f.idScope == "" {
+		return cfg, usageErrorf("--id-scope is required")
+	}
+	if (f.certFile == "") != (f.keyFile == "") {
+		return cfg, usageErrorf("--cert and --key go together")
+	}
+	if f.symmetricKey == "" && f.groupKey == "" && f.certFile == "" {
+		return cfg, usageErrorf("one of --symmetric-key, --group-key or --cert/--key is required")
+	}
+	if f.registrationID == "" && f.certFile == "" {
+		return cfg, usageErrorf("--registration-id is required")
+	}
+	target, err := transport.ParseTarget(f.target)
+	if err != nil {
+		return cfg, usageErrorf("--target: %v", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.serverName, InsecureSkipVerify: f.insecure}
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return cfg, usageErrorf("--ca: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return cfg, usageErrorf("--ca: no PEM certificate in %s", f.caFile)
+		}
+		tc.RootCAs = pool
+	}
+	if f.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		if err != nil {
+			return cfg, usageErrorf("--cert/--key: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	cfg = device.Config{
+		Target:         target,
+		Dial:           transport.DialOptions{TLSConfig: tc},
+		IDScope:        f.idScope,
+		RegistrationID: f.registrationID,
+		SymmetricKey:   f.symmetricKey,
+		GroupKey:       f.groupKey,
+		APIVersion:     f.apiVersion,
+		ClientVersion:  f.clientVersion,
+		Now:            env.Now,
+	}
+	if f.payload != "" {
+		if !json.Valid([]byte(f.payload)) {
+			return cfg, usageErrorf("--payload is not valid JSON")
+		}
+		cfg.Payload = json.RawMessage(f.payload)
+	}
+	if f.verbose {
+		start := env.Now()
+		cfg.Trace = func(e device.Event) {
+			fmt.Fprintf(env.Stderr, "%8.3fs %s\n", e.Time.Sub(start).Seconds(), e)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, provisionConfigError(err)
+	}
+	return cfg, nil
+}
+
+// provisionConfigError reports a device.Config rejection against the flag it
+// came from; device errors never contain key material.
+func provisionConfigError(err error) error {
+	return &UsageError{Err: err}
+}
+
+// verdictError is an answer of the target that decides the run: it maps to
+// exit status 1 through errors.As on *NonConformantError, while keeping the
+// device error's own message.
+type verdictError struct{ err error }
+
+func (e *verdictError) Error() string { return e.err.Error() }
+func (e *verdictError) Unwrap() error { return e.err }
+
+// As lets ExitCode see a verdict.
+func (e *verdictError) As(target any) bool {
+	if t, ok := target.(**NonConformantError); ok {
+		*t = &NonConformantError{MustFindings: 1}
+		return true
+	}
+	return false
+}
+
+// provisionError classifies a device.Provision error into an exit status:
+// refusals, error answers, failed/disabled registrations and malformed
+// answers are verdicts (1); everything else (dial, TLS, connection loss,
+// timeouts, limits) gives no verdict (3).
+func provisionError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *device.StatusError
+	switch {
+	case errors.Is(err, device.ErrConfig):
+		return &UsageError{Err: err}
+	case errors.As(err, &se), errors.Is(err, device.ErrRefused), errors.Is(err, device.ErrNotAssigned), errors.Is(err, device.ErrProtocol):
+		return &verdictError{err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &EnvError{Err: fmt.Errorf("timed out (--timeout): %w", err)}
+	}
+	return &EnvError{Err: err}
+}

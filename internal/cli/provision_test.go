@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/device"
+	"github.com/dps-conform/dps-conform/packets"
+)
+
+// TestProvisionUnreachable: a closed loopback port gives exit 3 and one line.
+func TestProvisionUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"provision", "--target", "mqtts://" + addr,
+		"--id-scope", "0ne1", "--registration-id", "r1", "--symmetric-key", vectorKey, "--timeout", "10s"}, &stdout, &stderr)
+	if code != ExitTargetUnreachable {
+		t.Errorf("exit %d, want %d; stderr %q", code, ExitTargetUnreachable, stderr.String())
+	}
+	if stdout.Len() != 0 || strings.Count(stderr.String(), "\n") != 1 || !strings.HasPrefix(stderr.String(), "dps-conform provision: ") {
+		t.Errorf("stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+	if strings.Contains(stderr.String(), vectorKey) {
+		t.Error("key in stderr")
+	}
+}
+
+// TestProvisionErrorClassification maps every device error class to its
+// exit status.
+func TestProvisionErrorClassification(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"assigned", nil, ExitConformant},
+		{"connack refused", &device.ConnectRefusedError{ReturnCode: packets.ConnackRefusedNotAuthorized}, ExitNonConformant},
+		{"suback refused", fmt.Errorf("x: %w", &device.SubscribeRefusedError{Code: packets.SubackFailure}), ExitNonConformant},
+		{"401", &device.StatusError{Status: 401}, ExitNonConformant},
+		{"429 exhausted", fmt.Errorf("%w: 5 attempts: %w", device.ErrLimit, &device.StatusError{Status: 429}), ExitNonConformant},
+		{"failed", &device.AssignmentError{Status: "failed"}, ExitNonConformant},
+		{"malformed", &device.MalformedResponseError{Topic: "t", Msg: "m"}, ExitNonConformant},
+		{"closed", fmt.Errorf("waiting: %w", device.ErrConnectionClosed), ExitTargetUnreachable},
+		{"timeout", device.ErrTimeout, ExitTargetUnreachable},
+		{"deadline", context.DeadlineExceeded, ExitTargetUnreachable},
+		{"limit", fmt.Errorf("%w: retry-after", device.ErrLimit), ExitTargetUnreachable},
+		{"config", fmt.Errorf("%w: x", device.ErrConfig), ExitUsage},
+		{"other", errors.New("dial tcp: refused"), ExitTargetUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := provisionError(tc.err)
+			if got := ExitCode(err); got != tc.want {
+				t.Errorf("exit %d, want %d", got, tc.want)
+			}
+			if tc.err != nil && !strings.Contains(err.Error(), tc.err.Error()) {
+				t.Errorf("message %q lost %q", err, tc.err)
+			}
+		})
+	}
+}
+
+var _ = time.Second

@@ -1,0 +1,135 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+)
+
+const traceUsage = `Usage:
+  dps-conform trace [flags] FILE
+
+Decodes a pcap or pcapng capture: reassembles its TCP connections, decrypts
+TLS with an NSS key log (--keylog, or secrets embedded in the pcapng),
+unframes WebSocket and decodes MQTT leniently, so that rule violations are
+reported rather than fatal. Prints one line per MQTT packet, DPS-aware
+(register, poll and responses with status, $rid, retry-after, operation id,
+and the time from a 202 to the poll that follows it), or with --format json
+one JSON object per packet.
+
+SAS signatures are printed as [redacted] unless --show-secrets is given.
+
+With --check, exits 1 when the capture has decode violations: malformed
+packets, packets that break MQTT 3.1.1 rules, gaps, TLS or WebSocket errors.
+`
+
+// portsFlag collects --port values (repeatable, or comma-separated).
+type portsFlag []int
+
+func (p *portsFlag) String() string {
+	s := make([]string, len(*p))
+	for i, v := range *p {
+		s[i] = strconv.Itoa(v)
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *portsFlag) Set(v string) error {
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q is not a number from 1 to 65535", f)
+		}
+		*p = append(*p, n)
+	}
+	return nil
+}
+
+func traceCmd(_ context.Context, env *Env, args []string) error {
+	fs := newFlagSet("trace", traceUsage)
+	var (
+		keylog      string
+		ports       portsFlag
+		format      string
+		check       bool
+		showSecrets bool
+		maxBuf      int
+		workers     int
+	)
+	fs.StringVar(&keylog, "keylog", "", "NSS key log `FILE` (SSLKEYLOGFILE) for decrypting TLS")
+	fs.Var(&ports, "port", "extra plaintext MQTT server `PORT` (repeatable or comma-separated); 1883, 8883, 443, 80 and 8080 are known")
+	fs.StringVar(&format, "format", "text", "output `FORMAT`: text or json")
+	fs.BoolVar(&check, "check", false, "exit 1 when the capture has decode violations")
+	fs.BoolVar(&showSecrets, "show-secrets", false, "print SAS signatures and passwords instead of [redacted]")
+	fs.IntVar(&maxBuf, "max-stream-buffer", tracer.DefaultMaxStreamBuffer, "cap on the `BYTES` buffered per TCP stream direction")
+	fs.IntVar(&workers, "workers", 1, "`N` goroutines reassembling and decoding flows")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() == 0:
+		return usageErrorf("missing capture FILE")
+	case fs.NArg() > 1:
+		return usageErrorf("want one capture FILE, got %d arguments", fs.NArg())
+	case format != "text" && format != "json":
+		return usageErrorf("--format %q is not text or json", format)
+	case maxBuf < 1024:
+		return usageErrorf("--max-stream-buffer %d is below 1024 bytes", maxBuf)
+	case workers < 1 || workers > 256:
+		return usageErrorf("--workers %d is not from 1 to 256", workers)
+	}
+	o := tracer.Options{Ports: ports, MaxStreamBuffer: maxBuf, Workers: workers}
+	if keylog != "" {
+		f, err := os.Open(keylog)
+		if err != nil {
+			return inputError("--keylog", err)
+		}
+		o.KeyLog, err = tlstrace.ParseKeyLog(f)
+		f.Close()
+		if err != nil {
+			return usageErrorf("--keylog %s: %v", keylog, err)
+		}
+	}
+	capt, err := tracer.DecodeFile(fs.Arg(0), o)
+	if err != nil {
+		if errors.Is(err, tracer.ErrCorrupt) {
+			return &UsageError{Err: err}
+		}
+		return inputError("", err)
+	}
+	topt := tracer.TranscriptOptions{ShowSecrets: showSecrets}
+	if format == "json" {
+		err = tracer.WriteJSON(env.Stdout, capt, topt)
+	} else {
+		err = tracer.WriteText(env.Stdout, capt, topt)
+	}
+	if err != nil {
+		return envErrorf("writing the transcript: %v", err)
+	}
+	if check {
+		if n := tracer.CountViolations(capt); n > 0 {
+			fmt.Fprintf(env.Stderr, "%s trace: %d decode violations\n", progName, n)
+			return &NonConformantError{MustFindings: n}
+		}
+	}
+	return nil
+}
+
+// inputError classifies a file that cannot be read: missing or unreadable
+// input is the user's mistake (exit 2), anything else an environment failure.
+func inputError(what string, err error) error {
+	if what != "" {
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		return &UsageError{Err: err}
+	}
+	return &EnvError{Err: err}
+}
