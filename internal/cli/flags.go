@@ -30,8 +30,13 @@ func newFlagSet(name, usage string) *flagSet {
 // parseFlags parses args into fs. done is true when -h/--help was given: the
 // usage has then been printed to stdout and the command must return nil. A
 // parse error comes back as a *UsageError naming the flag, in --flag spelling.
+//
+// Flags may follow the positional arguments, as in the documented
+// "dps-conform trace FILE --keylog KEYS": the arguments are reordered, flags
+// first, before the flag package (which stops at the first non-flag) sees
+// them. "--" still ends the flags.
 func parseFlags(env *Env, fs *flagSet, args []string) (done bool, err error) {
-	err = fs.Parse(args)
+	err = fs.Parse(flagsFirst(fs.FlagSet, args))
 	if errors.Is(err, flag.ErrHelp) {
 		printUsage(env.Stdout, fs)
 		return true, nil
@@ -40,6 +45,42 @@ func parseFlags(env *Env, fs *flagSet, args []string) (done bool, err error) {
 		return false, &UsageError{Err: errors.New(doubleDash(err.Error()))}
 	}
 	return false, nil
+}
+
+// flagsFirst returns args with every flag (and the value of a non-boolean
+// flag given as a separate argument) moved before the positional arguments,
+// which follow a "--" so that none of them is read as a flag.
+func flagsFirst(fs *flag.FlagSet, args []string) []string {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	if len(pos) == 0 {
+		return flags
+	}
+	return append(append(flags, "--"), pos...)
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // flagNameInMsg finds the "-name" spellings in the flag package's messages
