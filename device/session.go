@@ -18,6 +18,9 @@ import (
 	"github.com/dps-conform/dps-conform/transport"
 )
 
+// closeWait bounds Close.
+const closeWait = 5 * time.Second
+
 // ErrTimeout is the cause of a wait that ran past Config.ResponseTimeout.
 var ErrTimeout = errors.New("device: no answer within the response timeout")
 
@@ -40,6 +43,11 @@ type Session struct {
 
 	writeMu sync.Mutex
 	traceMu sync.Mutex
+	// connMu guards connDone: once the connection is closed no deadline is
+	// set on it any more (some net.Conn implementations block or misbehave
+	// when a deadline is set after Close).
+	connMu   sync.Mutex
+	connDone bool
 
 	in      chan incoming
 	closing chan struct{}
@@ -135,7 +143,7 @@ func (s *Session) readLoop() {
 				}
 				s.trace(Event{Dir: Closed, Err: s.readErr})
 			}
-			s.conn.Close()
+			s.closeConn()
 			return
 		}
 		s.trace(Event{Dir: Received, Packet: p, Violations: v})
@@ -186,14 +194,16 @@ func (s *Session) Send(ctx context.Context, p packets.Packet) error {
 	if d, ok := ctx.Deadline(); ok && (dl.IsZero() || d.Before(dl)) {
 		dl = d
 	}
-	s.conn.SetWriteDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { s.conn.SetWriteDeadline(time.Unix(1, 0)) })
+	if !s.setWriteDeadline(dl) {
+		return &closedError{err: fmt.Errorf("writing %s: %w", p.Type(), net.ErrClosed)}
+	}
+	stop := context.AfterFunc(ctx, func() { s.setWriteDeadline(time.Unix(1, 0)) })
 	s.trace(Event{Dir: Sent, Packet: p})
 	_, err = s.conn.Write(b)
 	if !stop() && ctx.Err() != nil {
 		err = errors.Join(context.Cause(ctx), err)
 	}
-	s.conn.SetWriteDeadline(time.Time{})
+	s.setWriteDeadline(time.Time{})
 	if err != nil {
 		return &closedError{err: fmt.Errorf("writing %s: %w", p.Type(), err)}
 	}
@@ -205,13 +215,51 @@ func (s *Session) Send(ctx context.Context, p packets.Packet) error {
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		err := s.conn.Close()
-		<-s.readEnd
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			s.closeErr = err
+		// Bounded even if the transport's Close or Read does not return
+		// (then the reader goroutine is abandoned, and reported).
+		closed := make(chan error, 1)
+		go func() { closed <- s.closeConn() }()
+		t := time.NewTimer(closeWait)
+		defer t.Stop()
+		select {
+		case err := <-closed:
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				s.closeErr = err
+			}
+		case <-t.C:
+			s.closeErr = fmt.Errorf("device: closing the connection took over %v", closeWait)
+			return
+		}
+		select {
+		case <-s.readEnd:
+		case <-t.C:
+			s.closeErr = fmt.Errorf("device: the connection's reader did not stop within %v of Close", closeWait)
 		}
 	})
 	return s.closeErr
+}
+
+// closeConn closes the connection once.
+func (s *Session) closeConn() error {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.connDone {
+		return nil
+	}
+	s.connDone = true
+	return s.conn.Close()
+}
+
+// setWriteDeadline sets the write deadline unless the connection is closed;
+// it reports whether the connection is still open.
+func (s *Session) setWriteDeadline(t time.Time) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.connDone {
+		return false
+	}
+	s.conn.SetWriteDeadline(t)
+	return true
 }
 
 // Disconnect sends DISCONNECT (the clean end of an MQTT session) and closes

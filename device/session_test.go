@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,5 +296,51 @@ func TestWriteBounded(t *testing.T) {
 	h.wait()
 	if !errors.Is(err, ErrConnectionClosed) || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("err = %v, want a write deadline error", err)
+	}
+}
+
+// strictConn reports deadlines set after Close: some transports (a WebSocket
+// conn with stopped timers) block forever on that.
+type strictConn struct {
+	net.Conn
+	closed atomic.Bool
+	bad    atomic.Int32
+}
+
+func (c *strictConn) Close() error { c.closed.Store(true); return c.Conn.Close() }
+
+func (c *strictConn) SetWriteDeadline(t time.Time) error {
+	if c.closed.Load() {
+		c.bad.Add(1)
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// TestNoDeadlineAfterClose: the service answers and closes at once; the
+// client must not touch the closed connection's deadlines when it tries to
+// DISCONNECT.
+func TestNoDeadlineAfterClose(t *testing.T) {
+	for range 20 {
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(200, r.RID, -1, assignedOp, 0)
+			f.conn.Close()
+		})
+		var sc *strictConn
+		dial := cfg.DialFunc
+		cfg.DialFunc = func(ctx context.Context) (net.Conn, error) {
+			c, err := dial(ctx)
+			sc = &strictConn{Conn: c}
+			return sc, err
+		}
+		if _, err := Provision(ctxT(t), cfg); err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		if n := sc.bad.Load(); n != 0 {
+			t.Fatalf("%d write deadlines set after Close", n)
+		}
 	}
 }
