@@ -592,3 +592,38 @@ func TestWSServerWrapPlain(t *testing.T) {
 		t.Errorf("WrapPlain saw read %x wrote %x", read, wrote)
 	}
 }
+
+// TestWSConnDeadlineAfterClose: setting a deadline on a closed WSConn
+// returns at once (it used to wait for ever for a timer Close had stopped).
+func TestWSConnDeadlineAfterClose(t *testing.T) {
+	for _, name := range []string{"read", "write", "both"} {
+		t.Run(name, func(t *testing.T) {
+			addr := serveWS(t, nil, WSOptions{}, echo)
+			client, err := Dial(testCtx(t), mustTarget(t, "ws://"+addr), DialOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := client.SetDeadline(time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			client.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				switch name {
+				case "read":
+					client.SetReadDeadline(time.Now().Add(time.Second))
+				case "write":
+					client.SetWriteDeadline(time.Now().Add(time.Second))
+				default:
+					client.SetDeadline(time.Time{})
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("setting a deadline after Close did not return")
+			}
+		})
+	}
+}

@@ -240,6 +240,8 @@ func (c *WSConn) Write(p []byte) (int, error) {
 	c.wbuf = append(c.wbuf[:0], p...)
 	select {
 	case c.wq <- c.wbuf:
+	case <-c.wdl.wait():
+		return 0, &timeoutError{op: "write"}
 	case <-c.closing:
 		return 0, net.ErrClosed
 	}
@@ -391,13 +393,16 @@ func (d *deadline) wait() chan struct{} {
 	return d.cancel
 }
 
-// stop releases the timer.
+// stop releases the timer. It leaves the deadline settable: a later set
+// must not wait for a timer that stop has already stopped (it did, and so
+// SetWriteDeadline after Close blocked for ever).
 func (d *deadline) stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.cancel // the timer fired: wait for its close, as set does
 	}
+	d.timer = nil
 }
 
 func isClosed(c chan struct{}) bool {
