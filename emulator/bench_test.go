@@ -29,11 +29,25 @@ import (
 // durably by the registry). Devices run concurrently; it reports
 // registrations/s and the p50/p99 latency of one whole provisioning.
 func BenchmarkProvision(b *testing.B) {
+	benchmarkProvision(b, false)
+}
+
+// BenchmarkProvisionDurable is BenchmarkProvision with the registry in a
+// state directory: every assignment is fsync'd before its 200 answer.
+func BenchmarkProvisionDurable(b *testing.B) {
+	benchmarkProvision(b, true)
+}
+
+func benchmarkProvision(b *testing.B, durable bool) {
 	for _, conc := range []int{1, 16} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			e := emulatortest.Start(b, emulatortest.Options{Limits: &emulator.Limits{
+			o := emulatortest.Options{Limits: &emulator.Limits{
 				PollsPerWindow: -1, RegistrationsPerMinute: -1, MaxConnections: -1,
-			}})
+			}}
+			if durable {
+				o.StateDir = b.TempDir()
+			}
+			e := emulatortest.Start(b, o)
 			keys := make([]string, b.N)
 			for i := range keys {
 				keys[i] = e.SASToken(b, fmt.Sprintf("bench-%d", i))
@@ -110,7 +124,7 @@ const idleHelperEnv = "DPSCONFORM_IDLE_HELPER"
 func BenchmarkIdleConnections(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			var perConn float64
+			var perConn, heap, stack float64
 			for range b.N {
 				// A fresh server each round: the previous one's sessions
 				// may still be ending.
@@ -141,7 +155,9 @@ func BenchmarkIdleConnections(b *testing.B) {
 					b.Fatalf("helper: %q, %v", line, err)
 				}
 				after := serverMem()
-				perConn = float64(after-before) / float64(n)
+				perConn = float64(after.total()-before.total()) / float64(n)
+				heap = float64(after.HeapInuse-before.HeapInuse) / float64(n)
+				stack = float64(after.StackInuse-before.StackInuse) / float64(n)
 				stdin.Close() // the helper closes its connections and exits
 				err = cmd.Wait()
 				cancel()
@@ -151,17 +167,24 @@ func BenchmarkIdleConnections(b *testing.B) {
 			}
 			b.ReportMetric(perConn, "bytes/conn")
 			b.ReportMetric(perConn/1024, "KiB/conn")
+			b.ReportMetric(heap, "heap-bytes/conn")
+			b.ReportMetric(stack, "stack-bytes/conn")
 		})
 	}
 }
 
-// serverMem is the heap and stack memory in use after a full GC.
-func serverMem() uint64 {
+// memUse is the heap and stack memory in use.
+type memUse struct{ HeapInuse, StackInuse uint64 }
+
+func (m memUse) total() uint64 { return m.HeapInuse + m.StackInuse }
+
+// serverMem is the memory in use after a full GC.
+func serverMem() memUse {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
+	return memUse{m.HeapInuse, m.StackInuse}
 }
 
 // TestIdleClientHelper is the client process of BenchmarkIdleConnections; it

@@ -124,6 +124,7 @@ type Server struct {
 	faults     faultSet
 	limits     Limits
 	log        *slog.Logger
+	logOff     bool // no Config.Logger: every record is discarded
 	now        func() time.Time
 	rand       io.Reader
 	retryAfter time.Duration
@@ -131,6 +132,7 @@ type Server struct {
 	tlsConf    *tls.Config
 
 	ops       *operations
+	readBufs  sync.Pool // *bufio.Reader of readBufSize, lent to sessions while they read
 	polls     *limiter
 	regBudget *limiter
 	connSeq   atomic.Uint64
@@ -190,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 		conns:      map[net.Conn]struct{}{},
 	}
 	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+		s.log, s.logOff = slog.New(slog.DiscardHandler), true
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -417,9 +419,14 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 		raw = s.cfg.WrapRaw(raw)
 	}
 	tc := tls.Server(raw, s.tlsConf)
-	ctx, cancel := context.WithTimeout(s.ctx, s.limits.ConnectTimeout)
-	err := tc.HandshakeContext(ctx)
-	cancel()
+	// A deadline, not HandshakeContext: a cancellable context costs a
+	// goroutine and a timer per handshake. Close interrupts the handshake
+	// by closing raw (tracked in s.conns).
+	_ = raw.SetDeadline(time.Now().Add(s.limits.ConnectTimeout))
+	err := tc.Handshake()
+	if err == nil {
+		err = raw.SetDeadline(time.Time{}) // the session sets its own
+	}
 	if err != nil {
 		s.log.Debug("TLS handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
 		tc.Close()
@@ -437,7 +444,9 @@ func (s *Server) wrapConn(c net.Conn) net.Conn {
 
 // serveHTTP runs an HTTP server on l until Close.
 func (s *Server) serveHTTP(srv *http.Server, l net.Listener, what string) {
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// Close closes the listeners before the servers, so a clean shutdown
+	// ends Serve with net.ErrClosed as often as with ErrServerClosed.
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("HTTP server stopped", "listener", what, "err", err)
 	}
 }

@@ -29,10 +29,13 @@ type session struct {
 	peerCerts []*x509.Certificate
 	log       *slog.Logger
 
-	br      *bufio.Reader
+	br      *bufio.Reader   // buffer lent by srv.readBufs only while reading
+	src     waitReader      // what br reads from
+	lent    *bufio.Reader   // the pool's Reader whose buffer br uses; nil when none
 	connR   *packets.Reader // lenient, for CONNECT
 	r       *packets.Reader // strict, for everything after CONNECT
-	w       *packets.Writer
+	w       *packets.Writer // writes into out
+	out     outBuffer
 	idle    time.Duration // read timeout between packets; 0 = none
 	regID   string
 	idScope string // from the username; "" when the username was not parsed
@@ -47,7 +50,7 @@ type session struct {
 // breaks a rule, or the server closes. It closes conn.
 func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport string, peerCerts []*x509.Certificate) {
 	defer conn.Close()
-	br := bufio.NewReaderSize(conn, 4096)
+	br := new(bufio.Reader)
 	max := s.limits.MaxPacketSize
 	if max < 0 || s.faults.has(FaultNoSizeLimit) {
 		max = 0
@@ -57,15 +60,25 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport stri
 		conn:      conn,
 		transport: transport,
 		peerCerts: peerCerts,
-		log:       s.log.With("conn", s.connSeq.Add(1), "transport", transport, "remote", conn.RemoteAddr().String()),
+		log:       s.log,
 		br:        br,
 		connR:     packets.NewReader(br, packets.DecodeOptions{Lenient: true, MaxPacketSize: max}),
 		r:         packets.NewReader(br, packets.DecodeOptions{MaxPacketSize: max}),
-		w:         packets.NewWriter(conn),
 		subQoS:    -1,
 	}
+	if !s.logOff {
+		// Without a logger, skip formatting attributes nobody reads.
+		ss.log = s.log.With("conn", s.connSeq.Add(1), "transport", transport, "remote", conn.RemoteAddr().String())
+	}
+	ss.out.conn = conn
+	ss.w = packets.NewWriter(&ss.out)
+	ss.src.conn = conn
+	ss.borrowReadBuf()
+	defer ss.returnReadBuf()
 	reason := ss.run(ctx)
-	ss.log.Debug("connection closed", "reason", reason)
+	if !s.logOff {
+		ss.log.Debug("connection closed", "reason", reason)
+	}
 }
 
 // run returns why the session ended, for the log.
@@ -73,7 +86,9 @@ func (ss *session) run(ctx context.Context) string {
 	if ss.srv.limits.ConnectTimeout > 0 {
 		_ = ss.conn.SetReadDeadline(time.Now().Add(ss.srv.limits.ConnectTimeout))
 	}
-	if reason, ok := ss.connect(); !ok {
+	reason, ok := ss.connect()
+	ss.connR = nil // CONNECT only; let it go for idle sessions
+	if !ok {
 		return reason
 	}
 	for {
@@ -85,6 +100,16 @@ func (ss *session) run(ctx context.Context) string {
 		} else {
 			_ = ss.conn.SetReadDeadline(time.Time{})
 		}
+		if ss.br.Buffered() == 0 {
+			// Idle between requests: hold no read buffer while waiting
+			// for the next byte.
+			ss.returnReadBuf()
+			err := ss.src.wait()
+			if err != nil {
+				return readErrReason(err)
+			}
+			ss.borrowReadBuf()
+		}
 		p, err := ss.r.ReadPacket()
 		if err != nil {
 			if ss.skippable(err) {
@@ -93,7 +118,15 @@ func (ss *session) run(ctx context.Context) string {
 			}
 			return readErrReason(err)
 		}
-		if reason, ok := ss.handle(ctx, p); !ok {
+		// The packets one request causes (PUBACK and the answer) leave in
+		// one Write: one TLS record and one syscall instead of several,
+		// in the same order.
+		ss.out.hold = true
+		reason, ok := ss.handle(ctx, p)
+		if err := ss.out.flush(); err != nil && ok {
+			reason, ok = "write: "+err.Error(), false
+		}
+		if !ok {
 			return reason
 		}
 	}
@@ -167,7 +200,9 @@ func (ss *session) connect() (string, bool) {
 		// Server MUST be a CONNECT Packet.
 		return fmt.Sprintf("first packet is %v, not CONNECT (MQTT-3.1.0-1)", p.Type()), false
 	}
-	ss.log = ss.log.With("clientId", string(c.ClientID))
+	if !ss.srv.logOff {
+		ss.log = ss.log.With("clientId", string(c.ClientID))
+	}
 
 	// Part A §3: syntax at CONNECT. A username not of the DPS form → 0x04.
 	u, uerr := dps.ParseUsername(string(c.Username))
@@ -236,6 +271,106 @@ func (ss *session) refuse(code packets.ConnackCode, why string) (string, bool) {
 		return "write CONNACK: " + err.Error(), false
 	}
 	return fmt.Sprintf("CONNACK %#02x (%v): %s", byte(code), code, why), false
+}
+
+// readBufSize is the size of the sessions' read buffers; larger packets are
+// read through it (packets.Reader).
+const readBufSize = 4096
+
+// borrowReadBuf gives br a buffer from the server's pool. br's state moves
+// by value: only one of ss.br and ss.lent is in use at a time.
+func (ss *session) borrowReadBuf() {
+	pr, _ := ss.srv.readBufs.Get().(*bufio.Reader)
+	if pr == nil {
+		pr = bufio.NewReaderSize(nil, readBufSize)
+	}
+	pr.Reset(&ss.src)
+	*ss.br = *pr
+	ss.lent = pr
+}
+
+// returnReadBuf gives br's buffer back to the pool; br must hold no
+// unread data.
+func (ss *session) returnReadBuf() {
+	if ss.lent == nil {
+		return
+	}
+	*ss.lent = *ss.br
+	ss.lent.Reset(nil)
+	ss.srv.readBufs.Put(ss.lent)
+	ss.lent = nil
+	*ss.br = bufio.Reader{}
+}
+
+// waitReader is the source of the session's bufio.Reader: the connection,
+// preceded by at most one byte that wait read ahead.
+type waitReader struct {
+	conn    net.Conn
+	first   [1]byte
+	pending bool
+}
+
+// wait blocks until the connection has a byte to read (or fails), without
+// a buffer: the byte is kept for the next Read. Errors are the
+// connection's, as ReadPacket would return them for an empty read.
+func (w *waitReader) wait() error {
+	if w.pending {
+		return nil
+	}
+	for range 16 { // a Read may return 0, nil; never spin forever
+		n, err := w.conn.Read(w.first[:])
+		if n == 1 {
+			w.pending = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
+
+// Read implements io.Reader.
+func (w *waitReader) Read(p []byte) (int, error) {
+	if w.pending && len(p) > 0 {
+		p[0] = w.first[0]
+		w.pending = false
+		return 1, nil
+	}
+	return w.conn.Read(p)
+}
+
+// outBuffer is the session's writer: it passes writes through to conn, or,
+// while hold is set, gathers them until flush. It keeps no buffer between
+// requests, so idle connections hold none.
+type outBuffer struct {
+	conn net.Conn
+	hold bool
+	buf  []byte
+}
+
+// Write implements io.Writer.
+func (o *outBuffer) Write(p []byte) (int, error) {
+	if !o.hold {
+		return o.conn.Write(p)
+	}
+	if o.buf == nil {
+		o.buf = make([]byte, 0, max(512, len(p)))
+	}
+	o.buf = append(o.buf, p...)
+	return len(p), nil
+}
+
+// flush writes what was gathered (within the write deadline the last
+// ss.write set), ends holding and releases the buffer.
+func (o *outBuffer) flush() error {
+	o.hold = false
+	if len(o.buf) == 0 {
+		return nil
+	}
+	_, err := o.conn.Write(o.buf)
+	o.buf = nil
+	return err
 }
 
 // write sends one packet within the write timeout.
@@ -408,7 +543,9 @@ func (ss *session) deliver(rid string, a answer) error {
 		}
 		pub.PacketID = ss.nextPID
 	}
-	ss.log.Debug("answer", "status", a.status, "topic", string(pub.Topic), "qos", q)
+	if ss.log.Enabled(context.Background(), slog.LevelDebug) {
+		ss.log.Debug("answer", "status", a.status, "topic", string(pub.Topic), "qos", q)
+	}
 	return ss.write(pub)
 }
 

@@ -196,6 +196,10 @@ func (r *Registry) update(fn func(tx *bolt.Tx) error) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
+	// Bump the generation after the commit (or rollback), before the
+	// caller answers: no later Attest or Assign sees cached groups older
+	// than this write.
+	defer r.gen.Add(1)
 	return r.db.Update(fn)
 }
 

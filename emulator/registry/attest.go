@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -142,14 +141,8 @@ func (r *Registry) Attest(ctx context.Context, c Credentials, o AttestOptions) (
 			ind = &en
 			return nil
 		}
-		return tx.Bucket(bucketGroups).ForEach(func(k, v []byte) error {
-			var g EnrollmentGroup
-			if err := json.Unmarshal(v, &g); err != nil {
-				return fmt.Errorf("registry: corrupt %s/%s: %w", bucketGroups, k, err)
-			}
-			groups = append(groups, g)
-			return nil
-		})
+		groups, err = r.cachedGroups(tx)
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -64,6 +64,53 @@ type Registry struct {
 	idScope string
 	hubs    []LinkedHub
 	policy  AllocationPolicy
+
+	// gen counts committed writes other than Assign's (Open, admin API);
+	// groups caches the decoded enrollment groups of one generation, so
+	// Attest and Assign do not decode every group's JSON per request.
+	gen    atomic.Uint64
+	groups atomic.Pointer[groupSnapshot]
+
+	commits committer // registrations written by Assign
+}
+
+// groupSnapshot is the decoded enrollmentGroups bucket at generation gen.
+// Its groups are shared by concurrent readers and never modified.
+type groupSnapshot struct {
+	gen    uint64
+	groups []EnrollmentGroup
+}
+
+// cachedGroups returns every enrollment group, decoded, as of a generation
+// not older than the last write that returned. The slice and its groups
+// are shared: callers must not modify them.
+//
+// A snapshot is stored with the generation read before its transaction:
+// a write committing meanwhile bumps gen after its commit, so the snapshot
+// is at worst discarded by the next call, never served stale.
+func (r *Registry) cachedGroups(tx *bolt.Tx) ([]EnrollmentGroup, error) {
+	gen := r.gen.Load()
+	if snap := r.groups.Load(); snap != nil && snap.gen == gen {
+		return snap.groups, nil
+	}
+	var groups []EnrollmentGroup
+	if err := tx.Bucket(bucketGroups).ForEach(func(k, v []byte) error {
+		var g EnrollmentGroup
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("registry: corrupt %s/%s: %w", bucketGroups, k, err)
+		}
+		groups = append(groups, g)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	// The transaction began after gen was read; a write that committed
+	// before it began has already bumped gen, so storing under gen is
+	// safe only when gen is still current.
+	if r.gen.Load() == gen {
+		r.groups.Store(&groupSnapshot{gen: gen, groups: groups})
+	}
+	return groups, nil
 }
 
 // Open opens (creating if needed) the state and upserts o.Config. ctx bounds
@@ -119,11 +166,11 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 		r.cleanup()
 		return nil, fmt.Errorf("registry: open %s: %w", filepath.Join(dir, DBFileName), err)
 	}
-	// Group commit waits at most this long for company: far below one
-	// fsync, so a lone device pays little and a storm shares commits.
-	db.MaxBatchDelay = time.Millisecond
 	r.db = db
-	if err := db.Update(func(tx *bolt.Tx) error { return r.load(tx, o.Config) }); err != nil {
+	r.commits.db = db
+	err = db.Update(func(tx *bolt.Tx) error { return r.load(tx, o.Config) })
+	r.gen.Add(1)
+	if err != nil {
 		r.Close()
 		return nil, err
 	}
