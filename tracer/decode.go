@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
 
@@ -42,6 +43,19 @@ type Options struct {
 	// IDs are assigned in delivery order. With Workers > 1 it is called
 	// from the worker goroutines, one call at a time.
 	OnConversation func(*Conversation)
+	// OnPacket, when set, receives each MQTT packet as soon as it is
+	// decoded, with its conversation, instead of Conversation.Packets
+	// collecting it: memory then holds only the reassembly buffers and a
+	// little state per open flow, however many packets a flow carries.
+	// The Packet and everything it refers to (Raw, the byte slices of
+	// Packet.Packet) are valid only during the call: clone what you keep
+	// (Packet.Packet.Clone(), slices.Clone(Raw)). The Conversation is the
+	// one later delivered to OnConversation or listed in
+	// Capture.Conversations; its ID is 0 until then, so key by the
+	// pointer. With Workers > 1 it is called from the worker goroutines,
+	// one call at a time (OnConversation included); packets of one
+	// conversation arrive in capture order.
+	OnPacket func(*Conversation, *Packet)
 }
 
 // DecodeFile decodes the pcap or pcapng file at path.
@@ -72,6 +86,7 @@ func Decode(r io.Reader, o Options) (*Capture, error) {
 	}
 	d := newDecoder(o)
 	d.emit = d.segment
+	d.onPacket = o.OnPacket
 	if o.OnConversation != nil {
 		id := 0
 		d.deliver = func(c *Conversation) {
@@ -137,7 +152,7 @@ type decoder struct {
 	o        Options
 	max      int
 	ports    map[uint16]portKind
-	flows    map[flowID]*tcpFlow
+	flows    map[flowKey]*tcpFlow
 	done     []*Conversation
 	ip4      layers.IPv4
 	ip6      layers.IPv6
@@ -147,6 +162,13 @@ type decoder struct {
 	emit     func(*segInfo)      // receives the parsed TCP segments
 	deliver  func(*Conversation) // Options.OnConversation, numbering
 	seg      segInfo             // the segment being emitted (reused)
+
+	// MQTT decoding state shared by the flows (one goroutine per decoder).
+	onPacket func(*Conversation, *Packet)              // Options.OnPacket (serialised)
+	pkt      Packet                                    // the packet handed to onPacket
+	lenient  packets.Decoder                           // decodes the packets reported
+	strict   packets.Decoder                           // confirms resync candidates
+	spare    [maxSpareBits - minSpareBits + 1][][]byte // partial-packet buffers to reuse (streaming)
 }
 
 type portKind uint8
@@ -159,7 +181,8 @@ const (
 )
 
 func newDecoder(o Options) *decoder {
-	d := &decoder{o: o, max: o.MaxStreamBuffer, flows: make(map[flowID]*tcpFlow), warnOnce: map[string]int{}}
+	d := &decoder{o: o, max: o.MaxStreamBuffer, flows: make(map[flowKey]*tcpFlow), warnOnce: map[string]int{}}
+	d.lenient.Options.Lenient = true
 	d.keyLog, _ = tlstrace.ParseKeyLog(bytes.NewReader(nil))
 	d.keyLog.Merge(o.KeyLog)
 	if d.max <= 0 {
@@ -353,6 +376,22 @@ func lessAP(x, y netip.AddrPort) bool {
 	return x.Port() < y.Port()
 }
 
+// flowKey is a flowID packed into bytes: a cheaper map key than the
+// netip values (hashed and compared as one block of memory). Addresses
+// are 16-byte forms; the decoder unmaps IPv4-mapped IPv6 addresses and
+// captures carry no zones, so distinct flows have distinct keys.
+type flowKey [36]byte
+
+func (id flowID) key() flowKey {
+	var k flowKey
+	a, b := id.a.Addr().As16(), id.b.Addr().As16()
+	copy(k[0:16], a[:])
+	copy(k[16:32], b[:])
+	k[32], k[33] = byte(id.a.Port()>>8), byte(id.a.Port())
+	k[34], k[35] = byte(id.b.Port()>>8), byte(id.b.Port())
+	return k
+}
+
 func idOf(src, dst netip.AddrPort) flowID {
 	if lessAP(src, dst) {
 		return flowID{src, dst}
@@ -362,7 +401,7 @@ func idOf(src, dst netip.AddrPort) flowID {
 
 // segment feeds a segment to its flow, creating or retiring flows.
 func (d *decoder) segment(s *segInfo) {
-	id := idOf(s.src, s.dst)
+	id := idOf(s.src, s.dst).key()
 	f := d.flows[id]
 	if f != nil && s.syn && !s.ackf {
 		if h := &f.half[f.dirOf(s.src)]; !h.synSeen || h.synSeq != s.seq {
@@ -399,7 +438,7 @@ func (d *decoder) segment(s *segInfo) {
 }
 
 // retire finishes a flow and removes it from the table.
-func (d *decoder) retire(id flowID, f *tcpFlow) {
+func (d *decoder) retire(id flowKey, f *tcpFlow) {
 	delete(d.flows, id)
 	if c := f.finish(); c != nil {
 		if d.deliver != nil {
@@ -420,7 +459,7 @@ func (d *decoder) finish() []*Conversation {
 	}
 	slices.SortFunc(open, func(a, b *tcpFlow) int { return a.firstFrame - b.firstFrame })
 	for _, f := range open {
-		d.retire(idOf(f.client, f.server), f)
+		d.retire(idOf(f.client, f.server).key(), f)
 	}
 	slices.SortStableFunc(d.done, func(a, b *Conversation) int { return a.firstFrame - b.firstFrame })
 	for i, c := range d.done {

@@ -153,3 +153,59 @@ func BenchmarkDecode(b *testing.B) {
 		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) { benchDecode(b, data, pkts, w) })
 	}
 }
+
+func benchDecodeStream(b *testing.B, data []byte, pkts *int, workers int) {
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	for b.Loop() {
+		n := 0
+		_, err := Decode(bytes.NewReader(data), Options{Workers: workers,
+			OnPacket:       func(*Conversation, *Packet) { n++ },
+			OnConversation: func(*Conversation) {}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if *pkts < 0 {
+			*pkts = n
+		}
+		if n != *pkts {
+			b.Fatalf("streamed %d packets, want %d", n, *pkts)
+		}
+	}
+	b.ReportMetric(float64(*pkts)*float64(b.N)/time.Since(start).Seconds(), "pkts/s")
+	if cpu := cpuTime() - cpu0; cpu > 0 {
+		b.ReportMetric(float64(len(data))*float64(b.N)/1e6/cpu.Seconds(), "MB/cpu-s")
+	}
+}
+
+// BenchmarkDecodeStream is BenchmarkDecode with packets and conversations
+// streamed (Options.OnPacket, OnConversation) instead of kept. Set
+// DPSCONFORM_TRACE_BENCH_FILE to decode that capture instead (e.g. one
+// that 'dps-conform bench trace --keep' generated).
+func BenchmarkDecodeStream(b *testing.B) {
+	size := 32 << 20
+	if v := os.Getenv("DPSCONFORM_TRACE_BENCH_MB"); v != "" {
+		mb, err := strconv.Atoi(v)
+		if err != nil || mb < 1 {
+			b.Fatalf("DPSCONFORM_TRACE_BENCH_MB=%q: want a number of megabytes", v)
+		}
+		size = mb << 20
+	}
+	var data []byte
+	pkts := -1 // the first decoding's count, for a file
+	if path := os.Getenv("DPSCONFORM_TRACE_BENCH_FILE"); path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		var buf bytes.Buffer
+		_, pkts = writeBenchCapture(b, &buf, 2000, size)
+		data = buf.Bytes()
+	}
+	for _, w := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", w), func(b *testing.B) { benchDecodeStream(b, data, &pkts, w) })
+	}
+}

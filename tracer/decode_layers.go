@@ -58,7 +58,7 @@ func newUpper(f *tcpFlow, c *Conversation, k flowKind) *upper {
 		c.Transport = "mqtt"
 	}
 	for d := range u.mq {
-		u.mq[d] = mqttStream{dir: Direction(d), conv: c, max: f.max, syncing: f.midStream}
+		u.mq[d] = mqttStream{dir: Direction(d), conv: c, d: f.d, max: f.max, syncing: f.midStream}
 	}
 	return u
 }

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
+	"slices"
 	"testing"
+	"unsafe"
 
 	"go.uber.org/goleak"
 
@@ -208,5 +211,102 @@ func TestDecodeOnConversation(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("workers=%d: delivered %q, want %q", workers, got, want)
 		}
+	}
+}
+
+// TestDecodeOnPacket checks the per-packet streaming mode against the
+// kept mode: the same packets (direction, frame, offset, bytes, decoded
+// form) reach OnPacket, per conversation and in order, for 1 and 2
+// workers, and none is collected in Conversation.Packets.
+func TestDecodeOnPacket(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var buf bytes.Buffer
+	writeBenchCapture(t, &buf, 40, 1<<20)
+	data := buf.Bytes()
+	line := func(p *Packet) string {
+		return fmt.Sprintf("%v %d %d %x %+v %d", p.Dir, p.Frame, p.Offset, p.Raw, p.Packet, len(p.Violations))
+	}
+	kept, err := Decode(bytes.NewReader(data), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.AddrPort][]string{}
+	for _, c := range kept.Conversations {
+		for i := range c.Packets {
+			want[c.Client] = append(want[c.Client], line(&c.Packets[i]))
+		}
+	}
+	if len(want) != 40 {
+		t.Fatalf("kept mode: %d conversations with packets, want 40", len(want))
+	}
+	for _, w := range []int{1, 2} {
+		got := map[netip.AddrPort][]string{}
+		delivered := 0
+		capt, err := Decode(bytes.NewReader(data), Options{Workers: w,
+			OnPacket: func(c *Conversation, p *Packet) { got[c.Client] = append(got[c.Client], line(p)) },
+			OnConversation: func(c *Conversation) {
+				delivered++
+				if len(c.Packets) != 0 {
+					t.Errorf("workers=%d: conversation %v collected %d packets in streaming mode", w, c.Client, len(c.Packets))
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if delivered != 40 || len(capt.Conversations) != 0 {
+			t.Errorf("workers=%d: %d conversations delivered, %d collected; want 40, 0", w, delivered, len(capt.Conversations))
+		}
+		for cl, ps := range want {
+			if !slices.Equal(got[cl], ps) {
+				t.Errorf("workers=%d: conversation %v streamed %d packets differing from the %d kept", w, cl, len(got[cl]), len(ps))
+			}
+		}
+	}
+}
+
+// TestDecodeKeptPacketsOwnStorage checks that kept packets do not share
+// the decoder's reused storage: the byte slices of each decoded packet
+// point into its own Raw, and the slices a packets.Decoder reuses
+// (Subscribe.Subscriptions) are distinct per packet.
+func TestDecodeKeptPacketsOwnStorage(t *testing.T) {
+	var buf bytes.Buffer
+	writeBenchCapture(t, &buf, 3, 64<<10)
+	capt, err := Decode(bytes.NewReader(buf.Bytes()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	within := func(b, raw []byte) bool {
+		if len(b) == 0 {
+			return true
+		}
+		p, r := uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&raw[0]))
+		return p >= r && p+uintptr(len(b)) <= r+uintptr(len(raw))
+	}
+	var subs []*packets.Subscribe
+	for _, c := range capt.Conversations {
+		for i := range c.Packets {
+			p := &c.Packets[i]
+			switch v := p.Packet.(type) {
+			case *packets.Publish:
+				if !within(v.Topic, p.Raw) || !within(v.Payload, p.Raw) {
+					t.Fatalf("conversation %d packet %d: PUBLISH fields outside its Raw", c.ID, i)
+				}
+			case *packets.Connect:
+				if !within(v.ClientID, p.Raw) {
+					t.Fatalf("conversation %d packet %d: CONNECT client id outside its Raw", c.ID, i)
+				}
+			case *packets.Subscribe:
+				if !within(v.Subscriptions[0].Filter, p.Raw) {
+					t.Fatalf("conversation %d packet %d: SUBSCRIBE filter outside its Raw", c.ID, i)
+				}
+				subs = append(subs, v)
+			}
+		}
+	}
+	if len(subs) != 3 {
+		t.Fatalf("%d SUBSCRIBE packets, want 3", len(subs))
+	}
+	if &subs[0].Subscriptions[0] == &subs[1].Subscriptions[0] {
+		t.Error("two kept SUBSCRIBE packets share their Subscriptions storage")
 	}
 }

@@ -22,7 +22,9 @@ type segBatch struct {
 
 // decodeSharded decodes with o.Workers goroutines: the calling goroutine
 // reads frames and parses them down to TCP, and each flow is reassembled
-// and decoded by the worker its endpoints hash to.
+// and decoded by the worker its endpoints hash to. The calling goroutine
+// is worker 0: its flows are decoded inline, without copying their
+// payloads into a batch; the others receive batches of segments.
 func decodeSharded(src source, o Options) (*Capture, error) {
 	n := o.Workers
 	seed := maphash.MakeSeed()
@@ -34,6 +36,13 @@ func decodeSharded(src source, o Options) (*Capture, error) {
 	id := 0
 	for i := range workers {
 		workers[i] = newDecoder(o)
+		if o.OnPacket != nil {
+			workers[i].onPacket = func(c *Conversation, p *Packet) {
+				mu.Lock()
+				defer mu.Unlock()
+				o.OnPacket(c, p)
+			}
+		}
 		if o.OnConversation != nil {
 			workers[i].deliver = func(c *Conversation) {
 				mu.Lock()
@@ -42,6 +51,9 @@ func decodeSharded(src source, o Options) (*Capture, error) {
 				c.ID = id
 				o.OnConversation(c)
 			}
+		}
+		if i == 0 {
+			continue // shard 0 is decoded inline by the reading goroutine
 		}
 		in[i] = make(chan *segBatch, 4)
 		wg.Add(1)
@@ -88,6 +100,10 @@ func decodeSharded(src source, o Options) (*Capture, error) {
 		h.Write(b[:])
 		maphash.WriteComparable(&h, [2]uint16{id.a.Port(), id.b.Port()})
 		i := int(h.Sum64() % uint64(n))
+		if i == 0 {
+			workers[0].segment(s)
+			return
+		}
 		bt := cur[i]
 		if bt == nil || len(bt.buf)+len(s.payload) > cap(bt.buf) {
 			send(i)
@@ -106,12 +122,13 @@ func decodeSharded(src source, o Options) (*Capture, error) {
 	}
 	c := &Capture{}
 	err := readFrames(src, c, reader, func(kl *tlstrace.KeyLog) {
-		for i := range in {
+		workers[0].keyLog.Merge(kl)
+		for i := 1; i < n; i++ {
 			send(i)
 			in[i] <- &segBatch{keys: kl}
 		}
 	})
-	for i := range in {
+	for i := 1; i < n; i++ {
 		send(i)
 		close(in[i])
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
+	"slices"
 	"time"
 
 	pahopackets "github.com/eclipse/paho.golang/packets"
@@ -18,6 +20,7 @@ import (
 type mqttStream struct {
 	dir     Direction
 	conv    *Conversation
+	d       *decoder // shared decoding state of the flow table
 	buf     []byte
 	off     int64  // stream offset of buf[0]
 	syncing bool   // looking for a plausible fixed header
@@ -129,6 +132,7 @@ func (m *mqttStream) feed(b []byte, frame int, ts time.Time) {
 		m.partial, m.fill = nil, 0
 		m.packetOwned(p, frame, ts)
 		m.off += int64(len(p))
+		m.d.putBuf(p)
 		if len(b) == 0 {
 			return
 		}
@@ -147,7 +151,10 @@ func (m *mqttStream) feed(b []byte, frame int, ts time.Time) {
 	} else {
 		m.buf = m.buf[:copy(m.buf, tail)]
 	}
-	if cap(m.buf) > 64<<10 && len(m.buf) < 4<<10 {
+	switch {
+	case len(m.buf) == 0:
+		m.buf = nil // an idle flow holds no buffer
+	case cap(m.buf) > 64<<10 && len(m.buf) < 4<<10:
 		m.buf = append([]byte(nil), m.buf...)
 	}
 }
@@ -170,9 +177,44 @@ func (m *mqttStream) startPartial(t []byte) bool {
 	if err != nil || l > m.max || l <= len(t) {
 		return false
 	}
-	m.partial = make([]byte, l)
+	m.partial = m.d.getBuf(l)
 	m.fill = copy(m.partial, t)
 	return true
+}
+
+// Partial-packet buffers are recycled when packets are streamed
+// (Options.OnPacket), in power-of-two size classes from 1<<minSpareBits
+// to 1<<maxSpareBits bytes, at most maxSpares per class.
+const (
+	minSpareBits = 8
+	maxSpareBits = 16
+	maxSpares    = 64
+)
+
+// getBuf returns a buffer of n bytes for a partial packet.
+func (d *decoder) getBuf(n int) []byte {
+	if d.onPacket == nil || n > 1<<maxSpareBits {
+		return make([]byte, n)
+	}
+	k := max(bits.Len(uint(n-1)), minSpareBits)
+	if s := d.spare[k-minSpareBits]; len(s) > 0 {
+		b := s[len(s)-1]
+		d.spare[k-minSpareBits] = s[:len(s)-1]
+		return b[:n]
+	}
+	return make([]byte, n, 1<<k)
+}
+
+// putBuf recycles a buffer from getBuf once its packet was delivered.
+func (d *decoder) putBuf(b []byte) {
+	c := cap(b)
+	if d.onPacket == nil || c < 1<<minSpareBits || c > 1<<maxSpareBits || c&(c-1) != 0 {
+		return
+	}
+	k := bits.Len(uint(c-1)) - minSpareBits
+	if len(d.spare[k]) < maxSpares {
+		d.spare[k] = append(d.spare[k], b)
+	}
 }
 
 // gap tells the stream that n bytes are missing before the next feed.
@@ -330,7 +372,7 @@ func (m *mqttStream) decodes(b []byte) bool {
 	if m.conv.MQTTVersion == 5 {
 		return true
 	}
-	_, _, err := packets.Decode(b, packets.DecodeOptions{})
+	_, _, err := m.d.strict.Decode(b)
 	return err == nil
 }
 
@@ -364,18 +406,32 @@ func clauseOf(err error, def string) string {
 	return def
 }
 
-// packet decodes one framed packet and appends it to the conversation.
+// packet decodes one framed packet that b (the caller's bytes) holds.
 func (m *mqttStream) packet(b []byte, frame int, ts time.Time) {
-	m.packetOwned(append([]byte(nil), b...), frame, ts)
+	if m.d.onPacket == nil {
+		// Kept: Raw and the decoded packet share this one copy.
+		b = append([]byte(nil), b...)
+	}
+	m.packetOwned(b, frame, ts)
 }
 
-// packetOwned decodes the framed packet raw, which it keeps.
+// packetOwned decodes the framed packet raw and appends it to the
+// conversation, which then owns raw, or, with Options.OnPacket, hands it
+// to the callback, for the duration of the call only.
 func (m *mqttStream) packetOwned(raw []byte, frame int, ts time.Time) {
 	c := m.conv
 	if c.MQTTVersion == 0 && m.dir == ClientToServer && packets.Type(raw[0]>>4) == 1 {
 		c.MQTTVersion = connectLevel(raw)
 	}
-	p := Packet{Dir: m.dir, Time: ts, Frame: frame, Offset: m.off, Raw: raw}
+	stream := m.d.onPacket != nil
+	var p *Packet
+	if stream {
+		p = &m.d.pkt
+		*p = Packet{Dir: m.dir, Time: ts, Frame: frame, Offset: m.off, Raw: raw}
+	} else {
+		c.Packets = append(c.Packets, Packet{Dir: m.dir, Time: ts, Frame: frame, Offset: m.off, Raw: raw})
+		p = &c.Packets[len(c.Packets)-1]
+	}
 	if c.MQTTVersion == 5 {
 		cp, err := pahopackets.ReadPacket(bytes.NewReader(raw))
 		if err != nil {
@@ -385,21 +441,80 @@ func (m *mqttStream) packetOwned(raw []byte, frame int, ts time.Time) {
 		}
 		hl := headerLen(raw)
 		p.Packet = &packets.Raw{Header: raw[0], Body: raw[hl:]}
-		c.Packets = append(c.Packets, p)
+		if stream {
+			m.d.onPacket(c, p)
+		}
 		return
 	}
-	pk, _, err := packets.Decode(raw, packets.DecodeOptions{Lenient: true})
-	var vs packets.Violations
-	switch {
-	case err == nil:
-	case errors.As(err, &vs):
+	pk, _, err := m.d.lenient.Decode(raw)
+	if err != nil {
+		// vs is declared here so that it escapes (errors.As) only on this
+		// path, not for every packet.
+		var vs packets.Violations
+		if !errors.As(err, &vs) {
+			if !stream {
+				c.Packets = c.Packets[:len(c.Packets)-1]
+			}
+			m.problem(frame, m.off, clauseOf(err, "MQTT-2"), msgOf(err))
+			return
+		}
 		p.Violations = vs
-	default:
-		m.problem(frame, m.off, clauseOf(err, "MQTT-2"), msgOf(err))
+	}
+	if stream {
+		p.Packet = pk
+		m.d.onPacket(c, p)
 		return
 	}
-	p.Packet = pk
-	c.Packets = append(c.Packets, p)
+	p.Packet = keepPacket(pk)
+}
+
+// keepPacket copies a packet decoded into a packets.Decoder's reused
+// storage into storage of its own. Its byte slices keep aliasing the
+// decoder's input (the Packet's Raw): only the struct, and the slices
+// the Decoder reuses, are copied.
+func keepPacket(pk packets.Packet) packets.Packet {
+	switch v := pk.(type) {
+	case *packets.Publish:
+		q := *v
+		return &q
+	case *packets.Puback:
+		q := *v
+		return &q
+	case *packets.Pubrec:
+		q := *v
+		return &q
+	case *packets.Pubrel:
+		q := *v
+		return &q
+	case *packets.Pubcomp:
+		q := *v
+		return &q
+	case *packets.Connect:
+		q := *v
+		return &q
+	case *packets.Connack:
+		q := *v
+		return &q
+	case *packets.Subscribe:
+		q := *v
+		q.Subscriptions = slices.Clone(v.Subscriptions)
+		return &q
+	case *packets.Suback:
+		q := *v
+		q.ReturnCodes = slices.Clone(v.ReturnCodes)
+		return &q
+	case *packets.Unsubscribe:
+		q := *v
+		q.Filters = slices.Clone(v.Filters)
+		return &q
+	case *packets.Unsuback:
+		q := *v
+		return &q
+	case *packets.Raw:
+		q := *v
+		return &q
+	}
+	return pk.Clone() // Pingreq, Pingresp, Disconnect: no fields
 }
 
 // connectLevel returns the protocol level of an encoded CONNECT, 0 if it

@@ -52,26 +52,53 @@ type source interface {
 
 // countReader counts the bytes read through it.
 type countReader struct {
-	r *bufio.Reader
-	n int64
+	r   *bufio.Reader
+	n   int64
+	buf []byte // storage for records larger than r's buffer
 }
 
+// full is io.ReadFull on the bufio.Reader, written out so that b does not
+// escape (through the io.Reader interface) and callers can read into
+// arrays on their stack.
 func (c *countReader) full(b []byte) (int, error) {
-	n, err := io.ReadFull(c.r, b)
+	n := 0
+	for n < len(b) {
+		m, err := c.r.Read(b[n:])
+		n += m
+		if err != nil && n < len(b) {
+			c.n += int64(n)
+			if err == io.EOF && n > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+	}
 	c.n += int64(n)
-	return n, err
+	return n, nil
 }
 
-// read reads n bytes into buf (reusing its storage) and returns them and
-// the count read. Storage grows by at most 1 MiB per step, so a corrupt
-// length costs memory only for bytes the file really has.
-func (c *countReader) read(buf []byte, n int) ([]byte, int, error) {
-	if cap(buf) >= n {
-		b := buf[:n]
-		m, err := c.full(b)
-		return b, m, err
+// read reads the next n bytes and returns them and the count read; they
+// are valid until the next read. A record that fits in the bufio.Reader's
+// buffer is returned without a copy, as a slice of that buffer; a larger
+// one (or the short tail of a truncated file) is read into c.buf, whose
+// storage grows by at most 1 MiB per step, so a corrupt length costs
+// memory only for bytes the file really has.
+func (c *countReader) read(n int) ([]byte, int, error) {
+	if n <= c.r.Size() {
+		if b, err := c.r.Peek(n); err == nil {
+			c.r.Discard(n)
+			c.n += int64(n)
+			return b[:n:n], n, nil
+		}
+		// Short file: read what there is below, to report it.
 	}
-	buf = buf[:0]
+	buf := c.buf[:0]
+	defer func() { c.buf = buf[:0] }()
+	if cap(buf) >= n {
+		buf = buf[:n]
+		m, err := c.full(buf)
+		return buf, m, err
+	}
 	for len(buf) < n {
 		chunk := min(n-len(buf), 1<<20)
 		buf = slices.Grow(buf, chunk)
@@ -109,7 +136,6 @@ type pcapSource struct {
 	link  uint32
 	n     int
 	hdr   [16]byte
-	buf   []byte
 }
 
 func newPcapSource(r *countReader) (*pcapSource, error) {
@@ -153,8 +179,7 @@ func (s *pcapSource) next() ([]byte, time.Time, uint32, error) {
 		return nil, time.Time{}, 0, &CorruptError{Offset: off, Where: fmt.Sprintf("pcap record %d", s.n), Msg: fmt.Sprintf("captured length %d exceeds %d", incl, maxRecord)}
 	}
 	_ = orig
-	b, m, err := s.r.read(s.buf, int(incl))
-	s.buf = b[:0]
+	b, m, err := s.r.read(int(incl))
 	if err != nil {
 		return nil, time.Time{}, 0, truncatedError{fmt.Sprintf("pcap record %d at byte offset %d: truncated (%d of %d bytes); ignored", s.n, off, m, incl)}
 	}
@@ -170,10 +195,10 @@ func (s *pcapSource) next() ([]byte, time.Time, uint32, error) {
 // ngSource reads pcapng.
 type ngSource struct {
 	r      *countReader
+	hdr    [8]byte // the block header being read (a field: no allocation)
 	bo     binary.ByteOrder
 	n      int // blocks read
 	ifaces []ngIface
-	buf    []byte
 	keys   []byte
 }
 
@@ -217,8 +242,8 @@ func ngName(t uint32) string {
 func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 	for {
 		off := s.r.n
-		var h [8]byte
-		n, err := s.r.full(h[:])
+		h := s.hdr[:]
+		n, err := s.r.full(h)
 		if err == io.EOF {
 			return nil, time.Time{}, 0, io.EOF
 		}
@@ -260,8 +285,7 @@ func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 			}
 			read = 4
 		}
-		body, m, err := s.r.read(s.buf, bodyLen-read+4)
-		s.buf = body[:0]
+		body, m, err := s.r.read(bodyLen - read + 4)
 		if err != nil {
 			if typ == 6 || typ == 3 || typ == 2 {
 				return nil, time.Time{}, 0, truncatedError{fmt.Sprintf("%s at byte offset %d: truncated (%d of %d bytes); ignored", where, off, m+8+read, total)}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -97,4 +98,58 @@ func lastPcapRecord(pcap []byte) int {
 		off += 16 + n
 	}
 	return n
+}
+
+// TestDecodeLargeRecords mixes records larger than the reader's 1 MiB
+// buffer (read into storage of the reader's own) with small ones (returned
+// from the buffer without a copy): the small ones still decode to the same
+// packets, the large ones are counted.
+func TestDecodeLargeRecords(t *testing.T) {
+	pcap, _ := validCaptures(t)
+	want, err := Decode(bytes.NewReader(pcap), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := func(n int) []byte {
+		var rec [16]byte
+		binary.LittleEndian.PutUint32(rec[8:], uint32(n))
+		binary.LittleEndian.PutUint32(rec[12:], uint32(n))
+		return append(rec[:], bytes.Repeat([]byte{0xee}, n)...) // not IPv4 or IPv6: ignored
+	}
+	// Records: big, the first two of the flow, a bigger one, the rest, a
+	// smaller big one.
+	var in []byte
+	in = append(in, pcap[:24]...)
+	in = append(in, big(3<<20)...)
+	off := 24
+	for i := 0; off < len(pcap); i++ {
+		if i == 2 {
+			in = append(in, big(5<<20)...)
+		}
+		n := 16 + int(binary.LittleEndian.Uint32(pcap[off+8:]))
+		in = append(in, pcap[off:off+n]...)
+		off += n
+	}
+	in = append(in, big(1<<20+1)...)
+	got, err := Decode(bytes.NewReader(in), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Frames != want.Frames+3 {
+		t.Errorf("%d frames, want %d", got.Frames, want.Frames+3)
+	}
+	// Frame numbers differ (the big records count); the rest must not.
+	render := func(c *Capture) string {
+		var b bytes.Buffer
+		for _, cv := range c.Conversations {
+			for _, p := range cv.Packets {
+				fmt.Fprintf(&b, "%s @%d %x\n", p.Dir, p.Offset, p.Raw)
+			}
+			fmt.Fprintf(&b, "gaps %d problems %d\n", len(cv.Gaps), len(cv.Problems))
+		}
+		return b.String()
+	}
+	if g, w := render(got), render(want); g != w || len(want.Conversations[0].Packets) != 2 {
+		t.Errorf("decoded\n%s\nwant (2 packets)\n%s", g, w)
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 )
 
@@ -141,23 +140,6 @@ func procStatusKiB(pid int, field string) (kib int64, ok bool) {
 		return n, true
 	}
 	return 0, false
-}
-
-// raiseNoFile raises the soft RLIMIT_NOFILE to the hard limit and returns
-// the soft limit in force afterwards.
-func raiseNoFile() (soft, hard uint64, err error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, 0, fmt.Errorf("reading RLIMIT_NOFILE: %w", err)
-	}
-	if lim.Cur < lim.Max {
-		want := lim
-		want.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
-			lim = want
-		}
-	}
-	return uint64(lim.Cur), uint64(lim.Max), nil
 }
 
 // fmtRate formats a per-second rate.

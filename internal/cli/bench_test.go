@@ -407,7 +407,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"provision", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj", "--ca", "/nonexistent/ca.pem"}, "--ca: open /nonexistent/ca.pem"},
 		{[]string{"provision", "extra"}, `unexpected argument "extra"`},
 		{[]string{"trace", "--size", "0"}, "--size 0: want 1..100000 MB"},
-		{[]string{"trace", "--flows", "70000"}, "--flows 70000: want 1..65535"},
+		{[]string{"trace", "--flows", "1000001"}, "--flows 1000001: want 1..1000000"},
 		{[]string{"trace", "--workers", "1,0"}, `--workers "1,0": want a comma-separated list of integers 1..64`},
 		{[]string{"trace", "--tshark-limit", "5"}, "--tshark-limit applies only with --tshark"},
 		{[]string{"trace", "--tshark", "--tshark-limit", "-5"}, "--tshark-limit -5 is negative"},

@@ -190,7 +190,7 @@ func (g *traceGen) nextPID(fl *genFlow) uint16 {
 func (g *traceGen) step(fl *genFlow, closing bool) error {
 	regID := fmt.Sprintf("bench-device-%05d", fl.id)
 	if fl.flow == nil {
-		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(fl.id >> 8), byte(fl.id)}), uint16(20000+fl.id%40000))
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(1 + fl.id>>16), byte(fl.id >> 8), byte(fl.id)}), uint16(20000+fl.id%40000))
 		server := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 1883)
 		flow, err := g.rec.Flow(client, server, tracer.FlowOptions{})
 		if err != nil {
