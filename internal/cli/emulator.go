@@ -8,10 +8,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
@@ -135,6 +141,19 @@ func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Leve
 	if f.retryAfter < 0 {
 		return "", nil, 0, usageErrorf("--retry-after %v is negative", f.retryAfter)
 	}
+	// The topic carries whole seconds (retry-after={n}); a fraction would be
+	// rounded silently, and the assignment timing would then disagree
+	// with what the device was told.
+	if f.retryAfter%time.Second != 0 {
+		return "", nil, 0, usageErrorf("--retry-after %v is not a whole number of seconds (the topic carries retry-after={seconds})", f.retryAfter)
+	}
+	for _, a := range []struct{ flag, addr string }{
+		{"--mqtt-addr", f.mqttAddr}, {"--ws-addr", f.wsAddr}, {"--admin-addr", f.adminAddr}, {"--insecure-plaintext-addr", f.plainAddr},
+	} {
+		if err := checkListenAddr(a.addr); err != nil {
+			return "", nil, 0, usageErrorf("%s %q: %v", a.flag, a.addr, err)
+		}
+	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return "", nil, 0, usageErrorf("--tls-cert and --tls-key go together")
 	}
@@ -192,6 +211,13 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 		tlsConf.Certificates = []tls.Certificate{pki.Certificate}
 		caFile = pki.CAFile
 	}
+	// The ready line is read by other processes, maybe from another
+	// working directory: give them an absolute path.
+	if caFile != "" {
+		if abs, err := filepath.Abs(caFile); err == nil {
+			caFile = abs
+		}
+	}
 
 	reg, err := registry.Open(ctx, registry.Options{StateDir: f.stateDir, Config: cfg, Logger: log.With("component", "registry")})
 	if err != nil {
@@ -199,7 +225,10 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 		if errors.As(err, &ce) {
 			return &UsageError{Err: fmt.Errorf("--config: %w", err)}
 		}
-		return envErrorf("registry: %v", err)
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return envErrorf("--state-dir %s is in use by another process (its registry database is locked); stop that emulator or choose another directory", f.stateDir)
+		}
+		return envErrorf("%v", err)
 	}
 	defer reg.Close()
 	if cfg == nil || len(cfg.Enrollments)+len(cfg.EnrollmentGroups) == 0 {
@@ -236,5 +265,29 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 	}
 	<-ctx.Done()
 	log.Info("shutting down", "cause", context.Cause(ctx))
+	return nil
+}
+
+// checkListenAddr checks a listen address ("" = off) before anything is
+// bound, so that a typo is a usage error (exit 2) naming the flag rather
+// than a bind failure (exit 3).
+func checkListenAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT (for example 127.0.0.1:8883; port 0 picks a free one): %w", err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			if _, err := net.LookupHost(host); err != nil {
+				return fmt.Errorf("host %q is neither an IP address nor a resolvable name", host)
+			}
+		}
+	}
 	return nil
 }
