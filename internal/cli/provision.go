@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dps-conform/dps-conform/device"
+	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -114,6 +116,22 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 	}
 	if f.registrationID == "" && f.certFile == "" {
 		return cfg, usageErrorf("--registration-id is required")
+	}
+	// Checked here, so that a typo is a usage error naming the flag rather
+	// than a refusal by the service (which would read as its verdict).
+	if f.registrationID != "" {
+		if err := dps.ValidateRegistrationID(f.registrationID); err != nil {
+			return cfg, usageErrorf("--registration-id: %v", err)
+		}
+	}
+	for _, k := range []struct{ flag, v string }{{"symmetric-key", f.symmetricKey}, {"group-key", f.groupKey}} {
+		if k.v == "" {
+			continue
+		}
+		if b, err := base64.StdEncoding.DecodeString(k.v); err != nil || len(b) == 0 {
+			// Never echo the key itself.
+			return cfg, usageErrorf("--%s is not a base64 key (%d characters; want standard base64 as the portal and az CLI print it)", k.flag, len(k.v))
+		}
 	}
 	target, err := transport.ParseTarget(f.target)
 	if err != nil {
