@@ -79,6 +79,9 @@ func Provision(ctx context.Context, c Config) (*Result, error) {
 // provision runs the flow on a connected session.
 func (s *Session) provision(ctx context.Context, res *Result) error {
 	st := s.s
+	// The PUBACK of each answer goes out with the request or DISCONNECT
+	// that follows (one write instead of two); waits flush it first.
+	s.holdAcks = true
 	if !st.Misbehave.SkipSubscribe {
 		if err := s.Subscribe(ctx); err != nil {
 			return err

@@ -61,6 +61,13 @@ type Session struct {
 	npid        uint16
 	pendingAcks map[uint16]bool // QoS 1 requests answered before their PUBACK
 	deadConn    bool            // the reader saw the end of the connection
+
+	// holdAcks (set by Provision only) makes the PUBACK of a matched
+	// answer wait for the next write (the poll or DISCONNECT that follows
+	// at once), so both leave in one write; wait flushes it before any
+	// non-zero sleep, so it is never held across a retry-after.
+	holdAcks bool
+	held     []packets.Packet // acknowledgements not yet written, in order
 }
 
 type incoming struct {
@@ -176,9 +183,36 @@ func (s *Session) Next(ctx context.Context) (packets.Packet, error) {
 // AllowInvalid: typed packets with illegal fields and packets.Raw go out as
 // given). The write is bounded by ctx.
 func (s *Session) Send(ctx context.Context, p packets.Packet) error {
-	b, err := packets.Encode(nil, p, packets.EncodeOptions{AllowInvalid: true})
-	if err != nil {
-		return fmt.Errorf("device: encoding %s: %w", p.Type(), err)
+	return s.send(ctx, p)
+}
+
+// flushHeld writes the held acknowledgements, if any.
+func (s *Session) flushHeld(ctx context.Context) error {
+	if len(s.held) == 0 {
+		return nil
+	}
+	return s.send(ctx, nil)
+}
+
+// send writes the held acknowledgements and then p (when not nil) in one
+// write.
+func (s *Session) send(ctx context.Context, p packets.Packet) error {
+	held := s.held
+	s.held = nil
+	var b []byte
+	for _, h := range held {
+		var err error
+		if b, err = packets.Encode(b, h, packets.EncodeOptions{AllowInvalid: true}); err != nil {
+			return fmt.Errorf("device: encoding %s: %w", h.Type(), err)
+		}
+	}
+	if p != nil {
+		var err error
+		if b, err = packets.Encode(b, p, packets.EncodeOptions{AllowInvalid: true}); err != nil {
+			return fmt.Errorf("device: encoding %s: %w", p.Type(), err)
+		}
+	} else {
+		p = held[len(held)-1]
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -198,8 +232,13 @@ func (s *Session) Send(ctx context.Context, p packets.Packet) error {
 		return &closedError{err: fmt.Errorf("writing %s: %w", p.Type(), net.ErrClosed)}
 	}
 	stop := context.AfterFunc(ctx, func() { s.setWriteDeadline(time.Unix(1, 0)) })
+	for _, h := range held {
+		if h != p {
+			s.trace(Event{Dir: Sent, Packet: h})
+		}
+	}
 	s.trace(Event{Dir: Sent, Packet: p})
-	_, err = s.conn.Write(b)
+	_, err := s.conn.Write(b)
 	if !stop() && ctx.Err() != nil {
 		err = errors.Join(context.Cause(ctx), err)
 	}
@@ -486,7 +525,12 @@ func (s *Session) await(ctx context.Context, what string, match func(packets.Pac
 			return fmt.Errorf("device: waiting for %s: %w", what, err)
 		}
 		done, merr := match(p)
-		herr := s.housekeeping(ctx, p)
+		var herr error
+		if pub, ok := p.(*packets.Publish); ok && done && merr == nil && s.holdAcks && pub.QoS == 1 && !s.s.Misbehave.NoPuback {
+			s.held = append(s.held, &packets.Puback{PacketID: pub.PacketID})
+		} else {
+			herr = s.housekeeping(ctx, p)
+		}
 		if merr != nil || done {
 			// The answer (or the refusal) is the outcome even when its
 			// PUBACK can no longer be written: the service may close
@@ -529,6 +573,11 @@ func (s *Session) Ping(ctx context.Context) error {
 // wait sleeps d with Config.Sleep, sending PINGREQ every KeepAlive when d is
 // longer, and records the wait in the trace.
 func (s *Session) wait(ctx context.Context, d time.Duration) error {
+	if d > 0 {
+		if err := s.flushHeld(ctx); err != nil {
+			return err
+		}
+	}
 	s.trace(Event{Dir: Waited, Wait: d})
 	for {
 		chunk := d

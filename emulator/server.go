@@ -451,14 +451,34 @@ func (s *Server) serveHTTP(srv *http.Server, l net.Listener, what string) {
 	}
 }
 
-// startAssign runs the assignment of op in the background (Part A §6).
+// syncAssignWait bounds how long a registration answered with retry-after 0
+// waits for its assignment before the 202 goes out.
+const syncAssignWait = 100 * time.Millisecond
+
+// startAssign runs the assignment of op in the background (Part A §6). With
+// retry-after 0 the assignment may complete at once, so the caller (about to
+// send the 202) waits for it a little, up to syncAssignWait: the device's
+// first poll then normally finds it done instead of costing one more round
+// trip. A slow backend (webhook) still answers 202 in bounded time.
 func (s *Server) startAssign(op *operation, att *registry.Attestation, payload json.RawMessage) {
+	done := make(chan struct{})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(done)
 		res, err := s.backend.Assign(s.ctx, att, payload)
 		s.ops.finish(op.id, res, err, s.now())
 	}()
+	if s.retryAfter > 0 {
+		return
+	}
+	t := time.NewTimer(syncAssignWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
 }
 
 // retryAfterParam is the retry-after of 202 answers, -1 (absent) under the
