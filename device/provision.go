@@ -103,7 +103,7 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 		if res.Attempts >= st.MaxAttempts {
 			return limitErrorf("%d register attempts: %w", res.Attempts, statusError("register", resp))
 		}
-		if err := s.retryWait(ctx, resp, &retries); err != nil {
+		if err := s.retryWait(ctx, "register", resp, &retries); err != nil {
 			return err
 		}
 	}
@@ -160,7 +160,7 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 			if res.Polls >= st.MaxPolls {
 				return limitErrorf("%d polls: %w", res.Polls, statusError("poll", resp))
 			}
-			if err := s.retryWait(ctx, resp, &retries); err != nil {
+			if err := s.retryWait(ctx, "poll", resp, &retries); err != nil {
 				return err
 			}
 		}
@@ -173,7 +173,11 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 }
 
 // retryWait waits before re-sending after a 429 or 5xx answer.
-func (s *Session) retryWait(ctx context.Context, resp *Response, retries *int) error {
+//
+// A wait that would outlast ctx's deadline is not started: the answer is
+// returned at once as a *StatusError (wrapping ErrLimit too), so the caller
+// learns it was throttled for d, not merely that its time ran out.
+func (s *Session) retryWait(ctx context.Context, req string, resp *Response, retries *int) error {
 	st := s.s
 	var d time.Duration
 	switch {
@@ -184,6 +188,12 @@ func (s *Session) retryWait(ctx context.Context, resp *Response, retries *int) e
 	default:
 		*retries++
 		d = st.Backoff.Delay(*retries, st.Rand())
+	}
+	if dl, ok := ctx.Deadline(); ok && !st.Misbehave.IgnoreRetryAfter {
+		if left := time.Until(dl); d > left {
+			return limitErrorf("the %s answer asks to retry after %v, beyond the time left (%v): %w",
+				req, d, left.Round(time.Millisecond), statusError(req, resp))
+		}
 	}
 	st.log.Debug("device: retrying", "status", resp.Status, "wait", d)
 	return s.retryAfterWait(ctx, d)

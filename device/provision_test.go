@@ -746,3 +746,33 @@ func TestRequestIDs(t *testing.T) {
 		t.Errorf("UUIDs %q %q", a, b)
 	}
 }
+
+// TestRetryAfterBeyondDeadline: a 429 whose retry-after outlasts the
+// caller's deadline ends at once with that 429 (and ErrLimit), instead of
+// starting a wait that can only end in "context deadline exceeded".
+func TestRetryAfterBeyondDeadline(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		f.accept()
+		p, r := f.request(dps.Register)
+		f.puback(p)
+		f.answer(429, r.RID, 60, `{"errorCode":429001,"message":"throttled"}`, 0)
+		f.expectDisconnect()
+	})
+	ctx, cancel := context.WithTimeout(ctxT(t), 20*time.Second)
+	defer cancel()
+	_, err := Provision(ctx, cfg)
+	h.wait()
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != 429 || se.Request != "register" || se.RetryAfter != time.Minute || !errors.Is(err, ErrLimit) {
+		t.Fatalf("err = %v, want register StatusError 429 retry-after 1m and ErrLimit", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v: the deadline was not reached, the wait was refused", err)
+	}
+	if !strings.Contains(err.Error(), "retry after 1m0s") {
+		t.Errorf("err = %q, want the retry-after named", err)
+	}
+	if got := h.clock.Sleeps(); len(got) != 0 {
+		t.Errorf("slept %v before giving up", got)
+	}
+}
