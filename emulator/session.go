@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
@@ -77,7 +78,14 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport stri
 	defer ss.returnReadBuf()
 	reason := ss.run(ctx)
 	if !s.logOff {
-		ss.log.Debug("connection closed", "reason", reason)
+		// A close the emulator decided (a refusal, a protocol violation, a
+		// limit) is what an operator looks for: info. The ordinary ends
+		// (DISCONNECT, the device or the server closing, I/O) stay debug.
+		if refusal(reason) {
+			ss.log.Info("connection closed by the emulator", "reason", reason)
+		} else {
+			ss.log.Debug("connection closed", "reason", reason)
+		}
 	}
 }
 
@@ -721,4 +729,15 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 		res.DeviceID, res.CreatedDateTimeUTC, res.LastUpdatedDateTimeUTC, res.Substatus, res.ETag = "", "", "", "", ""
 	}
 	return s.statusAnswer(200, -1, dps.RegistrationOperationStatus{OperationID: operationID, Status: res.Status, RegistrationState: &res})
+}
+
+// refusal reports whether a session's end reason is the emulator refusing
+// something, rather than an ordinary end of the connection.
+func refusal(reason string) bool {
+	for _, ordinary := range []string{"device sent DISCONNECT", "device closed the connection", "server closing", "read: ", "write", "timeout: "} {
+		if strings.HasPrefix(reason, ordinary) {
+			return false
+		}
+	}
+	return reason != ""
 }
