@@ -44,7 +44,7 @@ func FuzzRedactPassword(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pw string) {
 		out := redactPassword([]byte(pw))
 		if !strings.HasPrefix(pw, dps.SASPrefix) {
-			if want := fmt.Sprintf("<redacted %d bytes>", len(pw)); out != want {
+			if want := fmt.Sprintf("[redacted %d bytes]", len(pw)); out != want {
 				t.Fatalf("non-SAS password shown as %q, want %q", out, want)
 			}
 			return
@@ -59,7 +59,7 @@ func FuzzRedactPassword(f *testing.F) {
 		var sigs, rest []string
 		for _, f := range strings.Split(out[len(dps.SASPrefix):], "&") {
 			if k, v, ok := strings.Cut(f, "="); ok && strings.EqualFold(k, "sig") {
-				if v != "<redacted>" {
+				if v != "[redacted]" {
 					t.Fatalf("sig field %q not redacted in %q", f, out)
 				}
 				sigs = append(sigs, f)

@@ -729,10 +729,10 @@ func TestRedaction(t *testing.T) {
 	if strings.Contains(line, sigEnc) || strings.Contains(line, parsed.Signature) {
 		t.Errorf("signature in %q", line)
 	}
-	if !strings.Contains(line, "sig=<redacted>") || !strings.Contains(line, "se=1578941692") {
+	if !strings.Contains(line, "sig=[redacted]") || !strings.Contains(line, "se=1578941692") {
 		t.Errorf("line = %q", line)
 	}
-	if got := redactPassword([]byte("hunter2")); got != "<redacted 7 bytes>" {
+	if got := redactPassword([]byte("hunter2")); got != "[redacted 7 bytes]" {
 		t.Errorf("plain password: %q", got)
 	}
 }

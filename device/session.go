@@ -634,13 +634,13 @@ func redactPassword(pw []byte) string {
 	}
 	s := string(pw)
 	if !strings.HasPrefix(s, dps.SASPrefix) {
-		return fmt.Sprintf("<redacted %d bytes>", len(pw))
+		return fmt.Sprintf("[redacted %d bytes]", len(pw))
 	}
 	rest := s[len(dps.SASPrefix):]
 	fields := strings.Split(rest, "&")
 	for i, f := range fields {
 		if k, _, ok := strings.Cut(f, "="); ok && strings.EqualFold(k, "sig") {
-			fields[i] = k + "=<redacted>"
+			fields[i] = k + "=[redacted]"
 		}
 	}
 	return dps.SASPrefix + strings.Join(fields, "&")

@@ -49,7 +49,7 @@ func TestProvisionEmulator(t *testing.T) {
 			wantStatus: dps.StatusAssigned, wantID: emulatortest.SymDeviceID},
 		{name: "group key wss verbose", args: []string{"--target", e.WSURL, "--registration-id", "cli-group-dev", "--group-key", emulatortest.SymGroupKey, "--verbose", "--payload", `{"modelId":"dtmi:x;1"}`},
 			wantStatus: dps.StatusAssigned, wantID: "cli-group-dev",
-			wantStderr: []string{"sent CONNECT", "sig=<redacted>", "waited 1s", `"payload":{"modelId":"dtmi:x;1"}`, "sent DISCONNECT"},
+			wantStderr: []string{"sent CONNECT", "sig=[redacted]", "waited 1s", `"payload":{"modelId":"dtmi:x;1"}`, "sent DISCONNECT"},
 			notStderr:  []string{emulatortest.SymGroupKey}},
 		{name: "x509 cert files", args: []string{"--target", mqtts, "--cert", certFile, "--key", keyFile},
 			wantStatus: dps.StatusAssigned, wantID: emulatortest.X509DeviceID},
