@@ -41,6 +41,15 @@ type Capture struct {
 	// Warnings are problems with the file that did not stop decoding: a
 	// truncated last record, frames of unsupported link types, ...
 	Warnings []string
+	// Incomplete, when not empty, says why the file was not read to its
+	// end (a cut-off last block, or a corrupt block length): what follows
+	// was not decoded. It is also one of the Warnings.
+	Incomplete string
+	// TCPServerPorts are the server ports of the TCP connections seen in
+	// the capture, MQTT or not, sorted (at most 64): the server port is
+	// the destination of a SYN, or for a connection seen mid-stream the
+	// lower port. With no Conversations they hint at a --port to give.
+	TCPServerPorts []uint16
 }
 
 // Conversation is one TCP connection carrying MQTT, decoded.

@@ -3,6 +3,7 @@ package tracer
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -58,6 +59,9 @@ type Options struct {
 	OnPacket func(*Conversation, *Packet)
 }
 
+// ErrIsDirectory is returned by DecodeFile for a directory.
+var ErrIsDirectory = errors.New("is a directory, not a capture file")
+
 // DecodeFile decodes the pcap or pcapng file at path.
 func DecodeFile(path string, o Options) (*Capture, error) {
 	f, err := os.Open(path)
@@ -65,6 +69,9 @@ func DecodeFile(path string, o Options) (*Capture, error) {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("%s: %w", path, ErrIsDirectory)
+	}
 	c, err := Decode(f, o)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -102,7 +109,39 @@ func Decode(r io.Reader, o Options) (*Capture, error) {
 	}
 	c.Conversations = d.finish()
 	c.Warnings = append(c.Warnings, d.warnings()...)
+	c.TCPServerPorts = d.serverPorts()
 	return c, nil
+}
+
+// maxSeenPorts bounds the server ports remembered for Capture.TCPServerPorts.
+const maxSeenPorts = 64
+
+// seePort remembers the server port of segment s.
+func (d *decoder) seePort(s *segInfo) {
+	p := s.dst.Port()
+	if !s.syn || s.ackf {
+		if s.syn {
+			p = s.src.Port()
+		} else {
+			p = min(s.src.Port(), s.dst.Port())
+		}
+	}
+	if d.seenPorts == nil {
+		d.seenPorts = map[uint16]bool{}
+	}
+	if len(d.seenPorts) < maxSeenPorts || d.seenPorts[p] {
+		d.seenPorts[p] = true
+	}
+}
+
+// serverPorts are the ports seePort remembered, sorted.
+func (d *decoder) serverPorts() []uint16 {
+	out := make([]uint16, 0, len(d.seenPorts))
+	for p := range d.seenPorts {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // readFrames reads every frame of src into d.frame, counting them in c,
@@ -117,6 +156,7 @@ func readFrames(src source, c *Capture, d *decoder, keys func(*tlstrace.KeyLog))
 		if err != nil {
 			if w, ok := err.(truncatedError); ok {
 				c.Warnings = append(c.Warnings, w.Error())
+				c.Incomplete = w.Error()
 				return nil
 			}
 			return err
@@ -149,19 +189,20 @@ const (
 
 // decoder holds the flow table of a capture.
 type decoder struct {
-	o        Options
-	max      int
-	ports    map[uint16]portKind
-	flows    map[flowKey]*tcpFlow
-	done     []*Conversation
-	ip4      layers.IPv4
-	ip6      layers.IPv6
-	tcp      layers.TCP
-	warnOnce map[string]int
-	keyLog   *tlstrace.KeyLog    // Options.KeyLog plus pcapng Decryption Secrets Blocks
-	emit     func(*segInfo)      // receives the parsed TCP segments
-	deliver  func(*Conversation) // Options.OnConversation, numbering
-	seg      segInfo             // the segment being emitted (reused)
+	o         Options
+	max       int
+	ports     map[uint16]portKind
+	flows     map[flowKey]*tcpFlow
+	done      []*Conversation
+	ip4       layers.IPv4
+	ip6       layers.IPv6
+	tcp       layers.TCP
+	warnOnce  map[string]int
+	keyLog    *tlstrace.KeyLog    // Options.KeyLog plus pcapng Decryption Secrets Blocks
+	seenPorts map[uint16]bool     // server ports of the TCP segments (seePort)
+	emit      func(*segInfo)      // receives the parsed TCP segments
+	deliver   func(*Conversation) // Options.OnConversation, numbering
+	seg       segInfo             // the segment being emitted (reused)
 
 	// MQTT decoding state shared by the flows (one goroutine per decoder).
 	onPacket func(*Conversation, *Packet)              // Options.OnPacket (serialised)
@@ -275,6 +316,7 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 		seq: t.Seq, ack: t.Ack, syn: t.SYN, ackf: t.ACK, fin: t.FIN, rst: t.RST,
 		payload: t.Payload,
 	}
+	d.seePort(&d.seg)
 	d.emit(&d.seg)
 }
 

@@ -157,5 +157,6 @@ func decodeSharded(src source, o Options) (*Capture, error) {
 	}
 	c.Conversations = convs
 	c.Warnings = append(c.Warnings, reader.warnings()...)
+	c.TCPServerPorts = reader.serverPorts()
 	return c, nil
 }

@@ -239,6 +239,30 @@ func ngName(t uint32) string {
 	return fmt.Sprintf("type %#x", t)
 }
 
+// plausibleEnd looks, in the bytes rest of a block whose length field
+// claims more than the file holds (rest starts at block offset skip), for
+// the real end of the block: a block length p whose trailing copy sits at
+// p-4, followed by the header of a known block type with a sane length.
+// It tells a corrupt length field from a file cut off inside its last
+// block.
+func (s *ngSource) plausibleEnd(rest []byte, skip int) (p int, next uint32, ok bool) {
+	for p = 12; p-skip+8 <= len(rest); p += 4 {
+		i := p - skip
+		if i < 4 || s.bo.Uint32(rest[i-4:]) != uint32(p) {
+			continue
+		}
+		typ, l := s.bo.Uint32(rest[i:]), s.bo.Uint32(rest[i+4:])
+		if binary.BigEndian.Uint32(rest[i:]) == 0x0a0d0d0a {
+			typ = 0x0a0d0d0a
+		}
+		if _, known := ngBlockNames[typ]; !known || l < 12 || l%4 != 0 || l > maxRecord {
+			continue
+		}
+		return p, typ, true
+	}
+	return 0, 0, false
+}
+
 func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 	for {
 		off := s.r.n
@@ -287,6 +311,9 @@ func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 		}
 		body, m, err := s.r.read(bodyLen - read + 4)
 		if err != nil {
+			if p, next, ok := s.plausibleEnd(body[:m], 8+read); ok {
+				return nil, time.Time{}, 0, truncatedError{fmt.Sprintf("%s at byte offset %d: corrupt block total length %d (the file has only %d bytes left; the block seems to be %d bytes, followed by a plausible %s at byte offset %d); the rest of the file is not decoded", where, off, total, m+8+read, p, ngName(next), off+int64(p))}
+			}
 			if typ == 6 || typ == 3 || typ == 2 {
 				return nil, time.Time{}, 0, truncatedError{fmt.Sprintf("%s at byte offset %d: truncated (%d of %d bytes); ignored", where, off, m+8+read, total)}
 			}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -151,5 +153,46 @@ func TestDecodeLargeRecords(t *testing.T) {
 	}
 	if g, w := render(got), render(want); g != w || len(want.Conversations[0].Packets) != 2 {
 		t.Errorf("decoded\n%s\nwant (2 packets)\n%s", g, w)
+	}
+}
+
+// TestDecodeCorruptLength checks that a pcapng block whose length field is
+// corrupt in the middle of the file is called corrupt, at its offset, and
+// not "truncated"; and that both mark the capture Incomplete.
+func TestDecodeCorruptLength(t *testing.T) {
+	_, ng := validCaptures(t)
+	// Walk to the fourth block (the second EPB: SHB, IDB, EPB, EPB, ...).
+	off := 0
+	for range 3 {
+		off += int(binary.LittleEndian.Uint32(ng[off+4:]))
+	}
+	realLen := int(binary.LittleEndian.Uint32(ng[off+4:]))
+	bad := bytes.Clone(ng)
+	binary.LittleEndian.PutUint32(bad[off+4:], 16711772)
+	c, err := Decode(bytes.NewReader(bad), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("pcapng block 4 (Enhanced Packet Block) at byte offset %d: corrupt block total length 16711772 (the file has only %d bytes left; the block seems to be %d bytes, followed by a plausible Enhanced Packet Block at byte offset %d)",
+		off, len(ng)-off, realLen, off+realLen)
+	if !strings.HasPrefix(c.Incomplete, want) {
+		t.Errorf("Incomplete %q\nwant prefix %q", c.Incomplete, want)
+	}
+	if c.Frames != 1 {
+		t.Errorf("%d frames before the corrupt block, want 1", c.Frames)
+	}
+	cut, err := Decode(bytes.NewReader(ng[:len(ng)-3]), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cut.Incomplete, ": truncated (") {
+		t.Errorf("cut-off file: Incomplete %q, want truncated", cut.Incomplete)
+	}
+	whole, err := Decode(bytes.NewReader(ng), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.Incomplete != "" || !slices.Equal(whole.TCPServerPorts, []uint16{1883}) {
+		t.Errorf("whole file: Incomplete %q, TCPServerPorts %v (want 1883)", whole.Incomplete, whole.TCPServerPorts)
 	}
 }

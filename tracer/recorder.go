@@ -129,7 +129,10 @@ type Recorder struct {
 	// deferred are TLS-layer connections with reads not yet recorded.
 	deferred map[*recConn]bool
 	klLine   []byte // partial key log line
-	sbuf     gopacket.SerializeBuffer
+	// at, when set, is the timestamp of the frames being written (a
+	// deferred read's time) instead of now().
+	at   time.Time
+	sbuf gopacket.SerializeBuffer
 }
 
 // NewRecorder starts a pcapng capture on w: a section header with

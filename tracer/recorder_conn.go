@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
+	"time"
 )
 
 // ConnOptions describe a connection given to Recorder.Wrap.
@@ -117,10 +119,17 @@ type recConn struct {
 	f          *Flow
 	side       Side
 	deferReads bool
-	// pending are the peer's bytes read but not yet recorded (deferReads),
-	// and whether the peer's FIN followed them. Guarded by f.r.mu.
-	pending    []byte
-	pendingFIN bool
+	// pending are the peer's reads not yet recorded (deferReads), each
+	// with the time it returned, in order. Guarded by f.r.mu.
+	pending []pendingRead
+}
+
+// pendingRead is one deferred Read: its bytes, whether the peer's FIN
+// (io.EOF) came with it, and when it returned.
+type pendingRead struct {
+	data []byte
+	fin  bool
+	at   time.Time
 }
 
 // Read reads from the connection and records the bytes as sent by the peer;
@@ -133,8 +142,9 @@ func (c *recConn) Read(b []byte) (int, error) {
 		r := c.f.r
 		r.mu.Lock()
 		if !r.closed {
-			c.pending = append(c.pending, b[:n]...)
-			c.pendingFIN = c.pendingFIN || eof
+			// The read time is kept so the frames carry it, however late
+			// they are written.
+			c.pending = append(c.pending, pendingRead{data: slices.Clone(b[:n]), fin: eof, at: r.now()})
 			r.deferred[c] = true
 		}
 		r.mu.Unlock()
@@ -160,16 +170,22 @@ func (c *recConn) flushPending() {
 	r.flushConn(c)
 }
 
-// flushConn records c's deferred reads; r.mu is held.
+// flushConn records c's deferred reads with the times they returned, so
+// the frames are written after the key log blocks that precede them but
+// keep their original timestamps; r.mu is held.
 func (r *Recorder) flushConn(c *recConn) {
-	if len(c.pending) > 0 {
-		r.fail(c.f.sendLocked(c.side.peer(), c.pending, SegOpts{}))
-		c.pending = c.pending[:0]
+	defer func() { r.at = time.Time{} }()
+	for _, p := range c.pending {
+		r.at = p.at
+		if len(p.data) > 0 {
+			r.fail(c.f.sendLocked(c.side.peer(), p.data, SegOpts{}))
+		}
+		if p.fin {
+			r.fail(c.f.finLocked(c.side.peer()))
+		}
 	}
-	if c.pendingFIN {
-		r.fail(c.f.finLocked(c.side.peer()))
-		c.pendingFIN = false
-	}
+	clear(c.pending)
+	c.pending = c.pending[:0]
 	delete(r.deferred, c)
 }
 

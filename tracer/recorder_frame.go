@@ -103,6 +103,10 @@ func (f *Flow) frame(from Side, flags tcpFlags, seq, ack uint32, payload []byte)
 	if len(data) > r.snapLen {
 		data = data[:r.snapLen]
 	}
-	r.fail(r.pw.writeEPB(r.now(), data, orig, f.comment))
+	ts := r.at
+	if ts.IsZero() {
+		ts = r.now()
+	}
+	r.fail(r.pw.writeEPB(ts, data, orig, f.comment))
 	f.comment = ""
 }

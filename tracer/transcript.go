@@ -3,6 +3,7 @@ package tracer
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -79,7 +80,30 @@ func writeConversation(w *bufio.Writer, c *Conversation, o TranscriptOptions) {
 	}
 	w.WriteString("\n")
 
-	// Merge packets, gaps and problems by frame (stable: packets first).
+	merged := mergeEvents(c)
+	var st dpsState
+	for _, e := range merged {
+		switch {
+		case e.gap != nil:
+			fmt.Fprintf(w, "  %s #%d GAP %d bytes missing at stream offset %d\n", dirArrow(e.gap.Dir), e.gap.Frame, e.gap.Len, e.gap.Offset)
+		case e.prob != nil:
+			fmt.Fprintf(w, "  %s #%d ! [%s] %s (offset %d)\n", dirArrow(e.prob.Dir), e.prob.Frame, e.prob.Clause, e.prob.Msg, e.prob.Offset)
+		default:
+			p := e.pkt
+			fmt.Fprintf(w, "%s %s #%d %s\n", relTime(c.Start, p.Time), dirArrow(p.Dir), p.Frame, describe(p, &st, o))
+			for _, v := range p.Violations {
+				fmt.Fprintf(w, "  ! [%s] %s\n", v.Clause, v.Msg)
+			}
+			if n := dpsNote(p); n != "" {
+				fmt.Fprintf(w, "  ! [DPS] %s (DPS-level finding, not counted by --check)\n", n)
+			}
+		}
+	}
+}
+
+// mergeEvents lists the packets, gaps and problems of c by frame (stable:
+// gaps and problems of a frame before its packets).
+func mergeEvents(c *Conversation) []transcriptEvent {
 	events := make([]transcriptEvent, 0, len(c.Packets)+len(c.Gaps)+len(c.Problems))
 	for i := range c.Packets {
 		events = append(events, transcriptEvent{frame: c.Packets[i].Frame, pkt: &c.Packets[i]})
@@ -104,21 +128,7 @@ func writeConversation(w *bufio.Writer, c *Conversation, o TranscriptOptions) {
 		merged = append(merged, transcriptEvent{frame: c.Problems[pi].Frame, prob: &c.Problems[pi]})
 	}
 
-	var st dpsState
-	for _, e := range merged {
-		switch {
-		case e.gap != nil:
-			fmt.Fprintf(w, "  %s #%d GAP %d bytes missing at stream offset %d\n", dirArrow(e.gap.Dir), e.gap.Frame, e.gap.Len, e.gap.Offset)
-		case e.prob != nil:
-			fmt.Fprintf(w, "  %s #%d ! [%s] %s (offset %d)\n", dirArrow(e.prob.Dir), e.prob.Frame, e.prob.Clause, e.prob.Msg, e.prob.Offset)
-		default:
-			p := e.pkt
-			fmt.Fprintf(w, "%s %s #%d %s\n", relTime(c.Start, p.Time), dirArrow(p.Dir), p.Frame, describe(p, &st, o))
-			for _, v := range p.Violations {
-				fmt.Fprintf(w, "  ! [%s] %s\n", v.Clause, v.Msg)
-			}
-		}
-	}
+	return merged
 }
 
 func tlsSummary(t *tlstrace.Facts) string {
@@ -256,6 +266,19 @@ func describe(p *Packet, st *dpsState, o TranscriptOptions) string {
 	return b.String()
 }
 
+// dpsNote is a DPS-level finding about packet p, or "": a request topic
+// with "?rid=" where DPS wants "?$rid=" (dps.ErrRIDWithoutDollar).
+func dpsNote(p *Packet) string {
+	q, ok := p.Packet.(*packets.Publish)
+	if !ok || p.Dir != ClientToServer {
+		return ""
+	}
+	if _, err := dps.ParseRequestTopic(string(q.Topic)); errors.Is(err, dps.ErrRIDWithoutDollar) {
+		return `request topic has "rid" without "$": DPS expects "?$rid="`
+	}
+	return ""
+}
+
 func describePublish(b *strings.Builder, p *Packet, q *packets.Publish, st *dpsState) {
 	topic := string(q.Topic)
 	flags := fmt.Sprintf(" qos=%d", q.QoS)
@@ -294,6 +317,10 @@ func describePublish(b *strings.Builder, p *Packet, q *packets.Publish, st *dpsS
 		if r.HasRetryAfter {
 			fmt.Fprintf(b, " retry-after=%d", int(r.RetryAfter/time.Second))
 		}
+		var eb dps.ErrorBody
+		if r.Status >= 400 && json.Unmarshal(q.Payload, &eb) == nil && (eb.ErrorCode != 0 || eb.Message != "") {
+			fmt.Fprintf(b, " errorCode=%d message=%q", eb.ErrorCode, eb.Message)
+		}
 		var body dps.RegistrationOperationStatus
 		if (r.Status == 200 || r.Status == 202) && json.Unmarshal(q.Payload, &body) == nil {
 			if body.OperationID != "" {
@@ -312,90 +339,184 @@ func describePublish(b *strings.Builder, p *Packet, q *packets.Publish, st *dpsS
 	fmt.Fprintf(b, " topic=%s%s", printable(q.Topic), flags)
 }
 
+// jsonTime is the fixed-precision timestamp of the JSON transcript:
+// RFC 3339 in UTC with 6 fractional digits.
+const jsonTime = "2006-01-02T15:04:05.000000Z07:00"
+
 // jsonPacket is one line of the JSON transcript (ARCHITECTURE.md §3).
 type jsonPacket struct {
-	TS             string   `json:"ts"`
-	Flow           int      `json:"flow"`
-	Frame          int      `json:"frame"`
-	Dir            string   `json:"dir"`
-	Type           string   `json:"type"`
-	ClientID       *string  `json:"clientId,omitempty"`
-	Username       *string  `json:"username,omitempty"`
-	CleanSession   *bool    `json:"cleanSession,omitempty"`
-	KeepAlive      *uint16  `json:"keepAlive,omitempty"`
-	Topic          *string  `json:"topic,omitempty"`
-	QoS            *byte    `json:"qos,omitempty"`
-	PacketID       *uint16  `json:"packetId,omitempty"`
-	ReturnCode     *byte    `json:"returnCode,omitempty"`
-	SessionPresent *bool    `json:"sessionPresent,omitempty"`
-	GrantedQoS     []int    `json:"grantedQoS,omitempty"`
-	PayloadLen     *int     `json:"payloadLen,omitempty"`
-	Violations     []string `json:"violations,omitempty"`
+	TS             string       `json:"ts"`
+	Flow           int          `json:"flow"`
+	Frame          int          `json:"frame"`
+	Dir            string       `json:"dir"`
+	Type           string       `json:"type"`
+	ClientID       *string      `json:"clientId,omitempty"`
+	Username       *string      `json:"username,omitempty"`
+	CleanSession   *bool        `json:"cleanSession,omitempty"`
+	KeepAlive      *uint16      `json:"keepAlive,omitempty"`
+	Topic          *string      `json:"topic,omitempty"`
+	QoS            *byte        `json:"qos,omitempty"`
+	Filters        []jsonFilter `json:"filters,omitempty"`
+	Topics         []string     `json:"topics,omitempty"`
+	PacketID       *uint16      `json:"packetId,omitempty"`
+	ReturnCode     *byte        `json:"returnCode,omitempty"`
+	SessionPresent *bool        `json:"sessionPresent,omitempty"`
+	GrantedQoS     []int        `json:"grantedQoS,omitempty"`
+	PayloadLen     *int         `json:"payloadLen,omitempty"`
+	Violations     []string     `json:"violations,omitempty"`
+}
+
+// jsonFilter is one topic filter of a SUBSCRIBE with its requested QoS.
+type jsonFilter struct {
+	Topic string `json:"topic"`
+	QoS   byte   `json:"qos"`
+}
+
+// jsonConversation is the object that starts each conversation.
+type jsonConversation struct {
+	TS          string   `json:"ts"`
+	Flow        int      `json:"flow"`
+	Type        string   `json:"type"` // "conversation"
+	Client      string   `json:"client"`
+	Server      string   `json:"server"`
+	Transport   string   `json:"transport"`
+	MQTTVersion int      `json:"mqttVersion,omitempty"`
+	MidStream   bool     `json:"midStream,omitempty"`
+	TLS         *jsonTLS `json:"tls,omitempty"`
+	Packets     int      `json:"packets"`
+}
+
+// jsonTLS is what the TLS layer of a conversation showed.
+type jsonTLS struct {
+	Version     string `json:"version,omitempty"`
+	Suite       string `json:"suite,omitempty"`
+	SNI         string `json:"sni,omitempty"`
+	KeyLogFound bool   `json:"keyLogFound"`
+	Decrypted   bool   `json:"decrypted"`
+}
+
+// jsonEvent is a gap, a problem or a capture warning.
+type jsonEvent struct {
+	Flow    int    `json:"flow,omitempty"`
+	Frame   int    `json:"frame,omitempty"`
+	Dir     string `json:"dir,omitempty"`
+	Type    string `json:"type"` // "gap", "problem" or "warning"
+	Offset  *int64 `json:"offset,omitempty"`
+	Bytes   int    `json:"bytes,omitempty"`
+	Clause  string `json:"clause,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }
 
-// WriteJSON writes one JSON object per MQTT packet, one per line, with the
-// fields of ARCHITECTURE.md §3 (ts, flow, dir, type and the type's fields).
-// Passwords are never written.
+// WriteJSON writes one JSON object per line: a "warning" object per
+// capture warning, then for each conversation a "conversation" object
+// (endpoints, transport, MQTT version, TLS facts, packet count) followed
+// by its MQTT packets (the fields of ARCHITECTURE.md §3: ts, flow, dir,
+// type and the type's fields) and its "gap" and "problem" objects, in
+// frame order. Passwords are never written.
 func WriteJSON(w io.Writer, c *Capture, o TranscriptOptions) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
+	for _, wr := range c.Warnings {
+		if err := enc.Encode(jsonEvent{Type: "warning", Message: wr}); err != nil {
+			return err
+		}
+	}
 	for _, cv := range c.Conversations {
-		for i := range cv.Packets {
-			p := &cv.Packets[i]
-			j := jsonPacket{TS: p.Time.UTC().Format(time.RFC3339Nano), Flow: cv.ID, Frame: p.Frame, Dir: p.Dir.String(), Type: p.Packet.Type().String()}
-			if p.V5 != nil {
-				j.Type = p.V5.PacketType()
+		h := jsonConversation{TS: cv.Start.UTC().Format(jsonTime), Flow: cv.ID, Type: "conversation",
+			Client: cv.Client.String(), Server: cv.Server.String(), Transport: cv.Transport,
+			MQTTVersion: cv.MQTTVersion, MidStream: cv.MidStream, Packets: len(cv.Packets)}
+		if t := cv.TLS; t != nil {
+			h.TLS = &jsonTLS{SNI: t.SNI, KeyLogFound: t.KeyLogFound, Decrypted: t.Decrypted}
+			if t.Version != 0 {
+				h.TLS.Version = tlstrace.VersionName(t.Version)
 			}
-			switch q := p.Packet.(type) {
-			case *packets.Connect:
-				j.ClientID = ptr(string(q.ClientID))
-				if q.Username != nil {
-					j.Username = ptr(string(q.Username))
-				}
-				j.CleanSession, j.KeepAlive = ptr(q.CleanSession), ptr(q.KeepAlive)
-			case *packets.Connack:
-				j.ReturnCode, j.SessionPresent = ptr(byte(q.ReturnCode)), ptr(q.SessionPresent)
-			case *packets.Publish:
-				j.Topic, j.QoS, j.PayloadLen = ptr(string(q.Topic)), ptr(q.QoS), ptr(len(q.Payload))
-				if q.QoS > 0 {
-					j.PacketID = ptr(q.PacketID)
-				}
-			case *packets.Puback:
-				j.PacketID = ptr(q.PacketID)
-			case *packets.Pubrec:
-				j.PacketID = ptr(q.PacketID)
-			case *packets.Pubrel:
-				j.PacketID = ptr(q.PacketID)
-			case *packets.Pubcomp:
-				j.PacketID = ptr(q.PacketID)
-			case *packets.Subscribe:
-				j.PacketID = ptr(q.PacketID)
-				if len(q.Subscriptions) > 0 {
-					j.Topic, j.QoS = ptr(string(q.Subscriptions[0].Filter)), ptr(q.Subscriptions[0].QoS)
-				}
-			case *packets.Suback:
-				j.PacketID = ptr(q.PacketID)
-				j.GrantedQoS = make([]int, len(q.ReturnCodes))
-				for i, c := range q.ReturnCodes {
-					j.GrantedQoS[i] = int(c)
-				}
-			case *packets.Unsubscribe:
-				j.PacketID = ptr(q.PacketID)
-			case *packets.Unsuback:
-				j.PacketID = ptr(q.PacketID)
+			if t.Suite != 0 {
+				h.TLS.Suite = tlstrace.SuiteName(t.Suite)
 			}
-			for _, v := range p.Violations {
-				j.Violations = append(j.Violations, v.Clause+": "+v.Msg)
+		}
+		if err := enc.Encode(h); err != nil {
+			return err
+		}
+		for _, e := range mergeEvents(cv) {
+			var v any
+			switch {
+			case e.gap != nil:
+				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len}
+			case e.prob != nil:
+				v = jsonEvent{Flow: cv.ID, Frame: e.prob.Frame, Dir: e.prob.Dir.String(), Type: "problem", Offset: ptr(e.prob.Offset), Clause: e.prob.Clause, Message: e.prob.Msg}
+			default:
+				v = jsonOf(cv, e.pkt)
 			}
-			if err := enc.Encode(j); err != nil {
+			if err := enc.Encode(v); err != nil {
 				return err
 			}
 		}
 	}
 	return bw.Flush()
+}
+
+// jsonOf is the JSON object of packet p of conversation cv.
+func jsonOf(cv *Conversation, p *Packet) jsonPacket {
+	j := jsonPacket{TS: p.Time.UTC().Format(jsonTime), Flow: cv.ID, Frame: p.Frame, Dir: p.Dir.String(), Type: p.Packet.Type().String()}
+	if p.V5 != nil {
+		j.Type = p.V5.PacketType()
+	}
+	switch q := p.Packet.(type) {
+	case *packets.Connect:
+		j.ClientID = ptr(string(q.ClientID))
+		if q.Username != nil {
+			j.Username = ptr(string(q.Username))
+		}
+		j.CleanSession, j.KeepAlive = ptr(q.CleanSession), ptr(q.KeepAlive)
+	case *packets.Connack:
+		j.ReturnCode, j.SessionPresent = ptr(byte(q.ReturnCode)), ptr(q.SessionPresent)
+	case *packets.Publish:
+		j.Topic, j.QoS, j.PayloadLen = ptr(string(q.Topic)), ptr(q.QoS), ptr(len(q.Payload))
+		if q.QoS > 0 {
+			j.PacketID = ptr(q.PacketID)
+		}
+	case *packets.Puback:
+		j.PacketID = ptr(q.PacketID)
+	case *packets.Pubrec:
+		j.PacketID = ptr(q.PacketID)
+	case *packets.Pubrel:
+		j.PacketID = ptr(q.PacketID)
+	case *packets.Pubcomp:
+		j.PacketID = ptr(q.PacketID)
+	case *packets.Subscribe:
+		j.PacketID = ptr(q.PacketID)
+		// topic and qos are the first filter's, for compatibility;
+		// filters lists them all.
+		if len(q.Subscriptions) > 0 {
+			j.Topic, j.QoS = ptr(string(q.Subscriptions[0].Filter)), ptr(q.Subscriptions[0].QoS)
+		}
+		for _, sub := range q.Subscriptions {
+			j.Filters = append(j.Filters, jsonFilter{Topic: string(sub.Filter), QoS: sub.QoS})
+		}
+	case *packets.Suback:
+		j.PacketID = ptr(q.PacketID)
+		j.GrantedQoS = make([]int, len(q.ReturnCodes))
+		for i, c := range q.ReturnCodes {
+			j.GrantedQoS[i] = int(c)
+		}
+	case *packets.Unsubscribe:
+		j.PacketID = ptr(q.PacketID)
+		for _, t := range q.Filters {
+			j.Topics = append(j.Topics, string(t))
+		}
+		if len(q.Filters) > 0 {
+			j.Topic = ptr(string(q.Filters[0]))
+		}
+	case *packets.Unsuback:
+		j.PacketID = ptr(q.PacketID)
+	}
+	for _, v := range p.Violations {
+		j.Violations = append(j.Violations, v.Clause+": "+v.Msg)
+	}
+	return j
 }
 
 // CountViolations returns the number of decode violations in the capture:

@@ -3,8 +3,11 @@ package tracer
 import (
 	"bytes"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"golang.org/x/tools/txtar"
 
 	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
 
 func init() {
@@ -149,5 +153,76 @@ func TestTranscriptGolden(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestJSONFields checks what the JSON transcript must not lose: every
+// SUBSCRIBE filter with its QoS, UNSUBSCRIBE topics, a conversation object
+// for a TLS flow that could not be decrypted, and fixed-precision times.
+func TestJSONFields(t *testing.T) {
+	g := newGen(t, linkEthernet)
+	f := g.flow("10.0.0.1:50000", "10.0.0.2:1883")
+	f.handshake()
+	f.send(ClientToServer, enc(t, &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, ClientID: []byte("c")}))
+	f.send(ClientToServer, enc(t, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("a/#"), QoS: 1}, {Filter: []byte("b/+"), QoS: 0}}}))
+	f.send(ClientToServer, enc(t, &packets.Unsubscribe{PacketID: 2, Filters: [][]byte{[]byte("a/#"), []byte("b/+")}}))
+	capt, err := Decode(bytes.NewReader(g.pcapng()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capt.Conversations = append(capt.Conversations, &Conversation{ID: 2, Transport: "mqtts",
+		Client: netip.MustParseAddrPort("10.0.0.1:50001"), Server: netip.MustParseAddrPort("10.0.0.2:8883"),
+		TLS: &tlstrace.Facts{ServerHello: true, Version: 0x0304}})
+	var js bytes.Buffer
+	if err := WriteJSON(&js, capt, TranscriptOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := js.String()
+	for _, want := range []string{
+		`"type":"SUBSCRIBE","topic":"a/#","qos":1,"filters":[{"topic":"a/#","qos":1},{"topic":"b/+","qos":0}]`,
+		`"type":"UNSUBSCRIBE","topic":"a/#","topics":["a/#","b/+"],"packetId":2`,
+		`{"ts":"0001-01-01T00:00:00.000000Z","flow":2,"type":"conversation","client":"10.0.0.1:50001","server":"10.0.0.2:8883","transport":"mqtts","tls":{"version":"TLS 1.3","keyLogFound":false,"decrypted":false},"packets":0}`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("JSON lacks %s\n%s", want, out)
+		}
+	}
+	ts := regexp.MustCompile(`"ts":"[^"]*"`).FindAllString(out, -1)
+	for _, s := range ts {
+		if !regexp.MustCompile(`^"ts":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"$`).MatchString(s) {
+			t.Errorf("timestamp %s is not RFC 3339 with 6 fractional digits", s)
+		}
+	}
+}
+
+// TestTextDPSErrors checks the text transcript of a failed registration:
+// the error body of a 4xx answer, and the "?rid=" typo flagged as a DPS
+// finding that --check does not count.
+func TestTextDPSErrors(t *testing.T) {
+	g := newGen(t, linkEthernet)
+	f := g.flow("10.0.0.1:50000", "10.0.0.2:1883")
+	f.handshake()
+	f.send(ClientToServer, enc(t, &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, ClientID: []byte("c")}))
+	f.send(ClientToServer, enc(t, &packets.Publish{Topic: []byte("$dps/registrations/PUT/iotdps-register/?rid=1"), Payload: []byte("{}")}))
+	f.send(ServerToClient, enc(t, &packets.Publish{Topic: []byte("$dps/registrations/res/401/?$rid=1"),
+		Payload: []byte(`{"errorCode":401002,"trackingId":"t","message":"Invalid certificate.","timestampUtc":"x"}`)}))
+	capt, err := Decode(bytes.NewReader(g.pcapng()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, capt, TranscriptOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		` PUBLISH 401 $rid=1 errorCode=401002 message="Invalid certificate." qos=0`,
+		"\n  ! [DPS] request topic has \"rid\" without \"$\": DPS expects \"?$rid=\" (DPS-level finding, not counted by --check)\n",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+	if n := CountViolations(capt); n != 0 {
+		t.Errorf("CountViolations = %d, want 0 (DPS findings are not decode violations)", n)
 	}
 }

@@ -27,7 +27,10 @@ one JSON object per packet.
 SAS signatures are printed as [redacted] unless --show-secrets is given.
 
 With --check, exits 1 when the capture has decode violations: malformed
-packets, packets that break MQTT 3.1.1 rules, gaps, TLS or WebSocket errors.
+packets, packets that break MQTT 3.1.1 rules, gaps, TLS or WebSocket errors;
+otherwise exits 3 (no verdict) when the file could not be read to its end
+(cut off or corrupt), a TLS connection could not be decrypted, or no MQTT
+conversation was found, and 0 only when everything was decoded cleanly.
 `
 
 // portsFlag collects --port values (repeatable, or comma-separated).
@@ -99,7 +102,7 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 	}
 	capt, err := tracer.DecodeFile(fs.Arg(0), o)
 	if err != nil {
-		if errors.Is(err, tracer.ErrCorrupt) {
+		if errors.Is(err, tracer.ErrCorrupt) || errors.Is(err, tracer.ErrIsDirectory) {
 			return &UsageError{Err: err}
 		}
 		return inputError("", err)
@@ -113,13 +116,50 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return envErrorf("writing the transcript: %v", err)
 	}
+	if len(capt.Conversations) == 0 {
+		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
+	}
 	if check {
 		if n := tracer.CountViolations(capt); n > 0 {
 			fmt.Fprintf(env.Stderr, "%s trace: %d decode violations\n", progName, n)
 			return &NonConformantError{MustFindings: n}
 		}
+		if why := noVerdict(capt); why != "" {
+			return envErrorf("no verdict: %s", why)
+		}
 	}
 	return nil
+}
+
+// noMQTTHint says which TCP connections the capture had when none carried
+// MQTT the tracer recognised.
+func noMQTTHint(c *tracer.Capture) string {
+	if len(c.TCPServerPorts) == 0 {
+		return fmt.Sprintf("no MQTT conversation found: no TCP connection in %d frames", c.Frames)
+	}
+	ports := make([]string, len(c.TCPServerPorts))
+	for i, p := range c.TCPServerPorts {
+		ports[i] = strconv.Itoa(int(p))
+	}
+	return fmt.Sprintf("no MQTT conversation found; TCP connections to server port %s seen: if one carries plaintext MQTT, use --port N", strings.Join(ports, ", "))
+}
+
+// noVerdict is why --check cannot call the capture conformant although it
+// found no violation: the file was not read to its end, a TLS connection
+// could not be decrypted, or no MQTT was found. "" when there is a verdict.
+func noVerdict(c *tracer.Capture) string {
+	if c.Incomplete != "" {
+		return "the capture was not read to its end: " + c.Incomplete
+	}
+	if len(c.Conversations) == 0 {
+		return "no MQTT conversation found"
+	}
+	for _, cv := range c.Conversations {
+		if cv.TLS != nil && !cv.TLS.Decrypted {
+			return fmt.Sprintf("conversation %d (%v → %v) is TLS and was not decrypted (give --keylog FILE)", cv.ID, cv.Client, cv.Server)
+		}
+	}
+	return ""
 }
 
 // inputError classifies a file that cannot be read: missing or unreadable

@@ -25,6 +25,8 @@ import (
 //	badlen.pcapng     a block whose total length is not a multiple of 4
 //	short.pcap        a pcap file header cut after 10 bytes
 //	truncated.pcap    dps.pcapng's first frames as pcap, last record cut short
+//	unknownport.pcapng  MQTT without a CONNECT on port 7000 (not recognised)
+//	corruptlen.pcapng dps.pcapng with its fourth block's length corrupted
 func TestTraceScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:           "testdata/trace",
@@ -106,6 +108,27 @@ func writeTraceCaptures(dir string) error {
 	if err := recordFlow(filepath.Join(dir, "violation.pcapng"), "192.0.2.10:50124", "192.0.2.1:1884", func(f *tracer.Flow) error {
 		return f.Send(tracer.Client, []byte{0x10, 0x0d, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 30, 0, 1, 'x'}, tracer.SegOpts{})
 	}); err != nil {
+		return err
+	}
+	// unknownport.pcapng: MQTT on port 7000 that does not start with a
+	// CONNECT, so it is not sniffed.
+	if err := recordFlow(filepath.Join(dir, "unknownport.pcapng"), "192.0.2.10:50125", "192.0.2.1:7000", func(f *tracer.Flow) error {
+		return f.Send(tracer.Client, encodeAll(&packets.Publish{Topic: []byte("a/b"), Payload: []byte("x")}), tracer.SegOpts{})
+	}); err != nil {
+		return err
+	}
+	// corruptlen.pcapng: dps.pcapng with the length field of its fourth
+	// block (the second frame) corrupted.
+	ng, err := os.ReadFile(dpsPath)
+	if err != nil {
+		return err
+	}
+	off := 0
+	for range 3 {
+		off += int(binary.LittleEndian.Uint32(ng[off+4:]))
+	}
+	binary.LittleEndian.PutUint32(ng[off+4:], 16711772)
+	if err := os.WriteFile(filepath.Join(dir, "corruptlen.pcapng"), ng, 0o644); err != nil {
 		return err
 	}
 	badbom := []byte{0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 'A', 'B', 'C', 'D'}

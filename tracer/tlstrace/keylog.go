@@ -131,6 +131,14 @@ func (k *KeyLog) Merge(o *KeyLog) {
 	}
 }
 
+// secret0 is the TLS 1.3 traffic secret 0 of direction d, or nil.
+func (s *secrets) secret0(d Dir) []byte {
+	if d == ClientToServer {
+		return s.cts0
+	}
+	return s.sts0
+}
+
 func (k *KeyLog) lookup(cr []byte) *secrets {
 	if k == nil || len(cr) != clientRandomLength {
 		return nil

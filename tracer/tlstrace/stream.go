@@ -32,6 +32,8 @@ type dirState struct {
 	encrypted bool    // TLS 1.2: ChangeCipherSpec seen in this direction
 	cip       *cipher // current read cipher, nil if unknown
 	stopped   bool    // decryption stopped (gap, auth failure)
+	sawProt   bool    // a protected record was seen in this direction
+	appWanted bool    // TLS 1.3: Finished seen, traffic secret 0 not yet logged
 
 	hs     []byte // partial handshake message
 	hsSkip int    // bytes of an oversized handshake message still to skip
@@ -53,6 +55,10 @@ type Stream struct {
 	appSecret                  [2][]byte  // TLS 1.3 traffic secrets installed after Finished
 	curSecret                  [2][]byte  // TLS 1.3 current traffic secret (for KeyUpdate)
 	sawClientKeyExchange       bool
+	// keysWanted: the ServerHello is known but the key log had no usable
+	// entry yet; the lookup is retried when a protected record needs it,
+	// since a capture's embedded key log may come after the ServerHello.
+	keysWanted bool
 
 	out  []byte
 	errs []error
@@ -253,6 +259,20 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 	off := ds.base
 	protected := (s.tls13 && typ == typeApplicationData) || (!s.tls13 && ds.encrypted && typ != typeChangeCipherSpec)
 	if protected {
+		if ds.cip == nil && s.keysWanted && !ds.sawProt && !ds.stopped {
+			// First protected record of d and no keys yet: the key log
+			// may have grown since the ServerHello (a DSB after it).
+			s.setupKeys(off, true)
+			if !s.tls13 {
+				ds.cip = s.pending[d]
+			}
+		}
+		if ds.cip == nil && ds.appWanted && !ds.stopped {
+			// The traffic secret may have been logged after the Finished.
+			ds.appWanted = false
+			s.install13(d, s.sec.secret0(d), off, "traffic secret 0")
+		}
+		ds.sawProt = true
 		if ds.cip == nil || ds.stopped {
 			return
 		}
@@ -270,6 +290,9 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 	switch typ {
 	case typeChangeCipherSpec:
 		if !s.tls13 && !ds.encrypted {
+			if s.keysWanted {
+				s.setupKeys(off, false)
+			}
 			ds.encrypted = true
 			ds.cip = s.pending[d]
 			if len(ds.hs) > 0 || ds.hsSkip > 0 {
@@ -386,6 +409,17 @@ func (s *Stream) handshake(d Dir, typ byte, m []byte, off int64) {
 	case typ == hsFinished && s.tls13:
 		if d == ClientToServer && !s.facts.ClientCertificateKnown {
 			s.facts.ClientCertificateKnown = true
+		}
+		if s.sec != nil {
+			// Secrets logged after the ServerHello (a client logs its
+			// traffic secrets after the server's Finished).
+			s.appSecret = [2][]byte{s.sec.cts0, s.sec.sts0}
+			if s.appSecret[d] == nil && s.dir[d].cip != nil {
+				// Not logged yet: retried at the next protected record.
+				s.dir[d].cip = nil
+				s.dir[d].appWanted = true
+				return
+			}
 		}
 		s.install13(d, s.appSecret[d], off, "traffic secret 0")
 	case typ == hsKeyUpdate && s.tls13:
@@ -531,7 +565,8 @@ func (s *Stream) serverHello(m []byte, off int64) error {
 	}
 	s.serverRandom = append([]byte(nil), random...)
 	s.tls13 = ver == 0x0304
-	s.setupKeys(off)
+	s.keysWanted = s.kl != nil
+	s.setupKeys(off, false)
 	return nil
 }
 
@@ -552,16 +587,24 @@ func (s *Stream) encryptedExtensions(m []byte) {
 	})
 }
 
-// setupKeys looks up the key log once the ServerHello is known.
-func (s *Stream) setupKeys(off int64) {
-	if s.kl == nil {
+// setupKeys looks up the key log once the ServerHello is known, and again
+// at the first protected record while the keys are missing. Missing keys
+// are reported only when report is set (decryption is needed now); the
+// lookup is not retried after that.
+func (s *Stream) setupKeys(off int64, report bool) {
+	if s.kl == nil || !s.keysWanted {
 		return
 	}
 	sec := s.kl.lookup(s.clientRandom)
-	if sec == nil {
-		s.problem(ServerToClient, off, "no key log entry for client random %s", hex.EncodeToString(s.clientRandom))
+	if sec == nil || (s.tls13 && sec.chts == nil && sec.shts == nil && sec.cts0 == nil && sec.sts0 == nil) ||
+		(!s.tls13 && sec.master == nil) {
+		if report {
+			s.keysWanted = false
+			s.problem(ServerToClient, off, "no key log entry for client random %s", hex.EncodeToString(s.clientRandom))
+		}
 		return
 	}
+	s.keysWanted = false
 	s.sec = sec
 	if s.tls13 {
 		st := s.suite13()
