@@ -27,6 +27,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -497,57 +498,24 @@ func TestDecodeFileMatchesTruth(t *testing.T) {
 	}
 }
 
-// mqttScript is a small MQTT exchange for live recordings: a big PUBLISH
-// (cut at the MSS), two MQTT packets in one write, QoS 1 both ways.
-func mqttScript() (steps []struct {
+// scriptStep is one write of a scripted exchange: who sends which packets.
+type scriptStep struct {
 	from tracer.Side
 	ps   []packets.Packet
-}, want []mqttSumm) {
-	big := make([]byte, 4000)
-	for i := range big {
-		big[i] = byte('A' + i%26)
-	}
-	add := func(from tracer.Side, ps ...packets.Packet) {
-		steps = append(steps, struct {
-			from tracer.Side
-			ps   []packets.Packet
-		}{from, ps})
-		for _, p := range ps {
-			dir := "c2s"
-			if from == tracer.Server {
-				dir = "s2c"
-			}
-			want = append(want, summarize(dir, p))
-		}
-	}
-	add(tracer.Client, &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 30, ClientID: []byte("live-1")})
-	add(tracer.Server, &packets.Connack{})
-	add(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("$dps/registrations/res/#"), QoS: 1}}})
-	add(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{packets.SubackMaxQoS1}})
-	add(tracer.Client, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte("$dps/registrations/PUT/iotdps-register/?$rid=1"), Payload: big})
-	add(tracer.Server, &packets.Puback{PacketID: 2}, &packets.Publish{QoS: 1, PacketID: 1, Topic: []byte("$dps/registrations/res/202/?$rid=1&retry-after=3"), Payload: []byte("{}")})
-	add(tracer.Client, &packets.Puback{PacketID: 1}, &packets.Disconnect{})
-	return steps, want
 }
 
-// TestOracleLiveTLS records a live MQTT exchange over loopback TLS at both
-// layers (endpoints derived from the sockets) and checks tshark's view of
-// both flows, with the key log file, against the script.
-func TestOracleLiveTLS(t *testing.T) {
-	tshark := requireTool(t, "tshark")
-	t.Parallel()
-	dir := t.TempDir()
-	pcap, keylog := filepath.Join(dir, "live.pcapng"), filepath.Join(dir, "live.keylog")
-	rec, err := tracer.CreateRecorder(pcap, tracer.RecorderOptions{KeyLogPath: keylog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps, want := mqttScript()
+// dialScriptTLS starts a loopback TLS server that plays the server side of
+// steps (reading the client's packets, writing its own), and dials it: it
+// returns the raw client connection (deadline set), the client TLS config
+// trusting the server (with kl as its key log writer) and the server's
+// result. Both ends are bounded by 10 s deadlines.
+func dialScriptTLS(t *testing.T, steps []scriptStep, kl io.Writer) (net.Conn, *tls.Config, <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	cert := testCert(t)
 	errc := make(chan error, 1)
 	go func() {
@@ -580,12 +548,55 @@ func TestOracleLiveTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	local := raw.LocalAddr().(*net.TCPAddr).AddrPort()
 	pool := x509.NewCertPool()
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	pool.AddCert(leaf)
-	tc := tls.Client(rec.Wrap(raw, tracer.ConnOptions{Side: tracer.Client, Layer: tracer.TLS}),
-		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", KeyLogWriter: rec.KeyLogWriter()})
+	return raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", KeyLogWriter: kl}, errc
+}
+
+// mqttScript is a small MQTT exchange for live recordings: a big PUBLISH
+// (cut at the MSS), two MQTT packets in one write, QoS 1 both ways.
+func mqttScript() (steps []scriptStep, want []mqttSumm) {
+	big := make([]byte, 4000)
+	for i := range big {
+		big[i] = byte('A' + i%26)
+	}
+	add := func(from tracer.Side, ps ...packets.Packet) {
+		steps = append(steps, scriptStep{from, ps})
+		for _, p := range ps {
+			dir := "c2s"
+			if from == tracer.Server {
+				dir = "s2c"
+			}
+			want = append(want, summarize(dir, p))
+		}
+	}
+	add(tracer.Client, &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 30, ClientID: []byte("live-1")})
+	add(tracer.Server, &packets.Connack{})
+	add(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("$dps/registrations/res/#"), QoS: 1}}})
+	add(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{packets.SubackMaxQoS1}})
+	add(tracer.Client, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte("$dps/registrations/PUT/iotdps-register/?$rid=1"), Payload: big})
+	add(tracer.Server, &packets.Puback{PacketID: 2}, &packets.Publish{QoS: 1, PacketID: 1, Topic: []byte("$dps/registrations/res/202/?$rid=1&retry-after=3"), Payload: []byte("{}")})
+	add(tracer.Client, &packets.Puback{PacketID: 1}, &packets.Disconnect{})
+	return steps, want
+}
+
+// TestOracleLiveTLS records a live MQTT exchange over loopback TLS at both
+// layers (endpoints derived from the sockets) and checks tshark's view of
+// both flows, with the key log file, against the script.
+func TestOracleLiveTLS(t *testing.T) {
+	tshark := requireTool(t, "tshark")
+	t.Parallel()
+	dir := t.TempDir()
+	pcap, keylog := filepath.Join(dir, "live.pcapng"), filepath.Join(dir, "live.keylog")
+	rec, err := tracer.CreateRecorder(pcap, tracer.RecorderOptions{KeyLogPath: keylog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, want := mqttScript()
+	raw, tcfg, errc := dialScriptTLS(t, steps, rec.KeyLogWriter())
+	local := raw.LocalAddr().(*net.TCPAddr).AddrPort()
+	tc := tls.Client(rec.Wrap(raw, tracer.ConnOptions{Side: tracer.Client, Layer: tracer.TLS}), tcfg)
 	c := rec.Wrap(tc, tracer.ConnOptions{Side: tracer.Client, Layer: tracer.Plain})
 	r := packets.NewReader(c, packets.DecodeOptions{})
 	for _, st := range steps {

@@ -3,7 +3,6 @@ package tracer_test
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"net"
 	"path/filepath"
@@ -28,47 +27,8 @@ func recordLiveTLS(t *testing.T, pcap string, o func(raw net.Conn) tracer.ConnOp
 		t.Fatal(err)
 	}
 	steps, _ := mqttScript()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cert := testCert(t)
-	errc := make(chan error, 1)
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		s := tls.Server(conn, &tls.Config{Certificates: []tls.Certificate{cert}})
-		r := packets.NewReader(s, packets.DecodeOptions{})
-		for _, st := range steps {
-			for _, p := range st.ps {
-				if st.from == tracer.Server {
-					if err := packets.WritePacket(s, p); err != nil {
-						errc <- err
-						return
-					}
-				} else if _, err := r.ReadPacket(); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}
-		errc <- nil
-	}()
-	raw, err := net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	pool := x509.NewCertPool()
-	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
-	pool.AddCert(leaf)
-	tc := tls.Client(rec.Wrap(raw, o(raw)), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", KeyLogWriter: rec.KeyLogWriter()})
+	raw, tcfg, errc := dialScriptTLS(t, steps, rec.KeyLogWriter())
+	tc := tls.Client(rec.Wrap(raw, o(raw)), tcfg)
 	r := packets.NewReader(tc, packets.DecodeOptions{})
 	for _, st := range steps {
 		if st.from == tracer.Client {
