@@ -3,6 +3,7 @@ package registry
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -122,9 +123,13 @@ func TestOpenLockedTimesOut(t *testing.T) {
 	_ = r
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if r2, err := Open(ctx, Options{StateDir: dir}); err == nil {
+	r2, err := Open(ctx, Options{StateDir: dir})
+	if err == nil {
 		r2.Close()
 		t.Fatal("second Open of a locked state dir succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/dps-conform/dps-conform/dps"
 )
@@ -164,6 +165,10 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	db, err := bolt.Open(filepath.Join(dir, DBFileName), 0o600, bopts)
 	if err != nil {
 		r.cleanup()
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			// bbolt's lock timeout: another process holds the database.
+			return nil, fmt.Errorf("registry: open %s: %w (%w)", filepath.Join(dir, DBFileName), ErrLocked, err)
+		}
 		return nil, fmt.Errorf("registry: open %s: %w", filepath.Join(dir, DBFileName), err)
 	}
 	r.db = db
@@ -335,6 +340,10 @@ func (r *Registry) LinkedHubs() []LinkedHub { return append([]LinkedHub(nil), r.
 
 // ErrClosed is returned by methods called after Close.
 var ErrClosed = errors.New("registry: closed")
+
+// ErrLocked is returned by Open when another process holds the state
+// directory's database (bbolt's file lock did not come free in time).
+var ErrLocked = errors.New("registry: state directory in use by another process")
 
 // Registration returns the recorded registration of registrationID
 // (case-insensitive): the registrationState of its last assignment.

@@ -17,8 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	bolterrors "go.etcd.io/bbolt/errors"
-
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
 	"github.com/dps-conform/dps-conform/transport"
@@ -225,7 +223,7 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 		if errors.As(err, &ce) {
 			return &UsageError{Err: fmt.Errorf("--config: %w", err)}
 		}
-		if errors.Is(err, bolterrors.ErrTimeout) {
+		if errors.Is(err, registry.ErrLocked) {
 			return envErrorf("--state-dir %s is in use by another process (its registry database is locked); stop that emulator or choose another directory", f.stateDir)
 		}
 		return envErrorf("%v", err)
