@@ -83,6 +83,12 @@ type Conversation struct {
 	MidStream bool
 	// Closed reports, per Direction, that a FIN or RST was seen.
 	Closed [2]bool
+	// CloseFrame and CloseTime are, per Direction, the frame number and
+	// time of the first FIN or RST of that direction (a RST closes both
+	// directions at once); zero when Closed is false. Rules use them to
+	// tell who closed first, and how long after the packet that caused it.
+	CloseFrame [2]int
+	CloseTime  [2]time.Time
 
 	firstFrame int
 }

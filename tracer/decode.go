@@ -469,9 +469,9 @@ func (d *decoder) segment(s *segInfo) {
 		h.segment(s.seq, s.payload, s.frame, s.ts, f)
 	}
 	if s.fin || s.rst {
-		f.closed[dir] = true
+		f.close(dir, s.frame, s.ts)
 		if s.rst {
-			f.closed[1-dir] = true
+			f.close(1-dir, s.frame, s.ts)
 		}
 	}
 	if s.rst || (f.closed[0] && f.closed[1] && len(f.half[0].pending)+len(f.half[1].pending) == 0) {

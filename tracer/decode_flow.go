@@ -34,6 +34,8 @@ type tcpFlow struct {
 	lastFrame      int
 	midStream      bool
 	closed         [2]bool
+	closeFrame     [2]int
+	closeTime      [2]time.Time
 	half           [2]halfStream
 	kind           flowKind
 	sniff          [2][]byte // bytes held until the flow is decided
@@ -239,8 +241,17 @@ func (f *tcpFlow) finish() *Conversation {
 	c := f.conv
 	c.End = f.last
 	c.Closed = f.closed
+	c.CloseFrame, c.CloseTime = f.closeFrame, f.closeTime
 	c.MidStream = f.midStream
 	return c
+}
+
+// close records the first FIN or RST of direction d.
+func (f *tcpFlow) close(d Direction, frame int, ts time.Time) {
+	if f.closed[d] {
+		return
+	}
+	f.closed[d], f.closeFrame[d], f.closeTime[d] = true, frame, ts
 }
 
 func (f *tcpFlow) closedAny() bool { return f.closed[0] || f.closed[1] }

@@ -195,4 +195,12 @@ func TestConnectionLifecycle(t *testing.T) {
 	if b.ID != 2 || len(b.Packets) != 1 || b.Closed != [2]bool{true, true} || !b.Start.After(a.End) {
 		t.Errorf("second: id %d, %d packets, closed %v", b.ID, len(b.Packets), b.Closed)
 	}
+	// Who closed first, and when: rules tell "the server closed after the
+	// 401" from these.
+	if a.CloseFrame[0] == 0 || a.CloseFrame[1] != 0 || a.CloseTime[0].IsZero() || !a.CloseTime[1].IsZero() {
+		t.Errorf("first: close frames %v times %v, want only c2s", a.CloseFrame, a.CloseTime)
+	}
+	if b.CloseFrame[0] <= a.CloseFrame[0] || b.CloseFrame[1] <= a.CloseFrame[0] {
+		t.Errorf("second: close frames %v", b.CloseFrame)
+	}
 }
