@@ -49,6 +49,21 @@ const (
 	FaultNo409                        Fault = "no-409"
 	FaultNoSizeLimit                  Fault = "no-size-limit"
 	FaultIgnoreMalformed              Fault = "ignore-malformed"
+	FaultRefuseTLS12                  Fault = "refuse-tls12"
+	FaultAcceptPlaintext              Fault = "accept-plaintext"
+	FaultRequirePassword              Fault = "require-password"
+	FaultWSStrictPath                 Fault = "ws-strict-path"
+	FaultWSStrictSubprotocol          Fault = "ws-strict-subprotocol"
+	FaultWSNoSubprotocol              Fault = "ws-no-subprotocol"
+	FaultRefuseClientVersion          Fault = "refuse-client-version"
+	FaultRefuseKeepAlive0             Fault = "refuse-keepalive-0"
+	FaultMaxClientID23                Fault = "max-client-id-23"
+	FaultStrictSAS                    Fault = "strict-sas"
+	FaultCloseAfterConnack            Fault = "close-after-connack"
+	FaultAssignDisabled               Fault = "assign-disabled"
+	FaultRequireRegistrationIDBody    Fault = "require-registration-id-body"
+	FaultNeverAssign                  Fault = "never-assign"
+	FaultGrantQoS0                    Fault = "grant-qos0"
 )
 
 // FaultInfo describes one fault switch.
@@ -95,6 +110,21 @@ var faultTable = []FaultInfo{
 	{FaultNo409, "Part A §8", "accept a second concurrent registration of one device instead of answering 409"},
 	{FaultNoSizeLimit, "Part A §7", "accept packets over the 96 KB limit instead of closing the connection"},
 	{FaultIgnoreMalformed, "MQTT-4.8.0-1", "skip a malformed or invalid packet and keep the connection instead of closing it"},
+	{FaultRefuseTLS12, "Part A §1 (D-TLS: TLS 1.2 required)", "accept only TLS 1.3 handshakes (MinVersion 1.3) on the MQTT and WSS listeners"},
+	{FaultAcceptPlaintext, "D-MQTT: no non-secure connections", "serve plaintext MQTT on the TLS port when the first byte is a CONNECT (0x10) instead of failing the handshake"},
+	{FaultRequirePassword, "Part B §1.6 (X.509: no password)", "refuse a CONNECT without a password (or with an empty one) with CONNACK 0x04"},
+	{FaultWSStrictPath, "Part A §10", "accept the WebSocket upgrade only on /$iothub/websocket (404 on / and /mqtt)"},
+	{FaultWSStrictSubprotocol, "Part A §10", "accept only the WebSocket subprotocol \"mqtt\" (refuse \"MQTT\" with 400)"},
+	{FaultWSNoSubprotocol, "D-MQTT, RFC 6455 §4.2.2 (subprotocol mqtt)", "complete the WebSocket upgrade without selecting a subprotocol (no Sec-WebSocket-Protocol in the 101)"},
+	{FaultRefuseClientVersion, "Part B §1.2", "refuse a username with anything after api-version (e.g. &ClientVersion=) with CONNACK 0x04"},
+	{FaultRefuseKeepAlive0, "Part B §10.1", "refuse a CONNECT with keep-alive 0 with CONNACK 0x02"},
+	{FaultMaxClientID23, "Part B §1.1, §10.1", "refuse a ClientId longer than 23 characters with CONNACK 0x02"},
+	{FaultStrictSAS, "Part A §4", "answer 401 to SAS tokens not in the documented form (order sr, sig, se, skn; lower-case %2f; skn=registration)"},
+	{FaultCloseAfterConnack, "D-MQTT (a documented CONNECT opens a session)", "close the connection right after CONNACK 0x00"},
+	{FaultAssignDisabled, "Part A §8", "assign a device whose enrollment is disabled instead of answering 200 with status \"disabled\""},
+	{FaultRequireRegistrationIDBody, "Part A §7", "answer 400 to a register request whose body has no registrationId (empty or payload only)"},
+	{FaultNeverAssign, "D-MQTT (poll until 200 assigned)", "answer every poll 202 assigning, never completing the assignment"},
+	{FaultGrantQoS0, "Part A §9 (QoS 0 and 1 granted as asked)", "grant QoS 0 in SUBACK to the documented filter whatever the device asks"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

@@ -1,15 +1,22 @@
 package emulator
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // probe observes one behaviour of a server and describes it as a string
@@ -94,11 +101,22 @@ func (p *prober) status(c *testClient, topic, body string) int {
 // final registers id and polls (advancing the clock past the retry-after)
 // until the answer is not 202.
 func (p *prober) final(c *testClient) dpsAnswer {
-	op := c.call(dps.RegisterTopic("1"), "").status.OperationID
-	waitOpDone(p.t, p.srv, op, c.regID)
+	op := c.call(dps.RegisterTopic("1"), regBody(c.regID)).status.OperationID
+	p.waitAssigned(op, c.regID)
 	p.clock.Advance(2 * time.Hour)
 	return c.call(dps.PollTopic("2", op), "")
 }
+
+// waitAssigned waits for the assignment of op to finish; under never-assign
+// it never starts, so there is nothing to wait for.
+func (p *prober) waitAssigned(op, regID string) {
+	if !p.srv.faults.has(FaultNeverAssign) {
+		waitOpDone(p.t, p.srv, op, regID)
+	}
+}
+
+// regBody is a register body naming id, as most SDKs send.
+func regBody(id string) string { return `{"registrationId":"` + id + `"}` }
 
 func connectObservation(p *prober, raw []byte) string {
 	c := p.dial()
@@ -106,6 +124,25 @@ func connectObservation(p *prober, raw []byte) string {
 		return "write error"
 	}
 	return p.observe(c, 2)
+}
+
+// connectAnswer sends cp and describes the CONNACK return code (not
+// session-present, which has its own probe) and whether the connection
+// stays open.
+func connectAnswer(p *prober, cp *packets.Connect) string {
+	c := p.dial()
+	if err := c.sendRaw(encodeConnect(p.t, cp)); err != nil {
+		return "write error"
+	}
+	got, err := c.read()
+	if err != nil {
+		return "closed"
+	}
+	ack, ok := got.(*packets.Connack)
+	if !ok {
+		return got.Type().String()
+	}
+	return fmt.Sprintf("CONNACK(%d) %s", ack.ReturnCode, p.observe(c, 1))
 }
 
 func encodeConnect(t testing.TB, cp *packets.Connect) []byte {
@@ -136,6 +173,24 @@ var probes = []probe{
 	{"connect-session-present", func(p *prober) string {
 		return connectObservation(p, encodeConnect(p.t, connectPacket(p.t, "dev-1")))
 	}},
+	{"connect-no-password", func(p *prober) string {
+		cp := connectPacket(p.t, "dev-1")
+		cp.Password = nil
+		return connectAnswer(p, cp)
+	}},
+	{"connect-client-version", func(p *prober) string {
+		cp := connectPacket(p.t, "dev-1")
+		cp.Username = []byte(dps.Username{IDScope: testScope, RegistrationID: "dev-1", ClientVersion: "azure-iot-provisioning-devicesdk/1.0"}.String())
+		return connectAnswer(p, cp)
+	}},
+	{"connect-keepalive-0", func(p *prober) string {
+		cp := connectPacket(p.t, "dev-1")
+		cp.KeepAlive = 0
+		return connectAnswer(p, cp)
+	}},
+	{"connect-long-clientid", func(p *prober) string {
+		return connectAnswer(p, connectPacket(p.t, strings.Repeat("d", 128)))
+	}},
 	{"auth-bad-signature", func(p *prober) string {
 		c := p.session("sig", func(cp *packets.Connect) {
 			cp.Password = []byte(sasToken(p.t, testScope, "sig", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", time.Now().Add(time.Hour)))
@@ -164,6 +219,28 @@ var probes = []probe{
 		})
 		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
 	}},
+	{"auth-sas-forms", func(p *prober) string {
+		// Forms the SDKs send besides the documented one; each verifies.
+		forms := []struct {
+			id   string
+			edit func(sr, sig, se string) string
+		}{
+			{"sas-lower", func(sr, sig, se string) string { return "sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=registration" }},
+			{"sas-upper", nil},
+			{"sas-raw", nil},
+			{"sas-no-skn", func(sr, sig, se string) string { return "sr=" + sr + "&sig=" + sig + "&se=" + se }},
+			{"sas-empty-skn", func(sr, sig, se string) string { return "sr=" + sr + "&sig=" + sig + "&se=" + se + "&skn=" }},
+			{"sas-order", func(sr, sig, se string) string { return "sig=" + sig + "&se=" + se + "&skn=registration&sr=" + sr }},
+		}
+		var out []string
+		for _, f := range forms {
+			c := p.session(f.id, func(cp *packets.Connect) {
+				cp.Password = []byte(sasForm(p.t, f.id, f.edit))
+			})
+			out = append(out, fmt.Sprintf("%s=%d", f.id, p.status(c, dps.RegisterTopic("1"), regBody(f.id))))
+		}
+		return strings.Join(out, " ")
+	}},
 	{"auth-wrong-scope", func(p *prober) string {
 		c := p.session("scope", func(cp *packets.Connect) {
 			cp.Username = []byte(dps.Username{IDScope: "0neOTHER", RegistrationID: "scope"}.String())
@@ -171,7 +248,7 @@ var probes = []probe{
 		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
 	}},
 	{"close-after-401", func(p *prober) string {
-		c := p.session("nopass", func(cp *packets.Connect) { cp.Password = nil })
+		c := p.session("nopass", func(cp *packets.Connect) { cp.Password = []byte("not a token") })
 		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})
 		c.next() // the 401
 		return p.observe(c, 1)
@@ -180,6 +257,11 @@ var probes = []probe{
 		c := p.dial()
 		c.connack(connectPacket(p.t, "dev-1"))
 		return fmt.Sprint(c.subscribe(2, dps.SubscribeFilter).ReturnCodes)
+	}},
+	{"suback-qos1", func(p *prober) string {
+		c := p.dial()
+		c.connack(connectPacket(p.t, "dev-1"))
+		return fmt.Sprint(c.subscribe(1, dps.SubscribeFilter).ReturnCodes)
 	}},
 	{"subscribe-other-filter", func(p *prober) string {
 		c := p.dial()
@@ -212,13 +294,13 @@ var probes = []probe{
 	}},
 	{"register-topic", func(p *prober) string {
 		c := p.session("topic", nil)
-		_, pub := c.request(dps.RegisterTopic("7"), 0, "")
+		_, pub := c.request(dps.RegisterTopic("7"), 0, regBody("topic"))
 		return string(pub.Topic)
 	}},
 	{"early-poll", func(p *prober) string {
 		c := p.session("early", nil)
-		op := c.call(dps.RegisterTopic("1"), "").status.OperationID
-		waitOpDone(p.t, p.srv, op, "early")
+		op := c.call(dps.RegisterTopic("1"), regBody("early")).status.OperationID
+		p.waitAssigned(op, "early")
 		return fmt.Sprint(p.status(c, dps.PollTopic("2", op), ""))
 	}},
 	{"final-state", func(p *prober) string {
@@ -229,6 +311,17 @@ var probes = []probe{
 				rs.DeviceID, rs.AssignedHub, rs.CreatedDateTimeUTC != "", rs.LastUpdatedDateTimeUTC != "", rs.ETag != "", rs.Substatus)
 		}
 		return fmt.Sprint(a.resp.Status)
+	}},
+	{"disabled", func(p *prober) string {
+		a := p.final(p.session("disabled", nil))
+		return fmt.Sprintf("%d %s", a.resp.Status, a.status.Status)
+	}},
+	{"body-no-registration-id", func(p *prober) string {
+		var out []int
+		for id, body := range map[string]string{"nobody": "", "payloadonly": `{"payload":{"a":1}}`} {
+			out = append(out, p.status(p.session(id, nil), dps.RegisterTopic("1"), body))
+		}
+		return fmt.Sprint(out)
 	}},
 	{"body-registration-id", func(p *prober) string {
 		c := p.session("body", nil)
@@ -253,8 +346,8 @@ var probes = []probe{
 	}},
 	{"concurrent-registration", func(p *prober) string {
 		c := p.session("conc", nil)
-		p.status(c, dps.RegisterTopic("1"), "")
-		return fmt.Sprint(p.status(c, dps.RegisterTopic("2"), ""))
+		p.status(c, dps.RegisterTopic("1"), regBody("conc"))
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("2"), regBody("conc")))
 	}},
 	{"size-limit", func(p *prober) string {
 		c := p.session("big", nil)
@@ -274,7 +367,7 @@ var probes = []probe{
 	{"register-throttle", func(p *prober) string {
 		c := p.session("rthr", nil)
 		for range 40 {
-			if p.status(c, dps.RegisterTopic("1"), "") == 429 {
+			if p.status(c, dps.RegisterTopic("1"), regBody("rthr")) == 429 {
 				return "429"
 			}
 		}
@@ -282,8 +375,11 @@ var probes = []probe{
 	}},
 }
 
-// faultProbe maps each fault to the probe that must see it; "tls" faults
-// are seen by TestTLSPolicy and must leave every MQTT probe unchanged.
+// faultProbe maps each fault to the probe that must see it. "tls" faults
+// are seen by TestTLSPolicy, TestAcceptPlaintextFault and
+// TestWebSocketPathsAndSubprotocols and must leave every MQTT probe
+// unchanged; "own" faults change every session and are seen by their own
+// test (TestSessionFaults).
 var faultProbe = map[Fault]string{
 	FaultAcceptMQTT5:                  "connect-mqtt5",
 	FaultAcceptBadUsername:            "connect-bad-username",
@@ -318,15 +414,68 @@ var faultProbe = map[Fault]string{
 	FaultIgnoreMalformed:              "malformed",
 	FaultAcceptTLS10:                  "tls",
 	FaultAcceptTLS13:                  "tls",
+	FaultRefuseTLS12:                  "tls",
+	FaultAcceptPlaintext:              "tls",
+	FaultRequirePassword:              "connect-no-password",
+	FaultWSStrictPath:                 "tls",
+	FaultWSStrictSubprotocol:          "tls",
+	FaultWSNoSubprotocol:              "tls",
+	FaultRefuseClientVersion:          "connect-client-version",
+	FaultRefuseKeepAlive0:             "connect-keepalive-0",
+	FaultMaxClientID23:                "connect-long-clientid",
+	FaultStrictSAS:                    "auth-sas-forms",
+	FaultCloseAfterConnack:            "own",
+	FaultAssignDisabled:               "disabled",
+	FaultRequireRegistrationIDBody:    "body-no-registration-id",
+	FaultNeverAssign:                  "final-state",
+	FaultGrantQoS0:                    "suback-qos1",
+}
+
+// faultAlsoChanges lists probes a fault may change besides its own, where
+// the change follows from the one broken behaviour.
+var faultAlsoChanges = map[Fault][]string{
+	// Granted QoS 0, answers are delivered at QoS 0 (min(granted, 1)).
+	FaultGrantQoS0: {"suback-qos2", "delivery-qos"},
+	// No operation ever ends, so the disabled answer never comes either.
+	FaultNeverAssign: {"disabled"},
+}
+
+// sasForm builds a valid SAS token for id in a given form: edit gets the
+// lower-case encoded sr, the percent-encoded sig and se and returns the
+// fields; nil edit means the id names the form (sas-upper, sas-raw).
+func sasForm(t testing.TB, id string, edit func(sr, sig, se string) string) string {
+	t.Helper()
+	enc := dps.SRLower
+	switch id {
+	case "sas-upper":
+		enc = dps.SRUpper
+	case "sas-raw":
+		enc = dps.SRRaw
+	}
+	tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: testScope, RegistrationID: id, Key: testKey, Expiry: time.Now().Add(time.Hour), Encoding: enc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit == nil {
+		return tok
+	}
+	parsed, err := dps.ParseSASToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dps.SASPrefix + edit(parsed.Resource, url.QueryEscape(parsed.Signature), parsed.Expiry)
 }
 
 // runProbes starts a server with faults and runs every probe.
 func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
-		"early", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed"}
+		"early", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order"}
+	b := newFakeBackend(ids...)
+	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{
-		backend:    newFakeBackend(ids...),
+		backend:    b,
 		Faults:     faults,
 		Now:        clock.Now,
 		RetryAfter: time.Hour,
@@ -358,15 +507,21 @@ func TestFaultsChangeExactlyTheirBehaviour(t *testing.T) {
 			t.Errorf("fault %s has no probe in faultProbe", f.Name)
 			continue
 		}
+		if want == "own" {
+			continue
+		}
 		// TLS faults (checked by TestTLSPolicy) must change no MQTT probe.
 		t.Run(string(f.Name), func(t *testing.T) {
 			got := runProbes(t, []Fault{f.Name})
+			if want != "tls" {
+				t.Logf("%s under the fault: %s", want, got[want])
+			}
 			for _, pr := range probes {
 				changed := got[pr.name] != base[pr.name]
 				switch {
 				case pr.name == want && !changed:
 					t.Errorf("probe %s unchanged by the fault: %s", pr.name, got[pr.name])
-				case pr.name != want && changed:
+				case pr.name != want && changed && !slices.Contains(faultAlsoChanges[f.Name], pr.name):
 					t.Errorf("probe %s changed: %s, baseline %s", pr.name, got[pr.name], base[pr.name])
 				}
 			}
@@ -394,5 +549,133 @@ func TestParseFault(t *testing.T) {
 	}
 	if _, err := New(Config{backend: newFakeBackend(), InsecurePlainAddr: "127.0.0.1:0", Faults: []Fault{"nope"}}); err == nil {
 		t.Error("New accepted an unknown fault")
+	}
+}
+
+// TestSessionFaults covers faults that change every session, so the probe
+// matrix cannot isolate them: each case runs one scenario without and with
+// the fault.
+func TestSessionFaults(t *testing.T) {
+	tests := []struct {
+		name       string
+		fault      Fault
+		retryAfter time.Duration
+		run        func(p *prober) string
+		want       string // without the fault
+		wantFault  string // with it
+	}{
+		{
+			name: "documented CONNECT opens a session", fault: FaultCloseAfterConnack, retryAfter: time.Hour,
+			run: func(p *prober) string {
+				return connectObservation(p, encodeConnect(p.t, connectPacket(p.t, "dev-1")))
+			},
+			want: "CONNACK(0,sp=false) open", wantFault: "CONNACK(0,sp=false) closed",
+		},
+		{
+			// With retry-after 0 the assignment normally completes before
+			// the 202 goes out; never-assign must keep it assigning.
+			name: "polls end in 200 (retry-after 0)", fault: FaultNeverAssign,
+			run: func(p *prober) string {
+				c := p.session("dev-1", nil)
+				op := c.call(dps.RegisterTopic("1"), regBody("dev-1")).status.OperationID
+				var out []string
+				for i := range 3 {
+					a := c.call(dps.PollTopic(fmt.Sprint(i+2), op), "")
+					out = append(out, fmt.Sprintf("%d %s", a.resp.Status, a.status.Status))
+					if a.resp.Status != 202 {
+						break
+					}
+					p.clock.Advance(time.Second)
+				}
+				return strings.Join(out, ", ")
+			},
+			want: "200 assigned", wantFault: "202 assigning, 202 assigning, 202 assigning",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, faults := range [][]Fault{nil, {tt.fault}} {
+				clock := newFakeClock()
+				s, addr := startPlain(t, Config{Faults: faults, Now: clock.Now, RetryAfter: tt.retryAfter})
+				got := tt.run(&prober{t: t, srv: s, addr: addr, clock: clock})
+				want := tt.want
+				if faults != nil {
+					want = tt.wantFault
+				}
+				if got != want {
+					t.Errorf("faults %v: got %q, want %q", faults, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestWebSocketSubprotocolSelected: the 101 answer selects the subprotocol
+// the device offered (RFC 6455 §4.2.2), unless ws-no-subprotocol; the
+// session works either way.
+func TestWebSocketSubprotocolSelected(t *testing.T) {
+	tests := []struct {
+		faults []Fault
+		sub    string
+		want   string
+	}{
+		{nil, "mqtt", "mqtt"},
+		{nil, "MQTT", "MQTT"},
+		{[]Fault{FaultWSNoSubprotocol}, "mqtt", ""},
+		{[]Fault{FaultWSNoSubprotocol}, "MQTT", ""},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.faults, tt.sub), func(t *testing.T) {
+			s, pool := startTLS(t, Config{Faults: tt.faults})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, Subprotocols: []string{tt.sub}}
+			ws, resp, err := d.DialContext(ctx, "wss://"+s.Ready().WSS+transport.DefaultWSPath, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			conn := transport.NewWSConn(ws)
+			defer conn.Close()
+			if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != tt.want {
+				t.Errorf("Sec-WebSocket-Protocol %q, want %q", got, tt.want)
+			}
+			if ack := newTestClient(t, conn).connack(connectPacket(t, "dev-1")); ack.ReturnCode != 0 {
+				t.Errorf("CONNACK %v", ack.ReturnCode)
+			}
+		})
+	}
+}
+
+// TestAcceptPlaintextFault: a plaintext CONNECT on the MQTT/TLS port fails
+// the handshake (D-MQTT: no non-secure connections), unless
+// accept-plaintext; TLS clients are served either way.
+func TestAcceptPlaintextFault(t *testing.T) {
+	tests := []struct {
+		faults []Fault
+		want   string
+	}{
+		{nil, "no CONNACK"},
+		{[]Fault{FaultAcceptPlaintext}, "CONNACK 0"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.faults), func(t *testing.T) {
+			s, pool := startTLS(t, Config{Faults: tt.faults})
+			c := dialPlain(t, s.Ready().MQTT)
+			got := "no CONNACK"
+			if err := c.sendRaw(encodeConnect(t, connectPacket(t, "dev-1"))); err == nil {
+				if p, err := c.read(); err == nil {
+					if ack, ok := p.(*packets.Connack); ok {
+						got = fmt.Sprintf("CONNACK %d", ack.ReturnCode)
+					}
+				}
+			}
+			if got != tt.want {
+				t.Errorf("plaintext CONNECT on the TLS port: %s, want %s", got, tt.want)
+			}
+			if v, err := handshake(t, s.Ready().MQTT, pool, tls.VersionTLS12, tls.VersionTLS12, nil); err != nil || v != tls.VersionTLS12 {
+				t.Errorf("TLS 1.2 handshake: %x, %v", v, err)
+			}
+		})
 	}
 }

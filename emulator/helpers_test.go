@@ -33,6 +33,9 @@ type fakeBackend struct {
 	assigns int
 	fail    error // Assign returns it when set
 	lastOpt registry.AttestOptions
+
+	disabled       map[string]bool // registration ids (lower case) whose enrollment is disabled; set before use
+	ignoreDisabled map[string]bool // AttestOptions.IgnoreDisabled of the last Attest, by id
 }
 
 func newFakeBackend(ids ...string) *fakeBackend {
@@ -48,6 +51,10 @@ func (b *fakeBackend) IDScope() string { return testScope }
 func (b *fakeBackend) Attest(ctx context.Context, c registry.Credentials, o registry.AttestOptions) (*registry.Attestation, error) {
 	b.mu.Lock()
 	b.lastOpt = o
+	if b.ignoreDisabled == nil {
+		b.ignoreDisabled = map[string]bool{}
+	}
+	b.ignoreDisabled[strings.ToLower(c.RegistrationID)] = o.IgnoreDisabled
 	b.mu.Unlock()
 	key, ok := b.keys[strings.ToLower(c.RegistrationID)]
 	if !ok {
@@ -75,6 +82,7 @@ func (b *fakeBackend) Assign(ctx context.Context, a *registry.Attestation, paylo
 	b.mu.Lock()
 	gate, fail := b.gate, b.fail
 	b.assigns++
+	disabled := b.disabled[strings.ToLower(a.RegistrationID)] && !b.ignoreDisabled[strings.ToLower(a.RegistrationID)]
 	b.mu.Unlock()
 	if gate != nil {
 		select {
@@ -85,6 +93,9 @@ func (b *fakeBackend) Assign(ctx context.Context, a *registry.Attestation, paylo
 	}
 	if fail != nil {
 		return dps.DeviceRegistrationResult{}, fail
+	}
+	if disabled {
+		return dps.DeviceRegistrationResult{RegistrationID: a.RegistrationID, Status: dps.StatusDisabled}, nil
 	}
 	return dps.DeviceRegistrationResult{
 		RegistrationID:         a.RegistrationID,

@@ -418,11 +418,26 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 	if s.cfg.WrapRaw != nil {
 		raw = s.cfg.WrapRaw(raw)
 	}
-	tc := tls.Server(raw, s.tlsConf)
 	// A deadline, not HandshakeContext: a cancellable context costs a
 	// goroutine and a timer per handshake. Close interrupts the handshake
 	// by closing raw (tracked in s.conns).
 	_ = raw.SetDeadline(time.Now().Add(s.limits.ConnectTimeout))
+	if s.faults.has(FaultAcceptPlaintext) {
+		pc, plain, err := peekPlainMQTT(raw)
+		if err != nil {
+			s.log.Debug("reading the first byte failed", "remote", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			return
+		}
+		raw = pc
+		if plain {
+			s.log.Info("serving plaintext MQTT on the TLS listener (fault accept-plaintext)", "remote", raw.RemoteAddr().String())
+			_ = raw.SetDeadline(time.Time{}) // the session sets its own
+			s.serveSession(s.ctx, s.wrapConn(raw), "mqtt", nil)
+			return
+		}
+	}
+	tc := tls.Server(raw, s.tlsConf)
 	err := tc.Handshake()
 	if err == nil {
 		err = raw.SetDeadline(time.Time{}) // the session sets its own
@@ -433,6 +448,35 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 		return
 	}
 	s.serveSession(s.ctx, s.wrapConn(tc), transport, tc.ConnectionState().PeerCertificates)
+}
+
+// peekPlainMQTT reads the first byte of c (within c's deadline) and reports
+// whether it starts an MQTT CONNECT (0x10) rather than a TLS ClientHello
+// (0x16). The returned conn replays the byte; only the accept-plaintext
+// fault uses it.
+func peekPlainMQTT(c net.Conn) (net.Conn, bool, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return nil, false, fmt.Errorf("emulator: peek first byte: %w", err)
+	}
+	return &replayConn{Conn: c, first: b[0], pending: true}, b[0] == 0x10, nil
+}
+
+// replayConn is a connection whose first Read returns one byte read ahead.
+type replayConn struct {
+	net.Conn
+	first   byte
+	pending bool
+}
+
+// Read implements net.Conn.
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.pending && len(p) > 0 {
+		p[0] = c.first
+		c.pending = false
+		return 1, nil
+	}
+	return c.Conn.Read(p)
 }
 
 func (s *Server) wrapConn(c net.Conn) net.Conn {
@@ -461,6 +505,9 @@ const syncAssignWait = 100 * time.Millisecond
 // first poll then normally finds it done instead of costing one more round
 // trip. A slow backend (webhook) still answers 202 in bounded time.
 func (s *Server) startAssign(op *operation, att *registry.Attestation, payload json.RawMessage) {
+	if s.faults.has(FaultNeverAssign) {
+		return // the operation stays assigning: every poll is answered 202
+	}
 	done := make(chan struct{})
 	s.wg.Add(1)
 	go func() {

@@ -237,6 +237,9 @@ func (ss *session) connect() (string, bool) {
 	if !c.CleanSession && ss.srv.profile.refusesCleanSession0() && !ss.srv.faults.has(FaultAcceptCleanSession0) {
 		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "CleanSession=0 is not supported (profile dps-2019, Part A §2)")
 	}
+	if reason, ok := ss.connectFaults(c, uerr == nil); !ok {
+		return reason, false
+	}
 	if c.Password != nil {
 		ss.pass = append([]byte{}, c.Password...)
 	}
@@ -254,8 +257,36 @@ func (ss *session) connect() (string, bool) {
 	if err := ss.write(ack); err != nil {
 		return "write CONNACK: " + err.Error(), false
 	}
+	if ss.srv.faults.has(FaultCloseAfterConnack) {
+		return "closing after CONNACK 0x00 (fault close-after-connack)", false
+	}
 	ss.log.Debug("connected", "registrationId", ss.regID, "cleanSession", c.CleanSession, "keepAlive", c.KeepAlive)
 	return "", true
+}
+
+// connectFaults applies the fault switches that refuse a documented CONNECT.
+// parsed reports whether the username is of the DPS form.
+func (ss *session) connectFaults(c *packets.Connect, parsed bool) (string, bool) {
+	f := ss.srv.faults
+	switch {
+	case f.has(FaultRequirePassword) && len(c.Password) == 0:
+		return ss.refuse(packets.ConnackRefusedBadUsernameOrPassword, "no password (fault require-password)")
+	case f.has(FaultRefuseClientVersion) && parsed && extraUsernameParams(string(c.Username)):
+		return ss.refuse(packets.ConnackRefusedBadUsernameOrPassword, "text after api-version in the username (fault refuse-client-version)")
+	case f.has(FaultRefuseKeepAlive0) && c.KeepAlive == 0:
+		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "keep-alive 0 (fault refuse-keepalive-0)")
+	case f.has(FaultMaxClientID23) && len(c.ClientID) > 23:
+		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "ClientId longer than 23 characters (fault max-client-id-23)")
+	}
+	return "", true
+}
+
+// extraUsernameParams reports whether a DPS username has anything after its
+// api-version value, such as "&ClientVersion=…".
+func extraUsernameParams(u string) bool {
+	const key = "/api-version="
+	i := strings.Index(u, key)
+	return i >= 0 && strings.Contains(u[i+len(key):], "&")
 }
 
 // refuseLevel answers an unsupported protocol level: 0x01 and close, or under
@@ -445,6 +476,9 @@ func (ss *session) subscribe(p *packets.Subscribe) (string, bool) {
 		}
 		switch {
 		case string(sub.Filter) == dps.SubscribeFilter:
+			if ss.srv.faults.has(FaultGrantQoS0) {
+				q = 0
+			}
 			ss.subQoS = int(q)
 			codes[i] = packets.SubackCode(q)
 		case ss.srv.faults.has(FaultAcceptAnyFilter):
@@ -636,6 +670,7 @@ func (ss *session) attest(ctx context.Context) (*registry.Attestation, *answer) 
 		IgnoreExpiry:    s.faults.has(FaultAcceptExpiredToken),
 		IgnoreResource:  s.faults.has(FaultAcceptOtherDeviceToken),
 		IgnoreKeyName:   s.faults.has(FaultAcceptWrongSKN),
+		IgnoreDisabled:  s.faults.has(FaultAssignDisabled),
 	}
 	att, err := s.backend.Attest(ctx, ss.credentials(), opts)
 	if err != nil {
@@ -650,8 +685,55 @@ func (ss *session) attest(ctx context.Context) (*registry.Attestation, *answer) 
 		a := s.errorAnswer(500, errorCodeInternal, "Internal server error.", -1)
 		return nil, &a
 	}
+	if s.faults.has(FaultStrictSAS) && strings.HasPrefix(string(ss.pass), dps.SASPrefix) {
+		if why := sasFormProblem(string(ss.pass)); why != "" {
+			ss.log.Info("attestation failed: SAS token not in the documented form (fault strict-sas)", "why", why)
+			a := s.errorAnswer(401, dps.ErrorCodeUnauthorized, "Unauthorized", -1)
+			a.close = true
+			return nil, &a
+		}
+	}
 	return att, nil
 }
+
+// sasFormProblem says how a SAS token departs from the documented form
+// "SharedAccessSignature sr={lower-case percent-encoded resource}&sig=…&se=…&skn=registration",
+// or returns "" when it does not. Only the strict-sas fault uses it.
+func sasFormProblem(tok string) string {
+	fields := strings.Split(strings.TrimPrefix(tok, dps.SASPrefix), "&")
+	names := []string{"sr", "sig", "se", "skn"}
+	if len(fields) != len(names) {
+		return fmt.Sprintf("%d fields, want sr, sig, se, skn", len(fields))
+	}
+	values := make([]string, len(fields))
+	for i, f := range fields {
+		name, value, _ := strings.Cut(f, "=")
+		if name != names[i] {
+			return fmt.Sprintf("field %d is %q, want %q", i+1, name, names[i])
+		}
+		values[i] = value
+	}
+	if values[3] != dps.DefaultKeyName {
+		return fmt.Sprintf("skn is %q, want %q", values[3], dps.DefaultKeyName)
+	}
+	sr := values[0]
+	for i := 0; i < len(sr); i++ {
+		c := sr[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(sr) || !isLowerHex(sr[i+1]) || !isLowerHex(sr[i+2]) {
+				return "sr escape is not lower-case hex"
+			}
+			i += 2
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+		default:
+			return fmt.Sprintf("sr has an unencoded %q", c)
+		}
+	}
+	return ""
+}
+
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
 
 // register serves PUT iotdps-register (Part A §6–§8).
 func (ss *session) register(ctx context.Context, body []byte) answer {
@@ -664,6 +746,9 @@ func (ss *session) register(ctx context.Context, body []byte) answer {
 	dr, err := dps.ParseDeviceRegistration(body)
 	if err != nil {
 		return s.errorAnswer(400, errorCodeBadRequest, "Invalid request body: "+err.Error(), -1)
+	}
+	if dr.RegistrationID == "" && s.faults.has(FaultRequireRegistrationIDBody) {
+		return s.errorAnswer(400, errorCodeBadRequest, "The request body has no registrationId.", -1)
 	}
 	if dr.RegistrationID != "" && !dps.EqualRegistrationID(dr.RegistrationID, ss.regID) && !s.faults.has(FaultAcceptRegistrationIDMismatch) {
 		return s.errorAnswer(400, errorCodeBadRequest, "The registrationId of the request body does not match the connection's.", -1)

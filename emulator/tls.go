@@ -28,6 +28,9 @@ func serverTLSConfig(base *tls.Config, f faultSet) *tls.Config {
 	if f.has(FaultAcceptTLS13) {
 		c.MaxVersion = tls.VersionTLS13
 	}
+	if f.has(FaultRefuseTLS12) {
+		c.MinVersion, c.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
+	}
 	if f.has(FaultAcceptTLS10) {
 		c.MinVersion = tls.VersionTLS10
 		for _, s := range legacyCBCSuites {

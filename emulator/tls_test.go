@@ -90,6 +90,8 @@ func TestTLSPolicy(t *testing.T) {
 		{"fault accept-tls10: 1.0", "", []Fault{FaultAcceptTLS10}, tls.VersionTLS10, tls.VersionTLS10, cbc, true},
 		{"fault accept-tls10: 1.1", "", []Fault{FaultAcceptTLS10}, tls.VersionTLS11, tls.VersionTLS11, cbc, true},
 		{"fault accept-tls10 keeps 1.3 out", "", []Fault{FaultAcceptTLS10}, tls.VersionTLS13, tls.VersionTLS13, nil, false},
+		{"fault refuse-tls12: 1.2 refused", "", []Fault{FaultRefuseTLS12}, tls.VersionTLS12, tls.VersionTLS12, nil, false},
+		{"fault refuse-tls12: 1.3 accepted", "", []Fault{FaultRefuseTLS12}, tls.VersionTLS13, tls.VersionTLS13, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,20 +153,37 @@ func (b *certBackend) Attest(ctx context.Context, c registry.Credentials, o regi
 }
 
 func TestWebSocketPathsAndSubprotocols(t *testing.T) {
-	s, pool := startTLS(t, Config{})
+	servers := map[Fault]*Server{}
+	var pool *x509.CertPool
+	for _, f := range []Fault{"", FaultWSStrictPath, FaultWSStrictSubprotocol} {
+		var faults []Fault
+		if f != "" {
+			faults = []Fault{f}
+		}
+		servers[f], pool = startTLS(t, Config{Faults: faults})
+	}
 	tests := []struct {
+		fault     Fault
 		path, sub string
 		ok        bool
 	}{
-		{"/$iothub/websocket", "mqtt", true},
-		{"/", "mqtt", true},
-		{"/mqtt", "mqtt", true},
-		{"/$iothub/websocket", "MQTT", true},
-		{"/other", "mqtt", false},
-		{"/$iothub/websocket", "mqttv5", false},
+		{"", "/$iothub/websocket", "mqtt", true},
+		{"", "/", "mqtt", true},
+		{"", "/mqtt", "mqtt", true},
+		{"", "/$iothub/websocket", "MQTT", true},
+		{"", "/other", "mqtt", false},
+		{"", "/$iothub/websocket", "mqttv5", false},
+		{FaultWSStrictPath, "/$iothub/websocket", "mqtt", true},
+		{FaultWSStrictPath, "/", "mqtt", false},
+		{FaultWSStrictPath, "/mqtt", "mqtt", false},
+		{FaultWSStrictPath, "/$iothub/websocket", "MQTT", true},
+		{FaultWSStrictSubprotocol, "/$iothub/websocket", "mqtt", true},
+		{FaultWSStrictSubprotocol, "/", "mqtt", true},
+		{FaultWSStrictSubprotocol, "/$iothub/websocket", "MQTT", false},
 	}
 	for _, tt := range tests {
-		t.Run(tt.path+" "+tt.sub, func(t *testing.T) {
+		t.Run(string(tt.fault)+" "+tt.path+" "+tt.sub, func(t *testing.T) {
+			s := servers[tt.fault]
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			target := transport.Target{Scheme: transport.SchemeWSS, Host: "127.0.0.1", Port: portOf(t, s.Ready().WSS), Path: tt.path}

@@ -110,7 +110,7 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 	} else {
 		c, twin, rp = grp.common(), grp.InitialTwin, grp.ReprovisionPolicy
 	}
-	if c.status == ProvisioningDisabled {
+	if c.status == ProvisioningDisabled && !a.ignoreDisabled {
 		return dps.DeviceRegistrationResult{RegistrationID: a.RegistrationID, Status: dps.StatusDisabled}, nil
 	}
 	policy := ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}

@@ -460,3 +460,26 @@ func TestAssignAfterEnrollmentChanges(t *testing.T) {
 		t.Error("Assign ignored a cancelled context")
 	}
 }
+
+// TestAssignIgnoreDisabled: a disabled enrollment is answered "disabled",
+// unless AttestOptions.IgnoreDisabled (the emulator's assign-disabled fault).
+func TestAssignIgnoreDisabled(t *testing.T) {
+	tests := []struct {
+		opts AttestOptions
+		want dps.Status
+	}{
+		{AttestOptions{}, dps.StatusDisabled},
+		{AttestOptions{IgnoreDisabled: true}, dps.StatusAssigned},
+	}
+	for _, tt := range tests {
+		r := openTest(t, sasConfig())
+		a, err := r.Attest(context.Background(), Credentials{RegistrationID: "dev-disabled", Password: sas(t, scope, "dev-disabled", keyB, testNow.Add(time.Hour))}, tt.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := r.Assign(context.Background(), a, nil)
+		if err != nil || res.Status != tt.want {
+			t.Errorf("%+v: Assign %+v, %v; want status %s", tt.opts, res, err, tt.want)
+		}
+	}
+}

@@ -39,6 +39,8 @@ type AttestOptions struct {
 	IgnoreResource bool
 	// IgnoreKeyName accepts any skn.
 	IgnoreKeyName bool
+	// IgnoreDisabled makes Assign treat a disabled enrollment as enabled.
+	IgnoreDisabled bool
 }
 
 // AttestationKind says how a device proved its identity.
@@ -65,6 +67,8 @@ type Attestation struct {
 	group      *EnrollmentGroup
 	leaf       *x509.Certificate // X.509 only
 	signer     *x509.Certificate // the enrollment certificate the chain ended at, if any
+
+	ignoreDisabled bool // AttestOptions.IgnoreDisabled
 }
 
 // Error codes of attestation failures (DPS-PROTOCOL.md Part A §3, §4.7).
@@ -151,10 +155,16 @@ func (r *Registry) Attest(ctx context.Context, c Credentials, o AttestOptions) (
 	if sas && len(c.PeerCertificates) > 0 && !strings.HasPrefix(string(c.Password), dps.SASPrefix) {
 		sas = false
 	}
+	var a *Attestation
 	if sas {
-		return r.attestSAS(c, o, ind, groups)
+		a, err = r.attestSAS(c, o, ind, groups)
+	} else {
+		a, err = r.attestX509(c, o, ind, groups)
 	}
-	return r.attestX509(c, o, ind, groups)
+	if a != nil {
+		a.ignoreDisabled = o.IgnoreDisabled
+	}
+	return a, err
 }
 
 // attestSAS is the symmetric key path.
