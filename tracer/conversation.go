@@ -93,6 +93,10 @@ type Conversation struct {
 	firstFrame int
 }
 
+// FirstFrame is the number of the conversation's first frame (its SYN, or
+// its first captured segment).
+func (c *Conversation) FirstFrame() int { return c.firstFrame }
+
 // Packet is one MQTT control packet of a conversation.
 type Packet struct {
 	Dir  Direction
@@ -143,4 +147,9 @@ type Problem struct {
 	// not decode an MQTT 5 packet), "tls" or "ws" (layer errors).
 	Clause string
 	Msg    string
+	// PacketLen is, for "tracer-truncated", "tracer-gap" and
+	// "tracer-buffer", the length (fixed header included) that the cut
+	// packet's fixed header announced; 0 when it is unknown. Rules on
+	// packet size judge from it when the sender stopped mid-packet.
+	PacketLen int
 }

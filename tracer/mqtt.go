@@ -225,6 +225,9 @@ func (m *mqttStream) gap(n int) {
 	}
 	if len(m.buf) > 0 && !m.syncing {
 		m.problem(0, m.off, "tracer-gap", fmt.Sprintf("%d bytes of an incomplete %s packet lost in a gap", len(m.buf), packets.Type(m.buf[0]>>4)))
+		if n, err := packets.PacketLength(m.buf); err == nil {
+			m.conv.Problems[len(m.conv.Problems)-1].PacketLen = n
+		}
 	}
 	m.off += int64(len(m.buf)) + int64(n)
 	m.buf = m.buf[:0]
@@ -240,6 +243,9 @@ func (m *mqttStream) end(frame int) {
 	}
 	if len(m.buf) > 0 && !m.syncing {
 		m.problem(frame, m.off, "tracer-truncated", fmt.Sprintf("stream ends inside a %s packet (%d bytes buffered)", packets.Type(m.buf[0]>>4), len(m.buf)))
+		if n, err := packets.PacketLength(m.buf); err == nil {
+			m.conv.Problems[len(m.conv.Problems)-1].PacketLen = n
+		}
 	}
 }
 
@@ -296,6 +302,7 @@ func (m *mqttStream) decodeAll(b []byte, frame int, ts time.Time) int {
 		}
 		if l > m.max {
 			m.problem(frame, m.off, "tracer-buffer", fmt.Sprintf("%s packet of %d bytes exceeds the stream buffer of %d bytes; skipped", packets.Type(b[i]>>4), l, m.max))
+			m.conv.Problems[len(m.conv.Problems)-1].PacketLen = l
 			if len(b)-i < l {
 				m.discard = int64(l - (len(b) - i))
 				m.off += int64(len(b) - i)

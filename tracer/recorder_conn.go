@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -34,7 +35,7 @@ type ConnOptions struct {
 // the handshake at once, then each Read and Write as TCP segments with
 // correct sequence and acknowledgement numbers and the receiver's ACKs, and
 // a FIN when either side closes (Close on the returned connection, or a
-// Read returning io.EOF). Written bytes are recorded before they are handed
+// Read returning io.EOF or a connection reset). Written bytes are recorded before they are handed
 // to c, so an answer can never precede its request in the capture; the
 // bytes of a Write that fails are recorded all the same.
 //
@@ -137,7 +138,10 @@ type pendingRead struct {
 func (c *recConn) Read(b []byte) (int, error) {
 	c.flushPending()
 	n, err := c.Conn.Read(b)
-	eof := errors.Is(err, io.EOF)
+	// A reset is the peer closing too (it closed with our bytes unread):
+	// record it as its FIN, or the capture would show a peer that never
+	// closed.
+	eof := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 	if c.deferReads && (n > 0 || eof) {
 		r := c.f.r
 		r.mu.Lock()

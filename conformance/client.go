@@ -1,0 +1,467 @@
+package conformance
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/onsi/ginkgo/v2"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+// Device is an identity a spec connects as.
+type Device struct {
+	RegistrationID string
+	// Key is the device's symmetric key (individual, or derived from the
+	// group key); empty for X.509 devices.
+	Key string
+	// Cert is the TLS client certificate of an X.509 device.
+	Cert *tls.Certificate
+}
+
+// Device returns a symmetric key identity for the spec. Against a local
+// target every call derives a fresh registration id from the group key, so
+// specs never share throttling or operation state; otherwise it is the
+// configured individual enrollment (or the group key with a stable id).
+func (t *T) Device() Device {
+	ginkgo.GinkgoHelper()
+	cr := t.r.cfg.Target.Credentials
+	if cr.GroupKey != "" && (t.r.cfg.Target.Local || cr.SymmetricKey == "") {
+		t.nDev++
+		id := fmt.Sprintf("dpsc-%s-%03d-%d", t.r.runID, t.seq, t.nDev)
+		if !t.r.cfg.Target.Local {
+			id = "dps-conform-device"
+		}
+		key, err := dps.DeriveDeviceKey(cr.GroupKey, id)
+		if err != nil {
+			ginkgo.Fail(fmt.Sprintf("deriving a device key from the group key: %v", err))
+		}
+		return Device{RegistrationID: id, Key: key}
+	}
+	if cr.SymmetricKey == "" {
+		ginkgo.Skip("needs symmetric key credentials (--symmetric-key/--registration-id or --group-key)")
+	}
+	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}
+}
+
+// X509Device returns the configured X.509 identity or skips the spec.
+func (t *T) X509Device() Device {
+	cr := t.r.cfg.Target.Credentials
+	if cr.X509 == nil {
+		ginkgo.Skip("needs an X.509 enrollment (--cert/--key, or x509 in --config)")
+	}
+	return Device{RegistrationID: cr.X509RegistrationID, Cert: cr.X509}
+}
+
+// DisabledDevice returns the configured disabled enrollment or skips.
+func (t *T) DisabledDevice() Device {
+	cr := t.r.cfg.Target.Credentials
+	if cr.DisabledRegistrationID == "" {
+		ginkgo.Skip("needs a disabled enrollment (disabledRegistrationId in --config)")
+	}
+	return Device{RegistrationID: cr.DisabledRegistrationID, Key: cr.DisabledKey}
+}
+
+// Token builds a SAS token for d in the documented form, valid for an hour,
+// with o adjusting it (o.IDScope, RegistrationID, Key, Expiry default to the
+// device's).
+func (t *T) Token(d Device, o dps.SASOptions) string {
+	ginkgo.GinkgoHelper()
+	if o.IDScope == "" {
+		o.IDScope = t.r.cfg.Target.IDScope
+	}
+	if o.RegistrationID == "" {
+		o.RegistrationID = d.RegistrationID
+	}
+	if o.Key == "" {
+		o.Key = d.Key
+	}
+	if o.Expiry.IsZero() {
+		o.Expiry = time.Now().Add(time.Hour)
+	}
+	tok, err := dps.BuildSASToken(o)
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("building a SAS token: %v", err))
+	}
+	return tok
+}
+
+// ConnectPacket is the documented CONNECT of d (DPS-PROTOCOL.md Part B §1):
+// ClientId = registration id, username with api-version 2019-03-31,
+// CleanSession 1, keep-alive 60, a SAS token as password unless d is X.509.
+func (t *T) ConnectPacket(d Device) *packets.Connect {
+	ginkgo.GinkgoHelper()
+	cp := &packets.Connect{
+		ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60,
+		ClientID: []byte(d.RegistrationID),
+		Username: []byte(dps.Username{IDScope: t.r.cfg.Target.IDScope, RegistrationID: d.RegistrationID, APIVersion: dps.DefaultAPIVersion}.String()),
+	}
+	if d.Cert == nil {
+		cp.Password = []byte(t.Token(d, dps.SASOptions{}))
+	}
+	return cp
+}
+
+// DialOptions select how a spec reaches the target.
+type DialOptions struct {
+	// WebSocket dials the WSS endpoint (Path and Subprotocol override the
+	// target's path and "mqtt").
+	WebSocket         bool
+	Path, Subprotocol string
+	// MinTLS and MaxTLS bound the TLS versions offered; zero means TLS 1.2
+	// to TLS 1.3.
+	MinTLS, MaxTLS uint16
+	// Cert is presented as the TLS client certificate.
+	Cert *tls.Certificate
+	// Plain dials addr without TLS (the plaintext checks).
+	Plain string
+}
+
+// Dial connects to the target and records the connection in the spec's
+// capture: the real TLS records (with the key log embedded, so the tracer
+// decrypts them) or the WebSocket frames over TLS.
+func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
+	tg := t.r.cfg.Target
+	target := tg.MQTT
+	layer := tracer.TLS
+	if o.WebSocket {
+		if tg.WS.Scheme == "" {
+			ginkgo.Skip("the target has no MQTT over WebSocket endpoint (--target wss://… or ws in --config)")
+		}
+		target, layer = tg.WS, tracer.WebSocketTLS
+		if o.Path != "" {
+			target.Path = o.Path
+		}
+	}
+	if o.Plain != "" {
+		host, port, err := net.SplitHostPort(o.Plain)
+		if err != nil {
+			return nil, err
+		}
+		target = transport.Target{Scheme: "mqtt", Host: host}
+		fmt.Sscan(port, &target.Port)
+		layer = tracer.Plain
+	}
+	minV, maxV := o.MinTLS, o.MaxTLS
+	if minV == 0 {
+		minV = tls.VersionTLS12
+	}
+	if maxV == 0 {
+		maxV = tls.VersionTLS13
+	}
+	cfg := tg.tlsConfig(o.Cert, minV, maxV)
+	cfg.KeyLogWriter = t.rec.KeyLogWriter()
+	if minV < tls.VersionTLS12 {
+		// TLS 1.0 and 1.1 need suites crypto/tls leaves out by default.
+		cfg.CipherSuites = legacySuites()
+	}
+	var raw net.Conn
+	c, err := transport.Dial(ctx, target, transport.DialOptions{
+		TLSConfig:   cfg,
+		Subprotocol: o.Subprotocol,
+		WrapRaw: func(nc net.Conn) net.Conn {
+			raw = t.rec.Wrap(nc, tracer.ConnOptions{Side: tracer.Client, Layer: layer, Comment: t.req.ID})
+			return raw
+		},
+	})
+	if err != nil {
+		if raw != nil {
+			raw.Close()
+		}
+		return nil, err
+	}
+	conn := &Conn{t: t, c: c, raw: raw, r: bufio.NewReader(c)}
+	t.conns = append(t.conns, conn)
+	return conn, nil
+}
+
+func legacySuites() []uint16 {
+	var ids []uint16
+	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		for _, v := range s.SupportedVersions {
+			if v == tls.VersionTLS10 {
+				ids = append(ids, s.ID)
+				break
+			}
+		}
+	}
+	return ids
+}
+
+// MustDial is Dial that fails the spec on error.
+func (t *T) MustDial(ctx context.Context, o DialOptions) *Conn {
+	ginkgo.GinkgoHelper()
+	c, err := t.Dial(ctx, o)
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("connecting to %s: %v", t.r.cfg.Target.Name, err))
+	}
+	return c
+}
+
+// Connect dials the target and sends cp (the documented CONNECT of d when
+// cp is nil), and requires CONNACK 0.
+func (t *T) Connect(ctx context.Context, d Device, cp *packets.Connect, o DialOptions) *Conn {
+	ginkgo.GinkgoHelper()
+	if cp == nil {
+		cp = t.ConnectPacket(d)
+	}
+	if o.Cert == nil {
+		o.Cert = d.Cert
+	}
+	c := t.MustDial(ctx, o)
+	c.MustSend(ctx, cp)
+	p := c.MustNext(ctx, "CONNACK")
+	ack, ok := p.(*packets.Connack)
+	if !ok || ack.ReturnCode != packets.ConnackAccepted {
+		ginkgo.Fail(fmt.Sprintf("the documented CONNECT of %s was not accepted: %s", d.RegistrationID, describe(p)))
+	}
+	return c
+}
+
+// Conn is one MQTT connection of a spec.
+type Conn struct {
+	t      *T
+	c      net.Conn // the MQTT byte stream
+	raw    net.Conn // the recorded TCP connection
+	r      *bufio.Reader
+	nextID uint16
+	closed bool
+}
+
+// PacketID returns a fresh packet identifier.
+func (c *Conn) PacketID() uint16 {
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	return c.nextID
+}
+
+func deadline(ctx context.Context, d time.Duration) time.Time {
+	dl := time.Now().Add(d)
+	if x, ok := ctx.Deadline(); ok && x.Before(dl) {
+		dl = x
+	}
+	return dl
+}
+
+// Send writes p.
+func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
+	b, err := packets.Encode(nil, p, packets.EncodeOptions{})
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", p.Type(), err)
+	}
+	return c.SendRaw(ctx, b)
+}
+
+// SendRaw writes b as is (illegal encodings included).
+func (c *Conn) SendRaw(ctx context.Context, b []byte) error {
+	c.c.SetWriteDeadline(deadline(ctx, 10*time.Second))
+	_, err := c.c.Write(b)
+	return err
+}
+
+// MustSend is Send that fails the spec on error.
+func (c *Conn) MustSend(ctx context.Context, p packets.Packet) {
+	ginkgo.GinkgoHelper()
+	if err := c.Send(ctx, p); err != nil {
+		ginkgo.Fail(fmt.Sprintf("sending %s: %v", p.Type(), err))
+	}
+}
+
+// Next reads the next packet, waiting at most Config.ReadTimeout (bounded
+// by ctx). A closed connection is io.EOF.
+func (c *Conn) Next(ctx context.Context) (packets.Packet, error) {
+	return c.next(ctx, c.t.r.cfg.ReadTimeout)
+}
+
+func (c *Conn) next(ctx context.Context, wait time.Duration) (packets.Packet, error) {
+	if c.closed {
+		return nil, io.EOF
+	}
+	c.c.SetReadDeadline(deadline(ctx, wait))
+	p, err := packets.ReadPacket(c.r, packets.DecodeOptions{Lenient: true})
+	var v packets.Violations
+	if errors.As(err, &v) && p != nil {
+		return p, nil // judged from the capture, not here
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && !ne.Timeout()) ||
+			strings.Contains(err.Error(), "connection reset") {
+			c.closed = true
+			c.drainRaw(ctx)
+			return nil, io.EOF
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+// drainRaw reads the TCP connection to its end after the MQTT stream
+// ended: a TLS close_notify ends the stream before the TCP FIN, and the
+// capture must show who closed the connection.
+func (c *Conn) drainRaw(ctx context.Context) {
+	if c.raw == nil {
+		return
+	}
+	c.raw.SetReadDeadline(deadline(ctx, c.t.r.cfg.CloseWait))
+	var buf [4096]byte
+	for range 64 {
+		if _, err := c.raw.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// MustNext reads the next packet, failing the spec when none comes: what
+// names the packet awaited.
+func (c *Conn) MustNext(ctx context.Context, what string) packets.Packet {
+	ginkgo.GinkgoHelper()
+	p, err := c.Next(ctx)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			ginkgo.Fail(fmt.Sprintf("waiting for %s: the server closed the connection", what))
+		}
+		ginkgo.Fail(fmt.Sprintf("waiting for %s: %v", what, err))
+	}
+	return p
+}
+
+// WaitClose reads until the server closes the connection or
+// Config.CloseWait passes, and reports whether it closed. Packets read on
+// the way are discarded (the capture keeps them).
+func (c *Conn) WaitClose(ctx context.Context) bool {
+	end := time.Now().Add(c.t.r.cfg.CloseWait)
+	for i := 0; i < 1000 && time.Now().Before(end); i++ {
+		_, err := c.next(ctx, time.Until(end))
+		if errors.Is(err, io.EOF) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+// Subscribe subscribes to filter at qos and returns the SUBACK (nil when
+// the server answered otherwise or closed).
+func (c *Conn) Subscribe(ctx context.Context, filter string, qos byte) *packets.Suback {
+	ginkgo.GinkgoHelper()
+	id := c.PacketID()
+	c.MustSend(ctx, &packets.Subscribe{PacketID: id, Subscriptions: []packets.Subscription{{Filter: []byte(filter), QoS: qos}}})
+	p, err := c.Next(ctx)
+	if err != nil {
+		return nil
+	}
+	a, _ := p.(*packets.Suback)
+	return a
+}
+
+// Answer is a decoded DPS answer read live.
+type Answer struct {
+	Topic  string
+	Resp   dps.Response
+	Body   []byte
+	Status dps.RegistrationOperationStatus
+}
+
+// Request publishes a request on topic with body at qos and returns the
+// answer PUBLISH, acknowledging it when it is QoS 1 (and skipping the
+// PUBACK of the request). It fails the spec when no answer comes.
+func (c *Conn) Request(ctx context.Context, topic string, body []byte, qos byte) Answer {
+	ginkgo.GinkgoHelper()
+	a, err := c.TryRequest(ctx, topic, body, qos)
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("request %q: %v", topic, err))
+	}
+	return a
+}
+
+// TryRequest is Request returning the error.
+func (c *Conn) TryRequest(ctx context.Context, topic string, body []byte, qos byte) (Answer, error) {
+	pub := &packets.Publish{QoS: qos, Topic: []byte(topic), Payload: body}
+	if qos > 0 {
+		pub.PacketID = c.PacketID()
+	}
+	if err := c.Send(ctx, pub); err != nil {
+		return Answer{}, err
+	}
+	return c.ReadAnswer(ctx)
+}
+
+// ReadAnswer reads packets until an answer PUBLISH arrives (at most 16).
+func (c *Conn) ReadAnswer(ctx context.Context) (Answer, error) {
+	for range 16 {
+		p, err := c.Next(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return Answer{}, errors.New("the server closed the connection without answering")
+			}
+			return Answer{}, fmt.Errorf("no answer: %w", err)
+		}
+		pub, ok := p.(*packets.Publish)
+		if !ok {
+			continue
+		}
+		if pub.QoS == 1 {
+			c.Send(ctx, &packets.Puback{PacketID: pub.PacketID})
+		}
+		a := Answer{Topic: string(pub.Topic), Body: append([]byte(nil), pub.Payload...)}
+		a.Resp, _ = dps.ParseResponseTopic(a.Topic)
+		json.Unmarshal(a.Body, &a.Status)
+		return a, nil
+	}
+	return Answer{}, errors.New("no answer within 16 packets")
+}
+
+// Provision subscribes and registers with rid, then polls (honouring
+// retry-after, at most maxPolls times) until the answer is final; it
+// returns every answer.
+func (c *Conn) Provision(ctx context.Context, rid string, body []byte, maxPolls int) []Answer {
+	ginkgo.GinkgoHelper()
+	if ack := c.Subscribe(ctx, dps.SubscribeFilter, 1); ack == nil {
+		ginkgo.Fail("SUBSCRIBE to " + dps.SubscribeFilter + " was not acknowledged")
+	}
+	a := c.Request(ctx, dps.RegisterTopic(rid), body, 1)
+	out := []Answer{a}
+	for i := 0; i < maxPolls && (a.Resp.Status == 202 || a.Resp.Status == 429); i++ {
+		op := a.Status.OperationID
+		if op == "" && len(out) > 1 {
+			op = out[0].Status.OperationID
+		}
+		if op == "" {
+			break
+		}
+		wait := a.Resp.RetryAfter
+		if !a.Resp.HasRetryAfter {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			ginkgo.Fail("spec timed out while waiting retry-after")
+		case <-time.After(wait):
+		}
+		a = c.Request(ctx, dps.PollTopic(rid, op), nil, 1)
+		out = append(out, a)
+	}
+	return out
+}
+
+// RegisterBody is the register body of the docs: {"registrationId":"…"}.
+func RegisterBody(regID string) []byte {
+	b, _ := json.Marshal(map[string]string{"registrationId": regID})
+	return b
+}

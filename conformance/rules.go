@@ -1,0 +1,939 @@
+package conformance
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer"
+)
+
+// Rule judges one requirement from a decoded conversation. The same rules
+// judge live specs (T.Judge), field captures (dps-conform trace --check,
+// CheckCapture) and, for role device, devices under test.
+type Rule struct {
+	ID   string
+	Role Role
+	// Evidence says what a capture must hold for the rule to apply, for the
+	// "no evidence" failure of a spec.
+	Evidence string
+	// Check returns how many times the rule applied in c and what it found.
+	Check func(c *tracer.Conversation, env RuleEnv) (applied int, findings []Finding)
+}
+
+// RuleEnv is what rules may know beyond the traffic.
+type RuleEnv struct {
+	// Profile is dps-2019 or dps-2023.
+	Profile string
+}
+
+// Finding is one violation of a requirement, with the packet that shows it.
+type Finding struct {
+	ID string `json:"id"`
+	// Conversation and Frame locate the evidence in the capture (frame
+	// numbers as Wireshark shows them).
+	Conversation int       `json:"conversation"`
+	Frame        int       `json:"frame"`
+	Time         time.Time `json:"time"`
+	// Expected lists what would have passed; Actual is what was seen
+	// (h2spec's TestError).
+	Expected []string `json:"expected"`
+	Actual   string   `json:"actual"`
+}
+
+// Detail renders the finding as "conversation N frame F: expected …; actual …".
+func (f Finding) Detail() string {
+	return fmt.Sprintf("conversation %d, frame %d: expected %s; actual: %s", f.Conversation, f.Frame, strings.Join(f.Expected, " or "), f.Actual)
+}
+
+func (f Finding) String() string { return f.ID + ": " + f.Detail() }
+
+func finding(id string, c *tracer.Conversation, frame int, ts time.Time, actual string, expected ...string) Finding {
+	return Finding{ID: id, Conversation: c.ID, Frame: frame, Time: ts, Expected: expected, Actual: actual}
+}
+
+// ServiceRules returns the rules of role service, in ID order.
+func ServiceRules() []*Rule {
+	rs := []*Rule{
+		ruleTLSAccepted(), ruleTLSRefused("TLS-002", 0x0301), ruleTLSRefused("TLS-003", 0x0302), ruleTLSRefused("TLS-004", 0x0304),
+		rulePlaintext(),
+		ruleConnackFor("DPS-CONN-001", "a CONNECT of the documented form", documentedConnect, 0),
+		ruleConnackFor("DPS-CONN-002", "a CONNECT whose username carries an SDK suffix (&ClientVersion=…) or another api-version", sdkUsernameConnect, 0),
+		ruleConnackFor("DPS-CONN-003", "a CONNECT with keep-alive 0 or a ClientId longer than 23 characters", longOrZeroKeepAliveConnect, 0),
+		ruleConnackFor("DPS-CONN-004", "a CONNECT whose username is not of the DPS form", badUsernameConnect, packets.ConnackRefusedBadUsernameOrPassword),
+		ruleConnackFor("DPS-CONN-005", "a CONNECT whose ClientId differs from the username's registration id", clientIDMismatchConnect, packets.ConnackRefusedIdentifierRejected),
+		ruleProtocolLevel(),
+		ruleCleanSession0(),
+		ruleSessionPresent(),
+		ruleGrant("DPS-SUB-001", "a SUBSCRIBE to $dps/registrations/res/# at QoS 0 or 1", func(q byte) (packets.SubackCode, bool) { return packets.SubackCode(q), q <= 1 }),
+		ruleGrant("DPS-SUB-002", "a SUBSCRIBE to $dps/registrations/res/# at QoS 2", func(q byte) (packets.SubackCode, bool) { return 1, q == 2 }),
+		ruleDeliveryQoS(),
+		ruleOtherFilters(),
+		rulePubackFirst(),
+		ruleRegister202(),
+		ruleRIDEcho(),
+		ruleAnswerTopicForm(),
+		ruleUndocumentedTopic(),
+		ruleOversize(),
+		ruleRegistrationState(),
+		ruleErrorBody(),
+		rule401Close(),
+		ruleThrottle("DPS-POLL-004", dps.Poll, "more than 5 polls of one device within 10 s"),
+		ruleMalformedClose(),
+	}
+	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
+	return rs
+}
+
+// CheckCapture applies rules to every conversation of a capture and returns
+// the findings in conversation and frame order, and how often each rule
+// applied.
+func CheckCapture(c *tracer.Capture, rules []*Rule, env RuleEnv) ([]Finding, map[string]int) {
+	var out []Finding
+	applied := map[string]int{}
+	for _, conv := range c.Conversations {
+		for _, r := range rules {
+			n, f := r.Check(conv, env)
+			applied[r.ID] += n
+			out = append(out, f...)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Finding) int {
+		if a.Conversation != b.Conversation {
+			return a.Conversation - b.Conversation
+		}
+		return a.Frame - b.Frame
+	})
+	return out, applied
+}
+
+// ---- helpers over a decoded conversation ----
+
+// dir filters packets of one direction.
+func pkts(c *tracer.Conversation, d tracer.Direction) []int {
+	var idx []int
+	for i := range c.Packets {
+		if c.Packets[i].Dir == d {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// firstAfter returns the index of the first packet of direction d after
+// index i that satisfies ok, or -1.
+func firstAfter(c *tracer.Conversation, i int, d tracer.Direction, ok func(packets.Packet) bool) int {
+	for j := i + 1; j < len(c.Packets); j++ {
+		if c.Packets[j].Dir == d && (ok == nil || ok(c.Packets[j].Packet)) {
+			return j
+		}
+	}
+	return -1
+}
+
+func isType[P packets.Packet](p packets.Packet) bool { _, ok := p.(P); return ok }
+
+// connectOf returns the first CONNECT of the conversation and its index.
+func connectOf(c *tracer.Conversation) (*packets.Connect, int) {
+	for i := range c.Packets {
+		if cp, ok := c.Packets[i].Packet.(*packets.Connect); ok && c.Packets[i].Dir == tracer.ClientToServer {
+			return cp, i
+		}
+	}
+	return nil, -1
+}
+
+// serverClosedAfter reports whether the server closed the connection after
+// frame f, before the client did, with no packet of its own in between
+// beyond those allowed.
+func serverClosedFirst(c *tracer.Conversation) bool {
+	s, cl := c.CloseFrame[tracer.ServerToClient], c.CloseFrame[tracer.ClientToServer]
+	return c.Closed[tracer.ServerToClient] && (!c.Closed[tracer.ClientToServer] || s <= cl)
+}
+
+func describeClose(c *tracer.Conversation) string {
+	switch {
+	case serverClosedFirst(c):
+		return fmt.Sprintf("the server closed the connection (frame %d)", c.CloseFrame[tracer.ServerToClient])
+	case c.Closed[tracer.ClientToServer]:
+		return fmt.Sprintf("the server kept the connection open until the client closed it (frame %d)", c.CloseFrame[tracer.ClientToServer])
+	default:
+		return "the connection was still open when the capture ended"
+	}
+}
+
+func describe(p packets.Packet) string {
+	switch p := p.(type) {
+	case *packets.Connack:
+		return fmt.Sprintf("CONNACK return code 0x%02x session-present %v", byte(p.ReturnCode), p.SessionPresent)
+	case *packets.Suback:
+		codes := make([]string, len(p.ReturnCodes))
+		for i, c := range p.ReturnCodes {
+			codes[i] = fmt.Sprintf("0x%02x", byte(c))
+		}
+		return fmt.Sprintf("SUBACK id %d granting [%s]", p.PacketID, strings.Join(codes, " "))
+	case *packets.Publish:
+		return fmt.Sprintf("PUBLISH %q QoS %d (%d-byte payload)", p.Topic, p.QoS, len(p.Payload))
+	case nil:
+		return "nothing"
+	default:
+		return p.Type().String()
+	}
+}
+
+// answer is a service PUBLISH on a response topic.
+type answer struct {
+	idx  int
+	pkt  *tracer.Packet
+	pub  *packets.Publish
+	resp dps.Response
+	err  error
+}
+
+// request is a device PUBLISH on a request topic.
+type request struct {
+	idx int
+	pkt *tracer.Packet
+	pub *packets.Publish
+	req dps.Request
+	err error
+}
+
+func answers(c *tracer.Conversation) []answer {
+	var out []answer
+	for i := range c.Packets {
+		p := &c.Packets[i]
+		pub, ok := p.Packet.(*packets.Publish)
+		if !ok || p.Dir != tracer.ServerToClient {
+			continue
+		}
+		r, err := dps.ParseResponseTopic(string(pub.Topic))
+		out = append(out, answer{idx: i, pkt: p, pub: pub, resp: r, err: err})
+	}
+	return out
+}
+
+func requests(c *tracer.Conversation) []request {
+	var out []request
+	for i := range c.Packets {
+		p := &c.Packets[i]
+		pub, ok := p.Packet.(*packets.Publish)
+		if !ok || p.Dir != tracer.ClientToServer {
+			continue
+		}
+		r, err := dps.ParseRequestTopic(string(pub.Topic))
+		out = append(out, request{idx: i, pkt: p, pub: pub, req: r, err: err})
+	}
+	return out
+}
+
+// requestFor returns the last valid request before answer a whose $rid
+// equals the answer's, or nil.
+func requestFor(reqs []request, a answer) *request {
+	var best *request
+	for i := range reqs {
+		if reqs[i].idx < a.idx && reqs[i].err == nil && reqs[i].req.RID == a.resp.RID {
+			best = &reqs[i]
+		}
+	}
+	return best
+}
+
+// ---- CONNECT classification ----
+
+func parsedUsername(cp *packets.Connect) (dps.Username, bool) {
+	if cp.Username == nil {
+		return dps.Username{}, false
+	}
+	u, err := dps.ParseUsername(string(cp.Username))
+	return u, err == nil
+}
+
+func documentedConnect(cp *packets.Connect) bool {
+	u, ok := parsedUsername(cp)
+	return ok && cp.ProtocolLevel == 4 && u.ClientVersion == "" && u.APIVersion == dps.DefaultAPIVersion &&
+		dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession && cp.KeepAlive > 0 && len(cp.ClientID) <= 23
+}
+
+func sdkUsernameConnect(cp *packets.Connect) bool {
+	u, ok := parsedUsername(cp)
+	return ok && cp.ProtocolLevel == 4 && (u.ClientVersion != "" || u.APIVersion != dps.DefaultAPIVersion) &&
+		dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession
+}
+
+func longOrZeroKeepAliveConnect(cp *packets.Connect) bool {
+	u, ok := parsedUsername(cp)
+	return ok && cp.ProtocolLevel == 4 && dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession &&
+		(cp.KeepAlive == 0 || len(cp.ClientID) > 23)
+}
+
+func badUsernameConnect(cp *packets.Connect) bool {
+	_, ok := parsedUsername(cp)
+	return cp.ProtocolLevel == 4 && !ok
+}
+
+func clientIDMismatchConnect(cp *packets.Connect) bool {
+	u, ok := parsedUsername(cp)
+	return ok && cp.ProtocolLevel == 4 && !dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID))
+}
+
+// ruleConnackFor: a CONNECT selected by sel is answered with CONNACK code.
+func ruleConnackFor(id, what string, sel func(*packets.Connect) bool, code packets.ConnackCode) *Rule {
+	want := fmt.Sprintf("CONNACK return code 0x%02x", byte(code))
+	return &Rule{ID: id, Role: RoleService, Evidence: what + " and the server's answer",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			cp, i := connectOf(c)
+			if cp == nil || !sel(cp) {
+				return 0, nil
+			}
+			j := firstAfter(c, i, tracer.ServerToClient, nil)
+			if j < 0 {
+				if !c.Closed[tracer.ServerToClient] && !c.Closed[tracer.ClientToServer] {
+					return 0, nil // the capture ends before any answer: nothing to judge
+				}
+				return 1, []Finding{finding(id, c, c.Packets[i].Frame, c.Packets[i].Time, "no CONNACK; "+describeClose(c), want)}
+			}
+			ack, ok := c.Packets[j].Packet.(*packets.Connack)
+			if !ok || ack.ReturnCode != code {
+				return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, describe(c.Packets[j].Packet), want)}
+			}
+			if code == 0 {
+				// Accepted means usable: the server must not close the
+				// session before the client's next packet is answered.
+				if k := firstAfter(c, j, tracer.ClientToServer, nil); k >= 0 && firstAfter(c, k-1, tracer.ServerToClient, nil) < 0 && serverClosedFirst(c) {
+					return 1, []Finding{finding(id, c, c.CloseFrame[tracer.ServerToClient], c.CloseTime[tracer.ServerToClient],
+						"CONNACK 0x00, then the server closed the connection without answering "+describe(c.Packets[k].Packet),
+						"CONNACK 0x00 and an open session")}
+				}
+			}
+			return 1, nil
+		}}
+}
+
+// ---- TLS ----
+
+func onlyOffered(c *tracer.Conversation, v uint16) bool {
+	return c.TLS != nil && c.TLS.ClientHello && len(c.TLS.OfferedVersions) == 1 && c.TLS.OfferedVersions[0] == v
+}
+
+func ruleTLSAccepted() *Rule {
+	return &Rule{ID: "TLS-001", Role: RoleService, Evidence: "a ClientHello offering only TLS 1.2",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			if !onlyOffered(c, 0x0303) {
+				return 0, nil
+			}
+			if c.TLS.ServerHello && c.TLS.Version == 0x0303 {
+				return 1, nil
+			}
+			return 1, []Finding{finding("TLS-001", c, c.FirstFrame(), c.Start, tlsOutcome(c), "a ServerHello choosing TLS 1.2")}
+		}}
+}
+
+func tlsOutcome(c *tracer.Conversation) string {
+	switch {
+	case c.TLS.ServerHello:
+		return "the server chose " + tlsVersionName(c.TLS.Version)
+	case len(c.TLS.Alerts) > 0:
+		return fmt.Sprintf("no ServerHello; alert %v", c.TLS.Alerts[0])
+	default:
+		return "no ServerHello; " + describeClose(c)
+	}
+}
+
+func tlsVersionName(v uint16) string {
+	switch v {
+	case 0x0301:
+		return "TLS 1.0"
+	case 0x0302:
+		return "TLS 1.1"
+	case 0x0303:
+		return "TLS 1.2"
+	case 0x0304:
+		return "TLS 1.3"
+	}
+	return fmt.Sprintf("version 0x%04x", v)
+}
+
+func ruleTLSRefused(id string, v uint16) *Rule {
+	return &Rule{ID: id, Role: RoleService, Evidence: "a ClientHello offering only " + tlsVersionName(v),
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			if !onlyOffered(c, v) {
+				return 0, nil
+			}
+			if c.TLS.ServerHello && c.TLS.Version == v {
+				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "the server chose "+tlsVersionName(v), "the handshake refused (alert or close, no ServerHello for "+tlsVersionName(v)+")")}
+			}
+			return 1, nil
+		}}
+}
+
+func rulePlaintext() *Rule {
+	return &Rule{ID: "TLS-005", Role: RoleService, Evidence: "a plaintext MQTT CONNECT",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			if c.Transport != "mqtt" && c.Transport != "ws" {
+				return 0, nil
+			}
+			cp, i := connectOf(c)
+			if cp == nil {
+				return 0, nil
+			}
+			if j := firstAfter(c, i, tracer.ServerToClient, isType[*packets.Connack]); j >= 0 {
+				return 1, []Finding{finding("TLS-005", c, c.Packets[j].Frame, c.Packets[j].Time, "plaintext "+describe(c.Packets[j].Packet), "no MQTT answer without TLS")}
+			}
+			return 1, nil
+		}}
+}
+
+// ---- CONNECT and session ----
+
+func ruleProtocolLevel() *Rule {
+	const id = "DPS-CONN-006"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a CONNECT with a protocol level other than 4 and the server's answer",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			if c.MQTTVersion == 0 || c.MQTTVersion == 4 {
+				return 0, nil
+			}
+			first := -1
+			for i := range c.Packets {
+				if c.Packets[i].Dir == tracer.ServerToClient {
+					first = i
+					break
+				}
+			}
+			want := []string{"CONNACK 0x01 and the server closing the connection"}
+			if first < 0 {
+				if !c.Closed[tracer.ServerToClient] && !c.Closed[tracer.ClientToServer] {
+					return 0, nil
+				}
+				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "no CONNACK; "+describeClose(c), want...)}
+			}
+			p := &c.Packets[first]
+			code, ok := connackCode(p)
+			if !ok || code != 0x01 {
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("first answer %x", p.Raw), want...)}
+			}
+			if !serverClosedFirst(c) || firstAfter(c, first, tracer.ServerToClient, nil) >= 0 {
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, "CONNACK 0x01, then "+describeClose(c), want...)}
+			}
+			return 1, nil
+		}}
+}
+
+// connackCode reads the return code of a CONNACK however it was decoded
+// (an MQTT 5 conversation carries it as packets.Raw).
+func connackCode(p *tracer.Packet) (byte, bool) {
+	if a, ok := p.Packet.(*packets.Connack); ok {
+		return byte(a.ReturnCode), true
+	}
+	if len(p.Raw) >= 4 && p.Raw[0] == 0x20 {
+		return p.Raw[3], true
+	}
+	return 0, false
+}
+
+func ruleCleanSession0() *Rule {
+	const id = "DPS-SESS-001"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a CONNECT with CleanSession=0 and the server's answer",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			cp, i := connectOf(c)
+			if cp == nil || cp.CleanSession || cp.ProtocolLevel != 4 {
+				return 0, nil
+			}
+			j := firstAfter(c, i, tracer.ServerToClient, nil)
+			if j < 0 {
+				if c.Closed[tracer.ServerToClient] {
+					return 1, nil // closed before CONNACK: a refusal
+				}
+				return 0, nil
+			}
+			if a, ok := c.Packets[j].Packet.(*packets.Connack); ok && a.ReturnCode == 0 {
+				return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, describe(a), "a refusal: a non-zero CONNACK (0x02) or a close before CONNACK")}
+			}
+			return 1, nil
+		}}
+}
+
+func ruleSessionPresent() *Rule {
+	const id = "DPS-SESS-003"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a CONNACK",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for i := range c.Packets {
+				a, ok := c.Packets[i].Packet.(*packets.Connack)
+				if !ok || c.Packets[i].Dir != tracer.ServerToClient {
+					continue
+				}
+				n++
+				if a.SessionPresent {
+					fs = append(fs, finding(id, c, c.Packets[i].Frame, c.Packets[i].Time, describe(a), "session-present 0"))
+				}
+			}
+			return n, fs
+		}}
+}
+
+// ---- SUBSCRIBE ----
+
+// subackFor returns the SUBACK answering the SUBSCRIBE at index i.
+func subackFor(c *tracer.Conversation, i int) (*packets.Suback, int) {
+	s := c.Packets[i].Packet.(*packets.Subscribe)
+	j := firstAfter(c, i, tracer.ServerToClient, func(p packets.Packet) bool {
+		a, ok := p.(*packets.Suback)
+		return ok && a.PacketID == s.PacketID
+	})
+	if j < 0 {
+		return nil, -1
+	}
+	return c.Packets[j].Packet.(*packets.Suback), j
+}
+
+func subscribes(c *tracer.Conversation) []int {
+	var out []int
+	for _, i := range pkts(c, tracer.ClientToServer) {
+		if _, ok := c.Packets[i].Packet.(*packets.Subscribe); ok {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func ruleGrant(id, what string, want func(q byte) (packets.SubackCode, bool)) *Rule {
+	return &Rule{ID: id, Role: RoleService, Evidence: what + " answered by a SUBACK",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for _, i := range subscribes(c) {
+				s := c.Packets[i].Packet.(*packets.Subscribe)
+				ack, j := subackFor(c, i)
+				for k, sub := range s.Subscriptions {
+					w, ok := want(sub.QoS)
+					if !ok || string(sub.Filter) != dps.SubscribeFilter {
+						continue
+					}
+					if ack == nil {
+						if serverClosedFirst(c) {
+							n++
+							fs = append(fs, finding(id, c, c.Packets[i].Frame, c.Packets[i].Time, "no SUBACK; "+describeClose(c), fmt.Sprintf("SUBACK granting %d", w)))
+						}
+						continue
+					}
+					n++
+					if k >= len(ack.ReturnCodes) || ack.ReturnCodes[k] != w {
+						fs = append(fs, finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, fmt.Sprintf("asked QoS %d, %s", sub.QoS, describe(ack)), fmt.Sprintf("SUBACK granting %d", w)))
+					}
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleDeliveryQoS() *Rule {
+	const id = "DPS-SUB-003"
+	return &Rule{ID: id, Role: RoleService, Evidence: "an answer PUBLISH after a SUBACK granting the response filter",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			granted := -1
+			n := 0
+			var fs []Finding
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				switch pk := p.Packet.(type) {
+				case *packets.Subscribe:
+					if ack, _ := subackFor(c, i); ack != nil {
+						for k, sub := range pk.Subscriptions {
+							if string(sub.Filter) == dps.SubscribeFilter && k < len(ack.ReturnCodes) && ack.ReturnCodes[k] != packets.SubackFailure {
+								granted = int(ack.ReturnCodes[k])
+							}
+						}
+					}
+				case *packets.Publish:
+					if p.Dir != tracer.ServerToClient || granted < 0 {
+						continue
+					}
+					n++
+					if max := min(granted, 1); int(pk.QoS) > max {
+						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("%s after a grant of %d", describe(pk), granted), fmt.Sprintf("QoS at most %d", max)))
+					}
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleOtherFilters() *Rule {
+	const id = "DPS-SUB-004"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a SUBSCRIBE to a filter other than $dps/registrations/res/# and the server's answer",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for _, i := range subscribes(c) {
+				s := c.Packets[i].Packet.(*packets.Subscribe)
+				ack, j := subackFor(c, i)
+				for k, sub := range s.Subscriptions {
+					if string(sub.Filter) == dps.SubscribeFilter {
+						continue
+					}
+					if ack == nil {
+						if serverClosedFirst(c) {
+							n++ // closing is a refusal too
+						}
+						continue
+					}
+					n++
+					if k < len(ack.ReturnCodes) && ack.ReturnCodes[k] != packets.SubackFailure {
+						fs = append(fs, finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, fmt.Sprintf("filter %q: %s", sub.Filter, describe(ack)), "SUBACK 0x80 for it"))
+					}
+				}
+			}
+			return n, fs
+		}}
+}
+
+// ---- requests and answers ----
+
+func rulePubackFirst() *Rule {
+	const id = "DPS-REG-001"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a QoS 1 register or poll request and its answer",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			reqs := requests(c)
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				if a.err != nil {
+					continue
+				}
+				r := requestFor(reqs, a)
+				if r == nil || r.pub.QoS != 1 {
+					continue
+				}
+				n++
+				pid := r.pub.PacketID
+				ack := firstAfter(c, r.idx, tracer.ServerToClient, func(p packets.Packet) bool {
+					pa, ok := p.(*packets.Puback)
+					return ok && pa.PacketID == pid
+				})
+				if ack < 0 || ack > a.idx {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the answer %q came before the PUBACK of packet id %d", a.pub.Topic, pid), "PUBACK, then the answer"))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleRegister202() *Rule {
+	const id = "DPS-REG-002"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a register request answered 202",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			reqs := requests(c)
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				if a.err != nil || a.resp.Status != 202 {
+					continue
+				}
+				r := requestFor(reqs, a)
+				if r == nil || r.req.Kind != dps.Register {
+					continue
+				}
+				n++
+				if !a.resp.HasRetryAfter {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), "a retry-after in the topic"))
+				}
+				var st dps.RegistrationOperationStatus
+				if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning"}`))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func clip(b []byte) string {
+	if len(b) > 200 {
+		return fmt.Sprintf("%q…", b[:200])
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+func ruleRIDEcho() *Rule {
+	const id = "DPS-REG-003"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a request with a $rid and an answer",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			reqs := requests(c)
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				var prior []string
+				for _, r := range reqs {
+					if r.idx < a.idx && r.err == nil {
+						prior = append(prior, r.req.RID)
+					}
+				}
+				if len(prior) == 0 {
+					continue
+				}
+				n++
+				if a.err != nil {
+					continue // judged by DPS-REG-004
+				}
+				if !slices.Contains(prior, a.resp.RID) {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("$rid %q in %q", a.resp.RID, a.pub.Topic), fmt.Sprintf("the $rid of a request: %q", prior)))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleAnswerTopicForm() *Rule {
+	const id = "DPS-REG-004"
+	return &Rule{ID: id, Role: RoleService, Evidence: "an answer PUBLISH",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				n++
+				if a.err != nil {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q: %v", a.pub.Topic, a.err), "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={n}]"))
+					continue
+				}
+				ra := -1
+				if a.resp.HasRetryAfter {
+					ra = int(a.resp.RetryAfter / time.Second)
+				}
+				want := dps.ResponseTopic(a.resp.Status, a.resp.RID, ra)
+				if string(a.pub.Topic) != want {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), fmt.Sprintf("%q", want)))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleUndocumentedTopic() *Rule {
+	const id = "DPS-REG-007"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a PUBLISH to an undocumented topic",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			for _, r := range requests(c) {
+				if r.err == nil {
+					continue
+				}
+				if j := firstAfter(c, r.idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
+					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "the connection stayed open and carried "+describe(c.Packets[j].Packet), "the server closing the connection")}
+				}
+				if !serverClosedFirst(c) {
+					return 1, []Finding{finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("after PUBLISH %q %s", r.pub.Topic, describeClose(c)), "the server closing the connection")}
+				}
+				return 1, nil
+			}
+			return 0, nil
+		}}
+}
+
+// MaxMessageSize is the DPS message size limit (D-LIMITS: 96 KB).
+const MaxMessageSize = 96 * 1024
+
+func ruleOversize() *Rule {
+	const id = "DPS-REG-008"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a device packet over 96 KB",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			// A sender cut off mid-packet (the server closed as soon as
+			// the fixed header announced the size) shows as a problem.
+			for _, pr := range c.Problems {
+				if pr.Dir == tracer.ClientToServer && pr.PacketLen > MaxMessageSize {
+					if !serverClosedFirst(c) {
+						return 1, []Finding{finding(id, c, pr.Frame, time.Time{}, fmt.Sprintf("after a %d-byte packet %s", pr.PacketLen, describeClose(c)), "the server closing the connection")}
+					}
+					return 1, nil
+				}
+			}
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				if p.Dir != tracer.ClientToServer || len(p.Raw) <= MaxMessageSize {
+					continue
+				}
+				if j := firstAfter(c, i, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
+					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, fmt.Sprintf("a %d-byte packet was served: %s", len(p.Raw), describe(c.Packets[j].Packet)), "the server closing the connection")}
+				}
+				if !serverClosedFirst(c) {
+					return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("after a %d-byte packet %s", len(p.Raw), describeClose(c)), "the server closing the connection")}
+				}
+				return 1, nil
+			}
+			return 0, nil
+		}}
+}
+
+func ruleRegistrationState() *Rule {
+	const id = "DPS-POLL-002"
+	return &Rule{ID: id, Role: RoleService, Evidence: "an answer 200 with status assigned",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				if a.err != nil || a.resp.Status != 200 {
+					continue
+				}
+				var st dps.RegistrationOperationStatus
+				if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.Status != dps.StatusAssigned {
+					continue
+				}
+				n++
+				if missing := missingStateFields(st.RegistrationState); len(missing) > 0 {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, "registrationState lacks "+strings.Join(missing, ", "), "a complete registrationState"))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func missingStateFields(s *dps.DeviceRegistrationResult) []string {
+	if s == nil {
+		return []string{"everything (no registrationState)"}
+	}
+	var m []string
+	for _, f := range []struct {
+		name string
+		ok   bool
+	}{
+		{"registrationId", s.RegistrationID != ""}, {"createdDateTimeUtc", s.CreatedDateTimeUTC != ""},
+		{"assignedHub", s.AssignedHub != ""}, {"deviceId", s.DeviceID != ""}, {"status", s.Status != ""},
+		{"substatus", s.Substatus != ""}, {"lastUpdatedDateTimeUtc", s.LastUpdatedDateTimeUTC != ""}, {"etag", s.ETag != ""},
+		{"symmetricKey or x509", s.SymmetricKey != nil || s.X509 != nil},
+	} {
+		if !f.ok {
+			m = append(m, f.name)
+		}
+	}
+	return m
+}
+
+func ruleErrorBody() *Rule {
+	const id = "DPS-ERR-001"
+	return &Rule{ID: id, Role: RoleService, Evidence: "an error answer (4xx or 5xx)",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				if a.err != nil || a.resp.Status < 400 {
+					continue
+				}
+				n++
+				if problem := errorBodyProblem(a.pub.Payload, a.resp.Status); problem != "" {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("%d answer body %s: %s", a.resp.Status, clip(a.pub.Payload), problem),
+						fmt.Sprintf(`{"errorCode":%d…,"trackingId":…,"message":…,"timestampUtc":…}`, a.resp.Status)))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func errorBodyProblem(b []byte, status int) string {
+	var e dps.ErrorBody
+	if err := json.Unmarshal(b, &e); err != nil {
+		return "not a JSON object: " + err.Error()
+	}
+	switch {
+	case e.ErrorCode/1000 != status:
+		return fmt.Sprintf("errorCode %d does not start with %d", e.ErrorCode, status)
+	case e.TrackingID == "":
+		return "no trackingId"
+	case e.Message == "":
+		return "no message"
+	case e.TimestampUTC == "":
+		return "no timestampUtc"
+	}
+	return ""
+}
+
+func rule401Close() *Rule {
+	const id = "DPS-AUTH-007"
+	return &Rule{ID: id, Role: RoleService, Evidence: "an answer 401",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			for _, a := range answers(c) {
+				if a.err != nil || a.resp.Status != 401 {
+					continue
+				}
+				if j := firstAfter(c, a.idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
+					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "after the 401 the server went on: "+describe(c.Packets[j].Packet), "the server closing the connection after the 401")}
+				}
+				if !serverClosedFirst(c) {
+					return 1, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "after the 401 "+describeClose(c), "the server closing the connection after the 401")}
+				}
+				return 1, nil
+			}
+			return 0, nil
+		}}
+}
+
+// ruleThrottle: the 6th request of kind within 10 s is answered 429 with a
+// retry-after.
+func ruleThrottle(id string, kind dps.RequestKind, what string) *Rule {
+	return &Rule{ID: id, Role: RoleService, Evidence: what,
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			reqs := requests(c)
+			var times []time.Time
+			n := 0
+			var fs []Finding
+			for _, a := range answers(c) {
+				r := requestFor(reqs, a)
+				if a.err != nil || r == nil || r.req.Kind != kind {
+					continue
+				}
+				times = append(times, r.pkt.Time)
+				if len(times) < 6 || r.pkt.Time.Sub(times[len(times)-6]) >= 10*time.Second {
+					if a.resp.Status == 429 && !a.resp.HasRetryAfter {
+						fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("429 without retry-after: %q", a.pub.Topic), "429 with retry-after"))
+					}
+					continue
+				}
+				n++
+				times = times[:0] // a throttled window restarts the count
+				if a.resp.Status != 429 || !a.resp.HasRetryAfter {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("6th request within 10 s answered %q", a.pub.Topic), "429 with retry-after"))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleMalformedClose() *Rule {
+	const id = "MQTT-4.8.0-1"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a malformed or invalid packet from the device",
+		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+			frame, what := 0, ""
+			var ts time.Time
+			for _, p := range c.Problems {
+				if p.Dir == tracer.ClientToServer && strings.HasPrefix(p.Clause, "MQTT-") {
+					frame, what = p.Frame, fmt.Sprintf("malformed packet (%s): %s", p.Clause, p.Msg)
+					break
+				}
+			}
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				if p.Dir == tracer.ClientToServer && len(p.Violations) > 0 && (frame == 0 || p.Frame < frame) {
+					frame, what, ts = p.Frame, fmt.Sprintf("invalid %s (%s)", p.Packet.Type(), p.Violations[0].Clause), p.Time
+					break
+				}
+			}
+			if frame == 0 || c.MQTTVersion == 5 {
+				return 0, nil
+			}
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				if p.Dir == tracer.ServerToClient && p.Frame > frame {
+					if _, ack := p.Packet.(*packets.Connack); ack {
+						continue // the answer to a CONNECT sent before the bad packet
+					}
+					return 1, []Finding{finding(id, c, p.Frame, p.Time, "after a "+what+" the server sent "+describe(p.Packet), "the server closing the connection")}
+				}
+			}
+			if !serverClosedFirst(c) {
+				return 1, []Finding{finding(id, c, frame, ts, "after a "+what+" "+describeClose(c), "the server closing the connection")}
+			}
+			return 1, nil
+		}}
+}

@@ -1,0 +1,266 @@
+package conformance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/extensions/globals"
+	"github.com/onsi/ginkgo/v2/formatter"
+	"github.com/onsi/ginkgo/v2/types"
+	"github.com/onsi/gomega"
+)
+
+// Config configures a run of the service suite.
+type Config struct {
+	Target Target
+	// Profile is dps-2019 (default) or dps-2023.
+	Profile string
+	// LabelFilter and Focus select specs as Ginkgo's --label-filter and
+	// --focus do.
+	LabelFilter string
+	Focus       []string
+	// OutDir receives the evidence (pcaps/) and the Ginkgo JSON and JUnit
+	// reports (report.json, junit.xml).
+	OutDir string
+	// AllowQuota runs quota-touching specs against a non-local target.
+	AllowQuota bool
+	// Progress receives one line per finished spec; nil discards.
+	Progress io.Writer
+	// GinkgoOutput receives Ginkgo's own console report; nil discards.
+	GinkgoOutput io.Writer
+	// SpecTimeout bounds each spec (default 30 s); ReadTimeout each wait for
+	// a packet (default 5 s); CloseWait the wait for the server to close a
+	// connection it must close (default 3 s).
+	SpecTimeout, ReadTimeout, CloseWait time.Duration
+	// Version is the tool version written into captures.
+	Version string
+	// KnownFaults, when set, are the emulator fault names specs may cite
+	// (a spec naming another is a suite bug).
+	KnownFaults []string
+
+	knownFaults map[string]bool
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Report types.Report
+	// Verdicts are per spec, in run order.
+	Verdicts []Verdict
+}
+
+// Verdict is the outcome of one spec.
+type Verdict struct {
+	ID      string        `json:"id"`
+	Level   Level         `json:"level"`
+	Text    string        `json:"text"`
+	State   string        `json:"state"` // passed, failed, skipped, pending, ...
+	Message string        `json:"message,omitempty"`
+	Pcap    string        `json:"pcap,omitempty"`
+	Elapsed time.Duration `json:"elapsed"`
+}
+
+// Failed reports whether a verdict is a failure (a failure, a panic, a
+// timeout or an interruption).
+func (v Verdict) Failed() bool {
+	return v.State != "passed" && v.State != "skipped" && v.State != "pending"
+}
+
+// Conformant reports whether no MUST spec failed.
+func (r *Result) Conformant() bool {
+	for _, v := range r.Verdicts {
+		if v.Failed() && v.Level == MUST {
+			return false
+		}
+	}
+	return true
+}
+
+// Failed lists the IDs of failed specs, sorted, without duplicates.
+func (r *Result) Failed() []string {
+	var ids []string
+	for _, v := range r.Verdicts {
+		if v.Failed() && !slices.Contains(ids, v.ID) {
+			ids = append(ids, v.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// runMu serialises runs: Ginkgo keeps one suite per process.
+var runMu sync.Mutex
+
+func (cfg *Config) defaults() error {
+	if cfg.Profile == "" {
+		cfg.Profile = ProfileDPS2019
+	}
+	if cfg.Profile != ProfileDPS2019 && cfg.Profile != ProfileDPS2023 {
+		return fmt.Errorf("%w: profile %q is not %s or %s", ErrTarget, cfg.Profile, ProfileDPS2019, ProfileDPS2023)
+	}
+	if cfg.SpecTimeout <= 0 {
+		cfg.SpecTimeout = 30 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 5 * time.Second
+	}
+	if cfg.CloseWait <= 0 {
+		cfg.CloseWait = 3 * time.Second
+	}
+	if cfg.OutDir == "" {
+		cfg.OutDir = "dps-conform-results"
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.KnownFaults != nil {
+		cfg.knownFaults = map[string]bool{}
+		for _, f := range cfg.KnownFaults {
+			cfg.knownFaults[f] = true
+		}
+	}
+	return nil
+}
+
+// ErrSuiteBug is returned when the spec tree has registration mistakes.
+var ErrSuiteBug = errors.New("conformance suite bug")
+
+// build resets Ginkgo's global suite and registers the specs of cfg.
+func build(cfg *Config) (*registrar, error) {
+	cat, err := LoadCatalog()
+	if err != nil {
+		return nil, err
+	}
+	globals.Reset()
+	r := &registrar{cfg: cfg, cat: cat, rules: map[string]*Rule{}, texts: map[string]bool{}, g: gomega.NewGomega(ginkgo.Fail)}
+	for _, rule := range ServiceRules() {
+		r.rules[rule.ID] = rule
+	}
+	var id [4]byte
+	rand.Read(id[:])
+	r.runID = hex.EncodeToString(id[:])
+	registerServiceSpecs(r)
+	if len(r.bugs) > 0 {
+		return nil, fmt.Errorf("%w:\n  %s", ErrSuiteBug, strings.Join(r.bugs, "\n  "))
+	}
+	return r, nil
+}
+
+func (r *registrar) ruleList() []*Rule {
+	out := make([]*Rule, 0, len(r.rules))
+	for _, rule := range r.rules {
+		out = append(out, rule)
+	}
+	slices.SortFunc(out, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Run runs the service suite in this process with Ginkgo's RunSpecs and
+// returns the report and per-spec verdicts. Runs are serialised (Ginkgo
+// keeps one suite per process); Ginkgo's console reporter writes to
+// cfg.GinkgoOutput while the run lasts. ctx's deadline bounds the suite; an
+// interrupt (SIGINT) is handled by Ginkgo, which aborts the running spec.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Target.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating --out %s: %w", cfg.OutDir, err)
+	}
+	runMu.Lock()
+	defer runMu.Unlock()
+	r, err := build(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	ginkgo.ReportAfterEach(func(s types.SpecReport) {
+		v := verdictOf(r.cat, s)
+		res.Verdicts = append(res.Verdicts, v)
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "%-7s %-14s %s (%.2fs)\n", strings.ToUpper(v.State), v.ID, v.Text, v.Elapsed.Seconds())
+		}
+	})
+	ginkgo.ReportAfterSuite("dps-conform", func(rep types.Report) { res.Report = rep })
+
+	sc, rc := ginkgo.GinkgoConfiguration()
+	sc.LabelFilter = cfg.LabelFilter
+	sc.FocusStrings = cfg.Focus
+	sc.RandomizeAllSpecs = false
+	if dl, ok := ctx.Deadline(); ok {
+		sc.Timeout = time.Until(dl)
+	}
+	rc.NoColor = true
+	abs, err := filepath.Abs(cfg.OutDir)
+	if err != nil {
+		return nil, err
+	}
+	rc.JSONReport = filepath.Join(abs, "report.json")
+	rc.JUnitReport = filepath.Join(abs, "junit.xml")
+	out := cfg.GinkgoOutput
+	if out == nil {
+		out = io.Discard
+	}
+	saved := formatter.ColorableStdOut
+	formatter.ColorableStdOut = out
+	defer func() { formatter.ColorableStdOut = saved }()
+	t := &failT{}
+	ginkgo.RunSpecs(t, "dps-conform service suite against "+cfg.Target.Name, sc, rc)
+	globals.Reset()
+	return res, nil
+}
+
+func verdictOf(cat *Catalog, s types.SpecReport) Verdict {
+	v := Verdict{ID: SpecReportID(s), Text: s.FullText(), State: s.State.String(), Elapsed: s.RunTime}
+	if req, ok := cat.Lookup(v.ID); ok {
+		v.Level = req.Level
+	}
+	switch {
+	case s.State == types.SpecStatePanicked:
+		v.Message = fmt.Sprintf("panic: %s at %s\n%s", s.Failure.ForwardedPanic, s.Failure.Location, s.Failure.Location.FullStackTrace)
+	case s.State.Is(types.SpecStateFailureStates), s.State == types.SpecStateSkipped:
+		v.Message = s.Failure.Message
+	}
+	for _, e := range s.ReportEntries {
+		if e.Name == "pcap" {
+			v.Pcap = e.StringRepresentation()
+		}
+	}
+	return v
+}
+
+// Preview lists the specs of cfg without running them, and what was
+// registered (the spec inventory).
+func Preview(cfg Config) (types.Report, []SpecInfo, error) {
+	if err := cfg.defaults(); err != nil {
+		return types.Report{}, nil, err
+	}
+	runMu.Lock()
+	defer runMu.Unlock()
+	r, err := build(&cfg)
+	if err != nil {
+		return types.Report{}, nil, err
+	}
+	saved := formatter.ColorableStdOut
+	formatter.ColorableStdOut = io.Discard
+	defer func() { formatter.ColorableStdOut = saved }()
+	sc, _ := ginkgo.GinkgoConfiguration()
+	sc.LabelFilter = cfg.LabelFilter
+	sc.FocusStrings = cfg.Focus
+	rep := ginkgo.PreviewSpecs("dps-conform service suite", sc)
+	globals.Reset()
+	return rep, r.specs, nil
+}

@@ -1,0 +1,313 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/ginkgo/v2/types"
+	"github.com/onsi/gomega"
+
+	"github.com/dps-conform/dps-conform/tracer"
+)
+
+// registrar registers the specs of one run into Ginkgo's tree. It is the
+// wrapper of STYLE.md guideline 12: a spec cannot be registered without a
+// requirement ID, and the ID becomes the spec's labels. Mistakes (an ID
+// missing from the catalogue, a duplicate spec text, a text carrying
+// bracket tags, an unknown fault name) are recorded as suite bugs while the
+// tree is built, and Run refuses to run a tree with bugs.
+type registrar struct {
+	cfg   *Config
+	cat   *Catalog
+	rules map[string]*Rule
+	bugs  []string
+	texts map[string]bool
+	// specs lists what was registered, for the inventory and the
+	// consistency tests.
+	specs []SpecInfo
+	seq   atomic.Int64
+	runID string
+	g     gomega.Gomega
+	// container is the text of the enclosing Describe, for duplicate checks.
+	container []string
+}
+
+// SpecInfo describes one registered spec.
+type SpecInfo struct {
+	ID     string
+	Text   string
+	Faults []string
+	Quota  bool
+}
+
+// SpecOption decorates a spec at registration.
+type SpecOption interface{ apply(*specOpts) }
+
+type specOpts struct {
+	faults  []string
+	quota   bool
+	timeout time.Duration
+	extra   []string
+}
+
+type optFunc func(*specOpts)
+
+func (f optFunc) apply(o *specOpts) { f(o) }
+
+// Faults names the emulator fault switches (ARCHITECTURE.md §4) under which
+// the spec must fail; the self-test of the suite runs each and requires it.
+// They become labels "fault:NAME".
+func Faults(names ...string) SpecOption {
+	return optFunc(func(o *specOpts) { o.faults = append(o.faults, names...) })
+}
+
+// Quota marks a spec that trips throttling or spends a service quota: it is
+// labelled "quota", runs Serial, and against a non-local target only with
+// Config.AllowQuota.
+func Quota() SpecOption { return optFunc(func(o *specOpts) { o.quota = true }) }
+
+// Timeout overrides Config.SpecTimeout for one spec.
+func Timeout(d time.Duration) SpecOption { return optFunc(func(o *specOpts) { o.timeout = d }) }
+
+// Labels adds labels, for example "clause:MQTT-3.1.2-3" on a malformed
+// packet entry.
+func Labels(l ...string) SpecOption {
+	return optFunc(func(o *specOpts) { o.extra = append(o.extra, l...) })
+}
+
+var bracketTag = regexp.MustCompile(`\[[^\]]*\]`)
+
+// Describe is ginkgo.Describe, tracking the container text.
+func (r *registrar) Describe(text string, body func()) {
+	ginkgo.Describe(text, ginkgo.Offset(1), func() {
+		r.container = append(r.container, text)
+		defer func() { r.container = r.container[:len(r.container)-1] }()
+		body()
+	})
+}
+
+// It registers a spec that judges requirement id. body drives the target
+// through t and calls t.Judge to judge the decoded capture.
+func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T), opts ...SpecOption) {
+	var o specOpts
+	for _, op := range opts {
+		op.apply(&o)
+	}
+	full := strings.Join(append(append([]string{}, r.container...), text), " ")
+	req, ok := r.cat.Lookup(id)
+	switch {
+	case !ok:
+		r.bugs = append(r.bugs, fmt.Sprintf("spec %q cites %s, which is not in the catalogue", full, id))
+		return
+	case bracketTag.MatchString(text):
+		r.bugs = append(r.bugs, fmt.Sprintf("spec %q embeds bracket tags; the requirement ID is a label", full))
+		return
+	case r.texts[full]:
+		r.bugs = append(r.bugs, fmt.Sprintf("spec %q is registered twice", full))
+		return
+	}
+	r.texts[full] = true
+	for _, f := range o.faults {
+		if r.cfg.knownFaults != nil && !r.cfg.knownFaults[f] {
+			r.bugs = append(r.bugs, fmt.Sprintf("spec %q names fault %q, which the emulator does not have", full, f))
+		}
+	}
+	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Quota: o.quota})
+	labels := ginkgo.Label(append([]string{
+		"req:" + id, "level:" + string(req.Level), "area:" + req.Area, "role:" + string(req.Role),
+	}, labelsOf(o)...)...)
+	timeout := r.cfg.SpecTimeout
+	if o.timeout > 0 {
+		timeout = o.timeout
+	}
+	args := []any{labels, ginkgo.Offset(1), ginkgo.SpecTimeout(timeout)}
+	if o.quota {
+		args = append(args, ginkgo.Serial)
+	}
+	args = append(args, func(ctx ginkgo.SpecContext) {
+		if !req.HoldsUnder(r.cfg.Profile) {
+			ginkgo.Skip(fmt.Sprintf("%s holds under %s; the profile is %s", id, strings.Join(req.Profiles, ", "), r.cfg.Profile))
+		}
+		if o.quota && !r.cfg.Target.Local && !r.cfg.AllowQuota {
+			ginkgo.Skip("touches service quotas or throttling; opt in with --allow-quota")
+		}
+		t := r.newT(req)
+		ginkgo.DeferCleanup(t.cleanup)
+		body(ctx, t)
+		if !t.judged {
+			ginkgo.Fail(fmt.Sprintf("suite bug: spec for %s ended without judging its capture (t.Judge)", id))
+		}
+	})
+	ginkgo.It(text, args...)
+}
+
+func labelsOf(o specOpts) []string {
+	var l []string
+	for _, f := range o.faults {
+		l = append(l, "fault:"+f)
+	}
+	if o.quota {
+		l = append(l, "quota")
+	}
+	return append(l, o.extra...)
+}
+
+// newT opens the spec's capture file.
+func (r *registrar) newT(req *Requirement) *T {
+	n := r.seq.Add(1)
+	dir := filepath.Join(r.cfg.OutDir, "pcaps")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		ginkgo.Fail(fmt.Sprintf("creating the evidence directory: %v", err))
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%03d-%s.pcapng", n, req.ID))
+	rec, err := tracer.CreateRecorder(path, tracer.RecorderOptions{
+		Comment:    fmt.Sprintf("dps-conform %s: %s against %s", r.cfg.Version, req.ID, r.cfg.Target.Name),
+		KeyLogPath: strings.TrimSuffix(path, ".pcapng") + ".keylog",
+	})
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("creating the capture file: %v", err))
+	}
+	ginkgo.AddReportEntry("pcap", path, ginkgo.ReportEntryVisibilityNever)
+	return &T{r: r, req: req, rec: rec, pcap: path, seq: n}
+}
+
+// T is the state of one running spec: its capture and its connections.
+type T struct {
+	r      *registrar
+	req    *Requirement
+	rec    *tracer.Recorder
+	pcap   string
+	seq    int64
+	conns  []*Conn
+	judged bool
+	nDev   int
+}
+
+// Expect is gomega.Expect bound to the spec (the suite does not rely on
+// Gomega's global fail handler).
+func (t *T) Expect(actual any, extra ...any) gomega.Assertion {
+	return t.r.g.ExpectWithOffset(1, actual, extra...)
+}
+
+// Req is the requirement the spec judges.
+func (t *T) Req() *Requirement { return t.req }
+
+func (t *T) cleanup() {
+	for _, c := range t.conns {
+		c.raw.Close()
+	}
+	t.rec.Close()
+}
+
+// Judge closes the spec's connections and capture, decodes the capture
+// with the tracer (the same decoder that reads field captures), and applies
+// the rules of the spec's requirement to every conversation. The spec fails
+// when a rule finds a violation, and when the rule never applied: a spec
+// whose capture holds no evidence for its requirement proves nothing.
+// Findings of other rules are attached to the report as "observed".
+// Judge returns the decoded capture for further assertions.
+func (t *T) Judge(ctx context.Context) *Evidence {
+	ginkgo.GinkgoHelper()
+	t.judged = true
+	for _, c := range t.conns {
+		c.raw.Close()
+	}
+	if err := t.rec.Close(); err != nil {
+		ginkgo.Fail(fmt.Sprintf("recording the capture: %v", err))
+	}
+	capt, err := tracer.DecodeFile(t.pcap, tracer.Options{})
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("decoding the spec's own capture %s: %v", t.pcap, err))
+	}
+	ev := &Evidence{Capture: capt, Path: t.pcap}
+	env := RuleEnv{Profile: t.r.cfg.Profile}
+	var mine []Finding
+	applied := 0
+	for _, rule := range t.r.ruleList() {
+		if rule.Role != RoleService {
+			continue
+		}
+		if req, ok := t.r.cat.Lookup(rule.ID); ok && !req.HoldsUnder(env.Profile) {
+			continue
+		}
+		for _, c := range capt.Conversations {
+			n, f := rule.Check(c, env)
+			if rule.ID == t.req.ID {
+				applied += n
+				mine = append(mine, f...)
+			} else {
+				ev.Observed = append(ev.Observed, f...)
+			}
+		}
+	}
+	for _, f := range ev.Observed {
+		ginkgo.AddReportEntry("observed", f.String(), ginkgo.ReportEntryVisibilityFailureOrVerbose)
+	}
+	ev.Findings = mine
+	if rule, ok := t.r.rules[t.req.ID]; ok {
+		if len(mine) > 0 {
+			ginkgo.Fail(formatFindings(t.req, mine, t.pcap))
+		}
+		if applied == 0 {
+			ginkgo.Fail(fmt.Sprintf("%s: the capture holds no evidence to judge: %s\n  capture: %s", t.req.ID, rule.Evidence, t.pcap))
+		}
+	}
+	return ev
+}
+
+// Evidence is a spec's decoded capture and what the rules found in it.
+type Evidence struct {
+	Capture *tracer.Capture
+	Path    string
+	// Findings are those of the spec's own requirement; Observed those of
+	// other requirements.
+	Findings, Observed []Finding
+}
+
+// Conversation returns the i-th (from 0) decoded conversation, failing the
+// spec when the capture has fewer.
+func (e *Evidence) Conversation(i int) *tracer.Conversation {
+	ginkgo.GinkgoHelper()
+	if i >= len(e.Capture.Conversations) {
+		ginkgo.Fail(fmt.Sprintf("the capture %s has %d MQTT conversations; the spec needs conversation %d", e.Path, len(e.Capture.Conversations), i+1))
+	}
+	return e.Capture.Conversations[i]
+}
+
+func formatFindings(req *Requirement, fs []Finding, path string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s): %s\n", req.ID, req.Level, req.Statement)
+	for _, f := range fs {
+		fmt.Fprintf(&b, "  %s\n", f.Detail())
+	}
+	fmt.Fprintf(&b, "  capture: %s", path)
+	return b.String()
+}
+
+// failT is the GinkgoTestingT of an in-process run.
+type failT struct{ failed bool }
+
+func (f *failT) Fail() { f.failed = true }
+
+var _ ginkgo.GinkgoTestingT = (*failT)(nil)
+
+// specID returns the requirement ID of a spec report from its labels.
+func specID(labels []string) string {
+	for _, l := range labels {
+		if id, ok := strings.CutPrefix(l, "req:"); ok {
+			return id
+		}
+	}
+	return ""
+}
+
+// SpecReportID returns the requirement ID a spec report judges ("" for
+// Ginkgo's own nodes such as ReportAfterSuite).
+func SpecReportID(s types.SpecReport) string { return specID(s.Labels()) }

@@ -1,0 +1,85 @@
+package conformance
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+// Target is what the service suite judges: where it listens, how to trust
+// it, and the credentials the specs may use. internal/cli builds it for the
+// embedded emulator, for --target URLs and from --config target.yaml; the
+// suite reaches the target only through it.
+type Target struct {
+	// Name is how reports and progress lines name the target.
+	Name string
+	// MQTT is the MQTT-over-TLS endpoint (scheme mqtts). WS is the
+	// MQTT-over-WebSocket endpoint (scheme wss); a zero WS skips the
+	// WebSocket specs with a reason.
+	MQTT transport.Target
+	WS   transport.Target
+	// RootCAs verifies the server certificate; nil means the system roots.
+	// ServerName overrides the name verified (default: the host).
+	RootCAs    *x509.CertPool
+	ServerName string
+	// IDScope is the id scope of the DPS instance.
+	IDScope string
+	// Local says the target is an emulator on this machine: specs that
+	// touch quotas or throttling run without being asked, and fresh
+	// registration ids are derived from the group key for every spec.
+	Local bool
+	// Credentials are the enrollments the specs may use.
+	Credentials Credentials
+}
+
+// Credentials are enrollments of the target. Specs that need a credential
+// that is not configured are skipped with the reason.
+type Credentials struct {
+	// RegistrationID and SymmetricKey are an individual symmetric key
+	// enrollment.
+	RegistrationID, SymmetricKey string
+	// GroupKey is the key of a symmetric key enrollment group: any
+	// registration id attests with the key derived from it.
+	GroupKey string
+	// X509 is the client certificate of an X.509 enrollment whose
+	// registration id is X509RegistrationID (the certificate's CN).
+	X509               *tls.Certificate
+	X509RegistrationID string
+	// DisabledRegistrationID and DisabledKey are an individual symmetric
+	// key enrollment whose provisioningStatus is disabled.
+	DisabledRegistrationID, DisabledKey string
+}
+
+// ErrTarget is wrapped by Target validation errors.
+var ErrTarget = errors.New("invalid target")
+
+// Validate reports what is missing for the suite to run at all.
+func (t *Target) Validate() error {
+	switch {
+	case t.MQTT.Scheme != "mqtts":
+		return fmt.Errorf("%w: the MQTT endpoint must be mqtts://host:port, got %q", ErrTarget, t.MQTT.String())
+	case t.WS.Scheme != "" && t.WS.Scheme != "wss":
+		return fmt.Errorf("%w: the WebSocket endpoint must be wss://host:port/path, got %q", ErrTarget, t.WS.String())
+	case t.IDScope == "":
+		return fmt.Errorf("%w: no id scope (--id-scope or idScope in --config)", ErrTarget)
+	case t.Credentials.SymmetricKey == "" && t.Credentials.GroupKey == "":
+		return fmt.Errorf("%w: no symmetric key credentials (--symmetric-key with --registration-id, or --group-key)", ErrTarget)
+	case t.Credentials.SymmetricKey != "" && t.Credentials.RegistrationID == "":
+		return fmt.Errorf("%w: --symmetric-key needs --registration-id", ErrTarget)
+	}
+	return nil
+}
+
+func (t *Target) tlsConfig(cert *tls.Certificate, min, max uint16) *tls.Config {
+	c := &tls.Config{RootCAs: t.RootCAs, ServerName: t.ServerName, MinVersion: min, MaxVersion: max}
+	if c.ServerName == "" {
+		c.ServerName = t.MQTT.Host
+	}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
+}
