@@ -57,7 +57,7 @@ func runSuite(t *testing.T, faults []emulator.Fault, labelFilter string) *confor
 	}
 	res, err := conformance.Run(ctx, conformance.Config{
 		Target: emulatorTarget(t, e), OutDir: out, LabelFilter: labelFilter,
-		Progress: &progress, KnownFaults: faultNames(), CloseWait: time.Second,
+		Progress: &progress, KnownFaults: faultNames(), CloseWait: 500 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -231,16 +231,23 @@ func requests(c *tracer.Conversation) []request {
 	return out
 }
 
-// requestFor returns the last valid request before answer a whose $rid
-// equals the answer's, or nil.
+// requestFor returns the request answer a answers: the last valid request
+// before it with the same $rid or, when the $rid matches none (a fault
+// DPS-REG-003 judges), the last valid request before it; nil if none.
 func requestFor(reqs []request, a answer) *request {
-	var best *request
+	var same, last *request
 	for i := range reqs {
-		if reqs[i].idx < a.idx && reqs[i].err == nil && reqs[i].req.RID == a.resp.RID {
-			best = &reqs[i]
+		if reqs[i].idx < a.idx && reqs[i].err == nil {
+			last = &reqs[i]
+			if reqs[i].req.RID == a.resp.RID {
+				same = &reqs[i]
+			}
 		}
 	}
-	return best
+	if same != nil {
+		return same
+	}
+	return last
 }
 
 // ---- CONNECT classification ----

@@ -188,6 +188,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res := &Result{}
 	ginkgo.ReportAfterEach(func(s types.SpecReport) {
+		if s.State == types.SpecStateSkipped && s.Failure.Message == "" {
+			return // not selected by the label filter or focus
+		}
 		v := verdictOf(r.cat, s)
 		res.Verdicts = append(res.Verdicts, v)
 		if cfg.Progress != nil {
