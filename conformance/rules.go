@@ -929,11 +929,20 @@ func ruleMalformedClose() *Rule {
 			if frame == 0 || c.MQTTVersion == 5 {
 				return 0, nil
 			}
+			validConnect := false
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				if _, ok := p.Packet.(*packets.Connect); ok && p.Dir == tracer.ClientToServer && p.Frame < frame && len(p.Violations) == 0 {
+					validConnect = true
+				}
+			}
 			for i := range c.Packets {
 				p := &c.Packets[i]
 				if p.Dir == tracer.ServerToClient && p.Frame > frame {
-					if _, ack := p.Packet.(*packets.Connack); ack {
-						continue // the answer to a CONNECT sent before the bad packet
+					// A CONNACK may answer a valid CONNECT sent before the
+					// bad packet, or refuse a bad CONNECT (a non-zero code).
+					if ack, ok := p.Packet.(*packets.Connack); ok && (validConnect || ack.ReturnCode != 0) {
+						continue
 					}
 					return 1, []Finding{finding(id, c, p.Frame, p.Time, "after a "+what+" the server sent "+describe(p.Packet), "the server closing the connection")}
 				}

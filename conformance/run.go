@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -104,6 +105,9 @@ var runMu sync.Mutex
 func (cfg *Config) defaults() error {
 	if cfg.Profile == "" {
 		cfg.Profile = ProfileDPS2019
+	}
+	if err := CheckSelection(cfg.LabelFilter, cfg.Focus); err != nil {
+		return err
 	}
 	if cfg.Profile != ProfileDPS2019 && cfg.Profile != ProfileDPS2023 {
 		return fmt.Errorf("%w: profile %q is not %s or %s", ErrTarget, cfg.Profile, ProfileDPS2019, ProfileDPS2023)
@@ -266,4 +270,24 @@ func Preview(cfg Config) (types.Report, []SpecInfo, error) {
 	rep := ginkgo.PreviewSpecs("dps-conform service suite", sc)
 	globals.Reset()
 	return rep, r.specs, nil
+}
+
+// SelectionError is an invalid --label-filter or --focus.
+type SelectionError struct{ Err error }
+
+func (e *SelectionError) Error() string { return e.Err.Error() }
+func (e *SelectionError) Unwrap() error { return e.Err }
+
+// CheckSelection validates a label filter and focus expressions before a
+// run: Ginkgo would otherwise exit the process on them.
+func CheckSelection(labelFilter string, focus []string) error {
+	if _, err := types.ParseLabelFilter(labelFilter); err != nil {
+		return &SelectionError{Err: fmt.Errorf("--label-filter %q: %v", labelFilter, err)}
+	}
+	for _, f := range focus {
+		if _, err := regexp.Compile(f); err != nil {
+			return &SelectionError{Err: fmt.Errorf("--focus %q: %v", f, err)}
+		}
+	}
+	return nil
 }

@@ -45,6 +45,9 @@ type SpecInfo struct {
 	Text   string
 	Faults []string
 	Quota  bool
+	// Extra are the labels given with Labels (clause:… of the malformed
+	// packet specs).
+	Extra []string
 }
 
 // SpecOption decorates a spec at registration.
@@ -119,7 +122,7 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 			r.bugs = append(r.bugs, fmt.Sprintf("spec %q names fault %q, which the emulator does not have", full, f))
 		}
 	}
-	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Quota: o.quota})
+	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Quota: o.quota, Extra: o.extra})
 	labels := ginkgo.Label(append([]string{
 		"req:" + id, "level:" + string(req.Level), "area:" + req.Area, "role:" + string(req.Role),
 	}, labelsOf(o)...)...)

@@ -540,7 +540,37 @@ func malformedVectors() []packettest.Vector {
 	return out
 }
 
+// malformedConnects are the packettest CONNECT vectors a server must refuse
+// (MQTT-3.1.4-1: validate the CONNECT, close without CONNACK 0), but for
+// protocol levels other than 4 (DPS-CONN-006 judges those).
+func malformedConnects() []packettest.Vector {
+	var out []packettest.Vector
+	for _, v := range packettest.OfKind(packettest.Malformed, packettest.Invalid) {
+		if len(v.Raw) == 0 || packets.Type(v.Raw[0]>>4) != packets.TypeConnect || v.Clause == "MQTT-3.1.2-2" {
+			continue
+		}
+		if v.Clause == "MQTT-3.1.2-1" {
+			// A CONNECT naming another protocol ("MQTX") does not sniff as
+			// MQTT, so the decoded capture could never show the packet.
+			continue
+		}
+		if _, _, err := packets.Decode(v.Raw, packets.DecodeOptions{Lenient: true}); err == nil {
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 func malformedSpecs(r *registrar) {
+	for _, v := range malformedConnects() {
+		r.It("MQTT-4.8.0-1", "closes the connection after the first packet "+v.Name, func(ctx sctx, t *T) {
+			c := t.MustDial(ctx, DialOptions{})
+			t.Expect(c.SendRaw(ctx, v.Raw)).To(gomega.Succeed())
+			c.WaitClose(ctx)
+			t.Judge(ctx)
+		}, Faults("accept-invalid-connect"), Labels("clause:"+v.Clause))
+	}
 	for _, v := range malformedVectors() {
 		r.It("MQTT-4.8.0-1", "closes the connection after "+v.Name, func(ctx sctx, t *T) {
 			d := t.Device()

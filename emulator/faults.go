@@ -49,6 +49,7 @@ const (
 	FaultNo409                        Fault = "no-409"
 	FaultNoSizeLimit                  Fault = "no-size-limit"
 	FaultIgnoreMalformed              Fault = "ignore-malformed"
+	FaultAcceptInvalidConnect         Fault = "accept-invalid-connect"
 	FaultRefuseTLS12                  Fault = "refuse-tls12"
 	FaultAcceptPlaintext              Fault = "accept-plaintext"
 	FaultRequirePassword              Fault = "require-password"
@@ -110,6 +111,7 @@ var faultTable = []FaultInfo{
 	{FaultNo409, "Part A §8", "accept a second concurrent registration of one device instead of answering 409"},
 	{FaultNoSizeLimit, "Part A §7", "accept packets over the 96 KB limit instead of closing the connection"},
 	{FaultIgnoreMalformed, "MQTT-4.8.0-1", "skip a malformed or invalid packet and keep the connection instead of closing it"},
+	{FaultAcceptInvalidConnect, "MQTT-4.8.0-1, MQTT-3.1.4-1", "answer a malformed or invalid CONNECT with CONNACK 0 and keep the connection instead of closing it"},
 	{FaultRefuseTLS12, "Part A §1 (D-TLS: TLS 1.2 required)", "accept only TLS 1.3 handshakes (MinVersion 1.3) on the MQTT and WSS listeners"},
 	{FaultAcceptPlaintext, "D-MQTT: no non-secure connections", "serve plaintext MQTT on the TLS port when the first byte is a CONNECT (0x10) instead of failing the handshake"},
 	{FaultRequirePassword, "Part B §1.6 (X.509: no password)", "refuse a CONNECT without a password (or with an empty one) with CONNACK 0x04"},

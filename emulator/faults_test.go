@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -155,6 +156,12 @@ func encodeConnect(t testing.TB, cp *packets.Connect) []byte {
 
 var probes = []probe{
 	{"connect-mqtt5", func(p *prober) string { return connectObservation(p, mqtt5Connect(p.t)) }},
+	{"connect-invalid", func(p *prober) string {
+		// CONNECT with the reserved connect flag set [MQTT-3.1.2-3].
+		b := encodeConnect(p.t, connectPacket(p.t, "dev-1"))
+		b[bytes.Index(b, []byte("MQTT"))+5] |= 0x01 // the connect flags byte
+		return connectObservation(p, b)
+	}},
 	{"connect-bad-username", func(p *prober) string {
 		cp := connectPacket(p.t, "dev-1")
 		cp.Username = []byte("nonsense")
@@ -412,6 +419,7 @@ var faultProbe = map[Fault]string{
 	FaultNo409:                        "concurrent-registration",
 	FaultNoSizeLimit:                  "size-limit",
 	FaultIgnoreMalformed:              "malformed",
+	FaultAcceptInvalidConnect:         "connect-invalid",
 	FaultAcceptTLS10:                  "tls",
 	FaultAcceptTLS13:                  "tls",
 	FaultRefuseTLS12:                  "tls",

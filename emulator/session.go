@@ -168,6 +168,18 @@ func (ss *session) skippable(err error) bool {
 	return errors.As(err, &pe) && pe.Clause != "MQTT-2.2.3" && !errors.Is(err, packets.ErrTooLarge)
 }
 
+// acceptInvalidConnect is the accept-invalid-connect fault: CONNACK 0 to a
+// malformed or invalid CONNECT, then the connection is kept (read and
+// discarded) until the device closes it or the CONNECT timeout passes.
+func (ss *session) acceptInvalidConnect(err error) (string, bool) {
+	ss.log.Info("accepting an invalid CONNECT (fault accept-invalid-connect)", "err", err)
+	if werr := ss.write(&packets.Connack{ReturnCode: packets.ConnackAccepted}); werr != nil {
+		return "write CONNACK: " + werr.Error(), false
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(ss.conn, 1<<20))
+	return "invalid CONNECT accepted (fault accept-invalid-connect): " + err.Error(), false
+}
+
 // connect reads and judges CONNECT (Part A §1–§3). It reports false when the
 // connection must close.
 func (ss *session) connect() (string, bool) {
@@ -182,6 +194,9 @@ func (ss *session) connect() (string, bool) {
 			return ss.refuseLevel(err.Error())
 		}
 		var v packets.Violations
+		if ss.srv.faults.has(FaultAcceptInvalidConnect) && (errors.As(err, &pe) && pe.Type == packets.TypeConnect || errors.As(err, &v)) {
+			return ss.acceptInvalidConnect(err)
+		}
 		if p == nil || !errors.As(err, &v) {
 			return "first packet unreadable: " + readErrReason(err), false
 		}

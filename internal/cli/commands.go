@@ -21,7 +21,8 @@ func commands() []command {
 		{"help", "show this list, or a command's usage: dps-conform help COMMAND", helpCmd},
 		{"version", "print the version of this binary", versionCmd},
 		{"sas", "print a DPS SAS token, or derive a device key from a group key", sasCmd},
-		{"run", "run the service conformance suite against a DPS endpoint (not built yet)", runCmd},
+		{"run", "run the service conformance suite against a DPS endpoint", runCmd},
+		{"list", "show the requirement catalogue and the specs and rules judging it", listCmd},
 		{"provision", "provision with the reference device client, print the assignment", provisionCmd},
 		{"emulator", "serve the reference DPS emulator", emulatorCmd},
 		{"trace", "decode a pcap/pcapng capture, optionally check it", traceCmd},
@@ -32,7 +33,6 @@ func commands() []command {
 // plannedCommands are designed (ARCHITECTURE.md §3) but not built; help lists
 // them so nobody mistakes their absence for a bug, and dispatch says so.
 var plannedCommands = []struct{ name, summary string }{
-	{"list", "show the requirement catalogue and the specs"},
 	{"device", "judge a device under test (device role)"},
 	{"tlsprobe", "probe a server's TLS versions, suites and certificate chain"},
 	{"report", "re-render or verify a results bundle"},

@@ -1,34 +1,537 @@
 package cli
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
+	goflag "flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 const runUsage = `Usage:
-  dps-conform run
+  dps-conform run [flags]
 
-Runs the service conformance suite against a DPS endpoint (by default the
-embedded emulator on loopback) and prints a verdict.
+Runs the service conformance suite against a DPS endpoint and prints a verdict
+per documented requirement. With no flags it starts the embedded emulator on
+loopback and runs everything against it.
 
-NOT BUILT YET: this command checks nothing. It accepts no flags yet and
-always exits 3 (no verdict).
+Every spec records its connections as pcapng (with the TLS key log) under
+--out/pcaps and judges the decoded capture; --out also receives the Ginkgo
+JSON report (report.json) and JUnit XML (junit.xml). Progress goes to stderr,
+the verdict table to stdout.
+
+Targets:
+  --target emulator                      the embedded emulator (default)
+  --target mqtts://HOST:8883             MQTT over TLS
+  --target wss://HOST/$iothub/websocket  MQTT over WebSocket (the MQTT-over-TLS
+                                         specs then use --mqtt-target, if given)
+  --config target.yaml                   everything below in one file
+
+Exit codes: 0 conformant, 1 a MUST requirement failed, 2 usage or input error,
+3 target unreachable or environment failure.
+
+Flags:
 `
 
-// errSuiteNotBuilt is the whole of "run" until the suite exists. It must never
-// look like a pass: it exits with ExitTargetUnreachable (no verdict).
-var errSuiteNotBuilt = &EnvError{Err: errors.New("the conformance suite is not built yet (see the project README); nothing was checked")}
+// runFlags are the flags of "run".
+type runFlags struct {
+	target, mqttTarget, wsTarget, config string
+	idScope, ca, serverName                string
+	regID, symKey, groupKey, cert, key     string
+	disabledID, disabledKey                string
+	profile, labelFilter, out              string
+	focus, faults                          stringsFlag
+	allowQuota, verbose                    bool
+	specTimeout, readTimeout, closeWait    time.Duration
+}
 
-func runCmd(_ context.Context, env *Env, args []string) error {
-	// Only -h/--help is honoured; any other argument still gets the plain
-	// "nothing was checked" answer rather than a flag error that would
-	// suggest the command works once the flags are right.
-	for _, a := range args {
-		switch a {
-		case "-h", "-help", "--help":
-			printUsage(env.Stdout, newFlagSet("run", runUsage))
-			return nil
+func runCmd(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("run", runUsage)
+	var f runFlags
+	fs.StringVar(&f.target, "target", "", "`URL` of the DPS endpoint: emulator (default), mqtts://host:port or wss://host[:port]/path")
+	fs.StringVar(&f.mqttTarget, "mqtt-target", "", "mqtts:// `URL` for the MQTT-over-TLS specs when --target is wss://")
+	fs.StringVar(&f.wsTarget, "ws-target", "", "wss:// `URL` for the WebSocket specs when --target is mqtts://")
+	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, wsTarget, idScope, caFile, serverName, profile, individual, group, x509, disabled")
+	fs.StringVar(&f.idScope, "id-scope", "", "id `SCOPE` of the DPS instance")
+	fs.StringVar(&f.ca, "ca", "", "CA bundle `FILE` (PEM) to trust instead of the system roots")
+	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify instead of the target host")
+	fs.StringVar(&f.regID, "registration-id", "", "registration `ID` of an individual symmetric key enrollment")
+	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id")
+	fs.StringVar(&f.groupKey, "group-key", "", "`KEY` (base64) of a symmetric key enrollment group")
+	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM) of an X.509 enrollment; its CN is the registration id")
+	fs.StringVar(&f.key, "key", "", "private key `FILE` (PEM) of --cert")
+	fs.StringVar(&f.disabledID, "disabled-registration-id", "", "registration `ID` of a disabled individual enrollment")
+	fs.StringVar(&f.disabledKey, "disabled-key", "", "device `KEY` of --disabled-registration-id")
+	fs.StringVar(&f.profile, "profile", "", "documented behaviour `VERSION`: dps-2019 (default) or dps-2023")
+	fs.StringVar(&f.labelFilter, "label-filter", "", "Ginkgo label `QUERY`, e.g. 'area: containsAny subscribe && !quota'")
+	fs.Var(&f.focus, "focus", "run only specs whose text matches `REGEXP` (repeatable)")
+	fs.StringVar(&f.out, "out", "dps-conform-results", "`DIR` for evidence (pcaps/) and reports")
+	fs.Var(&f.faults, "emulator-fault", "switch on an emulator fault `NAME` (repeatable; embedded emulator only; 'help' lists them): the self-test of the suite")
+	fs.BoolVar(&f.allowQuota, "allow-quota", false, "run specs that trip throttling or spend quotas against a non-emulator target")
+	fs.BoolVar(&f.verbose, "v", false, "print Ginkgo's own report to stderr too")
+	fs.DurationVar(&f.specTimeout, "spec-timeout", 30*time.Second, "bound on each spec")
+	fs.DurationVar(&f.readTimeout, "read-timeout", 5*time.Second, "bound on each wait for a packet")
+	fs.DurationVar(&f.closeWait, "close-wait", 3*time.Second, "how long to wait for the server to close a connection it must close")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (run takes only flags)", fs.Arg(0))
+	}
+	if slices.Contains(f.faults, "help") {
+		printFaults(env.Stdout)
+		return nil
+	}
+	cfg := conformance.Config{
+		Profile: f.profile, LabelFilter: f.labelFilter, Focus: f.focus, OutDir: f.out,
+		AllowQuota: f.allowQuota, Progress: env.Stderr, SpecTimeout: f.specTimeout,
+		ReadTimeout: f.readTimeout, CloseWait: f.closeWait, Version: versionString(),
+	}
+	if f.verbose {
+		cfg.GinkgoOutput = env.Stderr
+	}
+	for _, fl := range emulator.Faults() {
+		cfg.KnownFaults = append(cfg.KnownFaults, string(fl.Name))
+	}
+	if err := conformance.CheckSelection(cfg.LabelFilter, cfg.Focus); err != nil {
+		return &UsageError{Err: err}
+	}
+	if f.target == "" || f.target == "emulator" {
+		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.cert != "" {
+			return usageErrorf("--config, --id-scope and credential flags need --target (the embedded emulator brings its own enrollments)")
+		}
+		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
+		if err != nil {
+			return err
+		}
+		defer em.close()
+		cfg.Target = em.target
+		if cfg.Profile == "" {
+			cfg.Profile = string(em.profile)
+		}
+		// The embedded emulator closes at once; a long wait only slows
+		// down the runs where it was told not to (faults).
+		if !flagGiven(fs, "close-wait") {
+			cfg.CloseWait = 500 * time.Millisecond
+		}
+	} else {
+		if len(f.faults) > 0 {
+			return usageErrorf("--emulator-fault needs the embedded emulator (no --target)")
+		}
+		t, profile, err := f.remoteTarget()
+		if err != nil {
+			return err
+		}
+		cfg.Target = t
+		if cfg.Profile == "" {
+			cfg.Profile = profile
 		}
 	}
-	return errSuiteNotBuilt
+	if err := reachable(ctx, cfg.Target); err != nil {
+		return err
+	}
+	start := time.Now()
+	fmt.Fprintf(env.Stderr, "dps-conform run: %s, profile %s, evidence in %s\n", cfg.Target.Name, orDefault(cfg.Profile, conformance.ProfileDPS2019), cfg.OutDir)
+	res, err := conformance.Run(ctx, cfg)
+	if err != nil {
+		var ue *conformance.SelectionError
+		if errors.As(err, &ue) || errors.Is(err, conformance.ErrTarget) {
+			return &UsageError{Err: err}
+		}
+		return &EnvError{Err: err}
+	}
+	writeVerdicts(env.Stdout, res, time.Since(start))
+	if ctx.Err() != nil {
+		return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
+	}
+	if n := mustFailures(res); n > 0 {
+		return &NonConformantError{MustFindings: n}
+	}
+	if len(res.Verdicts) == 0 {
+		return usageErrorf("no spec matched --label-filter %q / --focus %q", f.labelFilter, strings.Join(f.focus, " "))
+	}
+	return nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func flagGiven(fs *flagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *goflag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+// mustFailures counts the MUST requirements with a failed spec.
+func mustFailures(res *conformance.Result) int {
+	ids := map[string]bool{}
+	for _, v := range res.Verdicts {
+		if v.Failed() && v.Level == conformance.MUST {
+			ids[v.ID] = true
+		}
+	}
+	return len(ids)
+}
+
+// writeVerdicts prints the verdict table, the failures with their evidence
+// and the totals.
+func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERDICT\tREQUIREMENT\tLEVEL\tSPEC")
+	counts := map[string]int{}
+	// Ginkgo shuffles containers; the table is in requirement order.
+	vs := slices.Clone(res.Verdicts)
+	slices.SortStableFunc(vs, func(a, b conformance.Verdict) int {
+		return cmp.Or(strings.Compare(a.ID, b.ID), strings.Compare(a.Text, b.Text))
+	})
+	for _, v := range vs {
+		state := strings.ToUpper(v.State)
+		if v.Failed() {
+			state = "FAIL"
+		} else if v.State == "passed" {
+			state = "PASS"
+		} else if v.State == "skipped" {
+			state = "SKIP"
+		}
+		counts[state]++
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", state, v.ID, v.Level, v.Text)
+	}
+	tw.Flush()
+	for _, v := range vs {
+		if v.Failed() {
+			fmt.Fprintf(w, "\nFAIL %s %s\n  %s\n", v.ID, v.Text, strings.ReplaceAll(strings.TrimSpace(v.Message), "\n", "\n  "))
+			if v.Pcap != "" && !strings.Contains(v.Message, v.Pcap) {
+				fmt.Fprintf(w, "  capture: %s\n", v.Pcap)
+			}
+		}
+	}
+	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped\n", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
+	if n := mustFailures(res); n > 0 {
+		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", n, strings.Join(res.Failed(), " "))
+	} else if counts["PASS"] > 0 {
+		fmt.Fprintln(w, "CONFORMANT: every MUST requirement that ran passed")
+	}
+}
+
+// reachable dials the target once before the suite, so that an unreachable
+// target is exit code 3 with one clear message, not a table of failures.
+func reachable(ctx context.Context, t conformance.Target) error {
+	addr := t.MQTT.Addr()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return envErrorf("target %s unreachable: %v", t.Name, err)
+	}
+	c.Close()
+	return nil
+}
+
+// versionString is the version written into captures.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	return versionLine(bi, ok)
+}
+
+// ---- the embedded emulator ----
+
+type embedded struct {
+	srv     *emulator.Server
+	reg     *registry.Registry
+	dir     string
+	target  conformance.Target
+	profile emulator.Profile
+}
+
+func (e *embedded) close() {
+	e.srv.Close()
+	e.reg.Close()
+	os.RemoveAll(e.dir)
+}
+
+// Registration ids of the embedded emulator's enrollments.
+const (
+	embeddedScope      = "0ne00DC0FFE"
+	embeddedDevice     = "dps-conform-device"
+	embeddedX509Device = "dps-conform-x509"
+	embeddedDisabled   = "dps-conform-disabled"
+	embeddedHub        = "hub1.azure-devices.net"
+)
+
+// startEmbedded starts the reference emulator on loopback ephemeral ports
+// with fresh keys, a fresh PKI and retry-after 0 (ARCHITECTURE.md §3: no
+// set-up), and describes it as a suite target.
+func startEmbedded(ctx context.Context, faultNames []string, profile string, logTo io.Writer) (*embedded, error) {
+	if profile == "" {
+		profile = string(emulator.ProfileDPS2019)
+	}
+	p, err := emulator.ParseProfile(profile)
+	if err != nil {
+		return nil, usageErrorf("--profile: %v", err)
+	}
+	var faults []emulator.Fault
+	for _, n := range faultNames {
+		fl, err := emulator.ParseFault(n)
+		if err != nil {
+			return nil, usageErrorf("--emulator-fault: %v", err)
+		}
+		faults = append(faults, fl)
+	}
+	dir, err := os.MkdirTemp("", "dps-conform-emulator-")
+	if err != nil {
+		return nil, envErrorf("embedded emulator: %v", err)
+	}
+	e := &embedded{dir: dir, profile: p}
+	fail := func(err error) (*embedded, error) {
+		os.RemoveAll(dir)
+		return nil, envErrorf("embedded emulator: %v", err)
+	}
+	now := time.Now()
+	pki, err := transport.LoadOrCreateServerPKI(dir, nil, transport.ECDSAP256, now)
+	if err != nil {
+		return fail(err)
+	}
+	devCert, err := pki.Authority.IssueClient(embeddedX509Device, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		return fail(err)
+	}
+	keys := make([]string, 3)
+	for i := range keys {
+		var b [32]byte
+		rand.Read(b[:])
+		keys[i] = base64.StdEncoding.EncodeToString(b[:])
+	}
+	sym := func(k string) registry.AttestationMechanism {
+		return registry.AttestationMechanism{Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: k}}
+	}
+	cfg := &registry.Config{
+		IDScope:    embeddedScope,
+		LinkedHubs: []registry.LinkedHub{{Name: embeddedHub}},
+		Enrollments: []registry.IndividualEnrollment{
+			{RegistrationID: embeddedDevice, Attestation: sym(keys[0])},
+			{RegistrationID: embeddedDisabled, Attestation: sym(keys[1]), ProvisioningStatus: registry.ProvisioningDisabled},
+			{RegistrationID: embeddedX509Device, Attestation: registry.AttestationMechanism{
+				Type: registry.AttestationX509,
+				X509: &registry.X509Attestation{ClientCertificates: &registry.X509Certificates{
+					Primary: &registry.X509CertificateWithInfo{Certificate: string(transport.EncodeCertPEM(devCert.Certificate[0]))},
+				}},
+			}},
+		},
+		EnrollmentGroups: []registry.EnrollmentGroup{{EnrollmentGroupID: "dps-conform-group", Attestation: sym(keys[2])}},
+	}
+	e.reg, err = registry.Open(ctx, registry.Options{Config: cfg})
+	if err != nil {
+		return fail(err)
+	}
+	e.srv, err = emulator.New(emulator.Config{
+		MQTTAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0",
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pki.Certificate}},
+		CAFile:    pki.CAFile, Registry: e.reg, Profile: p, RetryAfter: 0, Faults: faults,
+		Limits: emulator.DefaultLimits(),
+	})
+	if err == nil {
+		err = e.srv.Start(ctx)
+	}
+	if err != nil {
+		e.reg.Close()
+		return fail(err)
+	}
+	ready := e.srv.Ready()
+	mqtt, _ := transport.ParseTarget("mqtts://" + ready.MQTT)
+	ws, _ := transport.ParseTarget("wss://" + ready.WSS + transport.DefaultWSPath)
+	pool := x509.NewCertPool()
+	pool.AddCert(pki.CA)
+	name := "embedded emulator"
+	if len(faults) > 0 {
+		name += " (faults: " + strings.Join(faultNames, ", ") + ")"
+	}
+	e.target = conformance.Target{
+		Name: name, MQTT: mqtt, WS: ws, RootCAs: pool, IDScope: ready.IDScope, Local: true,
+		Credentials: conformance.Credentials{
+			RegistrationID: embeddedDevice, SymmetricKey: keys[0], GroupKey: keys[2],
+			X509: &devCert, X509RegistrationID: embeddedX509Device,
+			DisabledRegistrationID: embeddedDisabled, DisabledKey: keys[1],
+		},
+	}
+	fmt.Fprintf(logTo, "dps-conform run: embedded emulator on mqtts://%s and wss://%s (id scope %s, retry-after 0)\n", ready.MQTT, ready.WSS, ready.IDScope)
+	return e, nil
+}
+
+// ---- remote targets ----
+
+// targetFile is the --config file of "run".
+type targetFile struct {
+	Target     string `yaml:"target"`
+	MQTTTarget string `yaml:"mqttTarget"`
+	WSTarget   string `yaml:"wsTarget"`
+	IDScope    string `yaml:"idScope"`
+	CAFile     string `yaml:"caFile"`
+	ServerName string `yaml:"serverName"`
+	Profile    string `yaml:"profile"`
+	Individual struct {
+		RegistrationID string `yaml:"registrationId"`
+		SymmetricKey   string `yaml:"symmetricKey"`
+	} `yaml:"individual"`
+	Group struct {
+		SymmetricKey string `yaml:"symmetricKey"`
+	} `yaml:"group"`
+	X509 struct {
+		CertFile string `yaml:"certFile"`
+		KeyFile  string `yaml:"keyFile"`
+	} `yaml:"x509"`
+	Disabled struct {
+		RegistrationID string `yaml:"registrationId"`
+		SymmetricKey   string `yaml:"symmetricKey"`
+	} `yaml:"disabled"`
+}
+
+// remoteTarget builds the target of --target/--config; flags override the
+// file.
+func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
+	var tf targetFile
+	if f.config != "" {
+		b, err := os.ReadFile(f.config)
+		if err != nil {
+			return conformance.Target{}, "", usageErrorf("--config: %v", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&tf); err != nil && !errors.Is(err, io.EOF) {
+			return conformance.Target{}, "", usageErrorf("--config %s: %v", f.config, err)
+		}
+		// Relative file names in the config are relative to it.
+		base := filepath.Dir(f.config)
+		for _, p := range []*string{&tf.CAFile, &tf.X509.CertFile, &tf.X509.KeyFile} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(base, *p)
+			}
+		}
+	}
+	over := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	over(&tf.Target, f.target)
+	over(&tf.MQTTTarget, f.mqttTarget)
+	over(&tf.WSTarget, f.wsTarget)
+	over(&tf.IDScope, f.idScope)
+	over(&tf.CAFile, f.ca)
+	over(&tf.ServerName, f.serverName)
+	over(&tf.Individual.RegistrationID, f.regID)
+	over(&tf.Individual.SymmetricKey, f.symKey)
+	over(&tf.Group.SymmetricKey, f.groupKey)
+	over(&tf.X509.CertFile, f.cert)
+	over(&tf.X509.KeyFile, f.key)
+	over(&tf.Disabled.RegistrationID, f.disabledID)
+	over(&tf.Disabled.SymmetricKey, f.disabledKey)
+
+	t := conformance.Target{Name: tf.Target, IDScope: tf.IDScope, ServerName: tf.ServerName}
+	main, err := transport.ParseTarget(tf.Target)
+	if err != nil {
+		return t, "", &UsageError{Err: fmt.Errorf("--target: %w", err)}
+	}
+	parseInto := func(flagName, url, scheme string, dst *transport.Target) error {
+		if url == "" {
+			return nil
+		}
+		tg, err := transport.ParseTarget(url)
+		if err != nil {
+			return &UsageError{Err: fmt.Errorf("%s: %w", flagName, err)}
+		}
+		if tg.Scheme != scheme {
+			return usageErrorf("%s %q: want a %s:// URL", flagName, url, scheme)
+		}
+		*dst = tg
+		return nil
+	}
+	switch main.Scheme {
+	case "mqtts":
+		t.MQTT = main
+		if err := parseInto("--ws-target", tf.WSTarget, "wss", &t.WS); err != nil {
+			return t, "", err
+		}
+	case "wss":
+		t.WS = main
+		if err := parseInto("--mqtt-target", tf.MQTTTarget, "mqtts", &t.MQTT); err != nil {
+			return t, "", err
+		}
+		if t.MQTT.Scheme == "" {
+			// DPS serves both on one host: MQTT over TLS on 8883.
+			t.MQTT = transport.Target{Scheme: "mqtts", Host: main.Host, Port: transport.DefaultPort("mqtts")}
+		}
+	default:
+		return t, "", usageErrorf("--target %q: DPS serves only mqtts:// and wss:// (a plaintext target cannot be conformant)", tf.Target)
+	}
+	if tf.CAFile != "" {
+		pem, err := os.ReadFile(tf.CAFile)
+		if err != nil {
+			return t, "", usageErrorf("--ca: %v", err)
+		}
+		t.RootCAs = x509.NewCertPool()
+		if !t.RootCAs.AppendCertsFromPEM(pem) {
+			return t, "", usageErrorf("--ca %s: no PEM certificate in it", tf.CAFile)
+		}
+	}
+	cr := &t.Credentials
+	cr.RegistrationID, cr.SymmetricKey = tf.Individual.RegistrationID, tf.Individual.SymmetricKey
+	cr.GroupKey = tf.Group.SymmetricKey
+	cr.DisabledRegistrationID, cr.DisabledKey = tf.Disabled.RegistrationID, tf.Disabled.SymmetricKey
+	for _, k := range []struct{ name, v string }{{"--symmetric-key", cr.SymmetricKey}, {"--group-key", cr.GroupKey}, {"--disabled-key", cr.DisabledKey}} {
+		if k.v != "" {
+			if _, err := base64.StdEncoding.DecodeString(k.v); err != nil {
+				return t, "", usageErrorf("%s: not base64: %v", k.name, err)
+			}
+		}
+	}
+	if tf.X509.CertFile != "" || tf.X509.KeyFile != "" {
+		if tf.X509.CertFile == "" || tf.X509.KeyFile == "" {
+			return t, "", usageErrorf("--cert and --key go together")
+		}
+		cert, err := tls.LoadX509KeyPair(tf.X509.CertFile, tf.X509.KeyFile)
+		if err != nil {
+			return t, "", usageErrorf("--cert/--key: %v", err)
+		}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return t, "", usageErrorf("--cert: %v", err)
+		}
+		if err := dps.ValidateRegistrationID(leaf.Subject.CommonName); err != nil {
+			return t, "", usageErrorf("--cert: its CN %q is not a registration id: %v", leaf.Subject.CommonName, err)
+		}
+		cr.X509, cr.X509RegistrationID = &cert, leaf.Subject.CommonName
+	}
+	if err := t.Validate(); err != nil {
+		return t, "", &UsageError{Err: err}
+	}
+	return t, tf.Profile, nil
 }

@@ -1,0 +1,90 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/dps-conform/dps-conform/conformance"
+)
+
+const listUsage = `Usage:
+  dps-conform list [--format text|json|yaml] [--role service|device]
+
+Lists the requirement catalogue (conformance/behaviors/*.yaml) with the specs
+and rules that judge each requirement.
+
+  text  one line per requirement: id, level, role, specs, rule, statement
+  json  {"requirements": [...], "inventory": {...}}
+  yaml  the spec inventory, as checked in at conformance/testdata/conformance.yaml:
+        go run ./cmd/dps-conform list --format yaml > conformance/testdata/conformance.yaml
+
+Flags:
+`
+
+func listCmd(_ context.Context, env *Env, args []string) error {
+	fs := newFlagSet("list", listUsage)
+	format := fs.String("format", "text", "output `FORMAT`: text, json or yaml")
+	role := fs.String("role", "", "only requirements of `ROLE` service or device (text and json)")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (list takes only flags)", fs.Arg(0))
+	}
+	switch *role {
+	case "", "service", "device":
+	default:
+		return usageErrorf("--role %q: want service or device", *role)
+	}
+	inv, cat, err := conformance.BuildInventory()
+	if err != nil {
+		return &EnvError{Err: err}
+	}
+	specs := map[string]int{}
+	for _, s := range inv.Specs {
+		specs[s.ID]++
+	}
+	rules := map[string]bool{}
+	for _, r := range inv.Rules {
+		rules[r] = true
+	}
+	var reqs []*conformance.Requirement
+	for _, r := range cat.Requirements {
+		if *role == "" || string(r.Role) == *role {
+			reqs = append(reqs, r)
+		}
+	}
+	switch *format {
+	case "yaml":
+		return inv.WriteYAML(env.Stdout)
+	case "json":
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Requirements []*conformance.Requirement `json:"requirements"`
+			Inventory    *conformance.Inventory     `json:"inventory"`
+		}{reqs, inv})
+	case "text":
+		tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tLEVEL\tROLE\tSPECS\tRULE\tSTATEMENT")
+		for _, r := range reqs {
+			rule := "-"
+			if rules[r.ID] {
+				rule = "yes"
+			}
+			st := r.Statement
+			if len(st) > 100 {
+				st = st[:97] + "..."
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Level, r.Role, specs[r.ID], rule, strings.ReplaceAll(st, "\n", " "))
+		}
+		tw.Flush()
+		fmt.Fprintf(env.Stdout, "\n%d requirements, %d specs, %d rules; not covered by a spec or rule: %d (dps-conform list --format yaml shows which)\n",
+			len(reqs), len(inv.Specs), len(inv.Rules), len(inv.NotCovered))
+		return nil
+	}
+	return usageErrorf("--format %q: want text, json or yaml", *format)
+}
