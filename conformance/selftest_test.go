@@ -109,7 +109,9 @@ func TestFaultsExact(t *testing.T) {
 			}
 			want := slices.Clone(by[f])
 			if f == "session-present" {
-				want = slices.DeleteFunc(want, func(s string) bool { return s == "CONNECT accepts CleanSession=0 with session-present 0 and carries no state" })
+				want = slices.DeleteFunc(want, func(s string) bool {
+					return s == "CONNECT accepts CleanSession=0 with session-present 0 and carries no state"
+				})
 			}
 			sort.Strings(failed)
 			sort.Strings(want)

@@ -58,13 +58,13 @@ Flags:
 // runFlags are the flags of "run".
 type runFlags struct {
 	target, mqttTarget, wsTarget, config string
-	idScope, ca, serverName                string
-	regID, symKey, groupKey, cert, key     string
-	disabledID, disabledKey                string
-	profile, labelFilter, out              string
-	focus, faults                          stringsFlag
-	allowQuota, verbose                    bool
-	specTimeout, readTimeout, closeWait    time.Duration
+	idScope, ca, serverName              string
+	regID, symKey, groupKey, cert, key   string
+	disabledID, disabledKey              string
+	profile, labelFilter, out            string
+	focus, faults                        stringsFlag
+	allowQuota, verbose                  bool
+	specTimeout, readTimeout, closeWait  time.Duration
 }
 
 func runCmd(ctx context.Context, env *Env, args []string) error {
