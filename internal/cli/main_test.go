@@ -104,9 +104,9 @@ func TestMain_ExitCodes(t *testing.T) {
 		{[]string{"help", "sas"}, ExitConformant, `^Usage:\n  dps-conform sas `, `^$`},
 		{[]string{"version"}, ExitConformant, `^dps-conform \S+`, `^$`},
 		{[]string{"sas", "-h"}, ExitConformant, `^Usage:`, `^$`},
-		{[]string{"run", "--help"}, ExitConformant, `NOT BUILT YET`, `^$`},
+		{[]string{"run", "--help"}, ExitConformant, `^Usage:\n  dps-conform run \[flags\]`, `^$`},
 		{[]string{"nosuch"}, ExitUsage, `^$`, `^dps-conform: unknown command "nosuch"; run 'dps-conform help' for the command list\n$`},
-		{[]string{"list"}, ExitUsage, `^$`, `^dps-conform: command "list" is planned but not built yet`},
+		{[]string{"device"}, ExitUsage, `^$`, `^dps-conform: command "device" is planned but not built yet`},
 		{[]string{"--verbose"}, ExitUsage, `^$`, `^dps-conform: unknown flag "--verbose"`},
 		{[]string{"help", "nosuch"}, ExitUsage, `^$`, `^dps-conform help: unknown command "nosuch"`},
 		{[]string{"version", "x"}, ExitUsage, `^$`, `^dps-conform version: unexpected argument "x"\n$`},
@@ -120,9 +120,10 @@ func TestMain_ExitCodes(t *testing.T) {
 			`^dps-conform sas: --key and --group-key are mutually exclusive\n$`},
 		{[]string{"sas", "--id-scope", "0neFEEDC0DE", "--registration-id", "myRegistrationId", "--key", vectorKey, "--expiry", "1578941692"},
 			ExitConformant, `^` + regexp.QuoteMeta(vectorToken) + `\n$`, `^$`},
-		{[]string{"run"}, ExitTargetUnreachable, `^$`,
-			`^dps-conform run: the conformance suite is not built yet \(see the project README\); nothing was checked\n$`},
-		{[]string{"run", "--target", "emulator"}, ExitTargetUnreachable, `^$`, `^dps-conform run: the conformance suite is not built yet`},
+		{[]string{"run", "--target", "emulator", "--label-filter", "req: containsAny DPS-SUB-002", "--out", t.TempDir()}, ExitConformant,
+			`(?m)^PASS +DPS-SUB-002 .*\n\n1 specs in .*: 1 passed, 0 failed, 0 skipped\nCONFORMANT`, `(?m)^PASSED +DPS-SUB-002`},
+		{[]string{"run", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", vectorKey}, ExitTargetUnreachable, `^$`,
+			`(?m)^dps-conform run: target mqtts://127.0.0.1:1 unreachable: `},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
