@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,12 +24,40 @@ type Rule struct {
 	Evidence string
 	// Check returns how many times the rule applied in c and what it found.
 	Check func(c *tracer.Conversation, env RuleEnv) (applied int, findings []Finding)
+	// LiveOnly marks a rule that judges captures the suite made itself:
+	// trace --check leaves it out, because a field capture cannot tell it
+	// what it needs (for TLS-005: that a plaintext conversation crossed the
+	// wire as such, not a recorder's plaintext view of a TLS connection).
+	LiveOnly bool
 }
 
 // RuleEnv is what rules may know beyond the traffic.
 type RuleEnv struct {
 	// Profile is dps-2019 or dps-2023.
 	Profile string
+	// CloseGrace is how long a server is given to close a connection it
+	// must close: when the device closed (or the capture ended) sooner, a
+	// rule cannot tell and does not judge. Zero means one second. Live
+	// specs set it from Config.CloseWait, which they wait.
+	CloseGrace time.Duration
+}
+
+// undecided reports that the server did not close the connection first but
+// was not given CloseGrace after t to do so: the device closed, or the
+// capture ended, too soon to judge.
+func undecided(c *tracer.Conversation, t time.Time, env RuleEnv) bool {
+	if serverClosedFirst(c) {
+		return false
+	}
+	grace := env.CloseGrace
+	if grace <= 0 {
+		grace = time.Second
+	}
+	end := c.End
+	if c.Closed[tracer.ClientToServer] {
+		end = c.CloseTime[tracer.ClientToServer]
+	}
+	return end.Sub(t) < grace
 }
 
 // Finding is one violation of a requirement, with the packet that shows it.
@@ -292,15 +321,15 @@ func clientIDMismatchConnect(cp *packets.Connect) bool {
 func ruleConnackFor(id, what string, sel func(*packets.Connect) bool, code packets.ConnackCode) *Rule {
 	want := fmt.Sprintf("CONNACK return code 0x%02x", byte(code))
 	return &Rule{ID: id, Role: RoleService, Evidence: what + " and the server's answer",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			cp, i := connectOf(c)
 			if cp == nil || !sel(cp) {
 				return 0, nil
 			}
 			j := firstAfter(c, i, tracer.ServerToClient, nil)
 			if j < 0 {
-				if !c.Closed[tracer.ServerToClient] && !c.Closed[tracer.ClientToServer] {
-					return 0, nil // the capture ends before any answer: nothing to judge
+				if undecided(c, c.Packets[i].Time, env) {
+					return 0, nil // the device gave up (or the capture ends) before any answer
 				}
 				return 1, []Finding{finding(id, c, c.Packets[i].Frame, c.Packets[i].Time, "no CONNACK; "+describeClose(c), want)}
 			}
@@ -329,7 +358,7 @@ func onlyOffered(c *tracer.Conversation, v uint16) bool {
 
 func ruleTLSAccepted() *Rule {
 	return &Rule{ID: "TLS-001", Role: RoleService, Evidence: "a ClientHello offering only TLS 1.2",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			if !onlyOffered(c, 0x0303) {
 				return 0, nil
 			}
@@ -367,7 +396,7 @@ func tlsVersionName(v uint16) string {
 
 func ruleTLSRefused(id string, v uint16) *Rule {
 	return &Rule{ID: id, Role: RoleService, Evidence: "a ClientHello offering only " + tlsVersionName(v),
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			if !onlyOffered(c, v) {
 				return 0, nil
 			}
@@ -379,8 +408,8 @@ func ruleTLSRefused(id string, v uint16) *Rule {
 }
 
 func rulePlaintext() *Rule {
-	return &Rule{ID: "TLS-005", Role: RoleService, Evidence: "a plaintext MQTT CONNECT",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+	return &Rule{ID: "TLS-005", Role: RoleService, Evidence: "a plaintext MQTT CONNECT", LiveOnly: true,
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			if c.Transport != "mqtt" && c.Transport != "ws" {
 				return 0, nil
 			}
@@ -400,7 +429,7 @@ func rulePlaintext() *Rule {
 func ruleProtocolLevel() *Rule {
 	const id = "DPS-CONN-006"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a CONNECT with a protocol level other than 4 and the server's answer",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			if c.MQTTVersion == 0 || c.MQTTVersion == 4 {
 				return 0, nil
 			}
@@ -413,7 +442,7 @@ func ruleProtocolLevel() *Rule {
 			}
 			want := []string{"CONNACK 0x01 and the server closing the connection"}
 			if first < 0 {
-				if !c.Closed[tracer.ServerToClient] && !c.Closed[tracer.ClientToServer] {
+				if undecided(c, c.Start, env) {
 					return 0, nil
 				}
 				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "no CONNACK; "+describeClose(c), want...)}
@@ -422,6 +451,9 @@ func ruleProtocolLevel() *Rule {
 			code, ok := connackCode(p)
 			if !ok || code != 0x01 {
 				return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("first answer %x", p.Raw), want...)}
+			}
+			if firstAfter(c, first, tracer.ServerToClient, nil) < 0 && undecided(c, p.Time, env) {
+				return 0, nil
 			}
 			if !serverClosedFirst(c) || firstAfter(c, first, tracer.ServerToClient, nil) >= 0 {
 				return 1, []Finding{finding(id, c, p.Frame, p.Time, "CONNACK 0x01, then "+describeClose(c), want...)}
@@ -467,7 +499,7 @@ func ruleCleanSession0() *Rule {
 func ruleSessionPresent() *Rule {
 	const id = "DPS-SESS-003"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a CONNACK",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			n := 0
 			var fs []Finding
 			for i := range c.Packets {
@@ -511,7 +543,7 @@ func subscribes(c *tracer.Conversation) []int {
 
 func ruleGrant(id, what string, want func(q byte) (packets.SubackCode, bool)) *Rule {
 	return &Rule{ID: id, Role: RoleService, Evidence: what + " answered by a SUBACK",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			n := 0
 			var fs []Finding
 			for _, i := range subscribes(c) {
@@ -542,7 +574,7 @@ func ruleGrant(id, what string, want func(q byte) (packets.SubackCode, bool)) *R
 func ruleDeliveryQoS() *Rule {
 	const id = "DPS-SUB-003"
 	return &Rule{ID: id, Role: RoleService, Evidence: "an answer PUBLISH after a SUBACK granting the response filter",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			granted := -1
 			n := 0
 			var fs []Finding
@@ -574,7 +606,7 @@ func ruleDeliveryQoS() *Rule {
 func ruleOtherFilters() *Rule {
 	const id = "DPS-SUB-004"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a SUBSCRIBE to a filter other than $dps/registrations/res/# and the server's answer",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			n := 0
 			var fs []Finding
 			for _, i := range subscribes(c) {
@@ -605,7 +637,7 @@ func ruleOtherFilters() *Rule {
 func rulePubackFirst() *Rule {
 	const id = "DPS-REG-001"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a QoS 1 register or poll request and its answer",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			n := 0
 			var fs []Finding
@@ -634,7 +666,7 @@ func rulePubackFirst() *Rule {
 func ruleRegister202() *Rule {
 	const id = "DPS-REG-002"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a register request answered 202",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			n := 0
 			var fs []Finding
@@ -669,7 +701,7 @@ func clip(b []byte) string {
 func ruleRIDEcho() *Rule {
 	const id = "DPS-REG-003"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a request with a $rid and an answer",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			n := 0
 			var fs []Finding
@@ -698,7 +730,7 @@ func ruleRIDEcho() *Rule {
 func ruleAnswerTopicForm() *Rule {
 	const id = "DPS-REG-004"
 	return &Rule{ID: id, Role: RoleService, Evidence: "an answer PUBLISH",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			n := 0
 			var fs []Finding
 			for _, a := range answers(c) {
@@ -723,13 +755,19 @@ func ruleAnswerTopicForm() *Rule {
 func ruleUndocumentedTopic() *Rule {
 	const id = "DPS-REG-007"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a PUBLISH to an undocumented topic",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			for _, r := range requests(c) {
-				if r.err == nil {
+				if r.err == nil || errors.Is(r.err, dps.ErrRIDWithoutDollar) {
+					// "?rid=" for "?$rid=" is the device's mistake
+					// (DPS-DEV-011); what a service does with it is not
+					// documented.
 					continue
 				}
 				if j := firstAfter(c, r.idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
 					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "the connection stayed open and carried "+describe(c.Packets[j].Packet), "the server closing the connection")}
+				}
+				if undecided(c, r.pkt.Time, env) {
+					return 0, nil
 				}
 				if !serverClosedFirst(c) {
 					return 1, []Finding{finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("after PUBLISH %q %s", r.pub.Topic, describeClose(c)), "the server closing the connection")}
@@ -746,13 +784,16 @@ const MaxMessageSize = 96 * 1024
 func ruleOversize() *Rule {
 	const id = "DPS-REG-008"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a device packet over 96 KB",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			// A sender cut off mid-packet (the server closed as soon as
 			// the fixed header announced the size) shows as a problem.
 			for _, pr := range c.Problems {
 				if pr.Dir == tracer.ClientToServer && pr.PacketLen > MaxMessageSize {
+					if undecided(c, c.Start, env) {
+						return 0, nil
+					}
 					if !serverClosedFirst(c) {
-						return 1, []Finding{finding(id, c, pr.Frame, time.Time{}, fmt.Sprintf("after a %d-byte packet %s", pr.PacketLen, describeClose(c)), "the server closing the connection")}
+						return 1, []Finding{finding(id, c, pr.Frame, c.Start, fmt.Sprintf("after a %d-byte packet %s", pr.PacketLen, describeClose(c)), "the server closing the connection")}
 					}
 					return 1, nil
 				}
@@ -764,6 +805,9 @@ func ruleOversize() *Rule {
 				}
 				if j := firstAfter(c, i, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
 					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, fmt.Sprintf("a %d-byte packet was served: %s", len(p.Raw), describe(c.Packets[j].Packet)), "the server closing the connection")}
+				}
+				if undecided(c, p.Time, env) {
+					return 0, nil
 				}
 				if !serverClosedFirst(c) {
 					return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("after a %d-byte packet %s", len(p.Raw), describeClose(c)), "the server closing the connection")}
@@ -777,7 +821,7 @@ func ruleOversize() *Rule {
 func ruleRegistrationState() *Rule {
 	const id = "DPS-POLL-002"
 	return &Rule{ID: id, Role: RoleService, Evidence: "an answer 200 with status assigned",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			n := 0
 			var fs []Finding
 			for _, a := range answers(c) {
@@ -821,7 +865,7 @@ func missingStateFields(s *dps.DeviceRegistrationResult) []string {
 func ruleErrorBody() *Rule {
 	const id = "DPS-ERR-001"
 	return &Rule{ID: id, Role: RoleService, Evidence: "an error answer (4xx or 5xx)",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			n := 0
 			var fs []Finding
 			for _, a := range answers(c) {
@@ -859,13 +903,16 @@ func errorBodyProblem(b []byte, status int) string {
 func rule401Close() *Rule {
 	const id = "DPS-AUTH-007"
 	return &Rule{ID: id, Role: RoleService, Evidence: "an answer 401",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			for _, a := range answers(c) {
 				if a.err != nil || a.resp.Status != 401 {
 					continue
 				}
 				if j := firstAfter(c, a.idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
 					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "after the 401 the server went on: "+describe(c.Packets[j].Packet), "the server closing the connection after the 401")}
+				}
+				if undecided(c, a.pkt.Time, env) {
+					return 0, nil
 				}
 				if !serverClosedFirst(c) {
 					return 1, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "after the 401 "+describeClose(c), "the server closing the connection after the 401")}
@@ -880,7 +927,7 @@ func rule401Close() *Rule {
 // retry-after.
 func ruleThrottle(id string, kind dps.RequestKind, what string) *Rule {
 	return &Rule{ID: id, Role: RoleService, Evidence: what,
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			var times []time.Time
 			n := 0
@@ -910,7 +957,7 @@ func ruleThrottle(id string, kind dps.RequestKind, what string) *Rule {
 func ruleMalformedClose() *Rule {
 	const id = "MQTT-4.8.0-1"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a malformed or invalid packet from the device",
-		Check: func(c *tracer.Conversation, _ RuleEnv) (int, []Finding) {
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			frame, what := 0, ""
 			var ts time.Time
 			for _, p := range c.Problems {
@@ -946,6 +993,12 @@ func ruleMalformedClose() *Rule {
 					}
 					return 1, []Finding{finding(id, c, p.Frame, p.Time, "after a "+what+" the server sent "+describe(p.Packet), "the server closing the connection")}
 				}
+			}
+			if ts.IsZero() {
+				ts = c.Start
+			}
+			if undecided(c, ts, env) {
+				return 0, nil
 			}
 			if !serverClosedFirst(c) {
 				return 1, []Finding{finding(id, c, frame, ts, "after a "+what+" "+describeClose(c), "the server closing the connection")}

@@ -230,7 +230,9 @@ func (t *T) Judge(ctx context.Context) *Evidence {
 		ginkgo.Fail(fmt.Sprintf("decoding the spec's own capture %s: %v", t.pcap, err))
 	}
 	ev := &Evidence{Capture: capt, Path: t.pcap}
-	env := RuleEnv{Profile: t.r.cfg.Profile}
+	// The spec waited CloseWait for closes it expects; a little less is
+	// the grace the rules give the server.
+	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10}
 	var mine []Finding
 	applied := 0
 	for _, rule := range t.r.ruleList() {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
@@ -26,11 +28,18 @@ one JSON object per packet.
 
 SAS signatures are printed as [redacted] unless --show-secrets is given.
 
-With --check, exits 1 when the capture has decode violations: malformed
-packets, packets that break MQTT 3.1.1 rules, gaps, TLS or WebSocket errors;
-otherwise exits 3 (no verdict) when the file could not be read to its end
-(cut off or corrupt), a TLS connection could not be decrypted, or no MQTT
-conversation was found, and 0 only when everything was decoded cleanly.
+With --check, the capture is also judged by the service rules of the
+conformance suite (the same rules that judge live runs; 'dps-conform list'
+shows them), under --profile. Findings are printed after the transcript as
+
+  ! DPS-SUB-002 MUST conversation 1, frame 12: expected …; actual: …
+
+and the exit code is 1 when a MUST rule found something or the capture has
+decode violations (malformed packets, packets that break MQTT 3.1.1 rules,
+gaps, TLS or WebSocket errors); otherwise 3 (no verdict) when the file could
+not be read to its end (cut off or corrupt), a TLS connection could not be
+decrypted, or no MQTT conversation was found, and 0 only when everything was
+decoded and judged cleanly.
 `
 
 // portsFlag collects --port values (repeatable, or comma-separated).
@@ -62,6 +71,7 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		ports       portsFlag
 		format      string
 		check       bool
+		profile     string
 		showSecrets bool
 		maxBuf      int
 		workers     int
@@ -69,7 +79,8 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 	fs.StringVar(&keylog, "keylog", "", "NSS key log `FILE` (SSLKEYLOGFILE) for decrypting TLS")
 	fs.Var(&ports, "port", "extra plaintext MQTT server `PORT` (repeatable or comma-separated); 1883, 8883, 443, 80 and 8080 are known")
 	fs.StringVar(&format, "format", "text", "output `FORMAT`: text or json")
-	fs.BoolVar(&check, "check", false, "exit 1 when the capture has decode violations")
+	fs.BoolVar(&check, "check", false, "judge the capture with the service rules; exit 1 on MUST findings or decode violations")
+	fs.StringVar(&profile, "profile", conformance.ProfileDPS2019, "profile `VERSION` the rules judge under: dps-2019 or dps-2023")
 	fs.BoolVar(&showSecrets, "show-secrets", false, "print SAS signatures and passwords instead of [redacted]")
 	fs.IntVar(&maxBuf, "max-stream-buffer", tracer.DefaultMaxStreamBuffer, "cap on the `BYTES` buffered per TCP stream direction")
 	fs.IntVar(&workers, "workers", 1, "`N` goroutines reassembling and decoding flows")
@@ -87,6 +98,8 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		return usageErrorf("--max-stream-buffer %d is below 1024 bytes", maxBuf)
 	case workers < 1 || workers > 256:
 		return usageErrorf("--workers %d is not from 1 to 256", workers)
+	case profile != conformance.ProfileDPS2019 && profile != conformance.ProfileDPS2023:
+		return usageErrorf("--profile %q is not %s or %s", profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
 	}
 	o := tracer.Options{Ports: ports, MaxStreamBuffer: maxBuf, Workers: workers}
 	if keylog != "" {
@@ -120,15 +133,62 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
 	}
 	if check {
-		if n := tracer.CountViolations(capt); n > 0 {
+		must, err := checkCapture(env, capt, profile, format)
+		if err != nil {
+			return err
+		}
+		n := tracer.CountViolations(capt)
+		if n > 0 {
 			fmt.Fprintf(env.Stderr, "%s trace: %d decode violations\n", progName, n)
-			return &NonConformantError{MustFindings: n}
+		}
+		if must+n > 0 {
+			return &NonConformantError{MustFindings: must + n}
 		}
 		if why := noVerdict(capt); why != "" {
 			return envErrorf("no verdict: %s", why)
 		}
 	}
 	return nil
+}
+
+// checkCapture applies the service rules to the capture, prints the
+// findings (text: "! ID LEVEL detail" lines; json: one "finding" object per
+// line) and returns the number of MUST findings.
+func checkCapture(env *Env, capt *tracer.Capture, profile, format string) (int, error) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		return 0, &EnvError{Err: err}
+	}
+	var rules []*conformance.Rule
+	for _, r := range conformance.ServiceRules() {
+		if req, ok := cat.Lookup(r.ID); ok && req.HoldsUnder(profile) && !r.LiveOnly {
+			rules = append(rules, r)
+		}
+	}
+	findings, _ := conformance.CheckCapture(capt, rules, conformance.RuleEnv{Profile: profile})
+	must := 0
+	enc := json.NewEncoder(env.Stdout)
+	for _, f := range findings {
+		req, _ := cat.Lookup(f.ID)
+		if req.Level == conformance.MUST {
+			must++
+		}
+		if format == "json" {
+			if err := enc.Encode(struct {
+				Type  string            `json:"type"`
+				Level conformance.Level `json:"level"`
+				conformance.Finding
+			}{"finding", req.Level, f}); err != nil {
+				return 0, envErrorf("writing findings: %v", err)
+			}
+			continue
+		}
+		fmt.Fprintf(env.Stdout, "! %s %s %s\n", f.ID, req.Level, f.Detail())
+	}
+	if format != "json" {
+		fmt.Fprintf(env.Stdout, "%d findings of the service rules (%d MUST), profile %s\n", len(findings), must, profile)
+	}
+	return must, nil
 }
 
 // noMQTTHint says which TCP connections the capture had when none carried

@@ -68,7 +68,8 @@ func assignedBody() dps.RegistrationOperationStatus {
 			RegistrationID: regID, AssignedHub: assignedHub, DeviceID: regID,
 			Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment,
 			CreatedDateTimeUTC: "2026-03-01T12:00:01.0000000Z", LastUpdatedDateTimeUTC: "2026-03-01T12:00:04.0000000Z",
-			ETag: "IjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMCI=",
+			ETag:         "IjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMCI=",
+			SymmetricKey: &dps.SymmetricKeyRegistrationResult{},
 		}}
 }
 
