@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -298,6 +299,9 @@ func (c *Conn) next(ctx context.Context, wait time.Duration) (packets.Packet, er
 	}
 	if err != nil {
 		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fmt.Errorf("nothing received within %v: %w", wait.Round(time.Millisecond), os.ErrDeadlineExceeded)
+		}
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && !ne.Timeout()) ||
 			strings.Contains(err.Error(), "connection reset") {
 			c.closed = true

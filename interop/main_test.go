@@ -7,5 +7,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// Ginkgo's RunSpecs (TestSuiteAgainstMosquitto) leaves its SIGINT
+		// watcher running for the life of the process, by design.
+		goleak.IgnoreTopFunction("github.com/onsi/ginkgo/v2/internal/interrupt_handler.(*InterruptHandler).registerForInterrupts.func2"),
+	)
 }
