@@ -165,4 +165,3 @@ func writeTraceCaptures(dir string) error {
 	}
 	return os.WriteFile(filepath.Join(dir, "truncated.pcap"), p.Bytes(), 0o644)
 }
-
