@@ -47,7 +47,12 @@ func faultNames() []string {
 
 func runSuite(t *testing.T, faults []emulator.Fault, labelFilter string) *conformance.Result {
 	t.Helper()
-	e := emulatortest.Start(t, emulatortest.Options{Faults: faults})
+	return runSuiteProfile(t, emulator.ProfileDPS2019, faults, labelFilter)
+}
+
+func runSuiteProfile(t *testing.T, profile emulator.Profile, faults []emulator.Fault, labelFilter string) *conformance.Result {
+	t.Helper()
+	e := emulatortest.Start(t, emulatortest.Options{Faults: faults, Profile: profile})
 	var progress strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -56,7 +61,7 @@ func runSuite(t *testing.T, faults []emulator.Fault, labelFilter string) *confor
 		out = dir // keep the evidence for a look after the test
 	}
 	res, err := conformance.Run(ctx, conformance.Config{
-		Target: emulatorTarget(t, e), OutDir: out, LabelFilter: labelFilter,
+		Target: emulatorTarget(t, e), OutDir: out, LabelFilter: labelFilter, Profile: string(profile),
 		Progress: &progress, KnownFaults: faultNames(), CloseWait: 500 * time.Millisecond,
 	})
 	if err != nil {
@@ -82,5 +87,32 @@ func TestSuite(t *testing.T) {
 		case v.State == "skipped" && v.ID != "DPS-SESS-002":
 			t.Errorf("skipped %s %s: %s", v.ID, v.Text, v.Message)
 		}
+	}
+}
+
+// TestSuiteProfile2023 runs the suite under dps-2023 against an emulator
+// serving that profile: CleanSession=0 is accepted there (DPS-SESS-002 runs
+// and passes), and the dps-2019-only specs are skipped with the reason;
+// under the session-present fault DPS-SESS-002 fails.
+func TestSuiteProfile2023(t *testing.T) {
+	res := runSuiteProfile(t, emulator.ProfileDPS2023, nil, "")
+	skipped := map[string]bool{}
+	for _, v := range res.Verdicts {
+		switch {
+		case v.Failed():
+			t.Errorf("%s %s: %s\n%s", v.State, v.ID, v.Text, v.Message)
+		case v.State == "skipped":
+			skipped[v.ID] = true
+			if !strings.Contains(v.Message, "holds under dps-2019") {
+				t.Errorf("skipped %s for %q", v.ID, v.Message)
+			}
+		}
+	}
+	if !skipped["DPS-SESS-001"] || !skipped["TLS-004"] || skipped["DPS-SESS-002"] {
+		t.Errorf("skipped %v, want DPS-SESS-001 and TLS-004 (dps-2019 only) and not DPS-SESS-002", skipped)
+	}
+	res = runSuiteProfile(t, emulator.ProfileDPS2023, []emulator.Fault{emulator.FaultSessionPresent}, "req: containsAny DPS-SESS-002")
+	if len(res.Verdicts) != 1 || !res.Verdicts[0].Failed() {
+		t.Errorf("DPS-SESS-002 under fault session-present: %+v, want one failed spec", res.Verdicts)
 	}
 }

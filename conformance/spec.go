@@ -33,8 +33,11 @@ type registrar struct {
 	// consistency tests.
 	specs []SpecInfo
 	seq   atomic.Int64
-	runID string
-	g     gomega.Gomega
+	// devices counts the identities handed out (stable ids for non-local
+	// targets).
+	devices atomic.Int64
+	runID   string
+	g       gomega.Gomega
 	// container is the text of the enclosing Describe, for duplicate checks.
 	container []string
 }

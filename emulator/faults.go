@@ -27,7 +27,6 @@ const (
 	FaultAcceptOtherDeviceToken       Fault = "accept-other-device-token"
 	FaultAcceptWrongSKN               Fault = "accept-wrong-skn"
 	FaultAcceptWrongScope             Fault = "accept-wrong-scope"
-	FaultAcceptUntrustedCert          Fault = "accept-untrusted-cert"
 	FaultNoCloseAfter401              Fault = "no-close-after-401"
 	FaultGrantQoS2                    Fault = "grant-qos2"
 	FaultDeliverQoS2                  Fault = "deliver-qos2"

@@ -118,9 +118,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	if err := conformance.CheckSelection(cfg.LabelFilter, cfg.Focus); err != nil {
 		return &UsageError{Err: err}
 	}
-	if f.target == "" || f.target == "emulator" {
+	if f.target == "emulator" || f.target == "" && f.config == "" {
 		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.cert != "" {
-			return usageErrorf("--config, --id-scope and credential flags need --target (the embedded emulator brings its own enrollments)")
+			return usageErrorf("--config, --id-scope and credential flags need a --target other than the embedded emulator (it brings its own enrollments)")
 		}
 		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
 		if err != nil {
@@ -455,6 +455,9 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	over(&tf.Disabled.RegistrationID, f.disabledID)
 	over(&tf.Disabled.SymmetricKey, f.disabledKey)
 
+	if tf.Target == "" {
+		return conformance.Target{}, "", usageErrorf("--config %s: no target (target: mqtts://host:8883 or wss://host/$iothub/websocket)", f.config)
+	}
 	t := conformance.Target{Name: tf.Target, IDScope: tf.IDScope, ServerName: tf.ServerName}
 	main, err := transport.ParseTarget(tf.Target)
 	if err != nil {

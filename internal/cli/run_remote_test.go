@@ -1,0 +1,64 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/internal/cli"
+)
+
+// TestRunRemoteTarget runs the suite the way a user points it at someone
+// else's endpoint: --config target.yaml (wss target, mqtt target, CA file,
+// individual, group, X.509 and disabled credentials), against an emulator
+// that is not the embedded one. Quota specs are skipped (not local, no
+// --allow-quota) and say so; everything else passes.
+func TestRunRemoteTarget(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	dir := t.TempDir()
+	cert := e.ClientCert(t, emulatortest.X509DeviceID)
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("dev.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}))
+	write("dev.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}))
+	write("target.yaml", []byte(`target: `+e.WSURL+`
+mqttTarget: mqtts://`+e.MQTTAddr+`
+idScope: `+e.IDScope+`
+caFile: `+e.CAFile+`
+serverName: localhost
+individual: {registrationId: `+emulatortest.SymDeviceID+`, symmetricKey: "`+emulatortest.SymDeviceKey+`"}
+group: {symmetricKey: "`+emulatortest.SymGroupKey+`"}
+x509: {certFile: dev.pem, keyFile: dev.key}
+disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+emulatortest.DisabledDeviceKey+`"}
+`))
+	var stdout, stderr bytes.Buffer
+	code := cli.Main(context.Background(), []string{"run", "--config", filepath.Join(dir, "target.yaml"), "--out", filepath.Join(dir, "out"), "--close-wait", "500ms"}, &stdout, &stderr)
+	if code != cli.ExitConformant {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"PASS     DPS-WS-001", "PASS     DPS-AUTH-006", "PASS     DPS-POLL-005", "PASS     TLS-001",
+		"SKIP     DPS-POLL-004", "CONFORMANT",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(stderr.String(), "SKIPPED DPS-POLL-004") || !strings.Contains(stderr.String(), "dps-conform run: "+e.WSURL) {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+}
