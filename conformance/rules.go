@@ -232,31 +232,31 @@ type request struct {
 	err error
 }
 
-func answers(c *tracer.Conversation) []answer {
-	var out []answer
+// eachPublish calls f for every PUBLISH of direction d, in capture order.
+func eachPublish(c *tracer.Conversation, d tracer.Direction, f func(i int, p *tracer.Packet, pub *packets.Publish)) {
 	for i := range c.Packets {
 		p := &c.Packets[i]
-		pub, ok := p.Packet.(*packets.Publish)
-		if !ok || p.Dir != tracer.ServerToClient {
-			continue
+		if pub, ok := p.Packet.(*packets.Publish); ok && p.Dir == d {
+			f(i, p, pub)
 		}
+	}
+}
+
+func answers(c *tracer.Conversation) []answer {
+	var out []answer
+	eachPublish(c, tracer.ServerToClient, func(i int, p *tracer.Packet, pub *packets.Publish) {
 		r, err := dps.ParseResponseTopic(string(pub.Topic))
 		out = append(out, answer{idx: i, pkt: p, pub: pub, resp: r, err: err})
-	}
+	})
 	return out
 }
 
 func requests(c *tracer.Conversation) []request {
 	var out []request
-	for i := range c.Packets {
-		p := &c.Packets[i]
-		pub, ok := p.Packet.(*packets.Publish)
-		if !ok || p.Dir != tracer.ClientToServer {
-			continue
-		}
+	eachPublish(c, tracer.ClientToServer, func(i int, p *tracer.Packet, pub *packets.Publish) {
 		r, err := dps.ParseRequestTopic(string(pub.Topic))
 		out = append(out, request{idx: i, pkt: p, pub: pub, req: r, err: err})
-	}
+	})
 	return out
 }
 
@@ -634,61 +634,62 @@ func ruleOtherFilters() *Rule {
 
 // ---- requests and answers ----
 
-func rulePubackFirst() *Rule {
-	const id = "DPS-REG-001"
-	return &Rule{ID: id, Role: RoleService, Evidence: "a QoS 1 register or poll request and its answer",
+// answerRule builds a rule that judges each answer PUBLISH, paired with the
+// request it answers (nil if none): sel says whether the rule applies to
+// it, judge what it finds.
+func answerRule(id, evidence string, sel func(a answer, r *request, reqs []request) bool,
+	judge func(c *tracer.Conversation, a answer, r *request, reqs []request) []Finding) *Rule {
+	return &Rule{ID: id, Role: RoleService, Evidence: evidence,
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			n := 0
 			var fs []Finding
 			for _, a := range answers(c) {
-				if a.err != nil {
-					continue
-				}
 				r := requestFor(reqs, a)
-				if r == nil || r.pub.QoS != 1 {
+				if !sel(a, r, reqs) {
 					continue
 				}
 				n++
-				pid := r.pub.PacketID
-				ack := firstAfter(c, r.idx, tracer.ServerToClient, func(p packets.Packet) bool {
-					pa, ok := p.(*packets.Puback)
-					return ok && pa.PacketID == pid
-				})
-				if ack < 0 || ack > a.idx {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the answer %q came before the PUBACK of packet id %d", a.pub.Topic, pid), "PUBACK, then the answer"))
-				}
+				fs = append(fs, judge(c, a, r, reqs)...)
 			}
 			return n, fs
 		}}
 }
 
+func rulePubackFirst() *Rule {
+	const id = "DPS-REG-001"
+	return answerRule(id, "a QoS 1 register or poll request and its answer",
+		func(a answer, r *request, _ []request) bool { return a.err == nil && r != nil && r.pub.QoS == 1 },
+		func(c *tracer.Conversation, a answer, r *request, _ []request) []Finding {
+			pid := r.pub.PacketID
+			ack := firstAfter(c, r.idx, tracer.ServerToClient, func(p packets.Packet) bool {
+				pa, ok := p.(*packets.Puback)
+				return ok && pa.PacketID == pid
+			})
+			if ack < 0 || ack > a.idx {
+				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the answer %q came before the PUBACK of packet id %d", a.pub.Topic, pid), "PUBACK, then the answer")}
+			}
+			return nil
+		})
+}
+
 func ruleRegister202() *Rule {
 	const id = "DPS-REG-002"
-	return &Rule{ID: id, Role: RoleService, Evidence: "a register request answered 202",
-		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			reqs := requests(c)
-			n := 0
+	return answerRule(id, "a register request answered 202",
+		func(a answer, r *request, _ []request) bool {
+			return a.err == nil && a.resp.Status == 202 && r != nil && r.req.Kind == dps.Register
+		},
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
 			var fs []Finding
-			for _, a := range answers(c) {
-				if a.err != nil || a.resp.Status != 202 {
-					continue
-				}
-				r := requestFor(reqs, a)
-				if r == nil || r.req.Kind != dps.Register {
-					continue
-				}
-				n++
-				if !a.resp.HasRetryAfter {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), "a retry-after in the topic"))
-				}
-				var st dps.RegistrationOperationStatus
-				if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning"}`))
-				}
+			if !a.resp.HasRetryAfter {
+				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), "a retry-after in the topic"))
 			}
-			return n, fs
-		}}
+			var st dps.RegistrationOperationStatus
+			if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
+				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning"}`))
+			}
+			return fs
+		})
 }
 
 func clip(b []byte) string {
@@ -700,56 +701,43 @@ func clip(b []byte) string {
 
 func ruleRIDEcho() *Rule {
 	const id = "DPS-REG-003"
-	return &Rule{ID: id, Role: RoleService, Evidence: "a request with a $rid and an answer",
-		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			reqs := requests(c)
-			n := 0
-			var fs []Finding
-			for _, a := range answers(c) {
-				var prior []string
-				for _, r := range reqs {
-					if r.idx < a.idx && r.err == nil {
-						prior = append(prior, r.req.RID)
-					}
-				}
-				if len(prior) == 0 {
-					continue
-				}
-				n++
-				if a.err != nil {
-					continue // judged by DPS-REG-004
-				}
-				if !slices.Contains(prior, a.resp.RID) {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("$rid %q in %q", a.resp.RID, a.pub.Topic), fmt.Sprintf("the $rid of a request: %q", prior)))
-				}
+	prior := func(a answer, reqs []request) []string {
+		var rids []string
+		for _, r := range reqs {
+			if r.idx < a.idx && r.err == nil {
+				rids = append(rids, r.req.RID)
 			}
-			return n, fs
-		}}
+		}
+		return rids
+	}
+	return answerRule(id, "a request with a $rid and an answer",
+		func(a answer, _ *request, reqs []request) bool { return len(prior(a, reqs)) > 0 },
+		func(c *tracer.Conversation, a answer, _ *request, reqs []request) []Finding {
+			rids := prior(a, reqs)
+			if a.err != nil || slices.Contains(rids, a.resp.RID) {
+				return nil // an unparsable topic is judged by DPS-REG-004
+			}
+			return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("$rid %q in %q", a.resp.RID, a.pub.Topic), fmt.Sprintf("the $rid of a request: %q", rids))}
+		})
 }
 
 func ruleAnswerTopicForm() *Rule {
 	const id = "DPS-REG-004"
-	return &Rule{ID: id, Role: RoleService, Evidence: "an answer PUBLISH",
-		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			n := 0
-			var fs []Finding
-			for _, a := range answers(c) {
-				n++
-				if a.err != nil {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q: %v", a.pub.Topic, a.err), "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={n}]"))
-					continue
-				}
-				ra := -1
-				if a.resp.HasRetryAfter {
-					ra = int(a.resp.RetryAfter / time.Second)
-				}
-				want := dps.ResponseTopic(a.resp.Status, a.resp.RID, ra)
-				if string(a.pub.Topic) != want {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), fmt.Sprintf("%q", want)))
-				}
+	return answerRule(id, "an answer PUBLISH",
+		func(answer, *request, []request) bool { return true },
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
+			if a.err != nil {
+				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q: %v", a.pub.Topic, a.err), "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={n}]")}
 			}
-			return n, fs
-		}}
+			ra := -1
+			if a.resp.HasRetryAfter {
+				ra = int(a.resp.RetryAfter / time.Second)
+			}
+			if want := dps.ResponseTopic(a.resp.Status, a.resp.RID, ra); string(a.pub.Topic) != want {
+				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), fmt.Sprintf("%q", want))}
+			}
+			return nil
+		})
 }
 
 func ruleUndocumentedTopic() *Rule {
@@ -820,25 +808,20 @@ func ruleOversize() *Rule {
 
 func ruleRegistrationState() *Rule {
 	const id = "DPS-POLL-002"
-	return &Rule{ID: id, Role: RoleService, Evidence: "an answer 200 with status assigned",
-		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			n := 0
-			var fs []Finding
-			for _, a := range answers(c) {
-				if a.err != nil || a.resp.Status != 200 {
-					continue
-				}
-				var st dps.RegistrationOperationStatus
-				if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.Status != dps.StatusAssigned {
-					continue
-				}
-				n++
-				if missing := missingStateFields(st.RegistrationState); len(missing) > 0 {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, "registrationState lacks "+strings.Join(missing, ", "), "a complete registrationState"))
-				}
+	assigned := func(a answer) (dps.RegistrationOperationStatus, bool) {
+		var st dps.RegistrationOperationStatus
+		ok := a.err == nil && a.resp.Status == 200 && json.Unmarshal(a.pub.Payload, &st) == nil && st.Status == dps.StatusAssigned
+		return st, ok
+	}
+	return answerRule(id, "an answer 200 with status assigned",
+		func(a answer, _ *request, _ []request) bool { _, ok := assigned(a); return ok },
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
+			st, _ := assigned(a)
+			if missing := missingStateFields(st.RegistrationState); len(missing) > 0 {
+				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "registrationState lacks "+strings.Join(missing, ", "), "a complete registrationState")}
 			}
-			return n, fs
-		}}
+			return nil
+		})
 }
 
 func missingStateFields(s *dps.DeviceRegistrationResult) []string {
@@ -864,22 +847,15 @@ func missingStateFields(s *dps.DeviceRegistrationResult) []string {
 
 func ruleErrorBody() *Rule {
 	const id = "DPS-ERR-001"
-	return &Rule{ID: id, Role: RoleService, Evidence: "an error answer (4xx or 5xx)",
-		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			n := 0
-			var fs []Finding
-			for _, a := range answers(c) {
-				if a.err != nil || a.resp.Status < 400 {
-					continue
-				}
-				n++
-				if problem := errorBodyProblem(a.pub.Payload, a.resp.Status); problem != "" {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("%d answer body %s: %s", a.resp.Status, clip(a.pub.Payload), problem),
-						fmt.Sprintf(`{"errorCode":%d…,"trackingId":…,"message":…,"timestampUtc":…}`, a.resp.Status)))
-				}
+	return answerRule(id, "an error answer (4xx or 5xx)",
+		func(a answer, _ *request, _ []request) bool { return a.err == nil && a.resp.Status >= 400 },
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
+			if problem := errorBodyProblem(a.pub.Payload, a.resp.Status); problem != "" {
+				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("%d answer body %s: %s", a.resp.Status, clip(a.pub.Payload), problem),
+					fmt.Sprintf(`{"errorCode":%d…,"trackingId":…,"message":…,"timestampUtc":…}`, a.resp.Status))}
 			}
-			return n, fs
-		}}
+			return nil
+		})
 }
 
 func errorBodyProblem(b []byte, status int) string {

@@ -3,7 +3,6 @@ package interop
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net"
 	"os"
@@ -77,30 +76,7 @@ func startMosquitto(t *testing.T, conf string, vars map[string]string) int {
 // it: Provision must fail with ErrTimeout within its response timeout,
 // never report an assignment.
 func TestMosquittoBrokerIsNotDPS(t *testing.T) {
-	ca, err := transport.NewCA("interop test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.IssueServer([]string{"127.0.0.1"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := writeClientPEM(t, srv)
-	// mosquitto started as root drops to the mosquitto user before it
-	// reads the certificate: make the files (test-only keys) and the
-	// temporary directories above them readable.
-	dir := filepath.Dir(certFile)
-	for _, f := range []string{certFile, keyFile, dir, filepath.Dir(dir)} {
-		mode := os.FileMode(0o644)
-		if f == dir || f == filepath.Dir(dir) {
-			mode = 0o755
-		}
-		if err := os.Chmod(f, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
+	certFile, keyFile, roots := mosquittoTLSFiles(t)
 
 	tests := []struct {
 		name   string

@@ -14,10 +14,10 @@ import (
 	"github.com/dps-conform/dps-conform/transport"
 )
 
-// startMosquittoTLS starts mosquitto with conf (placeholders CERTFILE and
-// KEYFILE) and a server certificate for 127.0.0.1 from a fresh CA, and
-// returns its port and the CA pool.
-func startMosquittoTLS(t *testing.T, conf string) (int, *x509.CertPool) {
+// mosquittoTLSFiles issues a server certificate for 127.0.0.1 from a fresh
+// CA and writes it where mosquitto can read it; it returns the files and the
+// CA pool.
+func mosquittoTLSFiles(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
 	t.Helper()
 	ca, err := transport.NewCA("interop test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
 	if err != nil {
@@ -27,7 +27,7 @@ func startMosquittoTLS(t *testing.T, conf string) (int, *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile := writeClientPEM(t, srv)
+	certFile, keyFile = writeClientPEM(t, srv)
 	// mosquitto started as root drops to the mosquitto user before it
 	// reads the certificate: make the files (test-only keys) and the
 	// temporary directories above them readable.
@@ -41,9 +41,9 @@ func startMosquittoTLS(t *testing.T, conf string) (int, *x509.CertPool) {
 			t.Fatal(err)
 		}
 	}
-	roots := x509.NewCertPool()
+	roots = x509.NewCertPool()
 	roots.AddCert(ca.Cert)
-	return startMosquitto(t, conf, map[string]string{"CERTFILE": certFile, "KEYFILE": keyFile}), roots
+	return certFile, keyFile, roots
 }
 
 // mosquittoVerdicts is what the service suite says of mosquitto 2.0 with its
@@ -109,7 +109,8 @@ var mosquittoVerdicts = map[string]string{
 // broker that is not DPS: the specs it must fail fail with clear messages,
 // the rest pass, and the suite neither hangs nor crashes.
 func TestSuiteAgainstMosquitto(t *testing.T) {
-	port, roots := startMosquittoTLS(t, "suite.conf")
+	certFile, keyFile, roots := mosquittoTLSFiles(t)
+	port := startMosquitto(t, "suite.conf", map[string]string{"CERTFILE": certFile, "KEYFILE": keyFile})
 	mqtt := transport.Target{Scheme: "mqtts", Host: "127.0.0.1", Port: port}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
