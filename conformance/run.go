@@ -32,7 +32,7 @@ type Config struct {
 	LabelFilter string
 	Focus       []string
 	// OutDir receives the evidence (pcaps/) and the Ginkgo JSON and JUnit
-	// reports (report.json, junit.xml).
+	// reports (ginkgo-report.json, junit.xml).
 	OutDir string
 	// AllowQuota runs quota-touching specs against a non-local target.
 	AllowQuota bool
@@ -215,7 +215,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc.JSONReport = filepath.Join(abs, "report.json")
+	rc.JSONReport = filepath.Join(abs, "ginkgo-report.json")
 	rc.JUnitReport = filepath.Join(abs, "junit.xml")
 	out := cfg.GinkgoOutput
 	if out == nil {

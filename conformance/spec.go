@@ -180,7 +180,7 @@ func (r *registrar) newT(req *Requirement) *T {
 	if err != nil {
 		ginkgo.Fail(fmt.Sprintf("creating the capture file: %v", err))
 	}
-	ginkgo.AddReportEntry("pcap", path, ginkgo.ReportEntryVisibilityNever)
+	ginkgo.AddReportEntry(EntryPcap, path, ginkgo.ReportEntryVisibilityNever)
 	return &T{r: r, req: req, rec: rec, pcap: path, seq: n}
 }
 
@@ -259,6 +259,7 @@ func (t *T) Judge(ctx context.Context) *Evidence {
 		ginkgo.AddReportEntry("observed", f.String(), ginkgo.ReportEntryVisibilityFailureOrVerbose)
 	}
 	ev.Findings = mine
+	addEvidenceEntries(capt, mine, ev.Observed)
 	if rule, ok := t.r.rules[t.req.ID]; ok {
 		if len(mine) > 0 {
 			ginkgo.Fail(formatFindings(t.req, mine, t.pcap))

@@ -27,6 +27,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/reports"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -162,6 +163,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return &EnvError{Err: err}
 	}
+	if err := writeReports(cfg, res); err != nil {
+		return err
+	}
 	writeVerdicts(env.Stdout, res, time.Since(start))
 	if ctx.Err() != nil {
 		return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
@@ -241,6 +245,68 @@ func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) 
 	} else if counts["PASS"] > 0 {
 		fmt.Fprintln(w, "CONFORMANT: every MUST requirement that ran passed")
 	}
+}
+
+// toolInfo names this binary for reports.
+func toolInfo() reports.Tool {
+	t := reports.Tool{Name: progName, Version: "(devel)"}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return t
+	}
+	if bi.Main.Version != "" {
+		t.Version = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			t.Commit = s.Value
+		}
+	}
+	return t
+}
+
+// writeReports writes the certification report of a run into --out:
+// results.json (the report model), summary.md (for a CI job summary) and
+// junit.xml (trimmed for CI viewers; Ginkgo's own JSON report stays as
+// ginkgo-report.json).
+func writeReports(cfg conformance.Config, res *conformance.Result) error {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		return &EnvError{Err: err}
+	}
+	tg := cfg.Target
+	target := reports.Target{Name: tg.Name, Endpoint: tg.MQTT.String(), IDScope: tg.IDScope}
+	if tg.WS.Scheme != "" {
+		target.WSEndpoint = tg.WS.String()
+	}
+	abs, err := filepath.Abs(cfg.OutDir)
+	if err != nil {
+		return &EnvError{Err: err}
+	}
+	rep := reports.Build(reports.Input{
+		Ginkgo: res.Report, Catalog: cat, Role: conformance.RoleService, Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019),
+		Tool: toolInfo(), Target: target, ResultsDir: abs,
+	})
+	write := func(name string, f func(io.Writer) error) error {
+		var b bytes.Buffer
+		if err := f(&b); err != nil {
+			return envErrorf("writing %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.OutDir, name), b.Bytes(), 0o644); err != nil {
+			return envErrorf("writing %s: %v", name, err)
+		}
+		return nil
+	}
+	if err := write("results.json", rep.WriteJSON); err != nil {
+		return err
+	}
+	if err := write("summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }); err != nil {
+		return err
+	}
+	if err := reports.WriteJUnit(filepath.Join(cfg.OutDir, "junit.xml"), res.Report); err != nil {
+		return &EnvError{Err: err}
+	}
+	return nil
 }
 
 // reachable dials the target once before the suite, so that an unreachable

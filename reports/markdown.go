@@ -1,0 +1,47 @@
+package reports
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// WriteMarkdown writes a short summary fit for a CI job summary (GitHub's
+// $GITHUB_STEP_SUMMARY): the verdict, the MUST coverage, and a table of the
+// requirements that failed, with their first finding.
+func WriteMarkdown(w io.Writer, r *Report) error {
+	verdict := "✅ **CONFORMANT**"
+	if !r.Summary.Conformant {
+		verdict = fmt.Sprintf("❌ **NON-CONFORMANT**: %d MUST requirement(s) failed", r.Summary.MustFailed)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "## %s\n\n%s\n\n", mdEscape(r.Title), verdict)
+	fmt.Fprintf(&b, "- target: `%s`", r.Target.Endpoint)
+	if r.Target.IDScope != "" {
+		fmt.Fprintf(&b, ", id scope `%s`", r.Target.IDScope)
+	}
+	fmt.Fprintf(&b, "\n- profile: %s; tool: %s %s\n", r.Profile, r.Tool.Name, r.Tool.Version)
+	fmt.Fprintf(&b, "- MUST coverage: %d of %d MUST requirements judged (%.0f%%), %d passed, %d failed\n",
+		r.Summary.MustJudged, r.Summary.MustTotal, r.Summary.MustCoverage(), r.Summary.MustPassed, r.Summary.MustFailed)
+	fmt.Fprintf(&b, "- requirements: %d PASS, %d FAIL, %d SKIP, %d NOT COVERED\n",
+		r.Summary.Requirements[Pass], r.Summary.Requirements[Fail], r.Summary.Requirements[Skip], r.Summary.Requirements[NotCovered])
+	var failed []*Requirement
+	for _, q := range r.Requirements {
+		if q.Verdict == Fail {
+			failed = append(failed, q)
+		}
+	}
+	if len(failed) > 0 {
+		b.WriteString("\n| requirement | level | why |\n|---|---|---|\n")
+		for _, q := range failed {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", q.ID, q.Level, mdEscape(q.Reason))
+		}
+	}
+	b.WriteString("\nFull report: `report.html` in the results (open it offline); evidence: `pcaps/`.\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", "\\|", "\n", " ", "<", "&lt;", ">", "&gt;").Replace(s)
+}

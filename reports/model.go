@@ -1,0 +1,302 @@
+// Package reports turns a run of the conformance suite into certification
+// reports: a model built from Ginkgo's types.Report, the requirement
+// catalogue and the evidence the suite attached to each spec (transcript,
+// sequence, findings, pcap path), and renderers for it (self-contained HTML,
+// JUnit XML, JSON, Markdown), plus results bundles with a SHA-256 manifest.
+package reports
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/onsi/ginkgo/v2/types"
+
+	"github.com/dps-conform/dps-conform/conformance"
+)
+
+// Verdict of a requirement.
+type Verdict string
+
+// Requirement verdicts.
+const (
+	Pass       Verdict = "PASS"
+	Fail       Verdict = "FAIL"
+	Skip       Verdict = "SKIP"
+	NotCovered Verdict = "NOT COVERED"
+)
+
+// Report is the certification report of one run. It is what results.json
+// holds; every renderer reads only this.
+type Report struct {
+	Title   string    `json:"title"`
+	Tool    Tool      `json:"tool"`
+	Target  Target    `json:"target"`
+	Profile string    `json:"profile"`
+	Role    string    `json:"role"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
+	// Requirements are the catalogue's requirements of the run's role, in
+	// ID order, each with its verdict and specs.
+	Requirements []*Requirement `json:"requirements"`
+	Summary      Summary        `json:"summary"`
+}
+
+// Tool identifies the binary that made the report.
+type Tool struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Commit  string `json:"commit,omitempty"`
+}
+
+// Target identifies what was judged.
+type Target struct {
+	Name       string `json:"name"`
+	Endpoint   string `json:"endpoint"`
+	WSEndpoint string `json:"wsEndpoint,omitempty"`
+	IDScope    string `json:"idScope,omitempty"`
+	// TLS is what the target negotiated (from the captures), e.g.
+	// "TLS 1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".
+	TLS []string `json:"tls,omitempty"`
+	// Product is the device under test (device runs).
+	Product *Product `json:"product,omitempty"`
+}
+
+// Product describes a device under test (--product product.yaml).
+type Product struct {
+	Vendor   string `json:"vendor" yaml:"vendor"`
+	Model    string `json:"model" yaml:"model"`
+	Firmware string `json:"firmware" yaml:"firmware"`
+}
+
+// Requirement is one catalogue entry with its verdict.
+type Requirement struct {
+	ID        string  `json:"id"`
+	Level     string  `json:"level"`
+	Role      string  `json:"role"`
+	Area      string  `json:"area"`
+	Statement string  `json:"statement"`
+	Source    string  `json:"source"`
+	URL       string  `json:"url"`
+	Verdict   Verdict `json:"verdict"`
+	// Reason explains SKIP and NOT COVERED, and summarises FAIL.
+	Reason string  `json:"reason,omitempty"`
+	Specs  []*Spec `json:"specs,omitempty"`
+}
+
+// Spec is one spec of a requirement with its evidence.
+type Spec struct {
+	Text     string        `json:"text"`
+	State    string        `json:"state"`
+	Message  string        `json:"message,omitempty"`
+	Duration time.Duration `json:"duration"`
+	// Pcap is the capture's path relative to the results directory.
+	Pcap       string                      `json:"pcap,omitempty"`
+	Transcript string                      `json:"transcript,omitempty"`
+	Sequence   []conformance.SequenceEvent `json:"sequence,omitempty"`
+	Findings   []conformance.Finding       `json:"findings,omitempty"`
+	Labels     []string                    `json:"labels,omitempty"`
+}
+
+// Failed reports whether the spec failed (failure, panic, timeout, abort).
+func (s *Spec) Failed() bool {
+	return s.State != "passed" && s.State != "skipped" && s.State != "pending"
+}
+
+// Summary counts requirements and specs.
+type Summary struct {
+	Requirements map[Verdict]int `json:"requirements"`
+	Specs        map[string]int  `json:"specs"`
+	// MUST coverage: MUST requirements judged (PASS or FAIL) out of all
+	// MUST requirements of the role, and those passed.
+	MustTotal  int `json:"mustTotal"`
+	MustJudged int `json:"mustJudged"`
+	MustPassed int `json:"mustPassed"`
+	MustFailed int `json:"mustFailed"`
+	// Conformant is true when no MUST requirement failed.
+	Conformant bool `json:"conformant"`
+}
+
+// MustCoverage is the share of MUST requirements judged, in percent.
+func (s Summary) MustCoverage() float64 {
+	if s.MustTotal == 0 {
+		return 0
+	}
+	return 100 * float64(s.MustJudged) / float64(s.MustTotal)
+}
+
+// Input is what Build needs.
+type Input struct {
+	Ginkgo  types.Report
+	Catalog *conformance.Catalog
+	Role    conformance.Role
+	Profile string
+	Tool    Tool
+	Target  Target
+	// ResultsDir makes pcap paths relative to it ("" keeps them).
+	ResultsDir string
+}
+
+// Build makes the report: every catalogue requirement of in.Role (and the
+// MQTT entries the specs cite) with a verdict aggregated over its specs:
+// FAIL when one failed, PASS when one passed and none failed, SKIP (with the
+// first reason) when all were skipped, NOT COVERED when no spec judged it.
+func Build(in Input) *Report {
+	r := &Report{
+		Title:   fmt.Sprintf("dps-conform %s conformance report: %s", in.Role, in.Target.Name),
+		Tool:    in.Tool,
+		Target:  in.Target,
+		Profile: in.Profile,
+		Role:    string(in.Role),
+		Started: in.Ginkgo.StartTime,
+		Ended:   in.Ginkgo.EndTime,
+		Summary: Summary{Requirements: map[Verdict]int{}, Specs: map[string]int{}},
+	}
+	specs := map[string][]*Spec{}
+	tls := map[string]bool{}
+	for _, sr := range in.Ginkgo.SpecReports {
+		id := conformance.SpecReportID(sr)
+		if id == "" || sr.LeafNodeType != types.NodeTypeIt {
+			continue
+		}
+		if sr.State == types.SpecStateSkipped && sr.Failure.Message == "" {
+			continue // not selected
+		}
+		s := specOf(sr, in.ResultsDir, tls)
+		specs[id] = append(specs[id], s)
+		r.Summary.Specs[s.State]++
+	}
+	for t := range tls {
+		r.Target.TLS = append(r.Target.TLS, t)
+	}
+	slices.Sort(r.Target.TLS)
+	for _, req := range in.Catalog.Requirements {
+		ss := specs[req.ID]
+		if string(req.Role) != string(in.Role) && len(ss) == 0 {
+			continue
+		}
+		if strings.HasPrefix(req.ID, "MQTT-") && len(ss) == 0 {
+			continue // clause dictionary entries, not requirements of the run
+		}
+		rq := &Requirement{ID: req.ID, Level: string(req.Level), Role: string(req.Role), Area: req.Area,
+			Statement: req.Statement, Source: req.Source, URL: req.URL, Specs: ss}
+		rq.Verdict, rq.Reason = aggregate(req, ss, in.Profile)
+		r.Requirements = append(r.Requirements, rq)
+		r.Summary.Requirements[rq.Verdict]++
+		if req.Level == conformance.MUST {
+			r.Summary.MustTotal++
+			switch rq.Verdict {
+			case Pass:
+				r.Summary.MustJudged++
+				r.Summary.MustPassed++
+			case Fail:
+				r.Summary.MustJudged++
+				r.Summary.MustFailed++
+			}
+		}
+	}
+	r.Summary.Conformant = r.Summary.MustFailed == 0
+	return r
+}
+
+func aggregate(req *conformance.Requirement, ss []*Spec, profile string) (Verdict, string) {
+	if len(ss) == 0 {
+		if profile != "" && !req.HoldsUnder(profile) {
+			return Skip, fmt.Sprintf("holds under %s; the profile was %s", strings.Join(req.Profiles, ", "), profile)
+		}
+		return NotCovered, "no spec or rule of this run judges it"
+	}
+	var failed, passed int
+	reason := ""
+	for _, s := range ss {
+		switch {
+		case s.Failed():
+			failed++
+			if reason == "" {
+				reason = firstLine(s.Message)
+				if len(s.Findings) > 0 {
+					reason = s.Findings[0].Detail()
+				}
+			}
+		case s.State == "passed":
+			passed++
+		}
+	}
+	switch {
+	case failed > 0:
+		return Fail, fmt.Sprintf("%d of %d specs failed: %s", failed, len(ss), reason)
+	case passed > 0:
+		return Pass, ""
+	}
+	return Skip, firstLine(ss[0].Message)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+func specOf(sr types.SpecReport, dir string, tls map[string]bool) *Spec {
+	s := &Spec{Text: sr.FullText(), State: sr.State.String(), Duration: sr.RunTime, Labels: sr.Labels()}
+	switch {
+	case sr.State == types.SpecStatePanicked:
+		s.Message = fmt.Sprintf("panic: %v at %s", sr.Failure.ForwardedPanic, sr.Failure.Location)
+	case sr.State != types.SpecStatePassed:
+		s.Message = sr.Failure.Message
+	}
+	for _, e := range sr.ReportEntries {
+		v := e.StringRepresentation()
+		switch e.Name {
+		case conformance.EntryPcap:
+			s.Pcap = relative(dir, v)
+		case conformance.EntryTranscript:
+			s.Transcript = v
+		case conformance.EntrySequence:
+			json.Unmarshal([]byte(v), &s.Sequence)
+		case conformance.EntryFindings:
+			json.Unmarshal([]byte(v), &s.Findings)
+		case conformance.EntryTLS:
+			var facts []conformance.TLSFact
+			if json.Unmarshal([]byte(v), &facts) == nil {
+				for _, f := range facts {
+					tls[f.Version+" "+f.Suite] = true
+				}
+			}
+		}
+	}
+	return s
+}
+
+func relative(dir, path string) string {
+	if dir == "" {
+		return path
+	}
+	if rel, ok := strings.CutPrefix(path, strings.TrimSuffix(dir, "/")+"/"); ok {
+		return rel
+	}
+	return path
+}
+
+// WriteJSON writes the report as results.json.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// ReadJSON reads a report written by WriteJSON.
+func ReadJSON(rd io.Reader) (*Report, error) {
+	var r Report
+	dec := json.NewDecoder(rd)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("reading results.json: %w", err)
+	}
+	if r.Tool.Name == "" || r.Summary.Requirements == nil {
+		return nil, fmt.Errorf("reading results.json: not a dps-conform report (no tool or summary)")
+	}
+	return &r, nil
+}
