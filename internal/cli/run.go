@@ -166,6 +166,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	if err := writeReports(cfg, res); err != nil {
 		return err
 	}
+	if err := writeConfigUsed(cfg, &f); err != nil {
+		return err
+	}
 	writeVerdicts(env.Stdout, res, time.Since(start))
 	if ctx.Err() != nil {
 		return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
@@ -305,6 +308,65 @@ func writeReports(cfg conformance.Config, res *conformance.Result) error {
 	}
 	if err := reports.WriteJUnit(filepath.Join(cfg.OutDir, "junit.xml"), res.Report); err != nil {
 		return &EnvError{Err: err}
+	}
+	return nil
+}
+
+// configUsed is config.yaml in the results: what the run was given, with
+// every secret replaced by [redacted] (keys are never written; certificate
+// and key files are named, not copied).
+type configUsed struct {
+	Target      string   `yaml:"target"`
+	WSTarget    string   `yaml:"wsTarget,omitempty"`
+	IDScope     string   `yaml:"idScope"`
+	CAFile      string   `yaml:"caFile,omitempty"`
+	ServerName  string   `yaml:"serverName,omitempty"`
+	Profile     string   `yaml:"profile"`
+	LabelFilter string   `yaml:"labelFilter,omitempty"`
+	Focus       []string `yaml:"focus,omitempty"`
+	Faults      []string `yaml:"emulatorFaults,omitempty"`
+	AllowQuota  bool     `yaml:"allowQuota"`
+	Credentials struct {
+		RegistrationID         string `yaml:"registrationId,omitempty"`
+		SymmetricKey           string `yaml:"symmetricKey,omitempty"`
+		GroupKey               string `yaml:"groupKey,omitempty"`
+		X509RegistrationID     string `yaml:"x509RegistrationId,omitempty"`
+		X509CertFile           string `yaml:"x509CertFile,omitempty"`
+		DisabledRegistrationID string `yaml:"disabledRegistrationId,omitempty"`
+	} `yaml:"credentials"`
+}
+
+const redacted = "[redacted]"
+
+func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
+	tg := cfg.Target
+	c := configUsed{Target: tg.MQTT.String(), IDScope: tg.IDScope, ServerName: tg.ServerName,
+		Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019), LabelFilter: cfg.LabelFilter,
+		Focus: cfg.Focus, Faults: f.faults, AllowQuota: cfg.AllowQuota, CAFile: f.ca}
+	if f.target == "" && f.config == "" || f.target == "emulator" {
+		c.Target = "emulator (embedded: " + tg.MQTT.String() + ")"
+	}
+	if tg.WS.Scheme != "" {
+		c.WSTarget = tg.WS.String()
+	}
+	cr := tg.Credentials
+	c.Credentials.RegistrationID = cr.RegistrationID
+	if cr.SymmetricKey != "" {
+		c.Credentials.SymmetricKey = redacted
+	}
+	if cr.GroupKey != "" {
+		c.Credentials.GroupKey = redacted
+	}
+	c.Credentials.X509RegistrationID = cr.X509RegistrationID
+	c.Credentials.X509CertFile = f.cert
+	c.Credentials.DisabledRegistrationID = cr.DisabledRegistrationID
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return envErrorf("writing config.yaml: %v", err)
+	}
+	b = append([]byte("# The configuration of this run, secrets redacted (written by dps-conform run).\n"), b...)
+	if err := os.WriteFile(filepath.Join(cfg.OutDir, "config.yaml"), b, 0o644); err != nil {
+		return envErrorf("writing config.yaml: %v", err)
 	}
 	return nil
 }

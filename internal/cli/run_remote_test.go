@@ -58,6 +58,25 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
+	// Secrets never reach the reports: keys are redacted in config.yaml,
+	// SAS signatures in the transcripts of results.json.
+	for _, name := range []string{"config.yaml", "results.json", "summary.md", "junit.xml"} {
+		b, err := os.ReadFile(filepath.Join(dir, "out", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{emulatortest.SymDeviceKey, emulatortest.SymGroupKey, emulatortest.DisabledDeviceKey} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains the secret %q", name, secret)
+			}
+		}
+		if n, r := bytes.Count(b, []byte("sig=")), bytes.Count(b, []byte("sig=[redacted]")); n != r {
+			t.Errorf("%s: %d SAS signatures, %d of them redacted", name, n, r)
+		}
+		if name == "config.yaml" && !bytes.Contains(b, []byte("symmetricKey: '[redacted]'")) {
+			t.Errorf("config.yaml:\n%s", b)
+		}
+	}
 	if !strings.Contains(stderr.String(), "SKIPPED DPS-POLL-004") || !strings.Contains(stderr.String(), "dps-conform run: "+e.WSURL) {
 		t.Errorf("stderr:\n%s", stderr.String())
 	}
