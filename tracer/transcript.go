@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"io"
 	"strconv"
 	"strings"
@@ -198,6 +199,18 @@ func redactPassword(pw []byte, show bool) string {
 	return printable([]byte(strings.Join(fields, "&")))
 }
 
+// v5String renders an MQTT 5 packet with paho.golang's String, the CONNECT
+// password redacted like a 3.1.1 one (paho prints it verbatim).
+func v5String(cp *pahopackets.ControlPacket, o TranscriptOptions) string {
+	c, ok := cp.Content.(*pahopackets.Connect)
+	if !ok || !c.PasswordFlag || o.ShowSecrets {
+		return cp.String()
+	}
+	clone := *c
+	clone.Password = []byte(redactPassword(c.Password, false))
+	return clone.String()
+}
+
 func b2i(b bool) int {
 	if b {
 		return 1
@@ -208,7 +221,7 @@ func b2i(b bool) int {
 // describe renders one packet for the text transcript.
 func describe(p *Packet, st *dpsState, o TranscriptOptions) string {
 	if p.V5 != nil {
-		return "MQTT5 " + strings.TrimSpace(p.V5.String())
+		return "MQTT5 " + strings.TrimSpace(v5String(p.V5, o))
 	}
 	var b strings.Builder
 	b.WriteString(p.Packet.Type().String())

@@ -87,6 +87,9 @@ var goldenScenarios = map[string]func(t *testing.T, g *genCapture){
 		cp := pahopackets.NewControlPacket(pahopackets.CONNECT)
 		cn := cp.Content.(*pahopackets.Connect)
 		cn.ProtocolName, cn.ProtocolVersion, cn.ClientID, cn.CleanStart, cn.KeepAlive = "MQTT", 5, "v5-client", true, 30
+		// The SAS signature must be redacted in MQTT 5 CONNECTs too.
+		cn.UsernameFlag, cn.Username = true, "0ne00000001/registrations/v5-client/api-version=2019-03-31"
+		cn.PasswordFlag, cn.Password = true, []byte("SharedAccessSignature sr=0ne00000001%2fregistrations%2fv5-client&sig=c2VjcmV0LXNpZw%3d%3d&se=1700000000&skn=registration")
 		if _, err := cp.WriteTo(&b); err != nil {
 			t.Fatal(err)
 		}
