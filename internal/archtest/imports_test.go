@@ -42,10 +42,11 @@ var allowedImports = map[string][]string{
 	"emulator/emulatortest": {"emulator/...", "packets/...", "dps", "transport"},
 	"device":                {"packets", "dps", "transport"},
 	"tlsprobe":              {"transport"},
-	// Everything above except emulator (the suite reaches targets through an
-	// interface that *emulator.Server satisfies). Test files may import emulator.
-	"conformance": {"packets/...", "dps", "transport", "tracer", "device", "tlsprobe"},
-	// Meant to be the catalogue types only; all of conformance for now.
+	// Everything above except emulator (the suite reaches targets through
+	// conformance.Target, plain data). Test files may import emulator.
+	"conformance": {"packets/...", "dps", "transport", "tracer/...", "device", "tlsprobe"},
+	// The report model reads the catalogue and the evidence entries the
+	// suite attaches (conformance types); it decodes no capture itself.
 	"reports":           {"conformance/..."},
 	"internal/cli":      {"..."},
 	"internal/archtest": {},
