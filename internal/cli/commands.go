@@ -26,6 +26,7 @@ func commands() []command {
 		{"provision", "provision with the reference device client, print the assignment", provisionCmd},
 		{"emulator", "serve the reference DPS emulator", emulatorCmd},
 		{"trace", "decode a pcap/pcapng capture, optionally check it", traceCmd},
+		{"tlsprobe", "probe a server's TLS versions, suites, certificate chain and plaintext port", tlsprobeCmd},
 		{"bench", "measure provisioning and trace decoding on this machine", benchCmd},
 	}
 }
@@ -34,7 +35,6 @@ func commands() []command {
 // them so nobody mistakes their absence for a bug, and dispatch says so.
 var plannedCommands = []struct{ name, summary string }{
 	{"device", "judge a device under test (device role)"},
-	{"tlsprobe", "probe a server's TLS versions, suites and certificate chain"},
 	{"report", "re-render or verify a results bundle"},
 }
 

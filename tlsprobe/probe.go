@@ -1,0 +1,329 @@
+// Package tlsprobe probes the TLS side of an MQTT server: which protocol
+// versions and TLS 1.2 cipher suites it accepts, the certificate chain it
+// presents, whether it also speaks plaintext MQTT, and whether MQTT answers
+// over the TLS it accepts. Policy judges the result against the DPS TLS
+// profile (D-TLS: TLS 1.2 only, the recommended ECDHE suites).
+package tlsprobe
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+// Options configure a probe.
+type Options struct {
+	// RootCAs verifies the chain; nil means the system roots.
+	RootCAs *x509.CertPool
+	// ServerName is the name verified and sent as SNI; default the host.
+	ServerName string
+	// Timeout bounds each handshake and each read; default 5 s.
+	Timeout time.Duration
+	// PlaintextPorts are probed for plaintext MQTT (a CONNECT answered by
+	// a CONNACK); default: the probed port and 1883.
+	PlaintextPorts []int
+	// Now is the clock for certificate validity; nil means time.Now.
+	Now func() time.Time
+}
+
+// Result is what a probe found.
+type Result struct {
+	Address    string `json:"address"`
+	ServerName string `json:"serverName"`
+	// Versions maps "TLS 1.0" … "TLS 1.3" to whether a handshake offering
+	// only that version succeeded.
+	Versions []VersionResult `json:"versions"`
+	// Suites are the TLS 1.2 cipher suites accepted when offered alone.
+	Suites []string `json:"suites"`
+	// Chain describes the certificates the server presented (leaf first)
+	// in the first successful handshake.
+	Chain []Certificate `json:"chain"`
+	// ChainError is why the chain does not verify against the roots for
+	// ServerName ("" when it does).
+	ChainError string `json:"chainError,omitempty"`
+	// Plaintext lists the ports on which a plaintext CONNECT got a CONNACK.
+	Plaintext []int `json:"plaintext"`
+	// MQTT is the CONNACK return code a CONNECT over the accepted TLS got
+	// (-1: none, MQTTError says why).
+	MQTT      int    `json:"mqttConnackCode"`
+	MQTTError string `json:"mqttError,omitempty"`
+}
+
+// VersionResult is one protocol version.
+type VersionResult struct {
+	Version  string `json:"version"`
+	Accepted bool   `json:"accepted"`
+	// Error is why the handshake failed (alert, close), when it did.
+	Error string `json:"error,omitempty"`
+}
+
+// Certificate is the facts of one certificate of the chain.
+type Certificate struct {
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	DNSNames  []string  `json:"dnsNames,omitempty"`
+	IPs       []string  `json:"ips,omitempty"`
+	Key       string    `json:"key"`
+	// Expired or NotYetValid at probe time.
+	Expired     bool `json:"expired"`
+	NotYetValid bool `json:"notYetValid"`
+}
+
+var versions = []struct {
+	id   uint16
+	name string
+}{
+	{tls.VersionTLS10, "TLS 1.0"}, {tls.VersionTLS11, "TLS 1.1"}, {tls.VersionTLS12, "TLS 1.2"}, {tls.VersionTLS13, "TLS 1.3"},
+}
+
+// ErrUnreachable is wrapped when the server cannot be reached over TCP.
+var ErrUnreachable = errors.New("unreachable")
+
+// Probe probes addr (host:port). It fails only when the address cannot be
+// reached at all (ErrUnreachable) or ctx ends; everything else is a
+// finding in the Result.
+func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("tlsprobe: address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("tlsprobe: address %q: port is not 1..65535", addr)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.ServerName == "" {
+		o.ServerName = host
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PlaintextPorts == nil {
+		o.PlaintextPorts = []int{port, 1883}
+	}
+	d := net.Dialer{Timeout: o.Timeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("tlsprobe: %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	c.Close()
+
+	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1}
+	var accepted *tls.ConnectionState
+	var acceptedVersion uint16
+	for _, v := range versions {
+		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: v.id, MaxVersion: v.id}
+		if v.id < tls.VersionTLS12 {
+			cfg.CipherSuites = allSuites(v.id)
+		}
+		st, err := handshake(ctx, addr, cfg, o.Timeout)
+		vr := VersionResult{Version: v.name, Accepted: err == nil}
+		if err != nil {
+			vr.Error = err.Error()
+		} else if accepted == nil || v.id == tls.VersionTLS12 {
+			accepted, acceptedVersion = st, v.id
+		}
+		r.Versions = append(r.Versions, vr)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range allSuites(tls.VersionTLS12) {
+		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{id}}
+		if _, err := handshake(ctx, addr, cfg, o.Timeout); err == nil {
+			r.Suites = append(r.Suites, tls.CipherSuiteName(id))
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if accepted != nil {
+		r.Chain, r.ChainError = chainFacts(accepted.PeerCertificates, o)
+		code, err := mqttConnect(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: acceptedVersion, MaxVersion: acceptedVersion}, o.Timeout)
+		r.MQTT = code
+		if err != nil {
+			r.MQTTError = err.Error()
+		}
+	} else {
+		r.MQTTError = "no TLS version was accepted"
+	}
+	for _, p := range o.PlaintextPorts {
+		pa := net.JoinHostPort(host, strconv.Itoa(p))
+		if code, err := mqttConnect(ctx, pa, nil, o.Timeout); err == nil && code >= 0 {
+			r.Plaintext = append(r.Plaintext, p)
+		}
+	}
+	return r, nil
+}
+
+// allSuites lists the suites crypto/tls implements for version v (TLS 1.0
+// to 1.2), insecure ones included: a probe must offer what clients might.
+func allSuites(v uint16) []uint16 {
+	var ids []uint16
+	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if slices.Contains(s.SupportedVersions, v) {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
+}
+
+func handshake(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (*tls.ConnectionState, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	st := c.(*tls.Conn).ConnectionState()
+	return &st, nil
+}
+
+// connectBytes is a minimal MQTT 3.1.1 CONNECT: ClientId
+// "dps-conform-tlsprobe", CleanSession 1, keep-alive 30, no credentials. A
+// DPS server refuses it (0x04: not a DPS username), which still proves MQTT.
+var connectBytes = func() []byte {
+	id := "dps-conform-tlsprobe"
+	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 30, 0, byte(len(id))}, id...)
+	return append([]byte{0x10, byte(len(body))}, body...)
+}()
+
+// mqttConnect sends a CONNECT (over TLS when cfg is set) and returns the
+// CONNACK return code.
+func mqttConnect(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if cfg != nil {
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: cfg}
+		c, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		d := net.Dialer{Timeout: timeout}
+		c, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return -1, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(connectBytes); err != nil {
+		return -1, fmt.Errorf("writing CONNECT: %w", err)
+	}
+	var ack [4]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		return -1, fmt.Errorf("no CONNACK: %w", err)
+	}
+	if ack[0] != 0x20 || ack[1] != 0x02 {
+		return -1, fmt.Errorf("answer is not a CONNACK: % x", ack)
+	}
+	return int(ack[3]), nil
+}
+
+func chainFacts(certs []*x509.Certificate, o Options) ([]Certificate, string) {
+	now := o.Now()
+	var out []Certificate
+	for _, c := range certs {
+		cf := Certificate{Subject: c.Subject.String(), Issuer: c.Issuer.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter,
+			DNSNames: c.DNSNames, Key: keyName(c.PublicKey), Expired: now.After(c.NotAfter), NotYetValid: now.Before(c.NotBefore)}
+		for _, ip := range c.IPAddresses {
+			cf.IPs = append(cf.IPs, ip.String())
+		}
+		out = append(out, cf)
+	}
+	if len(certs) == 0 {
+		return out, "no certificate presented"
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: o.RootCAs, Intermediates: inter, DNSName: o.ServerName, CurrentTime: now})
+	if err != nil {
+		return out, err.Error()
+	}
+	return out, ""
+}
+
+func keyName(k any) string {
+	switch k := k.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", k)
+}
+
+// Violation is one way a result breaks a policy, with the catalogue
+// requirement it breaks.
+type Violation struct {
+	ID  string `json:"id"`
+	Msg string `json:"msg"`
+}
+
+// PolicyDPS judges a result against the DPS TLS profile (D-TLS, D-MQTT;
+// requirement IDs TLS-001…TLS-005): TLS 1.2 accepted, TLS 1.0 and 1.1
+// refused, TLS 1.3 refused under dps-2019, only DPS-recommended suites,
+// a chain that verifies and is valid now, no plaintext MQTT, and MQTT
+// answering over TLS.
+func PolicyDPS(r *Result, profile string) []Violation {
+	var vs []Violation
+	acc := map[string]bool{}
+	for _, v := range r.Versions {
+		acc[v.Version] = v.Accepted
+	}
+	if !acc["TLS 1.2"] {
+		vs = append(vs, Violation{"TLS-001", "TLS 1.2 is refused"})
+	}
+	if acc["TLS 1.0"] {
+		vs = append(vs, Violation{"TLS-002", "TLS 1.0 is accepted"})
+	}
+	if acc["TLS 1.1"] {
+		vs = append(vs, Violation{"TLS-003", "TLS 1.1 is accepted"})
+	}
+	if acc["TLS 1.3"] && profile != "dps-2023" {
+		vs = append(vs, Violation{"TLS-004", "TLS 1.3 is accepted (dps-2019: TLS 1.2 only)"})
+	}
+	var recommended []string
+	for _, id := range transport.DPSCipherSuites() {
+		recommended = append(recommended, tls.CipherSuiteName(id))
+	}
+	for _, s := range r.Suites {
+		if !slices.Contains(recommended, s) {
+			vs = append(vs, Violation{"TLS-001", "TLS 1.2 suite " + s + " is accepted; DPS accepts only its recommended ECDHE suites"})
+		}
+	}
+	if r.ChainError != "" {
+		// A device verifying the server as the DPS docs require cannot
+		// complete this handshake.
+		vs = append(vs, Violation{"TLS-001", "the certificate chain does not verify: " + r.ChainError})
+	}
+	for _, p := range r.Plaintext {
+		vs = append(vs, Violation{"TLS-005", fmt.Sprintf("plaintext MQTT answers on port %d", p)})
+	}
+	if r.MQTT < 0 {
+		vs = append(vs, Violation{"TLS-001", "no MQTT CONNACK over the accepted TLS: " + r.MQTTError})
+	}
+	return vs
+}

@@ -1,0 +1,118 @@
+package tlsprobe_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/tlsprobe"
+)
+
+func port(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+func ids(vs []tlsprobe.Violation) []string {
+	var out []string
+	for _, v := range vs {
+		if !slices.Contains(out, v.ID) {
+			out = append(out, v.ID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestProbeEmulator probes the reference emulator as it is and with the
+// faults that break the DPS TLS profile: each breaks exactly its policy
+// requirement.
+func TestProbeEmulator(t *testing.T) {
+	tests := []struct {
+		name    string
+		faults  []emulator.Fault
+		plain   bool
+		want    []string // violated requirement IDs
+		version string   // a version that must be accepted
+	}{
+		{"conformant", nil, false, nil, "TLS 1.2"},
+		{"accept-tls13", []emulator.Fault{emulator.FaultAcceptTLS13}, false, []string{"TLS-004"}, "TLS 1.3"},
+		{"accept-tls10", []emulator.Fault{emulator.FaultAcceptTLS10}, false, []string{"TLS-001", "TLS-002", "TLS-003"}, "TLS 1.0"},
+		{"refuse-tls12", []emulator.Fault{emulator.FaultRefuseTLS12}, false, []string{"TLS-001", "TLS-004"}, "TLS 1.3"},
+		{"accept-plaintext", []emulator.Fault{emulator.FaultAcceptPlaintext}, false, []string{"TLS-005"}, "TLS 1.2"},
+		{"plaintext listener", nil, true, []string{"TLS-005"}, "TLS 1.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := emulatortest.Start(t, emulatortest.Options{Faults: tt.faults, Plain: tt.plain})
+			ports := []int{port(t, e.MQTTAddr)}
+			if tt.plain {
+				ports = append(ports, port(t, e.PlainAddr))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			r, err := tlsprobe.Probe(ctx, e.MQTTAddr, tlsprobe.Options{RootCAs: e.CAPool, ServerName: "localhost", PlaintextPorts: ports})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(tlsprobe.PolicyDPS(r, "dps-2019")); !slices.Equal(got, tt.want) {
+				t.Errorf("violations %v, want %v: %+v", got, tt.want, tlsprobe.PolicyDPS(r, "dps-2019"))
+			}
+			ok := false
+			for _, v := range r.Versions {
+				if v.Version == tt.version {
+					ok = v.Accepted
+				}
+			}
+			if !ok {
+				t.Errorf("%s not accepted: %+v", tt.version, r.Versions)
+			}
+			if r.ChainError != "" || len(r.Chain) == 0 || !strings.HasPrefix(r.Chain[0].Key, "ECDSA") || !slices.Contains(r.Chain[0].DNSNames, "localhost") {
+				t.Errorf("chain %+v, error %q", r.Chain, r.ChainError)
+			}
+			// The emulator refuses the probe's CONNECT (no DPS username):
+			// 0x04, which proves MQTT over the TLS it accepted.
+			if r.MQTT != 4 {
+				t.Errorf("CONNACK code %d (%s), want 4", r.MQTT, r.MQTTError)
+			}
+		})
+	}
+}
+
+func TestProbeChainAndErrors(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Without the emulator's CA the chain does not verify: a finding.
+	r, err := tlsprobe.Probe(ctx, e.MQTTAddr, tlsprobe.Options{PlaintextPorts: []int{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ChainError == "" || !slices.Contains(ids(tlsprobe.PolicyDPS(r, "dps-2019")), "TLS-001") {
+		t.Errorf("untrusted chain: error %q, violations %v", r.ChainError, tlsprobe.PolicyDPS(r, "dps-2019"))
+	}
+	// Unreachable and malformed addresses are errors, not findings.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close()
+	if _, err := tlsprobe.Probe(ctx, dead, tlsprobe.Options{}); !errors.Is(err, tlsprobe.ErrUnreachable) {
+		t.Errorf("probe of a closed port: %v, want ErrUnreachable", err)
+	}
+	for _, bad := range []string{"nohostport", "127.0.0.1:0", "127.0.0.1:99999"} {
+		if _, err := tlsprobe.Probe(ctx, bad, tlsprobe.Options{}); err == nil {
+			t.Errorf("probe of %q: no error", bad)
+		}
+	}
+}
