@@ -77,6 +77,8 @@ type Config struct {
 	// WrapConn, if set, wraps each accepted MQTT byte stream after TLS or
 	// WebSocket unwrapping (plaintext MQTT), e.g. for a tracer recording.
 	WrapConn func(net.Conn) net.Conn
+	// Scenario, if set, scripts answers for device testing (see Scenario).
+	Scenario *Scenario
 	// WrapRaw, if set, wraps each raw TCP connection of the TLS listeners
 	// (the bytes on the wire, TLS records included).
 	WrapRaw func(net.Conn) net.Conn
@@ -135,6 +137,7 @@ type Server struct {
 	readBufs  sync.Pool // *bufio.Reader of readBufSize, lent to sessions while they read
 	polls     *limiter
 	regBudget *limiter
+	scenario  scenarioState
 	connSeq   atomic.Uint64
 
 	ctx    context.Context

@@ -267,6 +267,9 @@ func (ss *session) connect() (string, bool) {
 	case ss.srv.limits.IdleTimeout > 0:
 		ss.idle = ss.srv.limits.IdleTimeout
 	}
+	if ss.withholdConnack() {
+		return "scenario: CONNACK withheld", false
+	}
 	// Part A §1: sessions are never persistent; session-present is always 0.
 	ack := &packets.Connack{ReturnCode: packets.ConnackAccepted, SessionPresent: ss.srv.faults.has(FaultSessionPresent)}
 	if err := ss.write(ack); err != nil {
@@ -518,6 +521,7 @@ type answer struct {
 	retryAfter int // seconds; -1 = no retry-after parameter
 	body       []byte
 	close      bool // close the connection after sending (401, Part A §3)
+	drop       bool // close the connection without sending (scenario disconnect-mid-poll)
 }
 
 // publish serves a device request (Part A §6–§9).
@@ -559,6 +563,9 @@ func (ss *session) publish(ctx context.Context, p *packets.Publish) (string, boo
 		a = ss.register(ctx, p.Payload)
 	default:
 		a = ss.poll(ctx, req.OperationID)
+	}
+	if a.drop {
+		return "scenario: connection dropped without an answer", false
 	}
 	if err := ss.deliver(req.RID, a); err != nil {
 		return "write answer: " + err.Error(), false
@@ -753,6 +760,9 @@ func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= '
 // register serves PUT iotdps-register (Part A §6–§8).
 func (ss *session) register(ctx context.Context, body []byte) answer {
 	s := ss.srv
+	if a, ok := ss.scriptRegister(); ok {
+		return a
+	}
 	att, fail := ss.attest(ctx)
 	if fail != nil {
 		return *fail
@@ -796,6 +806,10 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	s := ss.srv
 	if _, fail := ss.attest(ctx); fail != nil {
 		return *fail
+	}
+	if a, drop, ok := ss.scriptPoll(operationID); ok {
+		a.drop = drop
+		return a
 	}
 	now := s.now()
 	if !s.faults.has(FaultNoPollThrottle) {

@@ -85,6 +85,8 @@ type Options struct {
 	Now func() time.Time
 	// WrapConn and WrapRaw are passed to emulator.Config.
 	WrapConn, WrapRaw func(net.Conn) net.Conn
+	// Scenario scripts answers for device testing (emulator.Config.Scenario).
+	Scenario *emulator.Scenario
 }
 
 // Emulator is a running emulator.
@@ -167,6 +169,7 @@ func Start(t testing.TB, o Options) *Emulator {
 		Now:        o.Now,
 		WrapConn:   o.WrapConn,
 		WrapRaw:    o.WrapRaw,
+		Scenario:   o.Scenario,
 	}
 	if o.Plain {
 		srvCfg.InsecurePlainAddr = "127.0.0.1:0"
