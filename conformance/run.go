@@ -184,6 +184,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating --out %s: %w", cfg.OutDir, err)
 	}
+	// Captures of an earlier run in the same directory would mix with
+	// this run's evidence: remove the suite's own files (NNN-ID.pcapng,
+	// NNN-ID.keylog), nothing else.
+	for _, pat := range []string{"[0-9][0-9][0-9]-*.pcapng", "[0-9][0-9][0-9]-*.keylog"} {
+		old, _ := filepath.Glob(filepath.Join(cfg.OutDir, "pcaps", pat))
+		for _, f := range old {
+			if err := os.Remove(f); err != nil {
+				return nil, fmt.Errorf("removing the evidence of an earlier run: %w", err)
+			}
+		}
+	}
 	runMu.Lock()
 	defer runMu.Unlock()
 	r, err := build(&cfg)

@@ -27,6 +27,7 @@ func commands() []command {
 		{"emulator", "serve the reference DPS emulator", emulatorCmd},
 		{"trace", "decode a pcap/pcapng capture, optionally check it", traceCmd},
 		{"tlsprobe", "probe a server's TLS versions, suites, certificate chain and plaintext port", tlsprobeCmd},
+		{"report", "verify a results bundle or directory, or re-render its reports", reportCmd},
 		{"bench", "measure provisioning and trace decoding on this machine", benchCmd},
 	}
 }
@@ -35,7 +36,6 @@ func commands() []command {
 // them so nobody mistakes their absence for a bug, and dispatch says so.
 var plannedCommands = []struct{ name, summary string }{
 	{"device", "judge a device under test (device role)"},
-	{"report", "re-render or verify a results bundle"},
 }
 
 func lookupCommand(name string) (command, bool) {

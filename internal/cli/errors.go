@@ -49,7 +49,8 @@ func envErrorf(format string, args ...any) error {
 }
 
 // ExitCode maps err to the dps-conform exit code: nil → [ExitConformant],
-// [*NonConformantError] → [ExitNonConformant], [*UsageError] → [ExitUsage],
+// [*NonConformantError] and [*VerifyFailedError] (a results bundle that
+// failed verification) → [ExitNonConformant], [*UsageError] → [ExitUsage],
 // [*EnvError] → [ExitTargetUnreachable]. The first of these types found by
 // errors.As in that order wins. Any other error means a subcommand failed to
 // classify it; since no verdict was produced, it maps to
@@ -60,6 +61,10 @@ func ExitCode(err error) int {
 	}
 	var nc *NonConformantError
 	if errors.As(err, &nc) {
+		return ExitNonConformant
+	}
+	var vf *VerifyFailedError
+	if errors.As(err, &vf) {
 		return ExitNonConformant
 	}
 	var ue *UsageError

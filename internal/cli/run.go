@@ -65,6 +65,7 @@ type runFlags struct {
 	profile, labelFilter, out            string
 	focus, faults                        stringsFlag
 	allowQuota, verbose                  bool
+	bundle                               string
 	specTimeout, readTimeout, closeWait  time.Duration
 }
 
@@ -90,6 +91,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.Var(&f.focus, "focus", "run only specs whose text matches `REGEXP` (repeatable)")
 	fs.StringVar(&f.out, "out", "dps-conform-results", "`DIR` for evidence (pcaps/) and reports")
 	fs.Var(&f.faults, "emulator-fault", "switch on an emulator fault `NAME` (repeatable; embedded emulator only; 'help' lists them): the self-test of the suite")
+	fs.StringVar(&f.bundle, "bundle", "", "also pack --out into `FILE.tar.gz` (verify it with 'dps-conform report verify FILE.tar.gz')")
 	fs.BoolVar(&f.allowQuota, "allow-quota", false, "run specs that trip throttling or spend quotas against a non-emulator target")
 	fs.BoolVar(&f.verbose, "v", false, "print Ginkgo's own report to stderr too")
 	fs.DurationVar(&f.specTimeout, "spec-timeout", 30*time.Second, "bound on each spec")
@@ -167,6 +169,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if err := writeConfigUsed(cfg, &f); err != nil {
+		return err
+	}
+	if err := sealResults(cfg.OutDir, f.bundle); err != nil {
 		return err
 	}
 	writeVerdicts(env.Stdout, res, time.Since(start))
@@ -269,8 +274,8 @@ func toolInfo() reports.Tool {
 }
 
 // writeReports writes the certification report of a run into --out:
-// results.json (the report model), summary.md (for a CI job summary) and
-// junit.xml (trimmed for CI viewers; Ginkgo's own JSON report stays as
+// report.html (self-contained, opens offline), results.json (the report
+// model), summary.md (for a CI job summary) and junit.xml (trimmed for CI viewers; Ginkgo's own JSON report stays as
 // ginkgo-report.json).
 func writeReports(cfg conformance.Config, res *conformance.Result) error {
 	cat, err := conformance.LoadCatalog()
@@ -304,6 +309,9 @@ func writeReports(cfg conformance.Config, res *conformance.Result) error {
 		return err
 	}
 	if err := write("summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }); err != nil {
+		return err
+	}
+	if err := write("report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }); err != nil {
 		return err
 	}
 	if err := reports.WriteJUnit(filepath.Join(cfg.OutDir, "junit.xml"), res.Report); err != nil {
@@ -367,6 +375,21 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	b = append([]byte("# The configuration of this run, secrets redacted (written by dps-conform run).\n"), b...)
 	if err := os.WriteFile(filepath.Join(cfg.OutDir, "config.yaml"), b, 0o644); err != nil {
 		return envErrorf("writing config.yaml: %v", err)
+	}
+	return nil
+}
+
+// sealResults writes the SHA-256 manifest of the results directory and,
+// with --bundle, packs it.
+func sealResults(dir, bundle string) error {
+	if _, err := reports.WriteManifest(dir, versionString()); err != nil {
+		return envErrorf("writing the manifest of %s: %v", dir, err)
+	}
+	if bundle == "" {
+		return nil
+	}
+	if err := reports.Pack(dir, bundle); err != nil {
+		return envErrorf("--bundle %s: %v", bundle, err)
 	}
 	return nil
 }

@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/onsi/ginkgo/v2/types"
+
+	"github.com/dps-conform/dps-conform/reports"
+)
+
+const reportUsage = `Usage:
+  dps-conform report verify BUNDLE|DIR
+  dps-conform report render RESULTS_DIR
+
+Works on the results of 'dps-conform run --out DIR': the directory, or a
+bundle of it (a .tar.gz of the directory). The directory's manifest.json
+lists every file with its size and SHA-256.
+
+  verify  checks a bundle or results directory against its manifest.json:
+          every listed file present with its size and SHA-256, no file
+          unlisted, manifest.json itself undamaged, and for a bundle an
+          intact gzip stream and a tar archive of regular files with safe,
+          unique paths. Prints "bundle OK: N files, sha256 verified", or
+          every problem on stderr and exits 1.
+  render  re-renders the reports of a results directory from its
+          results.json (report.html, summary.md, and junit.xml from
+          ginkgo-report.json when that exists), then rewrites manifest.json.
+
+Run 'dps-conform report verify -h' or 'dps-conform report render -h' for
+the details. Exit codes: 0 verified or rendered; 1 verification failed;
+2 usage error or a missing or unreadable argument; 3 the environment failed
+(e.g. the results directory is not writable).
+`
+
+const reportVerifyUsage = `Usage:
+  dps-conform report verify BUNDLE|DIR
+
+Checks a results bundle (a .tar.gz) or a results directory against its
+manifest.json and reports every problem, each naming the file: a SHA-256 or
+size mismatch, a file listed but missing or present but not listed, a
+damaged, missing or hand-edited manifest.json, a symlink or other
+non-regular file; for a bundle also a corrupt or truncated gzip stream or
+tar archive (with the byte offset), and absolute, ".." or duplicate paths.
+Files are read up to 1 GiB each and 4 GiB in all.
+
+Prints "bundle OK: N files, sha256 verified" and exits 0, or prints the
+problems on stderr and exits 1. A missing or unreadable BUNDLE|DIR exits 2.
+`
+
+const reportRenderUsage = `Usage:
+  dps-conform report render RESULTS_DIR
+
+Re-renders the reports of a results directory from its results.json (the
+report model 'dps-conform run --out' wrote), with this binary's renderers:
+report.html, summary.md, and junit.xml from ginkgo-report.json when that
+exists. Then rewrites manifest.json over every file of the directory, so the
+directory (or a bundle of it) verifies again with 'dps-conform report verify'.
+`
+
+// VerifyFailedError is a results bundle or directory that failed
+// verification; its problems have been printed. It maps to
+// [ExitNonConformant]: the bundle's reports must not be trusted.
+type VerifyFailedError struct {
+	Path     string
+	Problems int
+}
+
+func (e *VerifyFailedError) Error() string {
+	if e.Problems == 1 {
+		return fmt.Sprintf("%s failed verification: 1 problem", e.Path)
+	}
+	return fmt.Sprintf("%s failed verification: %d problems", e.Path, e.Problems)
+}
+
+var _ error = (*VerifyFailedError)(nil)
+
+func reportCmd(_ context.Context, env *Env, args []string) error {
+	if len(args) == 0 {
+		io.WriteString(env.Stderr, reportUsage)
+		return usageErrorf("missing subcommand: verify or render")
+	}
+	switch sub, rest := args[0], args[1:]; sub {
+	case "-h", "-help", "--help":
+		io.WriteString(env.Stdout, reportUsage)
+		return nil
+	case "verify":
+		return reportVerify(env, rest)
+	case "render":
+		return reportRender(env, rest)
+	default:
+		if strings.HasPrefix(sub, "-") {
+			return usageErrorf("unknown flag %q (the subcommand comes first: verify or render)", sub)
+		}
+		return usageErrorf("unknown subcommand %q: want verify or render", sub)
+	}
+}
+
+func reportVerify(env *Env, args []string) error {
+	fs := newFlagSet("report verify", reportVerifyUsage)
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		return usageErrorf("missing BUNDLE or DIR to verify")
+	case 1:
+	default:
+		return usageErrorf("want one BUNDLE or DIR, got %d arguments", fs.NArg())
+	}
+	path := fs.Arg(0)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return inputError("", err)
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		return usageErrorf("%s: not a results directory or bundle", path)
+	}
+	m, err := reports.Verify(path)
+	var ve *reports.VerifyError
+	if errors.As(err, &ve) {
+		for _, p := range ve.Problems {
+			fmt.Fprintf(env.Stderr, "%s report verify: %s\n", progName, p)
+		}
+		return &VerifyFailedError{Path: path, Problems: len(ve.Problems)}
+	}
+	if err != nil {
+		return inputError("", err)
+	}
+	fmt.Fprintf(env.Stdout, "bundle OK: %d files, sha256 verified\n", len(m.Files))
+	return nil
+}
+
+func reportRender(env *Env, args []string) error {
+	fs := newFlagSet("report render", reportRenderUsage)
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	switch fs.NArg() {
+	case 0:
+		return usageErrorf("missing RESULTS_DIR")
+	case 1:
+	default:
+		return usageErrorf("want one RESULTS_DIR, got %d arguments", fs.NArg())
+	}
+	dir := fs.Arg(0)
+	if fi, err := os.Stat(dir); err != nil {
+		return inputError("", err)
+	} else if !fi.IsDir() {
+		return usageErrorf("%s: not a results directory", dir)
+	}
+	rep, err := readResults(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var written []string
+	write := func(name string, f func(io.Writer) error) error {
+		var b bytes.Buffer
+		if err := f(&b); err != nil {
+			return envErrorf("rendering %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644); err != nil {
+			return envErrorf("writing %s: %v", name, err)
+		}
+		written = append(written, name)
+		return nil
+	}
+	if err := write("report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }); err != nil {
+		return err
+	}
+	if err := write("summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }); err != nil {
+		return err
+	}
+	gr, err := readGinkgoReport(filepath.Join(dir, "ginkgo-report.json"))
+	if err != nil {
+		return err
+	}
+	if gr != nil {
+		if err := reports.WriteJUnit(filepath.Join(dir, "junit.xml"), *gr); err != nil {
+			return &EnvError{Err: err}
+		}
+		written = append(written, "junit.xml")
+	}
+	m, err := reports.WriteManifest(dir, toolString())
+	if errors.Is(err, reports.ErrNotRegular) {
+		return &UsageError{Err: err}
+	}
+	if err != nil {
+		return &EnvError{Err: err}
+	}
+	fmt.Fprintf(env.Stdout, "rendered %s in %s; manifest.json lists %d files\n", strings.Join(written, ", "), dir, len(m.Files))
+	return nil
+}
+
+// readResults reads results.json; a missing or malformed one is the user's
+// input error.
+func readResults(name string) (*reports.Report, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, inputError("", err)
+	}
+	defer f.Close()
+	rep, err := reports.ReadJSON(f)
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("%s: %w", name, err)}
+	}
+	return rep, nil
+}
+
+// readGinkgoReport reads the first report of ginkgo-report.json (Ginkgo
+// writes a JSON array of reports), or nil when the file does not exist.
+func readGinkgoReport(name string) (*types.Report, error) {
+	b, err := os.ReadFile(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, inputError("", err)
+	}
+	var rs []types.Report
+	if err := json.Unmarshal(b, &rs); err != nil {
+		return nil, usageErrorf("%s: not a Ginkgo JSON report: %v", name, err)
+	}
+	if len(rs) == 0 {
+		return nil, usageErrorf("%s: holds no report", name)
+	}
+	return &rs[0], nil
+}
+
+// toolString names this binary in a manifest: "dps-conform VERSION
+// (COMMIT)".
+func toolString() string {
+	t := toolInfo()
+	s := t.Name + " " + t.Version
+	if t.Commit != "" {
+		s += " (" + t.Commit[:min(12, len(t.Commit))] + ")"
+	}
+	return s
+}
