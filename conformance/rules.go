@@ -29,6 +29,11 @@ type Rule struct {
 	// what it needs (for TLS-005: that a plaintext conversation crossed the
 	// wire as such, not a recorder's plaintext view of a TLS connection).
 	LiveOnly bool
+	// CheckCapture, when set, judges a whole capture at once, for a rule
+	// whose evidence spans conversations (a reconnect after a 401, an
+	// operationId given on another connection); the function CheckCapture
+	// calls it once per capture instead of Check.
+	CheckCapture func(c *tracer.Capture, env RuleEnv) (applied int, findings []Finding)
 }
 
 // RuleEnv is what rules may know beyond the traffic.
@@ -40,6 +45,19 @@ type RuleEnv struct {
 	// rule cannot tell and does not judge. Zero means one second. Live
 	// specs set it from Config.CloseWait, which they wait.
 	CloseGrace time.Duration
+	// ServerName is the host name the device was told to connect to, the
+	// SNI it must send (DPS-DEV-002); "" does not judge it.
+	ServerName string
+	// PollTolerance is how much earlier than a retry-after a request may
+	// come before device rules call it early (clock and scheduling
+	// noise); zero means 250 ms.
+	PollTolerance time.Duration
+	// Window is how long after a 401 answer a device must not reconnect
+	// with the same credentials (DPS-DEV-017); zero means 10 s.
+	Window time.Duration
+	// HostileServer reports that the scenario served a certificate the
+	// device must refuse (DPS-DEV-021).
+	HostileServer bool
 }
 
 // undecided reports that the server did not close the connection first but
@@ -124,8 +142,18 @@ func ServiceRules() []*Rule {
 func CheckCapture(c *tracer.Capture, rules []*Rule, env RuleEnv) ([]Finding, map[string]int) {
 	var out []Finding
 	applied := map[string]int{}
+	for _, r := range rules {
+		if r.CheckCapture != nil {
+			n, f := r.CheckCapture(c, env)
+			applied[r.ID] += n
+			out = append(out, f...)
+		}
+	}
 	for _, conv := range c.Conversations {
 		for _, r := range rules {
+			if r.CheckCapture != nil {
+				continue
+			}
 			n, f := r.Check(conv, env)
 			applied[r.ID] += n
 			out = append(out, f...)

@@ -148,6 +148,17 @@ type Misbehave struct {
 	IgnoreRetryAfter bool
 	// NoPuback never acknowledges QoS 1 deliveries.
 	NoPuback bool
+	// PollInterval, when positive, is the wait before every poll and
+	// every retry, whatever the retry-after says ("poll too fast").
+	PollInterval time.Duration
+	// RetryAfter401 reconnects once with the same credentials after a 401
+	// answer and registers again.
+	RetryAfter401 bool
+	// RIDWithoutDollar writes "?rid=" for "?$rid=" in request topics.
+	RIDWithoutDollar bool
+	// AcceptAnyServerCert skips the verification of the server
+	// certificate (tls.Config.InsecureSkipVerify).
+	AcceptAnyServerCert bool
 }
 
 // QoS is an MQTT QoS level for Config; its zero value means "default" (1).

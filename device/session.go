@@ -3,6 +3,7 @@ package device
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -106,7 +107,15 @@ func dial(ctx context.Context, st *settings) (net.Conn, error) {
 		}
 		return conn, nil
 	}
-	conn, err := transport.Dial(ctx, st.Target, st.Dial)
+	opts := st.Dial
+	if st.Misbehave.AcceptAnyServerCert {
+		opts.TLSConfig = opts.TLSConfig.Clone()
+		if opts.TLSConfig == nil {
+			opts.TLSConfig = &tls.Config{}
+		}
+		opts.TLSConfig.InsecureSkipVerify = true
+	}
+	conn, err := transport.Dial(ctx, st.Target, opts)
 	if err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
@@ -420,7 +429,29 @@ type Response struct {
 // Provision turns them into *StatusError.
 func (s *Session) Register(ctx context.Context) (*Response, error) {
 	rid := s.requestID()
-	return s.Request(ctx, dps.RegisterTopic(rid), rid, s.s.registerJS)
+	resp, err := s.Request(ctx, s.topic(dps.RegisterTopic(rid)), rid, s.s.registerJS)
+	if err == nil && resp.Status == 401 && s.s.Misbehave.RetryAfter401 {
+		return s.registerAgain(ctx)
+	}
+	return resp, err
+}
+
+// registerAgain is Misbehave.RetryAfter401: a second connection with the
+// same credentials subscribes and registers once more.
+func (s *Session) registerAgain(ctx context.Context) (*Response, error) {
+	st := *s.s
+	st.Misbehave.RetryAfter401 = false
+	again, err := connect(ctx, &st)
+	if err != nil {
+		return nil, err
+	}
+	defer again.Disconnect(ctx)
+	if !st.Misbehave.SkipSubscribe {
+		if err := again.Subscribe(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return again.Register(ctx)
 }
 
 // Poll publishes an operation status request for opID (body
@@ -428,7 +459,15 @@ func (s *Session) Register(ctx context.Context) (*Response, error) {
 // for its answer.
 func (s *Session) Poll(ctx context.Context, opID string) (*Response, error) {
 	rid := s.requestID()
-	return s.Request(ctx, dps.PollTopic(rid, opID), rid, s.s.PollBody)
+	return s.Request(ctx, s.topic(dps.PollTopic(rid, opID)), rid, s.s.PollBody)
+}
+
+// topic applies Misbehave.RIDWithoutDollar to a request topic.
+func (s *Session) topic(t string) string {
+	if s.s.Misbehave.RIDWithoutDollar {
+		return strings.Replace(t, "?$rid=", "?rid=", 1)
+	}
+	return t
 }
 
 // Request publishes body on topic at Config.PublishQoS and waits for the
@@ -573,6 +612,9 @@ func (s *Session) Ping(ctx context.Context) error {
 // wait sleeps d with Config.Sleep, sending PINGREQ every KeepAlive when d is
 // longer, and records the wait in the trace.
 func (s *Session) wait(ctx context.Context, d time.Duration) error {
+	if p := s.s.Misbehave.PollInterval; p > 0 {
+		d = p
+	}
 	if d > 0 {
 		if err := s.flushHeld(ctx); err != nil {
 			return err

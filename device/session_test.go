@@ -2,7 +2,9 @@ package device
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"slices"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 func TestPollEdgeCases(t *testing.T) {
@@ -343,4 +346,144 @@ func TestNoDeadlineAfterClose(t *testing.T) {
 			t.Fatalf("%d write deadlines set after Close", n)
 		}
 	}
+}
+
+// TestMisbehaveSwitches covers the switches that prove the device rules
+// DPS-DEV-011, -015, -017 and -021.
+func TestMisbehaveSwitches(t *testing.T) {
+	t.Run("RIDWithoutDollar", func(t *testing.T) {
+		var topics []string
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			for _, a := range []struct {
+				status int
+				body   string
+			}{{202, assigningOp}, {200, assignedOp}} {
+				p := expect[*packets.Publish](f)
+				if p == nil {
+					return
+				}
+				topics = append(topics, string(p.Topic))
+				f.puback(p)
+				f.answer(a.status, fmt.Sprint(len(topics)), 0, a.body, 0)
+			}
+			f.expectDisconnect()
+		})
+		cfg.Misbehave.RIDWithoutDollar = true
+		if _, err := Provision(ctxT(t), cfg); err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		want := []string{"$dps/registrations/PUT/iotdps-register/?rid=1", "$dps/registrations/GET/iotdps-get-operationstatus/?rid=2&operationId=" + opID}
+		if !slices.Equal(topics, want) {
+			t.Errorf("topics %q, want %q", topics, want)
+		}
+	})
+	t.Run("PollInterval", func(t *testing.T) {
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(202, r.RID, 3, assigningOp, 0)
+			p, r = f.request(dps.Poll)
+			f.puback(p)
+			f.answer(202, r.RID, 3, assigningReg, 0)
+			p, r = f.request(dps.Poll)
+			f.puback(p)
+			f.answer(200, r.RID, -1, assignedOp, 0)
+			f.expectDisconnect()
+		})
+		cfg.Misbehave.PollInterval = 50 * time.Millisecond
+		if _, err := Provision(ctxT(t), cfg); err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		if got := h.clock.Sleeps(); !slices.Equal(got, []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}) {
+			t.Errorf("sleeps = %v, want the poll interval, not retry-after 3 s", got)
+		}
+	})
+	t.Run("RetryAfter401", func(t *testing.T) {
+		var connects [2]*packets.Connect
+		script := func(n int) func(f *fake) {
+			return func(f *fake) {
+				connects[n] = f.accept()
+				p, r := f.request(dps.Register)
+				f.puback(p)
+				f.answer(401, r.RID, -1, `{"errorCode":401002,"message":"Unauthorized"}`, 0)
+				if n == 1 {
+					f.expectDisconnect()
+				}
+			}
+		}
+		h1, cfg := serve(t, script(0))
+		h2, cfg2 := serve(t, script(1))
+		dials := 0
+		first := cfg.DialFunc
+		cfg.DialFunc = func(ctx context.Context) (net.Conn, error) {
+			dials++
+			if dials == 1 {
+				return first(ctx)
+			}
+			return cfg2.DialFunc(ctx)
+		}
+		cfg.Misbehave.RetryAfter401 = true
+		_, err := Provision(ctxT(t), cfg)
+		var se *StatusError
+		if !errors.As(err, &se) || se.Status != 401 {
+			t.Fatalf("err = %v, want the 401", err)
+		}
+		h1.wait()
+		h2.wait()
+		if dials != 2 {
+			t.Fatalf("dialed %d times, want 2", dials)
+		}
+		if connects[0] == nil || connects[1] == nil || string(connects[0].Username) != string(connects[1].Username) || string(connects[0].Password) != string(connects[1].Password) {
+			t.Errorf("CONNECTs %s and %s: want the same credentials", Describe(connects[0]), Describe(connects[1]))
+		}
+	})
+	t.Run("AcceptAnyServerCert", func(t *testing.T) {
+		for _, accept := range []bool{false, true} {
+			t.Run(fmt.Sprint(accept), func(t *testing.T) {
+				srvTLS := testClientTLS(t, "not-the-host") // self-signed, for another name
+				ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ln.Close()
+				served := make(chan error, 1)
+				go func() {
+					c, err := ln.Accept()
+					if err != nil {
+						served <- err
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(fakeWait))
+					if _, err := packets.ReadPacket(c, packets.DecodeOptions{}); err != nil {
+						served <- err
+						return
+					}
+					served <- packets.WritePacket(c, &packets.Connack{})
+				}()
+				target, err := transport.ParseTarget("mqtts://" + ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg := Config{Target: target, Dial: transport.DialOptions{TLSConfig: &tls.Config{ServerName: "localhost"}},
+					IDScope: "0neFEEDC0DE", RegistrationID: "dev-1", SymmetricKey: testKey, ResponseTimeout: fakeWait}
+				cfg.Misbehave.AcceptAnyServerCert = accept
+				s, err := Connect(ctxT(t), cfg)
+				if s != nil {
+					s.Close()
+				}
+				serr := <-served
+				switch {
+				case accept && (err != nil || serr != nil):
+					t.Errorf("Connect: %v; server: %v", err, serr)
+				case !accept && err == nil:
+					t.Errorf("Connect to a server with a bad certificate succeeded")
+				}
+			})
+		}
+	})
 }
