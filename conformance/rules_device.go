@@ -1,0 +1,733 @@
+package conformance
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+)
+
+// Defaults of the RuleEnv fields that device rules read.
+const (
+	DefaultPollTolerance = 250 * time.Millisecond
+	DefaultWindow        = 10 * time.Second
+)
+
+// Device-rule limits (DPS-PROTOCOL.md Part B §1.3, §1.7, §8; D-LIMITS).
+const (
+	maxKeepAlive   = 1740
+	maxTokenLife   = 365 * 24 * time.Hour
+	pollsPerWindow = 5
+	pollWindow     = 10 * time.Second
+	// pubackWait is how long a device is given to acknowledge a QoS 1
+	// delivery before the end of a capture counts as its answer.
+	pubackWait = time.Second
+	// pollPrefix is the topic of operation status requests (D-MQTT).
+	pollPrefix = "$dps/registrations/GET/iotdps-get-operationstatus/"
+)
+
+// DeviceRules returns the rules of role device, in ID order: they judge a
+// device under test from the conversations it had with the suite's server.
+func DeviceRules() []*Rule {
+	rs := []*Rule{
+		ruleDevTLS12(), ruleDevSNI(),
+		ruleDevClientID(), ruleDevUsername(), ruleDevSAS(), ruleDevX509Password(),
+		ruleDevProtocol(), ruleDevCleanSession(), ruleDevKeepAlive(),
+		ruleDevSubscribeFirst(), ruleDevRegisterTopic(), ruleDevRegisterBody(),
+		captureRule(ruleDevOperationID()),
+		ruleDevWaitAfter("DPS-DEV-014", 202, "a poll", "a poll after a 202 answer with a retry-after", func(r request) bool {
+			return strings.HasPrefix(string(r.pub.Topic), pollPrefix)
+		}),
+		ruleDevPollRate(),
+		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
+		captureRule(ruleDev401()),
+		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
+	}
+	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
+	return rs
+}
+
+// captureRule gives a capture-wide rule a Check, for callers that judge one
+// conversation at a time (T.Judge): the conversation is then the capture.
+func captureRule(r *Rule) *Rule {
+	r.Check = func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+		return r.CheckCapture(&tracer.Capture{Conversations: []*tracer.Conversation{c}}, env)
+	}
+	return r
+}
+
+func (env RuleEnv) pollTolerance() time.Duration {
+	if env.PollTolerance > 0 {
+		return env.PollTolerance
+	}
+	return DefaultPollTolerance
+}
+
+func (env RuleEnv) window() time.Duration {
+	if env.Window > 0 {
+		return env.Window
+	}
+	return DefaultWindow
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+// connectionRegID is the registration id a conversation is for: the
+// username's, else the ClientId.
+func connectionRegID(cp *packets.Connect) string {
+	if u, ok := parsedUsername(cp); ok {
+		return u.RegistrationID
+	}
+	return string(cp.ClientID)
+}
+
+// ---- TLS ----
+
+func ruleDevTLS12() *Rule {
+	const id = "DPS-DEV-001"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a connection of the device (its ClientHello, or plaintext MQTT)",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			if c.Transport == "mqtt" || c.Transport == "ws" {
+				if len(c.Packets) == 0 {
+					return 0, nil
+				}
+				p := &c.Packets[0]
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, "plaintext MQTT ("+c.Transport+"): "+p.Packet.Type().String()+" without TLS", "MQTT over TLS 1.2")}
+			}
+			if c.TLS == nil || !c.TLS.ClientHello {
+				return 0, nil
+			}
+			if !slices.Contains(c.TLS.OfferedVersions, tls12) {
+				names := make([]string, len(c.TLS.OfferedVersions))
+				for i, v := range c.TLS.OfferedVersions {
+					names[i] = tlsVersionName(v)
+				}
+				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "ClientHello offers ["+strings.Join(names, ", ")+"]", "a ClientHello offering TLS 1.2")}
+			}
+			if c.TLS.ServerHello && c.TLS.Version != tls12 {
+				return 0, nil // the server was not limited to TLS 1.2
+			}
+			if a, ok := clientAlert(c.TLS); ok && !env.HostileServer && !hasClientPacket(c) {
+				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "the device aborted the handshake with alert "+a.String(), "a completed TLS 1.2 handshake")}
+			}
+			return 1, nil
+		}}
+}
+
+const tls12 = 0x0303
+
+// clientAlert returns the first fatal alert the client sent.
+func clientAlert(f *tlstrace.Facts) (tlstrace.Alert, bool) {
+	for _, a := range f.Alerts {
+		if a.Dir == tlstrace.ClientToServer && a.Level == 2 {
+			return a, true
+		}
+	}
+	return tlstrace.Alert{}, false
+}
+
+func hasClientPacket(c *tracer.Conversation) bool {
+	return slices.ContainsFunc(c.Packets, func(p tracer.Packet) bool { return p.Dir == tracer.ClientToServer })
+}
+
+func ruleDevSNI() *Rule {
+	const id = "DPS-DEV-002"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a ClientHello, and the host name the device was given",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			if env.ServerName == "" || c.TLS == nil || !c.TLS.ClientHello {
+				return 0, nil
+			}
+			if strings.EqualFold(c.TLS.SNI, env.ServerName) {
+				return 1, nil
+			}
+			got := "no server_name extension"
+			if c.TLS.SNI != "" {
+				got = fmt.Sprintf("SNI %q", c.TLS.SNI)
+			}
+			return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, got, fmt.Sprintf("SNI %q", env.ServerName))}
+		}}
+}
+
+// ruleDevHostileServer: over a connection to a server whose certificate
+// the device must refuse, no MQTT.
+func ruleDevHostileServer() *Rule {
+	const id = "DPS-DEV-021"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a TLS connection to a server presenting a bad certificate",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			if !env.HostileServer || c.TLS == nil || !c.TLS.ClientHello {
+				return 0, nil
+			}
+			for i := range c.Packets {
+				if p := &c.Packets[i]; p.Dir == tracer.ClientToServer {
+					return 1, []Finding{finding(id, c, p.Frame, p.Time, "the device accepted the certificate and sent "+describe(p.Packet),
+						"the handshake aborted (an alert or a close), no MQTT")}
+				}
+			}
+			if _, ok := clientAlert(c.TLS); !ok && !c.TLS.Decrypted && c.TLS.ServerHello {
+				return 0, nil // encrypted and no key log: cannot tell
+			}
+			return 1, nil
+		}}
+}
+
+// ---- CONNECT ----
+
+// connectRule judges the first CONNECT of each conversation.
+func connectRule(id, evidence string, judge func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding)) *Rule {
+	return &Rule{ID: id, Role: RoleDevice, Evidence: evidence,
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			cp, i := connectOf(c)
+			if cp == nil {
+				return 0, nil
+			}
+			ok, fs := judge(c, &c.Packets[i], cp, env)
+			if !ok {
+				return 0, nil
+			}
+			return 1, fs
+		}}
+}
+
+func ruleDevClientID() *Rule {
+	const id = "DPS-DEV-003"
+	return connectRule(id, "a CONNECT with a DPS username", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+		u, ok := parsedUsername(cp)
+		if !ok {
+			return false, nil // DPS-DEV-004
+		}
+		if string(cp.ClientID) != u.RegistrationID {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("ClientId %q, the username names %q", cp.ClientID, u.RegistrationID),
+				fmt.Sprintf("ClientId %q", u.RegistrationID))}
+		}
+		return true, nil
+	})
+}
+
+func ruleDevUsername() *Rule {
+	const id = "DPS-DEV-004"
+	const want = "{idScope}/registrations/{ClientId}/api-version={version}[&ClientVersion={value}]"
+	return connectRule(id, "a CONNECT", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+		if cp.Username == nil {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, "no username", want)}
+		}
+		u, err := dps.ParseUsername(string(cp.Username))
+		if err != nil {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("username %q: %v", cp.Username, err), want)}
+		}
+		if !dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("username %q names %q, the ClientId is %q", cp.Username, u.RegistrationID, cp.ClientID), want)}
+		}
+		return true, nil
+	})
+}
+
+// x509Connection reports that the device presented a client certificate.
+func x509Connection(c *tracer.Conversation) bool {
+	return c.TLS != nil && c.TLS.ClientCertificate
+}
+
+func ruleDevSAS() *Rule {
+	const id = "DPS-DEV-005"
+	return connectRule(id, "a CONNECT with a password and no client certificate", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+		if len(cp.Password) == 0 || x509Connection(c) {
+			return false, nil
+		}
+		fail := func(actual string, expected ...string) []Finding {
+			return []Finding{finding(id, c, p.Frame, p.Time, actual, expected...)}
+		}
+		tok, err := dps.ParseSASToken(string(cp.Password))
+		if err != nil {
+			return true, fail("the password is not a SAS token: "+err.Error(), "SharedAccessSignature sr=…&sig=…&se=…&skn=registration")
+		}
+		var fs []Finding
+		if u, ok := parsedUsername(cp); ok {
+			want := u.IDScope + "/registrations/" + u.RegistrationID
+			sr, err := tok.DecodedResource()
+			switch {
+			case err != nil:
+				fs = append(fs, fail(err.Error(), fmt.Sprintf("sr = URL-encoded %q", want))...)
+			case !strings.EqualFold(sr, want):
+				fs = append(fs, fail(fmt.Sprintf("sr %q decodes to %q", tok.Resource, sr), fmt.Sprintf("sr = URL-encoded %q", want))...)
+			}
+		}
+		switch life := tok.ExpiresAt.Sub(p.Time); {
+		case life <= 0:
+			fs = append(fs, fail(fmt.Sprintf("se=%s expired %s before the CONNECT", tok.Expiry, secs(-life)), "an expiry after the CONNECT, at most 365 days later")...)
+		case life > maxTokenLife:
+			fs = append(fs, fail(fmt.Sprintf("se=%s is %.1f days after the CONNECT", tok.Expiry, life.Hours()/24), "an expiry after the CONNECT, at most 365 days later")...)
+		}
+		if tok.HasKeyName && tok.KeyName != "" && tok.KeyName != dps.DefaultKeyName {
+			fs = append(fs, fail(fmt.Sprintf("skn=%q", tok.KeyName), "skn=registration, empty or absent")...)
+		}
+		return true, fs
+	})
+}
+
+func ruleDevX509Password() *Rule {
+	const id = "DPS-DEV-006"
+	return connectRule(id, "a CONNECT over TLS with a client certificate", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+		if !x509Connection(c) {
+			return false, nil
+		}
+		if len(cp.Password) > 0 {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("a client certificate and a %d-byte password", len(cp.Password)), "no password, or an empty one")}
+		}
+		return true, nil
+	})
+}
+
+func ruleDevProtocol() *Rule {
+	const id = "DPS-DEV-007"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a CONNECT",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			if c.MQTTVersion == 0 {
+				return 0, nil
+			}
+			i := slices.IndexFunc(c.Packets, func(p tracer.Packet) bool { return p.Dir == tracer.ClientToServer })
+			if i < 0 {
+				return 0, nil
+			}
+			p := &c.Packets[i]
+			if c.MQTTVersion != 4 {
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("CONNECT protocol level %d", c.MQTTVersion), `protocol name "MQTT", level 4`)}
+			}
+			if cp, ok := p.Packet.(*packets.Connect); ok && string(cp.ProtocolName) != packets.ProtocolName311 {
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("CONNECT protocol name %q", cp.ProtocolName), `protocol name "MQTT", level 4`)}
+			}
+			return 1, nil
+		}}
+}
+
+func ruleDevCleanSession() *Rule {
+	const id = "DPS-DEV-008"
+	return connectRule(id, "a CONNECT", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding) {
+		if env.Profile == ProfileDPS2023 {
+			return true, nil // either value
+		}
+		if !cp.CleanSession {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, "CONNECT with CleanSession 0 under "+ProfileDPS2019, "CleanSession 1")}
+		}
+		return true, nil
+	})
+}
+
+func ruleDevKeepAlive() *Rule {
+	const id = "DPS-DEV-009"
+	return connectRule(id, "a CONNECT", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+		if cp.KeepAlive > maxKeepAlive {
+			return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("keep-alive %d s", cp.KeepAlive), fmt.Sprintf("a keep-alive between 0 and %d s", maxKeepAlive))}
+		}
+		return true, nil
+	})
+}
+
+// ---- SUBSCRIBE and requests ----
+
+func ruleDevSubscribeFirst() *Rule {
+	const id = "DPS-DEV-010"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a SUBSCRIBE or a PUBLISH of the device",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			subscribed, published := false, false
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				if p.Dir != tracer.ClientToServer {
+					continue
+				}
+				switch pk := p.Packet.(type) {
+				case *packets.Subscribe:
+					n = 1
+					for _, s := range pk.Subscriptions {
+						if string(s.Filter) == dps.SubscribeFilter {
+							subscribed = true
+							continue
+						}
+						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("SUBSCRIBE to %q", s.Filter), "SUBSCRIBE to "+dps.SubscribeFilter+" only"))
+					}
+				case *packets.Publish:
+					n = 1
+					if !published && !subscribed {
+						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("PUBLISH %q before any SUBSCRIBE to %s", pk.Topic, dps.SubscribeFilter),
+							"SUBSCRIBE to "+dps.SubscribeFilter+" before the first register request"))
+					}
+					published = true
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleDevRegisterTopic() *Rule {
+	const id = "DPS-DEV-011"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a PUBLISH of the device other than a poll",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for _, r := range requests(c) {
+				if strings.HasPrefix(string(r.pub.Topic), pollPrefix) {
+					continue // DPS-DEV-013
+				}
+				n++
+				if r.err != nil {
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("topic %q: %v", r.pub.Topic, r.err), `"$dps/registrations/PUT/iotdps-register/?$rid={rid}"`))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleDevRegisterBody() *Rule {
+	const id = "DPS-DEV-012"
+	const want = `an empty body or a JSON DeviceRegistration object {"registrationId":…}`
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a register request",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			cp, _ := connectOf(c)
+			n := 0
+			var fs []Finding
+			for _, r := range requests(c) {
+				if r.err != nil || r.req.Kind != dps.Register {
+					continue
+				}
+				n++
+				body := bytes.TrimSpace(r.pub.Payload)
+				if len(body) == 0 {
+					continue
+				}
+				fail := func(actual string, expected string) {
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, actual, expected))
+				}
+				if body[0] != '{' || !json.Valid(body) {
+					fail("body "+clip(r.pub.Payload)+" is not a JSON object", want)
+					continue
+				}
+				dr, err := dps.ParseDeviceRegistration(body)
+				if err != nil {
+					fail("body "+clip(r.pub.Payload)+": "+err.Error(), want)
+					continue
+				}
+				if cp != nil && dr.RegistrationID != "" && !dps.EqualRegistrationID(dr.RegistrationID, connectionRegID(cp)) {
+					fail(fmt.Sprintf("registrationId %q, the connection's is %q", dr.RegistrationID, connectionRegID(cp)), fmt.Sprintf("registrationId %q or none", connectionRegID(cp)))
+				}
+			}
+			return n, fs
+		}}
+}
+
+// operationIDs are the operationIds of the 202 and 200 answers of a
+// capture, with the frame that first gave each.
+func operationIDs(capt *tracer.Capture) map[string]int {
+	ops := map[string]int{}
+	for _, c := range capt.Conversations {
+		for _, a := range answers(c) {
+			if a.err != nil || (a.resp.Status != 200 && a.resp.Status != 202) {
+				continue
+			}
+			var st dps.RegistrationOperationStatus
+			if json.Unmarshal(a.pub.Payload, &st) != nil || st.OperationID == "" {
+				continue
+			}
+			if f, ok := ops[st.OperationID]; !ok || a.pkt.Frame < f {
+				ops[st.OperationID] = a.pkt.Frame
+			}
+		}
+	}
+	return ops
+}
+
+func ruleDevOperationID() *Rule {
+	const id = "DPS-DEV-013"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a poll of the device",
+		CheckCapture: func(capt *tracer.Capture, env RuleEnv) (int, []Finding) {
+			ops := operationIDs(capt)
+			n := 0
+			var fs []Finding
+			for _, c := range capt.Conversations {
+				for _, r := range requests(c) {
+					if !strings.HasPrefix(string(r.pub.Topic), pollPrefix) {
+						continue
+					}
+					n++
+					if r.err != nil {
+						fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("topic %q: %v", r.pub.Topic, r.err),
+							`"$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={operationId}"`))
+						continue
+					}
+					if f, ok := ops[r.req.OperationID]; ok && f < r.pkt.Frame {
+						continue
+					}
+					var known []string
+					for op, f := range ops {
+						if f < r.pkt.Frame {
+							known = append(known, op)
+						}
+					}
+					slices.Sort(known)
+					want := "the operationId of an earlier 202 or 200 answer (none was given)"
+					if len(known) > 0 {
+						want = fmt.Sprintf("the operationId of an earlier 202 or 200 answer: %q", known)
+					}
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("poll $rid=%s with operationId %q", r.req.RID, r.req.OperationID), want))
+				}
+			}
+			return n, fs
+		}}
+}
+
+// ---- timing ----
+
+// event is an answer or a request of a conversation, in capture order.
+type event struct {
+	ans *answer
+	req *request
+}
+
+func timeline(c *tracer.Conversation) []event {
+	var ev []event
+	as, rs := answers(c), requests(c)
+	for i := range as {
+		if as[i].err == nil {
+			ev = append(ev, event{ans: &as[i]})
+		}
+	}
+	for i := range rs {
+		ev = append(ev, event{req: &rs[i]})
+	}
+	idx := func(e event) int {
+		if e.ans != nil {
+			return e.ans.idx
+		}
+		return e.req.idx
+	}
+	slices.SortFunc(ev, func(a, b event) int { return idx(a) - idx(b) })
+	return ev
+}
+
+func describeRequest(r *request) string {
+	if r.err != nil {
+		return fmt.Sprintf("PUBLISH %q", r.pub.Topic)
+	}
+	return fmt.Sprintf("%s $rid=%s", r.req.Kind, r.req.RID)
+}
+
+// ruleDevWaitAfter: a request sel selects that follows an answer of status
+// with a retry-after comes no earlier than the retry-after, less
+// RuleEnv.PollTolerance.
+func ruleDevWaitAfter(id string, status int, what, evidence string, sel func(request) bool) *Rule {
+	return &Rule{ID: id, Role: RoleDevice, Evidence: evidence,
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			tol := env.pollTolerance()
+			n := 0
+			var fs []Finding
+			var last *answer
+			for _, e := range timeline(c) {
+				if e.ans != nil {
+					last = e.ans
+					continue
+				}
+				r := e.req
+				if last == nil || last.resp.Status != status || !last.resp.HasRetryAfter || !sel(*r) {
+					continue
+				}
+				n++
+				ra := last.resp.RetryAfter
+				if gap := r.pkt.Time.Sub(last.pkt.Time); gap < ra-tol {
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
+						fmt.Sprintf("%s %s after the %d answer (frame %d) with retry-after=%d s", describeRequest(r), secs(gap), status, last.pkt.Frame, int(ra/time.Second)),
+						fmt.Sprintf("%s no earlier than %s (tolerance %s)", what, secs(ra), secs(tol))))
+				}
+			}
+			return n, fs
+		}}
+}
+
+func ruleDevPollRate() *Rule {
+	const id = "DPS-DEV-015"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "polls of the device",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			var polls []request
+			for _, r := range requests(c) {
+				if strings.HasPrefix(string(r.pub.Topic), pollPrefix) {
+					polls = append(polls, r)
+				}
+			}
+			var fs []Finding
+			for i := pollsPerWindow; i < len(polls); i++ {
+				first, r := polls[i-pollsPerWindow], polls[i]
+				if span := r.pkt.Time.Sub(first.pkt.Time); span < pollWindow {
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
+						fmt.Sprintf("%d polls within %s (frames %d to %d)", pollsPerWindow+1, secs(span), first.pkt.Frame, r.pkt.Frame),
+						fmt.Sprintf("at most %d polls in any %s", pollsPerWindow, secs(pollWindow))))
+				}
+			}
+			return len(polls), fs
+		}}
+}
+
+// ruleDev401: after a 401 answer, no further request on the connection and
+// no new CONNECT with the same username within RuleEnv.Window.
+func ruleDev401() *Rule {
+	const id = "DPS-DEV-017"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a 401 answer to the device",
+		CheckCapture: func(capt *tracer.Capture, env RuleEnv) (int, []Finding) {
+			win := env.window()
+			n := 0
+			var fs []Finding
+			for _, c := range capt.Conversations {
+				cp, _ := connectOf(c)
+				if cp == nil {
+					continue
+				}
+				for _, a := range answers(c) {
+					if a.err != nil || a.resp.Status != 401 {
+						continue
+					}
+					n++
+					if j := firstAfter(c, a.idx, tracer.ClientToServer, isType[*packets.Publish]); j >= 0 {
+						p := &c.Packets[j]
+						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("%s %s after the 401 answer (frame %d)", describe(p.Packet), secs(p.Time.Sub(a.pkt.Time)), a.pkt.Frame),
+							"no further request after a 401"))
+					}
+					for _, o := range capt.Conversations {
+						ocp, oi := connectOf(o)
+						if o == c || ocp == nil || !bytes.Equal(ocp.Username, cp.Username) {
+							continue
+						}
+						p := &o.Packets[oi]
+						if d := p.Time.Sub(a.pkt.Time); d > 0 && d <= win {
+							fs = append(fs, finding(id, o, p.Frame, p.Time,
+								fmt.Sprintf("CONNECT with the same username %s after the 401 answer (conversation %d, frame %d)", secs(d), c.ID, a.pkt.Frame),
+								fmt.Sprintf("no reconnect with the same credentials within %s of a 401", secs(win))))
+						}
+					}
+				}
+			}
+			return n, fs
+		}}
+}
+
+// ruleDevBackoff: after a 5xx answer, the next request waits its
+// retry-after or, without one, longer than the previous retry did.
+func ruleDevBackoff() *Rule {
+	const id = "DPS-DEV-018"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a request after a 5xx answer",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			tol := env.pollTolerance()
+			n := 0
+			var fs []Finding
+			var last *answer
+			prev := time.Duration(-1) // the previous wait in a run of 5xx answers without retry-after
+			for _, e := range timeline(c) {
+				if e.ans != nil {
+					last = e.ans
+					if last.resp.Status < 500 || last.resp.HasRetryAfter {
+						prev = -1
+					}
+					continue
+				}
+				r := e.req
+				if last == nil || last.resp.Status < 500 {
+					continue
+				}
+				n++
+				gap := r.pkt.Time.Sub(last.pkt.Time)
+				after := fmt.Sprintf("%s %s after the %d answer (frame %d)", describeRequest(r), secs(gap), last.resp.Status, last.pkt.Frame)
+				if ra := last.resp.RetryAfter; last.resp.HasRetryAfter {
+					if gap < ra-tol {
+						fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, after+fmt.Sprintf(" with retry-after=%d s", int(ra/time.Second)),
+							fmt.Sprintf("a retry no earlier than %s (tolerance %s)", secs(ra), secs(tol))))
+					}
+					last = nil
+					continue
+				}
+				// Equal waits differ by scheduling noise: a wait must be
+				// 5 % longer than the one before to count as longer.
+				if prev >= 0 && gap <= prev+prev/20 {
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, after+", the retry before waited "+secs(prev),
+						fmt.Sprintf("a wait longer than %s (a growing back-off)", secs(prev))))
+				}
+				prev = gap
+				last = nil
+			}
+			return n, fs
+		}}
+}
+
+func ruleDevPuback() *Rule {
+	const id = "DPS-DEV-019"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a QoS 1 PUBLISH to the device",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			eachPublish(c, tracer.ServerToClient, func(i int, p *tracer.Packet, pub *packets.Publish) {
+				if pub.QoS != 1 {
+					return
+				}
+				pid := pub.PacketID
+				if firstAfter(c, i, tracer.ClientToServer, func(q packets.Packet) bool {
+					a, ok := q.(*packets.Puback)
+					return ok && a.PacketID == pid
+				}) >= 0 {
+					n++
+					return
+				}
+				// A DISCONNECT ends the session: no PUBACK can follow.
+				if firstAfter(c, i, tracer.ClientToServer, isType[*packets.Disconnect]) < 0 {
+					if serverClosedFirst(c) && c.CloseTime[tracer.ServerToClient].Sub(p.Time) < pubackWait {
+						return // the server left before the device could answer
+					}
+					if !c.Closed[tracer.ClientToServer] && c.End.Sub(p.Time) < pubackWait {
+						return // the capture ends too soon to tell
+					}
+				}
+				n++
+				fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("no PUBACK for %s (packet id %d); %s", describe(pub), pid, describeClose(c)),
+					fmt.Sprintf("PUBACK %d", pid)))
+			})
+			return n, fs
+		}}
+}
+
+func ruleDevNoPollAfter200() *Rule {
+	const id = "DPS-DEV-020"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a 200 answer to the device",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			reqs := requests(c)
+			done := map[string]*answer{} // operationId → its 200 answer
+			n := 0
+			var fs []Finding
+			for _, e := range timeline(c) {
+				if a := e.ans; a != nil {
+					if a.resp.Status != 200 {
+						continue
+					}
+					n++
+					var st dps.RegistrationOperationStatus
+					if json.Unmarshal(a.pub.Payload, &st) == nil && st.OperationID != "" {
+						done[st.OperationID] = a
+					}
+					if r := requestFor(reqs, *a); r != nil && r.req.OperationID != "" {
+						done[r.req.OperationID] = a
+					}
+					continue
+				}
+				r := e.req
+				if r.err != nil || r.req.Kind != dps.Poll {
+					continue
+				}
+				if a, ok := done[r.req.OperationID]; ok {
+					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
+						fmt.Sprintf("poll $rid=%s for operation %q %s after its 200 answer (frame %d)", r.req.RID, r.req.OperationID, secs(r.pkt.Time.Sub(a.pkt.Time)), a.pkt.Frame),
+						"no poll after the 200 answer"))
+				}
+			}
+			return n, fs
+		}}
+}

@@ -1,0 +1,633 @@
+package conformance_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/device"
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+// closeTracker reports when every connection it wrapped was closed.
+type closeTracker struct {
+	wg sync.WaitGroup
+}
+
+type trackedConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
+}
+
+// recordDevice runs device.Provision against an emulator started with o,
+// recording the raw TLS bytes on the emulator's side with the device's key
+// log, and returns the decoded capture and Provision's error. mod adjusts
+// the device's configuration (its TLS config trusts the emulator's CA and
+// names "localhost").
+func recordDevice(t *testing.T, o emulatortest.Options, mod func(e *emulatortest.Emulator, cfg *device.Config)) (*tracer.Capture, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "device.pcapng")
+	rec, err := tracer.CreateRecorder(path, tracer.RecorderOptions{Comment: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr closeTracker
+	o.WrapRaw = func(c net.Conn) net.Conn {
+		tr.wg.Add(1)
+		return &trackedConn{Conn: rec.Wrap(c, tracer.ConnOptions{Side: tracer.Server, Layer: tracer.TLS}), done: tr.wg.Done}
+	}
+	e := emulatortest.Start(t, o)
+	target, err := transport.ParseTarget("mqtts://" + e.MQTTAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := e.ClientTLSConfig(nil)
+	tc.ServerName = "localhost"
+	tc.KeyLogWriter = rec.KeyLogWriter()
+	cfg := device.Config{
+		Target: target, Dial: transport.DialOptions{TLSConfig: tc},
+		IDScope: e.IDScope, RegistrationID: emulatortest.SymDeviceID, SymmetricKey: emulatortest.SymDeviceKey,
+		ResponseTimeout: 5 * time.Second,
+	}
+	if mod != nil {
+		mod(e, &cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, perr := device.Provision(ctx, cfg)
+	// The emulator closes each connection once the device is gone: wait
+	// for it, so that the capture holds both ends.
+	closed := make(chan struct{})
+	go func() { tr.wg.Wait(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Errorf("the emulator did not close every connection within 5 s")
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	capt, err := tracer.DecodeFile(path, tracer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return capt, perr
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func findingIDs(fs []conformance.Finding) []string {
+	var ids []string
+	for _, f := range fs {
+		if !slices.Contains(ids, f.ID) {
+			ids = append(ids, f.ID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func transcript(capt *tracer.Capture) string {
+	var b strings.Builder
+	tracer.WriteText(&b, capt, tracer.TranscriptOptions{})
+	return b.String()
+}
+
+// TestDeviceRulesProof runs the device client against the emulator, clean
+// and with one misbehaviour switch at a time: the clean client breaks no
+// device rule, and each switch breaks exactly its rule.
+func TestDeviceRulesProof(t *testing.T) {
+	wrongKey := emulatortest.DisabledDeviceKey // valid base64, not sym-device-1's key
+	sas := func(e *emulatortest.Emulator, expiry time.Time) *string {
+		tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: e.IDScope, RegistrationID: emulatortest.SymDeviceID, Key: emulatortest.SymDeviceKey, Expiry: expiry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tok
+	}
+	env := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, ServerName: "localhost"}
+	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true}
+	for _, tc := range []struct {
+		name string
+		opts emulatortest.Options
+		mod  func(e *emulatortest.Emulator, cfg *device.Config)
+		env  conformance.RuleEnv
+		// fail is the one rule that must fail ("" for none); applied
+		// lists rules that must have applied.
+		fail    string
+		applied []string
+	}{
+		{name: "clean", env: env, applied: []string{
+			"DPS-DEV-001", "DPS-DEV-002", "DPS-DEV-003", "DPS-DEV-004", "DPS-DEV-005", "DPS-DEV-007", "DPS-DEV-008", "DPS-DEV-009",
+			"DPS-DEV-010", "DPS-DEV-011", "DPS-DEV-012", "DPS-DEV-013", "DPS-DEV-014", "DPS-DEV-015", "DPS-DEV-019", "DPS-DEV-020"}},
+		{name: "clean, 401 answer", env: env, applied: []string{"DPS-DEV-017"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
+		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "wrong.example" }},
+		{name: "Username without api-version", env: env, fail: "DPS-DEV-004",
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.Username = ptr(e.IDScope + "/registrations/" + emulatortest.SymDeviceID)
+			}},
+		{name: "expired SAS token", env: env, fail: "DPS-DEV-005",
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.Password = sas(e, time.Now().Add(-time.Hour))
+			}},
+		{name: "SAS token for 400 days", env: env, fail: "DPS-DEV-005",
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.Password = sas(e, time.Now().Add(400*24*time.Hour))
+			}},
+		{name: "PersistentSession", env: env, fail: "DPS-DEV-008", opts: emulatortest.Options{Profile: emulator.ProfileDPS2023},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.PersistentSession = true }},
+		{name: "keep-alive 4000 s", env: env, fail: "DPS-DEV-009",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.KeepAlive = 4000 * time.Second }},
+		{name: "SkipSubscribe", env: env, fail: "DPS-DEV-010",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.SkipSubscribe = true
+				c.ResponseTimeout = 300 * time.Millisecond
+			}},
+		{name: "RIDWithoutDollar", env: env, fail: "DPS-DEV-011",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.RIDWithoutDollar = true }},
+		{name: "register body not JSON", env: env, fail: "DPS-DEV-012",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.RegisterBody = []byte(`{"registrationId":`) }},
+		{name: "IgnoreRetryAfter", env: env, fail: "DPS-DEV-014", opts: emulatortest.Options{RetryAfter: 2 * time.Second},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.IgnoreRetryAfter = true
+				c.MaxPolls = 2
+			}},
+		{name: "PollInterval", env: env, fail: "DPS-DEV-015",
+			opts: emulatortest.Options{Faults: []emulator.Fault{emulator.FaultNeverAssign}, Limits: &emulator.Limits{PollsPerWindow: 100}},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.PollInterval = 50 * time.Millisecond
+				c.MaxPolls = 6
+			}},
+		{name: "RetryAfter401", env: env, fail: "DPS-DEV-017",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.SymmetricKey = wrongKey
+				c.Misbehave.RetryAfter401 = true
+			}},
+		{name: "NoPuback", env: env, fail: "DPS-DEV-019",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.NoPuback = true }},
+		{name: "AcceptAnyServerCert", env: hostile, fail: "DPS-DEV-021",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Dial.TLSConfig.ServerName = "wrong.example"
+				c.Misbehave.AcceptAnyServerCert = true
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			capt, perr := recordDevice(t, tc.opts, tc.mod)
+			fs, applied := conformance.CheckCapture(capt, conformance.DeviceRules(), tc.env)
+			var want []string
+			if tc.fail != "" {
+				want = []string{tc.fail}
+			}
+			if got := findingIDs(fs); !slices.Equal(got, want) {
+				for _, f := range fs {
+					t.Log(f)
+				}
+				t.Logf("Provision: %v\n%s", perr, transcript(capt))
+				t.Fatalf("rules failed: %q, want %q", got, want)
+			}
+			for _, id := range append(tc.applied, tc.fail) {
+				if id != "" && applied[id] == 0 {
+					t.Errorf("%s did not apply (applied: %v); Provision: %v\n%s", id, applied, perr, transcript(capt))
+				}
+			}
+		})
+	}
+}
+
+func TestDeviceRulesCatalogued(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range conformance.DeviceRules() {
+		ids = append(ids, r.ID)
+		req, ok := cat.Lookup(r.ID)
+		if !ok {
+			t.Errorf("%s is not in the catalogue", r.ID)
+			continue
+		}
+		if req.Role != conformance.RoleDevice || r.Role != conformance.RoleDevice {
+			t.Errorf("%s: catalogue role %s, rule role %s", r.ID, req.Role, r.Role)
+		}
+		if r.Check == nil || r.Evidence == "" {
+			t.Errorf("%s: no Check or no Evidence", r.ID)
+		}
+	}
+	var want []string
+	for i := 1; i <= 21; i++ {
+		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("DeviceRules() = %q, want %q", ids, want)
+	}
+}
+
+// ---- synthetic captures ----
+
+// synth writes a capture of hand-made conversations on a fake clock.
+type synth struct {
+	t     *testing.T
+	buf   bytes.Buffer
+	rec   *tracer.Recorder
+	now   time.Time
+	flows int
+}
+
+func newSynth(t *testing.T) *synth {
+	s := &synth{t: t, now: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}
+	rec, err := tracer.NewRecorder(&s.buf, tracer.RecorderOptions{Now: func() time.Time { return s.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.rec = rec
+	return s
+}
+
+func (s *synth) advance(d time.Duration) { s.now = s.now.Add(d) }
+
+type synthFlow struct {
+	s   *synth
+	f   *tracer.Flow
+	pid uint16
+}
+
+// conn starts a conversation: CONNECT cp (a documented one for
+// sym-device-1 when nil), CONNACK 0, SUBSCRIBE to the response filter and
+// its SUBACK.
+func (s *synth) conn(cp *packets.Connect) *synthFlow {
+	s.flows++
+	client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(50000+s.flows))
+	server := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), 1883)
+	f, err := s.rec.Flow(client, server, tracer.FlowOptions{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	sf := &synthFlow{s: s, f: f}
+	if cp == nil {
+		cp = documentedConnect("")
+	}
+	sf.send(tracer.Client, cp)
+	sf.send(tracer.Server, &packets.Connack{})
+	sf.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
+	sf.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+	return sf
+}
+
+func documentedConnect(password string) *packets.Connect {
+	cp := &packets.Connect{ProtocolName: []byte(packets.ProtocolName311), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60,
+		ClientID: []byte(emulatortest.SymDeviceID), Username: []byte(emulatortest.IDScope + "/registrations/" + emulatortest.SymDeviceID + "/api-version=" + dps.DefaultAPIVersion)}
+	if password != "" {
+		cp.Password = []byte(password)
+	}
+	return cp
+}
+
+func (f *synthFlow) send(from tracer.Side, p packets.Packet) {
+	b, err := packets.Encode(nil, p, packets.EncodeOptions{AllowInvalid: true})
+	if err != nil {
+		f.s.t.Fatal(err)
+	}
+	if err := f.f.Send(from, b, tracer.SegOpts{}); err != nil {
+		f.s.t.Fatal(err)
+	}
+}
+
+// request publishes a device request at QoS 1 and the server's PUBACK.
+func (f *synthFlow) request(topic, body string) {
+	f.pid++
+	f.send(tracer.Client, &packets.Publish{QoS: 1, PacketID: 100 + f.pid, Topic: []byte(topic), Payload: []byte(body)})
+	f.send(tracer.Server, &packets.Puback{PacketID: 100 + f.pid})
+}
+
+// answer publishes a service answer at QoS 0 (so DPS-DEV-019 has nothing
+// to say).
+func (f *synthFlow) answer(status int, rid string, retryAfter int, body string) {
+	f.send(tracer.Server, &packets.Publish{Topic: []byte(dps.ResponseTopic(status, rid, retryAfter)), Payload: []byte(body)})
+}
+
+func (f *synthFlow) close() {
+	f.send(tracer.Client, &packets.Disconnect{})
+	if err := f.f.Fin(tracer.Client); err != nil {
+		f.s.t.Fatal(err)
+	}
+	if err := f.f.Fin(tracer.Server); err != nil {
+		f.s.t.Fatal(err)
+	}
+}
+
+func (s *synth) capture() *tracer.Capture {
+	if err := s.rec.Close(); err != nil {
+		s.t.Fatal(err)
+	}
+	c, err := tracer.Decode(bytes.NewReader(s.buf.Bytes()), tracer.Options{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return c
+}
+
+func deviceRule(t *testing.T, id string) *conformance.Rule {
+	for _, r := range conformance.DeviceRules() {
+		if r.ID == id {
+			return r
+		}
+	}
+	t.Fatalf("no rule %s", id)
+	return nil
+}
+
+const (
+	op1         = `{"operationId":"op-1","status":"assigning"}`
+	op1Assigned = `{"operationId":"op-1","status":"assigned","registrationState":{"registrationId":"sym-device-1","assignedHub":"hub1.azure-devices.net","deviceId":"sym-device-1","status":"assigned"}}`
+)
+
+// TestDeviceRulesSynthetic judges single rules on hand-made captures, for
+// violations the device client cannot be made to show live.
+func TestDeviceRulesSynthetic(t *testing.T) {
+	register := dps.RegisterTopic
+	poll := dps.PollTopic
+	regBody := `{"registrationId":"sym-device-1"}`
+	token := func(expiry time.Time, o dps.SASOptions) string {
+		o.IDScope, o.Key, o.Expiry = emulatortest.IDScope, emulatortest.SymDeviceKey, expiry
+		if o.RegistrationID == "" {
+			o.RegistrationID = emulatortest.SymDeviceID
+		}
+		tok, err := dps.BuildSASToken(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		rule  string
+		env   conformance.RuleEnv
+		build func(s *synth)
+		// findings is the number of findings wanted; each must contain
+		// every string of contains.
+		findings int
+		applied  int
+		contains []string
+	}{
+		{name: "SAS token valid", rule: "DPS-DEV-005", applied: 1, build: func(s *synth) {
+			s.conn(documentedConnect(token(start.Add(time.Hour), dps.SASOptions{}))).close()
+		}},
+		{name: "SAS token expired", rule: "DPS-DEV-005", applied: 1, findings: 1, contains: []string{"expired 3600.00 s before the CONNECT"}, build: func(s *synth) {
+			s.conn(documentedConnect(token(start.Add(-time.Hour), dps.SASOptions{}))).close()
+		}},
+		{name: "SAS token for 400 days", rule: "DPS-DEV-005", applied: 1, findings: 1, contains: []string{"400.0 days after the CONNECT"}, build: func(s *synth) {
+			s.conn(documentedConnect(token(start.Add(400*24*time.Hour), dps.SASOptions{}))).close()
+		}},
+		{name: "SAS token of another device, skn owner", rule: "DPS-DEV-005", applied: 1, findings: 2, build: func(s *synth) {
+			s.conn(documentedConnect(token(start.Add(time.Hour), dps.SASOptions{RegistrationID: "other", KeyName: "owner"}))).close()
+		}},
+		{name: "password not a SAS token", rule: "DPS-DEV-005", applied: 1, findings: 1, contains: []string{"not a SAS token"}, build: func(s *synth) {
+			s.conn(documentedConnect("hunter2")).close()
+		}},
+		{name: "keep-alive 4000", rule: "DPS-DEV-009", applied: 1, findings: 1, contains: []string{"keep-alive 4000 s"}, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.KeepAlive = 4000
+			s.conn(cp).close()
+		}},
+		{name: "MQTT 3.1", rule: "DPS-DEV-007", applied: 1, findings: 1, contains: []string{"protocol level 3"}, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.ProtocolName, cp.ProtocolLevel = []byte("MQIsdp"), 3
+			s.conn(cp).close()
+		}},
+		{name: "other filter", rule: "DPS-DEV-010", applied: 1, findings: 1, contains: []string{`SUBSCRIBE to "devices/#"`}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.send(tracer.Client, &packets.Subscribe{PacketID: 2, Subscriptions: []packets.Subscription{{Filter: []byte("devices/#")}}})
+			f.close()
+		}},
+		{name: "register body of another device", rule: "DPS-DEV-012", applied: 1, findings: 1, contains: []string{`registrationId "other"`}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), `{"registrationId":"other"}`)
+			f.close()
+		}},
+		{name: "register body a JSON array", rule: "DPS-DEV-012", applied: 2, findings: 1, contains: []string{"not a JSON object"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), `[]`)
+			f.request(register("2"), ``)
+			f.close()
+		}},
+		{name: "wrong operationId", rule: "DPS-DEV-013", applied: 2, findings: 1, contains: []string{`operationId "op-2"`, `"op-1"`}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			f.request(poll("2", "op-2"), "")
+			f.answer(404, "2", -1, `{}`)
+			f.request(poll("3", "op-1"), "")
+			f.close()
+		}},
+		{name: "operationId of an earlier connection", rule: "DPS-DEV-013", applied: 1, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			f.close()
+			g := s.conn(nil)
+			g.request(poll("1", "op-1"), "")
+			g.close()
+		}},
+		{name: "poll 0.4 s into a retry-after of 3 s", rule: "DPS-DEV-014", applied: 2, findings: 1,
+			contains: []string{"poll $rid=2 0.40 s after the 202 answer (frame ", ") with retry-after=3 s", "a poll no earlier than 3.00 s (tolerance 0.25 s)"},
+			build: func(s *synth) {
+				f := s.conn(nil)
+				f.request(register("1"), regBody)
+				f.answer(202, "1", 3, op1)
+				s.advance(400 * time.Millisecond)
+				f.request(poll("2", "op-1"), "")
+				f.answer(202, "2", 3, op1)
+				s.advance(2800 * time.Millisecond) // within the tolerance
+				f.request(poll("3", "op-1"), "")
+				f.close()
+			}},
+		{name: "6 polls in 10 s", rule: "DPS-DEV-015", applied: 6, findings: 1, contains: []string{"6 polls within 9.00 s"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			for i := range 6 {
+				if i > 0 {
+					s.advance(1800 * time.Millisecond)
+				}
+				f.request(poll(fmt.Sprint(i+2), "op-1"), "")
+				f.answer(202, fmt.Sprint(i+2), 0, op1)
+			}
+			f.close()
+		}},
+		{name: "register 0.10 s after a 429 with retry-after 2", rule: "DPS-DEV-016", applied: 2, findings: 1,
+			contains: []string{"register $rid=2 0.10 s after the 429 answer", "a request no earlier than 2.00 s"}, build: func(s *synth) {
+				f := s.conn(nil)
+				f.request(register("1"), regBody)
+				f.answer(429, "1", 2, `{}`)
+				s.advance(100 * time.Millisecond)
+				f.request(register("2"), regBody)
+				f.answer(429, "2", 2, `{}`)
+				s.advance(2 * time.Second)
+				f.request(register("3"), regBody)
+				f.close()
+			}},
+		{name: "reconnect 2 s after a 401", rule: "DPS-DEV-017", applied: 2, findings: 1, contains: []string{"CONNECT with the same username 2.00 s after the 401 answer (conversation 1"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(401, "1", -1, `{}`)
+			f.close()
+			s.advance(2 * time.Second)
+			g := s.conn(nil)
+			g.request(register("1"), regBody)
+			g.answer(401, "1", -1, `{}`)
+			g.close()
+			s.advance(11 * time.Second) // after the window
+			s.conn(nil).close()
+		}},
+		{name: "request after a 401 on the same connection", rule: "DPS-DEV-017", applied: 1, findings: 1, contains: []string{"after the 401 answer"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(401, "1", -1, `{}`)
+			f.request(register("2"), regBody)
+			f.close()
+		}},
+		{name: "constant back-off after 503", rule: "DPS-DEV-018", applied: 3, findings: 1, contains: []string{"register $rid=4 2.00 s after the 503 answer", "the retry before waited 2.00 s", "a wait longer than 2.00 s"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			for i := range 3 {
+				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
+				s.advance([]time.Duration{time.Second, 2 * time.Second, 2 * time.Second}[i]) // 1, 2, then 2 again
+				f.request(register(fmt.Sprint(i+2)), regBody)
+			}
+			f.close()
+		}},
+		{name: "growing back-off after 500, then retry-after", rule: "DPS-DEV-018", applied: 4, findings: 1, contains: []string{"with retry-after=3 s"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			for i, d := range []time.Duration{time.Second, 2 * time.Second} {
+				f.answer(500, fmt.Sprint(i+1), -1, `{}`)
+				s.advance(d)
+				f.request(register(fmt.Sprint(i+2)), regBody)
+			}
+			f.answer(503, "3", 3, `{}`)
+			s.advance(3 * time.Second)
+			f.request(register("4"), regBody)
+			f.answer(503, "4", 3, `{}`)
+			s.advance(time.Second)
+			f.request(register("5"), regBody)
+			f.close()
+		}},
+		{name: "no PUBACK, capture ends at once", rule: "DPS-DEV-019", applied: 0, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.send(tracer.Server, &packets.Publish{QoS: 1, PacketID: 7, Topic: []byte(dps.ResponseTopic(202, "1", 0)), Payload: []byte(op1)})
+			s.advance(100 * time.Millisecond)
+			f.send(tracer.Client, &packets.Pingreq{})
+		}},
+		{name: "no PUBACK within 2 s", rule: "DPS-DEV-019", applied: 2, findings: 1, contains: []string{"no PUBACK", "packet id 7"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.send(tracer.Server, &packets.Publish{QoS: 1, PacketID: 7, Topic: []byte(dps.ResponseTopic(202, "1", 0)), Payload: []byte(op1)})
+			f.send(tracer.Server, &packets.Publish{QoS: 1, PacketID: 8, Topic: []byte(dps.ResponseTopic(202, "1", 0)), Payload: []byte(op1)})
+			f.send(tracer.Client, &packets.Puback{PacketID: 8})
+			s.advance(2 * time.Second)
+			f.send(tracer.Client, &packets.Pingreq{})
+		}},
+		{name: "poll after 200", rule: "DPS-DEV-020", applied: 1, findings: 1, contains: []string{`poll $rid=3 for operation "op-1" 0.50 s after its 200 answer`}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			f.request(poll("2", "op-1"), "")
+			f.answer(200, "2", -1, op1Assigned)
+			s.advance(500 * time.Millisecond)
+			f.request(poll("3", "op-1"), "")
+			f.close()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSynth(t)
+			tc.build(s)
+			capt := s.capture()
+			fs, applied := conformance.CheckCapture(capt, []*conformance.Rule{deviceRule(t, tc.rule)}, tc.env)
+			if len(fs) != tc.findings || applied[tc.rule] != tc.applied {
+				for _, f := range fs {
+					t.Log(f)
+				}
+				t.Fatalf("%d findings, applied %d; want %d findings, applied %d\n%s", len(fs), applied[tc.rule], tc.findings, tc.applied, transcript(capt))
+			}
+			for _, f := range fs {
+				d := f.Detail()
+				for _, want := range tc.contains {
+					if !strings.Contains(d, want) {
+						t.Errorf("finding %q lacks %q", d, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestDeviceRulesTLSFacts judges the rules on TLS facts from conversations
+// built by hand (the recorder cannot fake a handshake).
+func TestDeviceRulesTLSFacts(t *testing.T) {
+	connect := tracer.Packet{Dir: tracer.ClientToServer, Frame: 9, Packet: documentedConnect("x")}
+	for _, tc := range []struct {
+		name     string
+		rule     string
+		env      conformance.RuleEnv
+		conv     tracer.Conversation
+		applied  int
+		findings int
+	}{
+		{name: "TLS 1.2 offered and chosen", rule: "DPS-DEV-001", applied: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0304, 0x0303}, Version: 0x0303}}},
+		{name: "TLS 1.3 only", rule: "DPS-DEV-001", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0304}}}},
+		{name: "plaintext", rule: "DPS-DEV-001", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtt", Packets: []tracer.Packet{connect}}},
+		{name: "aborted against a good server", rule: "DPS-DEV-001", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
+				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 42}}}}},
+		{name: "no SNI", rule: "DPS-DEV-002", env: conformance.RuleEnv{ServerName: "dps.example"}, applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}}},
+		{name: "SNI not judged without ServerName", rule: "DPS-DEV-002",
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}}},
+		{name: "X.509 with a password", rule: "DPS-DEV-006", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true}, Packets: []tracer.Packet{connect}}},
+		{name: "hostile server, encrypted and no keys", rule: "DPS-DEV-021", env: conformance.RuleEnv{HostileServer: true},
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true}}},
+		{name: "hostile server, alert", rule: "DPS-DEV-021", env: conformance.RuleEnv{HostileServer: true}, applied: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 42}}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.conv
+			c.ID = 1
+			capt := &tracer.Capture{Conversations: []*tracer.Conversation{&c}}
+			fs, applied := conformance.CheckCapture(capt, []*conformance.Rule{deviceRule(t, tc.rule)}, tc.env)
+			if len(fs) != tc.findings || applied[tc.rule] != tc.applied {
+				t.Fatalf("findings %v, applied %d; want %d findings, applied %d", fs, applied[tc.rule], tc.findings, tc.applied)
+			}
+		})
+	}
+}
