@@ -73,6 +73,13 @@ func addEvidenceEntries(capt *tracer.Capture, own, observed []Finding) {
 	}
 }
 
+// Sequence lists the MQTT packets (and closes) of a decoded capture for a
+// sequence diagram, at most 400.
+func Sequence(capt *tracer.Capture) []SequenceEvent {
+	seq, _ := sequenceOf(capt)
+	return seq
+}
+
 func sequenceOf(capt *tracer.Capture) ([]SequenceEvent, []TLSFact) {
 	seq := []SequenceEvent{}
 	var tls []TLSFact

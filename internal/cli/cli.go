@@ -40,6 +40,9 @@ const progName = "dps-conform"
 type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
+	// Stdin is the operator's input (device without --exec waits for
+	// Enter); nil means there is none.
+	Stdin io.Reader
 	// Now returns the current time (the base of relative expiries such as
 	// sas --ttl). Tests inject a fixed clock.
 	Now func() time.Time
@@ -55,7 +58,8 @@ type subcommand func(ctx context.Context, env *Env, args []string) error
 func Run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	env := &Env{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Now: time.Now}
+	return env.main(ctx, os.Args[1:])
 }
 
 // Main runs the dps-conform command line given by args (without the program

@@ -26,16 +26,11 @@ func commands() []command {
 		{"provision", "provision with the reference device client, print the assignment", provisionCmd},
 		{"emulator", "serve the reference DPS emulator", emulatorCmd},
 		{"trace", "decode a pcap/pcapng capture, optionally check it", traceCmd},
+		{"device", "judge a device under test: serve DPS scenarios, run or wait for the device, apply the device rules", deviceCmd},
 		{"tlsprobe", "probe a server's TLS versions, suites, certificate chain and plaintext port", tlsprobeCmd},
 		{"report", "verify a results bundle or directory, or re-render its reports", reportCmd},
 		{"bench", "measure provisioning and trace decoding on this machine", benchCmd},
 	}
-}
-
-// plannedCommands are designed (ARCHITECTURE.md §3) but not built; help lists
-// them so nobody mistakes their absence for a bug, and dispatch says so.
-var plannedCommands = []struct{ name, summary string }{
-	{"device", "judge a device under test (device role)"},
 }
 
 func lookupCommand(name string) (command, bool) {
@@ -48,11 +43,6 @@ func lookupCommand(name string) (command, bool) {
 }
 
 func unknownCommand(name string) error {
-	for _, p := range plannedCommands {
-		if p.name == name {
-			return usageErrorf("command %q is planned but not built yet; run 'dps-conform help' for the command list", name)
-		}
-	}
 	if strings.HasPrefix(name, "-") {
 		return usageErrorf("unknown flag %q (flags go after the command); run 'dps-conform help' for the command list", name)
 	}
@@ -70,10 +60,6 @@ Commands:
 `)
 	for _, c := range commands() {
 		fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
-	}
-	b.WriteString("\nPlanned (not built yet):\n")
-	for _, p := range plannedCommands {
-		fmt.Fprintf(&b, "  %-10s %s\n", p.name, p.summary)
 	}
 	b.WriteString(`
 Exit codes:

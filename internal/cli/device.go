@@ -1,0 +1,500 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/reports"
+	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+const deviceUsage = `Usage:
+  dps-conform device [--exec CMD] [--scenario NAME]... [flags]
+
+Judges a device under test (a DPS client: firmware, an SDK sample, a
+simulator). dps-conform plays the service: for each scenario it starts the
+reference emulator on loopback with a fresh PKI and one symmetric key
+enrollment, scripts the scenario's answers, records every connection as
+pcapng (server side, TLS key log embedded), and judges what the device did
+with the device rules (DPS-DEV-001…021): CONNECT fields, SUBSCRIBE before
+register, $rid, polling no earlier than retry-after and at most 5 per 10 s,
+waiting after 429, stopping after 401, back-off after 5xx, PUBACKs, and
+refusing a hostile server certificate.
+
+With --exec, CMD runs (through sh -c) once per scenario with DPS_HOST,
+DPS_PORT, DPS_WS_PORT, DPS_WS_URL, DPS_ID_SCOPE, DPS_REGISTRATION_ID,
+DPS_SYMMETRIC_KEY, DPS_CA_FILE, DPS_TRANSPORT (mqtt or mqttws) and
+DPS_SCENARIO in its environment; the scenario ends when CMD exits or after
+--scenario-timeout. Without --exec, the settings are printed and a person
+starts the device; the scenario ends on Enter or after --scenario-timeout.
+
+Scenarios: normal, register-429, poll-429, unauthorized-401, transient-500,
+poll-no-operation-id, disconnect-mid-poll, connack-withheld, tls-untrusted-ca,
+tls-wrong-host, tls-expired (default: all).
+
+Exit codes: 0 every MUST rule that applied passed, 1 a MUST rule failed,
+2 usage error, 3 no verdict (the device never connected, or an environment
+failure).
+
+Flags:
+`
+
+// tlsScenarios are served with a certificate the device must refuse.
+var tlsScenarios = []string{"tls-untrusted-ca", "tls-wrong-host", "tls-expired"}
+
+type deviceFlags struct {
+	exec, transport, profile, out, regID, host string
+	scenarios                                  stringsFlag
+	timeout, retryAfter, tolerance, window     time.Duration
+}
+
+func deviceCmd(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet("device", deviceUsage)
+	var f deviceFlags
+	fs.StringVar(&f.exec, "exec", "", "`CMD` that runs the device once (sh -c); without it a person starts the device")
+	fs.Var(&f.scenarios, "scenario", "scenario `NAME` (repeatable; default: all)")
+	fs.StringVar(&f.transport, "transport", "mqtt", "`TRANSPORT` the device is told to use (DPS_TRANSPORT): mqtt or mqttws")
+	fs.StringVar(&f.profile, "profile", conformance.ProfileDPS2019, "`VERSION` of the DPS profile: dps-2019 or dps-2023")
+	fs.StringVar(&f.out, "out", "dps-conform-device-results", "`DIR` for evidence (pcaps/), logs and reports")
+	fs.StringVar(&f.regID, "registration-id", "dps-conform-dut", "registration `ID` of the device's enrollment")
+	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name makes SNI judged (DPS-DEV-002)")
+	fs.DurationVar(&f.timeout, "scenario-timeout", 60*time.Second, "bound on each scenario")
+	fs.DurationVar(&f.retryAfter, "retry-after", time.Second, "retry-after of 202 answers (whole seconds)")
+	fs.DurationVar(&f.tolerance, "tolerance", 250*time.Millisecond, "how much earlier than retry-after a request may come")
+	fs.DurationVar(&f.window, "window", 10*time.Second, "how long after a 401 the device must not reconnect with the same credentials")
+	if done, err := parseFlags(env, fs, args); done || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (device takes only flags; quote --exec CMD)", fs.Arg(0))
+	}
+	switch {
+	case f.transport != "mqtt" && f.transport != "mqttws":
+		return usageErrorf("--transport %q: want mqtt or mqttws", f.transport)
+	case f.profile != conformance.ProfileDPS2019 && f.profile != conformance.ProfileDPS2023:
+		return usageErrorf("--profile %q: want dps-2019 or dps-2023", f.profile)
+	case f.retryAfter < 0 || f.retryAfter%time.Second != 0:
+		return usageErrorf("--retry-after %v is not a whole number of seconds", f.retryAfter)
+	case f.timeout <= 0:
+		return usageErrorf("--scenario-timeout must be positive")
+	}
+	names := []string(f.scenarios)
+	if len(names) == 0 {
+		for _, s := range emulator.Scenarios() {
+			names = append(names, s.Name)
+		}
+		names = append(names, tlsScenarios...)
+	}
+	for _, n := range names {
+		if _, err := emulator.LookupScenario(n); err != nil && !slices.Contains(tlsScenarios, n) {
+			return usageErrorf("--scenario: %v, %s", err, strings.Join(tlsScenarios, ", "))
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(f.out, "pcaps"), 0o755); err != nil {
+		return envErrorf("--out: %v", err)
+	}
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		return &EnvError{Err: err}
+	}
+	var runs []*scenarioRun
+	start := time.Now()
+	for i, name := range names {
+		run, err := f.runScenario(ctx, env, i+1, name)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, run)
+		fmt.Fprintf(env.Stderr, "%s scenario %s: %d connections, %d findings (%.1fs)\n", progName, name, run.conversations, len(run.findings), run.elapsed.Seconds())
+		if ctx.Err() != nil {
+			return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
+		}
+	}
+	rep := deviceReport(cat, runs, f, start)
+	if err := writeDeviceResults(f.out, rep); err != nil {
+		return err
+	}
+	writeDeviceVerdicts(env.Stdout, rep, runs)
+	connected := false
+	for _, r := range runs {
+		connected = connected || r.conversations > 0
+	}
+	if !connected {
+		return envErrorf("no verdict: the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)")
+	}
+	if rep.Summary.MustFailed > 0 {
+		return &NonConformantError{MustFindings: rep.Summary.MustFailed}
+	}
+	return nil
+}
+
+// scenarioRun is the outcome of one scenario.
+type scenarioRun struct {
+	name          string
+	pcap          string
+	transcript    string
+	sequence      []conformance.SequenceEvent
+	applied       map[string]int
+	findings      []conformance.Finding
+	conversations int
+	exit          string
+	elapsed       time.Duration
+}
+
+func randomKey() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// runScenario serves one scenario, runs or waits for the device, and
+// judges the recording.
+func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string) (*scenarioRun, error) {
+	started := time.Now()
+	dir, err := os.MkdirTemp("", "dps-conform-device-")
+	if err != nil {
+		return nil, envErrorf("scenario %s: %v", name, err)
+	}
+	defer os.RemoveAll(dir)
+	now := time.Now()
+	pki, err := transport.LoadOrCreateServerPKI(dir, nil, transport.ECDSAP256, now)
+	if err != nil {
+		return nil, envErrorf("scenario %s: PKI: %v", name, err)
+	}
+	serverCert := pki.Certificate
+	hostile := slices.Contains(tlsScenarios, name)
+	switch name {
+	case "tls-untrusted-ca":
+		other, err := transport.NewCA("dps-conform untrusted CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+		if err == nil {
+			serverCert, err = other.IssueServer(transport.DefaultServerNames(), transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+		}
+		if err != nil {
+			return nil, envErrorf("scenario %s: %v", name, err)
+		}
+	case "tls-wrong-host":
+		if serverCert, err = pki.Authority.IssueServer([]string{"wrong-host.example"}, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour); err != nil {
+			return nil, envErrorf("scenario %s: %v", name, err)
+		}
+	case "tls-expired":
+		if serverCert, err = pki.Authority.IssueServer(transport.DefaultServerNames(), transport.ECDSAP256, now.Add(-72*time.Hour), 24*time.Hour); err != nil {
+			return nil, envErrorf("scenario %s: %v", name, err)
+		}
+	}
+	var sc *emulator.Scenario
+	if !hostile {
+		s, _ := emulator.LookupScenario(name)
+		s.ThrottleRetryAfter = max(f.retryAfter, time.Second)
+		sc = &s
+	}
+	key := randomKey()
+	cfg := &registry.Config{
+		IDScope:    "0ne00DE71CE",
+		LinkedHubs: []registry.LinkedHub{{Name: "dut-hub.azure-devices.net"}},
+		Enrollments: []registry.IndividualEnrollment{{RegistrationID: f.regID, Attestation: registry.AttestationMechanism{
+			Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: key},
+		}}},
+	}
+	reg, err := registry.Open(ctx, registry.Options{Config: cfg})
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("--registration-id %q: %w", f.regID, err)}
+	}
+	defer reg.Close()
+	pcap := filepath.Join(f.out, "pcaps", fmt.Sprintf("%02d-%s.pcapng", n, name))
+	rec, err := tracer.CreateRecorder(pcap, tracer.RecorderOptions{
+		Comment:    fmt.Sprintf("dps-conform device scenario %s (server side)", name),
+		KeyLogPath: strings.TrimSuffix(pcap, ".pcapng") + ".keylog",
+	})
+	if err != nil {
+		return nil, envErrorf("scenario %s: %v", name, err)
+	}
+	recClosed := false
+	defer func() {
+		if !recClosed {
+			rec.Close()
+		}
+	}()
+	limits := emulator.DefaultLimits()
+	limits.ConnectTimeout = 5 * time.Second
+	srv, err := emulator.New(emulator.Config{
+		MQTTAddr: net.JoinHostPort(bindHost(f.host), "0"), WSAddr: net.JoinHostPort(bindHost(f.host), "0"),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{serverCert}, KeyLogWriter: rec.KeyLogWriter()},
+		CAFile:    pki.CAFile, Registry: reg, Profile: emulator.Profile(f.profile), RetryAfter: f.retryAfter,
+		Scenario: sc, Limits: limits,
+		WrapRaw: func(c net.Conn) net.Conn {
+			return rec.Wrap(c, tracer.ConnOptions{Side: tracer.Server, Layer: tracer.TLS, Comment: "scenario " + name})
+		},
+	})
+	if err == nil {
+		err = srv.Start(ctx)
+	}
+	if err != nil {
+		return nil, envErrorf("scenario %s: emulator: %v", name, err)
+	}
+	ready := srv.Ready()
+	_, mqttPort, _ := net.SplitHostPort(ready.MQTT)
+	_, wsPort, _ := net.SplitHostPort(ready.WSS)
+	vars := []string{
+		"DPS_HOST=" + f.host, "DPS_PORT=" + mqttPort, "DPS_WS_PORT=" + wsPort,
+		"DPS_WS_URL=wss://" + net.JoinHostPort(f.host, wsPort) + transport.DefaultWSPath,
+		"DPS_ID_SCOPE=" + ready.IDScope, "DPS_REGISTRATION_ID=" + f.regID, "DPS_SYMMETRIC_KEY=" + key,
+		"DPS_CA_FILE=" + pki.CAFile, "DPS_TRANSPORT=" + f.transport, "DPS_SCENARIO=" + name,
+	}
+	run := &scenarioRun{name: name, pcap: pcap}
+	sctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	if f.exec != "" {
+		run.exit = runDevice(sctx, f.exec, vars, strings.TrimSuffix(pcap, ".pcapng")+".log")
+	} else {
+		fmt.Fprintf(env.Stderr, "\nscenario %s: start the device now with\n", name)
+		for _, v := range vars {
+			fmt.Fprintf(env.Stderr, "  %s\n", v)
+		}
+		fmt.Fprintf(env.Stderr, "press Enter when it has finished (or wait %v)\n", f.timeout)
+		waitEnter(sctx, env.Stdin)
+		run.exit = "operator"
+	}
+	// Give connections the device left open a moment to end, then stop.
+	time.Sleep(200 * time.Millisecond)
+	srv.Close()
+	recClosed = true
+	if err := rec.Close(); err != nil {
+		return nil, envErrorf("scenario %s: recording: %v", name, err)
+	}
+	capt, err := tracer.DecodeFile(pcap, tracer.Options{})
+	if err != nil {
+		return nil, envErrorf("scenario %s: decoding the recording: %v", name, err)
+	}
+	run.conversations = len(capt.Conversations)
+	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile}
+	if net.ParseIP(f.host) == nil {
+		renv.ServerName = f.host
+	}
+	run.findings, run.applied = conformance.CheckCapture(capt, conformance.DeviceRules(), renv)
+	var b strings.Builder
+	tracer.WriteText(&b, capt, tracer.TranscriptOptions{})
+	run.transcript = b.String()
+	run.sequence = conformance.Sequence(capt)
+	run.elapsed = time.Since(started)
+	return run, nil
+}
+
+// bindHost is the address the emulator listens on for a --host name.
+func bindHost(host string) string {
+	if net.ParseIP(host) != nil {
+		return host
+	}
+	return "127.0.0.1"
+}
+
+// runDevice runs cmd through sh -c with vars added to the environment and
+// its output in logPath, until it exits or ctx ends (then its process group
+// is killed). It returns how it ended.
+func runDevice(ctx context.Context, cmd string, vars []string, logPath string) string {
+	log, err := os.Create(logPath)
+	if err != nil {
+		return "cannot create " + logPath + ": " + err.Error()
+	}
+	defer log.Close()
+	c := exec.Command("sh", "-c", cmd)
+	c.Env = append(os.Environ(), vars...)
+	c.Stdout, c.Stderr = log, log
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := c.Start(); err != nil {
+		return "did not start: " + err.Error()
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return "exited: " + err.Error()
+		}
+		return "exited: 0"
+	case <-ctx.Done():
+		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		<-done
+		return "killed at the scenario timeout"
+	}
+}
+
+// waitEnter returns on a line from in or when ctx ends.
+func waitEnter(ctx context.Context, in io.Reader) {
+	if in == nil {
+		<-ctx.Done()
+		return
+	}
+	line := make(chan struct{}, 1)
+	go func() {
+		bufio.NewReader(in).ReadString('\n')
+		line <- struct{}{}
+	}()
+	select {
+	case <-line:
+	case <-ctx.Done():
+	}
+}
+
+// deviceReport builds the report of a device run: one requirement per
+// device rule, one "spec" per scenario in which the rule applied.
+func deviceReport(cat *conformance.Catalog, runs []*scenarioRun, f deviceFlags, start time.Time) *reports.Report {
+	rep := &reports.Report{
+		Title:   "dps-conform device conformance report: " + f.exec,
+		Tool:    toolInfo(),
+		Target:  reports.Target{Name: "device under test", Endpoint: f.exec},
+		Profile: f.profile, Role: string(conformance.RoleDevice),
+		Started: start, Ended: time.Now(),
+		Summary: reports.Summary{Requirements: map[reports.Verdict]int{}, Specs: map[string]int{}},
+	}
+	if f.exec == "" {
+		rep.Target.Endpoint = "started by a person"
+	}
+	for _, rule := range conformance.DeviceRules() {
+		req, ok := cat.Lookup(rule.ID)
+		if !ok {
+			continue
+		}
+		rq := &reports.Requirement{ID: req.ID, Level: string(req.Level), Role: string(req.Role), Area: req.Area,
+			Statement: req.Statement, Source: req.Source, URL: req.URL}
+		failed, passed := 0, 0
+		for _, r := range runs {
+			if r.applied[rule.ID] == 0 {
+				continue
+			}
+			s := &reports.Spec{Text: "scenario " + r.name, State: "passed", Pcap: relPath(f.out, r.pcap), Transcript: r.transcript, Sequence: r.sequence}
+			for _, fd := range r.findings {
+				if fd.ID == rule.ID {
+					s.Findings = append(s.Findings, fd)
+				}
+			}
+			if len(s.Findings) > 0 {
+				s.State = "failed"
+				s.Message = fmt.Sprintf("%s (%s): %s\n  %s", req.ID, req.Level, req.Statement, s.Findings[0].Detail())
+				failed++
+				if rq.Reason == "" {
+					rq.Reason = r.name + ": " + s.Findings[0].Detail()
+				}
+			} else {
+				passed++
+			}
+			rq.Specs = append(rq.Specs, s)
+			rep.Summary.Specs[s.State]++
+		}
+		switch {
+		case failed > 0:
+			rq.Verdict = reports.Fail
+		case passed > 0:
+			rq.Verdict = reports.Pass
+		default:
+			rq.Verdict, rq.Reason = reports.NotCovered, "no scenario gave evidence for it"
+		}
+		rep.Requirements = append(rep.Requirements, rq)
+		rep.Summary.Requirements[rq.Verdict]++
+		if req.Level == conformance.MUST {
+			rep.Summary.MustTotal++
+			switch rq.Verdict {
+			case reports.Pass:
+				rep.Summary.MustJudged++
+				rep.Summary.MustPassed++
+			case reports.Fail:
+				rep.Summary.MustJudged++
+				rep.Summary.MustFailed++
+			}
+		}
+	}
+	rep.Summary.Conformant = rep.Summary.MustFailed == 0
+	return rep
+}
+
+func relPath(dir, p string) string {
+	if r, err := filepath.Rel(dir, p); err == nil {
+		return filepath.ToSlash(r)
+	}
+	return p
+}
+
+func writeDeviceResults(dir string, rep *reports.Report) error {
+	for _, w := range []struct {
+		name string
+		f    func(io.Writer) error
+	}{
+		{"results.json", rep.WriteJSON},
+		{"summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }},
+		{"report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }},
+	} {
+		var b bytes.Buffer
+		if err := w.f(&b); err != nil {
+			return envErrorf("writing %s: %v", w.name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, w.name), b.Bytes(), 0o644); err != nil {
+			return envErrorf("writing %s: %v", w.name, err)
+		}
+	}
+	cfg, _ := yaml.Marshal(map[string]any{"exec": rep.Target.Endpoint, "profile": rep.Profile, "note": "the device's symmetric key was generated per scenario and is not recorded"})
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), cfg, 0o644); err != nil {
+		return envErrorf("writing config.yaml: %v", err)
+	}
+	return sealResults(dir, "")
+}
+
+// writeDeviceVerdicts prints the verdict per rule and scenario.
+func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERDICT\tREQUIREMENT\tLEVEL\tSCENARIOS")
+	for _, rq := range rep.Requirements {
+		var sc []string
+		for _, s := range rq.Specs {
+			mark := ""
+			if s.State == "failed" {
+				mark = "!"
+			}
+			sc = append(sc, mark+strings.TrimPrefix(s.Text, "scenario "))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", rq.Verdict, rq.ID, rq.Level, strings.Join(sc, " "))
+	}
+	tw.Flush()
+	for _, r := range runs {
+		for _, fd := range r.findings {
+			fmt.Fprintf(w, "\nFAIL %s in scenario %s\n  %s\n  capture: %s\n", fd.ID, r.name, fd.Detail(), r.pcap)
+		}
+	}
+	fmt.Fprintln(w)
+	for _, r := range runs {
+		fmt.Fprintf(w, "scenario %-22s %d connections, device %s\n", r.name, r.conversations, r.exit)
+	}
+	if rep.Summary.MustFailed > 0 {
+		var ids []string
+		for _, rq := range rep.Requirements {
+			if rq.Verdict == reports.Fail && rq.Level == string(conformance.MUST) {
+				ids = append(ids, rq.ID)
+			}
+		}
+		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", rep.Summary.MustFailed, strings.Join(ids, " "))
+	} else {
+		fmt.Fprintln(w, "CONFORMANT: every MUST device rule that applied passed")
+	}
+}
+
+var _ = errors.New
