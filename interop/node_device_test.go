@@ -98,6 +98,27 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 					t.Errorf("%s: %s, recorded %s (%s)", rq.ID, got, w, rq.Reason)
 				}
 			}
+			// What the traffic cannot show, the device's own output does:
+			// these findings are in the README too, and a changed SDK
+			// behaviour fails here.
+			if tc.transport == "mqtt" {
+				for log, want := range map[string]string{
+					// 401, then the service closes: the SDK never reports
+					// the error; provision.js gives up at DPS_TIMEOUT_MS.
+					"04-unauthorized-401.log": "no registration result within 10000 ms",
+					// The connection dropped mid-poll: the SDK's MQTT
+					// transport emits an 'error' event nobody handles, and
+					// the process crashes.
+					"07-disconnect-mid-poll.log": "Unhandled 'error' event",
+					// CONNACK withheld: one attempt, no reconnect.
+					"08-connack-withheld.log": "NotConnectedError",
+				} {
+					b, err := os.ReadFile(filepath.Join(out, "pcaps", log))
+					if err != nil || !strings.Contains(string(b), want) {
+						t.Errorf("%s: want %q in the device output (%v):\n%s", log, want, err, b)
+					}
+				}
+			}
 			if t.Failed() {
 				t.Logf("dps-conform device output:\n%s", stdout)
 			}
