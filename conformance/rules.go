@@ -55,6 +55,11 @@ type RuleEnv struct {
 	// Window is how long after a 401 answer a device must not reconnect
 	// with the same credentials (DPS-DEV-017); zero means 10 s.
 	Window time.Duration
+	// Live reports that dps-conform recorded the capture on the wire
+	// itself (a live spec or the device role), so a plaintext conversation
+	// really crossed the wire unencrypted; a field capture may be a
+	// recorder's plaintext view of a TLS connection.
+	Live bool
 	// HostileServer reports that the scenario served a certificate the
 	// device must refuse (DPS-DEV-021).
 	HostileServer bool

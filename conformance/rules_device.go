@@ -95,7 +95,9 @@ func ruleDevTLS12() *Rule {
 	return &Rule{ID: id, Role: RoleDevice, Evidence: "a connection of the device (its ClientHello, or plaintext MQTT)",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			if c.Transport == "mqtt" || c.Transport == "ws" {
-				if len(c.Packets) == 0 {
+				if len(c.Packets) == 0 || !env.Live {
+					// A field capture may be a recorder's plaintext view of
+					// a TLS connection: only our own recordings tell.
 					return 0, nil
 				}
 				p := &c.Packets[0]

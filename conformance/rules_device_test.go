@@ -127,8 +127,8 @@ func TestDeviceRulesProof(t *testing.T) {
 		}
 		return &tok
 	}
-	env := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, ServerName: "localhost"}
-	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true}
+	env := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, ServerName: "localhost", Live: true}
+	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true, Live: true}
 	for _, tc := range []struct {
 		name string
 		opts emulatortest.Options

@@ -235,7 +235,7 @@ func (t *T) Judge(ctx context.Context) *Evidence {
 	ev := &Evidence{Capture: capt, Path: t.pcap}
 	// The spec waited CloseWait for closes it expects; a little less is
 	// the grace the rules give the server.
-	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10}
+	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10, Live: true}
 	var mine []Finding
 	applied := 0
 	for _, rule := range t.r.ruleList() {

@@ -28,9 +28,10 @@ one JSON object per packet.
 
 SAS signatures are printed as [redacted] unless --show-secrets is given.
 
-With --check, the capture is also judged by the service rules of the
-conformance suite (the same rules that judge live runs; 'dps-conform list'
-shows them), under --profile. Findings are printed after the transcript as
+With --check, the capture is also judged by the rules of the conformance
+suite (the same rules that judge live runs and devices; 'dps-conform list'
+shows them): --role service (default: the server's behaviour), device (the
+client's: CONNECT fields, polling timing, ...) or all, under --profile. Findings are printed after the transcript as
 
   ! DPS-SUB-002 MUST conversation 1, frame 12: expected …; actual: …
 
@@ -72,6 +73,7 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		format      string
 		check       bool
 		profile     string
+		role        string
 		showSecrets bool
 		maxBuf      int
 		workers     int
@@ -81,6 +83,7 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 	fs.StringVar(&format, "format", "text", "output `FORMAT`: text or json")
 	fs.BoolVar(&check, "check", false, "judge the capture with the service rules; exit 1 on MUST findings or decode violations")
 	fs.StringVar(&profile, "profile", conformance.ProfileDPS2019, "profile `VERSION` the rules judge under: dps-2019 or dps-2023")
+	fs.StringVar(&role, "role", "service", "which rules --check applies: `ROLE` service, device or all")
 	fs.BoolVar(&showSecrets, "show-secrets", false, "print SAS signatures and passwords instead of [redacted]")
 	fs.IntVar(&maxBuf, "max-stream-buffer", tracer.DefaultMaxStreamBuffer, "cap on the `BYTES` buffered per TCP stream direction")
 	fs.IntVar(&workers, "workers", 1, "`N` goroutines reassembling and decoding flows")
@@ -98,6 +101,8 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		return usageErrorf("--max-stream-buffer %d is below 1024 bytes", maxBuf)
 	case workers < 1 || workers > 256:
 		return usageErrorf("--workers %d is not from 1 to 256", workers)
+	case role != "service" && role != "device" && role != "all":
+		return usageErrorf("--role %q is not service, device or all", role)
 	case profile != conformance.ProfileDPS2019 && profile != conformance.ProfileDPS2023:
 		return usageErrorf("--profile %q is not %s or %s", profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
 	}
@@ -133,7 +138,7 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
 	}
 	if check {
-		must, err := checkCapture(env, capt, profile, format)
+		must, err := checkCapture(env, capt, profile, role, format)
 		if err != nil {
 			return err
 		}
@@ -154,13 +159,19 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 // checkCapture applies the service rules to the capture, prints the
 // findings (text: "! ID LEVEL detail" lines; json: one "finding" object per
 // line) and returns the number of MUST findings.
-func checkCapture(env *Env, capt *tracer.Capture, profile, format string) (int, error) {
+func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) (int, error) {
 	cat, err := conformance.LoadCatalog()
 	if err != nil {
 		return 0, &EnvError{Err: err}
 	}
-	var rules []*conformance.Rule
-	for _, r := range conformance.ServiceRules() {
+	var rules, all []*conformance.Rule
+	if role != "device" {
+		all = append(all, conformance.ServiceRules()...)
+	}
+	if role != "service" {
+		all = append(all, conformance.DeviceRules()...)
+	}
+	for _, r := range all {
 		if req, ok := cat.Lookup(r.ID); ok && req.HoldsUnder(profile) && !r.LiveOnly {
 			rules = append(rules, r)
 		}
@@ -186,7 +197,7 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, format string) (int, 
 		fmt.Fprintf(env.Stdout, "! %s %s %s\n", f.ID, req.Level, f.Detail())
 	}
 	if format != "json" {
-		fmt.Fprintf(env.Stdout, "%d findings of the service rules (%d MUST), profile %s\n", len(findings), must, profile)
+		fmt.Fprintf(env.Stdout, "%d findings of the %s rules (%d MUST), profile %s\n", len(findings), role, must, profile)
 	}
 	return must, nil
 }

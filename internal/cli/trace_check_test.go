@@ -31,6 +31,12 @@ func TestTraceCheckRules(t *testing.T) {
 			`{"type":"finding","level":"MUST","id":"DPS-SUB-002","conversation":1,"frame":10,`,
 		}},
 		{[]string{"trace", "--check", "--profile", "dps-2030", "../../testdata/pcaps/violations.pcapng"}, cli.ExitUsage, nil},
+		{[]string{"trace", "--check", "--role", "broker", "../../testdata/pcaps/violations.pcapng"}, cli.ExitUsage, nil},
+		// The same capture judged as a device: the ?rid= typo, the poll
+		// before retry-after, the retry after 401.
+		{[]string{"trace", "--check", "--role", "device", "../../testdata/pcaps/violations.pcapng"}, cli.ExitNonConformant, []string{
+			"! DPS-DEV-011 MUST", "! DPS-DEV-014 MUST", "findings of the device rules",
+		}},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := cli.Main(context.Background(), tc.args, &stdout, &stderr)
