@@ -16,11 +16,12 @@ import (
 // suite shows in review.
 type Inventory struct {
 	Specs []InventoryEntry `yaml:"specs" json:"specs"`
-	// Rules are the requirement IDs judged by a rule over a Conversation
-	// (live specs, trace --check and the device role share them).
+	// Rules are the requirement IDs judged by a rule over a Conversation,
+	// service rules then device rules (live specs, trace --check and the
+	// device role share them).
 	Rules []string `yaml:"rules,flow" json:"rules"`
-	// NotCovered are the catalogue's service requirements that no spec
-	// and no rule judges: the coverage gaps of the certification report.
+	// NotCovered are the catalogue's requirements that no spec and no
+	// rule judges: the coverage gaps of the certification report.
 	NotCovered []string `yaml:"notCovered" json:"notCovered"`
 }
 
@@ -57,12 +58,12 @@ func BuildInventory() (*Inventory, *Catalog, error) {
 			}
 		}
 	}
-	for _, r := range ServiceRules() {
+	for _, r := range append(ServiceRules(), DeviceRules()...) {
 		inv.Rules = append(inv.Rules, r.ID)
 		covered[r.ID] = true
 	}
 	for _, r := range cat.Requirements {
-		if r.Role == RoleService && !covered[r.ID] {
+		if !covered[r.ID] {
 			inv.NotCovered = append(inv.NotCovered, r.ID)
 		}
 	}
