@@ -49,6 +49,7 @@ func DeviceRules() []*Rule {
 		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
 		captureRule(ruleDev401()),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
+		captureRule(ruleDevReconnect()),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -732,4 +733,69 @@ func ruleDevNoPollAfter200() *Rule {
 			}
 			return n, fs
 		}}
+}
+
+// ruleDevReconnect: after a CONNECT that got no CONNACK, or CONNACK 0x03
+// (server unavailable), the device reconnects (with the same username)
+// after at least a second, and each further wait is longer than the one
+// before: an exponential back-off (EC mqtt_state_machine.md: min 1 s, max
+// 100 s, jitter; D-TROUBLE). A device that does not reconnect gives no
+// evidence.
+func ruleDevReconnect() *Rule {
+	const id = "DPS-DEV-022"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a reconnect after a CONNECT that got no CONNACK (or 0x03)",
+		CheckCapture: func(capt *tracer.Capture, env RuleEnv) (int, []Finding) {
+			tol := env.pollTolerance()
+			convs := slices.Clone(capt.Conversations)
+			slices.SortFunc(convs, func(a, b *tracer.Conversation) int { return a.Start.Compare(b.Start) })
+			n := 0
+			var fs []Finding
+			prev := time.Duration(-1)
+			for i, c := range convs {
+				cp, ci := connectOf(c)
+				if cp == nil || !unanswered(c, ci) {
+					prev = -1
+					continue
+				}
+				var next *tracer.Conversation
+				var nextIdx int
+				for _, o := range convs[i+1:] {
+					if ocp, oi := connectOf(o); ocp != nil && bytes.Equal(ocp.Username, cp.Username) {
+						next, nextIdx = o, oi
+						break
+					}
+				}
+				if next == nil {
+					continue
+				}
+				n++
+				end := c.End
+				if c.Closed[tracer.ClientToServer] {
+					end = c.CloseTime[tracer.ClientToServer]
+				}
+				p := &next.Packets[nextIdx]
+				wait := p.Time.Sub(end)
+				switch {
+				case wait < time.Second-tol:
+					fs = append(fs, finding(id, next, p.Frame, p.Time, fmt.Sprintf("CONNECT %s after the unanswered attempt of conversation %d ended", secs(wait), c.ID),
+						"a reconnect no sooner than 1 s (exponential back-off)"))
+				case prev >= 0 && wait <= prev+prev/20:
+					fs = append(fs, finding(id, next, p.Frame, p.Time, fmt.Sprintf("CONNECT %s after the unanswered attempt of conversation %d ended; the attempt before waited %s", secs(wait), c.ID, secs(prev)),
+						fmt.Sprintf("a wait longer than %s (a growing back-off)", secs(prev))))
+				}
+				prev = wait
+			}
+			return n, fs
+		}}
+}
+
+// unanswered reports that the CONNECT at index ci got no CONNACK, or got
+// 0x03 (server unavailable, the code clients retry).
+func unanswered(c *tracer.Conversation, ci int) bool {
+	j := firstAfter(c, ci, tracer.ServerToClient, nil)
+	if j < 0 {
+		return true
+	}
+	a, ok := c.Packets[j].Packet.(*packets.Connack)
+	return ok && a.ReturnCode == packets.ConnackRefusedServerUnavailable
 }

@@ -239,7 +239,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 21; i++ {
+	for i := 1; i <= 22; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -629,6 +629,63 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 			fs, applied := conformance.CheckCapture(capt, []*conformance.Rule{deviceRule(t, tc.rule)}, tc.env)
 			if len(fs) != tc.findings || applied[tc.rule] != tc.applied {
 				t.Fatalf("findings %v, applied %d; want %d findings, applied %d", fs, applied[tc.rule], tc.findings, tc.applied)
+			}
+		})
+	}
+}
+
+// TestDeviceReconnectBackoff judges DPS-DEV-022 on hand-made captures:
+// attempts whose CONNECT got no CONNACK, then the reconnects.
+func TestDeviceReconnectBackoff(t *testing.T) {
+	tests := []struct {
+		name     string
+		waits    []time.Duration // before each reconnect
+		refuse03 bool            // CONNACK 0x03 instead of none
+		applied  int
+		findings int
+	}{
+		{"growing back-off", []time.Duration{time.Second, 2 * time.Second}, false, 2, 0},
+		{"immediate reconnect", []time.Duration{100 * time.Millisecond}, false, 1, 1},
+		{"constant wait", []time.Duration{2 * time.Second, 2 * time.Second}, false, 2, 1},
+		{"0x03 then growing", []time.Duration{time.Second, 3 * time.Second}, true, 2, 0},
+		{"no reconnect", nil, false, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSynth(t)
+			attempt := func(answered bool) {
+				s.flows++
+				client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(50000+s.flows))
+				server := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), 1883)
+				f, err := s.rec.Flow(client, server, tracer.FlowOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sf := &synthFlow{s: s, f: f}
+				sf.send(tracer.Client, documentedConnect(""))
+				s.advance(50 * time.Millisecond)
+				switch {
+				case answered:
+					sf.send(tracer.Server, &packets.Connack{})
+				case tt.refuse03:
+					sf.send(tracer.Server, &packets.Connack{ReturnCode: packets.ConnackRefusedServerUnavailable})
+				}
+				s.advance(3 * time.Second) // the device's CONNACK timeout
+				if err := f.Fin(tracer.Client); err != nil {
+					t.Fatal(err)
+				}
+			}
+			attempt(len(tt.waits) == 0)
+			for i, w := range tt.waits {
+				s.advance(w)
+				attempt(i == len(tt.waits)-1)
+			}
+			if len(tt.waits) == 0 {
+				attempt(true)
+			}
+			n, fs := deviceRule(t, "DPS-DEV-022").CheckCapture(s.capture(), conformance.RuleEnv{})
+			if n != tt.applied || len(fs) != tt.findings {
+				t.Errorf("applied %d, findings %v; want %d applied, %d findings", n, fs, tt.applied, tt.findings)
 			}
 		})
 	}

@@ -27,12 +27,15 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		// After a 500 the SDK retries after a constant 2 s, not a growing
 		// back-off.
 		"DPS-DEV-018": "FAIL !transient-500",
+		// A withheld CONNACK is not retried at all: no reconnect to judge.
+		"DPS-DEV-022": "NOT COVERED",
 	},
 	"mqttws": {
 		"DPS-DEV-002": "NOT COVERED",
 		"DPS-DEV-006": "NOT COVERED",
 		"DPS-DEV-017": "NOT COVERED",
 		"DPS-DEV-018": "NOT COVERED",
+		"DPS-DEV-022": "NOT COVERED",
 	},
 }
 

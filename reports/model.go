@@ -61,6 +61,10 @@ type Target struct {
 	// TLS is what the target negotiated (from the captures), e.g.
 	// "TLS 1.2 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".
 	TLS []string `json:"tls,omitempty"`
+	// TLSProbe summarises what tlsprobe found on the MQTT endpoint:
+	// versions and suites accepted, the certificate chain, and the DPS
+	// TLS policy verdict, one line each.
+	TLSProbe []string `json:"tlsProbe,omitempty"`
 	// Product is the device under test (device runs).
 	Product *Product `json:"product,omitempty"`
 }

@@ -38,7 +38,7 @@ simulator). dps-conform plays the service: for each scenario it starts the
 reference emulator on loopback with a fresh PKI and one symmetric key
 enrollment, scripts the scenario's answers, records every connection as
 pcapng (server side, TLS key log embedded), and judges what the device did
-with the device rules (DPS-DEV-001…021): CONNECT fields, SUBSCRIBE before
+with the device rules (DPS-DEV-001…022): CONNECT fields, SUBSCRIBE before
 register, $rid, polling no earlier than retry-after and at most 5 per 10 s,
 waiting after 429, stopping after 401, back-off after 5xx, PUBACKs, and
 refusing a hostile server certificate.

@@ -28,6 +28,7 @@ import (
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
 	"github.com/dps-conform/dps-conform/reports"
+	"github.com/dps-conform/dps-conform/tlsprobe"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -287,6 +288,7 @@ func writeReports(cfg conformance.Config, res *conformance.Result) error {
 	if tg.WS.Scheme != "" {
 		target.WSEndpoint = tg.WS.String()
 	}
+	target.TLSProbe = probeSummary(tg, orDefault(cfg.Profile, conformance.ProfileDPS2019))
 	abs, err := filepath.Abs(cfg.OutDir)
 	if err != nil {
 		return &EnvError{Err: err}
@@ -377,6 +379,42 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 		return envErrorf("writing config.yaml: %v", err)
 	}
 	return nil
+}
+
+// probeSummary runs tlsprobe against the target's MQTT endpoint for the
+// report's target identity (versions, suites, chain, DPS TLS policy); the
+// TLS specs of the suite judge the same facts with evidence. A probe that
+// fails is reported as such, not as an error of the run.
+func probeSummary(tg conformance.Target, profile string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := tlsprobe.Probe(ctx, tg.MQTT.Addr(), tlsprobe.Options{RootCAs: tg.RootCAs, ServerName: tg.ServerName, PlaintextPorts: []int{tg.MQTT.Port}, Timeout: 5 * time.Second})
+	if err != nil {
+		return []string{"probe failed: " + err.Error()}
+	}
+	var acc []string
+	for _, v := range r.Versions {
+		if v.Accepted {
+			acc = append(acc, v.Version)
+		}
+	}
+	lines := []string{"versions accepted: " + strings.Join(acc, ", "), "TLS 1.2 suites accepted: " + strings.Join(r.Suites, ", ")}
+	if len(r.Chain) > 0 {
+		c := r.Chain[0]
+		chain := fmt.Sprintf("certificate: %s, issued by %s, %s, valid to %s", c.Subject, c.Issuer, c.Key, c.NotAfter.UTC().Format("2006-01-02"))
+		if r.ChainError != "" {
+			chain += "; does not verify: " + r.ChainError
+		}
+		lines = append(lines, chain)
+	}
+	vs := tlsprobe.PolicyDPS(r, profile)
+	if len(vs) == 0 {
+		lines = append(lines, "DPS TLS policy: conformant")
+	}
+	for _, v := range vs {
+		lines = append(lines, "DPS TLS policy: "+v.ID+" "+v.Msg)
+	}
+	return lines
 }
 
 // sealResults writes the SHA-256 manifest of the results directory and,
