@@ -90,6 +90,8 @@ type specView struct {
 	Failed  bool
 	Lines   []transcriptLine
 	Diagram *diagram
+	// Timing is the register/poll/retry-after chart of device runs.
+	Timing  *timing
 	PcapURL string // "" when the path is not a relative one
 }
 
@@ -140,7 +142,11 @@ func newHTMLView(r *Report) *htmlView {
 			Search: strings.ToLower(strings.Join([]string{q.ID, q.Level, q.Area, string(q.Verdict), q.Statement}, " "))}
 		for _, s := range q.Specs {
 			if s != nil {
-				rv.Specs = append(rv.Specs, newSpecView(s))
+				sv := newSpecView(s)
+				if r.Role == "device" {
+					sv.Timing = newTiming(s.Sequence)
+				}
+				rv.Specs = append(rv.Specs, sv)
 			}
 		}
 		v.Reqs = append(v.Reqs, rv)

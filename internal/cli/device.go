@@ -66,6 +66,7 @@ var tlsScenarios = []string{"tls-untrusted-ca", "tls-wrong-host", "tls-expired"}
 
 type deviceFlags struct {
 	exec, transport, profile, out, regID, host string
+	product                                    string
 	scenarios                                  stringsFlag
 	timeout, retryAfter, tolerance, window     time.Duration
 }
@@ -80,6 +81,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.out, "out", "dps-conform-device-results", "`DIR` for evidence (pcaps/), logs and reports")
 	fs.StringVar(&f.regID, "registration-id", "dps-conform-dut", "registration `ID` of the device's enrollment")
 	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name makes SNI judged (DPS-DEV-002)")
+	fs.StringVar(&f.product, "product", "", "`FILE` (YAML: vendor, model, firmware) naming the device in the report")
 	fs.DurationVar(&f.timeout, "scenario-timeout", 60*time.Second, "bound on each scenario")
 	fs.DurationVar(&f.retryAfter, "retry-after", time.Second, "retry-after of 202 answers (whole seconds)")
 	fs.DurationVar(&f.tolerance, "tolerance", 250*time.Millisecond, "how much earlier than retry-after a request may come")
@@ -112,6 +114,22 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			return usageErrorf("--scenario: %v, %s", err, strings.Join(tlsScenarios, ", "))
 		}
 	}
+	var product *reports.Product
+	if f.product != "" {
+		b, err := os.ReadFile(f.product)
+		if err != nil {
+			return inputError("--product", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		product = &reports.Product{}
+		if err := dec.Decode(product); err != nil {
+			return usageErrorf("--product %s: %v", f.product, err)
+		}
+		if product.Vendor == "" || product.Model == "" {
+			return usageErrorf("--product %s: vendor and model are required", f.product)
+		}
+	}
 	if err := os.MkdirAll(filepath.Join(f.out, "pcaps"), 0o755); err != nil {
 		return envErrorf("--out: %v", err)
 	}
@@ -133,6 +151,11 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	rep := deviceReport(cat, runs, f, start)
+	if product != nil {
+		rep.Target.Product = product
+		rep.Target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
+		rep.Title = "dps-conform device conformance report: " + rep.Target.Name
+	}
 	if err := writeDeviceResults(f.out, rep); err != nil {
 		return err
 	}
