@@ -773,6 +773,28 @@ func ruleAnswerTopicForm() *Rule {
 		})
 }
 
+// mustClose judges that the server closed the connection after the device
+// packet at index idx (-1 when the packet is not decoded, e.g. a cut one):
+// no PUBLISH of the server after it, and a close by the server before the
+// device's. It does not judge (0 applied) when the device closed, or the
+// capture ended, before the server had RuleEnv.CloseGrace after t. what
+// names the packet in the finding ("PUBLISH \"…\"", "a 98419-byte packet").
+func mustClose(id string, c *tracer.Conversation, idx, frame int, t time.Time, what string, env RuleEnv) (int, []Finding) {
+	const want = "the server closing the connection"
+	if idx >= 0 {
+		if j := firstAfter(c, idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
+			return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "after "+what+" the server went on: "+describe(c.Packets[j].Packet), want)}
+		}
+	}
+	if undecided(c, t, env) {
+		return 0, nil
+	}
+	if !serverClosedFirst(c) {
+		return 1, []Finding{finding(id, c, frame, t, "after "+what+" "+describeClose(c), want)}
+	}
+	return 1, nil
+}
+
 func ruleUndocumentedTopic() *Rule {
 	const id = "DPS-REG-007"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a PUBLISH to an undocumented topic",
@@ -784,16 +806,7 @@ func ruleUndocumentedTopic() *Rule {
 					// documented.
 					continue
 				}
-				if j := firstAfter(c, r.idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
-					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "the connection stayed open and carried "+describe(c.Packets[j].Packet), "the server closing the connection")}
-				}
-				if undecided(c, r.pkt.Time, env) {
-					return 0, nil
-				}
-				if !serverClosedFirst(c) {
-					return 1, []Finding{finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("after PUBLISH %q %s", r.pub.Topic, describeClose(c)), "the server closing the connection")}
-				}
-				return 1, nil
+				return mustClose(id, c, r.idx, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("PUBLISH %q", r.pub.Topic), env)
 			}
 			return 0, nil
 		}}
@@ -810,13 +823,7 @@ func ruleOversize() *Rule {
 			// the fixed header announced the size) shows as a problem.
 			for _, pr := range c.Problems {
 				if pr.Dir == tracer.ClientToServer && pr.PacketLen > MaxMessageSize {
-					if undecided(c, c.Start, env) {
-						return 0, nil
-					}
-					if !serverClosedFirst(c) {
-						return 1, []Finding{finding(id, c, pr.Frame, c.Start, fmt.Sprintf("after a %d-byte packet %s", pr.PacketLen, describeClose(c)), "the server closing the connection")}
-					}
-					return 1, nil
+					return mustClose(id, c, -1, pr.Frame, c.Start, fmt.Sprintf("a %d-byte packet", pr.PacketLen), env)
 				}
 			}
 			for i := range c.Packets {
@@ -824,16 +831,7 @@ func ruleOversize() *Rule {
 				if p.Dir != tracer.ClientToServer || len(p.Raw) <= MaxMessageSize {
 					continue
 				}
-				if j := firstAfter(c, i, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
-					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, fmt.Sprintf("a %d-byte packet was served: %s", len(p.Raw), describe(c.Packets[j].Packet)), "the server closing the connection")}
-				}
-				if undecided(c, p.Time, env) {
-					return 0, nil
-				}
-				if !serverClosedFirst(c) {
-					return 1, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("after a %d-byte packet %s", len(p.Raw), describeClose(c)), "the server closing the connection")}
-				}
-				return 1, nil
+				return mustClose(id, c, i, p.Frame, p.Time, fmt.Sprintf("a %d-byte packet", len(p.Raw)), env)
 			}
 			return 0, nil
 		}}
@@ -917,16 +915,7 @@ func rule401Close() *Rule {
 				if a.err != nil || a.resp.Status != 401 {
 					continue
 				}
-				if j := firstAfter(c, a.idx, tracer.ServerToClient, isType[*packets.Publish]); j >= 0 {
-					return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, "after the 401 the server went on: "+describe(c.Packets[j].Packet), "the server closing the connection after the 401")}
-				}
-				if undecided(c, a.pkt.Time, env) {
-					return 0, nil
-				}
-				if !serverClosedFirst(c) {
-					return 1, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "after the 401 "+describeClose(c), "the server closing the connection after the 401")}
-				}
-				return 1, nil
+				return mustClose(id, c, a.idx, a.pkt.Frame, a.pkt.Time, "the 401", env)
 			}
 			return 0, nil
 		}}
