@@ -3,7 +3,6 @@ package conformance
 import (
 	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -583,4 +582,3 @@ func malformedSpecs(r *registrar) {
 	}
 }
 
-var _ = json.Marshal
