@@ -581,4 +581,3 @@ func malformedSpecs(r *registrar) {
 		}, Faults("ignore-malformed"), Labels("clause:"+v.Clause))
 	}
 }
-

@@ -518,4 +518,3 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 		fmt.Fprintln(w, "CONFORMANT: every MUST device rule that applied passed")
 	}
 }
-
