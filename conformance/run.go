@@ -154,10 +154,16 @@ func build(cfg *Config) (*registrar, error) {
 	rand.Read(id[:])
 	r.runID = hex.EncodeToString(id[:])
 	registerServiceSpecs(r)
-	if len(r.bugs) > 0 {
-		return nil, fmt.Errorf("%w:\n  %s", ErrSuiteBug, strings.Join(r.bugs, "\n  "))
-	}
 	return r, nil
+}
+
+// bugErr is ErrSuiteBug with the bugs recorded while the tree was built,
+// or nil.
+func (r *registrar) bugErr() error {
+	if len(r.bugs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n  %s", ErrSuiteBug, strings.Join(r.bugs, "\n  "))
 }
 
 func (r *registrar) ruleList() []*Rule {
@@ -238,6 +244,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	t := &failT{}
 	ginkgo.RunSpecs(t, "dps-conform service suite against "+cfg.Target.Name, sc, rc)
 	globals.Reset()
+	if err := r.bugErr(); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
@@ -280,6 +289,9 @@ func Preview(cfg Config) (types.Report, []SpecInfo, error) {
 	sc.FocusStrings = cfg.Focus
 	rep := ginkgo.PreviewSpecs("dps-conform service suite", sc)
 	globals.Reset()
+	if err := r.bugErr(); err != nil {
+		return rep, r.specs, err
+	}
 	return rep, r.specs, nil
 }
 

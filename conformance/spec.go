@@ -22,7 +22,8 @@ import (
 // requirement ID, and the ID becomes the spec's labels. Mistakes (an ID
 // missing from the catalogue, a duplicate spec text, a text carrying
 // bracket tags, an unknown fault name) are recorded as suite bugs while the
-// tree is built, and Run refuses to run a tree with bugs.
+// tree is built and registered as failing specs; Run and Preview then
+// return ErrSuiteBug.
 type registrar struct {
 	cfg   *Config
 	cat   *Catalog
@@ -99,7 +100,8 @@ func (r *registrar) Describe(text string, body func()) {
 	})
 }
 
-// It registers a spec that judges requirement id. body drives the target
+// It registers a spec that judges requirement id. A registration mistake
+// is recorded in r.bugs and becomes a spec that fails. body drives the target
 // through t and calls t.Judge to judge the decoded capture.
 func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T), opts ...SpecOption) {
 	var o specOpts
@@ -108,23 +110,29 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 	}
 	full := strings.Join(append(append([]string{}, r.container...), text), " ")
 	req, ok := r.cat.Lookup(id)
+	bug := ""
 	switch {
 	case !ok:
-		r.bugs = append(r.bugs, fmt.Sprintf("spec %q cites %s, which is not in the catalogue", full, id))
-		return
+		bug = fmt.Sprintf("spec %q cites %s, which is not in the catalogue", full, id)
 	case bracketTag.MatchString(text):
-		r.bugs = append(r.bugs, fmt.Sprintf("spec %q embeds bracket tags; the requirement ID is a label", full))
-		return
+		bug = fmt.Sprintf("spec %q embeds bracket tags; the requirement ID is a label", full)
 	case r.texts[full]:
-		r.bugs = append(r.bugs, fmt.Sprintf("spec %q is registered twice", full))
+		bug = fmt.Sprintf("spec %q is registered twice", full)
+	}
+	for _, f := range o.faults {
+		if bug == "" && r.cfg.knownFaults != nil && !r.cfg.knownFaults[f] {
+			bug = fmt.Sprintf("spec %q names fault %q, which the emulator does not have", full, f)
+		}
+	}
+	if bug != "" {
+		// Container bodies run while Ginkgo builds the tree (inside
+		// RunSpecs or PreviewSpecs), so the bug is both recorded (Run and
+		// Preview return ErrSuiteBug) and registered as a failing spec.
+		r.bugs = append(r.bugs, bug)
+		ginkgo.It(text, ginkgo.Label("suite-bug"), ginkgo.Offset(1), func() { ginkgo.Fail("suite bug: " + bug) })
 		return
 	}
 	r.texts[full] = true
-	for _, f := range o.faults {
-		if r.cfg.knownFaults != nil && !r.cfg.knownFaults[f] {
-			r.bugs = append(r.bugs, fmt.Sprintf("spec %q names fault %q, which the emulator does not have", full, f))
-		}
-	}
 	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Quota: o.quota, Extra: o.extra})
 	labels := ginkgo.Label(append([]string{
 		"req:" + id, "level:" + string(req.Level), "area:" + req.Area, "role:" + string(req.Role),
