@@ -253,5 +253,3 @@ func (f *tcpFlow) close(d Direction, frame int, ts time.Time) {
 	}
 	f.closed[d], f.closeFrame[d], f.closeTime[d] = true, frame, ts
 }
-
-func (f *tcpFlow) closedAny() bool { return f.closed[0] || f.closed[1] }

@@ -10,7 +10,6 @@ import (
 	"encoding/pem"
 	"math/big"
 	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,8 +146,6 @@ func symGroup(id, primary, secondary string) EnrollmentGroup {
 			SymmetricKey: &SymmetricKeyAttestation{PrimaryKey: primary, SecondaryKey: secondary}},
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func mustYAML(t testing.TB, v any) []byte {
 	t.Helper()

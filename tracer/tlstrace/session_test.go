@@ -63,7 +63,6 @@ type sessionOpts struct {
 	suite      uint16 // TLS 1.2 suite (0: default)
 	clientCert bool
 	size       int // bytes of application data in each direction
-	keyUpdate  bool
 }
 
 var (
@@ -175,9 +174,6 @@ func record(t testing.TB, o sessionOpts) *session {
 	tc := tls.Client(&recConn{c, rec, ClientToServer}, cliCfg)
 	herr := tc.HandshakeContext(ctx)
 	if herr == nil {
-		if o.keyUpdate {
-			// Not exposed by crypto/tls; kept for symmetry.
-		}
 		if _, err := tc.Write(s.c2s); err != nil {
 			t.Fatal(err)
 		}

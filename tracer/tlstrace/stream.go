@@ -54,7 +54,6 @@ type Stream struct {
 	pending                    [2]*cipher // TLS 1.2 ciphers to install on ChangeCipherSpec
 	appSecret                  [2][]byte  // TLS 1.3 traffic secrets installed after Finished
 	curSecret                  [2][]byte  // TLS 1.3 current traffic secret (for KeyUpdate)
-	sawClientKeyExchange       bool
 	// keysWanted: the ServerHello is known but the key log had no usable
 	// entry yet; the lookup is retried when a protected record needs it,
 	// since a capture's embedded key log may come after the ServerHello.
