@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -171,15 +172,27 @@ func Build(in Input) *Report {
 		}
 		s := specOf(sr, in.ResultsDir, tls)
 		specs[id] = append(specs[id], s)
-		r.Summary.Specs[s.State]++
 	}
 	for t := range tls {
 		r.Target.TLS = append(r.Target.TLS, t)
 	}
 	slices.Sort(r.Target.TLS)
-	for _, req := range in.Catalog.Requirements {
+	r.judge(in.Catalog, in.Role, in.Profile, specs)
+	return r
+}
+
+// judge lists the catalogue's requirements of role (and any other the specs
+// cite, but for the MQTT clause dictionary), each with the verdict
+// aggregated over its specs, and counts the summary.
+func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile string, specs map[string][]*Spec) {
+	for _, ss := range specs {
+		for _, s := range ss {
+			r.Summary.Specs[s.State]++
+		}
+	}
+	for _, req := range cat.Requirements {
 		ss := specs[req.ID]
-		if string(req.Role) != string(in.Role) && len(ss) == 0 {
+		if req.Role != role && len(ss) == 0 {
 			continue
 		}
 		if strings.HasPrefix(req.ID, "MQTT-") && len(ss) == 0 {
@@ -187,7 +200,7 @@ func Build(in Input) *Report {
 		}
 		rq := &Requirement{ID: req.ID, Level: string(req.Level), Role: string(req.Role), Area: req.Area,
 			Statement: req.Statement, Source: req.Source, URL: req.URL, Specs: ss}
-		rq.Verdict, rq.Reason = aggregate(req, ss, in.Profile)
+		rq.Verdict, rq.Reason = aggregate(req, ss, profile)
 		r.Requirements = append(r.Requirements, rq)
 		r.Summary.Requirements[rq.Verdict]++
 		if req.Level == conformance.MUST {
@@ -203,6 +216,68 @@ func Build(in Input) *Report {
 		}
 	}
 	r.Summary.Conformant = r.Summary.MustFailed == 0
+}
+
+// Scenario is what one scenario of a device run gave: its capture, decoded
+// and judged by the device rules.
+type Scenario struct {
+	Name       string
+	Pcap       string
+	Transcript string
+	Sequence   []conformance.SequenceEvent
+	// Applied counts, per requirement ID, how often its rule applied;
+	// Findings are the rules' findings.
+	Applied  map[string]int
+	Findings []conformance.Finding
+}
+
+// DeviceInput is what BuildDevice needs.
+type DeviceInput struct {
+	Catalog   *conformance.Catalog
+	Profile   string
+	Tool      Tool
+	Target    Target
+	Started   time.Time
+	Ended     time.Time
+	Scenarios []Scenario
+	// ResultsDir makes pcap paths relative to it ("" keeps them).
+	ResultsDir string
+}
+
+// BuildDevice makes the report of a device run (dps-conform device): every
+// device requirement, with one spec per scenario in which its rule applied
+// (failed when the rule found something there), aggregated as Build does.
+func BuildDevice(in DeviceInput) *Report {
+	r := &Report{
+		Title:   "dps-conform device conformance report: " + in.Target.Name,
+		Tool:    in.Tool,
+		Target:  in.Target,
+		Profile: in.Profile,
+		Role:    string(conformance.RoleDevice),
+		Started: in.Started,
+		Ended:   in.Ended,
+		Summary: Summary{Requirements: map[Verdict]int{}, Specs: map[string]int{}},
+	}
+	specs := map[string][]*Spec{}
+	for _, sc := range in.Scenarios {
+		for id, n := range sc.Applied {
+			if n == 0 {
+				continue
+			}
+			s := &Spec{Text: "scenario " + sc.Name, State: "passed", Pcap: relative(in.ResultsDir, sc.Pcap), Transcript: sc.Transcript, Sequence: sc.Sequence}
+			for _, f := range sc.Findings {
+				if f.ID == id {
+					s.Findings = append(s.Findings, f)
+				}
+			}
+			if len(s.Findings) > 0 {
+				s.State = "failed"
+				s.Message = "scenario " + sc.Name + ": " + s.Findings[0].Detail()
+			}
+			specs[id] = append(specs[id], s)
+		}
+	}
+	r.judge(in.Catalog, conformance.RoleDevice, in.Profile, specs)
 	return r
 }
 
@@ -274,14 +349,19 @@ func specOf(sr types.SpecReport, dir string, tls map[string]bool) *Spec {
 	return s
 }
 
+// relative is path relative to dir, slash-separated, when it lies inside
+// dir; otherwise path as it is.
 func relative(dir, path string) string {
 	if dir == "" {
 		return path
 	}
-	if rel, ok := strings.CutPrefix(path, strings.TrimSuffix(dir, "/")+"/"); ok {
-		return rel
+	ad, err1 := filepath.Abs(dir)
+	ap, err2 := filepath.Abs(path)
+	rel, err := filepath.Rel(ad, ap)
+	if err1 != nil || err2 != nil || err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return path
 	}
-	return path
+	return filepath.ToSlash(rel)
 }
 
 // WriteJSON writes the report as results.json.

@@ -144,18 +144,33 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		runs = append(runs, run)
-		fmt.Fprintf(env.Stderr, "%s scenario %s: %d connections, %d findings (%.1fs)\n", progName, name, run.conversations, len(run.findings), run.elapsed.Seconds())
+		fmt.Fprintf(env.Stderr, "%s scenario %s: %d connections, %d findings (%.1fs)\n", progName, name, run.conversations, len(run.Findings), run.elapsed.Seconds())
 		if ctx.Err() != nil {
 			return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
 		}
 	}
-	rep := deviceReport(cat, runs, f, start)
-	if product != nil {
-		rep.Target.Product = product
-		rep.Target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
-		rep.Title = "dps-conform device conformance report: " + rep.Target.Name
+	target := reports.Target{Name: "device under test", Endpoint: f.exec}
+	if f.exec == "" {
+		target.Endpoint = "started by a person"
 	}
-	if err := writeDeviceResults(f.out, rep); err != nil {
+	if product != nil {
+		target.Product = product
+		target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
+	}
+	in := reports.DeviceInput{Catalog: cat, Profile: f.profile, Tool: toolInfo(), Target: target,
+		Started: start, Ended: time.Now(), ResultsDir: f.out}
+	for _, r := range runs {
+		in.Scenarios = append(in.Scenarios, r.Scenario)
+	}
+	rep := reports.BuildDevice(in)
+	if _, err := writeReportFiles(f.out, rep, true); err != nil {
+		return err
+	}
+	cfg, _ := yaml.Marshal(map[string]any{"exec": target.Endpoint, "profile": f.profile, "note": "the device's symmetric key was generated per scenario and is not recorded"})
+	if err := os.WriteFile(filepath.Join(f.out, "config.yaml"), cfg, 0o644); err != nil {
+		return envErrorf("writing config.yaml: %v", err)
+	}
+	if err := sealResults(f.out, ""); err != nil {
 		return err
 	}
 	writeDeviceVerdicts(env.Stdout, rep, runs)
@@ -172,14 +187,10 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-// scenarioRun is the outcome of one scenario.
+// scenarioRun is the outcome of one scenario: what the report needs, and
+// what the verdict table adds.
 type scenarioRun struct {
-	name          string
-	pcap          string
-	transcript    string
-	sequence      []conformance.SequenceEvent
-	applied       map[string]int
-	findings      []conformance.Finding
+	reports.Scenario
 	conversations int
 	exit          string
 	elapsed       time.Duration
@@ -284,7 +295,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		"DPS_ID_SCOPE=" + ready.IDScope, "DPS_REGISTRATION_ID=" + f.regID, "DPS_SYMMETRIC_KEY=" + key,
 		"DPS_CA_FILE=" + pki.CAFile, "DPS_TRANSPORT=" + f.transport, "DPS_SCENARIO=" + name,
 	}
-	run := &scenarioRun{name: name, pcap: pcap}
+	run := &scenarioRun{Scenario: reports.Scenario{Name: name, Pcap: pcap}}
 	sctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.exec != "" {
@@ -314,11 +325,11 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	if net.ParseIP(f.host) == nil {
 		renv.ServerName = f.host
 	}
-	run.findings, run.applied = conformance.CheckCapture(capt, conformance.DeviceRules(), renv)
+	run.Findings, run.Applied = conformance.CheckCapture(capt, conformance.DeviceRules(), renv)
 	var b strings.Builder
 	tracer.WriteText(&b, capt, tracer.TranscriptOptions{})
-	run.transcript = b.String()
-	run.sequence = conformance.Sequence(capt)
+	run.Transcript = b.String()
+	run.Sequence = conformance.Sequence(capt)
 	run.elapsed = time.Since(started)
 	return run, nil
 }
@@ -379,108 +390,6 @@ func waitEnter(ctx context.Context, in io.Reader) {
 	}
 }
 
-// deviceReport builds the report of a device run: one requirement per
-// device rule, one "spec" per scenario in which the rule applied.
-func deviceReport(cat *conformance.Catalog, runs []*scenarioRun, f deviceFlags, start time.Time) *reports.Report {
-	rep := &reports.Report{
-		Title:   "dps-conform device conformance report: " + f.exec,
-		Tool:    toolInfo(),
-		Target:  reports.Target{Name: "device under test", Endpoint: f.exec},
-		Profile: f.profile, Role: string(conformance.RoleDevice),
-		Started: start, Ended: time.Now(),
-		Summary: reports.Summary{Requirements: map[reports.Verdict]int{}, Specs: map[string]int{}},
-	}
-	if f.exec == "" {
-		rep.Target.Endpoint = "started by a person"
-	}
-	for _, rule := range conformance.DeviceRules() {
-		req, ok := cat.Lookup(rule.ID)
-		if !ok {
-			continue
-		}
-		rq := &reports.Requirement{ID: req.ID, Level: string(req.Level), Role: string(req.Role), Area: req.Area,
-			Statement: req.Statement, Source: req.Source, URL: req.URL}
-		failed, passed := 0, 0
-		for _, r := range runs {
-			if r.applied[rule.ID] == 0 {
-				continue
-			}
-			s := &reports.Spec{Text: "scenario " + r.name, State: "passed", Pcap: relPath(f.out, r.pcap), Transcript: r.transcript, Sequence: r.sequence}
-			for _, fd := range r.findings {
-				if fd.ID == rule.ID {
-					s.Findings = append(s.Findings, fd)
-				}
-			}
-			if len(s.Findings) > 0 {
-				s.State = "failed"
-				s.Message = fmt.Sprintf("%s (%s): %s\n  %s", req.ID, req.Level, req.Statement, s.Findings[0].Detail())
-				failed++
-				if rq.Reason == "" {
-					rq.Reason = r.name + ": " + s.Findings[0].Detail()
-				}
-			} else {
-				passed++
-			}
-			rq.Specs = append(rq.Specs, s)
-			rep.Summary.Specs[s.State]++
-		}
-		switch {
-		case failed > 0:
-			rq.Verdict = reports.Fail
-		case passed > 0:
-			rq.Verdict = reports.Pass
-		default:
-			rq.Verdict, rq.Reason = reports.NotCovered, "no scenario gave evidence for it"
-		}
-		rep.Requirements = append(rep.Requirements, rq)
-		rep.Summary.Requirements[rq.Verdict]++
-		if req.Level == conformance.MUST {
-			rep.Summary.MustTotal++
-			switch rq.Verdict {
-			case reports.Pass:
-				rep.Summary.MustJudged++
-				rep.Summary.MustPassed++
-			case reports.Fail:
-				rep.Summary.MustJudged++
-				rep.Summary.MustFailed++
-			}
-		}
-	}
-	rep.Summary.Conformant = rep.Summary.MustFailed == 0
-	return rep
-}
-
-func relPath(dir, p string) string {
-	if r, err := filepath.Rel(dir, p); err == nil {
-		return filepath.ToSlash(r)
-	}
-	return p
-}
-
-func writeDeviceResults(dir string, rep *reports.Report) error {
-	for _, w := range []struct {
-		name string
-		f    func(io.Writer) error
-	}{
-		{"results.json", rep.WriteJSON},
-		{"summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }},
-		{"report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }},
-	} {
-		var b bytes.Buffer
-		if err := w.f(&b); err != nil {
-			return envErrorf("writing %s: %v", w.name, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, w.name), b.Bytes(), 0o644); err != nil {
-			return envErrorf("writing %s: %v", w.name, err)
-		}
-	}
-	cfg, _ := yaml.Marshal(map[string]any{"exec": rep.Target.Endpoint, "profile": rep.Profile, "note": "the device's symmetric key was generated per scenario and is not recorded"})
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), cfg, 0o644); err != nil {
-		return envErrorf("writing config.yaml: %v", err)
-	}
-	return sealResults(dir, "")
-}
-
 // writeDeviceVerdicts prints the verdict per rule and scenario.
 func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -498,13 +407,13 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	}
 	tw.Flush()
 	for _, r := range runs {
-		for _, fd := range r.findings {
-			fmt.Fprintf(w, "\nFAIL %s in scenario %s\n  %s\n  capture: %s\n", fd.ID, r.name, fd.Detail(), r.pcap)
+		for _, fd := range r.Findings {
+			fmt.Fprintf(w, "\nFAIL %s in scenario %s\n  %s\n  capture: %s\n", fd.ID, r.Name, fd.Detail(), r.Pcap)
 		}
 	}
 	fmt.Fprintln(w)
 	for _, r := range runs {
-		fmt.Fprintf(w, "scenario %-22s %d connections, device %s\n", r.name, r.conversations, r.exit)
+		fmt.Fprintf(w, "scenario %-22s %d connections, device %s\n", r.Name, r.conversations, r.exit)
 	}
 	if rep.Summary.MustFailed > 0 {
 		var ids []string

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -161,22 +160,8 @@ func reportRender(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var written []string
-	write := func(name string, f func(io.Writer) error) error {
-		var b bytes.Buffer
-		if err := f(&b); err != nil {
-			return envErrorf("rendering %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), b.Bytes(), 0o644); err != nil {
-			return envErrorf("writing %s: %v", name, err)
-		}
-		written = append(written, name)
-		return nil
-	}
-	if err := write("report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }); err != nil {
-		return err
-	}
-	if err := write("summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }); err != nil {
+	written, err := writeReportFiles(dir, rep, false)
+	if err != nil {
 		return err
 	}
 	gr, err := readGinkgoReport(filepath.Join(dir, "ginkgo-report.json"))

@@ -297,23 +297,7 @@ func writeReports(cfg conformance.Config, res *conformance.Result) error {
 		Ginkgo: res.Report, Catalog: cat, Role: conformance.RoleService, Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019),
 		Tool: toolInfo(), Target: target, ResultsDir: abs,
 	})
-	write := func(name string, f func(io.Writer) error) error {
-		var b bytes.Buffer
-		if err := f(&b); err != nil {
-			return envErrorf("writing %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(cfg.OutDir, name), b.Bytes(), 0o644); err != nil {
-			return envErrorf("writing %s: %v", name, err)
-		}
-		return nil
-	}
-	if err := write("results.json", rep.WriteJSON); err != nil {
-		return err
-	}
-	if err := write("summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }); err != nil {
-		return err
-	}
-	if err := write("report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }); err != nil {
+	if _, err := writeReportFiles(cfg.OutDir, rep, true); err != nil {
 		return err
 	}
 	if err := reports.WriteJUnit(filepath.Join(cfg.OutDir, "junit.xml"), res.Report); err != nil {
@@ -417,10 +401,41 @@ func probeSummary(tg conformance.Target, profile string) []string {
 	return lines
 }
 
+// writeReportFiles renders rep into dir: report.html and summary.md, and
+// results.json (the model itself) when withModel. It returns the names
+// written. run, device and report render share it.
+func writeReportFiles(dir string, rep *reports.Report, withModel bool) ([]string, error) {
+	files := []struct {
+		name string
+		f    func(io.Writer) error
+	}{
+		{"report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }},
+		{"summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }},
+	}
+	if withModel {
+		files = append(files, struct {
+			name string
+			f    func(io.Writer) error
+		}{"results.json", rep.WriteJSON})
+	}
+	var written []string
+	for _, fl := range files {
+		var b bytes.Buffer
+		if err := fl.f(&b); err != nil {
+			return written, envErrorf("rendering %s: %v", fl.name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fl.name), b.Bytes(), 0o644); err != nil {
+			return written, envErrorf("writing %s: %v", fl.name, err)
+		}
+		written = append(written, fl.name)
+	}
+	return written, nil
+}
+
 // sealResults writes the SHA-256 manifest of the results directory and,
 // with --bundle, packs it.
 func sealResults(dir, bundle string) error {
-	if _, err := reports.WriteManifest(dir, versionString()); err != nil {
+	if _, err := reports.WriteManifest(dir, toolString()); err != nil {
 		return envErrorf("writing the manifest of %s: %v", dir, err)
 	}
 	if bundle == "" {

@@ -1,0 +1,46 @@
+package reports_test
+
+import (
+	"testing"
+
+	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/reports"
+)
+
+// TestBuildDevice: a device requirement is FAIL when its rule found
+// something in one scenario (that scenario's spec failed), PASS when it
+// applied without findings, NOT COVERED when no scenario gave evidence; the
+// MUST summary counts them.
+func TestBuildDevice(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := conformance.Finding{ID: "DPS-DEV-014", Conversation: 1, Frame: 20, Expected: []string{"a poll no earlier than 3.00 s"}, Actual: "poll 1.00 s after"}
+	rep := reports.BuildDevice(reports.DeviceInput{Catalog: cat, Profile: conformance.ProfileDPS2019, ResultsDir: "/r",
+		Target: reports.Target{Name: "dut"},
+		Scenarios: []reports.Scenario{
+			{Name: "normal", Pcap: "/r/pcaps/01-normal.pcapng", Applied: map[string]int{"DPS-DEV-014": 2, "DPS-DEV-003": 1}, Findings: []conformance.Finding{f}},
+			{Name: "poll-429", Pcap: "/r/pcaps/02-poll-429.pcapng", Applied: map[string]int{"DPS-DEV-014": 1, "DPS-DEV-003": 1}},
+		}})
+	got := map[string]*reports.Requirement{}
+	for _, rq := range rep.Requirements {
+		got[rq.ID] = rq
+		if rq.Role != "device" {
+			t.Errorf("%s: role %s in a device report", rq.ID, rq.Role)
+		}
+	}
+	if rq := got["DPS-DEV-014"]; rq == nil || rq.Verdict != reports.Fail || len(rq.Specs) != 2 || rq.Specs[0].State != "failed" ||
+		rq.Specs[0].Pcap != "pcaps/01-normal.pcapng" || rq.Specs[1].State != "passed" {
+		t.Errorf("DPS-DEV-014: %+v", rq)
+	}
+	if rq := got["DPS-DEV-003"]; rq == nil || rq.Verdict != reports.Pass {
+		t.Errorf("DPS-DEV-003: %+v", rq)
+	}
+	if rq := got["DPS-DEV-021"]; rq == nil || rq.Verdict != reports.NotCovered {
+		t.Errorf("DPS-DEV-021: %+v", rq)
+	}
+	if rep.Summary.MustFailed != 1 || rep.Summary.MustPassed != 1 || rep.Summary.Conformant || rep.Summary.Specs["failed"] != 1 || rep.Summary.Specs["passed"] != 3 {
+		t.Errorf("summary %+v", rep.Summary)
+	}
+}
