@@ -17,6 +17,7 @@ import (
 
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tlsprobe"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/transport"
 )
@@ -169,7 +170,7 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	cfg.KeyLogWriter = t.rec.KeyLogWriter()
 	if minV < tls.VersionTLS12 {
 		// TLS 1.0 and 1.1 need suites crypto/tls leaves out by default.
-		cfg.CipherSuites = legacySuites()
+		cfg.CipherSuites = tlsprobe.Suites(minV)
 	}
 	var raw net.Conn
 	c, err := transport.Dial(ctx, target, transport.DialOptions{
@@ -189,19 +190,6 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	conn := &Conn{t: t, c: c, raw: raw, r: bufio.NewReader(c)}
 	t.conns = append(t.conns, conn)
 	return conn, nil
-}
-
-func legacySuites() []uint16 {
-	var ids []uint16
-	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
-		for _, v := range s.SupportedVersions {
-			if v == tls.VersionTLS10 {
-				ids = append(ids, s.ID)
-				break
-			}
-		}
-	}
-	return ids
 }
 
 // MustDial is Dial that fails the spec on error.

@@ -11,6 +11,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
 
 // Rule judges one requirement from a decoded conversation. The same rules
@@ -405,7 +406,7 @@ func ruleTLSAccepted() *Rule {
 func tlsOutcome(c *tracer.Conversation) string {
 	switch {
 	case c.TLS.ServerHello:
-		return "the server chose " + tlsVersionName(c.TLS.Version)
+		return "the server chose " + tlstrace.VersionName(c.TLS.Version)
 	case len(c.TLS.Alerts) > 0:
 		return fmt.Sprintf("no ServerHello; alert %v", c.TLS.Alerts[0])
 	default:
@@ -413,28 +414,14 @@ func tlsOutcome(c *tracer.Conversation) string {
 	}
 }
 
-func tlsVersionName(v uint16) string {
-	switch v {
-	case 0x0301:
-		return "TLS 1.0"
-	case 0x0302:
-		return "TLS 1.1"
-	case 0x0303:
-		return "TLS 1.2"
-	case 0x0304:
-		return "TLS 1.3"
-	}
-	return fmt.Sprintf("version 0x%04x", v)
-}
-
 func ruleTLSRefused(id string, v uint16) *Rule {
-	return &Rule{ID: id, Role: RoleService, Evidence: "a ClientHello offering only " + tlsVersionName(v),
+	return &Rule{ID: id, Role: RoleService, Evidence: "a ClientHello offering only " + tlstrace.VersionName(v),
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			if !onlyOffered(c, v) {
 				return 0, nil
 			}
 			if c.TLS.ServerHello && c.TLS.Version == v {
-				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "the server chose "+tlsVersionName(v), "the handshake refused (alert or close, no ServerHello for "+tlsVersionName(v)+")")}
+				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "the server chose "+tlstrace.VersionName(v), "the handshake refused (alert or close, no ServerHello for "+tlstrace.VersionName(v)+")")}
 			}
 			return 1, nil
 		}}

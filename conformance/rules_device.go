@@ -110,7 +110,7 @@ func ruleDevTLS12() *Rule {
 			if !slices.Contains(c.TLS.OfferedVersions, tls12) {
 				names := make([]string, len(c.TLS.OfferedVersions))
 				for i, v := range c.TLS.OfferedVersions {
-					names[i] = tlsVersionName(v)
+					names[i] = tlstrace.VersionName(v)
 				}
 				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "ClientHello offers ["+strings.Join(names, ", ")+"]", "a ClientHello offering TLS 1.2")}
 			}

@@ -130,7 +130,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	for _, v := range versions {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: v.id, MaxVersion: v.id}
 		if v.id < tls.VersionTLS12 {
-			cfg.CipherSuites = allSuites(v.id)
+			cfg.CipherSuites = Suites(v.id)
 		}
 		st, err := handshake(ctx, addr, cfg, o.Timeout)
 		vr := VersionResult{Version: v.name, Accepted: err == nil}
@@ -144,7 +144,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	for _, id := range allSuites(tls.VersionTLS12) {
+	for _, id := range Suites(tls.VersionTLS12) {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{id}}
 		if _, err := handshake(ctx, addr, cfg, o.Timeout); err == nil {
 			r.Suites = append(r.Suites, tls.CipherSuiteName(id))
@@ -172,9 +172,10 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	return r, nil
 }
 
-// allSuites lists the suites crypto/tls implements for version v (TLS 1.0
-// to 1.2), insecure ones included: a probe must offer what clients might.
-func allSuites(v uint16) []uint16 {
+// Suites lists the cipher suites crypto/tls implements for version v (TLS
+// 1.0 to 1.2), insecure ones included: a probe must offer what clients
+// might. (The conformance suite offers them to show TLS 1.0/1.1 refused.)
+func Suites(v uint16) []uint16 {
 	var ids []uint16
 	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
 		if slices.Contains(s.SupportedVersions, v) {
