@@ -25,11 +25,6 @@ type Rule struct {
 	Evidence string
 	// Check returns how many times the rule applied in c and what it found.
 	Check func(c *tracer.Conversation, env RuleEnv) (applied int, findings []Finding)
-	// LiveOnly marks a rule that judges captures the suite made itself:
-	// trace --check leaves it out, because a field capture cannot tell it
-	// what it needs (for TLS-005: that a plaintext conversation crossed the
-	// wire as such, not a recorder's plaintext view of a TLS connection).
-	LiveOnly bool
 	// CheckCapture, when set, judges a whole capture at once, for a rule
 	// whose evidence spans conversations (a reconnect after a 401, an
 	// operationId given on another connection); the function CheckCapture
@@ -428,9 +423,11 @@ func ruleTLSRefused(id string, v uint16) *Rule {
 }
 
 func rulePlaintext() *Rule {
-	return &Rule{ID: "TLS-005", Role: RoleService, Evidence: "a plaintext MQTT CONNECT", LiveOnly: true,
+	return &Rule{ID: "TLS-005", Role: RoleService, Evidence: "a plaintext MQTT CONNECT",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			if c.Transport != "mqtt" && c.Transport != "ws" {
+			if c.Transport != "mqtt" && c.Transport != "ws" || !env.Live {
+				// Only our own recordings tell a plaintext connection from
+				// a recorder's plaintext view of a TLS one (RuleEnv.Live).
 				return 0, nil
 			}
 			cp, i := connectOf(c)

@@ -56,6 +56,8 @@ type Config struct {
 // Result is the outcome of a run.
 type Result struct {
 	Report types.Report
+	// Catalog is the requirement catalogue the run used.
+	Catalog *Catalog
 	// Verdicts are per spec, in run order.
 	Verdicts []Verdict
 }
@@ -77,21 +79,12 @@ func (v Verdict) Failed() bool {
 	return v.State != "passed" && v.State != "skipped" && v.State != "pending"
 }
 
-// Conformant reports whether no MUST spec failed.
-func (r *Result) Conformant() bool {
-	for _, v := range r.Verdicts {
-		if v.Failed() && v.Level == MUST {
-			return false
-		}
-	}
-	return true
-}
-
-// Failed lists the IDs of failed specs, sorted, without duplicates.
-func (r *Result) Failed() []string {
+// Failed lists the IDs of failed specs, sorted, without duplicates; with
+// levels, only those of these levels (Failed(MUST) is the non-conformance).
+func (r *Result) Failed(levels ...Level) []string {
 	var ids []string
 	for _, v := range r.Verdicts {
-		if v.Failed() && !slices.Contains(ids, v.ID) {
+		if v.Failed() && !slices.Contains(ids, v.ID) && (len(levels) == 0 || slices.Contains(levels, v.Level)) {
 			ids = append(ids, v.ID)
 		}
 	}
@@ -147,7 +140,8 @@ func build(cfg *Config) (*registrar, error) {
 	}
 	globals.Reset()
 	r := &registrar{cfg: cfg, cat: cat, rules: map[string]*Rule{}, texts: map[string]bool{}, g: gomega.NewGomega(ginkgo.Fail)}
-	for _, rule := range ServiceRules() {
+	r.ruleOrder = ServiceRules()
+	for _, rule := range r.ruleOrder {
 		r.rules[rule.ID] = rule
 	}
 	var id [4]byte
@@ -164,15 +158,6 @@ func (r *registrar) bugErr() error {
 		return nil
 	}
 	return fmt.Errorf("%w:\n  %s", ErrSuiteBug, strings.Join(r.bugs, "\n  "))
-}
-
-func (r *registrar) ruleList() []*Rule {
-	out := make([]*Rule, 0, len(r.rules))
-	for _, rule := range r.rules {
-		out = append(out, rule)
-	}
-	slices.SortFunc(out, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
-	return out
 }
 
 // Run runs the service suite in this process with Ginkgo's RunSpecs and
@@ -207,7 +192,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{}
+	res := &Result{Catalog: r.cat}
 	ginkgo.ReportAfterEach(func(s types.SpecReport) {
 		if s.State == types.SpecStateSkipped && s.Failure.Message == "" {
 			return // not selected by the label filter or focus

@@ -28,8 +28,10 @@ type registrar struct {
 	cfg   *Config
 	cat   *Catalog
 	rules map[string]*Rule
-	bugs  []string
-	texts map[string]bool
+	// ruleOrder is ServiceRules(), in ID order, for judging.
+	ruleOrder []*Rule
+	bugs      []string
+	texts     map[string]bool
 	// specs lists what was registered, for the inventory and the
 	// consistency tests.
 	specs []SpecInfo
@@ -48,7 +50,6 @@ type SpecInfo struct {
 	ID     string
 	Text   string
 	Faults []string
-	Quota  bool
 	// Extra are the labels given with Labels (clause:… of the malformed
 	// packet specs).
 	Extra []string
@@ -133,7 +134,7 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 		return
 	}
 	r.texts[full] = true
-	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Quota: o.quota, Extra: o.extra})
+	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Extra: o.extra})
 	labels := ginkgo.Label(append([]string{
 		"req:" + id, "level:" + string(req.Level), "area:" + req.Area, "role:" + string(req.Role),
 	}, labelsOf(o)...)...)
@@ -210,9 +211,6 @@ func (t *T) Expect(actual any, extra ...any) gomega.Assertion {
 	return t.r.g.ExpectWithOffset(1, actual, extra...)
 }
 
-// Req is the requirement the spec judges.
-func (t *T) Req() *Requirement { return t.req }
-
 func (t *T) cleanup() {
 	for _, c := range t.conns {
 		c.raw.Close()
@@ -246,7 +244,7 @@ func (t *T) Judge(ctx context.Context) *Evidence {
 	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10, Live: true}
 	var mine []Finding
 	applied := 0
-	for _, rule := range t.r.ruleList() {
+	for _, rule := range t.r.ruleOrder {
 		if rule.Role != RoleService {
 			continue
 		}

@@ -179,7 +179,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	if ctx.Err() != nil {
 		return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
 	}
-	if n := mustFailures(res); n > 0 {
+	if n := len(res.Failed(conformance.MUST)); n > 0 {
 		return &NonConformantError{MustFindings: n}
 	}
 	if len(res.Verdicts) == 0 {
@@ -203,17 +203,6 @@ func flagGiven(fs *flagSet, name string) bool {
 		}
 	})
 	return set
-}
-
-// mustFailures counts the MUST requirements with a failed spec.
-func mustFailures(res *conformance.Result) int {
-	ids := map[string]bool{}
-	for _, v := range res.Verdicts {
-		if v.Failed() && v.Level == conformance.MUST {
-			ids[v.ID] = true
-		}
-	}
-	return len(ids)
 }
 
 // writeVerdicts prints the verdict table, the failures with their evidence
@@ -249,8 +238,8 @@ func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) 
 		}
 	}
 	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped\n", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
-	if n := mustFailures(res); n > 0 {
-		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", n, strings.Join(res.Failed(), " "))
+	if must := res.Failed(conformance.MUST); len(must) > 0 {
+		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", len(must), strings.Join(must, " "))
 	} else if counts["PASS"] > 0 {
 		fmt.Fprintln(w, "CONFORMANT: every MUST requirement that ran passed")
 	}
@@ -279,10 +268,6 @@ func toolInfo() reports.Tool {
 // model), summary.md (for a CI job summary) and junit.xml (trimmed for CI viewers; Ginkgo's own JSON report stays as
 // ginkgo-report.json).
 func writeReports(cfg conformance.Config, res *conformance.Result) error {
-	cat, err := conformance.LoadCatalog()
-	if err != nil {
-		return &EnvError{Err: err}
-	}
 	tg := cfg.Target
 	target := reports.Target{Name: tg.Name, Endpoint: tg.MQTT.String(), IDScope: tg.IDScope}
 	if tg.WS.Scheme != "" {
@@ -294,7 +279,7 @@ func writeReports(cfg conformance.Config, res *conformance.Result) error {
 		return &EnvError{Err: err}
 	}
 	rep := reports.Build(reports.Input{
-		Ginkgo: res.Report, Catalog: cat, Role: conformance.RoleService, Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019),
+		Ginkgo: res.Report, Catalog: res.Catalog, Role: conformance.RoleService, Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019),
 		Tool: toolInfo(), Target: target, ResultsDir: abs,
 	})
 	if _, err := writeReportFiles(cfg.OutDir, rep, true); err != nil {

@@ -172,7 +172,7 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 		all = append(all, conformance.DeviceRules()...)
 	}
 	for _, r := range all {
-		if req, ok := cat.Lookup(r.ID); ok && req.HoldsUnder(profile) && !r.LiveOnly {
+		if req, ok := cat.Lookup(r.ID); ok && req.HoldsUnder(profile) {
 			rules = append(rules, r)
 		}
 	}
