@@ -10,7 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
+	"syscall"
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
@@ -295,7 +295,7 @@ func (c *Conn) next(ctx context.Context, wait time.Duration) (packets.Packet, er
 			return nil, fmt.Errorf("nothing received within %v: %w", wait.Round(time.Millisecond), os.ErrDeadlineExceeded)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && !ne.Timeout()) ||
-			strings.Contains(err.Error(), "connection reset") {
+			errors.Is(err, syscall.ECONNRESET) {
 			c.closed = true
 			c.drainRaw(ctx)
 			return nil, io.EOF
