@@ -43,7 +43,15 @@ func (*Connect) flags() byte { return 0 }
 func (p *Connect) Len() int { return packetLen(p) }
 
 // Append appends the encoding of p to b.
-func (p *Connect) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Connect) Append(b []byte) ([]byte, error) {
+	n := p.bodyLen()
+	c := encodeChecker(TypeConnect, n)
+	p.validate(&c)
+	if c.err != nil || n > MaxRemainingLength {
+		return appendPacket(b, p) // Encode words the error
+	}
+	return p.appendBody(appendHeader(b, byte(TypeConnect)<<4|p.flags(), n)), nil
+}
 
 // ConnectFlags returns the Connect Flags byte that p encodes to (§3.1.2.3).
 func (p *Connect) ConnectFlags() byte {
@@ -197,7 +205,9 @@ func (p *Connect) check(c *checker, o connectOffsets) {
 		c.violation("MQTT-3.1.2-22", o.flags, "password flag set without user name flag")
 	}
 	// [MQTT-3.1.3-4] The ClientId MUST be a UTF-8 encoded string.
-	c.utf8String(p.ClientID, o.clientID, "client identifier")
+	if !plainText(p.ClientID) { // the fast path of utf8String, without its call
+		c.utf8String(p.ClientID, o.clientID, "client identifier")
+	}
 	// [MQTT-3.1.3-7] If the Client supplies a zero-byte ClientId, the Client
 	// MUST also set CleanSession to 1.
 	if len(p.ClientID) == 0 && !p.CleanSession {
@@ -205,14 +215,20 @@ func (p *Connect) check(c *checker, o connectOffsets) {
 	}
 	if p.Username != nil {
 		// [MQTT-3.1.3-11] The User Name MUST be a UTF-8 encoded string.
-		c.utf8String(p.Username, o.username, "user name")
+		if !plainText(p.Username) {
+			c.utf8String(p.Username, o.username, "user name")
+		}
 	}
 }
 
 func (p *Connect) decode(c *checker, body []byte) {
 	*p = Connect{}
 	var off int
-	p.ProtocolName, off = c.lenPrefixed(body, 0, "protocol name")
+	var ok bool
+	p.ProtocolName, off, ok = prefixed(body, 0)
+	if !ok {
+		p.ProtocolName, off = c.lenPrefixedSlow(body, 0, "protocol name")
+	}
 	if c.fatal {
 		return
 	}
@@ -246,23 +262,38 @@ func (p *Connect) decode(c *checker, body []byte) {
 	// Identifier, Will Topic, Will Message, User Name, Password.
 	// [MQTT-3.1.3-3] The ClientId MUST be present and MUST be the first field.
 	clientIDOff := off
-	p.ClientID, off = c.lenPrefixed(body, off, "client identifier")
+	p.ClientID, off, ok = prefixed(body, off)
+	if !ok {
+		p.ClientID, off = c.lenPrefixedSlow(body, off, "client identifier")
+	}
 	willTopicOff := off
 	if willFlag && !c.fatal {
 		// [MQTT-3.1.2-9] ... the Will Topic and Will Message fields MUST be present in the payload.
-		p.WillTopic, off = c.lenPrefixed(body, off, "will topic")
+		p.WillTopic, off, ok = prefixed(body, off)
+		if !ok {
+			p.WillTopic, off = c.lenPrefixedSlow(body, off, "will topic")
+		}
 		if !c.fatal {
-			p.WillMessage, off = c.lenPrefixed(body, off, "will message")
+			p.WillMessage, off, ok = prefixed(body, off)
+			if !ok {
+				p.WillMessage, off = c.lenPrefixedSlow(body, off, "will message")
+			}
 		}
 	}
 	usernameOff := off
 	if usernameFlag && !c.fatal {
 		// [MQTT-3.1.2-19] If the User Name Flag is set to 1, a user name MUST be present.
-		p.Username, off = c.lenPrefixed(body, off, "user name")
+		p.Username, off, ok = prefixed(body, off)
+		if !ok {
+			p.Username, off = c.lenPrefixedSlow(body, off, "user name")
+		}
 	}
 	if passwordFlag && !c.fatal {
 		// [MQTT-3.1.2-21] If the Password Flag is set to 1, a password MUST be present.
-		p.Password, off = c.lenPrefixed(body, off, "password")
+		p.Password, off, ok = prefixed(body, off)
+		if !ok {
+			p.Password, off = c.lenPrefixedSlow(body, off, "password")
+		}
 	}
 	if c.fatal {
 		return

@@ -14,7 +14,9 @@ func (*Disconnect) flags() byte { return 0 }
 func (*Disconnect) Len() int { return 2 }
 
 // Append appends the encoding of p to b.
-func (p *Disconnect) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Disconnect) Append(b []byte) ([]byte, error) {
+	return append(b, byte(TypeDisconnect)<<4, 0), nil
+}
 
 // Clone returns a copy of p.
 func (*Disconnect) Clone() Packet { return &Disconnect{} }

@@ -3,11 +3,13 @@ package packets_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/packets/packettest"
 )
 
 func TestEncodeRemainingLengthSize(t *testing.T) {
@@ -140,5 +142,47 @@ func TestEncodeErrorOffsetsMatchDecodeOffsets(t *testing.T) {
 	}
 	if _, err := packets.Encode(nil, nil, packets.EncodeOptions{}); !errors.Is(err, packets.ErrInvalidPacket) {
 		t.Errorf("Encode(nil) = %v", err)
+	}
+}
+
+// TestAppendMatchesEncode checks that every type's own Append is Encode with
+// the zero options: the same bytes for valid packets, and the same error,
+// word for word, for packets that break a rule (the lenient decodings of the
+// Invalid vectors) or cannot be encoded at all.
+func TestAppendMatchesEncode(t *testing.T) {
+	var cases []packets.Packet
+	for _, v := range packettest.Vectors {
+		if v.Packet != nil {
+			cases = append(cases, v.Packet)
+		}
+	}
+	g := newRandGen(7)
+	for range 5000 {
+		cases = append(cases, g.Packet())
+	}
+	long := bytes.Repeat([]byte{'a'}, packets.MaxStringLength+1)
+	cases = append(cases,
+		&packets.Publish{QoS: 3, Topic: []byte("a")},
+		&packets.Publish{QoS: 1, Topic: []byte("a/#")},
+		&packets.Publish{Topic: long},
+		&packets.Subscribe{PacketID: 1},
+		&packets.Subscribe{Subscriptions: []packets.Subscription{{Filter: []byte("a+")}}},
+		&packets.Unsubscribe{PacketID: 1, Filters: [][]byte{{}}},
+		&packets.Connack{ReturnCode: 9, SessionPresent: true},
+		&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{3}},
+		&packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: long},
+		&packets.Raw{Header: 0xf0, Body: []byte{1}},
+		&packets.Raw{Header: 0x30, RemainingLength: []byte{0xff, 0xff, 0xff, 0xff, 0x7f}},
+	)
+	for i, p := range cases {
+		prefix := []byte{0xee} // Append must append, not overwrite
+		got, gotErr := p.Append(prefix)
+		want, wantErr := packets.Encode([]byte{0xee}, p, packets.EncodeOptions{})
+		if fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || !bytes.Equal(got, want) {
+			t.Fatalf("case %d %v:\nAppend % x, %v\nEncode % x, %v", i, p.Type(), got, gotErr, want, wantErr)
+		}
+		if gotErr == nil && len(got)-1 != p.Len() {
+			t.Fatalf("case %d %v: Append wrote %d bytes, Len says %d", i, p.Type(), len(got)-1, p.Len())
+		}
 	}
 }

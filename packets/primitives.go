@@ -10,33 +10,135 @@ import (
 // prefix is two bytes (MQTT 3.1.1 §1.5.3, §4.7.3 MQTT-4.7.3-3).
 const MaxStringLength = 65_535
 
-// uint16At reads a two-byte integer (§1.5.2) at off in body.
+// uint16At reads a two-byte integer (§1.5.2) at off in body. The fast path
+// is small enough to inline; errors go to uint16AtSlow.
 func (c *checker) uint16At(body []byte, off int, field string) (uint16, int) {
-	if off+2 > len(body) {
-		c.malformed("MQTT-1.5.2", off, "%s needs 2 bytes, %d left in the packet", field, len(body)-off)
-		return 0, len(body)
+	if off >= 0 && off+2 <= len(body) {
+		return uint16(body[off])<<8 | uint16(body[off+1]), off + 2
 	}
-	return binary.BigEndian.Uint16(body[off:]), off + 2
+	return c.uint16AtSlow(body, off, field)
+}
+
+func (c *checker) uint16AtSlow(body []byte, off int, field string) (uint16, int) {
+	c.malformed("MQTT-1.5.2", off, "%s needs 2 bytes, %d left in the packet", field, len(body)-off)
+	return 0, len(body)
 }
 
 // lenPrefixed reads a field prefixed by a two-byte length (§1.5.3 UTF-8
-// strings and the binary fields of CONNECT). The result aliases body.
+// strings and the binary fields of CONNECT). The result aliases body. The
+// fast path is small enough to inline; errors go to lenPrefixedSlow.
 func (c *checker) lenPrefixed(body []byte, off int, field string) ([]byte, int) {
+	if f, end, ok := prefixed(body, off); ok {
+		return f, end
+	}
+	return c.lenPrefixedSlow(body, off, field)
+}
+
+// prefixed is the inlinable fast path of lenPrefixed: the field at off and
+// the offset after it, or ok false if it does not fit in body (the caller
+// then calls lenPrefixedSlow for the error).
+func prefixed(body []byte, off int) (f []byte, end int, ok bool) {
+	if uint(off)+2 <= uint(len(body)) {
+		end = off + 2 + (int(body[off])<<8 | int(body[off+1]))
+		if end <= len(body) {
+			return body[off+2 : end : end], end, true
+		}
+	}
+	return nil, off, false
+}
+
+func (c *checker) lenPrefixedSlow(body []byte, off int, field string) ([]byte, int) {
 	if off+2 > len(body) {
 		c.malformed("MQTT-1.5.3", off, "%s length prefix needs 2 bytes, %d left in the packet", field, len(body)-off)
 		return nil, len(body)
 	}
 	n := int(binary.BigEndian.Uint16(body[off:]))
 	start := off + 2
-	if start+n > len(body) {
-		c.malformed("MQTT-1.5.3", off, "%s of %d bytes runs past the end of the packet (%d left)", field, n, len(body)-start)
-		return nil, len(body)
+	c.malformed("MQTT-1.5.3", off, "%s of %d bytes runs past the end of the packet (%d left)", field, n, len(body)-start)
+	return nil, len(body)
+}
+
+// The fast path of the string checks reads eight bytes at a time (SWAR: a
+// 64-bit word as eight lanes) and answers one question: is every byte plain,
+// so that there is nothing to report? A plain byte of a UTF-8 string is
+// 0x01..0x7f (ASCII, not U+0000); a plain byte of a topic name is also not
+// a wildcard. Anything else, and every error message, goes to the precise
+// checks below, which run only when the fast path finds something.
+const (
+	swarLo = 0x0101010101010101
+	swarHi = 0x8080808080808080
+)
+
+// plainLanes has the high bit of a lane set if that lane of w is 0x00 or
+// 0x80..0xff, and possibly of lanes above a 0x00 lane (the borrow of the
+// subtraction): exact as "some lane is not plain", which is all the callers
+// ask.
+func plainLanes(w uint64) uint64 { return (w - swarLo) | w }
+
+// plainText reports whether every byte of s is in 0x01..0x7f.
+func plainText(s []byte) bool {
+	if len(s) < 8 {
+		for _, b := range s {
+			if b == 0 || b >= 0x80 {
+				return false
+			}
+		}
+		return true
 	}
-	return body[start : start+n : start+n], start + n
+	// The last 8 bytes overlap what the loops read; two accumulators make
+	// two independent dependency chains.
+	acc := plainLanes(binary.LittleEndian.Uint64(s[len(s)-8:]))
+	var acc2 uint64
+	for ; len(s) >= 32; s = s[32:] {
+		acc |= plainLanes(binary.LittleEndian.Uint64(s[:8])) | plainLanes(binary.LittleEndian.Uint64(s[8:16]))
+		acc2 |= plainLanes(binary.LittleEndian.Uint64(s[16:24])) | plainLanes(binary.LittleEndian.Uint64(s[24:32]))
+	}
+	acc |= acc2
+	for ; len(s) >= 16; s = s[16:] {
+		acc |= plainLanes(binary.LittleEndian.Uint64(s[:8])) | plainLanes(binary.LittleEndian.Uint64(s[8:16]))
+	}
+	if len(s) >= 8 {
+		acc |= plainLanes(binary.LittleEndian.Uint64(s[:8]))
+	}
+	return acc&swarHi == 0
+}
+
+// topicLanes is plainLanes that also flags '#' (0x23) and '+' (0x2b).
+// Clearing bit 3 maps both, and only them, to 0x23; XOR with 0x23 then
+// makes them the only 0x00 lanes. When every lane of w is below 0x80 so is
+// every lane of x, and x-1 sets a lane's high bit only for a 0x00 lane (or
+// above one, by the borrow).
+func topicLanes(w uint64) uint64 {
+	x := w&^(0x08*swarLo) ^ ('#' * swarLo)
+	return (w - swarLo) | w | (x - swarLo)
+}
+
+// plainTopic reports whether every byte of s is in 0x01..0x7f and none is
+// '#' or '+'.
+func plainTopic(s []byte) bool {
+	if len(s) < 8 {
+		for _, b := range s {
+			if b == '#' || b == '+' || b == 0 || b >= 0x80 {
+				return false
+			}
+		}
+		return true
+	}
+	acc := topicLanes(binary.LittleEndian.Uint64(s[len(s)-8:]))
+	for ; len(s) >= 16; s = s[16:] {
+		acc |= topicLanes(binary.LittleEndian.Uint64(s[:8])) | topicLanes(binary.LittleEndian.Uint64(s[8:16]))
+	}
+	if len(s) >= 8 {
+		acc |= topicLanes(binary.LittleEndian.Uint64(s[:8]))
+	}
+	return acc&swarHi == 0
 }
 
 // utf8String checks a UTF-8 encoded string field at body offset off.
 func (c *checker) utf8String(s []byte, off int, field string) {
+	if len(s) <= MaxStringLength && plainText(s) {
+		return
+	}
 	if len(s) > MaxStringLength {
 		c.violation("MQTT-4.7.3-3", off, "%s is %d bytes, longer than 65,535", field, len(s))
 		return
@@ -69,6 +171,9 @@ func firstInvalidUTF8(s []byte) int {
 
 // topicName checks a PUBLISH topic name (§4.7).
 func (c *checker) topicName(s []byte, off int) {
+	if len(s) > 0 && len(s) <= MaxStringLength && plainTopic(s) {
+		return
+	}
 	c.utf8String(s, off, "topic name")
 	if len(s) == 0 {
 		// [MQTT-4.7.3-1] All Topic Names and Topic Filters MUST be at least one character long.
@@ -80,8 +185,27 @@ func (c *checker) topicName(s []byte, off int) {
 	}
 }
 
+// plainFilter is the fast path of topicFilter: it reports whether s is a
+// filter with nothing to report that is plain up to its last byte, which is
+// plain or a '#' alone in the last level (the filter of every DPS client,
+// "$dps/registrations/res/#"). Filters with '+' take the slow path.
+func plainFilter(s []byte) bool {
+	n := len(s)
+	if n == 0 || n > MaxStringLength || !plainTopic(s[:n-1]) {
+		return false
+	}
+	last := s[n-1]
+	if last == '#' {
+		return n == 1 || s[n-2] == '/'
+	}
+	return last != '+' && last != 0 && last < 0x80
+}
+
 // topicFilter checks a SUBSCRIBE or UNSUBSCRIBE topic filter (§4.7.1).
 func (c *checker) topicFilter(s []byte, off int) {
+	if plainFilter(s) {
+		return
+	}
 	c.utf8String(s, off, "topic filter")
 	if len(s) == 0 {
 		c.violation("MQTT-4.7.3-1", off, "topic filter is empty")

@@ -1,6 +1,8 @@
 package packets
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 )
@@ -59,4 +61,73 @@ func FuzzTopicFilter(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, s []byte) { sameFilterVerdict(t, s) })
+}
+
+// plainTextBytewise and plainTopicBytewise are the byte-at-a-time
+// definitions that the eight-lane scans must agree with.
+func plainTextBytewise(s []byte) bool {
+	for _, b := range s {
+		if b == 0 || b >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func plainTopicBytewise(s []byte) bool {
+	for _, b := range s {
+		if b == 0 || b >= 0x80 || b == '#' || b == '+' {
+			return false
+		}
+	}
+	return true
+}
+
+func samePlainVerdict(t *testing.T, s []byte) {
+	t.Helper()
+	if got, want := plainText(s), plainTextBytewise(s); got != want {
+		t.Fatalf("plainText(% x) = %v, want %v", s, got, want)
+	}
+	if got, want := plainTopic(s), plainTopicBytewise(s); got != want {
+		t.Fatalf("plainTopic(% x) = %v, want %v", s, got, want)
+	}
+}
+
+// TestPlainScans checks the lane scans exhaustively for one odd byte (every
+// value, at every position of strings up to 40 bytes, so every lane, the
+// 16-byte loop, the 8-byte step and the overlapping last word), and for
+// strings of bytes chosen to provoke borrows between lanes: 0x00 next to
+// 0x01, '#' (0x23) and '+' (0x2b) next to 0x22/0x24/0x2a/0x2c, 0x80.
+func TestPlainScans(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		s := bytes.Repeat([]byte{'a'}, n)
+		samePlainVerdict(t, s)
+		for i := range s {
+			for v := 0; v < 256; v++ {
+				s[i] = byte(v)
+				samePlainVerdict(t, s)
+			}
+			s[i] = 'a'
+		}
+	}
+	tricky := []byte{0x00, 0x01, 0x02, 0x08, 0x22, '#', 0x24, 0x2a, '+', 0x2c, 0x7f, 0x80, 0x81, 0xa3, 0xab, 0xff, 'a', '/'}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 50_000 {
+		s := make([]byte, rng.IntN(41))
+		for i := range s {
+			if rng.IntN(4) == 0 {
+				s[i] = tricky[rng.IntN(len(tricky))]
+			} else {
+				s[i] = byte(0x30 + rng.IntN(0x40)) // plain
+			}
+		}
+		samePlainVerdict(t, s)
+	}
+}
+
+func FuzzPlainScans(f *testing.F) {
+	for _, s := range []string{"$dps/registrations/res/#", "0ne00055500/registrations/dev\x00ice", "a+b\x80c#d0123456789abcdef"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) { samePlainVerdict(t, s) })
 }

@@ -16,7 +16,9 @@ func (*Puback) flags() byte { return requiredFlags[TypePuback] }
 func (*Puback) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
-func (p *Puback) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Puback) Append(b []byte) ([]byte, error) {
+	return append(b, byte(TypePuback)<<4|requiredFlags[TypePuback], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+}
 
 // Clone returns a copy of p.
 func (p *Puback) Clone() Packet { q := *p; return &q }

@@ -16,7 +16,9 @@ func (*Pubcomp) flags() byte { return requiredFlags[TypePubcomp] }
 func (*Pubcomp) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
-func (p *Pubcomp) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Pubcomp) Append(b []byte) ([]byte, error) {
+	return append(b, byte(TypePubcomp)<<4|requiredFlags[TypePubcomp], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+}
 
 // Clone returns a copy of p.
 func (p *Pubcomp) Clone() Packet { q := *p; return &q }

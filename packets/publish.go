@@ -34,7 +34,18 @@ func (p *Publish) flags() byte {
 func (p *Publish) Len() int { return packetLen(p) }
 
 // Append appends the encoding of p to b.
-func (p *Publish) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Publish) Append(b []byte) ([]byte, error) {
+	// A packet with nothing for validate to report (QoS 0-2, no DUP at QoS 0,
+	// an identifier at QoS 1-2, a plain topic) is written at once; anything
+	// else goes through Encode.
+	n := p.bodyLen()
+	plain := p.QoS <= 2 && (p.QoS != 0 || !p.Dup) && (p.QoS == 0 || p.PacketID != 0) &&
+		len(p.Topic) > 0 && len(p.Topic) <= MaxStringLength && plainTopic(p.Topic)
+	if !plain || n > MaxRemainingLength {
+		return appendPacket(b, p)
+	}
+	return p.appendBody(appendHeader(b, byte(TypePublish)<<4|p.flags(), n)), nil
+}
 
 // Clone returns a deep copy of p.
 func (p *Publish) Clone() Packet {
@@ -78,7 +89,9 @@ func (p *Publish) check(c *checker, idOff int) {
 		c.violation("MQTT-3.3.1-2", -c.base, "DUP set on a QoS 0 message")
 	}
 	// [MQTT-3.3.2-1] The Topic Name MUST be present ... It MUST be a UTF-8 encoded string.
-	c.topicName(p.Topic, 0)
+	if len(p.Topic) == 0 || !plainTopic(p.Topic) { // the fast path of topicName, without its call
+		c.topicName(p.Topic, 0)
+	}
 	// [MQTT-2.3.1-1] ... PUBLISH (in cases where QoS > 0) Control Packets MUST
 	// contain a non-zero 16-bit Packet Identifier.
 	if p.QoS != 0 && p.PacketID == 0 {
@@ -92,7 +105,11 @@ func (p *Publish) decode(c *checker, flags byte, body []byte) {
 	p.QoS = flags >> 1 & 0x03
 	p.Retain = flags&0x01 != 0
 	var off int
-	p.Topic, off = c.lenPrefixed(body, 0, "topic name")
+	var ok bool
+	p.Topic, off, ok = prefixed(body, 0)
+	if !ok {
+		p.Topic, off = c.lenPrefixedSlow(body, 0, "topic name")
+	}
 	idOff := off
 	if p.QoS != 0 && !c.fatal {
 		p.PacketID, off = c.uint16At(body, off, "packet identifier")

@@ -16,7 +16,9 @@ func (*Pubrec) flags() byte { return requiredFlags[TypePubrec] }
 func (*Pubrec) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
-func (p *Pubrec) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Pubrec) Append(b []byte) ([]byte, error) {
+	return append(b, byte(TypePubrec)<<4|requiredFlags[TypePubrec], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+}
 
 // Clone returns a copy of p.
 func (p *Pubrec) Clone() Packet { q := *p; return &q }

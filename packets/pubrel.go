@@ -16,7 +16,9 @@ func (*Pubrel) flags() byte { return requiredFlags[TypePubrel] }
 func (*Pubrel) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
-func (p *Pubrel) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Pubrel) Append(b []byte) ([]byte, error) {
+	return append(b, byte(TypePubrel)<<4|requiredFlags[TypePubrel], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+}
 
 // Clone returns a copy of p.
 func (p *Pubrel) Clone() Packet { q := *p; return &q }

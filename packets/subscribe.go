@@ -28,7 +28,19 @@ func (*Subscribe) flags() byte { return requiredFlags[TypeSubscribe] }
 func (p *Subscribe) Len() int { return packetLen(p) }
 
 // Append appends the encoding of p to b.
-func (p *Subscribe) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Subscribe) Append(b []byte) ([]byte, error) {
+	// A packet with nothing for validate to report (plain filters, QoS 0-2,
+	// an identifier) is written at once; anything else goes through Encode.
+	n, plain := 2, p.PacketID != 0 && len(p.Subscriptions) > 0
+	for _, s := range p.Subscriptions {
+		n += 3 + len(s.Filter)
+		plain = plain && s.QoS <= 2 && plainFilter(s.Filter)
+	}
+	if !plain || n > MaxRemainingLength {
+		return appendPacket(b, p)
+	}
+	return p.appendBody(appendHeader(b, byte(TypeSubscribe)<<4|p.flags(), n)), nil
+}
 
 // Clone returns a deep copy of p.
 func (p *Subscribe) Clone() Packet {
@@ -62,11 +74,17 @@ func (p *Subscribe) appendBody(b []byte) []byte {
 func (p *Subscribe) validate(c *checker) {
 	off := 2
 	for _, s := range p.Subscriptions {
-		c.checkEncodable(s.Filter, "topic filter")
-		p.checkOne(c, s, off)
+		if len(s.Filter) > MaxStringLength {
+			c.checkEncodable(s.Filter, "topic filter")
+		}
+		if s.QoS > 2 || !plainFilter(s.Filter) { // checkOne has something to say
+			p.checkOne(c, s, off)
+		}
 		off += 3 + len(s.Filter)
 	}
-	p.checkCommon(c)
+	if p.PacketID == 0 || len(p.Subscriptions) == 0 {
+		p.checkCommon(c)
+	}
 }
 
 func (p *Subscribe) checkCommon(c *checker) {
@@ -98,7 +116,11 @@ func (p *Subscribe) decode(c *checker, body []byte) {
 	for off < len(body) && !c.failed() {
 		start := off
 		var s Subscription
-		s.Filter, off = c.lenPrefixed(body, off, "topic filter")
+		var ok bool
+		s.Filter, off, ok = prefixed(body, off)
+		if !ok {
+			s.Filter, off = c.lenPrefixedSlow(body, off, "topic filter")
+		}
 		if c.fatal {
 			return
 		}
@@ -108,10 +130,12 @@ func (p *Subscribe) decode(c *checker, body []byte) {
 		}
 		s.QoS = body[off]
 		off++
-		p.checkOne(c, s, start)
+		if s.QoS > 2 || !plainFilter(s.Filter) { // checkOne has something to say
+			p.checkOne(c, s, start)
+		}
 		p.Subscriptions = append(p.Subscriptions, s)
 	}
-	if !c.fatal {
+	if !c.fatal && (p.PacketID == 0 || len(p.Subscriptions) == 0) {
 		p.checkCommon(c)
 	}
 }

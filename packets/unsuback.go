@@ -16,7 +16,9 @@ func (*Unsuback) flags() byte { return requiredFlags[TypeUnsuback] }
 func (*Unsuback) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
-func (p *Unsuback) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
+func (p *Unsuback) Append(b []byte) ([]byte, error) {
+	return append(b, byte(TypeUnsuback)<<4|requiredFlags[TypeUnsuback], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+}
 
 // Clone returns a copy of p.
 func (p *Unsuback) Clone() Packet { q := *p; return &q }
