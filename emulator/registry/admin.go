@@ -74,7 +74,7 @@ func (r *Registry) handleEnrollment(w http.ResponseWriter, req *http.Request) {
 				return err
 			}
 			var rec record
-			ok, err := getJSON(tx, bucketRegistrations, key, &rec)
+			ok, err := r.getRegistration(tx, key, &rec)
 			if ok && rec.EnrollmentGroupID == "" {
 				en.RegistrationState = &rec.State
 			}
@@ -166,7 +166,7 @@ func (r *Registry) handleRegistration(w http.ResponseWriter, req *http.Request) 
 		found := false
 		err := r.view(func(tx *bolt.Tx) error {
 			var err error
-			found, err = getJSON(tx, bucketRegistrations, key, &rec)
+			found, err = r.getRegistration(tx, key, &rec)
 			return err
 		})
 		switch {
@@ -179,6 +179,10 @@ func (r *Registry) handleRegistration(w http.ResponseWriter, req *http.Request) 
 		}
 	case http.MethodDelete:
 		var rec record
+		if r.mem != nil {
+			r.delMem(w, req, key)
+			return
+		}
 		r.del(w, req, bucketRegistrations, key, &rec, func() string { return rec.State.ETag }, "Registration not found.")
 	default:
 		r.methodNotAllowed(w, "GET, DELETE")
@@ -243,6 +247,29 @@ func (r *Registry) del(w http.ResponseWriter, req *http.Request, b, key []byte, 
 	case err != nil:
 		r.internal(w, err)
 	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// delMem is del for a registration held in memory (no state dir).
+func (r *Registry) delMem(w http.ResponseWriter, req *http.Request, key []byte) {
+	if r.closed.Load() {
+		r.internal(w, ErrClosed)
+		return
+	}
+	r.mem.mu.Lock()
+	defer r.mem.mu.Unlock()
+	data := r.mem.m[string(key)]
+	var rec record
+	switch {
+	case data == nil:
+		r.writeError(w, http.StatusNotFound, adminNotFound, "Registration not found.")
+	case json.Unmarshal(data, &rec) != nil:
+		r.internal(w, fmt.Errorf("registry: corrupt %s/%s", bucketRegistrations, key))
+	case !ifMatch(req, rec.State.ETag, true):
+		r.writeError(w, http.StatusPreconditionFailed, adminPreconditionFailed, "Precondition failed: the etag in If-Match does not match.")
+	default:
+		delete(r.mem.m, string(key))
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

@@ -47,8 +47,10 @@ func checkError(t *testing.T, rr *httptest.ResponseRecorder, status, code int, m
 	}
 }
 
-func TestAdminEnrollments(t *testing.T) {
-	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}}})
+func TestAdminEnrollments(t *testing.T) { forStores(t, testAdminEnrollments) }
+
+func testAdminEnrollments(t *testing.T, store func(*Options)) {
+	r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}}})
 	h := r.AdminHandler()
 	body := `{"registrationId":"dev1","attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"` + keyA + `"}},"iotHubHostName":"hub1.example","unknownMember":1}`
 
@@ -118,8 +120,10 @@ func TestAdminEnrollments(t *testing.T) {
 	}
 }
 
-func TestAdminBadRequests(t *testing.T) {
-	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}}})
+func TestAdminBadRequests(t *testing.T) { forStores(t, testAdminBadRequests) }
+
+func testAdminBadRequests(t *testing.T, store func(*Options)) {
+	r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}}})
 	h := r.AdminHandler()
 	good := `{"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"` + keyA + `"}}}`
 	tests := []struct {
@@ -154,8 +158,10 @@ func TestAdminBadRequests(t *testing.T) {
 	}
 }
 
-func TestAdminGroups(t *testing.T) {
-	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}}})
+func TestAdminGroups(t *testing.T) { forStores(t, testAdminGroups) }
+
+func testAdminGroups(t *testing.T, store func(*Options)) {
+	r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}}})
 	h := r.AdminHandler()
 	rr := doAdmin(t, h, "PUT", "/enrollmentGroups/g1", `{"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"`+keyG1+`"}}}`, nil)
 	if rr.Code != http.StatusOK {

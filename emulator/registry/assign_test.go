@@ -354,7 +354,9 @@ func TestCustomAllocation(t *testing.T) {
 	})
 }
 
-func TestReprovisionSubstatus(t *testing.T) {
+func TestReprovisionSubstatus(t *testing.T) { forStores(t, testReprovisionSubstatus) }
+
+func testReprovisionSubstatus(t *testing.T, store func(*Options)) {
 	hubs := []LinkedHub{{Name: "h1"}, {Name: "h2"}, {Name: "h3"}}
 	type step struct {
 		hub           string // static hub for this registration
@@ -388,7 +390,7 @@ func TestReprovisionSubstatus(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := testNow
-			r := openTest(t, &Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev1", keyA, "")}},
+			r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev1", keyA, "")}},
 				func(o *Options) { o.Now = func() time.Time { return clock } })
 			var first dps.DeviceRegistrationResult
 			for i, s := range tc.steps {
@@ -411,7 +413,7 @@ func TestReprovisionSubstatus(t *testing.T) {
 		})
 	}
 	// Deleting the registration makes the next one initial again.
-	r := openTest(t, &Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev1", keyA, "")}})
+	r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev1", keyA, "")}})
 	register(t, r, "dev1", keyA, nil)
 	rr := doAdmin(t, r.AdminHandler(), "DELETE", "/registrations/dev1", "", nil)
 	if rr.Code != http.StatusNoContent {

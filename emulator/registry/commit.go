@@ -14,7 +14,8 @@ const maxLeadRounds = 8
 // commits at once (a lone device waits for nobody); callers arriving while a
 // transaction is in progress queue up and share the next one. With a state
 // dir each transaction ends with fsync, so a storm pays one fsync per
-// batch; in memory it pays one page write per batch.
+// batch. (Without a state dir registrations are kept in memory and never
+// come here.)
 type committer struct {
 	db *bolt.DB
 

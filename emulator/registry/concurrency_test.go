@@ -12,8 +12,10 @@ import (
 
 // TestConcurrentRegistrations runs attest+assign from many goroutines while
 // the admin API writes, under -race.
-func TestConcurrentRegistrations(t *testing.T) {
-	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "a"}, {Name: "b"}}, EnrollmentGroups: []EnrollmentGroup{symGroup("g", keyG1, "")}})
+func TestConcurrentRegistrations(t *testing.T) { forStores(t, testConcurrentRegistrations) }
+
+func testConcurrentRegistrations(t *testing.T, store func(*Options)) {
+	r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "a"}, {Name: "b"}}, EnrollmentGroups: []EnrollmentGroup{symGroup("g", keyG1, "")}})
 	const workers, each = 4, 10
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*each+each)

@@ -11,10 +11,11 @@
 // linked hubs (hashed, static, geoLatency, custom webhook), applies the
 // reprovision policy and records the registration (Assign).
 //
-// State lives in a bbolt database under Options.StateDir, or in a temporary
-// database removed on Close when no state directory is given. A registration
+// State lives in a bbolt database under Options.StateDir. A registration
 // answered "assigned" is committed with fsync before Assign returns, so it
-// survives a crash or kill -9 of the emulator.
+// survives a crash or kill -9 of the emulator. Without a state directory
+// nothing outlives the process: the enrollments live in a temporary database
+// removed on Close, and the registrations in memory.
 //
 // See docs/enrollments.md for the config file format and the admin API.
 package registry

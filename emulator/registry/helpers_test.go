@@ -123,12 +123,28 @@ func openTest(t testing.TB, cfg *Config, mods ...func(*Options)) *Registry {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	if inMemory := r.mem != nil; inMemory != (o.StateDir == "") {
+		t.Fatalf("registrations in memory: %v, with StateDir %q", inMemory, o.StateDir)
+	}
 	t.Cleanup(func() {
 		if err := r.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
 	return r
+}
+
+// forStores runs test once for each home of the registrations: the
+// database (with a state dir) and memory (without one).
+func forStores(t *testing.T, test func(t *testing.T, store func(*Options))) {
+	t.Run("database", func(t *testing.T) { test(t, func(*Options) {}) })
+	t.Run("memory", func(t *testing.T) { test(t, func(o *Options) { o.StateDir = "" }) })
+}
+
+// openTestIn is openTest with store applied first.
+func openTestIn(t testing.TB, store func(*Options), cfg *Config, mods ...func(*Options)) *Registry {
+	t.Helper()
+	return openTest(t, cfg, append([]func(*Options){store}, mods...)...)
 }
 
 func symEnrollment(id, primary, secondary string) IndividualEnrollment {

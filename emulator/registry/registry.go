@@ -25,7 +25,8 @@ import (
 // Options configure Open.
 type Options struct {
 	// StateDir holds the database (registry.db); empty means a temporary
-	// database removed on Close.
+	// database removed on Close for the enrollments, and the registrations
+	// in memory.
 	StateDir string
 	// Config is upserted into the state at Open: its id scope, linked hubs
 	// and allocation policy replace the stored ones, its enrollments are
@@ -73,6 +74,10 @@ type Registry struct {
 	groups atomic.Pointer[groupSnapshot]
 
 	commits committer // registrations written by Assign
+
+	// mem holds the registrations instead of the database when there is
+	// no state dir; nil with a state dir.
+	mem *memRegistrations
 }
 
 // groupSnapshot is the decoded enrollmentGroups bucket at generation gen.
@@ -148,6 +153,7 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 			return nil, fmt.Errorf("registry: temporary state: %w", err)
 		}
 		dir, r.tempDir = d, d
+		r.mem = &memRegistrations{m: map[string][]byte{}}
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("registry: state dir: %w", err)
 	}
@@ -358,7 +364,7 @@ func (r *Registry) Registration(ctx context.Context, registrationID string) (dps
 	var found bool
 	err := r.db.View(func(tx *bolt.Tx) error {
 		var err error
-		found, err = getJSON(tx, bucketRegistrations, idKey(registrationID), &rec)
+		found, err = r.getRegistration(tx, idKey(registrationID), &rec)
 		return err
 	})
 	return rec.State, found, err

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -64,6 +65,34 @@ func putJSON(tx *bolt.Tx, b, key []byte, v any) error {
 		return fmt.Errorf("registry: encode %s: %w", b, err)
 	}
 	return tx.Bucket(b).Put(key, data)
+}
+
+// memRegistrations holds the registrations of a registry without a state
+// dir. Nothing outlives the process then, and the database commit of each
+// assignment was most of an assignment's cost (a page write and the B+tree
+// growing by one key per device); a map of the same JSON records costs
+// almost nothing. Enrollments stay in the database in both modes.
+type memRegistrations struct {
+	mu sync.RWMutex
+	m  map[string][]byte // idKey → JSON record, never modified once stored
+}
+
+// getRegistration reads the record of key (an idKey) into rec: from memory
+// without a state dir, else from tx. It reports false when absent.
+func (r *Registry) getRegistration(tx *bolt.Tx, key []byte, rec *record) (bool, error) {
+	if r.mem == nil {
+		return getJSON(tx, bucketRegistrations, key, rec)
+	}
+	r.mem.mu.RLock()
+	data := r.mem.m[string(key)]
+	r.mem.mu.RUnlock()
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, rec); err != nil {
+		return false, fmt.Errorf("registry: corrupt %s/%s: %w", bucketRegistrations, key, err)
+	}
+	return true, nil
 }
 
 // initBuckets creates the buckets and checks the schema version.

@@ -16,8 +16,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,6 +73,8 @@ type benchProvisionFlags struct {
 	stateDir      string
 	format        string
 	timeout       time.Duration
+	cpuProfile    string
+	responder     bool
 }
 
 // latencyStats summarises a set of durations in milliseconds.
@@ -133,6 +137,11 @@ type provisionBenchResult struct {
 	Devices    int         `json:"devices"`
 	Storm      phaseResult `json:"registrations"`
 	Handshakes phaseResult `json:"handshakes"`
+	// Responder is the same registrations against the bare MQTT
+	// responder; nil when not run.
+	Responder *phaseResult `json:"responder,omitempty"`
+	// ResponderRatio is the responder's registrations/s ÷ handshakes/s.
+	ResponderRatio float64 `json:"responderRegistrationsPerHandshake,omitempty"`
 	// CeilingHalves are the handshake rates of the two halves of the
 	// ceiling, measured before and after the storm.
 	CeilingHalves []float64   `json:"handshakesPerSecondBeforeAfter"`
@@ -198,9 +207,11 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	fs.StringVar(&f.groupKey, "group-key", "", "symmetric-key enrollment group `KEY` of --target (base64)")
 	fs.StringVar(&f.caFile, "ca", "", "CA `FILE` (PEM) that --target's certificate chains to; default: system roots")
 	fs.StringVar(&f.server, "server", "child", "where the embedded server runs: `MODE` child (a child process; honest memory split) or inproc")
-	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` under which the embedded server keeps its registry database (a fresh subdirectory, removed at exit), as 'emulator --state-dir' does: assigned registrations are then committed durably (fdatasync), so the disk's sync latency enters the figure; default: the emulator's temporary database, not synced")
+	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` under which the embedded server keeps its registry database (a fresh subdirectory, removed at exit), as 'emulator --state-dir' does: assigned registrations are then committed durably (fdatasync), so the disk's sync latency enters the figure; default: registrations in memory, as 'emulator' without --state-dir")
 	fs.StringVar(&f.format, "format", "text", "output `FORMAT`: text or json")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	fs.BoolVar(&f.responder, "responder", true, "also run the registrations against a bare MQTT responder (canned DPS answers, no DPS work; 'bench tls-server --mqtt'), a reference for what the round trips alone cost; --responder=false skips it")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the storm (this process: the load generator, and the server too with --server inproc) to `FILE`, and one of the responder phase to FILE with -responder before its extension, for go tool pprof")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
@@ -236,9 +247,11 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		return usageErrorf("--server %q: want child or inproc", f.server)
 	}
 	if f.target != "" {
-		if set["key-type"] || set["server"] || set["state-dir"] {
-			return usageErrorf("--key-type, --server and --state-dir apply to the embedded emulator, not to --target")
+		if set["key-type"] || set["server"] || set["state-dir"] || set["responder"] {
+			return usageErrorf("--key-type, --server, --state-dir and --responder apply to the embedded emulator, not to --target")
 		}
+		f.responder = false
+		b.f.responder = false
 		if f.idScope == "" || f.groupKey == "" {
 			return usageErrorf("--target needs --id-scope and --group-key (a symmetric-key enrollment group of the target)")
 		}
@@ -348,7 +361,29 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		return nil, err
 	}
 	defer srv.stop()
+	stopProfile, err := startCPUProfile(b.f.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
 	res.Storm = b.storm(ctx, srv, tlsConf)
+	if err := stopProfile(); err != nil {
+		return nil, err
+	}
+	if b.f.responder && ctx.Err() == nil {
+		stopProfile, err := startCPUProfile(responderProfile(b.f.cpuProfile))
+		if err != nil {
+			return nil, err
+		}
+		r, err := b.responder(ctx, tlsConf)
+		if err != nil {
+			stopProfile()
+			return nil, err
+		}
+		if err := stopProfile(); err != nil {
+			return nil, err
+		}
+		res.Responder = &r
+	}
 
 	if rest := b.f.registrations - first; rest > 0 && ctx.Err() == nil {
 		hs2, err := b.ceiling(ctx, tlsConf, rest)
@@ -361,6 +396,9 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 	res.Handshakes = hs
 	if res.Handshakes.PerSec > 0 {
 		res.Ratio = res.Storm.PerSec / res.Handshakes.PerSec
+		if res.Responder != nil {
+			res.ResponderRatio = res.Responder.PerSec / res.Handshakes.PerSec
+		}
 	}
 
 	// 3. Idle connections.
@@ -376,9 +414,24 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 	return res, nil
 }
 
+// responder runs --registrations registrations against a freshly started
+// bare MQTT responder, with the storm's load generator.
+func (b *provisionBench) responder(ctx context.Context, conf *tls.Config) (phaseResult, error) {
+	srv, err := b.startTLSServer(ctx, true)
+	if err != nil {
+		return phaseResult{}, err
+	}
+	srv.idScope = "0neBENCH000"
+	res := b.storm(ctx, srv, conf)
+	if err := srv.stop(); err != nil {
+		return res, envErrorf("stopping the bare MQTT responder: %v", err)
+	}
+	return res, nil
+}
+
 // ceiling runs n full handshakes against a freshly started bare TLS server.
 func (b *provisionBench) ceiling(ctx context.Context, conf *tls.Config, n int) (phaseResult, error) {
-	srv, err := b.startTLSServer(ctx)
+	srv, err := b.startTLSServer(ctx, false)
 	if err != nil {
 		return phaseResult{}, err
 	}
@@ -497,15 +550,20 @@ func (b *provisionBench) startEmulator(ctx context.Context) (*benchServer, error
 	}}, nil
 }
 
-// startTLSServer starts the bare TLS server of the ceiling: the target
-// itself, a child 'dps-conform bench tls-server' or one in this process.
-func (b *provisionBench) startTLSServer(ctx context.Context) (*benchServer, error) {
+// startTLSServer starts the bare TLS server of the ceiling (or with mqtt
+// the bare MQTT responder): the target itself, a child 'dps-conform bench
+// tls-server' or one in this process.
+func (b *provisionBench) startTLSServer(ctx context.Context, mqtt bool) (*benchServer, error) {
 	if b.f.target != "" {
 		t, _ := transport.ParseTarget(b.f.target)
 		return &benchServer{addr: t.Addr(), stop: func() error { return nil }}, nil
 	}
 	if b.f.server == "child" {
-		srv, line, err := b.startChild(ctx, []string{"bench", "tls-server", "--cert", b.certFile, "--key", b.keyFile})
+		args := []string{"bench", "tls-server", "--cert", b.certFile, "--key", b.keyFile}
+		if mqtt {
+			args = append(args, "--mqtt")
+		}
+		srv, line, err := b.startChild(ctx, args)
 		if err != nil {
 			return nil, err
 		}
@@ -522,7 +580,11 @@ func (b *provisionBench) startTLSServer(ctx context.Context) (*benchServer, erro
 		return nil, envErrorf("bare TLS server: %v", err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); serveHandshakes(ctx, l) }()
+	serve := handshakeOnly
+	if mqtt {
+		serve = respondDPS
+	}
+	go func() { defer close(done); serveConns(ctx, l, serve) }()
 	return &benchServer{addr: l.Addr().String(), stop: func() error {
 		l.Close()
 		<-done
@@ -904,7 +966,7 @@ func (r *provisionBenchResult) rows() []benchRow {
 		if r.StateDir != "" {
 			rows = append(rows, benchRow{"registry", r.StateDir, "--state-dir: assigned registrations committed durably (fdatasync)"})
 		} else {
-			rows = append(rows, benchRow{"registry", "temporary", "the emulator's temporary database, not synced (no --state-dir)"})
+			rows = append(rows, benchRow{"registry", "in memory", "registrations in memory, as the emulator keeps them without --state-dir"})
 		}
 	}
 	rows = append(rows, []benchRow{
@@ -918,6 +980,14 @@ func (r *provisionBenchResult) rows() []benchRow {
 		{"handshake p50/p99", fmt.Sprintf("%.2f / %.2f ms", h.Latency.P50ms, h.Latency.P99ms), fmt.Sprintf("rates of the halves before/after the storm: %s", fmtRates(r.CeilingHalves))},
 		{"ratio", fmt.Sprintf("%.2f", r.Ratio), "registrations/s ÷ handshakes/s; target ≥ 0.75 with ECDSA P-256"},
 	}...)
+	if p := r.Responder; p != nil {
+		rows = append(rows, []benchRow{
+			{},
+			{"bare responder", fmtRate(p.PerSec, "/s"), fmt.Sprintf("the same registrations against canned DPS answers (no DPS work): %d done, %d failed, %.2f s", p.Done, p.Failed, p.Seconds)},
+			{"  p50/p99", fmt.Sprintf("%.2f / %.2f ms", p.Latency.P50ms, p.Latency.P99ms), ""},
+			{"  ratio", fmt.Sprintf("%.2f", r.ResponderRatio), fmt.Sprintf("responder registrations/s ÷ handshakes/s; the emulator reaches %.0f%% of the responder", 100*r.Storm.PerSec/max(p.PerSec, 1e-9))},
+		}...)
+	}
 	if i := r.Idle; i != nil {
 		rows = append(rows, benchRow{},
 			benchRow{"idle connections", fmt.Sprintf("%d", i.Held), fmt.Sprintf("of %d requested (TLS + CONNECT accepted, held open); RLIMIT_NOFILE %d/%d", i.Requested, r.NoFileSoft, r.NoFileHard)})
@@ -942,4 +1012,37 @@ func (r *provisionBenchResult) rows() []benchRow {
 		}
 	}
 	return rows
+}
+
+// responderProfile is the file of the responder phase's CPU profile: file
+// with "-responder" before its extension.
+func responderProfile(file string) string {
+	if file == "" {
+		return ""
+	}
+	ext := filepath.Ext(file)
+	return strings.TrimSuffix(file, ext) + "-responder" + ext
+}
+
+// startCPUProfile starts a CPU profile into file ("" does nothing) and
+// returns the function that stops it and closes the file.
+func startCPUProfile(file string) (stop func() error, err error) {
+	if file == "" {
+		return func() error { return nil }, nil
+	}
+	out, err := os.Create(file)
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("--cpuprofile: %w", err)}
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, envErrorf("--cpuprofile: %v", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := out.Close(); err != nil {
+			return envErrorf("--cpuprofile: %v", err)
+		}
+		return nil
+	}, nil
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -9,22 +10,32 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
 const benchTLSServerUsage = `Usage:
-  dps-conform bench tls-server --cert FILE --key FILE
+  dps-conform bench tls-server --cert FILE --key FILE [--mqtt]
 
 The bare TLS 1.2 server of 'bench provision' (the handshake ceiling), run as
 its child process: it accepts full handshakes only (session tickets off),
 reads until the client closes, and serves until interrupted. It prints one
 JSON line when listening: {"event":"ready","addr":"127.0.0.1:PORT"}.
+
+With --mqtt it is the bare MQTT responder of 'bench provision' instead: after
+the handshake it answers the DPS flow with canned packets and no DPS work
+(no attestation, registry or allocation): CONNACK 0, SUBACK QoS 1, PUBACK and
+202 assigning (retry-after 0) to a register request, PUBACK and 200 assigned
+to a poll.
 `
 
 func benchTLSServerCmd(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("bench tls-server", benchTLSServerUsage)
 	var certFile, keyFile string
+	var mqtt bool
 	fs.StringVar(&certFile, "cert", "", "server certificate chain PEM `FILE` (required)")
+	fs.BoolVar(&mqtt, "mqtt", false, "answer the DPS flow with canned MQTT packets (the bare responder) instead of only handshaking")
 	fs.StringVar(&keyFile, "key", "", "server private key PEM `FILE` (required)")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
@@ -51,8 +62,12 @@ func benchTLSServerCmd(ctx context.Context, env *Env, args []string) error {
 		l.Close()
 		return envErrorf("writing the ready line: %v", err)
 	}
+	serve := handshakeOnly
+	if mqtt {
+		serve = respondDPS
+	}
 	done := make(chan struct{})
-	go func() { defer close(done); serveHandshakes(ctx, l) }()
+	go func() { defer close(done); serveConns(ctx, l, serve) }()
 	<-ctx.Done()
 	l.Close()
 	<-done
@@ -70,9 +85,9 @@ func listenHandshakes(cert tls.Certificate) (net.Listener, error) {
 	return tls.NewListener(l, conf), nil
 }
 
-// serveHandshakes accepts on l until it is closed: each connection gets its
-// handshake, then is read until the client closes it (30 s at most).
-func serveHandshakes(ctx context.Context, l net.Listener) {
+// serveConns accepts on l until it is closed and runs serve on each
+// connection in its own goroutine (30 s at most), then closes it.
+func serveConns(ctx context.Context, l net.Listener, serve func(*tls.Conn)) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -109,15 +124,98 @@ func serveHandshakes(ctx context.Context, l net.Listener) {
 				c.Close()
 			}()
 			c.SetDeadline(time.Now().Add(30 * time.Second))
-			if err := c.(*tls.Conn).Handshake(); err != nil {
+			serve(c.(*tls.Conn))
+		}()
+	}
+}
+
+// handshakeOnly completes the handshake, then reads until the client
+// closes.
+func handshakeOnly(c *tls.Conn) {
+	if err := c.Handshake(); err != nil {
+		return
+	}
+	var b [64]byte
+	for {
+		if _, err := c.Read(b[:]); err != nil {
+			return
+		}
+	}
+}
+
+// Canned bodies of the bare responder.
+const (
+	responderOperationID = "4.0000000000000000.00000000-0000-0000-0000-000000000000"
+	responderAssigning   = `{"operationId":"` + responderOperationID + `","status":"assigning"}`
+)
+
+// respondDPS is the bare MQTT responder: the DPS flow answered with canned
+// packets, as a floor under what any DPS server must do per registration
+// (the same round trips, TLS records and MQTT framing, and none of the DPS
+// work). The answers are shaped like the emulator's: QoS 1 responses, the
+// PUBACK and the answer of one request in one write.
+func respondDPS(c *tls.Conn) {
+	if err := c.Handshake(); err != nil {
+		return
+	}
+	r := packets.NewReader(bufio.NewReaderSize(c, 4096), packets.DecodeOptions{})
+	var (
+		out      []byte
+		clientID string
+		pid      uint16
+	)
+	publish := func(status int, rid string, body []byte) {
+		pid++
+		if pid == 0 {
+			pid = 1
+		}
+		p := packets.Publish{QoS: 1, PacketID: pid, Topic: []byte(dps.ResponseTopic(status, rid, 0)), Payload: body}
+		out, _ = p.Append(out)
+	}
+	for {
+		p, err := r.ReadPacket()
+		if err != nil {
+			return
+		}
+		out = out[:0]
+		switch p := p.(type) {
+		case *packets.Connect:
+			clientID = string(p.ClientID)
+			out, _ = (&packets.Connack{}).Append(out)
+		case *packets.Subscribe:
+			codes := make([]packets.SubackCode, len(p.Subscriptions))
+			for i, s := range p.Subscriptions {
+				codes[i] = packets.SubackCode(min(s.QoS, 1))
+			}
+			out, _ = (&packets.Suback{PacketID: p.PacketID, ReturnCodes: codes}).Append(out)
+		case *packets.Publish:
+			if p.QoS > 0 {
+				out, _ = (&packets.Puback{PacketID: p.PacketID}).Append(out)
+			}
+			req, err := dps.ParseRequestTopic(string(p.Topic))
+			if err != nil {
 				return
 			}
-			var b [64]byte
-			for {
-				if _, err := c.Read(b[:]); err != nil {
-					return
-				}
+			if req.Kind == dps.Register {
+				publish(202, req.RID, []byte(responderAssigning))
+				break
 			}
-		}()
+			body, err := json.Marshal(dps.RegistrationOperationStatus{OperationID: responderOperationID, Status: dps.StatusAssigned,
+				RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: clientID, AssignedHub: "bench-hub.azure-devices.net",
+					DeviceID: clientID, Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment}})
+			if err != nil {
+				return
+			}
+			publish(200, req.RID, body)
+		case *packets.Pingreq:
+			out, _ = (&packets.Pingresp{}).Append(out)
+		case *packets.Disconnect:
+			return
+		}
+		if len(out) > 0 {
+			if _, err := c.Write(out); err != nil {
+				return
+			}
+		}
 	}
 }
