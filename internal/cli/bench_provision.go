@@ -75,6 +75,7 @@ type benchProvisionFlags struct {
 	timeout       time.Duration
 	cpuProfile    string
 	responder     bool
+	client        string
 }
 
 // latencyStats summarises a set of durations in milliseconds.
@@ -210,6 +211,7 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` under which the embedded server keeps its registry database (a fresh subdirectory, removed at exit), as 'emulator --state-dir' does: assigned registrations are then committed durably (fdatasync), so the disk's sync latency enters the figure; default: registrations in memory, as 'emulator' without --state-dir")
 	fs.StringVar(&f.format, "format", "text", "output `FORMAT`: text or json")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	fs.StringVar(&f.client, "client", "", "load generator `KIND`: lean (the packets of the reference device, without its machinery; the default against the embedded emulator) or device (the reference device client, device.Provision, which also retries 429 and 5xx; the default with --target)")
 	fs.BoolVar(&f.responder, "responder", true, "also run the registrations against a bare MQTT responder (canned DPS answers, no DPS work; 'bench tls-server --mqtt'), a reference for what the round trips alone cost; --responder=false skips it")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the storm (this process: the load generator, and the server too with --server inproc) to `FILE`, and one of the responder phase to FILE with -responder before its extension, for go tool pprof")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
@@ -231,6 +233,16 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		b.kt = transport.RSA2048
 	default:
 		return usageErrorf("--key-type %q: want ecdsa or rsa", f.keyType)
+	}
+	switch f.client {
+	case "":
+		b.f.client = "lean"
+		if f.target != "" {
+			b.f.client = "device"
+		}
+	case "lean", "device":
+	default:
+		return usageErrorf("--client %q: want lean or device", f.client)
 	}
 	switch {
 	case f.devices < 1 || f.devices > 10000:
@@ -777,12 +789,30 @@ func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.
 	var mu sync.Mutex
 	polls, attempts := 0, 0
 	run := time.Now().UnixNano()
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	res := b.phase(ctx, b.f.registrations, func(ctx context.Context, i int) error {
+		regID := fmt.Sprintf("bench-%x-%06d", run, i)
+		if b.f.client == "lean" {
+			key, err := dps.DeriveDeviceKey(groupKey, regID)
+			if err != nil {
+				return err
+			}
+			l := leanRegistration{addr: srv.addr, conf: conf, idScope: srv.idScope, regID: regID, key: key, deadline: 30 * time.Second}
+			n, err := l.run(ctx, dialer)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			polls += n
+			attempts++
+			mu.Unlock()
+			return nil
+		}
 		r, err := device.Provision(ctx, device.Config{
 			Target:         target,
 			Dial:           transport.DialOptions{TLSConfig: conf},
 			IDScope:        srv.idScope,
-			RegistrationID: fmt.Sprintf("bench-%x-%06d", run, i),
+			RegistrationID: regID,
 			GroupKey:       groupKey,
 			// retry-after 0: the device polls at once, as often as the
 			// service answers "assigning"; still bounded.

@@ -87,8 +87,15 @@ func TestBenchProvisionInproc(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	var res provisionBenchResult
 	state := t.TempDir()
-	runBench(t, benchProvisionCmd, []string{"--server", "inproc", "--key-type", "rsa", "--devices", "3", "--registrations", "10", "--idle", "20", "--state-dir", state}, &res)
+	prof := filepath.Join(t.TempDir(), "storm.prof")
+	runBench(t, benchProvisionCmd, []string{"--server", "inproc", "--key-type", "rsa", "--devices", "3", "--registrations", "10", "--idle", "20", "--state-dir", state,
+		"--client", "device", "--cpuprofile", prof}, &res)
 	checkProvisionResult(t, &res, 10, 20)
+	for _, f := range []string{prof, filepath.Join(filepath.Dir(prof), "storm-responder.prof")} {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			t.Errorf("--cpuprofile: %s: %v (want a non-empty profile)", f, err)
+		}
+	}
 	if filepath.Dir(res.StateDir) != state {
 		t.Errorf("registry in %q, want a subdirectory of --state-dir %q", res.StateDir, state)
 	}
@@ -125,6 +132,11 @@ func checkProvisionResult(t *testing.T, res *provisionBenchResult, regs, idle in
 	}
 	if want := res.Storm.PerSec / res.Handshakes.PerSec; res.Ratio != want {
 		t.Errorf("ratio = %v, want registrations/s ÷ handshakes/s = %v", res.Ratio, want)
+	}
+	if r := res.Responder; r == nil || r.Done != regs || r.Failed != 0 || r.Polls != regs {
+		t.Errorf("bare responder = %+v; want %d registrations with one poll each, none failed", r, regs)
+	} else if want := r.PerSec / res.Handshakes.PerSec; res.ResponderRatio != want {
+		t.Errorf("responder ratio = %v, want %v", res.ResponderRatio, want)
 	}
 	if res.Idle == nil || res.Idle.Held != idle || res.Idle.Requested != idle {
 		t.Fatalf("idle = %+v, want %d held", res.Idle, idle)
@@ -401,7 +413,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"provision", "--server", "remote"}, `--server "remote": want child or inproc`},
 		{[]string{"provision", "--format", "xml"}, `--format "xml": want text or json`},
 		{[]string{"provision", "--group-key", "abc"}, "--id-scope, --group-key and --ca apply only with --target"},
-		{[]string{"provision", "--state-dir", "/x", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server and --state-dir apply to the embedded emulator"},
+		{[]string{"provision", "--state-dir", "/x", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir and --responder apply to the embedded emulator"},
+		{[]string{"provision", "--responder=false", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir and --responder apply"},
+		{[]string{"provision", "--client", "paho"}, `--client "paho": want lean or device`},
 		{[]string{"provision", "--target", "mqtts://127.0.0.1:1", "--id-scope", "0ne1"}, "--target needs --id-scope and --group-key"},
 		{[]string{"provision", "--target", "wss://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj", "--idle", "0"}, `--target "wss://127.0.0.1:1": want mqtts://host:port`},
 		{[]string{"provision", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj", "--ca", "/nonexistent/ca.pem"}, "--ca: open /nonexistent/ca.pem"},

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/transport"
+)
+
+// TestLeanRegistration runs the storm's lean load generator against the
+// reference emulator: a device of the fixture's group is assigned; a wrong
+// key, a wrong id scope and a server that closes at once are errors that say
+// what went wrong.
+func TestLeanRegistration(t *testing.T) {
+	// Registered first, so it runs after the emulator's own cleanup.
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	e := emulatortest.Start(t, emulatortest.Options{})
+	conf := transport.TLS12Only(e.ClientTLSConfig(nil))
+	closer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	go func() {
+		for {
+			c, err := closer.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, tc := range []struct {
+		name, addr, scope, key string
+		want                   string // "" for success
+	}{
+		{"assigned", e.MQTTAddr, e.IDScope, e.SymmetricKey("lean-1"), ""},
+		{"wrong key", e.MQTTAddr, e.IDScope, e.SymmetricKey("someone-else"), "answered 401"},
+		{"wrong id scope", e.MQTTAddr, "0neWRONG000", e.SymmetricKey("lean-1"), "answered 401"},
+		{"server closes", closer.Addr().String(), e.IDScope, e.SymmetricKey("lean-1"), "TLS handshake"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := leanRegistration{addr: tc.addr, conf: conf, idScope: tc.scope, regID: "lean-1", key: tc.key, deadline: 20 * time.Second}
+			polls, err := l.run(context.Background(), &net.Dialer{Timeout: 5 * time.Second})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("run: %v", err)
+			case tc.want == "" && polls < 1:
+				t.Errorf("assigned after %d polls, want at least one (the emulator answers 202 first)", polls)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+	if reg, ok, err := e.Registry.Registration(context.Background(), "lean-1"); err != nil || !ok || reg.AssignedHub == "" {
+		t.Errorf("the emulator did not record lean-1: %+v %v %v", reg, ok, err)
+	}
+}
+
+// TestRespondDPS checks the bare responder answers the lean client's whole
+// flow, and that a request topic that is not DPS's ends the connection.
+func TestRespondDPS(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	pki, err := transport.LoadOrCreateServerPKI(dir, nil, transport.ECDSAP256, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := listenHandshakes(pki.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); serveConns(ctx, l, respondDPS) }()
+	defer func() { cancel(); l.Close(); <-done }()
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.CA)
+	conf := transport.TLS12Only(&tls.Config{RootCAs: roots, ServerName: "localhost"})
+	r := leanRegistration{addr: l.Addr().String(), conf: conf, idScope: "0neBENCH000", regID: "resp-1", key: "AAAA", deadline: 20 * time.Second}
+	polls, err := r.run(ctx, &net.Dialer{Timeout: 5 * time.Second})
+	if err != nil || polls != 1 {
+		t.Fatalf("run = %d polls, %v; want 1 poll (202 then 200), no error", polls, err)
+	}
+}
