@@ -176,7 +176,9 @@ func (p *Connect) checkHeader(c *checker, o connectOffsets) {
 // check applies the rules of §3.1.2 and §3.1.3 to the decoded (or to be
 // encoded) fields.
 func (p *Connect) check(c *checker, o connectOffsets) {
-	p.checkHeader(c, o)
+	if p.ProtocolLevel != ProtocolLevel311 || p.Reserved || string(p.ProtocolName) != ProtocolName311 {
+		p.checkHeader(c, o) // something to report
+	}
 	if p.WillTopic == nil {
 		// [MQTT-3.1.2-13] If the Will Flag is set to 0, then the Will QoS MUST be set to 0.
 		if p.WillQoS != 0 {

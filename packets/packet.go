@@ -212,9 +212,12 @@ type Decoder struct {
 func (d *Decoder) Decode(b []byte) (Packet, int, error) {
 	var rem uint32
 	var hdr int
-	if len(b) >= 2 && b[1] < 0x80 { // a one-byte remaining length: most packets
+	switch {
+	case len(b) >= 2 && b[1] < 0x80: // a one-byte remaining length: most packets
 		rem, hdr = uint32(b[1]), 2
-	} else {
+	case len(b) >= 3 && b[2] < 0x80: // two bytes: CONNECT with a SAS token, 200 answers
+		rem, hdr = uint32(b[1]&0x7f)|uint32(b[2])<<7, 3
+	default:
 		var err error
 		if rem, hdr, err = readFixedHeader(b); err != nil {
 			return nil, 0, err

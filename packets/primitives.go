@@ -89,13 +89,17 @@ func plainText(s []byte) bool {
 	// two independent dependency chains.
 	acc := plainLanes(binary.LittleEndian.Uint64(s[len(s)-8:]))
 	var acc2 uint64
-	for ; len(s) >= 32; s = s[32:] {
-		acc |= plainLanes(binary.LittleEndian.Uint64(s[:8])) | plainLanes(binary.LittleEndian.Uint64(s[8:16]))
-		acc2 |= plainLanes(binary.LittleEndian.Uint64(s[16:24])) | plainLanes(binary.LittleEndian.Uint64(s[24:32]))
+	for len(s) >= 32 {
+		b := s[:32:32] // one bounds check for the four loads
+		acc |= plainLanes(binary.LittleEndian.Uint64(b[0:8])) | plainLanes(binary.LittleEndian.Uint64(b[8:16]))
+		acc2 |= plainLanes(binary.LittleEndian.Uint64(b[16:24])) | plainLanes(binary.LittleEndian.Uint64(b[24:32]))
+		s = s[32:]
 	}
 	acc |= acc2
-	for ; len(s) >= 16; s = s[16:] {
-		acc |= plainLanes(binary.LittleEndian.Uint64(s[:8])) | plainLanes(binary.LittleEndian.Uint64(s[8:16]))
+	if len(s) >= 16 {
+		b := s[:16:16]
+		acc |= plainLanes(binary.LittleEndian.Uint64(b[0:8])) | plainLanes(binary.LittleEndian.Uint64(b[8:16]))
+		s = s[16:]
 	}
 	if len(s) >= 8 {
 		acc |= plainLanes(binary.LittleEndian.Uint64(s[:8]))
