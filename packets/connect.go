@@ -224,7 +224,11 @@ func (p *Connect) check(c *checker, o connectOffsets) {
 }
 
 func (p *Connect) decode(c *checker, body []byte) {
-	*p = Connect{}
+	// Every field is set below on the way to a decoded packet; the optional
+	// ones are nil unless their flag is set. (A packet that fails to decode
+	// is never returned, so a field left over from the previous packet
+	// after an early return is never seen.)
+	p.WillTopic, p.WillMessage, p.Username, p.Password = nil, nil, nil, nil
 	var off int
 	var ok bool
 	p.ProtocolName, off, ok = prefixed(body, 0)
