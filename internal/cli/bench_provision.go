@@ -44,7 +44,10 @@ answering retry-after 0, with distinct registration ids attesting with keys
 derived from one symmetric-key enrollment group. Reports registrations/s and
 p50/p99 latency, next to the ceiling: the raw TLS 1.2 full-handshake rate of a
 bare TLS server with the same certificate type, in the same process layout,
-at the same concurrency, measured in the same run.
+at the same concurrency, measured in the same run; and next to a bare MQTT
+responder that answers the same flow with canned packets and no DPS work.
+The three phases take turns in --rounds rounds, so that the machine's drift
+weighs on all of them alike.
 
 Then it holds --idle connections open (TLS connected + CONNECT accepted) and
 reports the memory each one costs. By default the server runs as a child
@@ -76,6 +79,7 @@ type benchProvisionFlags struct {
 	cpuProfile    string
 	responder     bool
 	client        string
+	rounds        int
 }
 
 // latencyStats summarises a set of durations in milliseconds.
@@ -143,16 +147,23 @@ type provisionBenchResult struct {
 	Responder *phaseResult `json:"responder,omitempty"`
 	// ResponderRatio is the responder's registrations/s ÷ handshakes/s.
 	ResponderRatio float64 `json:"responderRegistrationsPerHandshake,omitempty"`
-	// CeilingHalves are the handshake rates of the two halves of the
-	// ceiling, measured before and after the storm.
-	CeilingHalves []float64   `json:"handshakesPerSecondBeforeAfter"`
-	Ratio         float64     `json:"registrationsPerHandshake"`
-	Idle          *idleResult `json:"idle,omitempty"`
-	NoFileSoft    uint64      `json:"rlimitNoFileSoft"`
-	NoFileHard    uint64      `json:"rlimitNoFileHard"`
-	NumCPU        int         `json:"numCPU"`
-	LayoutRemark  string      `json:"remark"`
-	CeilingRemark string      `json:"ceilingRemark"`
+	// Rounds are the rates of each round of the interleaved phases.
+	Rounds        []roundRates `json:"rounds"`
+	Ratio         float64      `json:"registrationsPerHandshake"`
+	Idle          *idleResult  `json:"idle,omitempty"`
+	NoFileSoft    uint64       `json:"rlimitNoFileSoft"`
+	NoFileHard    uint64       `json:"rlimitNoFileHard"`
+	NumCPU        int          `json:"numCPU"`
+	LayoutRemark  string       `json:"remark"`
+	CeilingRemark string       `json:"ceilingRemark"`
+}
+
+// roundRates are the rates of the phases of one round.
+type roundRates struct {
+	Handshakes    float64 `json:"handshakesPerSecond"`
+	Registrations float64 `json:"registrationsPerSecond"`
+	Responder     float64 `json:"responderRegistrationsPerSecond,omitempty"`
+	Ratio         float64 `json:"registrationsPerHandshake"`
 }
 
 // benchServer is a server under test: where to dial it and how to stop it.
@@ -199,8 +210,8 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	fs := newFlagSet("bench provision", benchProvisionUsage)
 	f := benchProvisionFlags{}
 	fs.IntVar(&f.devices, "devices", 16, "`N` concurrent devices (and concurrent handshakes for the ceiling)")
-	fs.IntVar(&f.registrations, "registrations", 3000, "`N` registrations in total (each with a distinct registration id); the handshake ceiling does as many handshakes, half before and half after the storm")
-	fs.DurationVar(&f.duration, "duration", 0, "stop the storm, and each half of the ceiling, after `D` even if their count is not done; 0: no time bound but --timeout")
+	fs.IntVar(&f.registrations, "registrations", 3000, "`N` registrations in total (each with a distinct registration id); the handshake ceiling does as many handshakes, and the bare responder as many registrations")
+	fs.DurationVar(&f.duration, "duration", 0, "stop each phase (the ceiling, the storm, the responder) after `D` in all, even if its count is not done (each round gets D ÷ --rounds); 0: no time bound but --timeout")
 	fs.StringVar(&f.keyType, "key-type", "ecdsa", "server certificate `TYPE`: ecdsa (P-256) or rsa (2048)")
 	fs.IntVar(&f.idle, "idle", 10000, "`N` idle connections (TLS + CONNECT accepted) held for the memory figure; 0: skip")
 	fs.StringVar(&f.target, "target", "", "bench this external `URL` (mqtts://host:port) instead of the embedded emulator")
@@ -212,6 +223,7 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	fs.StringVar(&f.format, "format", "text", "output `FORMAT`: text or json")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "bound on the whole run")
 	fs.StringVar(&f.client, "client", "", "load generator `KIND`: lean (the packets of the reference device, without its machinery; the default against the embedded emulator) or device (the reference device client, device.Provision, which also retries 429 and 5xx; the default with --target)")
+	fs.IntVar(&f.rounds, "rounds", 4, "interleave the phases in `N` rounds: each round runs a share of the ceiling's handshakes, of the storm and of the responder's registrations, in an order that rotates, so that the machine's drift weighs on every phase alike; --cpuprofile implies 1")
 	fs.BoolVar(&f.responder, "responder", true, "also run the registrations against a bare MQTT responder (canned DPS answers, no DPS work; 'bench tls-server --mqtt'), a reference for what the round trips alone cost; --responder=false skips it")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the storm (this process: the load generator, and the server too with --server inproc) to `FILE`, and one of the responder phase to FILE with -responder before its extension, for go tool pprof")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
@@ -219,6 +231,9 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	}
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected argument %q (bench provision takes only flags)", fs.Arg(0))
+	}
+	if f.cpuProfile != "" {
+		f.rounds = 1 // a profile covers one contiguous phase
 	}
 	format, err := parseBenchFormat(f.format)
 	if err != nil {
@@ -251,6 +266,8 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		return usageErrorf("--registrations %d: want at least 1", f.registrations)
 	case f.duration < 0:
 		return usageErrorf("--duration %v is negative", f.duration)
+	case f.rounds < 1 || f.rounds > f.registrations:
+		return usageErrorf("--rounds %d: want 1..--registrations (%d)", f.rounds, f.registrations)
 	case f.idle < 0 || f.idle > 1_000_000:
 		return usageErrorf("--idle %d: want 0..1000000", f.idle)
 	case f.timeout <= 0:
@@ -353,59 +370,88 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 	// No ClientSessionCache: every connection is a full handshake.
 	tlsConf = transport.TLS12Only(tlsConf)
 
-	// 1. The ceiling: full TLS 1.2 handshakes against a bare TLS server,
-	// half before and half after the storm, so that a change of load on the
-	// machine during the run weighs on both figures alike.
-	first := (b.f.registrations + 1) / 2
-	hs, err := b.ceiling(ctx, tlsConf, first)
+	res.CeilingRemark = fmt.Sprintf("bare TLS 1.2 server, same certificate type, SessionTicketsDisabled, no client session cache, same concurrency; interleaved with the storm in %d rounds", b.f.rounds)
+	if b.f.target != "" {
+		res.CeilingRemark = fmt.Sprintf("full TLS 1.2 handshakes against the target itself (handshake, then close), same concurrency; interleaved with the storm in %d rounds", b.f.rounds)
+	}
+
+	// The servers of the three phases are all up for the whole run; the
+	// phases take turns in rounds (the order rotating), so that a change
+	// of load on the machine weighs on every phase alike.
+	ceil, err := b.startTLSServer(ctx, false)
 	if err != nil {
 		return nil, err
 	}
-	res.CeilingHalves = append(res.CeilingHalves, hs.PerSec)
-	res.CeilingRemark = "bare TLS 1.2 server, same certificate type, SessionTicketsDisabled, no client session cache, same concurrency; half before, half after the storm"
-	if b.f.target != "" {
-		res.CeilingRemark = "full TLS 1.2 handshakes against the target itself (handshake, then close), same concurrency; half before, half after the storm"
-	}
-
-	// 2. The storm.
+	defer ceil.stop()
 	srv, err := b.startEmulator(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.stop()
-	stopProfile, err := startCPUProfile(b.f.cpuProfile)
-	if err != nil {
-		return nil, err
+	var resp *benchServer
+	if b.f.responder {
+		if resp, err = b.startTLSServer(ctx, true); err != nil {
+			return nil, err
+		}
+		defer resp.stop()
+		resp.idScope = "0neBENCH000"
+		res.Responder = &phaseResult{}
 	}
-	res.Storm = b.storm(ctx, srv, tlsConf)
-	if err := stopProfile(); err != nil {
-		return nil, err
-	}
-	if b.f.responder && ctx.Err() == nil {
-		stopProfile, err := startCPUProfile(responderProfile(b.f.cpuProfile))
+	profile := func(file string, run func() phaseResult) (phaseResult, error) {
+		stop, err := startCPUProfile(file)
 		if err != nil {
-			return nil, err
+			return phaseResult{}, err
 		}
-		r, err := b.responder(ctx, tlsConf)
-		if err != nil {
-			stopProfile()
-			return nil, err
-		}
-		if err := stopProfile(); err != nil {
-			return nil, err
-		}
-		res.Responder = &r
+		r := run()
+		return r, stop()
 	}
-
-	if rest := b.f.registrations - first; rest > 0 && ctx.Err() == nil {
-		hs2, err := b.ceiling(ctx, tlsConf, rest)
-		if err != nil {
-			return nil, err
+	for round := range b.f.rounds {
+		if ctx.Err() != nil {
+			break
 		}
-		res.CeilingHalves = append(res.CeilingHalves, hs2.PerSec)
-		hs = combinePhases(hs, hs2)
+		n := share(b.f.registrations, b.f.rounds, round)
+		var rr roundRates
+		phases := []func() error{
+			func() error {
+				h := b.handshakes(ctx, ceil.addr, tlsConf, n)
+				res.Handshakes = combinePhases(res.Handshakes, h)
+				rr.Handshakes = h.PerSec
+				return nil
+			},
+			func() error {
+				st, err := profile(b.f.cpuProfile, func() phaseResult { return b.storm(ctx, srv, tlsConf, n) })
+				res.Storm = combinePhases(res.Storm, st)
+				rr.Registrations = st.PerSec
+				return err
+			},
+			func() error {
+				if resp == nil {
+					return nil
+				}
+				st, err := profile(responderProfile(b.f.cpuProfile), func() phaseResult { return b.storm(ctx, resp, tlsConf, n) })
+				*res.Responder = combinePhases(*res.Responder, st)
+				rr.Responder = st.PerSec
+				return err
+			},
+		}
+		for i := range phases {
+			if err := phases[(i+round)%len(phases)](); err != nil {
+				return nil, err
+			}
+		}
+		if rr.Handshakes > 0 {
+			rr.Ratio = rr.Registrations / rr.Handshakes
+		}
+		res.Rounds = append(res.Rounds, rr)
 	}
-	res.Handshakes = hs
+	if err := ceil.stop(); err != nil {
+		return nil, envErrorf("stopping the bare TLS server: %v", err)
+	}
+	if resp != nil {
+		if err := resp.stop(); err != nil {
+			return nil, envErrorf("stopping the bare MQTT responder: %v", err)
+		}
+	}
 	if res.Handshakes.PerSec > 0 {
 		res.Ratio = res.Storm.PerSec / res.Handshakes.PerSec
 		if res.Responder != nil {
@@ -426,32 +472,14 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 	return res, nil
 }
 
-// responder runs --registrations registrations against a freshly started
-// bare MQTT responder, with the storm's load generator.
-func (b *provisionBench) responder(ctx context.Context, conf *tls.Config) (phaseResult, error) {
-	srv, err := b.startTLSServer(ctx, true)
-	if err != nil {
-		return phaseResult{}, err
+// share is round's part of total split into rounds parts (the first
+// total mod rounds parts one larger).
+func share(total, rounds, round int) int {
+	n := total / rounds
+	if round < total%rounds {
+		n++
 	}
-	srv.idScope = "0neBENCH000"
-	res := b.storm(ctx, srv, conf)
-	if err := srv.stop(); err != nil {
-		return res, envErrorf("stopping the bare MQTT responder: %v", err)
-	}
-	return res, nil
-}
-
-// ceiling runs n full handshakes against a freshly started bare TLS server.
-func (b *provisionBench) ceiling(ctx context.Context, conf *tls.Config, n int) (phaseResult, error) {
-	srv, err := b.startTLSServer(ctx, false)
-	if err != nil {
-		return phaseResult{}, err
-	}
-	res := b.handshakes(ctx, srv.addr, conf, n)
-	if err := srv.stop(); err != nil {
-		return res, envErrorf("stopping the bare TLS server: %v", err)
-	}
-	return res, nil
+	return n
 }
 
 // makePKI writes a CA, a server certificate of the chosen key type and the
@@ -687,7 +715,7 @@ func (l *limitedBuffer) String() string {
 func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx context.Context, i int) error) phaseResult {
 	if b.f.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, b.f.duration)
+		ctx, cancel = context.WithTimeout(ctx, b.f.duration/time.Duration(b.f.rounds))
 		defer cancel()
 	}
 	var next atomic.Int64
@@ -777,7 +805,7 @@ func (b *provisionBench) handshakes(ctx context.Context, addr string, conf *tls.
 }
 
 // storm provisions --registrations distinct devices.
-func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.Config) phaseResult {
+func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.Config, n int) phaseResult {
 	target := transport.Target{Scheme: transport.SchemeMQTTS}
 	host, port, _ := net.SplitHostPort(srv.addr)
 	target.Host = host
@@ -790,7 +818,7 @@ func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.
 	polls, attempts := 0, 0
 	run := time.Now().UnixNano()
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
-	res := b.phase(ctx, b.f.registrations, func(ctx context.Context, i int) error {
+	res := b.phase(ctx, n, func(ctx context.Context, i int) error {
 		regID := fmt.Sprintf("bench-%x-%06d", run, i)
 		if b.f.client == "lean" {
 			key, err := dps.DeriveDeviceKey(groupKey, regID)
@@ -974,13 +1002,13 @@ func (b *provisionBench) idleConnect(ctx context.Context, d *net.Dialer, srv *be
 	return c, nil
 }
 
-func fmtRates(v []float64) string {
+func fmtRatios(rounds []roundRates) string {
 	out := ""
-	for i, x := range v {
+	for i, r := range rounds {
 		if i > 0 {
-			out += " / "
+			out += " "
 		}
-		out += fmtRate(x, "/s")
+		out += fmt.Sprintf("%.2f", r.Ratio)
 	}
 	return out
 }
@@ -1007,8 +1035,9 @@ func (r *provisionBenchResult) rows() []benchRow {
 		{"latency p99", fmt.Sprintf("%.2f ms", s.Latency.P99ms), fmt.Sprintf("max %.2f ms; target ≤ 15 ms at 16 devices", s.Latency.MaxMs)},
 		{},
 		{"TLS handshakes/s", fmtRate(h.PerSec, "/s"), fmt.Sprintf("%d handshakes, %d failed, %.2f s; the ceiling: %s", h.Done, h.Failed, h.Seconds, r.CeilingRemark)},
-		{"handshake p50/p99", fmt.Sprintf("%.2f / %.2f ms", h.Latency.P50ms, h.Latency.P99ms), fmt.Sprintf("rates of the halves before/after the storm: %s", fmtRates(r.CeilingHalves))},
+		{"handshake p50/p99", fmt.Sprintf("%.2f / %.2f ms", h.Latency.P50ms, h.Latency.P99ms), ""},
 		{"ratio", fmt.Sprintf("%.2f", r.Ratio), "registrations/s ÷ handshakes/s; target ≥ 0.75 with ECDSA P-256"},
+		{"  per round", fmtRatios(r.Rounds), fmt.Sprintf("the ratio of each of the %d rounds", len(r.Rounds))},
 	}...)
 	if p := r.Responder; p != nil {
 		rows = append(rows, []benchRow{

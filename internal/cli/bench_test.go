@@ -75,6 +75,9 @@ func TestBenchProvisionChild(t *testing.T) {
 		return runProvisionBench(ctx, env, args, spawnTestBinary)
 	}, []string{"--devices", "2", "--registrations", "20", "--idle", "50"}, &res)
 	checkProvisionResult(t, &res, 20, 50)
+	if len(res.Rounds) != 4 {
+		t.Errorf("%d rounds, want the default 4", len(res.Rounds))
+	}
 	if res.Server != "child" || res.Idle.Combined {
 		t.Errorf("server = %q, combined = %v; want child, false", res.Server, res.Idle.Combined)
 	}
@@ -91,6 +94,9 @@ func TestBenchProvisionInproc(t *testing.T) {
 	runBench(t, benchProvisionCmd, []string{"--server", "inproc", "--key-type", "rsa", "--devices", "3", "--registrations", "10", "--idle", "20", "--state-dir", state,
 		"--client", "device", "--cpuprofile", prof}, &res)
 	checkProvisionResult(t, &res, 10, 20)
+	if len(res.Rounds) != 1 {
+		t.Errorf("%d rounds, want 1 (--cpuprofile implies one round)", len(res.Rounds))
+	}
 	for _, f := range []string{prof, filepath.Join(filepath.Dir(prof), "storm-responder.prof")} {
 		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
 			t.Errorf("--cpuprofile: %s: %v (want a non-empty profile)", f, err)
@@ -132,6 +138,11 @@ func checkProvisionResult(t *testing.T, res *provisionBenchResult, regs, idle in
 	}
 	if want := res.Storm.PerSec / res.Handshakes.PerSec; res.Ratio != want {
 		t.Errorf("ratio = %v, want registrations/s ÷ handshakes/s = %v", res.Ratio, want)
+	}
+	for i, r := range res.Rounds {
+		if r.Handshakes <= 0 || r.Registrations <= 0 || r.Responder <= 0 || r.Ratio != r.Registrations/r.Handshakes {
+			t.Errorf("round %d: %+v; want positive rates and ratio = registrations/s ÷ handshakes/s", i, r)
+		}
 	}
 	if r := res.Responder; r == nil || r.Done != regs || r.Failed != 0 || r.Polls != regs {
 		t.Errorf("bare responder = %+v; want %d registrations with one poll each, none failed", r, regs)
@@ -416,6 +427,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"provision", "--state-dir", "/x", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir and --responder apply to the embedded emulator"},
 		{[]string{"provision", "--responder=false", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir and --responder apply"},
 		{[]string{"provision", "--client", "paho"}, `--client "paho": want lean or device`},
+		{[]string{"provision", "--rounds", "0"}, "--rounds 0: want 1..--registrations (3000)"},
+		{[]string{"provision", "--rounds", "11", "--registrations", "10"}, "--rounds 11: want 1..--registrations (10)"},
 		{[]string{"provision", "--target", "mqtts://127.0.0.1:1", "--id-scope", "0ne1"}, "--target needs --id-scope and --group-key"},
 		{[]string{"provision", "--target", "wss://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj", "--idle", "0"}, `--target "wss://127.0.0.1:1": want mqtts://host:port`},
 		{[]string{"provision", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj", "--ca", "/nonexistent/ca.pem"}, "--ca: open /nonexistent/ca.pem"},
