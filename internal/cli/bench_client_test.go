@@ -92,3 +92,22 @@ func TestRespondDPS(t *testing.T) {
 		t.Fatalf("run = %d polls, %v; want 1 poll (202 then 200), no error", polls, err)
 	}
 }
+
+// TestBenchProvisionTarget runs bench provision against an emulator it did
+// not start (--target): the reference device client by default, no
+// responder, and no warm-up (registrations on a target are its owner's
+// quota); the registrations are recorded by that emulator.
+func TestBenchProvisionTarget(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	e := emulatortest.Start(t, emulatortest.Options{})
+	var res provisionBenchResult
+	runBench(t, benchProvisionCmd, []string{"--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope,
+		"--group-key", emulatortest.SymGroupKey, "--ca", e.CAFile, "--devices", "2", "--registrations", "6", "--rounds", "2", "--idle", "0"}, &res)
+	if res.Storm.Done != 6 || res.Storm.Failed != 0 || res.Handshakes.Done != 6 {
+		t.Errorf("registrations %d (failed %d: %s), handshakes %d; want 6, 0, 6", res.Storm.Done, res.Storm.Failed, res.Storm.FirstErr, res.Handshakes.Done)
+	}
+	if res.WarmUp != 0 || res.Responder != nil || len(res.Rounds) != 2 {
+		t.Errorf("warm-up %d, responder %v, %d rounds; want 0, none, 2", res.WarmUp, res.Responder, len(res.Rounds))
+	}
+}
