@@ -10,6 +10,16 @@ import (
 
 func appendPacketID(b []byte, id uint16) []byte { return binary.BigEndian.AppendUint16(b, id) }
 
+// appendIDPacket is the whole encoding of an identifier-only packet of type
+// t: there is no rule to check, so its Append needs no Encode.
+func appendIDPacket(b []byte, t Type, id uint16) []byte {
+	return append(b, byte(t)<<4|requiredFlags[t], 2, byte(id>>8), byte(id))
+}
+
+// appendEmptyPacket is the whole encoding of PINGREQ, PINGRESP or
+// DISCONNECT.
+func appendEmptyPacket(b []byte, t Type) []byte { return append(b, byte(t)<<4, 0) }
+
 func decodePacketID(c *checker, body []byte, section string) uint16 {
 	if len(body) != 2 {
 		c.malformed(section, -1, "remaining length %d, must be 2", len(body))

@@ -51,14 +51,7 @@ func (*Connack) flags() byte { return 0 }
 func (p *Connack) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
-func (p *Connack) Append(b []byte) ([]byte, error) {
-	c := encodeChecker(TypeConnack, 2)
-	p.check(&c)
-	if c.err != nil {
-		return appendPacket(b, p) // Encode words the error
-	}
-	return p.appendBody(append(b, byte(TypeConnack)<<4, 2)), nil
-}
+func (p *Connack) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
 
 // Clone returns a copy of p.
 func (p *Connack) Clone() Packet { q := *p; return &q }

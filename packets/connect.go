@@ -43,15 +43,7 @@ func (*Connect) flags() byte { return 0 }
 func (p *Connect) Len() int { return packetLen(p) }
 
 // Append appends the encoding of p to b.
-func (p *Connect) Append(b []byte) ([]byte, error) {
-	n := p.bodyLen()
-	c := encodeChecker(TypeConnect, n)
-	p.validate(&c)
-	if c.err != nil || n > MaxRemainingLength {
-		return appendPacket(b, p) // Encode words the error
-	}
-	return p.appendBody(appendHeader(b, byte(TypeConnect)<<4|p.flags(), n)), nil
-}
+func (p *Connect) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
 
 // ConnectFlags returns the Connect Flags byte that p encodes to (§3.1.2.3).
 func (p *Connect) ConnectFlags() byte {
@@ -275,15 +267,9 @@ func (p *Connect) decode(c *checker, body []byte) {
 	willTopicOff := off
 	if willFlag && !c.fatal {
 		// [MQTT-3.1.2-9] ... the Will Topic and Will Message fields MUST be present in the payload.
-		p.WillTopic, off, ok = prefixed(body, off)
-		if !ok {
-			p.WillTopic, off = c.lenPrefixedSlow(body, off, "will topic")
-		}
+		p.WillTopic, off = c.lenPrefixed(body, off, "will topic")
 		if !c.fatal {
-			p.WillMessage, off, ok = prefixed(body, off)
-			if !ok {
-				p.WillMessage, off = c.lenPrefixedSlow(body, off, "will message")
-			}
+			p.WillMessage, off = c.lenPrefixed(body, off, "will message")
 		}
 	}
 	usernameOff := off

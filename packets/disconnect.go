@@ -15,7 +15,7 @@ func (*Disconnect) Len() int { return 2 }
 
 // Append appends the encoding of p to b.
 func (p *Disconnect) Append(b []byte) ([]byte, error) {
-	return append(b, byte(TypeDisconnect)<<4, 0), nil
+	return appendEmptyPacket(b, TypeDisconnect), nil
 }
 
 // Clone returns a copy of p.

@@ -14,7 +14,7 @@ func (*Pingreq) flags() byte { return 0 }
 func (*Pingreq) Len() int { return 2 }
 
 // Append appends the encoding of p to b.
-func (p *Pingreq) Append(b []byte) ([]byte, error) { return append(b, byte(TypePingreq)<<4, 0), nil }
+func (p *Pingreq) Append(b []byte) ([]byte, error) { return appendEmptyPacket(b, TypePingreq), nil }
 
 // Clone returns a copy of p.
 func (*Pingreq) Clone() Packet { return &Pingreq{} }

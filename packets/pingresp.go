@@ -14,7 +14,7 @@ func (*Pingresp) flags() byte { return 0 }
 func (*Pingresp) Len() int { return 2 }
 
 // Append appends the encoding of p to b.
-func (p *Pingresp) Append(b []byte) ([]byte, error) { return append(b, byte(TypePingresp)<<4, 0), nil }
+func (p *Pingresp) Append(b []byte) ([]byte, error) { return appendEmptyPacket(b, TypePingresp), nil }
 
 // Clone returns a copy of p.
 func (*Pingresp) Clone() Packet { return &Pingresp{} }

@@ -17,7 +17,7 @@ func (*Puback) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
 func (p *Puback) Append(b []byte) ([]byte, error) {
-	return append(b, byte(TypePuback)<<4|requiredFlags[TypePuback], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+	return appendIDPacket(b, TypePuback, p.PacketID), nil
 }
 
 // Clone returns a copy of p.

@@ -17,7 +17,7 @@ func (*Pubcomp) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
 func (p *Pubcomp) Append(b []byte) ([]byte, error) {
-	return append(b, byte(TypePubcomp)<<4|requiredFlags[TypePubcomp], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+	return appendIDPacket(b, TypePubcomp, p.PacketID), nil
 }
 
 // Clone returns a copy of p.

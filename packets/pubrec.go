@@ -17,7 +17,7 @@ func (*Pubrec) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
 func (p *Pubrec) Append(b []byte) ([]byte, error) {
-	return append(b, byte(TypePubrec)<<4|requiredFlags[TypePubrec], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+	return appendIDPacket(b, TypePubrec, p.PacketID), nil
 }
 
 // Clone returns a copy of p.

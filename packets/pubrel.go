@@ -17,7 +17,7 @@ func (*Pubrel) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
 func (p *Pubrel) Append(b []byte) ([]byte, error) {
-	return append(b, byte(TypePubrel)<<4|requiredFlags[TypePubrel], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+	return appendIDPacket(b, TypePubrel, p.PacketID), nil
 }
 
 // Clone returns a copy of p.

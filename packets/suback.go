@@ -44,15 +44,7 @@ func (*Suback) flags() byte { return 0 }
 func (p *Suback) Len() int { return packetLen(p) }
 
 // Append appends the encoding of p to b.
-func (p *Suback) Append(b []byte) ([]byte, error) {
-	n := p.bodyLen()
-	c := encodeChecker(TypeSuback, n)
-	p.check(&c)
-	if c.err != nil || n > MaxRemainingLength {
-		return appendPacket(b, p) // Encode words the error
-	}
-	return p.appendBody(appendHeader(b, byte(TypeSuback)<<4|p.flags(), n)), nil
-}
+func (p *Suback) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
 
 // Clone returns a deep copy of p.
 func (p *Suback) Clone() Packet {

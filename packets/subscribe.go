@@ -31,9 +31,8 @@ func (p *Subscribe) Len() int { return packetLen(p) }
 func (p *Subscribe) Append(b []byte) ([]byte, error) {
 	// A packet with nothing for validate to report (plain filters, QoS 0-2,
 	// an identifier) is written at once; anything else goes through Encode.
-	n, plain := 2, p.PacketID != 0 && len(p.Subscriptions) > 0
+	n, plain := p.bodyLen(), p.PacketID != 0 && len(p.Subscriptions) > 0
 	for _, s := range p.Subscriptions {
-		n += 3 + len(s.Filter)
 		plain = plain && s.QoS <= 2 && plainFilter(s.Filter)
 	}
 	if !plain || n > MaxRemainingLength {
@@ -74,17 +73,11 @@ func (p *Subscribe) appendBody(b []byte) []byte {
 func (p *Subscribe) validate(c *checker) {
 	off := 2
 	for _, s := range p.Subscriptions {
-		if len(s.Filter) > MaxStringLength {
-			c.checkEncodable(s.Filter, "topic filter")
-		}
-		if s.QoS > 2 || !plainFilter(s.Filter) { // checkOne has something to say
-			p.checkOne(c, s, off)
-		}
+		c.checkEncodable(s.Filter, "topic filter")
+		p.checkOne(c, s, off)
 		off += 3 + len(s.Filter)
 	}
-	if p.PacketID == 0 || len(p.Subscriptions) == 0 {
-		p.checkCommon(c)
-	}
+	p.checkCommon(c)
 }
 
 func (p *Subscribe) checkCommon(c *checker) {
@@ -135,7 +128,7 @@ func (p *Subscribe) decode(c *checker, body []byte) {
 		}
 		p.Subscriptions = append(p.Subscriptions, s)
 	}
-	if !c.fatal && (p.PacketID == 0 || len(p.Subscriptions) == 0) {
+	if !c.fatal {
 		p.checkCommon(c)
 	}
 }

@@ -17,7 +17,7 @@ func (*Unsuback) Len() int { return 4 }
 
 // Append appends the encoding of p to b.
 func (p *Unsuback) Append(b []byte) ([]byte, error) {
-	return append(b, byte(TypeUnsuback)<<4|requiredFlags[TypeUnsuback], 2, byte(p.PacketID>>8), byte(p.PacketID)), nil
+	return appendIDPacket(b, TypeUnsuback, p.PacketID), nil
 }
 
 // Clone returns a copy of p.

@@ -20,15 +20,7 @@ func (*Unsubscribe) flags() byte { return requiredFlags[TypeUnsubscribe] }
 func (p *Unsubscribe) Len() int { return packetLen(p) }
 
 // Append appends the encoding of p to b.
-func (p *Unsubscribe) Append(b []byte) ([]byte, error) {
-	n := p.bodyLen()
-	c := encodeChecker(TypeUnsubscribe, n)
-	p.validate(&c)
-	if c.err != nil || n > MaxRemainingLength {
-		return appendPacket(b, p) // Encode words the error
-	}
-	return p.appendBody(appendHeader(b, byte(TypeUnsubscribe)<<4|p.flags(), n)), nil
-}
+func (p *Unsubscribe) Append(b []byte) ([]byte, error) { return appendPacket(b, p) }
 
 // Clone returns a deep copy of p.
 func (p *Unsubscribe) Clone() Packet {
