@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -179,10 +180,6 @@ func (r *Registry) handleRegistration(w http.ResponseWriter, req *http.Request) 
 		}
 	case http.MethodDelete:
 		var rec record
-		if r.mem != nil {
-			r.delMem(w, req, key)
-			return
-		}
 		r.del(w, req, bucketRegistrations, key, &rec, func() string { return rec.State.ETag }, "Registration not found.")
 	default:
 		r.methodNotAllowed(w, "GET, DELETE")
@@ -226,19 +223,33 @@ func (r *Registry) getGroup(w http.ResponseWriter, key []byte, g *EnrollmentGrou
 }
 
 func (r *Registry) del(w http.ResponseWriter, req *http.Request, b, key []byte, v any, etag func() string, notFound string) {
-	err := r.update(func(tx *bolt.Tx) error {
-		found, err := getJSON(tx, b, key, v)
-		if err != nil {
+	// check judges the stored record (nil when absent) before removal.
+	check := func(data []byte) error {
+		found, err := decodeStored(b, key, data, v)
+		switch {
+		case err != nil:
 			return err
-		}
-		if !found {
+		case !found:
 			return errNotFound
-		}
-		if !ifMatch(req, etag(), true) {
+		case !ifMatch(req, etag(), true):
 			return errPrecondition
 		}
-		return tx.Bucket(b).Delete(key)
-	})
+		return nil
+	}
+	var err error
+	switch {
+	case r.closed.Load():
+		err = ErrClosed
+	case r.mem != nil && bytes.Equal(b, bucketRegistrations):
+		err = r.mem.delete(key, check) // registrations in memory: no state dir
+	default:
+		err = r.update(func(tx *bolt.Tx) error {
+			if err := check(tx.Bucket(b).Get(key)); err != nil {
+				return err
+			}
+			return tx.Bucket(b).Delete(key)
+		})
+	}
 	switch {
 	case errors.Is(err, errNotFound):
 		r.writeError(w, http.StatusNotFound, adminNotFound, notFound)
@@ -247,29 +258,6 @@ func (r *Registry) del(w http.ResponseWriter, req *http.Request, b, key []byte, 
 	case err != nil:
 		r.internal(w, err)
 	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-// delMem is del for a registration held in memory (no state dir).
-func (r *Registry) delMem(w http.ResponseWriter, req *http.Request, key []byte) {
-	if r.closed.Load() {
-		r.internal(w, ErrClosed)
-		return
-	}
-	r.mem.mu.Lock()
-	defer r.mem.mu.Unlock()
-	data := r.mem.m[string(key)]
-	var rec record
-	switch {
-	case data == nil:
-		r.writeError(w, http.StatusNotFound, adminNotFound, "Registration not found.")
-	case json.Unmarshal(data, &rec) != nil:
-		r.internal(w, fmt.Errorf("registry: corrupt %s/%s", bucketRegistrations, key))
-	case !ifMatch(req, rec.State.ETag, true):
-		r.writeError(w, http.StatusPreconditionFailed, adminPreconditionFailed, "Precondition failed: the etag in If-Match does not match.")
-	default:
-		delete(r.mem.m, string(key))
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

@@ -179,9 +179,7 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 		return tx.Bucket(bucketRegistrations).Put(key, data)
 	}
 	if r.mem != nil {
-		r.mem.mu.Lock()
-		r.mem.m[string(key)] = data
-		r.mem.mu.Unlock()
+		r.mem.put(key, data)
 	} else {
 		err = r.commits.run(put)
 	}

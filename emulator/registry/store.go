@@ -49,7 +49,12 @@ func idKey(id string) []byte { return []byte(strings.ToLower(id)) }
 
 // getJSON reads key of bucket b into v; it reports false when absent.
 func getJSON(tx *bolt.Tx, b, key []byte, v any) (bool, error) {
-	data := tx.Bucket(b).Get(key)
+	return decodeStored(b, key, tx.Bucket(b).Get(key), v)
+}
+
+// decodeStored decodes the stored JSON data of key in bucket b (or its
+// memory stand-in) into v; nil data is absent and reports false.
+func decodeStored(b, key, data []byte, v any) (bool, error) {
 	if data == nil {
 		return false, nil
 	}
@@ -77,22 +82,38 @@ type memRegistrations struct {
 	m  map[string][]byte // idKey → JSON record, never modified once stored
 }
 
+func (m *memRegistrations) get(key []byte) []byte {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.m[string(key)]
+}
+
+func (m *memRegistrations) put(key, data []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.m[string(key)] = data
+}
+
+// delete removes key if check, given its record (nil when absent), returns
+// nil; it returns check's error otherwise. The check and the removal hold
+// the lock together, as a database transaction would.
+func (m *memRegistrations) delete(key []byte, check func(data []byte) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := check(m.m[string(key)]); err != nil {
+		return err
+	}
+	delete(m.m, string(key))
+	return nil
+}
+
 // getRegistration reads the record of key (an idKey) into rec: from memory
 // without a state dir, else from tx. It reports false when absent.
 func (r *Registry) getRegistration(tx *bolt.Tx, key []byte, rec *record) (bool, error) {
 	if r.mem == nil {
 		return getJSON(tx, bucketRegistrations, key, rec)
 	}
-	r.mem.mu.RLock()
-	data := r.mem.m[string(key)]
-	r.mem.mu.RUnlock()
-	if data == nil {
-		return false, nil
-	}
-	if err := json.Unmarshal(data, rec); err != nil {
-		return false, fmt.Errorf("registry: corrupt %s/%s: %w", bucketRegistrations, key, err)
-	}
-	return true, nil
+	return decodeStored(bucketRegistrations, key, r.mem.get(key), rec)
 }
 
 // initBuckets creates the buckets and checks the schema version.
