@@ -635,11 +635,7 @@ func (b *provisionBench) startTLSServer(ctx context.Context, mqtt bool) (*benchS
 		return nil, envErrorf("bare TLS server: %v", err)
 	}
 	done := make(chan struct{})
-	serve := handshakeOnly
-	if mqtt {
-		serve = respondDPS
-	}
-	go func() { defer close(done); serveConns(ctx, l, serve) }()
+	go func() { defer close(done); serveConns(ctx, l, tlsServerHandler(mqtt)) }()
 	return &benchServer{addr: l.Addr().String(), stop: func() error {
 		l.Close()
 		<-done
@@ -819,7 +815,7 @@ func (b *provisionBench) handshakes(ctx context.Context, addr string, conf *tls.
 	})
 }
 
-// storm provisions --registrations distinct devices.
+// storm provisions n distinct devices against srv with the --client load generator.
 func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.Config, n int) phaseResult {
 	target := transport.Target{Scheme: transport.SchemeMQTTS}
 	host, port, _ := net.SplitHostPort(srv.addr)
@@ -841,12 +837,12 @@ func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.
 				return err
 			}
 			l := leanRegistration{addr: srv.addr, conf: conf, idScope: srv.idScope, regID: regID, key: key, deadline: 30 * time.Second}
-			n, err := l.run(ctx, dialer)
+			p, err := l.run(ctx, dialer)
 			if err != nil {
 				return err
 			}
 			mu.Lock()
-			polls += n
+			polls += p
 			attempts++
 			mu.Unlock()
 			return nil

@@ -62,12 +62,8 @@ func benchTLSServerCmd(ctx context.Context, env *Env, args []string) error {
 		l.Close()
 		return envErrorf("writing the ready line: %v", err)
 	}
-	serve := handshakeOnly
-	if mqtt {
-		serve = respondDPS
-	}
 	done := make(chan struct{})
-	go func() { defer close(done); serveConns(ctx, l, serve) }()
+	go func() { defer close(done); serveConns(ctx, l, tlsServerHandler(mqtt)) }()
 	<-ctx.Done()
 	l.Close()
 	<-done
@@ -127,6 +123,15 @@ func serveConns(ctx context.Context, l net.Listener, serve func(*tls.Conn)) {
 			serve(c.(*tls.Conn))
 		}()
 	}
+}
+
+// tlsServerHandler is what 'bench tls-server' does with a connection: the
+// handshake only, or with mqtt the bare responder.
+func tlsServerHandler(mqtt bool) func(*tls.Conn) {
+	if mqtt {
+		return respondDPS
+	}
+	return handshakeOnly
 }
 
 // handshakeOnly completes the handshake, then reads until the client
