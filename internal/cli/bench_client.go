@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
@@ -34,6 +35,15 @@ type leanRegistration struct {
 	regID    string
 	key      string // the device's symmetric key (derived from the group key)
 	deadline time.Duration
+	// echo turns the flow into the echo flow of 'bench provision
+	// --mosquitto': each request is published on the response topic its
+	// answer would come on, with the canned answer of the bare responder
+	// as its body, so that a plain MQTT broker, which delivers it back to
+	// the device's subscription, answers like DPS. A broker delivers to
+	// every subscriber, so the device's topics and filter carry its
+	// registration id after "$dps/registrations/res/" (echoTopic). The
+	// packets, their order and the round trips are those of the DPS flow.
+	echo bool
 }
 
 // maxLeanPolls bounds the polls of one registration (retry-after 0: the
@@ -84,7 +94,11 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 	if ack, ok := p.(*packets.Connack); !ok || ack.ReturnCode != packets.ConnackAccepted {
 		return 0, fmt.Errorf("CONNECT answered with %v", p)
 	}
-	out, _ = (&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}).Append(out)
+	filter := dps.SubscribeFilter
+	if l.echo {
+		filter = echoPrefix + l.regID + "/#"
+	}
+	out, _ = (&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(filter), QoS: 1}}}).Append(out)
 	if err := send(); err != nil {
 		return 0, fmt.Errorf("writing SUBSCRIBE: %w", err)
 	}
@@ -100,6 +114,13 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 		return 0, err
 	}
 	topic := dps.RegisterTopic("1")
+	var assigned []byte // the echo flow's last body
+	if l.echo {
+		topic, body = l.echoTopic(202, "1"), []byte(responderAssigning)
+		if assigned, err = cannedAssigned(l.regID); err != nil {
+			return 0, err
+		}
+	}
 	for rid := 1; ; rid++ {
 		ridS := strconv.Itoa(rid)
 		out, _ = (&packets.Publish{QoS: 1, PacketID: uint16(rid%65535 + 1), Topic: []byte(topic), Payload: body}).Append(out)
@@ -123,6 +144,9 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 			}
 			topic = dps.PollTopic(strconv.Itoa(rid+1), op.OperationID)
 			body = nil
+			if l.echo {
+				topic, body = l.echoTopic(200, strconv.Itoa(rid+1)), assigned
+			}
 			if resp.RetryAfter > 0 { // the emulator of the storm answers 0
 				t := time.NewTimer(resp.RetryAfter)
 				select {
@@ -136,6 +160,15 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 			return polls, fmt.Errorf("request %d answered %d with status %q", rid, status, op.Status)
 		}
 	}
+}
+
+// echoPrefix is the start of every response topic.
+var echoPrefix = strings.TrimSuffix(dps.SubscribeFilter, "#")
+
+// echoTopic is the echo flow's topic of the answer status to rid: the
+// response topic with the registration id after echoPrefix.
+func (l *leanRegistration) echoTopic(status int, rid string) string {
+	return echoPrefix + l.regID + "/" + strings.TrimPrefix(dps.ResponseTopic(status, rid, 0), echoPrefix)
 }
 
 // await reads until the response to $rid rid, skipping the PUBACK of the
@@ -156,7 +189,15 @@ func (l *leanRegistration) await(r *packets.Reader, rid string, out *[]byte) (dp
 		if pub.QoS > 0 {
 			*out, _ = (&packets.Puback{PacketID: pub.PacketID}).Append(*out)
 		}
-		if resp, err = dps.ParseResponseTopic(string(pub.Topic)); err != nil {
+		topic := string(pub.Topic)
+		if l.echo {
+			own := echoPrefix + l.regID + "/"
+			if !strings.HasPrefix(topic, own) {
+				return resp, op, fmt.Errorf("echo on %q, not under %s", topic, own)
+			}
+			topic = echoPrefix + topic[len(own):]
+		}
+		if resp, err = dps.ParseResponseTopic(topic); err != nil {
 			return resp, op, err
 		}
 		if resp.RID != rid {

@@ -80,6 +80,7 @@ type benchProvisionFlags struct {
 	responder     bool
 	client        string
 	rounds        int
+	mosquitto     string
 }
 
 // latencyStats summarises a set of durations in milliseconds.
@@ -147,6 +148,15 @@ type provisionBenchResult struct {
 	Responder *phaseResult `json:"responder,omitempty"`
 	// ResponderRatio is the responder's registrations/s ÷ handshakes/s.
 	ResponderRatio float64 `json:"responderRegistrationsPerHandshake,omitempty"`
+	// Mosquitto is the echo flow against mosquitto; nil when not run
+	// (MosquittoNote says why).
+	Mosquitto        *phaseResult `json:"mosquitto,omitempty"`
+	MosquittoVersion string       `json:"mosquittoVersion,omitempty"`
+	MosquittoNote    string       `json:"mosquittoNote,omitempty"`
+	// VsMosquitto is registrations/s ÷ mosquitto's echo flows/s.
+	VsMosquitto float64 `json:"registrationsPerMosquittoEcho,omitempty"`
+	// MosquittoIdle is the memory of idle connections to mosquitto.
+	MosquittoIdle *idleResult `json:"mosquittoIdle,omitempty"`
 	// Rounds are the rates of each round of the interleaved phases.
 	Rounds []roundRates `json:"rounds"`
 	// WarmUp is the number of handshakes and registrations each phase ran
@@ -166,6 +176,7 @@ type roundRates struct {
 	Handshakes    float64 `json:"handshakesPerSecond"`
 	Registrations float64 `json:"registrationsPerSecond"`
 	Responder     float64 `json:"responderRegistrationsPerSecond,omitempty"`
+	Mosquitto     float64 `json:"mosquittoEchoesPerSecond,omitempty"`
 	Ratio         float64 `json:"registrationsPerHandshake"`
 }
 
@@ -173,7 +184,8 @@ type roundRates struct {
 type benchServer struct {
 	addr    string
 	idScope string
-	pid     int // 0: in this process or external
+	pid     int  // 0: in this process or external
+	echo    bool // a plain MQTT broker: the storm runs the echo flow (leanRegistration.echo)
 	stop    func() error
 }
 
@@ -194,6 +206,9 @@ type provisionBench struct {
 	cert     tls.Certificate
 	groupKey string
 	stateDir string // the registry's directory; "" means a temporary database
+	// mosquittoBin is the broker of the echo flow; "" when not run, and
+	// mosquittoNote says why.
+	mosquittoBin, mosquittoNote string
 }
 
 func benchProvisionCmd(ctx context.Context, env *Env, args []string) error {
@@ -228,6 +243,7 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	fs.StringVar(&f.client, "client", "", "load generator `KIND`: lean (the packets of the reference device, without its machinery; the default against the embedded emulator) or device (the reference device client, device.Provision, which also retries 429 and 5xx; the default with --target)")
 	fs.IntVar(&f.rounds, "rounds", 4, "interleave the phases in `N` rounds: each round runs a share of the ceiling's handshakes, of the storm and of the responder's registrations, in an order that rotates, so that the machine's drift weighs on every phase alike; --cpuprofile implies 1")
 	fs.BoolVar(&f.responder, "responder", true, "also run the registrations against a bare MQTT responder (canned DPS answers, no DPS work; 'bench tls-server --mqtt'), a reference for what the round trips alone cost; --responder=false skips it")
+	fs.StringVar(&f.mosquitto, "mosquitto", "auto", "also run the same packets as an echo flow against mosquitto, a real MQTT broker in C (TLS 1.2, the same certificate): `BIN` is the mosquitto executable, auto (the one in PATH or /usr/sbin, skipped with a note when there is none) or off")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the storm (this process: the load generator, and the server too with --server inproc) to `FILE`, and one of the responder phase to FILE with -responder before its extension, for go tool pprof")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
@@ -279,8 +295,8 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		return usageErrorf("--server %q: want child or inproc", f.server)
 	}
 	if f.target != "" {
-		if set["key-type"] || set["server"] || set["state-dir"] || set["responder"] {
-			return usageErrorf("--key-type, --server, --state-dir and --responder apply to the embedded emulator, not to --target")
+		if set["key-type"] || set["server"] || set["state-dir"] || set["responder"] || set["mosquitto"] {
+			return usageErrorf("--key-type, --server, --state-dir, --responder and --mosquitto apply to the embedded emulator, not to --target")
 		}
 		f.responder = false
 		b.f.responder = false
@@ -292,6 +308,11 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		}
 	} else if set["id-scope"] || set["group-key"] || set["ca"] {
 		return usageErrorf("--id-scope, --group-key and --ca apply only with --target")
+	}
+	if f.target == "" {
+		if b.mosquittoBin, b.mosquittoNote, err = findMosquitto(f.mosquitto, mosquittoSbin); err != nil {
+			return err
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -308,6 +329,9 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	}
 	if res.Handshakes.Failed > 0 {
 		return envErrorf("%d handshakes of the ceiling failed; first: %s", res.Handshakes.Failed, res.Handshakes.FirstErr)
+	}
+	if m := res.Mosquitto; m != nil && m.Failed > 0 {
+		return envErrorf("%d of %d echo flows against mosquitto failed; first: %s", m.Failed, m.Failed+m.Done, m.FirstErr)
 	}
 	return nil
 }
@@ -400,6 +424,14 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		resp.idScope = "0neBENCH000"
 		res.Responder = &phaseResult{}
 	}
+	mosq, err := b.startMosquitto(ctx, res)
+	if err != nil {
+		return nil, err
+	}
+	if mosq != nil {
+		defer mosq.stop()
+		res.Mosquitto = &phaseResult{}
+	}
 	profile := func(file string, run func() phaseResult) (phaseResult, error) {
 		stop, err := startCPUProfile(file)
 		if err != nil {
@@ -418,6 +450,9 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		b.storm(ctx, srv, tlsConf, res.WarmUp)
 		if resp != nil {
 			b.storm(ctx, resp, tlsConf, res.WarmUp)
+		}
+		if mosq != nil {
+			b.storm(ctx, mosq, tlsConf, res.WarmUp)
 		}
 	}
 	for round := range b.f.rounds {
@@ -448,6 +483,15 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 				rr.Responder = st.PerSec
 				return err
 			},
+			func() error {
+				if mosq == nil {
+					return nil
+				}
+				st := b.storm(ctx, mosq, tlsConf, n)
+				*res.Mosquitto = combinePhases(*res.Mosquitto, st)
+				rr.Mosquitto = st.PerSec
+				return nil
+			},
 		}
 		for i := range phases {
 			if err := phases[(i+round)%len(phases)](); err != nil {
@@ -467,6 +511,9 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 			return nil, envErrorf("stopping the bare MQTT responder: %v", err)
 		}
 	}
+	if mosq != nil && res.Mosquitto.PerSec > 0 {
+		res.VsMosquitto = res.Storm.PerSec / res.Mosquitto.PerSec
+	}
 	if res.Handshakes.PerSec > 0 {
 		res.Ratio = res.Storm.PerSec / res.Handshakes.PerSec
 		if res.Responder != nil {
@@ -477,6 +524,14 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 	// 3. Idle connections.
 	if b.f.idle > 0 && ctx.Err() == nil {
 		res.Idle = b.idleConns(ctx, srv, tlsConf, soft)
+	}
+	if mosq != nil {
+		if b.f.idle > 0 && ctx.Err() == nil {
+			res.MosquittoIdle = b.idleConns(ctx, mosq, tlsConf, soft)
+		}
+		if err := mosq.stop(); err != nil {
+			return nil, envErrorf("stopping mosquitto: %v", err)
+		}
 	}
 	if err := srv.stop(); err != nil {
 		return nil, envErrorf("stopping the server: %v", err)
@@ -668,20 +723,7 @@ func (b *provisionBench) startChild(ctx context.Context, args []string) (*benchS
 		lines <- line
 		io.Copy(io.Discard, br)
 	}()
-	var once sync.Once
-	var stopErr error
-	srv := &benchServer{pid: cmd.Process.Pid, stop: func() error {
-		once.Do(func() {
-			cancel()
-			err := cmd.Wait()
-			var ee *exec.ExitError
-			if errors.As(err, &ee) || errors.Is(err, context.Canceled) {
-				err = nil // stopped by SIGTERM, as asked
-			}
-			stopErr = err
-		})
-		return stopErr
-	}}
+	srv := &benchServer{pid: cmd.Process.Pid, stop: childStopper(cmd.Wait, cancel)}
 	timer := time.NewTimer(30 * time.Second)
 	defer timer.Stop()
 	select {
@@ -697,6 +739,26 @@ func (b *provisionBench) startChild(ctx context.Context, args []string) (*benchS
 	case <-ctx.Done():
 		srv.stop()
 		return nil, nil, envErrorf("interrupted while starting the child %s", args[0])
+	}
+}
+
+// childStopper returns the stop function of a started child: cancel (the
+// command's Cancel sends SIGTERM), then wait for it (cmd.Wait, or what
+// stands for it); once, however often called.
+func childStopper(wait func() error, cancel context.CancelFunc) func() error {
+	var once sync.Once
+	var stopErr error
+	return func() error {
+		once.Do(func() {
+			cancel()
+			err := wait()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) || errors.Is(err, context.Canceled) {
+				err = nil // stopped by SIGTERM, as asked
+			}
+			stopErr = err
+		})
+		return stopErr
 	}
 }
 
@@ -831,12 +893,12 @@ func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	res := b.phase(ctx, n, func(ctx context.Context, i int) error {
 		regID := fmt.Sprintf("bench-%x-%06d", run, i)
-		if b.f.client == "lean" {
+		if b.f.client == "lean" || srv.echo {
 			key, err := dps.DeriveDeviceKey(groupKey, regID)
 			if err != nil {
 				return err
 			}
-			l := leanRegistration{addr: srv.addr, conf: conf, idScope: srv.idScope, regID: regID, key: key, deadline: 30 * time.Second}
+			l := leanRegistration{addr: srv.addr, conf: conf, idScope: srv.idScope, regID: regID, key: key, deadline: 30 * time.Second, echo: srv.echo}
 			p, err := l.run(ctx, dialer)
 			if err != nil {
 				return err
@@ -891,7 +953,7 @@ func snapshotSelf() memSnapshot {
 // idleConns opens --idle connections (TLS + CONNECT accepted), holds them
 // and measures what they cost.
 func (b *provisionBench) idleConns(ctx context.Context, srv *benchServer, conf *tls.Config, soft uint64) *idleResult {
-	res := &idleResult{Requested: b.f.idle, Combined: b.f.server == "inproc" && b.f.target == ""}
+	res := &idleResult{Requested: b.f.idle, Combined: b.f.server == "inproc" && b.f.target == "" && srv.pid == 0}
 	want := b.f.idle
 	// File descriptors: this process holds one per connection (two when
 	// the server is in this process too), plus a margin.
@@ -1058,6 +1120,23 @@ func (r *provisionBenchResult) rows() []benchRow {
 			{"  ratio", fmt.Sprintf("%.2f", r.ResponderRatio), fmt.Sprintf("responder registrations/s ÷ handshakes/s; the emulator reaches %.0f%% of the responder", 100*r.Storm.PerSec/max(p.PerSec, 1e-9))},
 		}...)
 	}
+	if p := r.Mosquitto; p != nil {
+		per := make([]string, len(r.Rounds))
+		for i, rr := range r.Rounds {
+			per[i] = "-"
+			if rr.Mosquitto > 0 {
+				per[i] = fmt.Sprintf("%.2f", rr.Registrations/rr.Mosquitto)
+			}
+		}
+		rows = append(rows, []benchRow{
+			{},
+			{"mosquitto echo", fmtRate(p.PerSec, "/s"), fmt.Sprintf("%s: the same packets, each request published on its answer's topic and delivered back by the broker: %d done, %d failed, %.2f s", r.MosquittoVersion, p.Done, p.Failed, p.Seconds)},
+			{"  p50/p99", fmt.Sprintf("%.2f / %.2f ms", p.Latency.P50ms, p.Latency.P99ms), ""},
+			{"  emulator ÷ mosquitto", fmt.Sprintf("%.2f", r.VsMosquitto), "registrations/s ÷ mosquitto's echo flows/s; per round " + strings.Join(per, " ")},
+		}...)
+	} else if r.MosquittoNote != "" {
+		rows = append(rows, benchRow{}, benchRow{"mosquitto echo", "not run", r.MosquittoNote})
+	}
 	if i := r.Idle; i != nil {
 		rows = append(rows, benchRow{},
 			benchRow{"idle connections", fmt.Sprintf("%d", i.Held), fmt.Sprintf("of %d requested (TLS + CONNECT accepted, held open); RLIMIT_NOFILE %d/%d", i.Requested, r.NoFileSoft, r.NoFileHard)})
@@ -1080,6 +1159,21 @@ func (r *provisionBenchResult) rows() []benchRow {
 				benchRow{"memory/conn client", kib(i.ClientRSSPerConnBytes), "VmRSS delta of the load generator ÷ connections"},
 				benchRow{"  client heap/conn", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC"})
 		}
+	}
+	if m := r.MosquittoIdle; m != nil {
+		rows = append(rows, benchRow{},
+			benchRow{"idle to mosquitto", fmt.Sprintf("%d", m.Held), fmt.Sprintf("of %d requested, the same connections held open to mosquitto after the emulator's were closed", m.Requested)})
+		if m.Note != "" {
+			rows = append(rows, benchRow{"  note", m.Note, ""})
+		}
+		if m.FirstErr != "" {
+			rows = append(rows, benchRow{"  first error", m.FirstErr, ""})
+		}
+		remark := "VmRSS delta of mosquitto ÷ connections"
+		if i := r.Idle; i != nil && !i.Combined && i.ServerRSSPerConnBytes > 0 && m.ServerRSSPerConnBytes > 0 {
+			remark += fmt.Sprintf("; the emulator's ÷ mosquitto's: %.2f", i.ServerRSSPerConnBytes/m.ServerRSSPerConnBytes)
+		}
+		rows = append(rows, benchRow{"memory/conn mosquitto", fmt.Sprintf("%.1f KiB", m.ServerRSSPerConnBytes/1024), remark})
 	}
 	return rows
 }

@@ -154,6 +154,14 @@ const (
 	responderAssigning   = `{"operationId":"` + responderOperationID + `","status":"assigning"}`
 )
 
+// cannedAssigned is the canned body of the final answer to regID: status
+// assigned with a full registrationState.
+func cannedAssigned(regID string) ([]byte, error) {
+	return json.Marshal(dps.RegistrationOperationStatus{OperationID: responderOperationID, Status: dps.StatusAssigned,
+		RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: regID, AssignedHub: "bench-hub.azure-devices.net",
+			DeviceID: regID, Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment}})
+}
+
 // respondDPS is the bare MQTT responder: the DPS flow answered with canned
 // packets, as a floor under what any DPS server must do per registration
 // (the same round trips, TLS records and MQTT framing, and none of the DPS
@@ -205,9 +213,7 @@ func respondDPS(c *tls.Conn) {
 				publish(202, req.RID, []byte(responderAssigning))
 				break
 			}
-			body, err := json.Marshal(dps.RegistrationOperationStatus{OperationID: responderOperationID, Status: dps.StatusAssigned,
-				RegistrationState: &dps.DeviceRegistrationResult{RegistrationID: clientID, AssignedHub: "bench-hub.azure-devices.net",
-					DeviceID: clientID, Status: dps.StatusAssigned, Substatus: dps.SubstatusInitialAssignment}})
+			body, err := cannedAssigned(clientID)
 			if err != nil {
 				return
 			}
