@@ -153,7 +153,14 @@ func (b *provisionBench) runMosquitto(ctx context.Context, bin, conf, addr strin
 		select {
 		case <-exited:
 			srv.stop()
-			return nil, envErrorf("mosquitto (%s) exited before listening on %s: %s", bin, addr, oneLine(stderr.String()))
+			out := oneLine(stderr.String())
+			if out == "" {
+				out = fmt.Sprintf("no output (%v)", waitErr)
+				if waitErr == nil {
+					out = "no output (exit status 0)"
+				}
+			}
+			return nil, envErrorf("mosquitto (%s) exited before listening on %s: %s", bin, addr, out)
 		case <-ctx.Done():
 			srv.stop()
 			return nil, envErrorf("interrupted while starting mosquitto")

@@ -191,6 +191,27 @@ func TestFindMosquitto(t *testing.T) {
 	}
 }
 
+// TestBenchProvisionMosquittoFails checks that a broker that exits at
+// start ends the run with its own words, after the three tries, and
+// leaves nothing behind.
+func TestBenchProvisionMosquittoFails(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	fake := filepath.Join(t.TempDir(), "mosquitto")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'Error: Unable to load server key file.' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	env := &Env{Stdout: &stdout, Stderr: &stderr}
+	err := benchProvisionCmd(context.Background(), env, []string{"--server", "inproc", "--devices", "1", "--registrations", "4", "--idle", "0", "--responder=false", "--mosquitto", fake})
+	var ee *EnvError
+	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "exited before listening") || !strings.Contains(err.Error(), "Unable to load server key file") {
+		t.Fatalf("error %v, want an environment error quoting the broker", err)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout %q, want no table from a run that did not complete", stdout.String())
+	}
+}
+
 func checkProvisionResult(t *testing.T, res *provisionBenchResult, regs, idle int) {
 	t.Helper()
 	if res.Storm.Done != regs || res.Storm.Failed != 0 {
