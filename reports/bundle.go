@@ -267,13 +267,17 @@ func unsafePath(p string) string {
 	return ""
 }
 
-// Pack writes dir as a gzip-compressed tar file at tgzPath: the regular files
-// (manifest.json included, which must exist: write it with [WriteManifest]
-// first) under their relative slash-separated paths, in path order, with mode
-// 0644, each preceded by its parent directories (mode 0755) on first use. No
-// absolute path, "..", link or device goes in. The gzip header carries a
-// header CRC, so every byte of the bundle is covered by a checksum. tgzPath
-// must not be inside dir; it is replaced only when the bundle is complete.
+// Pack writes dir as a gzip-compressed tar file at tgzPath: the files its
+// manifest.json lists and manifest.json itself (which must exist: write it
+// with [WriteManifest] first) under their relative slash-separated paths, in
+// path order, with mode 0644, each preceded by its parent directories (mode
+// 0755) on first use. Each file is hashed while it is copied: a file whose
+// size or SHA-256 no longer matches the manifest, a file missing or not
+// listed, or a damaged manifest fails Pack, naming the file (a
+// [*VerifyError] for what is found before packing). No absolute path, "..",
+// link or device goes in. The gzip header carries a header CRC, so every
+// byte of the bundle is covered by a checksum. tgzPath must not be inside
+// dir; it is replaced only when the bundle is complete.
 func Pack(dir, tgzPath string) error {
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
@@ -286,16 +290,40 @@ func Pack(dir, tgzPath string) error {
 	if rel, err := filepath.Rel(absDir, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return fmt.Errorf("pack: the bundle %s must not be inside the directory %s", tgzPath, dir)
 	}
-	if fi, err := os.Lstat(filepath.Join(dir, ManifestName)); err != nil {
+	lim := defaultLimits()
+	mi, err := os.Lstat(filepath.Join(dir, ManifestName))
+	if err != nil {
 		return fmt.Errorf("pack %s: no %s (write it first): %w", dir, ManifestName, err)
-	} else if !fi.Mode().IsRegular() {
-		return fmt.Errorf("pack %s: %s: is a %s: %w", dir, ManifestName, fileKind(fi.Mode()), ErrNotRegular)
+	} else if !mi.Mode().IsRegular() {
+		return fmt.Errorf("pack %s: %s: is a %s: %w", dir, ManifestName, fileKind(mi.Mode()), ErrNotRegular)
 	}
-	files, err := regularFiles(dir, defaultLimits())
+	var ps problems
+	mb, err := readManifestFile(filepath.Join(dir, ManifestName), lim, &ps)
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
-	files = append(files, ManifestName)
+	var entries map[string]ManifestFile
+	if mb != nil {
+		_, entries = parseManifest(mb, lim, &ps)
+	}
+	// The walk reads names only, no content: it refuses unsafe paths,
+	// symlinks and other non-regular files anywhere under dir, and finds
+	// the files the manifest does not list.
+	present, err := regularFiles(dir, lim)
+	if err != nil {
+		return fmt.Errorf("pack %s: %w", dir, err)
+	}
+	if mb != nil {
+		compareNames(entries, present, &ps)
+	}
+	if err := ps.err(dir); err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
+	// The manifest's list, now known to name exactly the files present.
+	files := []string{ManifestName}
+	for p := range entries {
+		files = append(files, p)
+	}
 	slices.Sort(files)
 
 	tmp, err := os.CreateTemp(filepath.Dir(tgzPath), ".bundle-*.tar.gz")
@@ -303,7 +331,14 @@ func Pack(dir, tgzPath string) error {
 		return fmt.Errorf("pack: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	if err := writeTarGz(tmp, dir, files); err != nil {
+	err = writeTarGz(tmp, files, func(tw *tar.Writer, p string) error {
+		if p == ManifestName {
+			// The bytes checked above, not a second read.
+			return packBytes(tw, p, mb, mi.ModTime())
+		}
+		return packFile(tw, dir, entries[p])
+	})
+	if err != nil {
 		tmp.Close()
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
@@ -319,7 +354,24 @@ func Pack(dir, tgzPath string) error {
 	return nil
 }
 
-func writeTarGz(w io.Writer, dir string, files []string) error {
+// compareNames reports the files listed in the manifest but not present
+// and those present but not listed; contents are checked while packing.
+func compareNames(entries map[string]ManifestFile, present []string, ps *problems) {
+	for p := range entries {
+		if _, ok := slices.BinarySearch(present, p); !ok {
+			ps.add(p, "listed in %s but missing", ManifestName)
+		}
+	}
+	for _, p := range present {
+		if _, ok := entries[p]; !ok {
+			ps.add(p, "present but not listed in %s", ManifestName)
+		}
+	}
+}
+
+// writeTarGz writes files, in the order given, as a gzip-compressed tar
+// archive; add writes one file's header and content.
+func writeTarGz(w io.Writer, files []string, add func(tw *tar.Writer, p string) error) error {
 	zw, err := newGzipWriter(w)
 	if err != nil {
 		return err
@@ -339,7 +391,7 @@ func writeTarGz(w io.Writer, dir string, files []string) error {
 				return err
 			}
 		}
-		if err := packFile(tw, dir, p); err != nil {
+		if err := add(tw, p); err != nil {
 			return err
 		}
 	}
@@ -349,8 +401,20 @@ func writeTarGz(w io.Writer, dir string, files []string) error {
 	return zw.Close()
 }
 
-func packFile(tw *tar.Writer, dir, p string) error {
-	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(p)))
+// packBytes writes one file whose content is in memory.
+func packBytes(tw *tar.Writer, p string, b []byte, mtime time.Time) error {
+	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: 0o644, Size: int64(len(b)), ModTime: mtime.UTC().Truncate(time.Second)}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	_, err := tw.Write(b)
+	return err
+}
+
+// packFile copies the file of manifest entry e, hashing it on the way: a
+// size or SHA-256 other than the manifest's is an error naming the file.
+func packFile(tw *tar.Writer, dir string, e ManifestFile) error {
+	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(e.Path)))
 	if err != nil {
 		return err
 	}
@@ -360,16 +424,23 @@ func packFile(tw *tar.Writer, dir, p string) error {
 		return err
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s: is a %s: %w", p, fileKind(fi.Mode()), ErrNotRegular)
+		return fmt.Errorf("%s: is a %s: %w", e.Path, fileKind(fi.Mode()), ErrNotRegular)
 	}
-	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: p, Mode: 0o644, Size: fi.Size(), ModTime: fi.ModTime().UTC().Truncate(time.Second)}
+	if fi.Size() != e.Size {
+		return fmt.Errorf("%s: size mismatch: %s says %d bytes, found %d (changed after the manifest was written?)", e.Path, ManifestName, e.Size, fi.Size())
+	}
+	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: e.Path, Mode: 0o644, Size: e.Size, ModTime: fi.ModTime().UTC().Truncate(time.Second)}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
-	// A file that changes size while being packed fails here (short) or in
-	// the tar writer (long): the bundle would not verify.
-	if _, err := io.CopyN(tw, f, fi.Size()); err != nil {
-		return fmt.Errorf("%s: %w", p, err)
+	// A file that shrinks while being packed fails here; only the bytes
+	// the manifest covers are copied, and they must hash as it says.
+	h := sha256.New()
+	if _, err := io.CopyN(tw, io.TeeReader(f, h), e.Size); err != nil {
+		return fmt.Errorf("%s: %w", e.Path, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != e.SHA256 {
+		return fmt.Errorf("%s: sha256 mismatch: %s says %s, content hashes to %s (changed after the manifest was written?)", e.Path, ManifestName, short(e.SHA256), short(sum))
 	}
 	return nil
 }
@@ -521,9 +592,10 @@ func parseManifest(b []byte, lim limits, ps *problems) (*Manifest, map[string]Ma
 	m.SHA256 = stored
 	entries := make(map[string]ManifestFile, len(m.Files))
 	for i, f := range m.Files {
+		why := unsafePath(f.Path)
 		switch {
-		case unsafePath(f.Path) != "":
-			ps.add(ManifestName, "entry %d: %q: %s", i, f.Path, unsafePath(f.Path))
+		case why != "":
+			ps.add(ManifestName, "entry %d: %q: %s", i, f.Path, why)
 			continue
 		case f.Path == ManifestName:
 			ps.add(ManifestName, "lists itself")
@@ -610,11 +682,12 @@ func verifyDir(dir string, lim limits) (*Manifest, error) {
 			return err
 		}
 		rel = filepath.ToSlash(rel)
+		why := unsafePath(rel)
 		switch {
 		case rel == ManifestName:
 			return nil // read below
-		case unsafePath(rel) != "":
-			ps.add(rel, "%s", unsafePath(rel))
+		case why != "":
+			ps.add(rel, "%s", why)
 			return nil
 		case !d.Type().IsRegular():
 			ps.add(rel, "is a %s, not a regular file", fileKind(d.Type()))

@@ -249,6 +249,47 @@ func TestPackRefuses(t *testing.T) {
 	}
 }
 
+// TestPackChecksContent: a file changed after the manifest was written,
+// listed, missing or unlisted, fails Pack with an error naming the file, and
+// no bundle is left. Pack hashes while it copies, so the same-size change is
+// caught in the copy.
+func TestPackChecksContent(t *testing.T) {
+	tests := []struct {
+		name, file, want string
+		apply            func(t *testing.T, dir string)
+	}{
+		{"same size", "summary.md", "summary.md: sha256 mismatch: manifest.json says ", func(t *testing.T, dir string) {
+			writeFile(t, dir, "summary.md", strings.ToUpper(resultsFiles["summary.md"]))
+		}},
+		{"same size, in a subdirectory", "pcaps/sub dir/note with space", "pcaps/sub dir/note with space: sha256 mismatch", func(t *testing.T, dir string) {
+			writeFile(t, dir, "pcaps/sub dir/note with space", "y")
+		}},
+		{"other size", "results.json", "results.json: size mismatch: manifest.json says ", func(t *testing.T, dir string) {
+			writeFile(t, dir, "results.json", "{}\n")
+		}},
+		{"missing", "junit.xml", "junit.xml: listed in manifest.json but missing", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "junit.xml"))
+		}},
+		{"unlisted", "extra", "extra: present but not listed in manifest.json", func(t *testing.T, dir string) {
+			writeFile(t, dir, "extra", "")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := writeResults(t)
+			tt.apply(t, dir)
+			out := filepath.Join(t.TempDir(), "b.tar.gz")
+			err := Pack(dir, out)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Pack after changing %s: %v, want an error with %q", tt.file, err, tt.want)
+			}
+			if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a failed Pack left %s: %v", out, err)
+			}
+		})
+	}
+}
+
 // verifyProblems runs verify and returns the problems; it fails the test on
 // success or on an error that is not a *VerifyError.
 func verifyProblems(t *testing.T, p string, lim limits) []string {
@@ -417,8 +458,9 @@ func TestVerifyTruncated(t *testing.T) {
 	}
 }
 
-// rewrite changes a results directory and, when remanifest is set, writes a
-// manifest that is itself intact, as a careless re-render would.
+// change is a named damage to a results directory: apply makes it (some
+// rewrite manifest.json so that it is itself intact, as a careless re-render
+// would).
 type change struct {
 	name  string
 	apply func(t *testing.T, dir string)
@@ -513,8 +555,37 @@ var changes = []change{
 	}, [][2]string{{"junit.xml", "missing"}, {"summary.md", "size mismatch"}, {"extra", "not listed"}}},
 }
 
+// packUnchecked packs dir as Pack did before it checked files against the
+// manifest: every regular file as it is, so that Verify can be shown a
+// bundle of a damaged directory.
+func packUnchecked(t *testing.T, dir, bundle string) {
+	t.Helper()
+	files, err := regularFiles(dir, defaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, ManifestName)
+	slices.Sort(files)
+	f, err := os.Create(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = writeTarGz(f, files, func(tw *tar.Writer, p string) error {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(p)))
+		if err != nil {
+			return err
+		}
+		return packBytes(tw, p, b, testTime)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestVerifyChanges applies each change to a results directory and checks
-// Verify on the directory and on a bundle packed from it.
+// Verify on the directory and on a bundle of it; Pack refuses to seal the
+// damaged directory, so the bundle is packed unchecked.
 func TestVerifyChanges(t *testing.T) {
 	for _, c := range changes {
 		t.Run(c.name, func(t *testing.T) {
@@ -530,9 +601,12 @@ func TestVerifyChanges(t *testing.T) {
 				return // Pack needs a manifest
 			}
 			bundle := filepath.Join(t.TempDir(), "b.tar.gz")
-			if err := Pack(dir, bundle); err != nil {
-				t.Fatal(err)
+			if err := Pack(dir, bundle); err == nil {
+				t.Errorf("Pack sealed a directory that does not match its manifest")
+			} else if _, err := os.Stat(bundle); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a failed Pack left %s: %v", bundle, err)
 			}
+			packUnchecked(t, dir, bundle)
 			ps = verifyProblems(t, bundle, defaultLimits())
 			for _, w := range c.want {
 				if !hasProblem(ps, w[0], w[1]) {

@@ -18,8 +18,9 @@ import (
 // offline from a results bundle; its only links are the requirements'
 // documentation pages and the captures (relative to the results directory).
 //
-// A timing chart of device runs (retry-after honoured, back-off between
-// polls) belongs here once the device role is built; it is not drawn yet.
+// Specs of device runs also get a timing chart (timing.go): register and
+// poll requests against the retry-after windows, with the requests the
+// spec's findings point at in red.
 //
 //go:embed html.tmpl
 var htmlTemplate string
@@ -142,11 +143,7 @@ func newHTMLView(r *Report) *htmlView {
 			Search: strings.ToLower(strings.Join([]string{q.ID, q.Level, q.Area, string(q.Verdict), q.Statement}, " "))}
 		for _, s := range q.Specs {
 			if s != nil {
-				sv := newSpecView(s)
-				if r.Role == "device" {
-					sv.Timing = newTiming(s.Sequence)
-				}
-				rv.Specs = append(rv.Specs, sv)
+				rv.Specs = append(rv.Specs, newSpecView(s, r.Role == string(conformance.RoleDevice)))
 			}
 		}
 		v.Reqs = append(v.Reqs, rv)
@@ -171,7 +168,9 @@ func verdictClass(v Verdict) string {
 	return strings.ReplaceAll(strings.ToLower(string(v)), " ", "-")
 }
 
-func newSpecView(s *Spec) specView {
+// newSpecView derives a spec's evidence for display; for a spec of a device
+// run (device), the timing chart too.
+func newSpecView(s *Spec, device bool) specView {
 	sv := specView{Spec: s, Failed: s.Failed(), PcapURL: relativeURL(s.Pcap)}
 	marked := map[int]bool{}
 	for _, f := range s.Findings {
@@ -189,7 +188,10 @@ func newSpecView(s *Spec) specView {
 		}
 	}
 	if len(s.Sequence) > 0 {
-		sv.Diagram = newDiagram(s.Sequence, s.Findings)
+		sv.Diagram = newDiagram(s.Sequence, marked)
+	}
+	if device {
+		sv.Timing = newTiming(s.Sequence, marked, s.Findings)
 	}
 	return sv
 }
@@ -219,11 +221,9 @@ func relativeURL(p string) string {
 	return p
 }
 
-func newDiagram(seq []conformance.SequenceEvent, findings []conformance.Finding) *diagram {
-	bad := map[int]bool{}
-	for _, f := range findings {
-		bad[f.Frame] = true
-	}
+// newDiagram draws a spec's sequence; marked holds the frames of its
+// findings and violations (see newSpecView), drawn red.
+func newDiagram(seq []conformance.SequenceEvent, marked map[int]bool) *diagram {
 	evs := slices.Clone(seq)
 	slices.SortStableFunc(evs, func(a, b conformance.SequenceEvent) int {
 		switch {
@@ -250,7 +250,7 @@ func newDiagram(seq []conformance.SequenceEvent, findings []conformance.Finding)
 		}
 		y += rowHeight
 		drawn++
-		row := diagramRow{Kind: "arrow", Y: y, Time: formatSeconds(e.T), Red: e.Violation != "" || bad[e.Frame]}
+		row := diagramRow{Kind: "arrow", Y: y, Time: formatSeconds(e.T), Red: e.Violation != "" || marked[e.Frame]}
 		label := e.Label
 		if e.Frame > 0 {
 			label = fmt.Sprintf("#%d %s", e.Frame, label)

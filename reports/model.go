@@ -106,9 +106,10 @@ type Spec struct {
 	Labels     []string                    `json:"labels,omitempty"`
 }
 
-// Failed reports whether the spec failed (failure, panic, timeout, abort).
+// Failed reports whether the spec failed (failure, panic, timeout, abort),
+// by the same mapping of states as [conformance.Verdict.Failed].
 func (s *Spec) Failed() bool {
-	return s.State != "passed" && s.State != "skipped" && s.State != "pending"
+	return conformance.Verdict{State: s.State}.Failed()
 }
 
 // Summary counts requirements and specs.

@@ -9,8 +9,10 @@ import (
 
 // timing is the timing chart of a device run's spec: the device's register
 // and poll requests on a time axis, and after every answer that carried a
-// retry-after, the window in which the device had to wait. A request inside
-// a window (earlier than retry-after allows, minus 250 ms) is drawn red.
+// retry-after, the window in which the device had to wait. The chart makes
+// no verdict of its own: a request is drawn red when its frame is one the
+// spec's findings (or a packet violation) point at, and its title then gives
+// the finding's words.
 type timing struct {
 	Width, Height int
 	AxisY         int
@@ -41,12 +43,12 @@ type timingRequest struct {
 const (
 	timingLeft  = 70
 	timingWidth = 760
-	timingTol   = 0.25 // seconds; the device rules' default tolerance
 )
 
 // newTiming builds the chart from a spec's sequence; nil when the sequence
-// has no request.
-func newTiming(seq []conformance.SequenceEvent) *timing {
+// has no request. marked holds the frames of the spec's findings and
+// violations (see newSpecView); findings give the red requests' titles.
+func newTiming(seq []conformance.SequenceEvent, marked map[int]bool, findings []conformance.Finding) *timing {
 	type win struct {
 		from, to float64
 		label    string
@@ -55,13 +57,15 @@ func newTiming(seq []conformance.SequenceEvent) *timing {
 	type req struct {
 		t     float64
 		label string
+		frame int
+		why   string // the violation clause, when the packet has one
 	}
 	var reqs []req
 	end := 0.0
 	for _, e := range seq {
 		switch {
 		case e.Dir == "c2s" && (strings.HasPrefix(e.Label, "register") || strings.HasPrefix(e.Label, "poll")):
-			reqs = append(reqs, req{e.T, strings.Fields(e.Label)[0]})
+			reqs = append(reqs, req{e.T, strings.Fields(e.Label)[0], e.Frame, e.Violation})
 			end = max(end, e.T)
 		case e.Dir == "s2c" && strings.Contains(e.Label, "retry-after="):
 			var status, ra int
@@ -88,16 +92,22 @@ func newTiming(seq []conformance.SequenceEvent) *timing {
 		tg.Windows = append(tg.Windows, timingWindow{X: x(w.from), W: max(x(w.to)-x(w.from), 1), Label: w.label,
 			Title: fmt.Sprintf("%s, from %s to %s", w.label, formatSeconds(w.from), formatSeconds(w.to))})
 	}
-	for _, r := range reqs {
-		red := false
-		for _, w := range wins {
-			if r.t > w.from && r.t < w.to-timingTol {
-				red = true
-			}
+	why := map[int]string{}
+	for _, f := range findings {
+		if _, ok := why[f.Frame]; !ok {
+			why[f.Frame] = f.Actual
 		}
+	}
+	for _, r := range reqs {
+		red := r.frame > 0 && marked[r.frame]
 		title := fmt.Sprintf("%s at %s", r.label, formatSeconds(r.t))
 		if red {
-			title += ": earlier than the retry-after allows"
+			switch {
+			case why[r.frame] != "":
+				title += ": " + why[r.frame]
+			case r.why != "":
+				title += ": violates " + r.why
+			}
 		}
 		tg.Requests = append(tg.Requests, timingRequest{X: x(r.t), Label: r.label, Title: title, Red: red})
 	}
