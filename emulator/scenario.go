@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -127,30 +126,27 @@ func (ss *session) scriptRegister() (answer, bool) {
 	return answer{}, false
 }
 
-// scriptPoll is the scripted answer to a poll, if any; drop means close
-// the connection without answering.
-func (ss *session) scriptPoll(operationID string) (a answer, drop, ok bool) {
+// scriptPoll is the scripted answer to a poll, if any; an answer with drop
+// set closes the connection without answering.
+func (ss *session) scriptPoll() (answer, bool) {
 	s := ss.srv
 	sc := s.cfg.Scenario
 	switch {
 	case sc == nil:
-		return answer{}, false, false
+		return answer{}, false
 	case sc.DropAtPoll && s.scenario.next("drop", ss.regID, 1):
 		ss.log.Info("scenario: closing the connection mid-poll", "scenario", sc.Name)
-		return answer{}, true, true
+		return answer{drop: true}, true
 	case s.scenario.next("poll429", ss.regID, sc.Poll429):
 		ss.log.Info("scenario: 429 on poll", "scenario", sc.Name)
-		return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", sc.throttle()), false, true
+		return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", sc.throttle()), true
 	case sc.OmitOperationID && s.scenario.next("noop", ss.regID, 1):
 		ss.log.Info("scenario: 202 without operationId", "scenario", sc.Name)
-		body := dps.RegistrationOperationStatus{Status: dps.StatusAssigning}
-		a := s.statusAnswer(202, s.retryAfterParam(), body)
-		// statusAnswer writes "operationId":"" (the field is always
+		// statusAnswer would write "operationId":"" (the field is always
 		// written); the scenario leaves the member out altogether.
-		a.body = []byte(`{"status":"assigning"}`)
-		return a, false, true
+		return answer{status: 202, retryAfter: s.retryAfterParam(), body: []byte(`{"status":"assigning"}`)}, true
 	}
-	return answer{}, false, false
+	return answer{}, false
 }
 
 // withholdConnack reports whether this CONNECT gets no CONNACK; the
@@ -161,6 +157,6 @@ func (ss *session) withholdConnack() bool {
 		return false
 	}
 	ss.log.Info("scenario: CONNACK withheld", "scenario", sc.Name)
-	_, _ = io.Copy(io.Discard, io.LimitReader(ss.conn, 1<<20))
+	ss.drain()
 	return true
 }

@@ -176,8 +176,14 @@ func (ss *session) acceptInvalidConnect(err error) (string, bool) {
 	if werr := ss.write(&packets.Connack{ReturnCode: packets.ConnackAccepted}); werr != nil {
 		return "write CONNACK: " + werr.Error(), false
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(ss.conn, 1<<20))
+	ss.drain()
 	return "invalid CONNECT accepted (fault accept-invalid-connect): " + err.Error(), false
+}
+
+// drain reads and discards what the device sends, up to 1 MiB, until it
+// closes the connection or a read fails.
+func (ss *session) drain() {
+	_, _ = io.Copy(io.Discard, io.LimitReader(ss.conn, 1<<20))
 }
 
 // connect reads and judges CONNECT (Part A §1–§3). It reports false when the
@@ -807,8 +813,7 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	if _, fail := ss.attest(ctx); fail != nil {
 		return *fail
 	}
-	if a, drop, ok := ss.scriptPoll(operationID); ok {
-		a.drop = drop
+	if a, ok := ss.scriptPoll(); ok {
 		return a
 	}
 	now := s.now()

@@ -5,9 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/dps-conform/dps-conform/transport"
 )
@@ -50,37 +47,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.faults.has(FaultWSStrictSubprotocol) {
 		opts.Subprotocols = []string{"mqtt"}
 	}
-	if s.faults.has(FaultWSNoSubprotocol) && s.upgradeWithoutSubprotocol(w, r, opts, run) {
-		return
+	if s.faults.has(FaultWSNoSubprotocol) {
+		opts.OmitSubprotocol = true
+		session := run
+		run = func(c net.Conn) {
+			s.log.Info("WebSocket upgraded without a subprotocol (fault ws-no-subprotocol)", "remote", r.RemoteAddr)
+			session(c)
+		}
 	}
 	transport.NewWSHandler(opts, run).ServeHTTP(w, r)
-}
-
-// upgradeWithoutSubprotocol serves the ws-no-subprotocol fault: a request
-// the handler would accept is upgraded without selecting a subprotocol (no
-// Sec-WebSocket-Protocol in the 101 answer). It reports false, having
-// written nothing, for requests the handler must refuse.
-func (s *Server) upgradeWithoutSubprotocol(w http.ResponseWriter, r *http.Request, o transport.WSOptions, run func(net.Conn)) bool {
-	paths, subs := o.Paths, o.Subprotocols
-	if len(paths) == 0 {
-		paths = transport.DefaultWSPaths()
-	}
-	if len(subs) == 0 {
-		subs = transport.DefaultSubprotocols()
-	}
-	if !slices.Contains(paths, r.URL.Path) || !websocket.IsWebSocketUpgrade(r) ||
-		!slices.ContainsFunc(websocket.Subprotocols(r), func(p string) bool { return slices.Contains(subs, p) }) {
-		return false
-	}
-	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
-	ws, err := up.Upgrade(w, r, nil)
-	if err != nil {
-		return true // the Upgrader has answered
-	}
-	ws.SetReadLimit(transport.DefaultWSReadLimit)
-	wc := transport.NewWSConn(ws)
-	defer wc.Close()
-	s.log.Info("WebSocket upgraded without a subprotocol (fault ws-no-subprotocol)", "remote", r.RemoteAddr)
-	run(s.wrapConn(wc))
-	return true
 }

@@ -318,6 +318,65 @@ func TestWSReadLimit(t *testing.T) {
 	}
 }
 
+// TestWSOmitSubprotocol checks the OmitSubprotocol fault mode: an
+// acceptable offer gets a 101 without Sec-WebSocket-Protocol, while the
+// path and subprotocol checks and the read limit still apply.
+func TestWSOmitSubprotocol(t *testing.T) {
+	serverErr := make(chan error, 1)
+	addr := serveWS(t, nil, WSOptions{OmitSubprotocol: true, ReadLimit: 1000}, func(c net.Conn) {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.Copy(c, c)
+		serverErr <- err
+	})
+	tests := []struct {
+		name, path string
+		header     http.Header
+		status     int
+		body       string // substring of the refusal body
+	}{
+		{"mqtt", "/$iothub/websocket", http.Header{"Sec-WebSocket-Protocol": {"mqtt"}}, 101, ""},
+		{"MQTT", "/", http.Header{"Sec-WebSocket-Protocol": {"MQTT"}}, 101, ""},
+		{"other-path", "/other", http.Header{"Sec-WebSocket-Protocol": {"mqtt"}}, 404, `no MQTT WebSocket endpoint at "/other"`},
+		{"no-subprotocol", "/", nil, 400, "offered: none"},
+		{"wrong-subprotocol", "/", http.Header{"Sec-WebSocket-Protocol": {"mqttv3.1"}}, 400, "offer one of mqtt, MQTT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ws, resp := dialRawWS(t, addr, tt.path, tt.header)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.status != 101 {
+				body, _ := io.ReadAll(resp.Body)
+				if !strings.Contains(string(body), tt.body) {
+					t.Errorf("body %q does not contain %q", body, tt.body)
+				}
+				return
+			}
+			if got, ok := resp.Header["Sec-Websocket-Protocol"]; ok {
+				t.Errorf("Sec-WebSocket-Protocol = %q, want none", got)
+			}
+			if err := ws.writeFrame(true, opBin, []byte{0xc0, 0x00}); err != nil {
+				t.Fatal(err)
+			}
+			if op, data, err := ws.readMessage(); err != nil || op != opBin || !bytes.Equal(data, []byte{0xc0, 0x00}) {
+				t.Fatalf("echo = %x %x %v", op, data, err)
+			}
+			// The read limit still applies: 1001 bytes close with 1009.
+			if err := ws.writeFrame(true, opBin, make([]byte, 1001)); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-serverErr; !errors.Is(err, websocket.ErrReadLimit) {
+				t.Errorf("server: %v, want ErrReadLimit", err)
+			}
+			op, data, err := ws.readMessage()
+			if err != nil || op != opClose || len(data) < 2 || int(data[0])<<8|int(data[1]) != websocket.CloseMessageTooBig {
+				t.Errorf("after 1001 bytes: %x %x %v, want close 1009", op, data, err)
+			}
+		})
+	}
+}
+
 func TestWSLargeMessages(t *testing.T) {
 	addr := serveWS(t, nil, WSOptions{ReadLimit: 4 << 20}, echo)
 	c, err := Dial(testCtx(t), mustTarget(t, "ws://"+addr), DialOptions{})

@@ -32,6 +32,12 @@ type WSOptions struct {
 	// DefaultSubprotocols. The first one the client offers wins. A client
 	// offering none of them is refused with 400 and a body saying why.
 	Subprotocols []string
+	// OmitSubprotocol is a fault mode for tests: a request offering one of
+	// Subprotocols is still required and accepted, but the 101 answer
+	// carries no Sec-WebSocket-Protocol (no subprotocol selected, against
+	// RFC 6455 §4.2.2 and [MQTT-6.0.0-4]). All other checks and options
+	// apply as usual.
+	OmitSubprotocol bool
 	// EnableCompression negotiates permessage-deflate (RFC 7692, no context
 	// takeover) when the client offers it; otherwise the offer is declined
 	// by leaving it out of the response.
@@ -104,8 +110,12 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			strings.Join(h.opt.Subprotocols, ", "), got), http.StatusBadRequest)
 		return
 	}
+	var selected []string // nil selects none: no Sec-WebSocket-Protocol
+	if !h.opt.OmitSubprotocol {
+		selected = []string{chosen}
+	}
 	up := websocket.Upgrader{
-		Subprotocols:      []string{chosen},
+		Subprotocols:      selected,
 		EnableCompression: h.opt.EnableCompression,
 		CheckOrigin:       h.opt.CheckOrigin,
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
