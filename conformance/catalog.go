@@ -181,6 +181,18 @@ func (r *Requirement) validate() error {
 	return nil
 }
 
+// RulesUnder returns the rules, in their order, whose requirement holds
+// under profile; a rule whose ID the catalogue lacks is left out.
+func (c *Catalog) RulesUnder(rules []*Rule, profile string) []*Rule {
+	var out []*Rule
+	for _, r := range rules {
+		if req, ok := c.Lookup(r.ID); ok && req.HoldsUnder(profile) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // Lookup returns the requirement with the given ID.
 func (c *Catalog) Lookup(id string) (*Requirement, bool) {
 	r, ok := c.byID[id]

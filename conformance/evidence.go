@@ -51,7 +51,7 @@ type TLSFact struct {
 
 const maxSequenceEvents = 400
 
-func addEvidenceEntries(capt *tracer.Capture, own, observed []Finding) {
+func addEvidenceEntries(capt *tracer.Capture, own []Finding) {
 	var b strings.Builder
 	if err := tracer.WriteText(&b, capt, tracer.TranscriptOptions{}); err == nil {
 		ginkgo.AddReportEntry(EntryTranscript, b.String(), ginkgo.ReportEntryVisibilityNever)
@@ -104,11 +104,9 @@ func sequenceOf(capt *tracer.Capture) ([]SequenceEvent, []TLSFact) {
 			}
 			seq = append(seq, ev)
 		}
-		if c.Closed[tracer.ServerToClient] || c.Closed[tracer.ClientToServer] {
-			for d := tracer.ClientToServer; d <= tracer.ServerToClient; d++ {
-				if c.Closed[d] && len(seq) < maxSequenceEvents {
-					seq = append(seq, SequenceEvent{Conversation: c.ID, Frame: c.CloseFrame[d], T: c.CloseTime[d].Sub(start).Seconds(), Dir: d.String(), Label: "FIN"})
-				}
+		for d := tracer.ClientToServer; d <= tracer.ServerToClient; d++ {
+			if c.Closed[d] && len(seq) < maxSequenceEvents {
+				seq = append(seq, SequenceEvent{Conversation: c.ID, Frame: c.CloseFrame[d], T: c.CloseTime[d].Sub(start).Seconds(), Dir: d.String(), Label: "FIN"})
 			}
 		}
 	}

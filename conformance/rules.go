@@ -24,11 +24,12 @@ type Rule struct {
 	// "no evidence" failure of a spec.
 	Evidence string
 	// Check returns how many times the rule applied in c and what it found.
+	// Exactly one of Check and CheckCapture is set.
 	Check func(c *tracer.Conversation, env RuleEnv) (applied int, findings []Finding)
 	// CheckCapture, when set, judges a whole capture at once, for a rule
 	// whose evidence spans conversations (a reconnect after a 401, an
 	// operationId given on another connection); the function CheckCapture
-	// calls it once per capture instead of Check.
+	// calls it once per capture.
 	CheckCapture func(c *tracer.Capture, env RuleEnv) (applied int, findings []Finding)
 }
 
@@ -652,22 +653,21 @@ func ruleOtherFilters() *Rule {
 // ---- requests and answers ----
 
 // answerRule builds a rule that judges each answer PUBLISH, paired with the
-// request it answers (nil if none): sel says whether the rule applies to
-// it, judge what it finds.
-func answerRule(id, evidence string, sel func(a answer, r *request, reqs []request) bool,
-	judge func(c *tracer.Conversation, a answer, r *request, reqs []request) []Finding) *Rule {
+// request it answers (nil if none): judge says whether the rule applies to
+// it and what it finds, as connectRule's judge does.
+func answerRule(id, evidence string, judge func(c *tracer.Conversation, a answer, r *request, reqs []request) (bool, []Finding)) *Rule {
 	return &Rule{ID: id, Role: RoleService, Evidence: evidence,
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			n := 0
 			var fs []Finding
 			for _, a := range answers(c) {
-				r := requestFor(reqs, a)
-				if !sel(a, r, reqs) {
+				ok, f := judge(c, a, requestFor(reqs, a), reqs)
+				if !ok {
 					continue
 				}
 				n++
-				fs = append(fs, judge(c, a, r, reqs)...)
+				fs = append(fs, f...)
 			}
 			return n, fs
 		}}
@@ -676,27 +676,29 @@ func answerRule(id, evidence string, sel func(a answer, r *request, reqs []reque
 func rulePubackFirst() *Rule {
 	const id = "DPS-REG-001"
 	return answerRule(id, "a QoS 1 register or poll request and its answer",
-		func(a answer, r *request, _ []request) bool { return a.err == nil && r != nil && r.pub.QoS == 1 },
-		func(c *tracer.Conversation, a answer, r *request, _ []request) []Finding {
+		func(c *tracer.Conversation, a answer, r *request, _ []request) (bool, []Finding) {
+			if a.err != nil || r == nil || r.pub.QoS != 1 {
+				return false, nil
+			}
 			pid := r.pub.PacketID
 			ack := firstAfter(c, r.idx, tracer.ServerToClient, func(p packets.Packet) bool {
 				pa, ok := p.(*packets.Puback)
 				return ok && pa.PacketID == pid
 			})
 			if ack < 0 || ack > a.idx {
-				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the answer %q came before the PUBACK of packet id %d", a.pub.Topic, pid), "PUBACK, then the answer")}
+				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the answer %q came before the PUBACK of packet id %d", a.pub.Topic, pid), "PUBACK, then the answer")}
 			}
-			return nil
+			return true, nil
 		})
 }
 
 func ruleRegister202() *Rule {
 	const id = "DPS-REG-002"
 	return answerRule(id, "a register request answered 202",
-		func(a answer, r *request, _ []request) bool {
-			return a.err == nil && a.resp.Status == 202 && r != nil && r.req.Kind == dps.Register
-		},
-		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
+		func(c *tracer.Conversation, a answer, r *request, _ []request) (bool, []Finding) {
+			if a.err != nil || a.resp.Status != 202 || r == nil || r.req.Kind != dps.Register {
+				return false, nil
+			}
 			var fs []Finding
 			if !a.resp.HasRetryAfter {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), "a retry-after in the topic"))
@@ -705,7 +707,7 @@ func ruleRegister202() *Rule {
 			if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning"}`))
 			}
-			return fs
+			return true, fs
 		})
 }
 
@@ -718,42 +720,39 @@ func clip(b []byte) string {
 
 func ruleRIDEcho() *Rule {
 	const id = "DPS-REG-003"
-	prior := func(a answer, reqs []request) []string {
-		var rids []string
-		for _, r := range reqs {
-			if r.idx < a.idx && r.err == nil {
-				rids = append(rids, r.req.RID)
-			}
-		}
-		return rids
-	}
 	return answerRule(id, "a request with a $rid and an answer",
-		func(a answer, _ *request, reqs []request) bool { return len(prior(a, reqs)) > 0 },
-		func(c *tracer.Conversation, a answer, _ *request, reqs []request) []Finding {
-			rids := prior(a, reqs)
-			if a.err != nil || slices.Contains(rids, a.resp.RID) {
-				return nil // an unparsable topic is judged by DPS-REG-004
+		func(c *tracer.Conversation, a answer, _ *request, reqs []request) (bool, []Finding) {
+			var rids []string // of the requests before the answer
+			for _, r := range reqs {
+				if r.idx < a.idx && r.err == nil {
+					rids = append(rids, r.req.RID)
+				}
 			}
-			return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("$rid %q in %q", a.resp.RID, a.pub.Topic), fmt.Sprintf("the $rid of a request: %q", rids))}
+			switch {
+			case len(rids) == 0:
+				return false, nil
+			case a.err != nil || slices.Contains(rids, a.resp.RID):
+				return true, nil // an unparsable topic is judged by DPS-REG-004
+			}
+			return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("$rid %q in %q", a.resp.RID, a.pub.Topic), fmt.Sprintf("the $rid of a request: %q", rids))}
 		})
 }
 
 func ruleAnswerTopicForm() *Rule {
 	const id = "DPS-REG-004"
 	return answerRule(id, "an answer PUBLISH",
-		func(answer, *request, []request) bool { return true },
-		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) (bool, []Finding) {
 			if a.err != nil {
-				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q: %v", a.pub.Topic, a.err), "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={n}]")}
+				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q: %v", a.pub.Topic, a.err), "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={n}]")}
 			}
 			ra := -1
 			if a.resp.HasRetryAfter {
 				ra = int(a.resp.RetryAfter / time.Second)
 			}
 			if want := dps.ResponseTopic(a.resp.Status, a.resp.RID, ra); string(a.pub.Topic) != want {
-				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), fmt.Sprintf("%q", want))}
+				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), fmt.Sprintf("%q", want))}
 			}
-			return nil
+			return true, nil
 		})
 }
 
@@ -823,19 +822,16 @@ func ruleOversize() *Rule {
 
 func ruleRegistrationState() *Rule {
 	const id = "DPS-POLL-002"
-	assigned := func(a answer) (dps.RegistrationOperationStatus, bool) {
-		var st dps.RegistrationOperationStatus
-		ok := a.err == nil && a.resp.Status == 200 && json.Unmarshal(a.pub.Payload, &st) == nil && st.Status == dps.StatusAssigned
-		return st, ok
-	}
 	return answerRule(id, "an answer 200 with status assigned",
-		func(a answer, _ *request, _ []request) bool { _, ok := assigned(a); return ok },
-		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
-			st, _ := assigned(a)
-			if missing := missingStateFields(st.RegistrationState); len(missing) > 0 {
-				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "registrationState lacks "+strings.Join(missing, ", "), "a complete registrationState")}
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) (bool, []Finding) {
+			var st dps.RegistrationOperationStatus
+			if a.err != nil || a.resp.Status != 200 || json.Unmarshal(a.pub.Payload, &st) != nil || st.Status != dps.StatusAssigned {
+				return false, nil
 			}
-			return nil
+			if missing := missingStateFields(st.RegistrationState); len(missing) > 0 {
+				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "registrationState lacks "+strings.Join(missing, ", "), "a complete registrationState")}
+			}
+			return true, nil
 		})
 }
 
@@ -863,13 +859,15 @@ func missingStateFields(s *dps.DeviceRegistrationResult) []string {
 func ruleErrorBody() *Rule {
 	const id = "DPS-ERR-001"
 	return answerRule(id, "an error answer (4xx or 5xx)",
-		func(a answer, _ *request, _ []request) bool { return a.err == nil && a.resp.Status >= 400 },
-		func(c *tracer.Conversation, a answer, _ *request, _ []request) []Finding {
+		func(c *tracer.Conversation, a answer, _ *request, _ []request) (bool, []Finding) {
+			if a.err != nil || a.resp.Status < 400 {
+				return false, nil
+			}
 			if problem := errorBodyProblem(a.pub.Payload, a.resp.Status); problem != "" {
-				return []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("%d answer body %s: %s", a.resp.Status, clip(a.pub.Payload), problem),
+				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("%d answer body %s: %s", a.resp.Status, clip(a.pub.Payload), problem),
 					fmt.Sprintf(`{"errorCode":%d…,"trackingId":…,"message":…,"timestampUtc":…}`, a.resp.Status))}
 			}
-			return nil
+			return true, nil
 		})
 }
 
@@ -879,7 +877,7 @@ func errorBodyProblem(b []byte, status int) string {
 		return "not a JSON object: " + err.Error()
 	}
 	switch {
-	case e.ErrorCode/1000 != status:
+	case e.HTTPStatus() != status:
 		return fmt.Sprintf("errorCode %d does not start with %d", e.ErrorCode, status)
 	case e.TrackingID == "":
 		return "no trackingId"

@@ -41,27 +41,18 @@ func DeviceRules() []*Rule {
 		ruleDevClientID(), ruleDevUsername(), ruleDevSAS(), ruleDevX509Password(),
 		ruleDevProtocol(), ruleDevCleanSession(), ruleDevKeepAlive(),
 		ruleDevSubscribeFirst(), ruleDevRegisterTopic(), ruleDevRegisterBody(),
-		captureRule(ruleDevOperationID()),
+		ruleDevOperationID(),
 		ruleDevWaitAfter("DPS-DEV-014", 202, "a poll", "a poll after a 202 answer with a retry-after", func(r request) bool {
 			return strings.HasPrefix(string(r.pub.Topic), pollPrefix)
 		}),
 		ruleDevPollRate(),
 		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
-		captureRule(ruleDev401()),
+		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
-		captureRule(ruleDevReconnect()),
+		ruleDevReconnect(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
-}
-
-// captureRule gives a capture-wide rule a Check, for callers that judge one
-// conversation at a time (T.Judge): the conversation is then the capture.
-func captureRule(r *Rule) *Rule {
-	r.Check = func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-		return r.CheckCapture(&tracer.Capture{Conversations: []*tracer.Conversation{c}}, env)
-	}
-	return r
 }
 
 func (env RuleEnv) pollTolerance() time.Duration {
@@ -251,13 +242,8 @@ func ruleDevSAS() *Rule {
 		}
 		var fs []Finding
 		if u, ok := parsedUsername(cp); ok {
-			want := u.IDScope + "/registrations/" + u.RegistrationID
-			sr, err := tok.DecodedResource()
-			switch {
-			case err != nil:
-				fs = append(fs, fail(err.Error(), fmt.Sprintf("sr = URL-encoded %q", want))...)
-			case !strings.EqualFold(sr, want):
-				fs = append(fs, fail(fmt.Sprintf("sr %q decodes to %q", tok.Resource, sr), fmt.Sprintf("sr = URL-encoded %q", want))...)
+			if err := tok.CheckResource(u.IDScope, u.RegistrationID); err != nil {
+				fs = append(fs, fail(err.Error(), fmt.Sprintf("sr = URL-encoded %q", u.IDScope+"/registrations/"+u.RegistrationID))...)
 			}
 		}
 		switch life := tok.ExpiresAt.Sub(p.Time); {
@@ -266,8 +252,8 @@ func ruleDevSAS() *Rule {
 		case life > maxTokenLife:
 			fs = append(fs, fail(fmt.Sprintf("se=%s is %.1f days after the CONNECT", tok.Expiry, life.Hours()/24), "an expiry after the CONNECT, at most 365 days later")...)
 		}
-		if tok.HasKeyName && tok.KeyName != "" && tok.KeyName != dps.DefaultKeyName {
-			fs = append(fs, fail(fmt.Sprintf("skn=%q", tok.KeyName), "skn=registration, empty or absent")...)
+		if err := tok.CheckKeyName(); err != nil {
+			fs = append(fs, fail(err.Error(), "skn=registration, empty or absent")...)
 		}
 		return true, fs
 	})

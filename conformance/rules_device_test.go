@@ -234,8 +234,8 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		if req.Role != conformance.RoleDevice || r.Role != conformance.RoleDevice {
 			t.Errorf("%s: catalogue role %s, rule role %s", r.ID, req.Role, r.Role)
 		}
-		if r.Check == nil || r.Evidence == "" {
-			t.Errorf("%s: no Check or no Evidence", r.ID)
+		if (r.Check == nil) == (r.CheckCapture == nil) || r.Evidence == "" {
+			t.Errorf("%s: not exactly one of Check and CheckCapture, or no Evidence", r.ID)
 		}
 	}
 	var want []string
@@ -409,6 +409,34 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 		}},
 		{name: "password not a SAS token", rule: "DPS-DEV-005", applied: 1, findings: 1, contains: []string{"not a SAS token"}, build: func(s *synth) {
 			s.conn(documentedConnect("hunter2")).close()
+		}},
+		{name: "ClientId of another device", rule: "DPS-DEV-003", applied: 1, findings: 1, contains: []string{`ClientId "other-device"`}, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.ClientID = []byte("other-device")
+			s.conn(cp).close()
+		}},
+		// DPS-DEV-003 wants the registration id unmodified; DPS-DEV-004
+		// only that the username names the same registration, which DPS
+		// compares without case.
+		{name: "ClientId differing in case only", rule: "DPS-DEV-003", applied: 1, findings: 1, contains: []string{"the username names"}, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.ClientID = []byte(strings.ToUpper(emulatortest.SymDeviceID))
+			s.conn(cp).close()
+		}},
+		{name: "username naming the ClientId in another case", rule: "DPS-DEV-004", applied: 1, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.ClientID = []byte(strings.ToUpper(emulatortest.SymDeviceID))
+			s.conn(cp).close()
+		}},
+		{name: "username naming another device", rule: "DPS-DEV-004", applied: 1, findings: 1, contains: []string{`the ClientId is "other-device"`}, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.ClientID = []byte("other-device")
+			s.conn(cp).close()
+		}},
+		{name: "protocol name MQIsdp at level 4", rule: "DPS-DEV-007", applied: 1, findings: 1, contains: []string{"MQIsdp"}, build: func(s *synth) {
+			cp := documentedConnect("")
+			cp.ProtocolName = []byte("MQIsdp")
+			s.conn(cp).close()
 		}},
 		{name: "keep-alive 4000", rule: "DPS-DEV-009", applied: 1, findings: 1, contains: []string{"keep-alive 4000 s"}, build: func(s *synth) {
 			cp := documentedConnect("")
@@ -641,14 +669,18 @@ func TestDeviceReconnectBackoff(t *testing.T) {
 		name     string
 		waits    []time.Duration // before each reconnect
 		refuse03 bool            // CONNACK 0x03 instead of none
+		giveUp   bool            // without waits: one unanswered attempt, no reconnect
 		applied  int
 		findings int
 	}{
-		{"growing back-off", []time.Duration{time.Second, 2 * time.Second}, false, 2, 0},
-		{"immediate reconnect", []time.Duration{100 * time.Millisecond}, false, 1, 1},
-		{"constant wait", []time.Duration{2 * time.Second, 2 * time.Second}, false, 2, 1},
-		{"0x03 then growing", []time.Duration{time.Second, 3 * time.Second}, true, 2, 0},
-		{"no reconnect", nil, false, 0, 0},
+		{"growing back-off", []time.Duration{time.Second, 2 * time.Second}, false, false, 2, 0},
+		{"immediate reconnect", []time.Duration{100 * time.Millisecond}, false, false, 1, 1},
+		{"constant wait", []time.Duration{2 * time.Second, 2 * time.Second}, false, false, 2, 1},
+		{"0x03 then growing", []time.Duration{time.Second, 3 * time.Second}, true, false, 2, 0},
+		{"every attempt answered", nil, false, false, 0, 0},
+		// An attempt with no reconnect after it is no evidence of a
+		// back-off, good or bad.
+		{"unanswered, then no reconnect", nil, false, true, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -675,12 +707,12 @@ func TestDeviceReconnectBackoff(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			attempt(len(tt.waits) == 0)
+			attempt(len(tt.waits) == 0 && !tt.giveUp)
 			for i, w := range tt.waits {
 				s.advance(w)
 				attempt(i == len(tt.waits)-1)
 			}
-			if len(tt.waits) == 0 {
+			if len(tt.waits) == 0 && !tt.giveUp {
 				attempt(true)
 			}
 			n, fs := deviceRule(t, "DPS-DEV-022").CheckCapture(s.capture(), conformance.RuleEnv{})

@@ -140,10 +140,11 @@ func build(cfg *Config) (*registrar, error) {
 	}
 	globals.Reset()
 	r := &registrar{cfg: cfg, cat: cat, rules: map[string]*Rule{}, texts: map[string]bool{}, g: gomega.NewGomega(ginkgo.Fail)}
-	r.ruleOrder = ServiceRules()
-	for _, rule := range r.ruleOrder {
+	all := ServiceRules()
+	for _, rule := range all {
 		r.rules[rule.ID] = rule
 	}
+	r.ruleOrder = cat.RulesUnder(all, cfg.Profile)
 	var id [4]byte
 	rand.Read(id[:])
 	r.runID = hex.EncodeToString(id[:])

@@ -28,7 +28,8 @@ type registrar struct {
 	cfg   *Config
 	cat   *Catalog
 	rules map[string]*Rule
-	// ruleOrder is ServiceRules(), in ID order, for judging.
+	// ruleOrder is ServiceRules() that hold under the run's profile, in ID
+	// order, for judging.
 	ruleOrder []*Rule
 	bugs      []string
 	texts     map[string]bool
@@ -242,30 +243,21 @@ func (t *T) Judge(ctx context.Context) *Evidence {
 	// The spec waited CloseWait for closes it expects; a little less is
 	// the grace the rules give the server.
 	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10, Live: true}
+	all, counts := CheckCapture(capt, t.r.ruleOrder, env)
 	var mine []Finding
-	applied := 0
-	for _, rule := range t.r.ruleOrder {
-		if rule.Role != RoleService {
-			continue
-		}
-		if req, ok := t.r.cat.Lookup(rule.ID); ok && !req.HoldsUnder(env.Profile) {
-			continue
-		}
-		for _, c := range capt.Conversations {
-			n, f := rule.Check(c, env)
-			if rule.ID == t.req.ID {
-				applied += n
-				mine = append(mine, f...)
-			} else {
-				ev.Observed = append(ev.Observed, f...)
-			}
+	for _, f := range all {
+		if f.ID == t.req.ID {
+			mine = append(mine, f)
+		} else {
+			ev.Observed = append(ev.Observed, f)
 		}
 	}
+	applied := counts[t.req.ID]
 	for _, f := range ev.Observed {
 		ginkgo.AddReportEntry("observed", f.String(), ginkgo.ReportEntryVisibilityFailureOrVerbose)
 	}
 	ev.Findings = mine
-	addEvidenceEntries(capt, mine, ev.Observed)
+	addEvidenceEntries(capt, mine)
 	if rule, ok := t.r.rules[t.req.ID]; ok {
 		if len(mine) > 0 {
 			ginkgo.Fail(formatFindings(t.req, mine, t.pcap))

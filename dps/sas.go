@@ -344,6 +344,38 @@ type Verifier struct {
 	Skew time.Duration
 }
 
+// CheckKeyName reports (ErrInvalidSASToken) a key name other than absent,
+// empty or "registration" (Part A §4). Verify and the device rules judge
+// skn with it.
+func (t *SASToken) CheckKeyName() error {
+	if t.HasKeyName && t.KeyName != "" && t.KeyName != DefaultKeyName {
+		return newError(ErrInvalidSASToken, "sas.skn", t.KeyName, -1,
+			fmt.Sprintf("skn must be absent, empty or %q", DefaultKeyName))
+	}
+	return nil
+}
+
+// CheckResource reports (ErrResourceMismatch, or the decoding error) a
+// decoded sr other than {idScope}/registrations/{registrationID} (Part A
+// §4): the id scope compared exactly, the registration id as
+// EqualRegistrationID does. Verify and the device rules judge sr with it.
+func (t *SASToken) CheckResource(idScope, registrationID string) error {
+	res, err := t.DecodedResource()
+	if err != nil {
+		return err
+	}
+	prefix := idScope + registrationsSeg
+	if !strings.HasPrefix(res, prefix) {
+		return newError(ErrResourceMismatch, "sas.sr", t.Resource, -1,
+			"resource is not under id scope "+strconv.Quote(idScope))
+	}
+	if !EqualRegistrationID(res[len(prefix):], registrationID) {
+		return newError(ErrResourceMismatch, "sas.sr", t.Resource, -1,
+			"resource names another registration than "+strconv.Quote(registrationID))
+	}
+	return nil
+}
+
 // Verify checks t for the device registrationID of idScope against the
 // device's symmetric keys (primary, then secondary; for a group enrollment
 // pass the derived key). Following DPS-PROTOCOL.md Part A §4 it checks, in
@@ -362,25 +394,11 @@ func (v Verifier) Verify(t *SASToken, idScope, registrationID string, keys ...st
 	if t == nil {
 		return newError(ErrInvalidSASToken, "sas", "", -1, "no token")
 	}
-	// Part A §4: "skn absent, empty or registration".
-	if t.HasKeyName && t.KeyName != "" && t.KeyName != DefaultKeyName {
-		return newError(ErrInvalidSASToken, "sas.skn", t.KeyName, -1,
-			fmt.Sprintf("skn must be absent, empty or %q", DefaultKeyName))
-	}
-
-	// Part A §4: "the decoded sr must equal {idScope}/registrations/{registrationId}".
-	res, err := t.DecodedResource()
-	if err != nil {
+	if err := t.CheckKeyName(); err != nil {
 		return err
 	}
-	prefix := idScope + registrationsSeg
-	if !strings.HasPrefix(res, prefix) {
-		return newError(ErrResourceMismatch, "sas.sr", t.Resource, -1,
-			"resource is not under id scope "+strconv.Quote(idScope))
-	}
-	if !EqualRegistrationID(res[len(prefix):], registrationID) {
-		return newError(ErrResourceMismatch, "sas.sr", t.Resource, -1,
-			"resource names another registration than "+strconv.Quote(registrationID))
+	if err := t.CheckResource(idScope, registrationID); err != nil {
+		return err
 	}
 
 	// Part A §4: "allow 5 minutes of clock skew".

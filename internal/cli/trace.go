@@ -164,19 +164,14 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 	if err != nil {
 		return 0, &EnvError{Err: err}
 	}
-	var rules, all []*conformance.Rule
+	var all []*conformance.Rule
 	if role != "device" {
 		all = append(all, conformance.ServiceRules()...)
 	}
 	if role != "service" {
 		all = append(all, conformance.DeviceRules()...)
 	}
-	for _, r := range all {
-		if req, ok := cat.Lookup(r.ID); ok && req.HoldsUnder(profile) {
-			rules = append(rules, r)
-		}
-	}
-	findings, _ := conformance.CheckCapture(capt, rules, conformance.RuleEnv{Profile: profile})
+	findings, _ := conformance.CheckCapture(capt, cat.RulesUnder(all, profile), conformance.RuleEnv{Profile: profile})
 	must := 0
 	enc := json.NewEncoder(env.Stdout)
 	for _, f := range findings {
