@@ -130,8 +130,9 @@ type DialOptions struct {
 	MinTLS, MaxTLS uint16
 	// Cert is presented as the TLS client certificate.
 	Cert *tls.Certificate
-	// Plain dials addr without TLS (the plaintext checks).
-	Plain string
+	// Plain dials the MQTT endpoint's host and port without TLS (the
+	// plaintext checks).
+	Plain bool
 }
 
 // Dial connects to the target and records the connection in the spec's
@@ -150,13 +151,8 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 			target.Path = o.Path
 		}
 	}
-	if o.Plain != "" {
-		host, port, err := net.SplitHostPort(o.Plain)
-		if err != nil {
-			return nil, err
-		}
-		target = transport.Target{Scheme: "mqtt", Host: host}
-		fmt.Sscan(port, &target.Port)
+	if o.Plain {
+		target = transport.Target{Scheme: transport.SchemeMQTT, Host: tg.MQTT.Host, Port: tg.MQTT.Port}
 		layer = tracer.Plain
 	}
 	minV, maxV := o.MinTLS, o.MaxTLS
@@ -182,10 +178,7 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		},
 	})
 	if err != nil {
-		if raw != nil {
-			raw.Close()
-		}
-		return nil, err
+		return nil, err // transport.Dial closed raw
 	}
 	conn := &Conn{t: t, c: c, raw: raw, r: bufio.NewReader(c)}
 	t.conns = append(t.conns, conn)
@@ -206,20 +199,27 @@ func (t *T) MustDial(ctx context.Context, o DialOptions) *Conn {
 // cp is nil), and requires CONNACK 0.
 func (t *T) Connect(ctx context.Context, d Device, cp *packets.Connect, o DialOptions) *Conn {
 	ginkgo.GinkgoHelper()
-	if cp == nil {
-		cp = t.ConnectPacket(d)
-	}
 	if o.Cert == nil {
 		o.Cert = d.Cert
 	}
 	c := t.MustDial(ctx, o)
+	c.MustConnect(ctx, d, cp)
+	return c
+}
+
+// MustConnect sends cp (the documented CONNECT of d when cp is nil) on a
+// dialled connection and requires CONNACK 0.
+func (c *Conn) MustConnect(ctx context.Context, d Device, cp *packets.Connect) {
+	ginkgo.GinkgoHelper()
+	if cp == nil {
+		cp = c.t.ConnectPacket(d)
+	}
 	c.MustSend(ctx, cp)
 	p := c.MustNext(ctx, "CONNACK")
 	ack, ok := p.(*packets.Connack)
 	if !ok || ack.ReturnCode != packets.ConnackAccepted {
 		ginkgo.Fail(fmt.Sprintf("the documented CONNECT of %s was not accepted: %s", d.RegistrationID, describe(p)))
 	}
-	return c
 }
 
 // Conn is one MQTT connection of a spec.

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/dps-conform/dps-conform/conformance"
@@ -77,6 +78,10 @@ func TestSelfTest(t *testing.T) {
 					// holds under dps-2023 only; the run is dps-2019
 				case !v.Failed():
 					t.Errorf("%s %s %q under fault %s: it must fail", v.State, v.ID, v.Text, f)
+				default:
+					if why := wrongReason(v); why != "" {
+						t.Errorf("%s %q under fault %s failed, but %s: %s", v.ID, v.Text, f, why, v.Message)
+					}
 				}
 			}
 			for _, text := range by[f] {
@@ -86,6 +91,21 @@ func TestSelfTest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrongReason says why a failed verdict proves nothing about a fault: the
+// suite's own mistake, a capture with no evidence to judge, a panic or a
+// timeout; "" for a failure the spec's checks reported.
+func wrongReason(v conformance.Verdict) string {
+	switch {
+	case v.State != "failed":
+		return "it " + v.State
+	case strings.HasPrefix(v.Message, "suite bug"):
+		return "from a suite bug"
+	case strings.Contains(v.Message, "holds no evidence to judge"):
+		return "for want of evidence"
+	}
+	return ""
 }
 
 // TestFaultsExact runs the whole suite once per fault and requires that

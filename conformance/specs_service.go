@@ -14,7 +14,6 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/packets/packettest"
-	"github.com/dps-conform/dps-conform/tracer"
 )
 
 // registerServiceSpecs registers the service suite (ARCHITECTURE.md §1,
@@ -38,18 +37,26 @@ type sctx = ginkgo.SpecContext
 func tlsSpecs(r *registrar) {
 	r.It("TLS-001", "accepts a TLS 1.2 handshake and MQTT over it", func(ctx sctx, t *T) {
 		d := t.Device()
-		t.Connect(ctx, d, nil, DialOptions{MinTLS: tls.VersionTLS12, MaxTLS: tls.VersionTLS12})
+		c, err := t.Dial(ctx, DialOptions{MinTLS: tls.VersionTLS12, MaxTLS: tls.VersionTLS12, Cert: d.Cert})
+		if err != nil {
+			// The capture shows how the handshake was refused: TLS-001
+			// judges it; a dial that failed otherwise fails below.
+			t.Judge(ctx)
+			ginkgo.Fail(fmt.Sprintf("connecting to %s with TLS 1.2: %v", t.r.cfg.Target.Name, err))
+		}
+		c.MustConnect(ctx, d, nil)
 		t.Judge(ctx)
 	}, Faults("refuse-tls12"))
 	for _, v := range []struct {
 		id      string
 		version uint16
 		name    string
-		fault   string
+		faults  []string
 	}{
-		{"TLS-002", tls.VersionTLS10, "TLS 1.0", "accept-tls10"},
-		{"TLS-003", tls.VersionTLS11, "TLS 1.1", "accept-tls10"},
-		{"TLS-004", tls.VersionTLS13, "TLS 1.3", "accept-tls13"}, // refuse-tls12 accepts 1.3 too, see below
+		{"TLS-002", tls.VersionTLS10, "TLS 1.0", []string{"accept-tls10"}},
+		{"TLS-003", tls.VersionTLS11, "TLS 1.1", []string{"accept-tls10"}},
+		// A server refusing TLS 1.2 (refuse-tls12) accepts TLS 1.3.
+		{"TLS-004", tls.VersionTLS13, "TLS 1.3", []string{"accept-tls13", "refuse-tls12"}},
 	} {
 		r.It(v.id, "refuses a "+v.name+" handshake", func(ctx sctx, t *T) {
 			c, err := t.Dial(ctx, DialOptions{MinTLS: v.version, MaxTLS: v.version})
@@ -59,10 +66,10 @@ func tlsSpecs(r *registrar) {
 				c.Next(ctx)
 			}
 			t.Judge(ctx)
-		}, Faults(tlsFaults(v.id, v.fault)...))
+		}, Faults(v.faults...))
 	}
 	r.It("TLS-005", "gives no MQTT answer to a plaintext CONNECT on its MQTT port", func(ctx sctx, t *T) {
-		c, err := t.Dial(ctx, DialOptions{Plain: t.r.cfg.Target.MQTT.Addr()})
+		c, err := t.Dial(ctx, DialOptions{Plain: true})
 		if err != nil {
 			ginkgo.Fail(fmt.Sprintf("connecting to %s over TCP: %v", t.r.cfg.Target.MQTT.Addr(), err))
 		}
@@ -70,14 +77,6 @@ func tlsSpecs(r *registrar) {
 		c.WaitClose(ctx)
 		t.Judge(ctx)
 	}, Faults("accept-plaintext"))
-}
-
-// tlsFaults: a server refusing TLS 1.2 (refuse-tls12) accepts TLS 1.3.
-func tlsFaults(id, fault string) []string {
-	if id == "TLS-004" {
-		return []string{fault, "refuse-tls12"}
-	}
-	return []string{fault}
 }
 
 func connectSpecs(r *registrar) {
@@ -202,10 +201,11 @@ func connectSpecs(r *registrar) {
 	}, Faults("session-present"))
 }
 
-// registerAnswer connects as d with password, subscribes and registers,
-// and returns the register answer (or the error: a close counts).
+// registerWith connects as d with the CONNECT cp, subscribes and
+// registers, and returns the register answer (or the error: a close
+// counts).
 func registerWith(ctx sctx, t *T, d Device, cp *packets.Connect) (Answer, error) {
-	c := t.Connect(ctx, d, cp, DialOptions{Cert: d.Cert})
+	c := t.Connect(ctx, d, cp, DialOptions{})
 	c.Subscribe(ctx, dps.SubscribeFilter, 1)
 	return c.TryRequest(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
 }
@@ -284,10 +284,10 @@ func authSpecs(r *registrar) {
 	r.It("DPS-AUTH-006", "accepts and assigns an X.509 device that sends no password", func(ctx sctx, t *T) {
 		d := t.X509Device()
 		cp := t.ConnectPacket(d)
-		c := t.Connect(ctx, d, cp, DialOptions{Cert: d.Cert})
+		c := t.Connect(ctx, d, cp, DialOptions{})
 		as := c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
 		ev := t.Judge(ctx)
-		t.Expect(cp.Password).To(gomega.BeNil())
+		t.Expect(cp.Password).To(gomega.BeNil(), "the spec's own CONNECT carries no password")
 		t.Expect(answerStatuses(ev)).To(gomega.ContainElement(200), "answers %v", as)
 		t.Expect(as[len(as)-1].Status.Status).To(gomega.Equal(dps.StatusAssigned))
 	}, Faults("require-password"))
@@ -488,20 +488,27 @@ func pollSpecs(r *registrar) {
 }
 
 func wsSpecs(r *registrar) {
-	wsFlow := func(ctx sctx, t *T, path, sub string) *tracer.Conversation {
+	// wsFlow provisions over WSS; the upgrade's answer is judged from the
+	// capture, also when the dial failed on it (transport.Dial refuses an
+	// upgrade without the subprotocol it offered), before the dial's error.
+	wsFlow := func(ctx sctx, t *T, path, sub string) {
 		d := t.Device()
-		c := t.Connect(ctx, d, nil, DialOptions{WebSocket: true, Path: path, Subprotocol: sub})
-		as := c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
+		c, err := t.Dial(ctx, DialOptions{WebSocket: true, Path: path, Subprotocol: sub, Cert: d.Cert})
+		var as []Answer
+		if err == nil {
+			c.MustConnect(ctx, d, nil)
+			as = c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
+		}
 		ev := t.Judge(ctx)
 		conv := ev.Conversation(0)
 		t.Expect(conv.WS).NotTo(gomega.BeNil(), "the capture shows a WebSocket connection")
+		t.Expect(conv.WS.Status).To(gomega.Equal(101), "the status of the upgrade's answer")
+		t.Expect(conv.WS.Subprotocol).To(gomega.Equal(sub), "Sec-WebSocket-Protocol of the 101 response")
+		t.Expect(err).NotTo(gomega.HaveOccurred(), "connecting over WSS")
 		t.Expect(as[len(as)-1].Status.Status).To(gomega.Equal(dps.StatusAssigned))
-		return conv
 	}
 	r.It("DPS-WS-001", "provisions over WSS on /$iothub/websocket and selects the mqtt subprotocol", func(ctx sctx, t *T) {
-		conv := wsFlow(ctx, t, "/$iothub/websocket", "mqtt")
-		t.Expect(conv.WS.Status).To(gomega.Equal(101))
-		t.Expect(conv.WS.Subprotocol).To(gomega.Equal("mqtt"), "Sec-WebSocket-Protocol of the 101 response")
+		wsFlow(ctx, t, "/$iothub/websocket", "mqtt")
 	}, Faults("ws-no-subprotocol"))
 	for _, v := range []struct{ name, path, sub, fault string }{
 		{"on the path / (.NET)", "/", "mqtt", "ws-strict-path"},

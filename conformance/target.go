@@ -74,10 +74,8 @@ func (t *Target) Validate() error {
 }
 
 func (t *Target) tlsConfig(cert *tls.Certificate, min, max uint16) *tls.Config {
+	// An empty ServerName is the dialled endpoint's host (transport.Dial).
 	c := &tls.Config{RootCAs: t.RootCAs, ServerName: t.ServerName, MinVersion: min, MaxVersion: max}
-	if c.ServerName == "" {
-		c.ServerName = t.MQTT.Host
-	}
 	if cert != nil {
 		c.Certificates = []tls.Certificate{*cert}
 	}
