@@ -31,8 +31,9 @@ type Config struct {
 	// --focus do.
 	LabelFilter string
 	Focus       []string
-	// OutDir receives the evidence (pcaps/) and the Ginkgo JSON and JUnit
-	// reports (ginkgo-report.json, junit.xml).
+	// OutDir receives the evidence (pcaps/) and Ginkgo's JSON report
+	// (ginkgo-report.json); the caller renders JUnit and the other reports
+	// from Result.Report.
 	OutDir string
 	// AllowQuota runs quota-touching specs against a non-local target.
 	AllowQuota bool
@@ -219,7 +220,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	rc.JSONReport = filepath.Join(abs, "ginkgo-report.json")
-	rc.JUnitReport = filepath.Join(abs, "junit.xml")
 	out := cfg.GinkgoOutput
 	if out == nil {
 		out = io.Discard

@@ -380,13 +380,9 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		}
 		tlsConf = &tls.Config{ServerName: t.Host}
 		if b.f.caFile != "" {
-			pem, err := os.ReadFile(b.f.caFile)
+			pool, err := loadCAPool("--ca", b.f.caFile)
 			if err != nil {
-				return nil, &UsageError{Err: fmt.Errorf("--ca: %w", err)}
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, usageErrorf("--ca %s: no PEM certificate in it", b.f.caFile)
+				return nil, err
 			}
 			tlsConf.RootCAs = pool
 		}

@@ -118,19 +118,30 @@ func printFaults(w io.Writer) {
 	tw.Flush()
 }
 
-// options checks the flags and returns what they ask for.
-func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Level, error) {
-	profile, err := emulator.ParseProfile(f.profile)
+// parseProfileAndFaults parses the --profile value ("" is dps-2019) and the
+// fault names given with faultFlag (--fault of "emulator", --emulator-fault
+// of "run"); an unknown one is a usage error naming its flag.
+func parseProfileAndFaults(profile, faultFlag string, faultNames []string) (emulator.Profile, []emulator.Fault, error) {
+	p, err := emulator.ParseProfile(profile)
 	if err != nil {
-		return "", nil, 0, usageErrorf("--profile: %v", err)
+		return "", nil, usageErrorf("--profile: %v", err)
 	}
 	var faults []emulator.Fault
-	for _, name := range f.faults {
+	for _, name := range faultNames {
 		fault, err := emulator.ParseFault(name)
 		if err != nil {
-			return "", nil, 0, usageErrorf("--fault: %v", err)
+			return "", nil, usageErrorf("%s: %v", faultFlag, err)
 		}
 		faults = append(faults, fault)
+	}
+	return p, faults, nil
+}
+
+// options checks the flags and returns what they ask for.
+func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Level, error) {
+	profile, faults, err := parseProfileAndFaults(f.profile, "--fault", f.faults)
+	if err != nil {
+		return "", nil, 0, err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 )
@@ -119,6 +121,21 @@ func printUsage(w io.Writer, fs *flagSet) {
 		b.WriteString("\n")
 	})
 	io.WriteString(w, b.String())
+}
+
+// loadCAPool reads the PEM CA bundle path given with flagName (--ca) into a
+// pool. A file that cannot be read or holds no PEM certificate is a
+// *UsageError naming the flag: the bundle is an input the user gave.
+func loadCAPool(flagName, path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &UsageError{Err: fmt.Errorf("%s: %w", flagName, err)}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usageErrorf("%s: no PEM certificate in %s", flagName, path)
+	}
+	return pool, nil
 }
 
 // flagsSet returns the names of the flags given on the command line.

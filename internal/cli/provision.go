@@ -3,12 +3,10 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/dps-conform/dps-conform/device"
@@ -139,13 +137,9 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: f.serverName, InsecureSkipVerify: f.insecure}
 	if f.caFile != "" {
-		pem, err := os.ReadFile(f.caFile)
+		pool, err := loadCAPool("--ca", f.caFile)
 		if err != nil {
-			return cfg, usageErrorf("--ca: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return cfg, usageErrorf("--ca: no PEM certificate in %s", f.caFile)
+			return cfg, err
 		}
 		tc.RootCAs = pool
 	}

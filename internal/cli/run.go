@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
-	goflag "flag"
 	"fmt"
 	"io"
 	"net"
@@ -41,8 +39,8 @@ loopback and runs everything against it.
 
 Every spec records its connections as pcapng (with the TLS key log) under
 --out/pcaps and judges the decoded capture; --out also receives the Ginkgo
-JSON report (report.json) and JUnit XML (junit.xml). Progress goes to stderr,
-the verdict table to stdout.
+JSON report (ginkgo-report.json) and JUnit XML (junit.xml). Progress goes to
+stderr, the verdict table to stdout.
 
 Targets:
   --target emulator                      the embedded emulator (default)
@@ -132,12 +130,10 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		defer em.close()
 		cfg.Target = em.target
-		if cfg.Profile == "" {
-			cfg.Profile = string(em.profile)
-		}
+		cfg.Profile = cmp.Or(cfg.Profile, string(em.profile))
 		// The embedded emulator closes at once; a long wait only slows
 		// down the runs where it was told not to (faults).
-		if !flagGiven(fs, "close-wait") {
+		if !flagsSet(fs)["close-wait"] {
 			cfg.CloseWait = 500 * time.Millisecond
 		}
 	} else {
@@ -149,15 +145,14 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		cfg.Target = t
-		if cfg.Profile == "" {
-			cfg.Profile = profile
-		}
+		cfg.Profile = cmp.Or(cfg.Profile, profile)
 	}
+	cfg.Profile = cmp.Or(cfg.Profile, conformance.ProfileDPS2019)
 	if err := reachable(ctx, cfg.Target); err != nil {
 		return err
 	}
 	start := time.Now()
-	fmt.Fprintf(env.Stderr, "dps-conform run: %s, profile %s, evidence in %s\n", cfg.Target.Name, orDefault(cfg.Profile, conformance.ProfileDPS2019), cfg.OutDir)
+	fmt.Fprintf(env.Stderr, "dps-conform run: %s, profile %s, evidence in %s\n", cfg.Target.Name, cfg.Profile, cfg.OutDir)
 	res, err := conformance.Run(ctx, cfg)
 	if err != nil {
 		var ue *conformance.SelectionError
@@ -166,7 +161,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return &EnvError{Err: err}
 	}
-	if err := writeReports(cfg, res); err != nil {
+	if err := writeReports(ctx, cfg, res); err != nil {
 		return err
 	}
 	if err := writeConfigUsed(cfg, &f); err != nil {
@@ -186,23 +181,6 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("no spec matched --label-filter %q / --focus %q", f.labelFilter, strings.Join(f.focus, " "))
 	}
 	return nil
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
-
-func flagGiven(fs *flagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *goflag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
 }
 
 // writeVerdicts prints the verdict table, the failures with their evidence
@@ -265,21 +243,22 @@ func toolInfo() reports.Tool {
 
 // writeReports writes the certification report of a run into --out:
 // report.html (self-contained, opens offline), results.json (the report
-// model), summary.md (for a CI job summary) and junit.xml (trimmed for CI viewers; Ginkgo's own JSON report stays as
-// ginkgo-report.json).
-func writeReports(cfg conformance.Config, res *conformance.Result) error {
+// model), summary.md (for a CI job summary) and junit.xml (trimmed for CI
+// viewers; Ginkgo's own JSON report stays as ginkgo-report.json). ctx bounds
+// the TLS probe of the target identity.
+func writeReports(ctx context.Context, cfg conformance.Config, res *conformance.Result) error {
 	tg := cfg.Target
 	target := reports.Target{Name: tg.Name, Endpoint: tg.MQTT.String(), IDScope: tg.IDScope}
 	if tg.WS.Scheme != "" {
 		target.WSEndpoint = tg.WS.String()
 	}
-	target.TLSProbe = probeSummary(tg, orDefault(cfg.Profile, conformance.ProfileDPS2019))
+	target.TLSProbe = probeSummary(ctx, tg, cfg.Profile)
 	abs, err := filepath.Abs(cfg.OutDir)
 	if err != nil {
 		return &EnvError{Err: err}
 	}
 	rep := reports.Build(reports.Input{
-		Ginkgo: res.Report, Catalog: res.Catalog, Role: conformance.RoleService, Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019),
+		Ginkgo: res.Report, Catalog: res.Catalog, Role: conformance.RoleService, Profile: cfg.Profile,
 		Tool: toolInfo(), Target: target, ResultsDir: abs,
 	})
 	if _, err := writeReportFiles(cfg.OutDir, rep, true); err != nil {
@@ -320,9 +299,9 @@ const redacted = "[redacted]"
 func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	tg := cfg.Target
 	c := configUsed{Target: tg.MQTT.String(), IDScope: tg.IDScope, ServerName: tg.ServerName,
-		Profile: orDefault(cfg.Profile, conformance.ProfileDPS2019), LabelFilter: cfg.LabelFilter,
+		Profile: cfg.Profile, LabelFilter: cfg.LabelFilter,
 		Focus: cfg.Focus, Faults: f.faults, AllowQuota: cfg.AllowQuota, CAFile: f.ca}
-	if f.target == "" && f.config == "" || f.target == "emulator" {
+	if tg.Local {
 		c.Target = "emulator (embedded: " + tg.MQTT.String() + ")"
 	}
 	if tg.WS.Scheme != "" {
@@ -354,8 +333,8 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 // report's target identity (versions, suites, chain, DPS TLS policy); the
 // TLS specs of the suite judge the same facts with evidence. A probe that
 // fails is reported as such, not as an error of the run.
-func probeSummary(tg conformance.Target, profile string) []string {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+func probeSummary(ctx context.Context, tg conformance.Target, profile string) []string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	r, err := tlsprobe.Probe(ctx, tg.MQTT.Addr(), tlsprobe.Options{RootCAs: tg.RootCAs, ServerName: tg.ServerName, PlaintextPorts: []int{tg.MQTT.Port}, Timeout: 5 * time.Second})
 	if err != nil {
@@ -480,20 +459,9 @@ const (
 // with fresh keys, a fresh PKI and retry-after 0 (ARCHITECTURE.md §3: no
 // set-up), and describes it as a suite target.
 func startEmbedded(ctx context.Context, faultNames []string, profile string, logTo io.Writer) (*embedded, error) {
-	if profile == "" {
-		profile = string(emulator.ProfileDPS2019)
-	}
-	p, err := emulator.ParseProfile(profile)
+	p, faults, err := parseProfileAndFaults(profile, "--emulator-fault", faultNames)
 	if err != nil {
-		return nil, usageErrorf("--profile: %v", err)
-	}
-	var faults []emulator.Fault
-	for _, n := range faultNames {
-		fl, err := emulator.ParseFault(n)
-		if err != nil {
-			return nil, usageErrorf("--emulator-fault: %v", err)
-		}
-		faults = append(faults, fl)
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "dps-conform-emulator-")
 	if err != nil {
@@ -513,12 +481,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	if err != nil {
 		return fail(err)
 	}
-	keys := make([]string, 3)
-	for i := range keys {
-		var b [32]byte
-		rand.Read(b[:])
-		keys[i] = base64.StdEncoding.EncodeToString(b[:])
-	}
+	keys := []string{randomKey(), randomKey(), randomKey()}
 	sym := func(k string) registry.AttestationMechanism {
 		return registry.AttestationMechanism{Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: k}}
 	}
@@ -685,14 +648,11 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		return t, "", usageErrorf("--target %q: DPS serves only mqtts:// and wss:// (a plaintext target cannot be conformant)", tf.Target)
 	}
 	if tf.CAFile != "" {
-		pem, err := os.ReadFile(tf.CAFile)
+		pool, err := loadCAPool("--ca", tf.CAFile)
 		if err != nil {
-			return t, "", usageErrorf("--ca: %v", err)
+			return t, "", err
 		}
-		t.RootCAs = x509.NewCertPool()
-		if !t.RootCAs.AppendCertsFromPEM(pem) {
-			return t, "", usageErrorf("--ca %s: no PEM certificate in it", tf.CAFile)
-		}
+		t.RootCAs = pool
 	}
 	cr := &t.Credentials
 	cr.RegistrationID, cr.SymmetricKey = tf.Individual.RegistrationID, tf.Individual.SymmetricKey

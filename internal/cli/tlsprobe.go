@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -63,14 +61,11 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 		o.PlaintextPorts = plain
 	}
 	if *ca != "" {
-		b, err := os.ReadFile(*ca)
+		pool, err := loadCAPool("--ca", *ca)
 		if err != nil {
-			return inputError("--ca", err)
+			return err
 		}
-		o.RootCAs = x509.NewCertPool()
-		if !o.RootCAs.AppendCertsFromPEM(b) {
-			return usageErrorf("--ca %s: no PEM certificate in it", *ca)
-		}
+		o.RootCAs = pool
 	}
 	r, err := tlsprobe.Probe(ctx, fs.Arg(0), o)
 	if err != nil {
