@@ -10,23 +10,19 @@ import (
 // prefix is two bytes (MQTT 3.1.1 §1.5.3, §4.7.3 MQTT-4.7.3-3).
 const MaxStringLength = 65_535
 
-// uint16At reads a two-byte integer (§1.5.2) at off in body. The fast path
-// is small enough to inline; errors go to uint16AtSlow.
+// uint16At reads a two-byte integer (§1.5.2) at off in body.
 func (c *checker) uint16At(body []byte, off int, field string) (uint16, int) {
 	if off >= 0 && off+2 <= len(body) {
 		return uint16(body[off])<<8 | uint16(body[off+1]), off + 2
 	}
-	return c.uint16AtSlow(body, off, field)
-}
-
-func (c *checker) uint16AtSlow(body []byte, off int, field string) (uint16, int) {
 	c.malformed("MQTT-1.5.2", off, "%s needs 2 bytes, %d left in the packet", field, len(body)-off)
 	return 0, len(body)
 }
 
 // lenPrefixed reads a field prefixed by a two-byte length (§1.5.3 UTF-8
-// strings and the binary fields of CONNECT). The result aliases body. The
-// fast path is small enough to inline; errors go to lenPrefixedSlow.
+// strings and the binary fields of CONNECT). The result aliases body. It is
+// too large to inline, so hot call sites spell it out as prefixed, with
+// lenPrefixedSlow for the error.
 func (c *checker) lenPrefixed(body []byte, off int, field string) ([]byte, int) {
 	if f, end, ok := prefixed(body, off); ok {
 		return f, end
