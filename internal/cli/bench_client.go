@@ -46,6 +46,19 @@ type leanRegistration struct {
 	echo bool
 }
 
+// benchConnect is the documented CONNECT of device regID of idScope, with
+// a SAS token signed with key valid for an hour, as the bench's clients
+// send it.
+func benchConnect(idScope, regID, key string, keepAlive uint16) (*packets.Connect, error) {
+	tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: idScope, RegistrationID: regID, Key: key, Expiry: time.Now().Add(time.Hour)})
+	if err != nil {
+		return nil, err
+	}
+	user := dps.Username{IDScope: idScope, RegistrationID: regID, APIVersion: dps.DefaultAPIVersion}.String()
+	return &packets.Connect{ProtocolName: []byte(packets.ProtocolName311), ProtocolLevel: packets.ProtocolLevel311, CleanSession: true,
+		KeepAlive: keepAlive, ClientID: []byte(regID), Username: []byte(user), Password: []byte(tok)}, nil
+}
+
 // maxLeanPolls bounds the polls of one registration (retry-after 0: the
 // server answers "assigning" until the assignment is done).
 const maxLeanPolls = 10_000
@@ -67,14 +80,11 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 		return 0, fmt.Errorf("TLS handshake: %w", err)
 	}
 
-	tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: l.idScope, RegistrationID: l.regID, Key: l.key, Expiry: time.Now().Add(time.Hour)})
+	cp, err := benchConnect(l.idScope, l.regID, l.key, 60)
 	if err != nil {
 		return 0, err
 	}
-	user := dps.Username{IDScope: l.idScope, RegistrationID: l.regID, APIVersion: dps.DefaultAPIVersion}.String()
-	out := make([]byte, 0, 512)
-	out, err = (&packets.Connect{ProtocolName: []byte(packets.ProtocolName311), ProtocolLevel: packets.ProtocolLevel311,
-		CleanSession: true, KeepAlive: 60, ClientID: []byte(l.regID), Username: []byte(user), Password: []byte(tok)}).Append(out)
+	out, err := cp.Append(make([]byte, 0, 512))
 	if err != nil {
 		return 0, err
 	}

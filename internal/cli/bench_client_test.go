@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -90,6 +94,32 @@ func TestRespondDPS(t *testing.T) {
 	polls, err := r.run(ctx, &net.Dialer{Timeout: 5 * time.Second})
 	if err != nil || polls != 1 {
 		t.Fatalf("run = %d polls, %v; want 1 poll (202 then 200), no error", polls, err)
+	}
+
+	// A PUBLISH on a topic that is not a DPS request ends the connection.
+	c, err := tls.Dial("tcp", l.Addr().String(), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	cp, err := benchConnect("0neBENCH000", "resp-2", "AAAA", 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []packets.Packet{cp, &packets.Publish{QoS: 1, PacketID: 1, Topic: []byte("devices/resp-2/messages/events/"), Payload: []byte("{}")}} {
+		if err := packets.WritePacket(c, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br := bufio.NewReader(c)
+	if p, err := packets.ReadPacket(br, packets.DecodeOptions{}); err != nil {
+		t.Fatalf("CONNACK: %v", err)
+	} else if _, ok := p.(*packets.Connack); !ok {
+		t.Fatalf("answer to CONNECT: %v, want CONNACK", p)
+	}
+	if p, err := packets.ReadPacket(br, packets.DecodeOptions{}); !errors.Is(err, io.EOF) {
+		t.Errorf("after a PUBLISH to a non-DPS topic: %v, %v; want the connection closed (EOF)", p, err)
 	}
 }
 

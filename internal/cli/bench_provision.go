@@ -298,7 +298,6 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		if set["key-type"] || set["server"] || set["state-dir"] || set["responder"] || set["mosquitto"] {
 			return usageErrorf("--key-type, --server, --state-dir, --responder and --mosquitto apply to the embedded emulator, not to --target")
 		}
-		f.responder = false
 		b.f.responder = false
 		if f.idScope == "" || f.groupKey == "" {
 			return usageErrorf("--target needs --id-scope and --group-key (a symmetric-key enrollment group of the target)")
@@ -417,7 +416,7 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 			return nil, err
 		}
 		defer resp.stop()
-		resp.idScope = "0neBENCH000"
+		resp.idScope = benchIDScope // the responder takes any
 		res.Responder = &phaseResult{}
 	}
 	mosq, err := b.startMosquitto(ctx, res)
@@ -1033,11 +1032,10 @@ func (b *provisionBench) idleConnect(ctx context.Context, d *net.Dialer, srv *be
 	if err != nil {
 		return nil, err
 	}
-	tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: srv.idScope, RegistrationID: regID, Key: key, Expiry: time.Now().Add(time.Hour)})
+	cp, err := benchConnect(srv.idScope, regID, key, 0)
 	if err != nil {
 		return nil, err
 	}
-	user := dps.Username{IDScope: srv.idScope, RegistrationID: regID, APIVersion: dps.DefaultAPIVersion}
 	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	raw, err := d.DialContext(hctx, "tcp", srv.addr)
@@ -1051,9 +1049,7 @@ func (b *provisionBench) idleConnect(ctx context.Context, d *net.Dialer, srv *be
 	}
 	deadline, _ := hctx.Deadline()
 	c.SetDeadline(deadline)
-	err = packets.WritePacket(c, &packets.Connect{ProtocolName: []byte(packets.ProtocolName311), ProtocolLevel: 4, CleanSession: true,
-		ClientID: []byte(regID), Username: []byte(user.String()), Password: []byte(tok)})
-	if err != nil {
+	if err := packets.WritePacket(c, cp); err != nil {
 		c.Close()
 		return nil, err
 	}
