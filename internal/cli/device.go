@@ -136,10 +136,11 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return &EnvError{Err: err}
 	}
+	rules := cat.RulesUnder(conformance.DeviceRules(), f.profile)
 	var runs []*scenarioRun
 	start := time.Now()
 	for i, name := range names {
-		run, err := f.runScenario(ctx, env, i+1, name)
+		run, err := f.runScenario(ctx, env, i+1, name, rules)
 		if err != nil {
 			return err
 		}
@@ -203,8 +204,8 @@ func randomKey() string {
 }
 
 // runScenario serves one scenario, runs or waits for the device, and
-// judges the recording.
-func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string) (*scenarioRun, error) {
+// judges the recording with rules.
+func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string, rules []*conformance.Rule) (*scenarioRun, error) {
 	started := time.Now()
 	dir, err := os.MkdirTemp("", "dps-conform-device-")
 	if err != nil {
@@ -325,7 +326,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	if net.ParseIP(f.host) == nil {
 		renv.ServerName = f.host
 	}
-	run.Findings, run.Applied = conformance.CheckCapture(capt, conformance.DeviceRules(), renv)
+	run.Findings, run.Applied = conformance.CheckCapture(capt, rules, renv)
 	var b strings.Builder
 	tracer.WriteText(&b, capt, tracer.TranscriptOptions{})
 	run.Transcript = b.String()
