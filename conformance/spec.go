@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,9 @@ type SpecInfo struct {
 	ID     string
 	Text   string
 	Faults []string
+	// Profiles are the profiles its requirement holds under; under
+	// another the spec skips.
+	Profiles []string
 	// Extra are the labels given with Labels (clause:… of the malformed
 	// packet specs).
 	Extra []string
@@ -135,7 +139,7 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 		return
 	}
 	r.texts[full] = true
-	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Extra: o.extra})
+	r.specs = append(r.specs, SpecInfo{ID: id, Text: full, Faults: o.faults, Profiles: slices.Clone(req.Profiles), Extra: o.extra})
 	labels := ginkgo.Label(append([]string{
 		"req:" + id, "level:" + string(req.Level), "area:" + req.Area, "role:" + string(req.Role),
 	}, labelsOf(o)...)...)
