@@ -29,8 +29,6 @@ const (
 	// pubackWait is how long a device is given to acknowledge a QoS 1
 	// delivery before the end of a capture counts as its answer.
 	pubackWait = time.Second
-	// pollPrefix is the topic of operation status requests (D-MQTT).
-	pollPrefix = "$dps/registrations/GET/iotdps-get-operationstatus/"
 )
 
 // DeviceRules returns the rules of role device, in ID order: they judge a
@@ -43,7 +41,7 @@ func DeviceRules() []*Rule {
 		ruleDevSubscribeFirst(), ruleDevRegisterTopic(), ruleDevRegisterBody(),
 		ruleDevOperationID(),
 		ruleDevWaitAfter("DPS-DEV-014", 202, "a poll", "a poll after a 202 answer with a retry-after", func(r request) bool {
-			return strings.HasPrefix(string(r.pub.Topic), pollPrefix)
+			return strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix)
 		}),
 		ruleDevPollRate(),
 		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
@@ -361,7 +359,7 @@ func ruleDevRegisterTopic() *Rule {
 			n := 0
 			var fs []Finding
 			for _, r := range requests(c) {
-				if strings.HasPrefix(string(r.pub.Topic), pollPrefix) {
+				if strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix) {
 					continue // DPS-DEV-013
 				}
 				n++
@@ -440,7 +438,7 @@ func ruleDevOperationID() *Rule {
 			var fs []Finding
 			for _, c := range capt.Conversations {
 				for _, r := range requests(c) {
-					if !strings.HasPrefix(string(r.pub.Topic), pollPrefix) {
+					if !strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix) {
 						continue
 					}
 					n++
@@ -543,7 +541,7 @@ func ruleDevPollRate() *Rule {
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			var polls []request
 			for _, r := range requests(c) {
-				if strings.HasPrefix(string(r.pub.Topic), pollPrefix) {
+				if strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix) {
 					polls = append(polls, r)
 				}
 			}

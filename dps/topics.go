@@ -14,8 +14,10 @@ const (
 	SubscribeFilter = "$dps/registrations/res/#"
 
 	registerPrefix = "$dps/registrations/PUT/iotdps-register/"
-	pollPrefix     = "$dps/registrations/GET/iotdps-get-operationstatus/"
-	responsePrefix = "$dps/registrations/res/"
+	// PollPrefix starts the topic of every operation status request.
+	PollPrefix = "$dps/registrations/GET/iotdps-get-operationstatus/"
+	// ResponsePrefix starts the topic of every answer.
+	ResponsePrefix = "$dps/registrations/res/"
 
 	ridKey         = "$rid"
 	retryAfterKey  = "retry-after"
@@ -32,7 +34,7 @@ func RegisterTopic(rid string) string {
 // "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={operationId}"
 // (D-MQTT, §5).
 func PollTopic(rid, operationID string) string {
-	return pollPrefix + "?" + ridKey + "=" + rid + "&" + operationIDKey + "=" + operationID
+	return PollPrefix + "?" + ridKey + "=" + rid + "&" + operationIDKey + "=" + operationID
 }
 
 // ResponseTopic is the topic of a service answer, exactly
@@ -42,7 +44,7 @@ func PollTopic(rid, operationID string) string {
 // first and the C and EC SDKs search for "retry-after" case-sensitively
 // (DPS-PROTOCOL.md Part A §5, §4.2). rid is echoed byte for byte.
 func ResponseTopic(status int, rid string, retryAfter int) string {
-	s := responsePrefix + strconv.Itoa(status) + "/?" + ridKey + "=" + rid
+	s := ResponsePrefix + strconv.Itoa(status) + "/?" + ridKey + "=" + rid
 	if retryAfter >= 0 {
 		s += "&" + retryAfterKey + "=" + strconv.Itoa(retryAfter)
 	}
@@ -107,8 +109,8 @@ func ParseRequestTopic(topic string) (Request, error) {
 	switch {
 	case strings.HasPrefix(topic, registerPrefix):
 		r.Kind, prefix = Register, registerPrefix
-	case strings.HasPrefix(topic, pollPrefix):
-		r.Kind, prefix = Poll, pollPrefix
+	case strings.HasPrefix(topic, PollPrefix):
+		r.Kind, prefix = Poll, PollPrefix
 	default:
 		return Request{}, topicError(topic, 0, "not a DPS request topic")
 	}
@@ -151,10 +153,10 @@ func ParseRequestTopic(topic string) (Request, error) {
 // are kept in Params. The typo "rid" for "$rid" is reported as
 // ErrRIDWithoutDollar.
 func ParseResponseTopic(topic string) (Response, error) {
-	if !strings.HasPrefix(topic, responsePrefix) {
-		return Response{}, topicError(topic, 0, `not a DPS response topic (want prefix "`+responsePrefix+`")`)
+	if !strings.HasPrefix(topic, ResponsePrefix) {
+		return Response{}, topicError(topic, 0, `not a DPS response topic (want prefix "`+ResponsePrefix+`")`)
 	}
-	off := len(responsePrefix)
+	off := len(ResponsePrefix)
 	end := off
 	for end < len(topic) && '0' <= topic[end] && topic[end] <= '9' {
 		end++

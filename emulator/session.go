@@ -644,9 +644,9 @@ func (s *Server) responseTopic(status int, rid string, retryAfter int) string {
 	}
 	switch {
 	case retryAfter >= 0 && s.faults.has(FaultRIDNotFirst):
-		return "$dps/registrations/res/" + strconv.Itoa(status) + "/?" + key + "=" + strconv.Itoa(retryAfter) + "&$rid=" + rid
+		return dps.ResponsePrefix + strconv.Itoa(status) + "/?" + key + "=" + strconv.Itoa(retryAfter) + "&$rid=" + rid
 	case retryAfter >= 0 && key != "retry-after":
-		return "$dps/registrations/res/" + strconv.Itoa(status) + "/?$rid=" + rid + "&" + key + "=" + strconv.Itoa(retryAfter)
+		return dps.ResponsePrefix + strconv.Itoa(status) + "/?$rid=" + rid + "&" + key + "=" + strconv.Itoa(retryAfter)
 	}
 	return dps.ResponseTopic(status, rid, retryAfter)
 }

@@ -106,7 +106,7 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 	}
 	filter := dps.SubscribeFilter
 	if l.echo {
-		filter = echoPrefix + l.regID + "/#"
+		filter = dps.ResponsePrefix + l.regID + "/#"
 	}
 	out, _ = (&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(filter), QoS: 1}}}).Append(out)
 	if err := send(); err != nil {
@@ -172,13 +172,10 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 	}
 }
 
-// echoPrefix is the start of every response topic.
-var echoPrefix = strings.TrimSuffix(dps.SubscribeFilter, "#")
-
 // echoTopic is the echo flow's topic of the answer status to rid: the
-// response topic with the registration id after echoPrefix.
+// response topic with the registration id after dps.ResponsePrefix.
 func (l *leanRegistration) echoTopic(status int, rid string) string {
-	return echoPrefix + l.regID + "/" + strings.TrimPrefix(dps.ResponseTopic(status, rid, 0), echoPrefix)
+	return dps.ResponsePrefix + l.regID + "/" + strings.TrimPrefix(dps.ResponseTopic(status, rid, 0), dps.ResponsePrefix)
 }
 
 // await reads until the response to $rid rid, skipping the PUBACK of the
@@ -201,11 +198,11 @@ func (l *leanRegistration) await(r *packets.Reader, rid string, out *[]byte) (dp
 		}
 		topic := string(pub.Topic)
 		if l.echo {
-			own := echoPrefix + l.regID + "/"
+			own := dps.ResponsePrefix + l.regID + "/"
 			if !strings.HasPrefix(topic, own) {
 				return resp, op, fmt.Errorf("echo on %q, not under %s", topic, own)
 			}
-			topic = echoPrefix + topic[len(own):]
+			topic = dps.ResponsePrefix + topic[len(own):]
 		}
 		if resp, err = dps.ParseResponseTopic(topic); err != nil {
 			return resp, op, err
