@@ -3,7 +3,6 @@ package device
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -103,11 +102,44 @@ func FuzzServiceBytes(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			go io.Copy(io.Discard, server)
+			// Closing right after the stream would race the client's own
+			// writes (its SUBSCRIBE, its register) and end most inputs at
+			// "closed pipe" before they reach the flow. The service closes
+			// once the client has been quiet for a moment instead: it has
+			// acted on everything it was sent and waits for more.
+			clientGone, active := make(chan struct{}), make(chan struct{}, 1)
+			go func() {
+				defer close(clientGone)
+				buf := make([]byte, 4096)
+				for {
+					if _, err := server.Read(buf); err != nil {
+						return
+					}
+					select {
+					case active <- struct{}{}:
+					default:
+					}
+				}
+			}()
 			server.SetWriteDeadline(time.Now().Add(2 * time.Second))
 			packets.WritePacket(server, &packets.Connack{})
 			server.Write(stream)
+			const quiet = 3 * time.Millisecond
+			idle := time.NewTimer(quiet)
+			defer idle.Stop()
+		wait:
+			for range 1000 {
+				select {
+				case <-clientGone:
+					break wait
+				case <-active:
+					idle.Reset(quiet)
+				case <-idle.C:
+					break wait
+				}
+			}
 			server.Close()
+			<-clientGone
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

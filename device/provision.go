@@ -121,6 +121,11 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 		res.RegistrationState = op.RegistrationState
 		switch op.Status {
 		case dps.StatusAssigned:
+			// The device goes on to assignedHub as deviceId; an assignment
+			// without them cannot be used (DPS-PROTOCOL.md: the C SDK requires both for "assigned").
+			if rs := op.RegistrationState; rs == nil || rs.AssignedHub == "" || rs.DeviceID == "" {
+				return &MalformedResponseError{Topic: resp.Topic, Msg: "status assigned without registrationState.assignedHub and deviceId"}
+			}
 			return nil
 		case dps.StatusFailed, dps.StatusDisabled:
 			e := &AssignmentError{Status: op.Status}

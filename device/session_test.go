@@ -81,6 +81,8 @@ func TestPollEdgeCases(t *testing.T) {
 		{"unknown status", `{"operationId":"x","status":"weird"}`, `unknown status "weird"`},
 		{"not json", `not json`, "not a RegistrationOperationStatus"},
 		{"no operation id", `{"status":"assigning"}`, "without an operationId"},
+		{"assigned without registrationState", `{"operationId":"x","status":"assigned"}`, "assigned without registrationState.assignedHub"},
+		{"assigned without deviceId", `{"operationId":"x","status":"assigned","registrationState":{"registrationId":"r","status":"assigned","assignedHub":"h.azure-devices.net"}}`, "assigned without registrationState.assignedHub and deviceId"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, cfg := serve(t, func(f *fake) {

@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
 	"testing"
@@ -66,16 +65,45 @@ func FuzzSession(f *testing.F) {
 			defer close(done)
 			s.serveSession(s.ctx, server, "pipe", nil)
 		}()
-		drained := make(chan struct{})
+		// The device leaves once the server has been quiet for a moment:
+		// closing right after the input would race the server's answers
+		// and end most inputs at a failed write before their packets were
+		// handled.
+		drained, active := make(chan struct{}), make(chan struct{}, 1)
 		go func() {
 			defer close(drained)
-			_, _ = io.Copy(io.Discard, client)
+			buf := make([]byte, 4096)
+			for {
+				if _, err := client.Read(buf); err != nil {
+					return
+				}
+				select {
+				case active <- struct{}{}:
+				default:
+				}
+			}
 		}()
 		_ = client.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if withConnect {
 			_, _ = client.Write(fuzzConnect)
 		}
 		_, _ = client.Write(data)
+		const quiet = 3 * time.Millisecond
+		idle := time.NewTimer(quiet)
+	wait:
+		for range 1000 {
+			select {
+			case <-drained:
+				break wait
+			case <-done:
+				break wait
+			case <-active:
+				idle.Reset(quiet)
+			case <-idle.C:
+				break wait
+			}
+		}
+		idle.Stop()
 		client.Close()
 		select {
 		case <-done:
