@@ -62,6 +62,8 @@ func TestAttestSAS(t *testing.T) {
 		{"group derived primary", "thermo-7", tok("thermo-7", derive(t, keyG1, "thermo-7")), AttestOptions{}, 0, nil, "g1"},
 		{"group derived secondary", "thermo-8", tok("thermo-8", derive(t, keyA, "thermo-8")), AttestOptions{}, 0, nil, "g1"},
 		{"disabled group attests", "thermo-9", tok("thermo-9", derive(t, keyG2, "thermo-9")), AttestOptions{}, 0, nil, "g2"},
+		{"group bad signature ignored: the first group", "thermo-5", tok("thermo-5", keyB), AttestOptions{IgnoreSignature: true}, 0, nil, "g1"},
+		{"group signature ignored: the group whose key signs", "thermo-6", tok("thermo-6", derive(t, keyG2, "thermo-6")), AttestOptions{IgnoreSignature: true}, 0, nil, "g2"},
 		{"group key itself is not a device key", "thermo-7", tok("thermo-7", keyG1), AttestOptions{}, 401000, dps.ErrSignatureMismatch, ""},
 		{"derived for another id", "thermo-7", tok("thermo-7", derive(t, keyG1, "thermo-8")), AttestOptions{}, 401000, dps.ErrSignatureMismatch, ""},
 		{"individual wins over group", "dev1", tok("dev1", derive(t, keyG1, "dev1")), AttestOptions{}, 401000, dps.ErrSignatureMismatch, ""},
