@@ -60,7 +60,6 @@ func TestParseCatalogRejects(t *testing.T) {
 // notCoveredOnPurpose are service MUST requirements with no spec and no
 // rule yet, each with the reason; every other one must be judged.
 var notCoveredOnPurpose = map[string]string{
-	"DPS-REG-009": "concurrent registrations: with retry-after 0 the emulator never has one in flight (see selftest_test.go)",
 	"DPS-REG-010": "the per-minute registration budget: needs an emulator limit of its own for the run",
 }
 

@@ -44,21 +44,42 @@ func (t *T) Device() Device {
 	ginkgo.GinkgoHelper()
 	cr := t.r.cfg.Target.Credentials
 	if cr.GroupKey != "" {
-		t.nDev++
-		id := fmt.Sprintf("dpsc-%s-%03d-%d", t.r.runID, t.seq, t.nDev)
-		if !t.r.cfg.Target.Local {
-			id = fmt.Sprintf("dps-conform-device-%d", t.r.devices.Add(1)%8+1)
-		}
-		key, err := dps.DeriveDeviceKey(cr.GroupKey, id)
-		if err != nil {
-			ginkgo.Fail(fmt.Sprintf("deriving a device key from the group key: %v", err))
-		}
-		return Device{RegistrationID: id, Key: key}
+		id := fmt.Sprintf("dps-conform-device-%d", t.r.devices.Add(1)%8+1)
+		return t.groupDevice(cr.GroupKey, id)
 	}
 	if cr.SymmetricKey == "" {
 		ginkgo.Skip("needs symmetric key credentials (--symmetric-key/--registration-id or --group-key)")
 	}
 	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}
+}
+
+// SlowDevice returns a device of Credentials.SlowGroupKey, whose
+// assignment takes a while, or else Device. On a target that is not local
+// its registration id is dps-conform-slow-device, which no other spec
+// uses: the registration it leaves in progress must not make theirs 409.
+func (t *T) SlowDevice() Device {
+	ginkgo.GinkgoHelper()
+	if k := t.r.cfg.Target.Credentials.SlowGroupKey; k != "" {
+		return t.groupDevice(k, "dps-conform-slow-device")
+	}
+	return t.Device()
+}
+
+// groupDevice returns a device of the symmetric key group with key
+// groupKey: a fresh registration id on a local target, else remoteID (a
+// real DPS instance keeps every registration, so a run reuses a few).
+func (t *T) groupDevice(groupKey, remoteID string) Device {
+	ginkgo.GinkgoHelper()
+	t.nDev++
+	id := fmt.Sprintf("dpsc-%s-%03d-%d", t.r.runID, t.seq, t.nDev)
+	if !t.r.cfg.Target.Local {
+		id = remoteID
+	}
+	key, err := dps.DeriveDeviceKey(groupKey, id)
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("deriving a device key from the group key: %v", err))
+	}
+	return Device{RegistrationID: id, Key: key}
 }
 
 // X509Device returns the configured X.509 identity or skips the spec.

@@ -30,8 +30,8 @@ func emulatorTarget(t testing.TB, e *emulatortest.Emulator) conformance.Target {
 		IDScope: e.IDScope, Local: true,
 		Credentials: conformance.Credentials{
 			RegistrationID: emulatortest.SymDeviceID, SymmetricKey: emulatortest.SymDeviceKey,
-			GroupKey: emulatortest.SymGroupKey,
-			X509:     &cert, X509RegistrationID: emulatortest.X509DeviceID,
+			GroupKey: emulatortest.SymGroupKey, SlowGroupKey: emulatortest.SlowGroupKey,
+			X509: &cert, X509RegistrationID: emulatortest.X509DeviceID,
 			DisabledRegistrationID: emulatortest.DisabledDeviceID, DisabledKey: emulatortest.DisabledDeviceKey,
 		},
 	}

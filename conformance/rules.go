@@ -124,6 +124,7 @@ func ServiceRules() []*Rule {
 		ruleOtherFilters(),
 		rulePubackFirst(),
 		ruleRegister202(),
+		ruleConcurrentRegister(),
 		ruleRIDEcho(),
 		ruleAnswerTopicForm(),
 		ruleUndocumentedTopic(),
@@ -709,6 +710,59 @@ func ruleRegister202() *Rule {
 			}
 			return true, fs
 		})
+}
+
+// ruleConcurrentRegister judges DPS-REG-009: a register sent while the
+// device's earlier registration operation is still in progress is answered
+// 409. The capture shows "in progress" in a way that cannot be argued with:
+// the earlier operation is polled after the second register's answer, and
+// that poll is answered 202 "assigning" (an operation never goes back to
+// assigning). A register with no such poll after it is not judged.
+func ruleConcurrentRegister() *Rule {
+	const id = "DPS-REG-009"
+	return &Rule{ID: id, Role: RoleService, Evidence: "a second register, then a poll of the first registration's operation answered 202 assigning",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			reqs := requests(c)
+			as := answers(c)
+			status := func(a answer) (st dps.RegistrationOperationStatus) {
+				_ = json.Unmarshal(a.pub.Payload, &st)
+				return st
+			}
+			created := map[string]int{} // operation id → index of the register answer that gave it
+			n := 0
+			var fs []Finding
+			for i, a := range as {
+				r := requestFor(reqs, a)
+				if a.err != nil || r == nil || r.req.Kind != dps.Register {
+					continue
+				}
+				// Is an operation created before this register still
+				// assigning after its answer?
+				for _, later := range as[i+1:] {
+					lr := requestFor(reqs, later)
+					if later.err != nil || lr == nil || lr.req.Kind != dps.Poll || later.resp.Status != 202 {
+						continue
+					}
+					at, ok := created[lr.req.OperationID]
+					if !ok || at > r.idx || status(later).Status != dps.StatusAssigning {
+						continue
+					}
+					n++
+					if a.resp.Status != 409 {
+						fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time,
+							fmt.Sprintf("%q, while operation %s was still assigning (polled at frame %d)", a.pub.Topic, lr.req.OperationID, later.pkt.Frame),
+							"status 409"))
+					}
+					break
+				}
+				if op := status(a).OperationID; op != "" && a.resp.Status < 300 {
+					if _, ok := created[op]; !ok {
+						created[op] = a.idx
+					}
+				}
+			}
+			return n, fs
+		}}
 }
 
 func clip(b []byte) string {

@@ -415,6 +415,30 @@ func registerSpecs(r *registrar) {
 		c.WaitClose(ctx)
 		t.Judge(ctx)
 	}, Faults("accept-undocumented-topic"))
+	r.It("DPS-REG-009", "answers 409 to a register while the device's registration is in progress", func(ctx sctx, t *T) {
+		d := t.SlowDevice()
+		c := t.Connect(ctx, d, nil, DialOptions{})
+		c.Subscribe(ctx, dps.SubscribeFilter, 1)
+		a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+		op := a.Status.OperationID
+		t.Expect(op).NotTo(gomega.BeEmpty(), "the register answer %q carries an operation id", a.Topic)
+		// Poll at once (not after retry-after): the operation must be seen
+		// assigning before the second register, and again after its answer,
+		// for the capture to show the register was concurrent.
+		assigning := func(rid string) bool {
+			p := c.Request(ctx, dps.PollTopic(rid, op), nil, 1)
+			return p.Resp.Status == 202 && p.Status.Status == dps.StatusAssigning
+		}
+		const fast = "the target assigned the first registration before a second register could find it in progress: give an enrollment group whose assignment is slow (slowGroupKey)"
+		if !assigning("2") {
+			ginkgo.Skip(fast)
+		}
+		c.TryRequest(ctx, dps.RegisterTopic("3"), RegisterBody(d.RegistrationID), 1)
+		if !assigning("4") {
+			ginkgo.Skip("the first registration was assigned while the second register was answered: nothing shows the two were concurrent, " + fast[strings.Index(fast, "give"):])
+		}
+		t.Judge(ctx)
+	}, Faults("no-409"))
 	r.It("DPS-REG-008", "closes the connection after a message over 96 KB", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

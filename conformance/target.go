@@ -44,6 +44,13 @@ type Credentials struct {
 	// GroupKey is the key of a symmetric key enrollment group: any
 	// registration id attests with the key derived from it.
 	GroupKey string
+	// SlowGroupKey is the key of a symmetric key enrollment group whose
+	// assignments take a second or more (a custom allocation webhook doing
+	// slow work, say). DPS-REG-009 registers its devices, so that a second
+	// register finds the first still in progress; without it the spec
+	// uses the ordinary credentials and skips when the target assigns too
+	// fast to tell.
+	SlowGroupKey string
 	// X509 is the client certificate of an X.509 enrollment whose
 	// registration id is X509RegistrationID (the certificate's CN).
 	X509               *tls.Certificate

@@ -96,6 +96,7 @@ var mosquittoVerdicts = map[string]string{
 	"registration accepts the register bodies SDKs send":                                              "failed",
 	"registration acknowledges a QoS 1 register request before answering it":                          "failed",
 	"registration answers a register body naming another registration id with 400":                    "failed",
+	"registration answers 409 to a register while the device's registration is in progress":           "failed",
 	"registration answers register with 202, a retry-after and an operation id":                       "failed",
 	"registration closes the connection after a PUBLISH to an undocumented topic":                     "failed",
 	"registration closes the connection after a message over 96 KB":                                   "failed",

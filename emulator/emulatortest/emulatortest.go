@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +56,15 @@ const (
 	X509GroupID = "group-x509"
 	// X509GroupDeviceID is one device of X509GroupID.
 	X509GroupDeviceID = "x509-group-device-1"
+
+	// SlowGroupID is a symmetric key enrollment group with key
+	// SlowGroupKey whose custom allocation webhook
+	// (registry.SlowAllocationWebhook, served by Start) takes
+	// SlowAssignDelay: its registrations stay "assigning" that long, so a
+	// second register finds one in progress (DPS-REG-009, 409).
+	SlowGroupID     = "group-slow"
+	SlowGroupKey    = "R1PD9hxUueetGrN+vVVHchSOUuTShANMp5lFE3pYwkj39ubqENBDW0JwcgrVM8hZ1h7Rt+CyVpLeBdz9S3ZwDQ=="
+	SlowAssignDelay = 2 * time.Second
 
 	// DisabledDeviceID is an individual symmetric key enrollment with
 	// provisioningStatus disabled and key DisabledDeviceKey: registration
@@ -142,7 +152,11 @@ func Start(t testing.TB, o Options) *Emulator {
 			t.Fatalf("emulatortest: device certificate: %v", err)
 		}
 		e.certs[strings.ToLower(X509DeviceID)] = devCert
-		cfg = Default(string(transport.EncodeCertPEM(devCert.Certificate[0])), string(e.GroupCA.CertPEM))
+		// Cleanups run last first: the webhook closes after the emulator,
+		// whose Close cancels the webhook calls still waiting.
+		webhook := httptest.NewServer(registry.SlowAllocationWebhook(SlowAssignDelay))
+		t.Cleanup(webhook.Close)
+		cfg = Default(string(transport.EncodeCertPEM(devCert.Certificate[0])), string(e.GroupCA.CertPEM), webhook.URL)
 	}
 	e.Config = cfg
 	reg, err := registry.Open(context.Background(), registry.Options{StateDir: o.StateDir, Config: cfg, Now: o.Now, Logger: o.Logger})
@@ -200,9 +214,11 @@ func Start(t testing.TB, o Options) *Emulator {
 // Default is the fixture configuration: IDScope, one linked hub (HubName),
 // the individual enrollments SymDeviceID, X509DeviceID (enrolled by its PEM
 // certificate x509DeviceCertPEM) and DisabledDeviceID, and the groups
-// SymGroupID and X509GroupID (signing certificate groupCAPEM).
-func Default(x509DeviceCertPEM, groupCAPEM string) *registry.Config {
-	return &registry.Config{
+// SymGroupID and X509GroupID (signing certificate groupCAPEM), and
+// SlowGroupID with the custom allocation webhook slowWebhookURL (none when
+// "").
+func Default(x509DeviceCertPEM, groupCAPEM, slowWebhookURL string) *registry.Config {
+	cfg := &registry.Config{
 		IDScope:    IDScope,
 		LinkedHubs: []registry.LinkedHub{{Name: HubName}},
 		Enrollments: []registry.IndividualEnrollment{
@@ -250,6 +266,18 @@ func Default(x509DeviceCertPEM, groupCAPEM string) *registry.Config {
 			},
 		},
 	}
+	if slowWebhookURL != "" {
+		cfg.EnrollmentGroups = append(cfg.EnrollmentGroups, registry.EnrollmentGroup{
+			EnrollmentGroupID: SlowGroupID,
+			Attestation: registry.AttestationMechanism{
+				Type:         registry.AttestationSymmetricKey,
+				SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: SlowGroupKey},
+			},
+			AllocationPolicy:           registry.AllocationCustom,
+			CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: slowWebhookURL},
+		})
+	}
+	return cfg
 }
 
 // SymmetricKey returns the device key of regID under the Default fixture:

@@ -485,3 +485,47 @@ func TestAssignIgnoreDisabled(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowAllocationWebhook: the webhook assigns the first linked hub, no
+// sooner than its delay, refuses a body that is not an allocation request,
+// and gives up (without an answer) when the caller does.
+func TestSlowAllocationWebhook(t *testing.T) {
+	const delay = 50 * time.Millisecond
+	srv := httptest.NewServer(SlowAllocationWebhook(delay))
+	defer srv.Close()
+	g := symGroup("g-slow", keyG1, keyG2)
+	g.AllocationPolicy = AllocationCustom
+	g.CustomAllocationDefinition = &CustomAllocationDefinition{WebhookURL: srv.URL}
+	g.IoTHubs = []string{"b.example", "a.example"}
+	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "a.example"}, {Name: "b.example"}}, EnrollmentGroups: []EnrollmentGroup{g}})
+
+	start := time.Now()
+	res := register(t, r, "dev-slow", derive(t, keyG1, "dev-slow"), nil)
+	if res.Status != dps.StatusAssigned || res.AssignedHub != "b.example" {
+		t.Fatalf("result %s, want assigned to b.example (the first of the group's hubs)", mustJSON(t, res))
+	}
+	if waited := time.Since(start); waited < delay {
+		t.Errorf("assigned after %v, before the webhook's delay %v", waited, delay)
+	}
+
+	for _, body := range []string{`not json`, `{"linkedHubs":[]}`} {
+		resp, err := http.Post(srv.URL, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("body %q: status %d, want 400", body, resp.StatusCode)
+		}
+	}
+
+	slow := httptest.NewServer(SlowAllocationWebhook(time.Hour))
+	defer slow.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, slow.URL, strings.NewReader(`{"linkedHubs":["a.example"]}`))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a cancelled request got status %d", resp.StatusCode)
+	}
+}

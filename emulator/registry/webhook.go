@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
 )
@@ -152,4 +153,30 @@ func redactURLError(err error) error {
 		}
 	}
 	return err
+}
+
+// SlowAllocationWebhook is a custom allocation webhook that assigns every
+// device to the first of its request's linkedHubs, after delay: an
+// enrollment that uses it keeps each registration "assigning" for that
+// long, as a webhook (an Azure Function, say) doing slow work does. The
+// conformance suites' emulators serve it for DPS-REG-009, which needs a
+// registration still in progress to register over. A request cancelled
+// before the delay gets no answer.
+func SlowAllocationWebhook(delay time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		var req AllocationRequest
+		if err := json.NewDecoder(io.LimitReader(hr.Body, maxWebhookResponse)).Decode(&req); err != nil || len(req.LinkedHubs) == 0 {
+			http.Error(w, "not an allocation request with linkedHubs", http.StatusBadRequest)
+			return
+		}
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-hr.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(AllocationResponse{IoTHubHostName: req.LinkedHubs[0]})
+	})
 }

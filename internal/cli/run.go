@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -60,6 +61,7 @@ type runFlags struct {
 	target, mqttTarget, wsTarget, config string
 	idScope, ca, serverName              string
 	regID, symKey, groupKey, cert, key   string
+	slowGroupKey                         string
 	disabledID, disabledKey              string
 	profile, labelFilter, out            string
 	focus, faults                        stringsFlag
@@ -74,13 +76,14 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.target, "target", "", "`URL` of the DPS endpoint: emulator (default), mqtts://host:port or wss://host[:port]/path")
 	fs.StringVar(&f.mqttTarget, "mqtt-target", "", "mqtts:// `URL` for the MQTT-over-TLS specs when --target is wss://")
 	fs.StringVar(&f.wsTarget, "ws-target", "", "wss:// `URL` for the WebSocket specs when --target is mqtts://")
-	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, wsTarget, idScope, caFile, serverName, profile, individual, group, x509, disabled")
+	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, wsTarget, idScope, caFile, serverName, profile, individual, group, slowGroup, x509, disabled")
 	fs.StringVar(&f.idScope, "id-scope", "", "id `SCOPE` of the DPS instance")
 	fs.StringVar(&f.ca, "ca", "", "CA bundle `FILE` (PEM) to trust instead of the system roots")
 	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify instead of the target host")
 	fs.StringVar(&f.regID, "registration-id", "", "registration `ID` of an individual symmetric key enrollment")
 	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id")
 	fs.StringVar(&f.groupKey, "group-key", "", "`KEY` (base64) of a symmetric key enrollment group")
+	fs.StringVar(&f.slowGroupKey, "slow-group-key", "", "`KEY` (base64) of a symmetric key enrollment group whose assignment takes a second or more (DPS-REG-009 registers twice while one is in progress)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM) of an X.509 enrollment; its CN is the registration id")
 	fs.StringVar(&f.key, "key", "", "private key `FILE` (PEM) of --cert")
 	fs.StringVar(&f.disabledID, "disabled-registration-id", "", "registration `ID` of a disabled individual enrollment")
@@ -121,7 +124,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return &UsageError{Err: err}
 	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
-		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.cert != "" {
+		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" {
 			return usageErrorf("--config, --id-scope and credential flags need a --target other than the embedded emulator (it brings its own enrollments)")
 		}
 		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
@@ -183,8 +186,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-// writeVerdicts prints the verdict table, the failures with their evidence
-// and the totals.
+// writeVerdicts prints the verdict table, the failures with their
+// evidence, the reasons of the skips and the totals.
 func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "VERDICT\tREQUIREMENT\tLEVEL\tSPEC")
@@ -208,11 +211,16 @@ func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) 
 	}
 	tw.Flush()
 	for _, v := range vs {
-		if v.Failed() {
+		switch {
+		case v.Failed():
 			fmt.Fprintf(w, "\nFAIL %s %s\n  %s\n", v.ID, v.Text, strings.ReplaceAll(strings.TrimSpace(v.Message), "\n", "\n  "))
 			if v.Pcap != "" && !strings.Contains(v.Message, v.Pcap) {
 				fmt.Fprintf(w, "  capture: %s\n", v.Pcap)
 			}
+		case v.State == "skipped" && v.Message != "":
+			// Why a spec did not run is part of the verdict: what to give
+			// or allow for it to run.
+			fmt.Fprintf(w, "\nSKIP %s %s\n  %s\n", v.ID, v.Text, strings.TrimSpace(v.Message))
 		}
 	}
 	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped\n", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
@@ -288,6 +296,7 @@ type configUsed struct {
 		RegistrationID         string `yaml:"registrationId,omitempty"`
 		SymmetricKey           string `yaml:"symmetricKey,omitempty"`
 		GroupKey               string `yaml:"groupKey,omitempty"`
+		SlowGroupKey           string `yaml:"slowGroupKey,omitempty"`
 		X509RegistrationID     string `yaml:"x509RegistrationId,omitempty"`
 		X509CertFile           string `yaml:"x509CertFile,omitempty"`
 		DisabledRegistrationID string `yaml:"disabledRegistrationId,omitempty"`
@@ -314,6 +323,9 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	}
 	if cr.GroupKey != "" {
 		c.Credentials.GroupKey = redacted
+	}
+	if cr.SlowGroupKey != "" {
+		c.Credentials.SlowGroupKey = redacted
 	}
 	c.Credentials.X509RegistrationID = cr.X509RegistrationID
 	c.Credentials.X509CertFile = f.cert
@@ -435,13 +447,15 @@ func versionString() string {
 type embedded struct {
 	srv     *emulator.Server
 	reg     *registry.Registry
+	webhook *http.Server // the slow group's custom allocation webhook
 	dir     string
 	target  conformance.Target
 	profile emulator.Profile
 }
 
 func (e *embedded) close() {
-	e.srv.Close()
+	e.srv.Close() // cancels the webhook calls still waiting
+	e.webhook.Close()
 	e.reg.Close()
 	os.RemoveAll(e.dir)
 }
@@ -452,7 +466,10 @@ const (
 	embeddedDevice     = "dps-conform-device"
 	embeddedX509Device = "dps-conform-x509"
 	embeddedDisabled   = "dps-conform-disabled"
-	embeddedHub        = "hub1.azure-devices.net"
+	// embeddedSlowDelay is how long the slow group's allocation webhook
+	// takes (DPS-REG-009 needs a registration in progress).
+	embeddedSlowDelay = 2 * time.Second
+	embeddedHub       = "hub1.azure-devices.net"
 )
 
 // startEmbedded starts the reference emulator on loopback ephemeral ports
@@ -481,7 +498,18 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	if err != nil {
 		return fail(err)
 	}
-	keys := []string{randomKey(), randomKey(), randomKey()}
+	keys := []string{randomKey(), randomKey(), randomKey(), randomKey()}
+	hook, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	e.webhook = &http.Server{Handler: registry.SlowAllocationWebhook(embeddedSlowDelay), ReadHeaderTimeout: 5 * time.Second}
+	go e.webhook.Serve(hook)
+	fail = func(err error) (*embedded, error) {
+		e.webhook.Close()
+		os.RemoveAll(dir)
+		return nil, envErrorf("embedded emulator: %v", err)
+	}
 	sym := func(k string) registry.AttestationMechanism {
 		return registry.AttestationMechanism{Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: k}}
 	}
@@ -498,7 +526,11 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 				}},
 			}},
 		},
-		EnrollmentGroups: []registry.EnrollmentGroup{{EnrollmentGroupID: "dps-conform-group", Attestation: sym(keys[2])}},
+		EnrollmentGroups: []registry.EnrollmentGroup{
+			{EnrollmentGroupID: "dps-conform-group", Attestation: sym(keys[2])},
+			{EnrollmentGroupID: "dps-conform-slow", Attestation: sym(keys[3]), AllocationPolicy: registry.AllocationCustom,
+				CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: "http://" + hook.Addr().String() + "/allocate"}},
+		},
 	}
 	e.reg, err = registry.Open(ctx, registry.Options{Config: cfg})
 	if err != nil {
@@ -529,7 +561,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	e.target = conformance.Target{
 		Name: name, MQTT: mqtt, WS: ws, RootCAs: pool, IDScope: ready.IDScope, Local: true,
 		Credentials: conformance.Credentials{
-			RegistrationID: embeddedDevice, SymmetricKey: keys[0], GroupKey: keys[2],
+			RegistrationID: embeddedDevice, SymmetricKey: keys[0], GroupKey: keys[2], SlowGroupKey: keys[3],
 			X509: &devCert, X509RegistrationID: embeddedX509Device,
 			DisabledRegistrationID: embeddedDisabled, DisabledKey: keys[1],
 		},
@@ -556,6 +588,9 @@ type targetFile struct {
 	Group struct {
 		SymmetricKey string `yaml:"symmetricKey"`
 	} `yaml:"group"`
+	SlowGroup struct {
+		SymmetricKey string `yaml:"symmetricKey"`
+	} `yaml:"slowGroup"`
 	X509 struct {
 		CertFile string `yaml:"certFile"`
 		KeyFile  string `yaml:"keyFile"`
@@ -602,6 +637,7 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	over(&tf.Individual.RegistrationID, f.regID)
 	over(&tf.Individual.SymmetricKey, f.symKey)
 	over(&tf.Group.SymmetricKey, f.groupKey)
+	over(&tf.SlowGroup.SymmetricKey, f.slowGroupKey)
 	over(&tf.X509.CertFile, f.cert)
 	over(&tf.X509.KeyFile, f.key)
 	over(&tf.Disabled.RegistrationID, f.disabledID)
@@ -656,9 +692,9 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	}
 	cr := &t.Credentials
 	cr.RegistrationID, cr.SymmetricKey = tf.Individual.RegistrationID, tf.Individual.SymmetricKey
-	cr.GroupKey = tf.Group.SymmetricKey
+	cr.GroupKey, cr.SlowGroupKey = tf.Group.SymmetricKey, tf.SlowGroup.SymmetricKey
 	cr.DisabledRegistrationID, cr.DisabledKey = tf.Disabled.RegistrationID, tf.Disabled.SymmetricKey
-	for _, k := range []struct{ name, v string }{{"--symmetric-key", cr.SymmetricKey}, {"--group-key", cr.GroupKey}, {"--disabled-key", cr.DisabledKey}} {
+	for _, k := range []struct{ name, v string }{{"--symmetric-key", cr.SymmetricKey}, {"--group-key", cr.GroupKey}, {"--slow-group-key", cr.SlowGroupKey}, {"--disabled-key", cr.DisabledKey}} {
 		if k.v != "" {
 			if _, err := base64.StdEncoding.DecodeString(k.v); err != nil {
 				return t, "", usageErrorf("%s: not base64: %v", k.name, err)

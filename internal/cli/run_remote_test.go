@@ -41,6 +41,7 @@ caFile: `+e.CAFile+`
 serverName: localhost
 individual: {registrationId: `+emulatortest.SymDeviceID+`, symmetricKey: "`+emulatortest.SymDeviceKey+`"}
 group: {symmetricKey: "`+emulatortest.SymGroupKey+`"}
+slowGroup: {symmetricKey: "`+emulatortest.SlowGroupKey+`"}
 x509: {certFile: dev.pem, keyFile: dev.key}
 disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+emulatortest.DisabledDeviceKey+`"}
 `))
@@ -51,7 +52,7 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 	}
 	out := stdout.String()
 	for _, want := range []string{
-		"PASS     DPS-WS-001", "PASS     DPS-AUTH-006", "PASS     DPS-POLL-005", "PASS     TLS-001",
+		"PASS     DPS-WS-001", "PASS     DPS-AUTH-006", "PASS     DPS-POLL-005", "PASS     TLS-001", "PASS     DPS-REG-009",
 		"SKIP     DPS-POLL-004", "CONFORMANT",
 	} {
 		if !strings.Contains(out, want) {
@@ -65,7 +66,7 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, secret := range []string{emulatortest.SymDeviceKey, emulatortest.SymGroupKey, emulatortest.DisabledDeviceKey} {
+		for _, secret := range []string{emulatortest.SymDeviceKey, emulatortest.SymGroupKey, emulatortest.SlowGroupKey, emulatortest.DisabledDeviceKey} {
 			if bytes.Contains(b, []byte(secret)) {
 				t.Errorf("%s contains the secret %q", name, secret)
 			}
@@ -79,5 +80,37 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 	}
 	if !strings.Contains(stderr.String(), "SKIPPED DPS-POLL-004") || !strings.Contains(stderr.String(), "dps-conform run: "+e.WSURL) {
 		t.Errorf("stderr:\n%s", stderr.String())
+	}
+}
+
+// TestRunRegisterConflictNeedsSlowGroup: against a target that assigns at
+// once and without --slow-group-key, DPS-REG-009 cannot show a registration
+// in progress, so it skips and says what to give; with the key it passes. A
+// key that is not base64 is a usage error naming the flag.
+func TestRunRegisterConflictNeedsSlowGroup(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	base := []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
+		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--focus", "answers 409"}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		code  int
+		want  string
+	}{
+		{"without", nil, cli.ExitConformant, "SKIP     DPS-REG-009"},
+		{"with", []string{"--slow-group-key", emulatortest.SlowGroupKey}, cli.ExitConformant, "PASS     DPS-REG-009"},
+		{"not base64", []string{"--slow-group-key", "not base64!"}, cli.ExitUsage, "--slow-group-key: not base64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append(append(append([]string(nil), base...), "--out", t.TempDir()), tc.extra...)
+			code := cli.Main(context.Background(), args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stdout.String()+stderr.String(), tc.want) {
+				t.Fatalf("exit %d (want %d), output lacks %q:\n%s\n%s", code, tc.code, tc.want, stdout.String(), stderr.String())
+			}
+			if tc.extra == nil && !strings.Contains(stdout.String()+stderr.String(), "slowGroupKey") {
+				t.Errorf("the skip does not say what to give:\n%s\n%s", stdout.String(), stderr.String())
+			}
+		})
 	}
 }
