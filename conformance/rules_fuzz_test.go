@@ -1,0 +1,218 @@
+package conformance_test
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer"
+)
+
+// FuzzRules judges captures of arbitrary MQTT traffic with every service and
+// device rule, as 'trace --check' judges a field engineer's pcap: no rule
+// may panic, and every finding names a rule and a conversation and frame of
+// the capture.
+//
+// Input: byte 0 sets the environment (bit 0 Live, bit 1 profile dps-2023,
+// bit 2 HostileServer); then chunks of [header][length][bytes]: header bit 0
+// is the direction (0 device to service), bit 1 the connection (two share
+// the capture), bits 2-7 the time before the chunk in 100 ms steps.
+func FuzzRules(f *testing.F) {
+	for _, seed := range ruleSeeds() {
+		f.Add(seed)
+	}
+	rules := append(conformance.ServiceRules(), conformance.DeviceRules()...)
+	known := map[string]bool{}
+	for _, r := range rules {
+		known[r.ID] = true
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 || len(in) > 8192 {
+			return
+		}
+		capt := recordChunks(t, in[1:])
+		env := conformance.RuleEnv{Live: in[0]&1 != 0, Profile: "dps-2019", HostileServer: in[0]&4 != 0}
+		if in[0]&2 != 0 {
+			env.Profile = "dps-2023"
+		}
+		findings, _ := conformance.CheckCapture(capt, rules, env)
+		convs := map[int]int{} // conversation ID → its last frame
+		for _, c := range capt.Conversations {
+			last := 0
+			for _, p := range c.Packets {
+				last = max(last, p.Frame)
+			}
+			convs[c.ID] = last
+		}
+		for _, fd := range findings {
+			if !known[fd.ID] {
+				t.Fatalf("finding of an unknown rule: %v", fd)
+			}
+			if _, ok := convs[fd.Conversation]; !ok && fd.Conversation != 0 {
+				t.Fatalf("finding names conversation %d, not in the capture: %v", fd.Conversation, fd)
+			}
+			if fd.Frame < 0 || fd.Frame > capt.Frames {
+				t.Fatalf("finding names frame %d of %d: %v", fd.Frame, capt.Frames, fd)
+			}
+		}
+	})
+}
+
+// recordChunks writes the chunks of in as two plaintext MQTT connections to
+// an in-memory pcapng and decodes it.
+func recordChunks(t *testing.T, in []byte) *tracer.Capture {
+	t.Helper()
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	rec, err := tracer.NewRecorder(&buf, tracer.RecorderOptions{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flows [2]*tracer.Flow
+	for i := range flows {
+		client := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i))
+		server := netip.MustParseAddrPort("10.0.0.2:1883")
+		if flows[i], err = rec.Flow(client, server, tracer.FlowOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(in) >= 2 {
+		hdr, n := in[0], int(in[1])
+		in = in[2:]
+		n = min(n, len(in))
+		now = now.Add(time.Duration(hdr>>2) * 100 * time.Millisecond)
+		if n > 0 {
+			if err := flows[hdr>>1&1].Send(tracer.Side(hdr&1), in[:n], tracer.SegOpts{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		in = in[n:]
+	}
+	for _, fl := range flows {
+		if err := fl.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	capt, err := tracer.Decode(&buf, tracer.Options{})
+	if err != nil {
+		t.Fatalf("decoding the recorder's own capture: %v", err)
+	}
+	return capt
+}
+
+// ruleSeeds are whole DPS conversations in the chunk format: a registration
+// answered 202 then 200, a 401 and close, a 409 after a poll, a throttled
+// poll.
+func ruleSeeds() [][]byte {
+	chunk := func(hdr byte, ps ...packets.Packet) []byte {
+		var b []byte
+		for _, p := range ps {
+			b, _ = packets.Encode(b, p, packets.EncodeOptions{AllowInvalid: true})
+		}
+		var out []byte
+		for len(b) > 0 {
+			n := min(len(b), 255)
+			out = append(out, hdr, byte(n))
+			out = append(out, b[:n]...)
+			b = b[n:]
+			hdr &^= 0xfc // time passes before the first piece only
+		}
+		return out
+	}
+	const op = "4.0123456789abcdef.00000000-0000-4000-8000-000000000000"
+	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60,
+		ClientID: []byte("dev-1"), Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31"),
+		Password: []byte("SharedAccessSignature sr=0ne00000001%2fregistrations%2fdev-1&sig=AAAA&se=4102444800&skn=registration")}
+	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}
+	suback := &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}}
+	reg := func(rid string, pid uint16) *packets.Publish {
+		return &packets.Publish{QoS: 1, PacketID: pid, Topic: []byte(dps.RegisterTopic(rid)), Payload: []byte(`{"registrationId":"dev-1"}`)}
+	}
+	poll := func(rid string, pid uint16) *packets.Publish {
+		return &packets.Publish{QoS: 1, PacketID: pid, Topic: []byte(dps.PollTopic(rid, op))}
+	}
+	answer := func(status int, rid string, pid uint16, body string) []packets.Packet {
+		return []packets.Packet{&packets.Puback{PacketID: pid},
+			&packets.Publish{QoS: 1, PacketID: pid, Topic: []byte(dps.ResponseTopic(status, rid, 3)), Payload: []byte(body)}}
+	}
+	assigning := `{"operationId":"` + op + `","status":"assigning"}`
+	assigned := `{"operationId":"` + op + `","status":"assigned","registrationState":{"registrationId":"dev-1","assignedHub":"h.azure-devices.net","deviceId":"dev-1","status":"assigned","symmetricKey":{"enrollmentGroupId":"g1"},"substatus":"initialAssignment","createdDateTimeUtc":"2026-11-23T12:00:00Z","lastUpdatedDateTimeUtc":"2026-11-23T12:00:00Z","etag":"x"}}`
+	var seeds [][]byte
+	flow := func(parts ...[]byte) {
+		s := []byte{1}
+		for _, p := range parts {
+			s = append(s, p...)
+		}
+		seeds = append(seeds, s)
+	}
+	open := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
+	open = append(open, chunk(0, sub)...)
+	open = append(open, chunk(1, suback)...)
+	flow(open, chunk(0, reg("1", 2)), chunk(1, answer(202, "1", 2, assigning)...),
+		chunk(3<<2, poll("2", 3)), chunk(1, answer(200, "2", 3, assigned)...), chunk(0, &packets.Disconnect{}))
+	flow(open, chunk(0, reg("1", 2)), chunk(1, answer(401, "1", 2, `{"errorCode":401002,"trackingId":"t","message":"Unauthorized","timestampUtc":"2026-11-23T12:00:00Z"}`)...),
+		chunk(2<<2|2, connect))
+	flow(open, chunk(0, reg("1", 2)), chunk(1, answer(202, "1", 2, assigning)...), chunk(0, poll("2", 3)),
+		chunk(1, answer(202, "2", 3, assigning)...), chunk(0, reg("3", 4)),
+		chunk(1, answer(409, "3", 4, `{"errorCode":409203,"trackingId":"t","message":"Precondition failed.","timestampUtc":"2026-11-23T12:00:00Z"}`)...),
+		chunk(0, poll("4", 5)), chunk(1, answer(202, "4", 5, assigning)...))
+	var polls []byte
+	for i := range 7 {
+		rid := string(rune('2' + i))
+		polls = append(polls, chunk(0, poll(rid, uint16(3+i)))...)
+		polls = append(polls, chunk(1, answer(202, rid, uint16(3+i), assigning)...)...)
+	}
+	flow(open, chunk(0, reg("1", 2)), chunk(1, answer(202, "1", 2, assigning)...), polls)
+	return seeds
+}
+
+// TestRuleSeeds keeps the fuzz seeds honest (each applies the rules it is
+// there for, passing or failing as it was written to) and judges
+// DPS-REG-009's rule on a synthetic capture both ways: the seed's 409
+// passes, the same flow with a 202 fails.
+func TestRuleSeeds(t *testing.T) {
+	seeds := ruleSeeds()
+	rules := append(conformance.ServiceRules(), conformance.DeviceRules()...)
+	for _, tc := range []struct {
+		seed  int
+		rule  string
+		fails bool
+	}{
+		{0, "DPS-REG-002", false},
+		{0, "DPS-POLL-002", false},
+		{1, "DPS-DEV-017", true}, // reconnects 0.2 s after the 401
+		{2, "DPS-REG-009", false},
+		{3, "DPS-POLL-004", true}, // the 6th poll in 10 s answered 202
+	} {
+		fs, applied := conformance.CheckCapture(recordChunks(t, seeds[tc.seed][1:]), rules, conformance.RuleEnv{Profile: "dps-2019"})
+		n := 0
+		for _, f := range fs {
+			if f.ID == tc.rule {
+				n++
+			}
+		}
+		if applied[tc.rule] == 0 || (n > 0) != tc.fails {
+			t.Errorf("seed %d: %s applied %d times with %d findings, want failing=%v: %v", tc.seed, tc.rule, applied[tc.rule], n, tc.fails, fs)
+		}
+	}
+	// The service answers the second register 202: a finding at that
+	// answer naming the operation still assigning.
+	bad := bytes.Replace(seeds[2], []byte("res/409/"), []byte("res/202/"), 1)
+	fs, applied := conformance.CheckCapture(recordChunks(t, bad[1:]), rules, conformance.RuleEnv{Live: true})
+	var got []conformance.Finding
+	for _, f := range fs {
+		if f.ID == "DPS-REG-009" {
+			got = append(got, f)
+		}
+	}
+	if applied["DPS-REG-009"] != 1 || len(got) != 1 || !bytes.Contains([]byte(got[0].Actual), []byte("still assigning")) {
+		t.Fatalf("DPS-REG-009 applied %d times, findings %v", applied["DPS-REG-009"], got)
+	}
+}
