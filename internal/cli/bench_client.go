@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -64,6 +65,12 @@ func benchConnect(idScope, regID, key string, keepAlive uint16) (*packets.Connec
 const maxLeanPolls = 10_000
 
 func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, err error) {
+	defer func() {
+		if err != nil && ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
+			// Cancelling cuts the connection's deadline short: say why.
+			err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+		}
+	}()
 	raw, err := d.DialContext(ctx, "tcp", l.addr)
 	if err != nil {
 		return 0, err

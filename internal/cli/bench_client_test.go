@@ -141,3 +141,39 @@ func TestBenchProvisionTarget(t *testing.T) {
 		t.Errorf("warm-up %d, responder %v, %d rounds; want 0, none, 2", res.WarmUp, res.Responder, len(res.Rounds))
 	}
 }
+
+// TestLeanRegistrationRetryAfter: against an emulator answering
+// retry-after=1, the lean client waits it out and polls once (polling early
+// would be answered "assigning" again and count more polls); a context
+// cancelled during the wait ends the registration with its cause.
+func TestLeanRegistrationRetryAfter(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	e := emulatortest.Start(t, emulatortest.Options{RetryAfter: time.Second})
+	conf := transport.TLS12Only(e.ClientTLSConfig(nil))
+	d := &net.Dialer{Timeout: 5 * time.Second}
+
+	l := leanRegistration{addr: e.MQTTAddr, conf: conf, idScope: e.IDScope, regID: "lean-wait", key: e.SymmetricKey("lean-wait"), deadline: 20 * time.Second}
+	polls, err := l.run(context.Background(), d)
+	if err != nil || polls != 1 {
+		t.Fatalf("run: %d polls, %v; want 1 poll after the retry-after", polls, err)
+	}
+
+	cause := errors.New("bench interrupted")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	l.regID, l.key = "lean-cancel", e.SymmetricKey("lean-cancel")
+	go func() {
+		// Cancel once the emulator has the registration: the client is
+		// reading the answer or waiting out its retry-after.
+		for range 200 {
+			if _, ok, _ := e.Registry.Registration(context.Background(), "lean-cancel"); ok {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel(cause)
+	}()
+	if _, err := l.run(ctx, d); !errors.Is(err, cause) {
+		t.Fatalf("run: %v, want the context's cause", err)
+	}
+}
