@@ -212,7 +212,7 @@ func (l *leanRegistration) await(r *packets.Reader, rid string, out *[]byte) (dp
 			topic = dps.ResponsePrefix + topic[len(own):]
 		}
 		if resp, err = dps.ParseResponseTopic(topic); err != nil {
-			return resp, op, err
+			return resp, op, fmt.Errorf("answer on %q: %w", pub.Topic, err)
 		}
 		if resp.RID != rid {
 			return resp, op, fmt.Errorf("answer for $rid=%s while waiting for %s", resp.RID, rid)

@@ -2,18 +2,21 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/transport"
@@ -175,5 +178,53 @@ func TestLeanRegistrationRetryAfter(t *testing.T) {
 	}()
 	if _, err := l.run(ctx, d); !errors.Is(err, cause) {
 		t.Fatalf("run: %v, want the context's cause", err)
+	}
+}
+
+// TestLeanAwait: the lean client's wait for an answer refuses what a
+// server (or mosquitto echoing) must not send, naming it, and acknowledges
+// a QoS 1 answer with the next write.
+func TestLeanAwait(t *testing.T) {
+	pub := func(topic, body string) *packets.Publish {
+		return &packets.Publish{QoS: 1, PacketID: 9, Topic: []byte(topic), Payload: []byte(body)}
+	}
+	assigning := `{"operationId":"op-1","status":"assigning"}`
+	for _, tc := range []struct {
+		name string
+		echo bool
+		in   []packets.Packet
+		want string // "" for success
+	}{
+		{"answer", false, []packets.Packet{&packets.Puback{PacketID: 1}, pub(dps.ResponseTopic(202, "1", 0), assigning)}, ""},
+		{"echo under the device", true, []packets.Packet{pub(dps.ResponsePrefix+"dev/"+strings.TrimPrefix(dps.ResponseTopic(202, "1", 0), dps.ResponsePrefix), assigning)}, ""},
+		{"echo not under the device", true, []packets.Packet{pub(dps.ResponseTopic(202, "1", 0), assigning)}, `not under $dps/registrations/res/dev/`},
+		{"another $rid", false, []packets.Packet{pub(dps.ResponseTopic(202, "2", 0), assigning)}, "answer for $rid=2 while waiting for 1"},
+		{"not a response topic", false, []packets.Packet{pub("devices/dev/messages", assigning)}, "devices/dev/messages"},
+		{"error answer", false, []packets.Packet{pub(dps.ResponseTopic(401, "1", -1), `{"errorCode":401002,"message":"Unauthorized"}`)}, "answered 401 (errorCode 401002: Unauthorized)"},
+		{"body not JSON", false, []packets.Packet{pub(dps.ResponseTopic(202, "1", 0), `nope`)}, "answer 202 to $rid=1"},
+		{"only acknowledgements", false, slices.Repeat([]packets.Packet{&packets.Puback{PacketID: 1}}, 8), "no answer to $rid=1 in 8 packets"},
+		{"stream ends", false, nil, "waiting for the answer to $rid=1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b []byte
+			for _, p := range tc.in {
+				b, _ = p.Append(b)
+			}
+			l := leanRegistration{regID: "dev", echo: tc.echo}
+			var out []byte
+			resp, op, err := l.await(packets.NewReader(bufio.NewReader(bytes.NewReader(b)), packets.DecodeOptions{}), "1", &out)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil || resp.Status != 202 || op.OperationID != "op-1" {
+				t.Fatalf("await: %+v %+v %v", resp, op, err)
+			}
+			if want, _ := (&packets.Puback{PacketID: 9}).Append(nil); !bytes.Equal(out, want) {
+				t.Errorf("held for the next write: % x, want the answer's PUBACK % x", out, want)
+			}
+		})
 	}
 }
