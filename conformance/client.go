@@ -154,6 +154,9 @@ type DialOptions struct {
 	// Plain dials the MQTT endpoint's host and port without TLS (the
 	// plaintext checks).
 	Plain bool
+	// Budget dials Target.BudgetMQTT, when the target has one, instead of
+	// the MQTT endpoint (DPS-REG-010 spends its registration budget).
+	Budget bool
 }
 
 // Dial connects to the target and records the connection in the spec's
@@ -175,6 +178,9 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if o.Plain {
 		target = transport.Target{Scheme: transport.SchemeMQTT, Host: tg.MQTT.Host, Port: tg.MQTT.Port}
 		layer = tracer.Plain
+	}
+	if o.Budget && tg.BudgetMQTT.Scheme != "" {
+		target = tg.BudgetMQTT
 	}
 	minV, maxV := o.MinTLS, o.MaxTLS
 	if minV == 0 {

@@ -13,6 +13,10 @@ import (
 	"github.com/dps-conform/dps-conform/transport"
 )
 
+// suiteBudget is the registrations per minute of the budget instance the
+// suite's emulators serve for DPS-REG-010.
+const suiteBudget = 10
+
 // emulatorTarget describes an emulatortest emulator as a suite target.
 func emulatorTarget(t testing.TB, e *emulatortest.Emulator) conformance.Target {
 	t.Helper()
@@ -25,7 +29,16 @@ func emulatorTarget(t testing.TB, e *emulatortest.Emulator) conformance.Target {
 		t.Fatal(err)
 	}
 	cert := e.ClientCert(t, emulatortest.X509DeviceID)
+	var budget transport.Target
+	n := 0
+	if e.BudgetAddr != "" {
+		if budget, err = transport.ParseTarget("mqtts://" + e.BudgetAddr); err != nil {
+			t.Fatal(err)
+		}
+		n = suiteBudget
+	}
 	return conformance.Target{
+		BudgetMQTT: budget, RegistrationBudget: n,
 		Name: "emulatortest", MQTT: mqtt, WS: ws, RootCAs: e.CAPool, ServerName: "localhost",
 		IDScope: e.IDScope, Local: true,
 		Credentials: conformance.Credentials{
@@ -52,7 +65,7 @@ func runSuite(t *testing.T, faults []emulator.Fault, labelFilter string) *confor
 
 func runSuiteProfile(t *testing.T, profile emulator.Profile, faults []emulator.Fault, labelFilter string) *conformance.Result {
 	t.Helper()
-	e := emulatortest.Start(t, emulatortest.Options{Faults: faults, Profile: profile})
+	e := emulatortest.Start(t, emulatortest.Options{Faults: faults, Profile: profile, Budget: suiteBudget})
 	var progress strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -125,6 +125,7 @@ func ServiceRules() []*Rule {
 		rulePubackFirst(),
 		ruleRegister202(),
 		ruleConcurrentRegister(),
+		ruleRegisterThrottle(),
 		ruleRIDEcho(),
 		ruleAnswerTopicForm(),
 		ruleUndocumentedTopic(),
@@ -763,6 +764,25 @@ func ruleConcurrentRegister() *Rule {
 			}
 			return n, fs
 		}}
+}
+
+// ruleRegisterThrottle judges DPS-REG-010 as far as a capture can: a
+// register answered 429 (the registration budget spent) carries a
+// retry-after. Whether a register was over the budget depends on the
+// instance's budget and traffic, which the spec knows and a capture does
+// not.
+func ruleRegisterThrottle() *Rule {
+	const id = "DPS-REG-010"
+	return answerRule(id, "a register request answered 429",
+		func(c *tracer.Conversation, a answer, r *request, _ []request) (bool, []Finding) {
+			if a.err != nil || a.resp.Status != 429 || r == nil || r.req.Kind != dps.Register {
+				return false, nil
+			}
+			if !a.resp.HasRetryAfter {
+				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("429 without retry-after: %q", a.pub.Topic), "429 with retry-after")}
+			}
+			return true, nil
+		})
 }
 
 func clip(b []byte) string {

@@ -16,7 +16,6 @@ import (
 var notJudgedByServiceSpecs = map[string]string{
 	"assign-before-retry-after": "a device-role scenario (does the device poll before retry-after); the service suite runs with retry-after 0",
 	"accept-qos2-publish":       "no documented DPS behaviour for QoS 2 requests (Part A §9 is silent); kept for device-role scenarios",
-	"no-register-throttle":      "DPS-REG-010 has no spec yet: spending the per-minute registration budget needs a dedicated emulator limit",
 }
 
 // broadFaults break a step every flow needs: under them the specs naming

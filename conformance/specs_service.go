@@ -439,6 +439,27 @@ func registerSpecs(r *registrar) {
 		}
 		t.Judge(ctx)
 	}, Faults("no-409"))
+	r.It("DPS-REG-010", "answers registers beyond the per-minute registration budget with 429 and retry-after", func(ctx sctx, t *T) {
+		budget := t.r.cfg.Target.RegistrationBudget
+		if budget == 0 {
+			ginkgo.Skip("needs the target's per-minute registration budget (--registration-budget N, registrationBudget in --config)")
+		}
+		d := t.Device()
+		c := t.Connect(ctx, d, nil, DialOptions{Budget: true})
+		c.Subscribe(ctx, dps.SubscribeFilter, 1)
+		// budget+1 registers well within a minute: the last, at least, is
+		// over the budget (other devices may have spent some of it).
+		var statuses []int
+		for i := range budget + 1 {
+			a := c.Request(ctx, dps.RegisterTopic(fmt.Sprint(i+1)), RegisterBody(d.RegistrationID), 1)
+			statuses = append(statuses, a.Resp.Status)
+			if a.Resp.Status == 429 {
+				break
+			}
+		}
+		t.Expect(statuses).To(gomega.ContainElement(429), "the answers to %d registers within a minute, with a budget of %d", len(statuses), budget)
+		t.Judge(ctx)
+	}, Faults("no-register-throttle", "omit-retry-after"), Quota())
 	r.It("DPS-REG-008", "closes the connection after a message over 96 KB", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

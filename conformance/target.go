@@ -33,6 +33,14 @@ type Target struct {
 	Local bool
 	// Credentials are the enrollments the specs may use.
 	Credentials Credentials
+	// RegistrationBudget is the target's per-minute registration budget:
+	// DPS-REG-010 sends one register more than it within a minute and
+	// expects a 429. Zero (unknown) skips that spec. BudgetMQTT, when set,
+	// is the MQTT-over-TLS endpoint of an instance (sharing the
+	// enrollments) whose budget the spec may spend without throttling the
+	// other specs; the embedded emulator serves one. Zero means MQTT.
+	RegistrationBudget int
+	BudgetMQTT         transport.Target
 }
 
 // Credentials are enrollments of the target. Specs that need a credential
@@ -76,6 +84,10 @@ func (t *Target) Validate() error {
 		return fmt.Errorf("%w: no symmetric key credentials (--symmetric-key with --registration-id, or --group-key)", ErrTarget)
 	case t.Credentials.SymmetricKey != "" && t.Credentials.RegistrationID == "":
 		return fmt.Errorf("%w: --symmetric-key needs --registration-id", ErrTarget)
+	case t.RegistrationBudget < 0:
+		return fmt.Errorf("%w: the registration budget (--registration-budget) is a number of registrations per minute, got %d", ErrTarget, t.RegistrationBudget)
+	case t.BudgetMQTT.Scheme != "" && t.BudgetMQTT.Scheme != "mqtts":
+		return fmt.Errorf("%w: the budget endpoint must be mqtts://host:port, got %q", ErrTarget, t.BudgetMQTT.String())
 	}
 	return nil
 }

@@ -97,6 +97,11 @@ type Options struct {
 	WrapConn, WrapRaw func(net.Conn) net.Conn
 	// Scenario scripts answers for device testing (emulator.Config.Scenario).
 	Scenario *emulator.Scenario
+	// Budget, when positive, also serves a second instance on
+	// Emulator.BudgetAddr (MQTT over TLS): the same registry, PKI, profile
+	// and faults, with a registration budget of Budget per minute of its
+	// own, for DPS-REG-010 to spend.
+	Budget int
 }
 
 // Emulator is a running emulator.
@@ -114,6 +119,9 @@ type Emulator struct {
 	WSAddr, WSURL string
 	// PlainAddr is host:port of plaintext MQTT ("" unless Options.Plain).
 	PlainAddr string
+	// BudgetAddr is host:port of the budget instance ("" unless
+	// Options.Budget).
+	BudgetAddr string
 	// AdminURL is http://host:port of the admin API.
 	AdminURL string
 	// CAFile is the PEM file of the CA that issued the server certificate
@@ -203,6 +211,20 @@ func Start(t testing.TB, o Options) *Emulator {
 			t.Errorf("emulatortest: closing the registry: %v", err)
 		}
 	})
+	if o.Budget > 0 {
+		bcfg := srvCfg
+		bcfg.WSAddr, bcfg.AdminAddr, bcfg.InsecurePlainAddr = "", "", ""
+		bcfg.Limits.RegistrationsPerMinute = o.Budget
+		bsrv, err := emulator.New(bcfg)
+		if err == nil {
+			err = bsrv.Start(context.Background())
+		}
+		if err != nil {
+			t.Fatalf("emulatortest: budget instance: %v", err)
+		}
+		t.Cleanup(func() { bsrv.Close() }) // runs before the registry closes
+		e.BudgetAddr = bsrv.Ready().MQTT
+	}
 	r := srv.Ready()
 	e.Server = srv
 	e.IDScope = r.IDScope

@@ -3,6 +3,7 @@ package emulatortest_test
 import (
 	"crypto/tls"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -104,5 +105,39 @@ func TestClientCertAndKeys(t *testing.T) {
 	}
 	if _, err := os.Stat(e.CAFile); err != nil {
 		t.Errorf("CAFile: %v", err)
+	}
+}
+
+// TestBudgetInstance: Options.Budget serves a second instance with the same
+// enrollments whose registration budget is its own: the third registration
+// in a minute is throttled there, while the main instance's budget is
+// untouched.
+func TestBudgetInstance(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{Budget: 2})
+	if e.BudgetAddr == "" || e.BudgetAddr == e.MQTTAddr {
+		t.Fatalf("BudgetAddr %q (MQTTAddr %q)", e.BudgetAddr, e.MQTTAddr)
+	}
+	register := func(addr, id string) int {
+		conn, err := tls.Dial("tcp", addr, e.ClientTLSConfig(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		code, _, err := emulatortest.ProvisionConn(conn, e.IDScope, id, e.SASToken(t, id))
+		if err != nil && code == 0 {
+			t.Fatalf("%s on %s: %v", id, addr, err)
+		}
+		return code
+	}
+	var got []int
+	for _, id := range []string{"budget-1", "budget-2", "budget-3"} {
+		got = append(got, register(e.BudgetAddr, id))
+	}
+	if !slices.Equal(got, []int{200, 200, 429}) {
+		t.Errorf("budget instance answered %v, want [200 200 429]", got)
+	}
+	if code := register(e.MQTTAddr, "budget-4"); code != 200 {
+		t.Errorf("main instance answered %d after the budget instance was spent", code)
 	}
 }

@@ -63,6 +63,7 @@ type runFlags struct {
 	regID, symKey, groupKey, cert, key   string
 	slowGroupKey                         string
 	disabledID, disabledKey              string
+	budget                               int
 	profile, labelFilter, out            string
 	focus, faults                        stringsFlag
 	allowQuota, verbose                  bool
@@ -88,6 +89,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.key, "key", "", "private key `FILE` (PEM) of --cert")
 	fs.StringVar(&f.disabledID, "disabled-registration-id", "", "registration `ID` of a disabled individual enrollment")
 	fs.StringVar(&f.disabledKey, "disabled-key", "", "device `KEY` of --disabled-registration-id")
+	fs.IntVar(&f.budget, "registration-budget", 0, "the target's registrations per `MINUTE` (DPS-REG-010 sends one more and expects 429; a quota spec)")
 	fs.StringVar(&f.profile, "profile", "", "documented behaviour `VERSION`: dps-2019 (default) or dps-2023")
 	fs.StringVar(&f.labelFilter, "label-filter", "", "Ginkgo label `QUERY`, e.g. 'area: containsAny subscribe && !quota'")
 	fs.Var(&f.focus, "focus", "run only specs whose text matches `REGEXP` (repeatable)")
@@ -124,7 +126,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return &UsageError{Err: err}
 	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
-		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" {
+		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" || f.budget != 0 {
 			return usageErrorf("--config, --id-scope and credential flags need a --target other than the embedded emulator (it brings its own enrollments)")
 		}
 		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
@@ -292,6 +294,7 @@ type configUsed struct {
 	Focus       []string `yaml:"focus,omitempty"`
 	Faults      []string `yaml:"emulatorFaults,omitempty"`
 	AllowQuota  bool     `yaml:"allowQuota"`
+	Budget      int      `yaml:"registrationBudget,omitempty"`
 	Credentials struct {
 		RegistrationID         string `yaml:"registrationId,omitempty"`
 		SymmetricKey           string `yaml:"symmetricKey,omitempty"`
@@ -309,7 +312,7 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	tg := cfg.Target
 	c := configUsed{Target: tg.MQTT.String(), IDScope: tg.IDScope, ServerName: tg.ServerName,
 		Profile: cfg.Profile, LabelFilter: cfg.LabelFilter,
-		Focus: cfg.Focus, Faults: f.faults, AllowQuota: cfg.AllowQuota, CAFile: f.ca}
+		Focus: cfg.Focus, Faults: f.faults, AllowQuota: cfg.AllowQuota, CAFile: f.ca, Budget: tg.RegistrationBudget}
 	if tg.Local {
 		c.Target = "emulator (embedded: " + tg.MQTT.String() + ")"
 	}
@@ -446,6 +449,7 @@ func versionString() string {
 
 type embedded struct {
 	srv     *emulator.Server
+	budget  *emulator.Server // the instance DPS-REG-010 spends the budget of
 	reg     *registry.Registry
 	webhook *http.Server // the slow group's custom allocation webhook
 	dir     string
@@ -455,6 +459,7 @@ type embedded struct {
 
 func (e *embedded) close() {
 	e.srv.Close() // cancels the webhook calls still waiting
+	e.budget.Close()
 	e.webhook.Close()
 	e.reg.Close()
 	os.RemoveAll(e.dir)
@@ -469,7 +474,10 @@ const (
 	// embeddedSlowDelay is how long the slow group's allocation webhook
 	// takes (DPS-REG-009 needs a registration in progress).
 	embeddedSlowDelay = 2 * time.Second
-	embeddedHub       = "hub1.azure-devices.net"
+	// embeddedBudget is the registrations per minute of the budget
+	// instance (DPS-REG-010 sends one more).
+	embeddedBudget = 10
+	embeddedHub    = "hub1.azure-devices.net"
 )
 
 // startEmbedded starts the reference emulator on loopback ephemeral ports
@@ -536,12 +544,13 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	if err != nil {
 		return fail(err)
 	}
-	e.srv, err = emulator.New(emulator.Config{
+	srvCfg := emulator.Config{
 		MQTTAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0",
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pki.Certificate}},
 		CAFile:    pki.CAFile, Registry: e.reg, Profile: p, RetryAfter: 0, Faults: faults,
 		Limits: emulator.DefaultLimits(),
-	})
+	}
+	e.srv, err = emulator.New(srvCfg)
 	if err == nil {
 		err = e.srv.Start(ctx)
 	}
@@ -549,6 +558,20 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 		e.reg.Close()
 		return fail(err)
 	}
+	// The budget instance: the same enrollments and faults, MQTT over TLS
+	// only, with a registration budget DPS-REG-010 may spend.
+	srvCfg.WSAddr = ""
+	srvCfg.Limits.RegistrationsPerMinute = embeddedBudget
+	e.budget, err = emulator.New(srvCfg)
+	if err == nil {
+		err = e.budget.Start(ctx)
+	}
+	if err != nil {
+		e.srv.Close()
+		e.reg.Close()
+		return fail(err)
+	}
+	budget, _ := transport.ParseTarget("mqtts://" + e.budget.Ready().MQTT)
 	ready := e.srv.Ready()
 	mqtt, _ := transport.ParseTarget("mqtts://" + ready.MQTT)
 	ws, _ := transport.ParseTarget("wss://" + ready.WSS + transport.DefaultWSPath)
@@ -560,6 +583,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	}
 	e.target = conformance.Target{
 		Name: name, MQTT: mqtt, WS: ws, RootCAs: pool, IDScope: ready.IDScope, Local: true,
+		BudgetMQTT: budget, RegistrationBudget: embeddedBudget,
 		Credentials: conformance.Credentials{
 			RegistrationID: embeddedDevice, SymmetricKey: keys[0], GroupKey: keys[2], SlowGroupKey: keys[3],
 			X509: &devCert, X509RegistrationID: embeddedX509Device,
@@ -581,6 +605,7 @@ type targetFile struct {
 	CAFile     string `yaml:"caFile"`
 	ServerName string `yaml:"serverName"`
 	Profile    string `yaml:"profile"`
+	Budget     int    `yaml:"registrationBudget"`
 	Individual struct {
 		RegistrationID string `yaml:"registrationId"`
 		SymmetricKey   string `yaml:"symmetricKey"`
@@ -642,11 +667,14 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	over(&tf.X509.KeyFile, f.key)
 	over(&tf.Disabled.RegistrationID, f.disabledID)
 	over(&tf.Disabled.SymmetricKey, f.disabledKey)
+	if f.budget != 0 {
+		tf.Budget = f.budget
+	}
 
 	if tf.Target == "" {
 		return conformance.Target{}, "", usageErrorf("--config %s: no target (target: mqtts://host:8883 or wss://host/$iothub/websocket)", f.config)
 	}
-	t := conformance.Target{Name: tf.Target, IDScope: tf.IDScope, ServerName: tf.ServerName}
+	t := conformance.Target{Name: tf.Target, IDScope: tf.IDScope, ServerName: tf.ServerName, RegistrationBudget: tf.Budget}
 	main, err := transport.ParseTarget(tf.Target)
 	if err != nil {
 		return t, "", &UsageError{Err: fmt.Errorf("--target: %w", err)}

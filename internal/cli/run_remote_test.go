@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/internal/cli"
 )
@@ -110,6 +111,40 @@ func TestRunRegisterConflictNeedsSlowGroup(t *testing.T) {
 			}
 			if tc.extra == nil && !strings.Contains(stdout.String()+stderr.String(), "slowGroupKey") {
 				t.Errorf("the skip does not say what to give:\n%s\n%s", stdout.String(), stderr.String())
+			}
+		})
+	}
+}
+
+// TestRunRegistrationBudget: DPS-REG-010 against a remote target needs the
+// target's budget and --allow-quota (it spends the budget), skips saying so
+// without them, passes against an instance throttling at that budget, and
+// fails against one whose real budget is larger than claimed.
+func TestRunRegistrationBudget(t *testing.T) {
+	limits := emulator.DefaultLimits()
+	limits.RegistrationsPerMinute = 5
+	throttling := emulatortest.Start(t, emulatortest.Options{Limits: &limits})
+	generous := emulatortest.Start(t, emulatortest.Options{})
+	for _, tc := range []struct {
+		name  string
+		e     *emulatortest.Emulator
+		extra []string
+		code  int
+		want  string
+	}{
+		{"no budget", throttling, []string{"--allow-quota"}, cli.ExitConformant, "needs the target's per-minute registration budget"},
+		{"no --allow-quota", throttling, []string{"--registration-budget", "5"}, cli.ExitConformant, "--allow-quota"},
+		{"throttled at the budget", throttling, []string{"--registration-budget", "5", "--allow-quota"}, cli.ExitConformant, "PASS     DPS-REG-010"},
+		{"not throttled", generous, []string{"--registration-budget", "5", "--allow-quota"}, cli.ExitNonConformant, "to contain element matching"},
+		{"negative", throttling, []string{"--registration-budget", "-1"}, cli.ExitUsage, "--registration-budget"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"run", "--target", "mqtts://" + tc.e.MQTTAddr, "--id-scope", tc.e.IDScope, "--ca", tc.e.CAFile,
+				"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--focus", "per-minute registration budget", "--out", t.TempDir()}, tc.extra...)
+			var stdout, stderr bytes.Buffer
+			code := cli.Main(context.Background(), args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stdout.String()+stderr.String(), tc.want) {
+				t.Fatalf("exit %d (want %d), output lacks %q:\n%s\n%s", code, tc.code, tc.want, stdout.String(), stderr.String())
 			}
 		})
 	}
