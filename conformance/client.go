@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/onsi/ginkgo/v2"
+	"github.com/onsi/gomega"
 
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
@@ -448,6 +449,18 @@ func (c *Conn) ReadAnswer(ctx context.Context) (Answer, error) {
 		return a, nil
 	}
 	return Answer{}, errors.New("no answer within 16 packets")
+}
+
+// StartRegistration subscribes c to the response filter, registers d
+// ($rid 1) and returns the operation id of the answer, failing the spec
+// when it carries none.
+func (t *T) StartRegistration(ctx context.Context, c *Conn, d Device) string {
+	ginkgo.GinkgoHelper()
+	c.Subscribe(ctx, dps.SubscribeFilter, 1)
+	a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+	op := a.Status.OperationID
+	t.Expect(op).NotTo(gomega.BeEmpty(), "the register answer %q carries an operation id", a.Topic)
+	return op
 }
 
 // Provision subscribes and registers with rid, then polls (honouring

@@ -694,11 +694,17 @@ func rulePubackFirst() *Rule {
 		})
 }
 
+// answersRegister reports whether a is a well-formed answer with status to
+// the register request r.
+func answersRegister(a answer, r *request, status int) bool {
+	return a.err == nil && a.resp.Status == status && r != nil && r.req.Kind == dps.Register
+}
+
 func ruleRegister202() *Rule {
 	const id = "DPS-REG-002"
 	return answerRule(id, "a register request answered 202",
 		func(c *tracer.Conversation, a answer, r *request, _ []request) (bool, []Finding) {
-			if a.err != nil || a.resp.Status != 202 || r == nil || r.req.Kind != dps.Register {
+			if !answersRegister(a, r, 202) {
 				return false, nil
 			}
 			var fs []Finding
@@ -775,7 +781,7 @@ func ruleRegisterThrottle() *Rule {
 	const id = "DPS-REG-010"
 	return answerRule(id, "a register request answered 429",
 		func(c *tracer.Conversation, a answer, r *request, _ []request) (bool, []Finding) {
-			if a.err != nil || a.resp.Status != 429 || r == nil || r.req.Kind != dps.Register {
+			if !answersRegister(a, r, 429) {
 				return false, nil
 			}
 			if !a.resp.HasRetryAfter {

@@ -418,10 +418,7 @@ func registerSpecs(r *registrar) {
 	r.It("DPS-REG-009", "answers 409 to a register while the device's registration is in progress", func(ctx sctx, t *T) {
 		d := t.SlowDevice()
 		c := t.Connect(ctx, d, nil, DialOptions{})
-		c.Subscribe(ctx, dps.SubscribeFilter, 1)
-		a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
-		op := a.Status.OperationID
-		t.Expect(op).NotTo(gomega.BeEmpty(), "the register answer %q carries an operation id", a.Topic)
+		op := t.StartRegistration(ctx, c, d)
 		// Poll at once (not after retry-after): the operation must be seen
 		// assigning before the second register, and again after its answer,
 		// for the capture to show the register was concurrent.
@@ -502,10 +499,7 @@ func pollSpecs(r *registrar) {
 	r.It("DPS-POLL-004", "throttles more than 5 polls in 10 s with 429 and retry-after", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})
-		c.Subscribe(ctx, dps.SubscribeFilter, 1)
-		a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
-		op := a.Status.OperationID
-		t.Expect(op).NotTo(gomega.BeEmpty(), "the register answer %q carries an operation id", a.Topic)
+		op := t.StartRegistration(ctx, c, d)
 		for i := 0; i < 6; i++ {
 			if a := c.Request(ctx, dps.PollTopic(fmt.Sprint(i+2), op), nil, 1); a.Resp.Status == 429 {
 				break
