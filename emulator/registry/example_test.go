@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
@@ -72,4 +73,45 @@ func ExampleAttestError() {
 		fmt.Println(ae.Status(), ae.ErrorCode, ae.Message)
 	}
 	// Output: 401 401000 Unauthorized
+}
+
+// An enrollment group whose custom allocation webhook takes its time: its
+// registrations stay "assigning" while the webhook works, which is what a
+// test of a second register (409) or of polling needs.
+func ExampleSlowAllocationWebhook() {
+	hook := httptest.NewServer(registry.SlowAllocationWebhook(10 * time.Millisecond))
+	defer hook.Close()
+	const groupKey = "cXdlcnR5dWlvcGFzZGZnaGprbHp4Y3Zibm0xMjM0NTY="
+	cfg := &registry.Config{
+		IDScope:    "0ne00FEED00",
+		LinkedHubs: []registry.LinkedHub{{Name: "hub1.azure-devices.net"}},
+		EnrollmentGroups: []registry.EnrollmentGroup{{
+			EnrollmentGroupID: "slow",
+			Attestation: registry.AttestationMechanism{Type: registry.AttestationSymmetricKey,
+				SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: groupKey}},
+			AllocationPolicy:           registry.AllocationCustom,
+			CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: hook.URL},
+		}},
+	}
+	ctx := context.Background()
+	r, err := registry.Open(ctx, registry.Options{Config: cfg})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+	key, _ := dps.DeriveDeviceKey(groupKey, "dev-1")
+	tok, _ := dps.BuildSASToken(dps.SASOptions{IDScope: r.IDScope(), RegistrationID: "dev-1", Key: key, Expiry: time.Now().Add(time.Hour)})
+	a, err := r.Attest(ctx, registry.Credentials{RegistrationID: "dev-1", Password: []byte(tok)}, registry.AttestOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	res, err := r.Assign(ctx, a, nil) // returns once the webhook has answered
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(res.Status, res.AssignedHub)
+	// Output: assigned hub1.azure-devices.net
 }
