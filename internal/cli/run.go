@@ -127,7 +127,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
 		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" || f.budget != 0 {
-			return usageErrorf("--config, --id-scope and credential flags need a --target other than the embedded emulator (it brings its own enrollments)")
+			return usageErrorf("--config, --id-scope, credential flags and --registration-budget need a --target other than the embedded emulator (it brings its own enrollments and budget instance)")
 		}
 		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
 		if err != nil {
