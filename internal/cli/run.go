@@ -77,7 +77,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.target, "target", "", "`URL` of the DPS endpoint: emulator (default), mqtts://host:port or wss://host[:port]/path")
 	fs.StringVar(&f.mqttTarget, "mqtt-target", "", "mqtts:// `URL` for the MQTT-over-TLS specs when --target is wss://")
 	fs.StringVar(&f.wsTarget, "ws-target", "", "wss:// `URL` for the WebSocket specs when --target is mqtts://")
-	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, wsTarget, idScope, caFile, serverName, profile, individual, group, slowGroup, x509, disabled")
+	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, wsTarget, idScope, caFile, serverName, profile, individual, group, slowGroup, x509, disabled, registrationBudget")
 	fs.StringVar(&f.idScope, "id-scope", "", "id `SCOPE` of the DPS instance")
 	fs.StringVar(&f.ca, "ca", "", "CA bundle `FILE` (PEM) to trust instead of the system roots")
 	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify instead of the target host")
