@@ -55,13 +55,18 @@ func (t *T) Device() Device {
 }
 
 // SlowDevice returns a device of Credentials.SlowGroupKey, whose
-// assignment takes a while, or else Device. On a target that is not local
-// its registration id is dps-conform-slow-device, which no other spec
-// uses: the registration it leaves in progress must not make theirs 409.
+// assignment takes a while, or else of GroupKey, or else Device. On a
+// target that is not local a group device's registration id is
+// dps-conform-slow-device, which no other spec uses: the registration it
+// leaves in progress must not make theirs 409.
 func (t *T) SlowDevice() Device {
 	ginkgo.GinkgoHelper()
-	if k := t.r.cfg.Target.Credentials.SlowGroupKey; k != "" {
-		return t.groupDevice(k, "dps-conform-slow-device")
+	cr := t.r.cfg.Target.Credentials
+	switch {
+	case cr.SlowGroupKey != "":
+		return t.groupDevice(cr.SlowGroupKey, "dps-conform-slow-device")
+	case cr.GroupKey != "":
+		return t.groupDevice(cr.GroupKey, "dps-conform-slow-device")
 	}
 	return t.Device()
 }
@@ -463,9 +468,31 @@ func (t *T) StartRegistration(ctx context.Context, c *Conn, d Device) string {
 	return op
 }
 
+// AwaitFinal polls op (honouring retry-after, at most 10 times) until it
+// is no longer assigning, to leave a shared device as it was found; the
+// answers are in the capture, and a failure to get one ends the wait
+// without failing the spec.
+func (c *Conn) AwaitFinal(ctx context.Context, rid, op string) {
+	// Two seconds at least between polls: the service allows 5 in 10 s.
+	wait := 2 * time.Second
+	for range 10 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		a, err := c.TryRequest(ctx, dps.PollTopic(rid, op), nil, 1)
+		if err != nil || a.Status.Status != dps.StatusAssigning && a.Resp.Status != 429 {
+			return
+		}
+		wait = max(a.Resp.RetryAfter, 2*time.Second)
+	}
+}
+
 // Provision subscribes and registers with rid, then polls (honouring
-// retry-after, at most maxPolls times) until the answer is final; it
-// returns every answer.
+// retry-after, at most maxPolls times) until the answer is final; a
+// throttled register (429) is sent again after its retry-after. It returns
+// every answer.
 func (c *Conn) Provision(ctx context.Context, rid string, body []byte, maxPolls int) []Answer {
 	ginkgo.GinkgoHelper()
 	if ack := c.Subscribe(ctx, dps.SubscribeFilter, 1); ack == nil {
@@ -473,12 +500,12 @@ func (c *Conn) Provision(ctx context.Context, rid string, body []byte, maxPolls 
 	}
 	a := c.Request(ctx, dps.RegisterTopic(rid), body, 1)
 	out := []Answer{a}
+	op := ""
 	for i := 0; i < maxPolls && (a.Resp.Status == 202 || a.Resp.Status == 429); i++ {
-		op := a.Status.OperationID
-		if op == "" && len(out) > 1 {
-			op = out[0].Status.OperationID
+		if a.Status.OperationID != "" {
+			op = a.Status.OperationID // a throttled poll's answer carries none
 		}
-		if op == "" {
+		if op == "" && a.Resp.Status != 429 {
 			break
 		}
 		wait := a.Resp.RetryAfter
@@ -495,7 +522,12 @@ func (c *Conn) Provision(ctx context.Context, rid string, body []byte, maxPolls 
 			ginkgo.Fail("spec timed out while waiting retry-after")
 		case <-time.After(wait):
 		}
-		a = c.Request(ctx, dps.PollTopic(rid, op), nil, 1)
+		if op == "" {
+			// The register itself was throttled: send it again.
+			a = c.Request(ctx, dps.RegisterTopic(rid), body, 1)
+		} else {
+			a = c.Request(ctx, dps.PollTopic(rid, op), nil, 1)
+		}
 		out = append(out, a)
 	}
 	return out

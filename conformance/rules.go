@@ -694,6 +694,13 @@ func rulePubackFirst() *Rule {
 		})
 }
 
+// operationStatus decodes an answer's RegistrationOperationStatus body.
+func operationStatus(a answer) (dps.RegistrationOperationStatus, error) {
+	var st dps.RegistrationOperationStatus
+	err := json.Unmarshal(a.pub.Payload, &st)
+	return st, err
+}
+
 // answersRegister reports whether a is a well-formed answer with status to
 // the register request r.
 func answersRegister(a answer, r *request, status int) bool {
@@ -711,8 +718,7 @@ func ruleRegister202() *Rule {
 			if !a.resp.HasRetryAfter {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("topic %q", a.pub.Topic), "a retry-after in the topic"))
 			}
-			var st dps.RegistrationOperationStatus
-			if err := json.Unmarshal(a.pub.Payload, &st); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
+			if st, err := operationStatus(a); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning"}`))
 			}
 			return true, fs
@@ -724,15 +730,17 @@ func ruleRegister202() *Rule {
 // 409. The capture shows "in progress" in a way that cannot be argued with:
 // the earlier operation is polled after the second register's answer, and
 // that poll is answered 202 "assigning" (an operation never goes back to
-// assigning). A register with no such poll after it is not judged.
+// assigning). A register with no such poll after it is not judged, nor one
+// refused for another reason (429 throttled, 4xx, 5xx): the violation is
+// accepting it.
 func ruleConcurrentRegister() *Rule {
 	const id = "DPS-REG-009"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a second register, then a poll of the first registration's operation answered 202 assigning",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			as := answers(c)
-			status := func(a answer) (st dps.RegistrationOperationStatus) {
-				_ = json.Unmarshal(a.pub.Payload, &st)
+			status := func(a answer) dps.RegistrationOperationStatus {
+				st, _ := operationStatus(a)
 				return st
 			}
 			created := map[string]int{} // operation id → index of the register answer that gave it
@@ -743,11 +751,15 @@ func ruleConcurrentRegister() *Rule {
 				if a.err != nil || r == nil || r.req.Kind != dps.Register {
 					continue
 				}
+				accepted := a.resp.Status < 300
+				if !accepted && a.resp.Status != 409 {
+					continue // refused for another reason
+				}
 				// Is an operation created before this register still
-				// assigning after its answer?
+				// assigning when polled after its answer?
 				for _, later := range as[i+1:] {
 					lr := requestFor(reqs, later)
-					if later.err != nil || lr == nil || lr.req.Kind != dps.Poll || later.resp.Status != 202 {
+					if later.err != nil || lr == nil || lr.idx < a.idx || lr.req.Kind != dps.Poll || later.resp.Status != 202 {
 						continue
 					}
 					at, ok := created[lr.req.OperationID]
@@ -755,7 +767,7 @@ func ruleConcurrentRegister() *Rule {
 						continue
 					}
 					n++
-					if a.resp.Status != 409 {
+					if accepted {
 						fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time,
 							fmt.Sprintf("%q, while operation %s was still assigning (polled at frame %d)", a.pub.Topic, lr.req.OperationID, later.pkt.Frame),
 							"status 409"))

@@ -215,4 +215,16 @@ func TestRuleSeeds(t *testing.T) {
 	if applied["DPS-REG-009"] != 1 || len(got) != 1 || !bytes.Contains([]byte(got[0].Actual), []byte("still assigning")) {
 		t.Fatalf("DPS-REG-009 applied %d times, findings %v", applied["DPS-REG-009"], got)
 	}
+	// A second register refused for another reason (429, the budget) is
+	// not DPS-REG-009's to judge.
+	throttled := bytes.Replace(seeds[2], []byte("res/409/"), []byte("res/429/"), 1)
+	fs, applied = conformance.CheckCapture(recordChunks(t, throttled[1:]), rules, conformance.RuleEnv{Live: true})
+	for _, f := range fs {
+		if f.ID == "DPS-REG-009" {
+			t.Errorf("a throttled second register judged: %v", f)
+		}
+	}
+	if applied["DPS-REG-009"] != 0 {
+		t.Errorf("DPS-REG-009 applied %d times to a throttled second register", applied["DPS-REG-009"])
+	}
 }

@@ -426,37 +426,75 @@ func registerSpecs(r *registrar) {
 			p := c.Request(ctx, dps.PollTopic(rid, op), nil, 1)
 			return p.Resp.Status == 202 && p.Status.Status == dps.StatusAssigning
 		}
-		const fast = "the target assigned the first registration before a second register could find it in progress: give an enrollment group whose assignment is slow (slowGroupKey)"
+		const slow = "give an enrollment group whose assignment takes a second or more (--slow-group-key, or slowGroup in --config)"
 		if !assigning("2") {
-			ginkgo.Skip(fast)
+			ginkgo.Skip("the target assigned the first registration before a second register could find it in progress: " + slow)
 		}
-		c.TryRequest(ctx, dps.RegisterTopic("3"), RegisterBody(d.RegistrationID), 1)
+		second, _ := c.TryRequest(ctx, dps.RegisterTopic("3"), RegisterBody(d.RegistrationID), 1)
 		if !assigning("4") {
-			ginkgo.Skip("the first registration was assigned while the second register was answered: nothing shows the two were concurrent, " + fast[strings.Index(fast, "give"):])
+			ginkgo.Skip("the first registration was assigned while the second register was answered: nothing shows the two were concurrent; " + slow)
+		}
+		if !t.r.cfg.Target.Local {
+			// The device's id is not the spec's alone: leave no
+			// registration in progress for the next spec to register over.
+			c.AwaitFinal(ctx, "5", op)
+			if op2 := second.Status.OperationID; op2 != "" && op2 != op {
+				c.AwaitFinal(ctx, "6", op2)
+			}
 		}
 		t.Judge(ctx)
-	}, Faults("no-409"))
+	}, Faults("no-409"), Timeout(2*time.Minute))
 	r.It("DPS-REG-010", "answers registers beyond the per-minute registration budget with 429 and retry-after", func(ctx sctx, t *T) {
-		budget := t.r.cfg.Target.RegistrationBudget
+		tg := t.r.cfg.Target
+		budget := tg.RegistrationBudget
 		if budget == 0 {
 			ginkgo.Skip("needs the target's per-minute registration budget (--registration-budget N, registrationBudget in --config)")
 		}
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{Budget: true})
 		c.Subscribe(ctx, dps.SubscribeFilter, 1)
-		// budget+1 registers well within a minute: the last, at least, is
-		// over the budget (other devices may have spent some of it).
-		var statuses []int
-		for i := range budget + 1 {
-			a := c.Request(ctx, dps.RegisterTopic(fmt.Sprint(i+1)), RegisterBody(d.RegistrationID), 1)
-			statuses = append(statuses, a.Resp.Status)
+		// budget+1 registers, at most registerWindow unanswered at a time,
+		// so that they fall within one minute however long the round trip
+		// (and neither side's buffers fill while the other writes).
+		const registerWindow = 64
+		start := time.Now()
+		statuses := map[int]int{}
+		var retryAfter time.Duration
+		sent, answered := 0, 0
+		for answered < budget+1 {
+			for ; sent < budget+1 && sent-answered < registerWindow; sent++ {
+				c.MustSend(ctx, &packets.Publish{QoS: 1, PacketID: c.PacketID(), Topic: []byte(dps.RegisterTopic(fmt.Sprint(sent + 1))), Payload: RegisterBody(d.RegistrationID)})
+			}
+			a, err := c.ReadAnswer(ctx)
+			if err != nil {
+				ginkgo.Fail(fmt.Sprintf("register %d of %d: %v", answered+1, budget+1, err))
+			}
+			answered++
+			statuses[a.Resp.Status]++
 			if a.Resp.Status == 429 {
-				break
+				retryAfter = max(retryAfter, a.Resp.RetryAfter)
 			}
 		}
-		t.Expect(statuses).To(gomega.ContainElement(429), "the answers to %d registers within a minute, with a budget of %d", len(statuses), budget)
+		took := time.Since(start)
+		if statuses[429] == 0 {
+			switch {
+			case took >= time.Minute:
+				ginkgo.Skip(fmt.Sprintf("the %d registers took %v, longer than the budget's minute: nothing to judge", budget+1, took.Round(time.Second)))
+			case statuses[409] > 0:
+				ginkgo.Skip(fmt.Sprintf("%d of the registers were answered 409 (a registration in progress, DPS-REG-009) and none 429: whether those count against the budget is not documented", statuses[409]))
+			}
+		}
+		t.Expect(statuses[429]).To(gomega.BeNumerically(">", 0), "the answers, by status, to %d registers within %v with a budget of %d: %v", budget+1, took.Round(time.Millisecond), budget, statuses)
 		t.Judge(ctx)
-	}, Faults("no-register-throttle", "omit-retry-after"), Quota())
+		if tg.BudgetMQTT.Scheme == "" && retryAfter > 0 {
+			// The spec spent the budget the other specs register with: wait
+			// out the throttle, as the service asked.
+			select {
+			case <-ctx.Done():
+			case <-time.After(retryAfter):
+			}
+		}
+	}, Faults("no-register-throttle", "omit-retry-after"), Quota(), Timeout(3*time.Minute))
 	r.It("DPS-REG-008", "closes the connection after a message over 96 KB", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

@@ -87,6 +87,17 @@ type Config struct {
 	backend backend
 }
 
+// BudgetInstance returns c for a second server over the same registry:
+// MQTT over TLS only (no WebSocket, admin or plaintext listener), with a
+// registration budget of perMinute of its own. The suites serve one for
+// DPS-REG-010, whose spec spends that budget without throttling the specs
+// that register on the first server.
+func (c Config) BudgetInstance(perMinute int) Config {
+	c.WSAddr, c.AdminAddr, c.InsecurePlainAddr = "", "", ""
+	c.Limits.RegistrationsPerMinute = perMinute
+	return c
+}
+
 // backend is what the session needs of the registry.
 type backend interface {
 	IDScope() string

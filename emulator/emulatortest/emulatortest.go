@@ -212,10 +212,7 @@ func Start(t testing.TB, o Options) *Emulator {
 		}
 	})
 	if o.Budget > 0 {
-		bcfg := srvCfg
-		bcfg.WSAddr, bcfg.AdminAddr, bcfg.InsecurePlainAddr = "", "", ""
-		bcfg.Limits.RegistrationsPerMinute = o.Budget
-		bsrv, err := emulator.New(bcfg)
+		bsrv, err := emulator.New(srvCfg.BudgetInstance(o.Budget))
 		if err == nil {
 			err = bsrv.Start(context.Background())
 		}
@@ -289,15 +286,7 @@ func Default(x509DeviceCertPEM, groupCAPEM, slowWebhookURL string) *registry.Con
 		},
 	}
 	if slowWebhookURL != "" {
-		cfg.EnrollmentGroups = append(cfg.EnrollmentGroups, registry.EnrollmentGroup{
-			EnrollmentGroupID: SlowGroupID,
-			Attestation: registry.AttestationMechanism{
-				Type:         registry.AttestationSymmetricKey,
-				SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: SlowGroupKey},
-			},
-			AllocationPolicy:           registry.AllocationCustom,
-			CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: slowWebhookURL},
-		})
+		cfg.EnrollmentGroups = append(cfg.EnrollmentGroups, registry.SlowGroup(SlowGroupID, SlowGroupKey, slowWebhookURL))
 	}
 	return cfg
 }

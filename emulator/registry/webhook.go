@@ -180,3 +180,19 @@ func SlowAllocationWebhook(delay time.Duration) http.Handler {
 		_ = json.NewEncoder(w).Encode(AllocationResponse{IoTHubHostName: req.LinkedHubs[0]})
 	})
 }
+
+// SlowGroup is a symmetric key enrollment group with primary key key whose
+// allocation is the custom webhook at webhookURL: with a
+// SlowAllocationWebhook there, the group of slow assignments the suites'
+// emulators enroll for DPS-REG-009.
+func SlowGroup(id, key, webhookURL string) EnrollmentGroup {
+	return EnrollmentGroup{
+		EnrollmentGroupID: id,
+		Attestation: AttestationMechanism{
+			Type:         AttestationSymmetricKey,
+			SymmetricKey: &SymmetricKeyAttestation{PrimaryKey: key},
+		},
+		AllocationPolicy:           AllocationCustom,
+		CustomAllocationDefinition: &CustomAllocationDefinition{WebhookURL: webhookURL},
+	}
+}

@@ -68,7 +68,7 @@ func (l *leanRegistration) run(ctx context.Context, d *net.Dialer) (polls int, e
 	defer func() {
 		if err != nil && ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
 			// Cancelling cuts the connection's deadline short: say why.
-			err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
 	}()
 	raw, err := d.DialContext(ctx, "tcp", l.addr)

@@ -147,8 +147,9 @@ func TestBenchProvisionTarget(t *testing.T) {
 
 // TestLeanRegistrationRetryAfter: against an emulator answering
 // retry-after=1, the lean client waits it out and polls once (polling early
-// would be answered "assigning" again and count more polls); a context
-// cancelled during the wait ends the registration with its cause.
+// would be answered "assigning" again and count more polls); against one
+// answering retry-after=60, a context cancelled during the wait ends the
+// registration with its cause (the wait outlasts any scheduling delay).
 func TestLeanRegistrationRetryAfter(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
@@ -162,14 +163,16 @@ func TestLeanRegistrationRetryAfter(t *testing.T) {
 		t.Fatalf("run: %d polls, %v; want 1 poll after the retry-after", polls, err)
 	}
 
+	slow := emulatortest.Start(t, emulatortest.Options{RetryAfter: time.Minute})
 	cause := errors.New("bench interrupted")
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l.regID, l.key = "lean-cancel", e.SymmetricKey("lean-cancel")
+	l = leanRegistration{addr: slow.MQTTAddr, conf: transport.TLS12Only(slow.ClientTLSConfig(nil)), idScope: slow.IDScope,
+		regID: "lean-cancel", key: slow.SymmetricKey("lean-cancel"), deadline: 2 * time.Minute}
 	go func() {
 		// Cancel once the emulator has the registration: the client is
-		// reading the answer or waiting out its retry-after.
-		for range 200 {
-			if _, ok, _ := e.Registry.Registration(context.Background(), "lean-cancel"); ok {
+		// reading the answer or waiting out its minute.
+		for range 2000 {
+			if _, ok, _ := slow.Registry.Registration(context.Background(), "lean-cancel"); ok {
 				break
 			}
 			time.Sleep(5 * time.Millisecond)

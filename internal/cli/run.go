@@ -59,6 +59,7 @@ Flags:
 // runFlags are the flags of "run".
 type runFlags struct {
 	target, mqttTarget, wsTarget, config string
+	budgetTarget                         string
 	idScope, ca, serverName              string
 	regID, symKey, groupKey, cert, key   string
 	slowGroupKey                         string
@@ -77,7 +78,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.target, "target", "", "`URL` of the DPS endpoint: emulator (default), mqtts://host:port or wss://host[:port]/path")
 	fs.StringVar(&f.mqttTarget, "mqtt-target", "", "mqtts:// `URL` for the MQTT-over-TLS specs when --target is wss://")
 	fs.StringVar(&f.wsTarget, "ws-target", "", "wss:// `URL` for the WebSocket specs when --target is mqtts://")
-	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, wsTarget, idScope, caFile, serverName, profile, individual, group, slowGroup, x509, disabled, registrationBudget")
+	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, mqttTarget, wsTarget, budgetTarget, idScope, caFile, serverName, profile, individual, group, slowGroup, x509, disabled, registrationBudget")
 	fs.StringVar(&f.idScope, "id-scope", "", "id `SCOPE` of the DPS instance")
 	fs.StringVar(&f.ca, "ca", "", "CA bundle `FILE` (PEM) to trust instead of the system roots")
 	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify instead of the target host")
@@ -89,7 +90,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.key, "key", "", "private key `FILE` (PEM) of --cert")
 	fs.StringVar(&f.disabledID, "disabled-registration-id", "", "registration `ID` of a disabled individual enrollment")
 	fs.StringVar(&f.disabledKey, "disabled-key", "", "device `KEY` of --disabled-registration-id")
-	fs.IntVar(&f.budget, "registration-budget", 0, "the target's registrations per `MINUTE` (DPS-REG-010 sends one more and expects 429; a quota spec)")
+	fs.IntVar(&f.budget, "registration-budget", 0, "the target's registrations per minute, `N` (DPS-REG-010 sends one more and expects 429; a quota spec)")
+	fs.StringVar(&f.budgetTarget, "budget-target", "", "mqtts:// `URL` of an instance with the same enrollments whose registration budget DPS-REG-010 may spend instead of --target's")
 	fs.StringVar(&f.profile, "profile", "", "documented behaviour `VERSION`: dps-2019 (default) or dps-2023")
 	fs.StringVar(&f.labelFilter, "label-filter", "", "Ginkgo label `QUERY`, e.g. 'area: containsAny subscribe && !quota'")
 	fs.Var(&f.focus, "focus", "run only specs whose text matches `REGEXP` (repeatable)")
@@ -126,8 +128,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return &UsageError{Err: err}
 	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
-		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" || f.budget != 0 {
-			return usageErrorf("--config, --id-scope, credential flags and --registration-budget need a --target other than the embedded emulator (it brings its own enrollments and budget instance)")
+		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" || f.budget != 0 || f.budgetTarget != "" {
+			return usageErrorf("--config, --id-scope, credential flags, --registration-budget and --budget-target need a --target other than the embedded emulator (it brings its own enrollments and budget instance)")
 		}
 		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
 		if err != nil {
@@ -295,6 +297,7 @@ type configUsed struct {
 	Faults      []string `yaml:"emulatorFaults,omitempty"`
 	AllowQuota  bool     `yaml:"allowQuota"`
 	Budget      int      `yaml:"registrationBudget,omitempty"`
+	BudgetTgt   string   `yaml:"budgetTarget,omitempty"`
 	Credentials struct {
 		RegistrationID         string `yaml:"registrationId,omitempty"`
 		SymmetricKey           string `yaml:"symmetricKey,omitempty"`
@@ -318,6 +321,9 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	}
 	if tg.WS.Scheme != "" {
 		c.WSTarget = tg.WS.String()
+	}
+	if tg.BudgetMQTT.Scheme != "" && !tg.Local {
+		c.BudgetTgt = tg.BudgetMQTT.String()
 	}
 	cr := tg.Credentials
 	c.Credentials.RegistrationID = cr.RegistrationID
@@ -536,8 +542,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 		},
 		EnrollmentGroups: []registry.EnrollmentGroup{
 			{EnrollmentGroupID: "dps-conform-group", Attestation: sym(keys[2])},
-			{EnrollmentGroupID: "dps-conform-slow", Attestation: sym(keys[3]), AllocationPolicy: registry.AllocationCustom,
-				CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: "http://" + hook.Addr().String() + "/allocate"}},
+			registry.SlowGroup("dps-conform-slow", keys[3], "http://"+hook.Addr().String()+"/allocate"),
 		},
 	}
 	e.reg, err = registry.Open(ctx, registry.Options{Config: cfg})
@@ -560,9 +565,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	}
 	// The budget instance: the same enrollments and faults, MQTT over TLS
 	// only, with a registration budget DPS-REG-010 may spend.
-	srvCfg.WSAddr = ""
-	srvCfg.Limits.RegistrationsPerMinute = embeddedBudget
-	e.budget, err = emulator.New(srvCfg)
+	e.budget, err = emulator.New(srvCfg.BudgetInstance(embeddedBudget))
 	if err == nil {
 		err = e.budget.Start(ctx)
 	}
@@ -601,12 +604,14 @@ type targetFile struct {
 	Target     string `yaml:"target"`
 	MQTTTarget string `yaml:"mqttTarget"`
 	WSTarget   string `yaml:"wsTarget"`
-	IDScope    string `yaml:"idScope"`
-	CAFile     string `yaml:"caFile"`
-	ServerName string `yaml:"serverName"`
-	Profile    string `yaml:"profile"`
-	Budget     int    `yaml:"registrationBudget"`
-	Individual struct {
+	// BudgetTarget is Target.BudgetMQTT: where DPS-REG-010 spends a budget.
+	BudgetTarget string `yaml:"budgetTarget"`
+	IDScope      string `yaml:"idScope"`
+	CAFile       string `yaml:"caFile"`
+	ServerName   string `yaml:"serverName"`
+	Profile      string `yaml:"profile"`
+	Budget       int    `yaml:"registrationBudget"`
+	Individual   struct {
 		RegistrationID string `yaml:"registrationId"`
 		SymmetricKey   string `yaml:"symmetricKey"`
 	} `yaml:"individual"`
@@ -656,6 +661,7 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	over(&tf.Target, f.target)
 	over(&tf.MQTTTarget, f.mqttTarget)
 	over(&tf.WSTarget, f.wsTarget)
+	over(&tf.BudgetTarget, f.budgetTarget)
 	over(&tf.IDScope, f.idScope)
 	over(&tf.CAFile, f.ca)
 	over(&tf.ServerName, f.serverName)
@@ -692,6 +698,9 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		}
 		*dst = tg
 		return nil
+	}
+	if err := parseInto("--budget-target", tf.BudgetTarget, "mqtts", &t.BudgetMQTT); err != nil {
+		return t, "", err
 	}
 	switch main.Scheme {
 	case "mqtts":
