@@ -50,6 +50,10 @@ type Config struct {
 	// KnownFaults, when set, are the emulator fault names specs may cite
 	// (a spec naming another is a suite bug).
 	KnownFaults []string
+	// Seed orders the spec containers (Ginkgo shuffles them with it); the
+	// same seed and selection give the same order. Zero means a seed from
+	// the clock; Result.Report.SuiteConfig.RandomSeed holds the one used.
+	Seed int64
 
 	knownFaults map[string]bool
 }
@@ -211,6 +215,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	sc.LabelFilter = cfg.LabelFilter
 	sc.FocusStrings = cfg.Focus
 	sc.RandomizeAllSpecs = false
+	if cfg.Seed != 0 {
+		sc.RandomSeed = cfg.Seed
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		sc.Timeout = time.Until(dl)
 	}

@@ -70,6 +70,7 @@ type runFlags struct {
 	allowQuota, verbose                  bool
 	bundle                               string
 	specTimeout, readTimeout, closeWait  time.Duration
+	seed                                 int64
 }
 
 func runCmd(ctx context.Context, env *Env, args []string) error {
@@ -100,6 +101,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.bundle, "bundle", "", "also pack --out into `FILE.tar.gz` (verify it with 'dps-conform report verify FILE.tar.gz')")
 	fs.BoolVar(&f.allowQuota, "allow-quota", false, "run specs that trip throttling or spend quotas against a non-emulator target")
 	fs.BoolVar(&f.verbose, "v", false, "print Ginkgo's own report to stderr too")
+	fs.Int64Var(&f.seed, "seed", 0, "order the specs with `SEED` (the run prints the one it used; 0: from the clock)")
 	fs.DurationVar(&f.specTimeout, "spec-timeout", 30*time.Second, "bound on each spec")
 	fs.DurationVar(&f.readTimeout, "read-timeout", 5*time.Second, "bound on each wait for a packet")
 	fs.DurationVar(&f.closeWait, "close-wait", 3*time.Second, "how long to wait for the server to close a connection it must close")
@@ -159,7 +161,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	start := time.Now()
-	fmt.Fprintf(env.Stderr, "dps-conform run: %s, profile %s, evidence in %s\n", cfg.Target.Name, cfg.Profile, cfg.OutDir)
+	cfg.Seed = cmp.Or(f.seed, start.Unix())
+	fmt.Fprintf(env.Stderr, "dps-conform run: %s, profile %s, seed %d, evidence in %s\n", cfg.Target.Name, cfg.Profile, cfg.Seed, cfg.OutDir)
 	res, err := conformance.Run(ctx, cfg)
 	if err != nil {
 		var ue *conformance.SelectionError
@@ -298,6 +301,7 @@ type configUsed struct {
 	AllowQuota  bool     `yaml:"allowQuota"`
 	Budget      int      `yaml:"registrationBudget,omitempty"`
 	BudgetTgt   string   `yaml:"budgetTarget,omitempty"`
+	Seed        int64    `yaml:"seed"`
 	Credentials struct {
 		RegistrationID         string `yaml:"registrationId,omitempty"`
 		SymmetricKey           string `yaml:"symmetricKey,omitempty"`
@@ -315,7 +319,7 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	tg := cfg.Target
 	c := configUsed{Target: tg.MQTT.String(), IDScope: tg.IDScope, ServerName: tg.ServerName,
 		Profile: cfg.Profile, LabelFilter: cfg.LabelFilter,
-		Focus: cfg.Focus, Faults: f.faults, AllowQuota: cfg.AllowQuota, CAFile: f.ca, Budget: tg.RegistrationBudget}
+		Focus: cfg.Focus, Faults: f.faults, AllowQuota: cfg.AllowQuota, CAFile: f.ca, Budget: tg.RegistrationBudget, Seed: cfg.Seed}
 	if tg.Local {
 		c.Target = "emulator (embedded: " + tg.MQTT.String() + ")"
 	}
