@@ -86,7 +86,8 @@ func Faults(names ...string) SpecOption {
 // Config.AllowQuota.
 func Quota() SpecOption { return optFunc(func(o *specOpts) { o.quota = true }) }
 
-// Timeout overrides Config.SpecTimeout for one spec.
+// Timeout raises Config.SpecTimeout for one spec: the larger of the two
+// bounds it.
 func Timeout(d time.Duration) SpecOption { return optFunc(func(o *specOpts) { o.timeout = d }) }
 
 // Labels adds labels, for example "clause:MQTT-3.1.2-3" on a malformed
@@ -143,10 +144,9 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 	labels := ginkgo.Label(append([]string{
 		"req:" + id, "level:" + string(req.Level), "area:" + req.Area, "role:" + string(req.Role),
 	}, labelsOf(o)...)...)
-	timeout := r.cfg.SpecTimeout
-	if o.timeout > 0 {
-		timeout = o.timeout
-	}
+	// A spec's own Timeout is the least it needs; a longer --spec-timeout
+	// still applies.
+	timeout := max(r.cfg.SpecTimeout, o.timeout)
 	args := []any{labels, ginkgo.Offset(1), ginkgo.SpecTimeout(timeout)}
 	if o.quota {
 		args = append(args, ginkgo.Serial)
@@ -159,6 +159,7 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 			ginkgo.Skip("touches service quotas or throttling; opt in with --allow-quota")
 		}
 		t := r.newT(req)
+		t.deadline = time.Now().Add(timeout)
 		ginkgo.DeferCleanup(t.cleanup)
 		body(ctx, t)
 		if !t.judged {
@@ -208,7 +209,13 @@ type T struct {
 	conns  []*Conn
 	judged bool
 	nDev   int
+	// deadline is when the spec's timeout ends it (Ginkgo's SpecContext
+	// carries no deadline of its own).
+	deadline time.Time
 }
+
+// timeLeft is how long the spec has before its timeout.
+func (t *T) timeLeft() time.Duration { return time.Until(t.deadline) }
 
 // Expect is gomega.Expect bound to the spec (the suite does not rely on
 // Gomega's global fail handler).

@@ -439,13 +439,19 @@ func sealResults(dir, bundle string) error {
 // reachable dials the target once before the suite, so that an unreachable
 // target is exit code 3 with one clear message, not a table of failures.
 func reachable(ctx context.Context, t conformance.Target) error {
-	addr := t.MQTT.Addr()
 	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, "tcp", t.MQTT.Addr())
 	if err != nil {
 		return envErrorf("target %s unreachable: %v", t.Name, err)
 	}
 	c.Close()
+	if t.BudgetMQTT.Scheme != "" && !t.Local {
+		c, err := d.DialContext(ctx, "tcp", t.BudgetMQTT.Addr())
+		if err != nil {
+			return envErrorf("--budget-target %s unreachable: %v", t.BudgetMQTT.String(), err)
+		}
+		c.Close()
+	}
 	return nil
 }
 

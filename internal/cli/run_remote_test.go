@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -153,6 +154,10 @@ func TestRunRegistrationBudget(t *testing.T) {
 		{"throttled at the budget", generous, []string{"--registration-budget", "5", "--allow-quota", "--budget-target", "mqtts://" + throttling.MQTTAddr}, cli.ExitConformant, "PASS     DPS-REG-010"},
 		{"not throttled", generous, []string{"--registration-budget", "5", "--allow-quota"}, cli.ExitNonConformant, "registers within"},
 		{"budget target not mqtts", generous, []string{"--registration-budget", "5", "--budget-target", "wss://127.0.0.1:1/"}, cli.ExitUsage, "--budget-target"},
+		{"budget target unreachable", generous, []string{"--registration-budget", "5", "--budget-target", "mqtts://127.0.0.1:1"}, cli.ExitTargetUnreachable, "--budget-target mqtts://127.0.0.1:1 unreachable"},
+		// Every register from one device while the first is in progress
+		// (the slow group): 409s and no 429 say nothing about the budget.
+		{"409s, no 429", generous, []string{"--registration-budget", "5", "--allow-quota", "--group-key", emulatortest.SlowGroupKey}, cli.ExitConformant, "answered 409 (a registration in progress"},
 		{"negative", throttling, []string{"--registration-budget", "-1"}, cli.ExitUsage, "--registration-budget"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,5 +202,32 @@ func TestRunSeed(t *testing.T) {
 	}
 	if slices.Equal(a, c) {
 		t.Errorf("seeds 1 and 2 gave the same order: %v", a)
+	}
+}
+
+// TestRunThrottledRegister: against a target whose registration budget is
+// spent, the specs that register through Conn.Provision judge the 429
+// answer they get instead of timing out waiting a retry-after (a minute)
+// longer than their own time.
+func TestRunThrottledRegister(t *testing.T) {
+	limits := emulator.DefaultLimits()
+	limits.RegistrationsPerMinute = 1
+	e := emulatortest.Start(t, emulatortest.Options{Limits: &limits})
+	var stdout, stderr bytes.Buffer
+	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
+		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--focus", "echoes a", "--out", t.TempDir()}, &stdout, &stderr)
+	if code != cli.ExitConformant || strings.Count(stdout.String(), "PASS     DPS-REG-003") != 3 {
+		t.Fatalf("exit %d:\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	// The budget of one was spent: one device registered, the later specs
+	// were answered 429.
+	registered := 0
+	for i := 1; i <= 8; i++ {
+		if _, ok, err := e.Registry.Registration(context.Background(), fmt.Sprintf("dps-conform-device-%d", i)); err == nil && ok {
+			registered++
+		}
+	}
+	if registered != 1 {
+		t.Errorf("%d devices registered, want 1: the specs were not throttled", registered)
 	}
 }
