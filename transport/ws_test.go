@@ -632,10 +632,11 @@ func TestWSClientAnswersPing(t *testing.T) {
 // and sees the MQTT bytes, not frames.
 func TestWSServerWrapPlain(t *testing.T) {
 	wrap, rec := recorder()
-	gotWrapped := make(chan bool, 1)
+	gotWrapped, echoed := make(chan bool, 1), make(chan struct{})
 	addr := serveWS(t, nil, WSOptions{WrapPlain: wrap}, func(c net.Conn) {
 		gotWrapped <- c == net.Conn(rec())
 		echo(c)
+		close(echoed)
 	})
 	c, err := Dial(testCtx(t), mustTarget(t, "ws://"+addr), DialOptions{})
 	if err != nil {
@@ -645,6 +646,13 @@ func TestWSServerWrapPlain(t *testing.T) {
 	c.Close()
 	if !<-gotWrapped {
 		t.Error("accept did not get the WrapPlain connection")
+	}
+	// The recorder notes a write after it returns, so the client can read
+	// the echo first: snapshot once the server's side has ended.
+	select {
+	case <-echoed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's echo did not end after the client closed")
 	}
 	read, wrote := rec().snapshot()
 	if !bytes.Equal(read, connectPacket) || !bytes.Equal(wrote, connectPacket) {
