@@ -739,15 +739,18 @@ func ruleConcurrentRegister() *Rule {
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			as := answers(c)
-			status := func(a answer) dps.RegistrationOperationStatus {
-				st, _ := operationStatus(a)
-				return st
+			// Each answer's request and body, decoded once.
+			rs := make([]*request, len(as))
+			sts := make([]dps.RegistrationOperationStatus, len(as))
+			for i, a := range as {
+				rs[i] = requestFor(reqs, a)
+				sts[i], _ = operationStatus(a)
 			}
 			created := map[string]int{} // operation id → index of the register answer that gave it
 			n := 0
 			var fs []Finding
 			for i, a := range as {
-				r := requestFor(reqs, a)
+				r := rs[i]
 				if a.err != nil || r == nil || r.req.Kind != dps.Register {
 					continue
 				}
@@ -757,13 +760,13 @@ func ruleConcurrentRegister() *Rule {
 				}
 				// Is an operation created before this register still
 				// assigning when polled after its answer?
-				for _, later := range as[i+1:] {
-					lr := requestFor(reqs, later)
+				for j := i + 1; j < len(as); j++ {
+					later, lr := as[j], rs[j]
 					if later.err != nil || lr == nil || lr.idx < a.idx || lr.req.Kind != dps.Poll || later.resp.Status != 202 {
 						continue
 					}
 					at, ok := created[lr.req.OperationID]
-					if !ok || at > r.idx || status(later).Status != dps.StatusAssigning {
+					if !ok || at > r.idx || sts[j].Status != dps.StatusAssigning {
 						continue
 					}
 					n++
@@ -774,7 +777,7 @@ func ruleConcurrentRegister() *Rule {
 					}
 					break
 				}
-				if op := status(a).OperationID; op != "" && a.resp.Status < 300 {
+				if op := sts[i].OperationID; op != "" && accepted {
 					if _, ok := created[op]; !ok {
 						created[op] = a.idx
 					}
