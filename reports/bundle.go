@@ -302,9 +302,10 @@ func Pack(dir, tgzPath string) error {
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
+	var m *Manifest
 	var entries map[string]ManifestFile
 	if mb != nil {
-		_, entries = parseManifest(mb, lim, &ps)
+		m, entries = parseManifest(mb, lim, &ps)
 	}
 	// The walk reads names only, no content: it refuses unsafe paths,
 	// symlinks and other non-regular files anywhere under dir, and finds
@@ -313,7 +314,7 @@ func Pack(dir, tgzPath string) error {
 	if err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
-	if mb != nil {
+	if m != nil { // a manifest that does not parse lists nothing to compare
 		compareNames(entries, present, &ps)
 	}
 	if err := ps.err(dir); err != nil {

@@ -247,6 +247,15 @@ func TestPackRefuses(t *testing.T) {
 	if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a failed Pack left %s: %v", out, err)
 	}
+	// A manifest that does not parse is the one problem: it lists nothing,
+	// so no file is "present but not listed".
+	if err := os.WriteFile(filepath.Join(dir, ManifestName), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Pack(dir, out)
+	if err == nil || !strings.Contains(err.Error(), "not a valid manifest") || strings.Contains(err.Error(), "not listed") {
+		t.Errorf("corrupt manifest: %v", err)
+	}
 }
 
 // TestPackChecksContent: a file changed after the manifest was written,
