@@ -179,8 +179,21 @@ func TestLeanRegistrationRetryAfter(t *testing.T) {
 		}
 		cancel(cause)
 	}()
-	if _, err := l.run(ctx, d); !errors.Is(err, cause) {
-		t.Fatalf("run: %v, want the context's cause", err)
+	// Cancelling must end the wait, not only fail what follows it: a run
+	// still going 20 s after the cancel is waiting out the minute.
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.run(ctx, d)
+		done <- err
+	}()
+	<-ctx.Done()
+	select {
+	case err := <-done:
+		if !errors.Is(err, cause) {
+			t.Fatalf("run: %v, want the context's cause", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not end after its context was cancelled: it waits out the retry-after regardless")
 	}
 }
 

@@ -111,8 +111,8 @@ func (b *provisionBench) startMosquitto(ctx context.Context, res *provisionBench
 			return srv, nil
 		}
 		lastErr = err
-		if ctx.Err() != nil {
-			break
+		if ctx.Err() != nil || !strings.Contains(err.Error(), "Address already in use") {
+			break // only a lost port is worth another start
 		}
 	}
 	return nil, lastErr
