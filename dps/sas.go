@@ -245,7 +245,11 @@ func ParseSASToken(s string) (*SASToken, error) {
 			return fail("sas", start, "", `field has no "="`)
 		}
 		valOff := start + len(name) + 1
-		key := strings.ToLower(name)
+		// Names compare ASCII-case-insensitively, as the reference's
+		// ordinal comparison does: Unicode case mapping would make
+		// "s\u0130g" (dotted capital I) a sig field, which no redactor
+		// that folds case (strings.EqualFold) recognises.
+		key := asciiLower(name)
 		var seen *bool
 		switch key {
 		case "sr":
@@ -439,4 +443,20 @@ func (v Verifier) Verify(t *SASToken, idScope, registrationID string, keys ...st
 	}
 	return newError(ErrSignatureMismatch, "sas.sig", redacted, -1,
 		fmt.Sprintf("signature matches none of %d key(s)", len(keys)))
+}
+
+// asciiLower maps A-Z to a-z and leaves every other byte as it is.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }

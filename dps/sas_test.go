@@ -241,6 +241,11 @@ func TestParseSASTokenErrors(t *testing.T) {
 		{"signature without its name", "SharedAccessSignature sr=x&9ElmiQtRHaJo7RnzVGdIHFyBOY3rYMUQXVSzqaJhJ4s%3D&se=1", `dps: sas @27: field has no "="`},
 		{"missing sr", "SharedAccessSignature " + sig + "&se=1", "dps: sas.sr: missing sr"},
 		{"missing sig", "SharedAccessSignature sr=x&se=1", "dps: sas.sig: missing sig"},
+		// Names fold ASCII case only: "s\u0130g" (dotted capital I) lowers
+		// to "sig" under Unicode rules but is an unknown field here, so no
+		// redactor can miss a signature the parser took.
+		{"sig name with a non-ASCII letter", "SharedAccessSignature sr=x&s\u0130g=AAAA&se=1", "dps: sas.sig: missing sig"},
+		{"sig name with long s", "SharedAccessSignature sr=x&\u017fig=AAAA&se=1", "dps: sas.sig: missing sig"},
 		{"missing se", "SharedAccessSignature sr=x&" + sig, "dps: sas.se: missing se"},
 		{"only prefix", "SharedAccessSignature ", "dps: sas.sr: missing sr"},
 		{"empty sr", "SharedAccessSignature sr=&" + sig + "&se=1", "dps: sas.sr: empty sr"},
