@@ -217,8 +217,8 @@ type SASToken struct {
 // ParseSASToken parses a SAS token as the reference verifier does (CS
 // provisioning/service/src/Auth/SharedAccessSignature.cs; DPS-PROTOCOL.md
 // §1.3, Part A §4): the "SharedAccessSignature " prefix is required; fields
-// are split on "&" and "=", in any order, with case-insensitive names; empty
-// fields are skipped and unknown fields ignored; a repeated field is an
+// are split on "&" and "=", in any order, with names compared ignoring
+// ASCII case (only ASCII: see asciiLower's use below); empty fields are skipped and unknown fields ignored; a repeated field is an
 // error; sig, se and sr are required and skn is optional; every value except
 // sr is URL-decoded, sr is kept raw. sig must be standard base64 and se a
 // decimal number of seconds.
