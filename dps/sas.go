@@ -218,10 +218,10 @@ type SASToken struct {
 // provisioning/service/src/Auth/SharedAccessSignature.cs; DPS-PROTOCOL.md
 // §1.3, Part A §4): the "SharedAccessSignature " prefix is required; fields
 // are split on "&" and "=", in any order, with names compared ignoring
-// ASCII case (only ASCII: see asciiLower's use below); empty fields are skipped and unknown fields ignored; a repeated field is an
-// error; sig, se and sr are required and skn is optional; every value except
-// sr is URL-decoded, sr is kept raw. sig must be standard base64 and se a
-// decimal number of seconds.
+// ASCII case only; empty fields are skipped and unknown fields ignored; a
+// repeated field is an error; sig, se and sr are required and skn is
+// optional; every value except sr is URL-decoded, sr is kept raw. sig must
+// be standard base64 and se a decimal number of seconds.
 func ParseSASToken(s string) (*SASToken, error) {
 	fail := func(field string, off int, value, msg string) (*SASToken, error) {
 		return nil, newError(ErrInvalidSASToken, field, value, off, msg)
