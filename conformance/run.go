@@ -178,6 +178,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Target.Validate(); err != nil {
 		return nil, err
 	}
+	// A selection that matches nothing is a usage error, found before
+	// anything in OutDir is touched: the evidence of an earlier run there
+	// must survive a typo in --focus.
+	if err := cfg.checkMatches(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating --out %s: %w", cfg.OutDir, err)
 	}
@@ -288,7 +294,36 @@ func Preview(cfg Config) (types.Report, []SpecInfo, error) {
 	return rep, r.specs, nil
 }
 
-// SelectionError is an invalid --label-filter or --focus.
+// ErrNoSpecMatched is wrapped by the SelectionError of a run whose label
+// filter and focus select no spec.
+var ErrNoSpecMatched = errors.New("no spec matched")
+
+// CheckMatches is CheckSelection, and a SelectionError wrapping
+// ErrNoSpecMatched when the label filter and focus select no spec: a
+// caller checks it before it starts a target or touches an output
+// directory.
+func CheckMatches(labelFilter string, focus []string) error {
+	cfg := Config{Target: Target{Name: "selection"}, LabelFilter: labelFilter, Focus: focus}
+	return cfg.checkMatches()
+}
+
+// checkMatches previews the specs of cfg and reports a SelectionError
+// when none would run.
+func (cfg Config) checkMatches() error {
+	rep, _, err := Preview(cfg)
+	if err != nil {
+		return err
+	}
+	for _, s := range rep.SpecReports {
+		if s.LeafNodeType == types.NodeTypeIt && s.State != types.SpecStateSkipped {
+			return nil
+		}
+	}
+	return &SelectionError{Err: fmt.Errorf("%w --label-filter %q / --focus %q", ErrNoSpecMatched, cfg.LabelFilter, strings.Join(cfg.Focus, " "))}
+}
+
+// SelectionError is an invalid --label-filter or --focus, or one that
+// selects no spec.
 type SelectionError struct{ Err error }
 
 func (e *SelectionError) Error() string { return e.Err.Error() }

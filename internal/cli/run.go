@@ -126,7 +126,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	for _, fl := range emulator.Faults() {
 		cfg.KnownFaults = append(cfg.KnownFaults, string(fl.Name))
 	}
-	if err := conformance.CheckSelection(cfg.LabelFilter, cfg.Focus); err != nil {
+	// Before any target starts or --out is touched: a typo in --focus
+	// must not cost the evidence of the last run.
+	if err := conformance.CheckMatches(cfg.LabelFilter, cfg.Focus); err != nil {
 		return &UsageError{Err: err}
 	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
