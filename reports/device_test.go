@@ -44,3 +44,24 @@ func TestBuildDevice(t *testing.T) {
 		t.Errorf("summary %+v", rep.Summary)
 	}
 }
+
+// TestBuildDeviceNothingJudged: scenarios in which the device never
+// connected judge nothing, and the report says NO VERDICT, not
+// CONFORMANT; one passing MUST rule makes it CONFORMANT.
+func TestBuildDeviceNothingJudged(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(applied map[string]int) reports.Summary {
+		return reports.BuildDevice(reports.DeviceInput{Catalog: cat, Profile: conformance.ProfileDPS2019, ResultsDir: "/r",
+			Target:    reports.Target{Name: "dut"},
+			Scenarios: []reports.Scenario{{Name: "normal", Pcap: "/r/pcaps/01-normal.pcapng", Applied: applied}}}).Summary
+	}
+	if s := build(nil); s.Conformant || s.Verdict != reports.HeadlineNoVerdict || s.MustJudged != 0 {
+		t.Errorf("nothing applied: %+v", s)
+	}
+	if s := build(map[string]int{"DPS-DEV-003": 1}); !s.Conformant || s.Verdict != reports.HeadlineConformant {
+		t.Errorf("one MUST rule passed: %+v", s)
+	}
+}

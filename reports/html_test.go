@@ -373,3 +373,40 @@ func ExampleWriteHTML() {
 	// <span class="verdict" id="verdict">NON-CONFORMANT</span>
 	// <details class="req fail" id="req-DPS-SUB-002" data-verdict="FAIL" data-level="MUST" data-area="subscribe" data-search="dps-sub-002 must subscribe fail suback grants qos 1." open>
 }
+
+// TestHeadline: the three verdicts, in the summary's JSON field, the HTML
+// banner and the Markdown summary. Nothing judged is NO VERDICT, not
+// CONFORMANT: a device that never connected broke nothing and showed
+// nothing either.
+func TestHeadline(t *testing.T) {
+	tests := []struct {
+		name           string
+		judged, failed int
+		want, md       string
+		conformant     bool
+	}{
+		{"judged, none failed", 3, 0, reports.HeadlineConformant, "✅ **CONFORMANT**", true},
+		{"one failed", 3, 1, reports.HeadlineNonConformant, "❌ **NON-CONFORMANT**: 1 MUST requirement(s) failed", false},
+		{"nothing judged", 0, 0, reports.HeadlineNoVerdict, "⚠️ **NO VERDICT**: no MUST requirement was judged", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := readReport(t, grantQoS2)
+			r.Summary.MustJudged, r.Summary.MustFailed = tt.judged, tt.failed
+			r.Summary.MustPassed = tt.judged - tt.failed
+			if got := r.Summary.Headline(); got != tt.want {
+				t.Errorf("Headline() = %q, want %q", got, tt.want)
+			}
+			if !strings.Contains(renderHTML(t, r), `<span class="verdict" id="verdict">`+tt.want+`</span>`) {
+				t.Errorf("the HTML banner does not say %s", tt.want)
+			}
+			var md strings.Builder
+			if err := reports.WriteMarkdown(&md, r); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(md.String(), "\n"+tt.md+"\n") {
+				t.Errorf("summary.md lacks %q:\n%s", tt.md, md.String())
+			}
+		})
+	}
+}

@@ -11,8 +11,11 @@ import (
 // requirements that failed, with their first finding.
 func WriteMarkdown(w io.Writer, r *Report) error {
 	verdict := "✅ **CONFORMANT**"
-	if !r.Summary.Conformant {
+	switch r.Summary.Headline() {
+	case HeadlineNonConformant:
 		verdict = fmt.Sprintf("❌ **NON-CONFORMANT**: %d MUST requirement(s) failed", r.Summary.MustFailed)
+	case HeadlineNoVerdict:
+		verdict = "⚠️ **NO VERDICT**: no MUST requirement was judged"
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n%s\n\n", mdEscape(r.Title), verdict)

@@ -122,9 +122,22 @@ type Summary struct {
 	MustJudged int `json:"mustJudged"`
 	MustPassed int `json:"mustPassed"`
 	MustFailed int `json:"mustFailed"`
-	// Conformant is true when no MUST requirement failed.
+	// Conformant is true when MUST requirements were judged and none
+	// failed.
 	Conformant bool `json:"conformant"`
+	// Verdict is the headline: CONFORMANT, NON-CONFORMANT, or NO VERDICT
+	// when no MUST requirement was judged (a device that never connected,
+	// a selection of SHOULD specs only): nothing failed, and nothing was
+	// shown to hold either.
+	Verdict string `json:"verdict"`
 }
+
+// Headlines of Summary.Verdict.
+const (
+	HeadlineConformant    = "CONFORMANT"
+	HeadlineNonConformant = "NON-CONFORMANT"
+	HeadlineNoVerdict     = "NO VERDICT"
+)
 
 // MustCoverage is the share of MUST requirements judged, in percent.
 func (s Summary) MustCoverage() float64 {
@@ -216,7 +229,21 @@ func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile 
 			}
 		}
 	}
-	r.Summary.Conformant = r.Summary.MustFailed == 0
+	r.Summary.Conformant = r.Summary.MustFailed == 0 && r.Summary.MustJudged > 0
+	r.Summary.Verdict = r.Summary.Headline()
+}
+
+// Headline is the verdict the counts give: NON-CONFORMANT when a MUST
+// requirement failed, NO VERDICT when none was judged, else CONFORMANT.
+func (s Summary) Headline() string {
+	switch {
+	case s.MustFailed > 0:
+		return HeadlineNonConformant
+	case s.MustJudged == 0:
+		return HeadlineNoVerdict
+	default:
+		return HeadlineConformant
+	}
 }
 
 // Scenario is what one scenario of a device run gave: its capture, decoded

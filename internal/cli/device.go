@@ -182,6 +182,9 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	if !connected {
 		return envErrorf("no verdict: the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)")
 	}
+	if rep.Summary.Verdict == reports.HeadlineNoVerdict {
+		return envErrorf("no verdict: the device connected, but no MUST device rule applied to what it sent")
+	}
 	if rep.Summary.MustFailed > 0 {
 		return &NonConformantError{MustFindings: rep.Summary.MustFailed}
 	}
@@ -416,7 +419,8 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	for _, r := range runs {
 		fmt.Fprintf(w, "scenario %-22s %d connections, device %s\n", r.Name, r.conversations, r.exit)
 	}
-	if rep.Summary.MustFailed > 0 {
+	switch rep.Summary.Verdict {
+	case reports.HeadlineNonConformant:
 		var ids []string
 		for _, rq := range rep.Requirements {
 			if rq.Verdict == reports.Fail && rq.Level == string(conformance.MUST) {
@@ -424,7 +428,9 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 			}
 		}
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", rep.Summary.MustFailed, strings.Join(ids, " "))
-	} else {
+	case reports.HeadlineNoVerdict:
+		fmt.Fprintln(w, "NO VERDICT: no MUST device rule applied")
+	default:
 		fmt.Fprintln(w, "CONFORMANT: every MUST device rule that applied passed")
 	}
 }
