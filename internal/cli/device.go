@@ -81,10 +81,11 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.regID, "registration-id", "dps-conform-dut", "registration `ID` of the device's enrollment")
 	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name makes SNI judged (DPS-DEV-002)")
 	fs.StringVar(&f.product, "product", "", "`FILE` (YAML: vendor, model, firmware) naming the device in the report")
-	fs.DurationVar(&f.timeout, "scenario-timeout", 60*time.Second, "bound on each scenario")
-	fs.DurationVar(&f.retryAfter, "retry-after", time.Second, "retry-after of 202 answers (whole seconds)")
-	fs.DurationVar(&f.tolerance, "tolerance", 250*time.Millisecond, "how much earlier than retry-after a request may come")
-	fs.DurationVar(&f.window, "window", 10*time.Second, "how long after a 401 the device must not reconnect with the same credentials")
+	f.timeout, f.retryAfter, f.tolerance, f.window = 60*time.Second, time.Second, 250*time.Millisecond, 10*time.Second
+	fs.Var((*durationFlag)(&f.timeout), "scenario-timeout", "`DURATION` bound on each scenario")
+	fs.Var((*zeroOKDurationFlag)(&f.retryAfter), "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds")
+	fs.Var((*zeroOKDurationFlag)(&f.tolerance), "tolerance", "`DURATION` earlier than retry-after a request may come")
+	fs.Var((*durationFlag)(&f.window), "window", "`DURATION` after a 401 in which the device must not reconnect with the same credentials")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
@@ -96,10 +97,8 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("--transport %q: want mqtt or mqttws", f.transport)
 	case f.profile != conformance.ProfileDPS2019 && f.profile != conformance.ProfileDPS2023:
 		return usageErrorf("--profile %q: want dps-2019 or dps-2023", f.profile)
-	case f.retryAfter < 0 || f.retryAfter%time.Second != 0:
+	case f.retryAfter%time.Second != 0:
 		return usageErrorf("--retry-after %v is not a whole number of seconds", f.retryAfter)
-	case f.timeout <= 0:
-		return usageErrorf("--scenario-timeout must be positive")
 	}
 	names := []string(f.scenarios)
 	if len(names) == 0 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // flagSet is a subcommand's own flag set plus the usage text printed above
@@ -143,4 +144,35 @@ func flagsSet(fs *flagSet) map[string]bool {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	return set
+}
+
+// durationFlag is a time.Duration flag that must be positive: a bound of
+// 0s or -1s would end every wait at once, or fall back to a default
+// unseen. Use it as fs.Var((*durationFlag)(&d), …) with d a time.Duration.
+type durationFlag time.Duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+
+func (d *durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("want a positive duration such as 500ms, 30s or 24h")
+	}
+	*d = durationFlag(v)
+	return nil
+}
+
+// zeroOKDurationFlag is a time.Duration flag that may be 0 (none), not
+// negative.
+type zeroOKDurationFlag time.Duration
+
+func (d *zeroOKDurationFlag) String() string { return time.Duration(*d).String() }
+
+func (d *zeroOKDurationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("want 0 or a positive duration such as 500ms, 30s or 24h")
+	}
+	*d = zeroOKDurationFlag(v)
+	return nil
 }

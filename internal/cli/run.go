@@ -102,9 +102,10 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&f.allowQuota, "allow-quota", false, "run specs that trip throttling or spend quotas against a non-emulator target")
 	fs.BoolVar(&f.verbose, "v", false, "print Ginkgo's own report to stderr too")
 	fs.Int64Var(&f.seed, "seed", 0, "order the specs with `SEED` (the run prints the one it used; 0: from the clock)")
-	fs.DurationVar(&f.specTimeout, "spec-timeout", 30*time.Second, "bound on each spec")
-	fs.DurationVar(&f.readTimeout, "read-timeout", 5*time.Second, "bound on each wait for a packet")
-	fs.DurationVar(&f.closeWait, "close-wait", 3*time.Second, "how long to wait for the server to close a connection it must close")
+	f.specTimeout, f.readTimeout, f.closeWait = 30*time.Second, 5*time.Second, 3*time.Second
+	fs.Var((*durationFlag)(&f.specTimeout), "spec-timeout", "`DURATION` bound on each spec")
+	fs.Var((*durationFlag)(&f.readTimeout), "read-timeout", "`DURATION` bound on each wait for a packet (and on the TLS handshake that checks the target before the suite)")
+	fs.Var((*durationFlag)(&f.closeWait), "close-wait", "`DURATION` to wait for the server to close a connection it must close")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
@@ -159,7 +160,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		cfg.Profile = cmp.Or(cfg.Profile, profile)
 	}
 	cfg.Profile = cmp.Or(cfg.Profile, conformance.ProfileDPS2019)
-	if err := reachable(ctx, cfg.Target); err != nil {
+	// A TLS handshake is a wait for packets: --read-timeout bounds it.
+	if err := reachable(ctx, cfg.Target, cfg.ReadTimeout); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -449,23 +451,33 @@ func sealResults(dir, bundle string) error {
 	return nil
 }
 
-// reachable dials the target once before the suite, so that an unreachable
-// target is exit code 3 with one clear message, not a table of failures.
-func reachable(ctx context.Context, t conformance.Target) error {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", t.MQTT.Addr())
-	if err != nil {
-		return envErrorf("target %s unreachable: %v", t.Name, err)
+// reachable connects to each endpoint of the target once before the suite
+// (TCP and a TLS handshake, each within timeout), so that an endpoint that
+// does not answer, does not speak TLS, or whose certificate does not verify
+// is exit code 3 with one clear message, not a table of failures (or a
+// spec timeout per spec).
+func reachable(ctx context.Context, t conformance.Target, timeout time.Duration) error {
+	err := t.CheckReachable(ctx, timeout)
+	var ue *conformance.UnreachableError
+	if !errors.As(err, &ue) {
+		return err
 	}
-	c.Close()
-	if t.BudgetMQTT.Scheme != "" && !t.Local {
-		c, err := d.DialContext(ctx, "tcp", t.BudgetMQTT.Addr())
-		if err != nil {
-			return envErrorf("--budget-target %s unreachable: %v", t.BudgetMQTT.String(), err)
+	// Name the endpoint as the user gave it.
+	label := "target " + ue.Target.String()
+	wssTarget := strings.HasPrefix(t.Name, "wss://") // t.Name is --target as given
+	switch ue.Endpoint {
+	case "MQTT":
+		if wssTarget {
+			label = fmt.Sprintf("target %s: its MQTT endpoint %s (the target's host on 8883 unless --mqtt-target names it)", t.Name, ue.Target)
 		}
-		c.Close()
+	case "WebSocket":
+		if !wssTarget {
+			label = "--ws-target " + ue.Target.String()
+		}
+	case "budget":
+		label = "--budget-target " + ue.Target.String()
 	}
-	return nil
+	return envErrorf("%s", ue.Describe(label))
 }
 
 // versionString is the version written into captures.

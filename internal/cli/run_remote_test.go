@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -229,5 +230,60 @@ func TestRunThrottledRegister(t *testing.T) {
 	}
 	if registered != 1 {
 		t.Errorf("%d devices registered, want 1: the specs were not throttled", registered)
+	}
+}
+
+// TestRunReachable: before any spec, run connects to every endpoint of the
+// target and completes a TLS handshake; an endpoint that does not answer,
+// does not speak TLS, or whose certificate does not verify is exit 3 with
+// one line naming it as the user gave it, not a table of failures or a
+// spec timeout per spec.
+func TestRunReachable(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	// A port that accepts TCP and never answers a ClientHello.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, unread, until the listener closes
+		}
+	}()
+	creds := []string{"--id-scope", e.IDScope, "--group-key", emulatortest.SymGroupKey, "--server-name", "localhost", "--read-timeout", "1s"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"silent port", []string{"--target", "mqtts://" + silent.Addr().String(), "--ca", e.CAFile},
+			"target mqtts://" + silent.Addr().String() + " accepts TCP but completed no TLS handshake (is it a TLS port?)"},
+		{"no --ca", []string{"--target", "mqtts://" + e.MQTTAddr},
+			"target mqtts://" + e.MQTTAddr + ": its certificate does not verify; give its CA with --ca FILE"},
+		{"wss target, MQTT endpoint refused", []string{"--target", e.WSURL, "--mqtt-target", "mqtts://127.0.0.1:1", "--ca", e.CAFile},
+			"target " + e.WSURL + ": its MQTT endpoint mqtts://127.0.0.1:1 (the target's host on 8883 unless --mqtt-target names it) unreachable"},
+		{"--ws-target refused", []string{"--target", "mqtts://" + e.MQTTAddr, "--ws-target", "wss://127.0.0.1:1/x", "--ca", e.CAFile},
+			"--ws-target wss://127.0.0.1:1/x unreachable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			args := append(append([]string{"run", "--out", dir}, tc.args...), creds...)
+			var stdout, stderr bytes.Buffer
+			code := cli.Main(context.Background(), args, &stdout, &stderr)
+			if code != cli.ExitTargetUnreachable || stdout.Len() != 0 || !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("exit %d (want %d), stderr lacks %q:\n%s\n%s", code, cli.ExitTargetUnreachable, tc.want, stdout.String(), stderr.String())
+			}
+			if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
+				t.Errorf("%d lines on stderr, want one:\n%s", n+1, stderr.String())
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("--out holds %d entries after a run that never started", len(entries))
+			}
+		})
 	}
 }

@@ -170,20 +170,6 @@ func (u *unixSecondsFlag) Set(s string) error {
 	return nil
 }
 
-// durationFlag is a positive time.Duration.
-type durationFlag time.Duration
-
-func (d *durationFlag) String() string { return time.Duration(*d).String() }
-
-func (d *durationFlag) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	if err != nil || v <= 0 {
-		return fmt.Errorf("want a positive duration such as 30m, 1h or 24h")
-	}
-	*d = durationFlag(v)
-	return nil
-}
-
 // srEncodingFlag is a dps.SREncoding spelled lower, upper or raw.
 type srEncodingFlag dps.SREncoding
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/dps-conform/dps-conform/tlsprobe"
 )
@@ -42,7 +43,8 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 	format := fs.String("format", "text", "output `FORMAT`: text or json")
 	var plain portsFlag
 	fs.Var(&plain, "plaintext-port", "`PORT` to probe for plaintext MQTT (repeatable); default: the probed port and 1883")
-	timeout := fs.Duration("timeout", 0, "bound on each handshake and read (default 5s)")
+	timeout := 5 * time.Second
+	fs.Var((*durationFlag)(&timeout), "timeout", "`DURATION` bound on each handshake and read")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
@@ -56,7 +58,7 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 	case *format != "text" && *format != "json":
 		return usageErrorf("--format %q is not text or json", *format)
 	}
-	o := tlsprobe.Options{ServerName: *serverName, Timeout: *timeout}
+	o := tlsprobe.Options{ServerName: *serverName, Timeout: timeout}
 	if len(plain) > 0 {
 		o.PlaintextPorts = plain
 	}
