@@ -67,6 +67,9 @@ type VersionResult struct {
 	Accepted bool   `json:"accepted"`
 	// Error is why the handshake failed (alert, close), when it did.
 	Error string `json:"error,omitempty"`
+	// TimedOut says the server did not answer the handshake within the
+	// timeout (not a refusal: it said nothing).
+	TimedOut bool `json:"timedOut,omitempty"`
 }
 
 // Certificate is the facts of one certificate of the chain.
@@ -93,9 +96,15 @@ var versions = []struct {
 // ErrUnreachable is wrapped when the server cannot be reached over TCP.
 var ErrUnreachable = errors.New("unreachable")
 
+// ErrNoTLS is wrapped when the server accepts TCP but answers no
+// ClientHello (offering every version and suite) within the timeout:
+// there is nothing to probe, and probing on would cost one timeout per
+// handshake.
+var ErrNoTLS = errors.New("accepts TCP but completed no TLS handshake")
+
 // Probe probes addr (host:port). It fails only when the address cannot be
-// reached at all (ErrUnreachable) or ctx ends; everything else is a
-// finding in the Result.
+// reached at all (ErrUnreachable), does not answer a TLS handshake
+// (ErrNoTLS) or ctx ends; everything else is a finding in the Result.
 func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -123,6 +132,12 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		return nil, fmt.Errorf("tlsprobe: %s: %w: %w", addr, ErrUnreachable, err)
 	}
 	c.Close()
+	// One handshake offering everything first: a server that answers
+	// none within the timeout is not probed version by version.
+	if _, err := handshake(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true,
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}, o.Timeout); err != nil && timedOut(err) && ctx.Err() == nil {
+		return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): no answer to a ClientHello within %v", addr, ErrNoTLS, o.Timeout)
+	}
 
 	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1}
 	var accepted *tls.ConnectionState
@@ -136,6 +151,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		vr := VersionResult{Version: v.name, Accepted: err == nil}
 		if err != nil {
 			vr.Error = err.Error()
+			if timedOut(err) {
+				vr.TimedOut, vr.Error = true, fmt.Sprintf("no answer within %v", o.Timeout)
+			}
 		} else if accepted == nil || v.id == tls.VersionTLS12 {
 			accepted, acceptedVersion = st, v.id
 		}
@@ -183,6 +201,12 @@ func Suites(v uint16) []uint16 {
 		}
 	}
 	return ids
+}
+
+// timedOut reports whether err is a timeout rather than a refusal.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func handshake(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (*tls.ConnectionState, error) {

@@ -115,4 +115,24 @@ func TestProbeChainAndErrors(t *testing.T) {
 			t.Errorf("probe of %q: no error", bad)
 		}
 	}
+	// A port that accepts TCP and never answers: ErrNoTLS after one
+	// handshake's timeout, not one timeout per version and suite (27
+	// handshakes) reported as "refused".
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	if _, err := tlsprobe.Probe(ctx, silent.Addr().String(), tlsprobe.Options{Timeout: 200 * time.Millisecond}); !errors.Is(err, tlsprobe.ErrNoTLS) {
+		t.Errorf("probe of a silent port: %v, want ErrNoTLS", err)
+	}
 }

@@ -240,21 +240,7 @@ func TestRunThrottledRegister(t *testing.T) {
 // spec timeout per spec.
 func TestRunReachable(t *testing.T) {
 	e := emulatortest.Start(t, emulatortest.Options{})
-	// A port that accepts TCP and never answers a ClientHello.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, unread, until the listener closes
-		}
-	}()
+	silent := silentListener(t)
 	creds := []string{"--id-scope", e.IDScope, "--group-key", emulatortest.SymGroupKey, "--server-name", "localhost", "--read-timeout", "1s"}
 	for _, tc := range []struct {
 		name string
@@ -286,4 +272,34 @@ func TestRunReachable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// silentListener is a loopback port that accepts TCP and never answers (a
+// ClientHello, say); its connections are held open, unread, until the
+// test ends.
+func silentListener(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	return l
 }

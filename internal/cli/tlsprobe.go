@@ -71,7 +71,7 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	r, err := tlsprobe.Probe(ctx, fs.Arg(0), o)
 	if err != nil {
-		if errors.Is(err, tlsprobe.ErrUnreachable) || ctx.Err() != nil {
+		if errors.Is(err, tlsprobe.ErrUnreachable) || errors.Is(err, tlsprobe.ErrNoTLS) || ctx.Err() != nil {
 			return &EnvError{Err: err}
 		}
 		return &UsageError{Err: err}
@@ -105,8 +105,11 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, v := range r.Versions {
 		state := "refused"
-		if v.Accepted {
+		switch {
+		case v.Accepted:
 			state = "accepted"
+		case v.TimedOut:
+			state = "no answer"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Version, state, v.Error)
 	}
