@@ -133,8 +133,14 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return &UsageError{Err: err}
 	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
-		if f.config != "" || f.idScope != "" || f.regID != "" || f.groupKey != "" || f.slowGroupKey != "" || f.cert != "" || f.budget != 0 || f.budgetTarget != "" {
-			return usageErrorf("--config, --id-scope, credential flags, --registration-budget and --budget-target need a --target other than the embedded emulator (it brings its own enrollments and budget instance)")
+		// Every flag that describes a target: silently ignoring one (a
+		// --ca, a key) would judge something else than the user meant.
+		set := flagsSet(fs)
+		for _, name := range []string{"config", "mqtt-target", "ws-target", "id-scope", "ca", "server-name", "registration-id", "symmetric-key",
+			"group-key", "slow-group-key", "cert", "key", "disabled-registration-id", "disabled-key", "registration-budget", "budget-target"} {
+			if set[name] {
+				return usageErrorf("--%s describes a target: it needs a --target other than the embedded emulator (which brings its own endpoints, CA, enrollments and budget instance)", name)
+			}
 		}
 		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
 		if err != nil {
