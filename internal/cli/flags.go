@@ -70,7 +70,13 @@ func flagsFirst(fs *flag.FlagSet, args []string) []string {
 		if strings.Contains(name, "=") {
 			continue
 		}
-		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) && i+1 < len(args) {
+		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) {
+			if i+1 == len(args) {
+				// The last argument, with no value: left last, so that
+				// Parse says "flag needs an argument" instead of taking
+				// the "--" below for its value.
+				return flags
+			}
 			i++
 			flags = append(flags, args[i])
 		}
