@@ -267,6 +267,34 @@ func unsafePath(p string) string {
 	return ""
 }
 
+// CheckBundlePath reports what would make Pack(dir, tgzPath) fail for the
+// bundle's path alone, before anything is written: the bundle inside dir,
+// a directory where the bundle goes, or no directory to put it in. A
+// caller checks it before a long run whose results it will pack.
+func CheckBundlePath(dir, tgzPath string) error {
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
+	absOut, err := filepath.Abs(tgzPath)
+	if err != nil {
+		return fmt.Errorf("pack: %w", err)
+	}
+	if rel, err := filepath.Rel(absDir, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("pack: the bundle %s must not be inside the directory %s", tgzPath, dir)
+	}
+	if fi, err := os.Stat(tgzPath); err == nil && fi.IsDir() {
+		return fmt.Errorf("pack: the bundle %s is a directory; give a file name (name.tar.gz)", tgzPath)
+	}
+	parent := filepath.Dir(absOut)
+	if fi, err := os.Stat(parent); err != nil {
+		return fmt.Errorf("pack: the bundle's directory %s: %w", filepath.Dir(tgzPath), err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("pack: the bundle's directory %s is not a directory", filepath.Dir(tgzPath))
+	}
+	return nil
+}
+
 // Pack writes dir as a gzip-compressed tar file at tgzPath: the files its
 // manifest.json lists and manifest.json itself (which must exist: write it
 // with [WriteManifest] first) under their relative slash-separated paths, in
@@ -279,16 +307,8 @@ func unsafePath(p string) string {
 // byte of the bundle is covered by a checksum. tgzPath must not be inside
 // dir; it is replaced only when the bundle is complete.
 func Pack(dir, tgzPath string) error {
-	absDir, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("pack: %w", err)
-	}
-	absOut, err := filepath.Abs(tgzPath)
-	if err != nil {
-		return fmt.Errorf("pack: %w", err)
-	}
-	if rel, err := filepath.Rel(absDir, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return fmt.Errorf("pack: the bundle %s must not be inside the directory %s", tgzPath, dir)
+	if err := CheckBundlePath(dir, tgzPath); err != nil {
+		return err
 	}
 	lim := defaultLimits()
 	mi, err := os.Lstat(filepath.Join(dir, ManifestName))

@@ -890,3 +890,30 @@ func FuzzVerifyBundle(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckBundlePath: what Pack would refuse for the bundle's path alone
+// is found before anything is written.
+func TestCheckBundlePath(t *testing.T) {
+	dir := t.TempDir()
+	other := t.TempDir()
+	file := filepath.Join(other, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, path, want string }{
+		{"beside the directory", filepath.Join(other, "b.tar.gz"), ""},
+		{"an existing file is replaced", file, ""},
+		{"inside the directory", filepath.Join(dir, "pcaps", "b.tar.gz"), "must not be inside"},
+		{"a directory", other, "is a directory"},
+		{"no such parent", filepath.Join(other, "nosuch", "b.tar.gz"), "no such file or directory"},
+		{"parent is a file", filepath.Join(file, "b.tar.gz"), "not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckBundlePath(dir, tt.path)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("CheckBundlePath(%s) = %v, want %q", tt.path, err, tt.want)
+			}
+		})
+	}
+}

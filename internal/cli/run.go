@@ -132,6 +132,12 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	if err := conformance.CheckMatches(cfg.LabelFilter, cfg.Focus); err != nil {
 		return &UsageError{Err: err}
 	}
+	// A --bundle that cannot be written is found now, not after the suite.
+	if f.bundle != "" {
+		if err := reports.CheckBundlePath(cfg.OutDir, f.bundle); err != nil {
+			return usageErrorf("--bundle: %v", err)
+		}
+	}
 	if f.target == "emulator" || f.target == "" && f.config == "" {
 		// Every flag that describes a target: silently ignoring one (a
 		// --ca, a key) would judge something else than the user meant.
