@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // UsageError is a mistake on the command line or in an input the user gave:
@@ -22,16 +23,34 @@ func (e *EnvError) Error() string { return e.Err.Error() }
 func (e *EnvError) Unwrap() error { return e.Err }
 
 // NonConformantError is a verdict: the target was judged and broke MustFindings
-// MUST-level requirements. It maps to [ExitNonConformant].
+// MUST-level requirements, or (trace --check) its capture holds
+// DecodeViolations, protocol errors found while decoding (a malformed
+// packet, a bad WebSocket upgrade). It maps to [ExitNonConformant].
 type NonConformantError struct {
-	MustFindings int
+	MustFindings     int
+	DecodeViolations int
 }
 
 func (e *NonConformantError) Error() string {
-	if e.MustFindings == 1 {
-		return "non-conformant: 1 MUST-level requirement not met"
+	var parts []string
+	switch e.MustFindings {
+	case 0:
+	case 1:
+		parts = append(parts, "1 MUST-level requirement not met")
+	default:
+		parts = append(parts, fmt.Sprintf("%d MUST-level requirements not met", e.MustFindings))
 	}
-	return fmt.Sprintf("non-conformant: %d MUST-level requirements not met", e.MustFindings)
+	switch e.DecodeViolations {
+	case 0:
+	case 1:
+		parts = append(parts, "1 decode violation (a protocol error in the capture)")
+	default:
+		parts = append(parts, fmt.Sprintf("%d decode violations (protocol errors in the capture)", e.DecodeViolations))
+	}
+	if len(parts) == 0 {
+		return "non-conformant"
+	}
+	return "non-conformant: " + strings.Join(parts, ", ")
 }
 
 var (

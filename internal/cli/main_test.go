@@ -190,3 +190,22 @@ func TestVersionLine(t *testing.T) {
 		})
 	}
 }
+
+// TestNonConformantMessage: the one stderr line counts MUST findings and
+// decode violations each under its own name.
+func TestNonConformantMessage(t *testing.T) {
+	tests := []struct {
+		must, decode int
+		want         string
+	}{
+		{1, 0, "non-conformant: 1 MUST-level requirement not met"},
+		{3, 0, "non-conformant: 3 MUST-level requirements not met"},
+		{0, 1, "non-conformant: 1 decode violation (a protocol error in the capture)"},
+		{2, 5, "non-conformant: 2 MUST-level requirements not met, 5 decode violations (protocol errors in the capture)"},
+	}
+	for _, tt := range tests {
+		if got := (&NonConformantError{MustFindings: tt.must, DecodeViolations: tt.decode}).Error(); got != tt.want {
+			t.Errorf("%d MUST, %d decode: %q, want %q", tt.must, tt.decode, got, tt.want)
+		}
+	}
+}

@@ -142,12 +142,8 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		n := tracer.CountViolations(capt)
-		if n > 0 {
-			fmt.Fprintf(env.Stderr, "%s trace: %d decode violations\n", progName, n)
-		}
-		if must+n > 0 {
-			return &NonConformantError{MustFindings: must + n}
+		if n := tracer.CountViolations(capt); must+n > 0 {
+			return &NonConformantError{MustFindings: must, DecodeViolations: n}
 		}
 		if why := noVerdict(capt); why != "" {
 			return envErrorf("no verdict: %s", why)
