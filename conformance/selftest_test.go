@@ -146,6 +146,8 @@ func wrongReason(v conformance.Verdict) string {
 		return "from a suite bug"
 	case strings.Contains(v.Message, "holds no evidence to judge"):
 		return "for want of evidence"
+	case strings.HasPrefix(v.Message, "the capture shows no refusal for the rule to judge"):
+		return "with no finding of its rule"
 	}
 	return ""
 }

@@ -299,6 +299,11 @@ func (e *Evidence) Conversation(i int) *tracer.Conversation {
 	return e.Capture.Conversations[i]
 }
 
+// notByRule starts the failure message of a spec whose rule found
+// nothing in a capture that should have shown the failure: the failure is
+// real, but it is not the rule's verdict.
+const notByRule = "the capture shows no refusal for the rule to judge"
+
 func formatFindings(req *Requirement, fs []Finding, path string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s (%s): %s\n", req.ID, req.Level, req.Statement)

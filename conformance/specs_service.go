@@ -40,9 +40,12 @@ func tlsSpecs(r *registrar) {
 		c, err := t.Dial(ctx, DialOptions{MinTLS: tls.VersionTLS12, MaxTLS: tls.VersionTLS12, Cert: d.Cert})
 		if err != nil {
 			// The capture shows how the handshake was refused: TLS-001
-			// judges it; a dial that failed otherwise fails below.
+			// judges it; a dial that failed otherwise (the server chose
+			// TLS 1.2, then something else went wrong) fails below, saying
+			// that the rule found nothing, so that the self-test can tell
+			// the two apart.
 			t.Judge(ctx)
-			ginkgo.Fail(fmt.Sprintf("connecting to %s with TLS 1.2: %v", t.r.cfg.Target.Name, err))
+			ginkgo.Fail(fmt.Sprintf("%s: connecting to %s with TLS 1.2: %v", notByRule, t.r.cfg.Target.Name, err))
 		}
 		c.MustConnect(ctx, d, nil)
 		t.Judge(ctx)
