@@ -36,7 +36,6 @@ func TestProvisionFlow(t *testing.T) {
 		sub               *packets.Subscribe
 		reg, poll1, poll2 *packets.Publish
 		r1, r2, r3        dps.Request
-		pingSeen          bool
 	)
 	h, cfg := serve(t, func(f *fake) {
 		connect = expect[*packets.Connect](f)
@@ -120,7 +119,6 @@ func TestProvisionFlow(t *testing.T) {
 	if res.Elapsed != 4*time.Second {
 		t.Errorf("Elapsed = %v, want 4s on the fake clock", res.Elapsed)
 	}
-	_ = pingSeen
 	// Trace: every packet in order, with the waits.
 	var kinds []string
 	for _, e := range h.events {
