@@ -643,7 +643,9 @@ func ruleOtherFilters() *Rule {
 						continue
 					}
 					n++
-					if k < len(ack.ReturnCodes) && ack.ReturnCodes[k] != packets.SubackFailure {
+					// A SUBACK with no return code for the filter
+					// (MQTT-3.9.3-1) refuses nothing either.
+					if k >= len(ack.ReturnCodes) || ack.ReturnCodes[k] != packets.SubackFailure {
 						fs = append(fs, finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, fmt.Sprintf("filter %q: %s", sub.Filter, describe(ack)), "SUBACK 0x80 for it"))
 					}
 				}

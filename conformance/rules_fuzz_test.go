@@ -110,22 +110,26 @@ func recordChunks(t *testing.T, in []byte) *tracer.Capture {
 // ruleSeeds are whole DPS conversations in the chunk format: a registration
 // answered 202 then 200, a 401 and close, a 409 after a poll, a throttled
 // poll.
-func ruleSeeds() [][]byte {
-	chunk := func(hdr byte, ps ...packets.Packet) []byte {
-		var b []byte
-		for _, p := range ps {
-			b, _ = packets.Encode(b, p, packets.EncodeOptions{AllowInvalid: true})
-		}
-		var out []byte
-		for len(b) > 0 {
-			n := min(len(b), 255)
-			out = append(out, hdr, byte(n))
-			out = append(out, b[:n]...)
-			b = b[n:]
-			hdr &^= 0xfc // time passes before the first piece only
-		}
-		return out
+// chunk is the recordChunks input that sends ps (encoded, invalid ones
+// too) with header hdr: bit 0 the side (1: server), bit 1 the flow, the
+// rest the time before it in 100 ms.
+func chunk(hdr byte, ps ...packets.Packet) []byte {
+	var b []byte
+	for _, p := range ps {
+		b, _ = packets.Encode(b, p, packets.EncodeOptions{AllowInvalid: true})
 	}
+	var out []byte
+	for len(b) > 0 {
+		n := min(len(b), 255)
+		out = append(out, hdr, byte(n))
+		out = append(out, b[:n]...)
+		b = b[n:]
+		hdr &^= 0xfc // time passes before the first piece only
+	}
+	return out
+}
+
+func ruleSeeds() [][]byte {
 	const op = "4.0123456789abcdef.00000000-0000-4000-8000-000000000000"
 	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60,
 		ClientID: []byte("dev-1"), Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31"),
@@ -226,5 +230,38 @@ func TestRuleSeeds(t *testing.T) {
 	}
 	if applied["DPS-REG-009"] != 0 {
 		t.Errorf("DPS-REG-009 applied %d times to a throttled second register", applied["DPS-REG-009"])
+	}
+}
+
+// TestRuleOtherFilters: DPS-SUB-004 wants SUBACK 0x80 for every filter
+// but the DPS one; a SUBACK granting it, or one short of return codes
+// (which has none for it, MQTT-3.9.3-1), is a finding; 0x80 passes.
+func TestRuleOtherFilters(t *testing.T) {
+	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
+		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
+	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}, {Filter: []byte("devices/dev-1/#"), QoS: 1}}}
+	rules := []*conformance.Rule{}
+	for _, r := range conformance.ServiceRules() {
+		if r.ID == "DPS-SUB-004" {
+			rules = append(rules, r)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		codes []packets.SubackCode
+		fails bool
+	}{
+		{"refused", []packets.SubackCode{1, packets.SubackFailure}, false},
+		{"granted", []packets.SubackCode{1, 1}, true},
+		{"no return code for it", []packets.SubackCode{1}, true},
+	} {
+		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
+		in = append(in, chunk(0, sub)...)
+		in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: tc.codes})...)
+		in = append(in, chunk(0, &packets.Disconnect{})...)
+		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
+		if applied["DPS-SUB-004"] != 1 || (len(fs) > 0) != tc.fails {
+			t.Errorf("%s: applied %d times, findings %v; want failing=%v", tc.name, applied["DPS-SUB-004"], fs, tc.fails)
+		}
 	}
 }
