@@ -79,7 +79,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.target, "target", "", "`URL` of the DPS endpoint: emulator (default), mqtts://host:port or wss://host[:port]/path")
 	fs.StringVar(&f.mqttTarget, "mqtt-target", "", "mqtts:// `URL` for the MQTT-over-TLS specs when --target is wss://")
 	fs.StringVar(&f.wsTarget, "ws-target", "", "wss:// `URL` for the WebSocket specs when --target is mqtts://")
-	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): target, mqttTarget, wsTarget, budgetTarget, idScope, caFile, serverName, profile, individual, group, slowGroup, x509, disabled, registrationBudget")
+	fs.StringVar(&f.config, "config", "", "target `FILE` (YAML): "+targetFileFields)
 	fs.StringVar(&f.idScope, "id-scope", "", "id `SCOPE` of the DPS instance")
 	fs.StringVar(&f.ca, "ca", "", "CA bundle `FILE` (PEM) to trust instead of the system roots")
 	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify instead of the target host")
@@ -172,6 +172,10 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		cfg.Profile = cmp.Or(cfg.Profile, profile)
 	}
 	cfg.Profile = cmp.Or(cfg.Profile, conformance.ProfileDPS2019)
+	if cfg.Profile != conformance.ProfileDPS2019 && cfg.Profile != conformance.ProfileDPS2023 {
+		// Before the target is dialled: a typo is exit 2, not "unreachable".
+		return usageErrorf("profile %q (--profile or profile: in --config) is not %s or %s", cfg.Profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
+	}
 	// A TLS handshake is a wait for packets: --read-timeout bounds it.
 	if err := reachable(ctx, cfg.Target, cfg.ReadTimeout); err != nil {
 		return err
@@ -647,6 +651,9 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 // ---- remote targets ----
 
 // targetFile is the --config file of "run".
+// targetFileFields are the top-level fields of a target file, for errors.
+const targetFileFields = "target, mqttTarget, wsTarget, budgetTarget, idScope, caFile, serverName, profile, registrationBudget, individual, group, slowGroup, x509, disabled"
+
 type targetFile struct {
 	Target     string `yaml:"target"`
 	MQTTTarget string `yaml:"mqttTarget"`
@@ -690,7 +697,10 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&tf); err != nil && !errors.Is(err, io.EOF) {
-			return conformance.Target{}, "", usageErrorf("--config %s: %v", f.config, err)
+			// yaml names Go types ("field x not found in type
+			// cli.targetFile"); the user wrote a target file.
+			msg := strings.ReplaceAll(err.Error(), "in type cli.targetFile", "(fields: "+targetFileFields+")")
+			return conformance.Target{}, "", usageErrorf("--config %s: %s", f.config, msg)
 		}
 		// Relative file names in the config are relative to it.
 		base := filepath.Dir(f.config)
@@ -724,13 +734,21 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		tf.Budget = f.budget
 	}
 
+	// from names a value as the user gave it: its flag, or its field in
+	// the --config file.
+	from := func(flagName, field, flagValue string) string {
+		if flagValue != "" || f.config == "" {
+			return flagName
+		}
+		return fmt.Sprintf("%s in %s", field, f.config)
+	}
 	if tf.Target == "" {
 		return conformance.Target{}, "", usageErrorf("--config %s: no target (target: mqtts://host:8883 or wss://host/$iothub/websocket)", f.config)
 	}
 	t := conformance.Target{Name: tf.Target, IDScope: tf.IDScope, ServerName: tf.ServerName, RegistrationBudget: tf.Budget}
 	main, err := transport.ParseTarget(tf.Target)
 	if err != nil {
-		return t, "", &UsageError{Err: fmt.Errorf("--target: %w", err)}
+		return t, "", &UsageError{Err: fmt.Errorf("%s: %w", from("--target", "target", f.target), err)}
 	}
 	parseInto := func(flagName, url, scheme string, dst *transport.Target) error {
 		if url == "" {
@@ -746,18 +764,18 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		*dst = tg
 		return nil
 	}
-	if err := parseInto("--budget-target", tf.BudgetTarget, "mqtts", &t.BudgetMQTT); err != nil {
+	if err := parseInto(from("--budget-target", "budgetTarget", f.budgetTarget), tf.BudgetTarget, "mqtts", &t.BudgetMQTT); err != nil {
 		return t, "", err
 	}
 	switch main.Scheme {
 	case "mqtts":
 		t.MQTT = main
-		if err := parseInto("--ws-target", tf.WSTarget, "wss", &t.WS); err != nil {
+		if err := parseInto(from("--ws-target", "wsTarget", f.wsTarget), tf.WSTarget, "wss", &t.WS); err != nil {
 			return t, "", err
 		}
 	case "wss":
 		t.WS = main
-		if err := parseInto("--mqtt-target", tf.MQTTTarget, "mqtts", &t.MQTT); err != nil {
+		if err := parseInto(from("--mqtt-target", "mqttTarget", f.mqttTarget), tf.MQTTTarget, "mqtts", &t.MQTT); err != nil {
 			return t, "", err
 		}
 		if t.MQTT.Scheme == "" {
@@ -768,7 +786,7 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		return t, "", usageErrorf("--target %q: DPS serves only mqtts:// and wss:// (a plaintext target cannot be conformant)", tf.Target)
 	}
 	if tf.CAFile != "" {
-		pool, err := loadCAPool("--ca", tf.CAFile)
+		pool, err := loadCAPool(from("--ca", "caFile", f.ca), tf.CAFile)
 		if err != nil {
 			return t, "", err
 		}
@@ -778,7 +796,9 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	cr.RegistrationID, cr.SymmetricKey = tf.Individual.RegistrationID, tf.Individual.SymmetricKey
 	cr.GroupKey, cr.SlowGroupKey = tf.Group.SymmetricKey, tf.SlowGroup.SymmetricKey
 	cr.DisabledRegistrationID, cr.DisabledKey = tf.Disabled.RegistrationID, tf.Disabled.SymmetricKey
-	for _, k := range []struct{ name, v string }{{"--symmetric-key", cr.SymmetricKey}, {"--group-key", cr.GroupKey}, {"--slow-group-key", cr.SlowGroupKey}, {"--disabled-key", cr.DisabledKey}} {
+	for _, k := range []struct{ name, v string }{{from("--symmetric-key", "individual.symmetricKey", f.symKey), cr.SymmetricKey},
+		{from("--group-key", "group.symmetricKey", f.groupKey), cr.GroupKey}, {from("--slow-group-key", "slowGroup.symmetricKey", f.slowGroupKey), cr.SlowGroupKey},
+		{from("--disabled-key", "disabled.symmetricKey", f.disabledKey), cr.DisabledKey}} {
 		if k.v != "" {
 			if _, err := base64.StdEncoding.DecodeString(k.v); err != nil {
 				return t, "", usageErrorf("%s: not base64: %v", k.name, err)
@@ -791,14 +811,14 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		}
 		cert, err := tls.LoadX509KeyPair(tf.X509.CertFile, tf.X509.KeyFile)
 		if err != nil {
-			return t, "", usageErrorf("--cert/--key: %v", err)
+			return t, "", usageErrorf("%s/%s: %v", from("--cert", "x509.certFile", f.cert), from("--key", "x509.keyFile", f.key), err)
 		}
 		leaf, err := x509.ParseCertificate(cert.Certificate[0])
 		if err != nil {
-			return t, "", usageErrorf("--cert: %v", err)
+			return t, "", usageErrorf("%s: %v", from("--cert", "x509.certFile", f.cert), err)
 		}
 		if err := dps.ValidateRegistrationID(leaf.Subject.CommonName); err != nil {
-			return t, "", usageErrorf("--cert: its CN %q is not a registration id: %v", leaf.Subject.CommonName, err)
+			return t, "", usageErrorf("%s: its CN %q is not a registration id: %v", from("--cert", "x509.certFile", f.cert), leaf.Subject.CommonName, err)
 		}
 		cr.X509, cr.X509RegistrationID = &cert, leaf.Subject.CommonName
 	}
