@@ -57,7 +57,6 @@ Exit codes: 0 every MUST rule that applied passed, 1 a MUST rule failed,
 2 usage error, 3 no verdict (the device never connected, or an environment
 failure).
 
-Flags:
 `
 
 // tlsScenarios are served with a certificate the device must refuse.

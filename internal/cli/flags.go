@@ -106,7 +106,7 @@ func doubleDash(msg string) string {
 // printUsage writes the usage header of fs and its flags, in --flag spelling.
 func printUsage(w io.Writer, fs *flagSet) {
 	var b strings.Builder
-	b.WriteString(fs.usage)
+	b.WriteString(strings.TrimRight(fs.usage, "\n") + "\n")
 	first := true
 	fs.VisitAll(func(f *flag.Flag) {
 		if first {

@@ -21,7 +21,6 @@ and rules that judge each requirement.
   yaml  the spec inventory, as checked in at conformance/testdata/conformance.yaml:
         go run ./cmd/dps-conform list --format yaml > conformance/testdata/conformance.yaml
 
-Flags:
 `
 
 func listCmd(_ context.Context, env *Env, args []string) error {

@@ -209,3 +209,24 @@ func TestNonConformantMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpFlagsOnce: every subcommand with flags has one "Flags:" heading
+// in its help (four printed their own as well), with no blank line pair
+// before it.
+func TestHelpFlagsOnce(t *testing.T) {
+	for _, args := range [][]string{{"run"}, {"device"}, {"list"}, {"tlsprobe"}, {"emulator"}, {"provision"}, {"sas"}, {"trace"},
+		{"bench", "provision"}, {"bench", "trace"}} {
+		var stdout, stderr bytes.Buffer
+		if code := Main(context.Background(), append(args, "--help"), &stdout, &stderr); code != ExitConformant {
+			t.Errorf("%v --help: exit %d: %s", args, code, stderr.String())
+			continue
+		}
+		out := stdout.String()
+		if n := strings.Count(out, "\nFlags:\n"); n != 1 {
+			t.Errorf("%v --help: %d Flags: headings\n%s", args, n, out)
+		}
+		if strings.Contains(out, "\n\n\nFlags:") {
+			t.Errorf("%v --help: two blank lines before Flags:", args)
+		}
+	}
+}

@@ -53,7 +53,6 @@ Targets:
 Exit codes: 0 conformant, 1 a MUST requirement failed, 2 usage or input error,
 3 target unreachable or environment failure.
 
-Flags:
 `
 
 // runFlags are the flags of "run".

@@ -31,7 +31,6 @@ violation names its requirement (TLS-001…TLS-005) and the exit code is 1.
 Exit codes: 0 probed (and conformant with --policy), 1 policy violated,
 2 usage error, 3 unreachable.
 
-Flags:
 `
 
 func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
