@@ -329,11 +329,15 @@ type SelectionError struct{ Err error }
 func (e *SelectionError) Error() string { return e.Err.Error() }
 func (e *SelectionError) Unwrap() error { return e.Err }
 
+// ansiEscape matches the terminal colour sequences of Ginkgo's errors.
+var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
 // CheckSelection validates a label filter and focus expressions before a
 // run: Ginkgo would otherwise exit the process on them.
 func CheckSelection(labelFilter string, focus []string) error {
 	if _, err := types.ParseLabelFilter(labelFilter); err != nil {
-		return &SelectionError{Err: fmt.Errorf("--label-filter %q: %v", labelFilter, err)}
+		// Ginkgo colours its message for a terminal: one plain line here.
+		return &SelectionError{Err: fmt.Errorf("--label-filter %q: %s", labelFilter, ansiEscape.ReplaceAllString(err.Error(), ""))}
 	}
 	for _, f := range focus {
 		if _, err := regexp.Compile(f); err != nil {

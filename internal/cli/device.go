@@ -108,7 +108,11 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	for _, n := range names {
 		if _, err := emulator.LookupScenario(n); err != nil && !slices.Contains(tlsScenarios, n) {
-			return usageErrorf("--scenario: %v, %s", err, strings.Join(tlsScenarios, ", "))
+			known := slices.Clone(tlsScenarios)
+			for _, s := range emulator.Scenarios() {
+				known = append(known, s.Name)
+			}
+			return usageErrorf("--scenario: unknown scenario %q (known: %s)", n, strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		}
 	}
 	var product *reports.Product
