@@ -273,6 +273,11 @@ func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 		}
 		s.n++
 		if err != nil {
+			if s.n == 1 {
+				// The magic was sniffed, and nothing follows: a file cut
+				// inside its section header holds no capture to warn about.
+				return nil, time.Time{}, 0, &CorruptError{Offset: off, Where: ngWhere(1, 0x0a0d0d0a).String(), Msg: fmt.Sprintf("file ends inside the section header (%d of 8 bytes)", n)}
+			}
 			return nil, time.Time{}, 0, truncatedError{fmt.Sprintf("pcapng block %d at byte offset %d: truncated block header (%d of 8 bytes); ignored", s.n, off, n)}
 		}
 		typ := binary.BigEndian.Uint32(h[:])
@@ -324,6 +329,12 @@ func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 		}
 		body = body[:len(body)-4]
 		switch typ {
+		case 0x0a0d0d0a:
+			// The section header's major version follows its byte-order
+			// magic; only 1 is defined (a reader must refuse others).
+			if major := s.bo.Uint16(body); major != 1 {
+				return nil, time.Time{}, 0, &CorruptError{Offset: off + 12, Where: where.String(), Msg: fmt.Sprintf("major version %d, want 1", major)}
+			}
 		case 1:
 			if err := s.idb(body); err != nil {
 				return nil, time.Time{}, 0, &CorruptError{Offset: off, Where: where.String(), Msg: err.Error()}

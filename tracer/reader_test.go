@@ -49,6 +49,9 @@ func TestDecodeCorrupt(t *testing.T) {
 			"tracer: pcapng block 3 (Enhanced Packet Block) at byte offset " + itoa(int64(epb)) + ": interface 3 not described (1 interfaces)"},
 		{"pcapng captured length past body", mut(ng, func(b []byte) []byte { binary.LittleEndian.PutUint32(b[epb+20:], 5000); return b }),
 			"tracer: pcapng block 3 (Enhanced Packet Block) at byte offset " + itoa(int64(epb)) + ": captured length 5000 exceeds the block body (60 bytes)"},
+		{"pcapng magic only", ng[:4], "tracer: pcapng block 1 (Section Header Block) at byte offset 0: file ends inside the section header (4 of 8 bytes)"},
+		{"pcapng major version", mut(ng, func(b []byte) []byte { binary.LittleEndian.PutUint16(b[12:], 2); return b }),
+			"tracer: pcapng block 1 (Section Header Block) at byte offset 12: major version 2, want 1"},
 		{"pcapng IDB cut inside", ng[:shbLen+10], "tracer: pcapng block 2 (Interface Description Block) at byte offset " + itoa(int64(shbLen)) + ": file ends inside the block (10 of " + itoa(int64(idbLen)) + " bytes)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
