@@ -191,7 +191,10 @@ func (f *tcpFlow) decide(final bool) bool {
 		f.start(kindWS)
 	case f.port == portMQTT:
 		f.start(kindMQTT)
-	case f.port == portTLS && f.midStream:
+	case f.port == portTLS && (f.midStream || len(c2s) >= 3 && c2s[0] == 0x16 && c2s[1] == 3):
+		// On the MQTT-over-TLS port, a stream opening with a TLS
+		// handshake record header whose length is out of bounds is TLS
+		// gone wrong: its decoder reports the bad record.
 		f.start(kindTLS)
 	case f.port == portWS && f.midStream:
 		f.start(kindWS)

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -308,5 +309,36 @@ func TestDecodeHTTPSIgnored(t *testing.T) {
 	}
 	if len(capt.Conversations) != 0 {
 		t.Errorf("%d conversations, want 0 (HTTPS is not MQTT):\n%s", len(capt.Conversations), summary(capt.Conversations[0]))
+	}
+}
+
+// TestDecodeBadTLSRecordOnTLSPort: on port 8883 a stream that opens with
+// a handshake record header whose length is out of bounds is decoded as
+// TLS gone wrong (a problem at offset 0), not dropped as "no MQTT"; on
+// another port it stays unclassified.
+func TestDecodeBadTLSRecordOnTLSPort(t *testing.T) {
+	bad := append([]byte{0x16, 0x03, 0x01, 0xff, 0xff}, bytes.Repeat([]byte{1}, 200)...)
+	for _, tc := range []struct {
+		server string
+		convs  int
+	}{{"10.0.0.2:8883", 1}, {"10.0.0.2:9999", 0}} {
+		g := newGen(t, linkEthernet)
+		f := g.flow("10.0.0.1:50000", tc.server)
+		f.handshake()
+		f.send(ClientToServer, bad)
+		capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(capt.Conversations) != tc.convs {
+			t.Fatalf("%s: %d conversations, want %d", tc.server, len(capt.Conversations), tc.convs)
+		}
+		if tc.convs == 0 {
+			continue
+		}
+		c := capt.Conversations[0]
+		if c.Transport != "mqtts" || len(c.Problems) == 0 || !strings.Contains(c.Problems[0].Msg, "malformed record header 16 03 01 ff ff") || c.Problems[0].Offset != 0 {
+			t.Errorf("%s: transport %s, problems %+v", tc.server, c.Transport, c.Problems)
+		}
 	}
 }
