@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -143,6 +145,30 @@ func loadCAPool(flagName, path string) (*x509.CertPool, error) {
 		return nil, usageErrorf("%s: no PEM certificate in %s", flagName, path)
 	}
 	return pool, nil
+}
+
+// loadKeyPair loads a client certificate and its key, naming in an error
+// the file at fault as certName/keyName (flags or config fields) say.
+func loadKeyPair(certName, certPath, keyName, keyPath string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return tls.Certificate{}, &UsageError{Err: fmt.Errorf("%s: %w", certName, err)}
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return tls.Certificate{}, &UsageError{Err: fmt.Errorf("%s: %w", keyName, err)}
+	}
+	if b, _ := pem.Decode(certPEM); b == nil || b.Type != "CERTIFICATE" {
+		return tls.Certificate{}, usageErrorf("%s: no PEM certificate in %s", certName, certPath)
+	}
+	if b, _ := pem.Decode(keyPEM); b == nil || !strings.HasSuffix(b.Type, "PRIVATE KEY") {
+		return tls.Certificate{}, usageErrorf("%s: no PEM private key in %s", keyName, keyPath)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, usageErrorf("%s %s and %s %s: %v", certName, certPath, keyName, keyPath, err)
+	}
+	return cert, nil
 }
 
 // flagsSet returns the names of the flags given on the command line.

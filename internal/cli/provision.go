@@ -144,9 +144,9 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 		tc.RootCAs = pool
 	}
 	if f.certFile != "" {
-		cert, err := tls.LoadX509KeyPair(f.certFile, f.keyFile)
+		cert, err := loadKeyPair("--cert", f.certFile, "--key", f.keyFile)
 		if err != nil {
-			return cfg, usageErrorf("--cert/--key: %v", err)
+			return cfg, err
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

@@ -808,9 +808,9 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		if tf.X509.CertFile == "" || tf.X509.KeyFile == "" {
 			return t, "", usageErrorf("--cert and --key go together")
 		}
-		cert, err := tls.LoadX509KeyPair(tf.X509.CertFile, tf.X509.KeyFile)
+		cert, err := loadKeyPair(from("--cert", "x509.certFile", f.cert), tf.X509.CertFile, from("--key", "x509.keyFile", f.key), tf.X509.KeyFile)
 		if err != nil {
-			return t, "", usageErrorf("%s/%s: %v", from("--cert", "x509.certFile", f.cert), from("--key", "x509.keyFile", f.key), err)
+			return t, "", err
 		}
 		leaf, err := x509.ParseCertificate(cert.Certificate[0])
 		if err != nil {
