@@ -410,3 +410,18 @@ func TestHeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestReadJSONErrors: a damaged results.json is reported with where it
+// broke.
+func TestReadJSONErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{"title": "x", "requirements": [`, "the file ends inside a JSON value (cut off?)"},
+		{"{\"title\": \"x\", \"requirem\n", "at byte offset 25: invalid character"},
+		{`{"title": 5}`, "at byte offset 11: json: cannot unmarshal number"},
+		{`{"title": "x"}`, "not a dps-conform report"},
+	} {
+		if _, err := reports.ReadJSON(strings.NewReader(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ReadJSON(%q) = %v, want %q", tc.in, err, tc.want)
+		}
+	}
+}

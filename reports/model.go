@@ -7,6 +7,7 @@ package reports
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -405,7 +406,19 @@ func ReadJSON(rd io.Reader) (*Report, error) {
 	dec := json.NewDecoder(rd)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("reading results.json: %w", err)
+		// Name where: a truncated or hand-edited file is the usual cause.
+		off := dec.InputOffset()
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			off = se.Offset
+		case errors.As(err, &te):
+			off = te.Offset
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, fmt.Errorf("reading results.json: the file ends inside a JSON value (cut off?): %w", err)
+		}
+		return nil, fmt.Errorf("reading results.json at byte offset %d: %w", off, err)
 	}
 	if r.Tool.Name == "" || r.Summary.Requirements == nil {
 		return nil, fmt.Errorf("reading results.json: not a dps-conform report (no tool or summary)")

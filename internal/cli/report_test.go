@@ -185,7 +185,7 @@ func TestReportErrors(t *testing.T) {
 		{"render missing", []string{"report", "render", filepath.Join(dir, "nosuch")}, 2, `no such file or directory\n$`},
 		{"render a file", []string{"report", "render", notes}, 2, `notes.txt: not a results directory\n$`},
 		{"render without results.json", []string{"report", "render", filepath.Join(dir, "empty")}, 2, `^dps-conform report: open .*results.json: no such file or directory\n$`},
-		{"render bad results.json", []string{"report", "render", filepath.Join(dir, "badjson")}, 2, `results.json: reading results.json: unexpected EOF\n$`},
+		{"render bad results.json", []string{"report", "render", filepath.Join(dir, "badjson")}, 2, `results.json: reading results.json: the file ends inside a JSON value \(cut off\?\): unexpected EOF\n$`},
 		{"render bad ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "badginkgo")}, 2, `ginkgo-report.json: not a Ginkgo JSON report: json: cannot unmarshal object`},
 		{"render empty ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "noginkgo")}, 2, `ginkgo-report.json: holds no report\n$`},
 	}
