@@ -131,6 +131,9 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			return usageErrorf("--product %s: vendor and model are required", f.product)
 		}
 	}
+	if err := checkOutRole(f.out, "device"); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Join(f.out, "pcaps"), 0o755); err != nil {
 		return envErrorf("--out: %v", err)
 	}

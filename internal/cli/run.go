@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -130,6 +131,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	// must not cost the evidence of the last run.
 	if err := conformance.CheckMatches(cfg.LabelFilter, cfg.Focus); err != nil {
 		return &UsageError{Err: err}
+	}
+	if err := checkOutRole(cfg.OutDir, "service"); err != nil {
+		return err
 	}
 	// A --bundle that cannot be written is found now, not after the suite.
 	if f.bundle != "" {
@@ -464,6 +468,26 @@ func sealResults(dir, bundle string) error {
 		return envErrorf("--bundle %s: %v", bundle, err)
 	}
 	return nil
+}
+
+// checkOutRole refuses an --out directory that holds the results of the
+// other command (run judges a service, device a device): writing over
+// them would leave one directory mixing both, whose manifest then
+// verifies. The results of an earlier run of the same command are
+// replaced, as documented.
+func checkOutRole(dir, role string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return nil // no results there (or none readable: the writes will say)
+	}
+	var got struct {
+		Role string `json:"role"`
+	}
+	if json.Unmarshal(b, &got) != nil || got.Role == "" || got.Role == role {
+		return nil
+	}
+	cmd := map[string]string{"service": "run", "device": "device"}[got.Role]
+	return usageErrorf("--out %s holds the results of 'dps-conform %s' (results.json role %q): give another directory", dir, cmd, got.Role)
 }
 
 // reachable connects to each endpoint of the target once before the suite
