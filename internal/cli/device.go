@@ -98,6 +98,12 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("--profile %q: want dps-2019 or dps-2023", f.profile)
 	case f.retryAfter%time.Second != 0:
 		return usageErrorf("--retry-after %v is not a whole number of seconds", f.retryAfter)
+	case f.exec == "" && flagsSet(fs)["exec"]:
+		// Not the operator mode that leaving --exec out asks for.
+		return usageErrorf("--exec is empty: give the command that runs the device, or leave --exec out to start the device by hand")
+	}
+	if err := checkHostName("host", f.host); err != nil {
+		return err
 	}
 	names := []string(f.scenarios)
 	if len(names) == 0 {

@@ -170,6 +170,11 @@ func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Leve
 	if f.tlsCert != "" && len(f.serverNames) > 0 {
 		return "", nil, 0, usageErrorf("--server-name applies to the generated certificate, not to --tls-cert")
 	}
+	for _, n := range f.serverNames {
+		if err := checkHostName("server-name", n); err != nil {
+			return "", nil, 0, err
+		}
+	}
 	if f.mqttAddr == "" && f.wsAddr == "" && f.plainAddr == "" {
 		return "", nil, 0, usageErrorf("no MQTT listener: --mqtt-addr, --ws-addr and --insecure-plaintext-addr are all empty")
 	}
