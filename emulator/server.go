@@ -435,7 +435,9 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 	// A deadline, not HandshakeContext: a cancellable context costs a
 	// goroutine and a timer per handshake. Close interrupts the handshake
 	// by closing raw (tracked in s.conns).
-	_ = raw.SetDeadline(time.Now().Add(s.limits.ConnectTimeout))
+	if s.limits.ConnectTimeout > 0 { // negative: no limit (Limits)
+		_ = raw.SetDeadline(time.Now().Add(s.limits.ConnectTimeout))
+	}
 	if s.faults.has(FaultAcceptPlaintext) {
 		pc, plain, err := peekPlainMQTT(raw)
 		if err != nil {

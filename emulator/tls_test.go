@@ -295,3 +295,17 @@ func TestWrapHooks(t *testing.T) {
 		t.Fatalf("WrapRaw saw first bytes %x, WrapConn %x; want 1616 and 1010", raw, plain)
 	}
 }
+
+// TestConnectTimeoutOff: a negative ConnectTimeout switches the limit off
+// (Limits); the TLS listener set a deadline already past, so every
+// handshake was reset (emulator --connect-timeout -1s).
+func TestConnectTimeoutOff(t *testing.T) {
+	s, pool := startTLS(t, Config{Limits: Limits{ConnectTimeout: -time.Second}})
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.Ready().MQTT, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("TLS with the connect timeout off: %v", err)
+	}
+	defer conn.Close()
+	c := newTestClient(t, conn)
+	c.ready("dev-1")
+}

@@ -87,13 +87,13 @@ func emulatorCmd(ctx context.Context, env *Env, args []string) error {
 	fs.Var(&f.serverNames, "server-name", "extra DNS `NAME` or IP of the generated server certificate (repeatable; localhost, 127.0.0.1 and ::1 are always in)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL` of the logs on stderr: debug, info, warn or error")
 	f.limits.ConnectTimeout, f.limits.PollWindow, f.limits.IdleTimeout = d.ConnectTimeout, d.PollWindow, d.IdleTimeout
-	fs.Var((*durationFlag)(&f.limits.ConnectTimeout), "connect-timeout", "`DURATION` bound on the TLS handshake plus CONNECT")
+	fs.Var((*limitDurationFlag)(&f.limits.ConnectTimeout), "connect-timeout", "`DURATION` bound on the TLS handshake plus CONNECT")
 	fs.IntVar(&f.limits.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet in `BYTES` (DPS: 96 KB); larger ones close the connection; negative: no limit")
 	fs.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "MQTT connections served at once; negative: no limit")
 	fs.IntVar(&f.limits.PollsPerWindow, "polls-per-window", d.PollsPerWindow, "polls per --poll-window per device before 429; negative: no limit")
-	fs.Var((*durationFlag)(&f.limits.PollWindow), "poll-window", "`DURATION` window of --polls-per-window")
+	fs.Var((*limitDurationFlag)(&f.limits.PollWindow), "poll-window", "`DURATION` window of --polls-per-window")
 	fs.IntVar(&f.limits.RegistrationsPerMinute, "registrations-per-minute", d.RegistrationsPerMinute, "register budget of the service before 429; negative: no limit")
-	fs.Var((*durationFlag)(&f.limits.IdleTimeout), "idle-timeout", "close connections idle this `DURATION` when their keep-alive is 0")
+	fs.Var((*limitDurationFlag)(&f.limits.IdleTimeout), "idle-timeout", "close connections idle this `DURATION` when their keep-alive is 0")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}

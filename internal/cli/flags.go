@@ -218,6 +218,22 @@ func (d *durationFlag) Set(s string) error {
 	return nil
 }
 
+// limitDurationFlag is a time.Duration limit flag of the emulator: positive,
+// or negative to switch the limit off (docs/emulator.md); 0 is refused,
+// since it would mean "the default" unseen.
+type limitDurationFlag time.Duration
+
+func (d *limitDurationFlag) String() string { return time.Duration(*d).String() }
+
+func (d *limitDurationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil || v == 0 {
+		return fmt.Errorf("want a positive duration such as 500ms, 30s or 24h, or a negative one (-1s) to switch the limit off")
+	}
+	*d = limitDurationFlag(v)
+	return nil
+}
+
 // zeroOKDurationFlag is a time.Duration flag that may be 0 (none), not
 // negative.
 type zeroOKDurationFlag time.Duration
