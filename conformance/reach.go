@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/dps-conform/dps-conform/transport"
@@ -28,7 +30,7 @@ type UnreachableError struct {
 // Values of UnreachableError.Why.
 const (
 	WhyNoAnswer    = "no answer"   // TCP refused, unreachable, DNS
-	WhyNoTLS       = "no TLS"      // TCP accepted, no ServerHello within the timeout
+	WhyNoTLS       = "no TLS"      // TCP accepted; no answer within the timeout, or one not in TLS
 	WhyCertificate = "certificate" // the server certificate does not verify
 )
 
@@ -43,7 +45,7 @@ func (e *UnreachableError) Error() string {
 func (e *UnreachableError) Describe(label string) string {
 	switch e.Why {
 	case WhyNoTLS:
-		return fmt.Sprintf("%s accepts TCP but completed no TLS handshake (is it a TLS port?): %v", label, e.Err)
+		return fmt.Sprintf("%s accepts TCP but does not speak TLS (is it a TLS port?): %v", label, e.Err)
 	case WhyCertificate:
 		return fmt.Sprintf("%s: its certificate does not verify; give its CA with --ca FILE (caFile: in --config), and --server-name NAME if it is issued to another name: %v", label, e.Err)
 	default:
@@ -56,10 +58,11 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // CheckReachable connects to every endpoint the run will use (MQTT, the
 // WebSocket endpoint's host and port, the budget endpoint unless Local)
-// and completes a TLS handshake with the target's CA and server name,
-// each within timeout. It returns an *UnreachableError for the first
-// endpoint that does not answer, does not speak TLS, or whose certificate
-// does not verify. Any other handshake failure (a TLS version or suite
+// and completes a TLS handshake with the target's CA and server name, the
+// connect and the handshake of each endpoint within timeout. It returns an
+// *UnreachableError for the first endpoint that does not answer, answers
+// nothing or something other than TLS to a ClientHello, or whose
+// certificate does not verify. Any other handshake failure (a TLS version or suite
 // refused, an alert) is the suite's to judge, and is not reported here.
 func (t *Target) CheckReachable(ctx context.Context, timeout time.Duration) error {
 	type endpoint struct {
@@ -108,6 +111,7 @@ func unreachableWhy(err error) string {
 		return WhyNoAnswer
 	}
 	var (
+		rh  tls.RecordHeaderError
 		ua  x509.UnknownAuthorityError
 		he  x509.HostnameError
 		ci  x509.CertificateInvalidError
@@ -118,6 +122,11 @@ func unreachableWhy(err error) string {
 	case errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci), errors.As(err, &cve):
 		return WhyCertificate
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return WhyNoTLS
+	case errors.As(err, &rh), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		// It answered, but not in TLS (plaintext MQTT, HTTP, …), or
+		// closed on a ClientHello offering every version and suite a
+		// DPS client might: nothing the TLS specs could judge.
 		return WhyNoTLS
 	}
 	return ""

@@ -374,8 +374,9 @@ func ExampleWriteHTML() {
 	// <details class="req fail" id="req-DPS-SUB-002" data-verdict="FAIL" data-level="MUST" data-area="subscribe" data-search="dps-sub-002 must subscribe fail suback grants qos 1." open>
 }
 
-// TestHeadline: the three verdicts, in the summary's JSON field, the HTML
-// banner and the Markdown summary. Nothing judged is NO VERDICT, not
+// TestHeadline: the three verdicts, from Summary.Headline, in the HTML
+// banner and the Markdown summary (Summary.Verdict, the JSON field, is
+// TestBuildDeviceNothingJudged's and the scripts'). Nothing judged is NO VERDICT, not
 // CONFORMANT: a device that never connected broke nothing and showed
 // nothing either.
 func TestHeadline(t *testing.T) {

@@ -119,7 +119,7 @@ func ParseTarget(s string) (Target, error) {
 	if err != nil {
 		return fail("host", "%s", err)
 	}
-	if err := checkHost(host); err != nil {
+	if err := CheckHost(host); err != nil {
 		return fail("host", "%s", err)
 	}
 	t.Host = host
@@ -183,9 +183,11 @@ func splitHostPort(hp string) (host, port string, err error) {
 	return "", "", fmt.Errorf("%q has several ':'; put an IPv6 address in brackets, e.g. [::1]:8883", hp)
 }
 
-// checkHost accepts IPv4/IPv6 literals and DNS names made of letters, digits,
-// '-', '_' and '.', in labels of 1..63 bytes, 253 bytes at most.
-func checkHost(h string) error {
+// CheckHost accepts IPv4/IPv6 literals (without brackets) and DNS names
+// made of letters, digits, '-', '_' and '.', in labels of 1..63 bytes, 253
+// bytes at most: the host names ParseTarget takes, and the ones the CLI
+// takes for an SNI or a certificate name.
+func CheckHost(h string) error {
 	if h == "" {
 		return errors.New("empty host")
 	}

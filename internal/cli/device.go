@@ -54,8 +54,8 @@ poll-no-operation-id, disconnect-mid-poll, connack-withheld, tls-untrusted-ca,
 tls-wrong-host, tls-expired (default: all).
 
 Exit codes: 0 every MUST rule that applied passed, 1 a MUST rule failed,
-2 usage error, 3 no verdict (the device never connected, or an environment
-failure).
+2 usage error, 3 no verdict (the device never connected, no MUST rule
+applied, or an environment failure).
 
 `
 

@@ -8,11 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // flagSet is a subcommand's own flag set plus the usage text printed above
@@ -172,25 +173,11 @@ func loadKeyPair(certName, certPath, keyName, keyPath string) (tls.Certificate, 
 	return cert, nil
 }
 
-// checkHostName refuses a host flag value that is neither an IP address
-// nor a DNS name (letters, digits and hyphens in dot-separated labels of
-// 1 to 63 characters): it would go into a certificate or an SNI as given.
+// checkHostName refuses a host flag value that transport.ParseTarget would
+// refuse as a host: it goes into an SNI or a certificate as given.
 func checkHostName(flagName, s string) error {
-	if _, err := netip.ParseAddr(s); err == nil {
-		return nil
-	}
-	if s == "" || len(s) > 253 {
-		return usageErrorf("--%s %q: want an IP address or a DNS name of 1 to 253 characters", flagName, s)
-	}
-	for i, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return usageErrorf("--%s %q: label %d %q is not 1 to 63 letters, digits or inner hyphens", flagName, s, i+1, label)
-		}
-		for j := 0; j < len(label); j++ {
-			if c := label[j]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-') {
-				return usageErrorf("--%s %q: character %q is not allowed in a DNS name", flagName, s, c)
-			}
-		}
+	if err := transport.CheckHost(s); err != nil {
+		return usageErrorf("--%s %q: want an IP address or a DNS name: %v", flagName, s, err)
 	}
 	return nil
 }

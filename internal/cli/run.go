@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -130,7 +131,11 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	// Before any target starts or --out is touched: a typo in --focus
 	// must not cost the evidence of the last run.
 	if err := conformance.CheckMatches(cfg.LabelFilter, cfg.Focus); err != nil {
-		return &UsageError{Err: err}
+		var se *conformance.SelectionError
+		if errors.As(err, &se) {
+			return &UsageError{Err: err}
+		}
+		return &EnvError{Err: err} // a suite bug
 	}
 	if err := checkOutRole(cfg.OutDir, "service"); err != nil {
 		return err
@@ -503,7 +508,7 @@ func reachable(ctx context.Context, t conformance.Target, timeout time.Duration)
 	}
 	// Name the endpoint as the user gave it.
 	label := "target " + ue.Target.String()
-	wssTarget := strings.HasPrefix(t.Name, "wss://") // t.Name is --target as given
+	wssTarget := len(t.Name) >= 6 && strings.EqualFold(t.Name[:6], "wss://") // t.Name is --target as given
 	switch ue.Endpoint {
 	case "MQTT":
 		if wssTarget {
@@ -674,6 +679,10 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 // ---- remote targets ----
 
 // targetFile is the --config file of "run".
+// yamlNestedType is how yaml names a nested section's anonymous struct
+// type in an error ("in type struct { SymmetricKey string \"yaml:…\" }").
+var yamlNestedType = regexp.MustCompile(`in type struct \{[^\n]*\}`)
+
 // targetFileFields are the top-level fields of a target file, for errors.
 const targetFileFields = "target, mqttTarget, wsTarget, budgetTarget, idScope, caFile, serverName, profile, registrationBudget, individual, group, slowGroup, x509, disabled"
 
@@ -723,6 +732,7 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 			// yaml names Go types ("field x not found in type
 			// cli.targetFile"); the user wrote a target file.
 			msg := strings.ReplaceAll(err.Error(), "in type cli.targetFile", "(fields: "+targetFileFields+")")
+			msg = yamlNestedType.ReplaceAllString(msg, "in this section")
 			return conformance.Target{}, "", usageErrorf("--config %s: %s", f.config, msg)
 		}
 		// Relative file names in the config are relative to it.

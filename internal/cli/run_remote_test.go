@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
@@ -241,6 +242,9 @@ func TestRunThrottledRegister(t *testing.T) {
 func TestRunReachable(t *testing.T) {
 	e := emulatortest.Start(t, emulatortest.Options{})
 	silent := silentListener(t)
+	// Ports that answer a ClientHello with plaintext (HTTP), or close.
+	plain := answeringListener(t, []byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+	closing := answeringListener(t, nil)
 	creds := []string{"--id-scope", e.IDScope, "--group-key", emulatortest.SymGroupKey, "--server-name", "localhost", "--read-timeout", "1s"}
 	for _, tc := range []struct {
 		name string
@@ -248,7 +252,11 @@ func TestRunReachable(t *testing.T) {
 		want string
 	}{
 		{"silent port", []string{"--target", "mqtts://" + silent.Addr().String(), "--ca", e.CAFile},
-			"target mqtts://" + silent.Addr().String() + " accepts TCP but completed no TLS handshake (is it a TLS port?)"},
+			"target mqtts://" + silent.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?)"},
+		{"plaintext answer", []string{"--target", "mqtts://" + plain.Addr().String(), "--ca", e.CAFile},
+			"target mqtts://" + plain.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?)"},
+		{"closed on ClientHello", []string{"--target", "mqtts://" + closing.Addr().String(), "--ca", e.CAFile},
+			"target mqtts://" + closing.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?)"},
 		{"no --ca", []string{"--target", "mqtts://" + e.MQTTAddr},
 			"target mqtts://" + e.MQTTAddr + ": its certificate does not verify; give its CA with --ca FILE"},
 		{"wss target, MQTT endpoint refused", []string{"--target", e.WSURL, "--mqtt-target", "mqtts://127.0.0.1:1", "--ca", e.CAFile},
@@ -299,6 +307,32 @@ func silentListener(t *testing.T) net.Listener {
 				return
 			}
 			conns = append(conns, c)
+		}
+	}()
+	return l
+}
+
+// answeringListener is a loopback port that reads what a client sends
+// first, writes reply and closes.
+func answeringListener(t *testing.T, reply []byte) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Read(make([]byte, 1024))
+			_, _ = c.Write(reply)
+			c.Close()
 		}
 	}()
 	return l

@@ -29,7 +29,8 @@ DPS-recommended ECDHE suites, a chain that verifies, no plaintext MQTT): each
 violation names its requirement (TLS-001…TLS-005) and the exit code is 1.
 
 Exit codes: 0 probed (and conformant with --policy), 1 policy violated,
-2 usage error, 3 unreachable.
+2 usage error, 3 unreachable, or a port answering no ClientHello within
+--timeout.
 
 `
 
