@@ -81,10 +81,10 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name makes SNI judged (DPS-DEV-002)")
 	fs.StringVar(&f.product, "product", "", "`FILE` (YAML: vendor, model, firmware) naming the device in the report")
 	f.timeout, f.retryAfter, f.tolerance, f.window = 60*time.Second, time.Second, 250*time.Millisecond, 10*time.Second
-	fs.Var((*durationFlag)(&f.timeout), "scenario-timeout", "`DURATION` bound on each scenario")
-	fs.Var((*zeroOKDurationFlag)(&f.retryAfter), "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds")
-	fs.Var((*zeroOKDurationFlag)(&f.tolerance), "tolerance", "`DURATION` earlier than retry-after a request may come")
-	fs.Var((*durationFlag)(&f.window), "window", "`DURATION` after a 401 in which the device must not reconnect with the same credentials")
+	fs.Var(durationFlag{p: &f.timeout}, "scenario-timeout", "`DURATION` bound on each scenario")
+	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds")
+	fs.Var(durationFlag{p: &f.tolerance, zeroOK: true}, "tolerance", "`DURATION` earlier than retry-after a request may come")
+	fs.Var(durationFlag{p: &f.window}, "window", "`DURATION` after a 401 in which the device must not reconnect with the same credentials")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}

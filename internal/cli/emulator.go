@@ -79,7 +79,7 @@ func emulatorCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.config, "config", "", "enrollments `FILE` (YAML or JSON): idScope, linkedHubs, enrollments, enrollmentGroups")
 	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` keeping registrations, the CA and the server certificate; default: in memory")
 	fs.StringVar(&f.profile, "profile", string(emulator.ProfileDPS2019), "documented behaviour `VERSION`: dps-2019 or dps-2023")
-	fs.Var((*zeroOKDurationFlag)(&f.retryAfter), "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds (0 for fast tests); assignments complete no sooner")
+	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds (0 for fast tests); assignments complete no sooner")
 	fs.Var(&f.faults, "fault", "break one documented behaviour (`NAME`, repeatable); 'help' lists them")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate chain PEM `FILE` (with --tls-key) instead of the generated one")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "server private key PEM `FILE` (with --tls-cert)")
@@ -87,13 +87,13 @@ func emulatorCmd(ctx context.Context, env *Env, args []string) error {
 	fs.Var(&f.serverNames, "server-name", "extra DNS `NAME` or IP of the generated server certificate (repeatable; localhost, 127.0.0.1 and ::1 are always in)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL` of the logs on stderr: debug, info, warn or error")
 	f.limits.ConnectTimeout, f.limits.PollWindow, f.limits.IdleTimeout = d.ConnectTimeout, d.PollWindow, d.IdleTimeout
-	fs.Var((*limitDurationFlag)(&f.limits.ConnectTimeout), "connect-timeout", "`DURATION` bound on the TLS handshake plus CONNECT")
+	fs.Var(durationFlag{p: &f.limits.ConnectTimeout, negativeOK: true}, "connect-timeout", "`DURATION` bound on the TLS handshake plus CONNECT")
 	fs.IntVar(&f.limits.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet in `BYTES` (DPS: 96 KB); larger ones close the connection; negative: no limit")
 	fs.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "MQTT connections served at once; negative: no limit")
 	fs.IntVar(&f.limits.PollsPerWindow, "polls-per-window", d.PollsPerWindow, "polls per --poll-window per device before 429; negative: no limit")
-	fs.Var((*limitDurationFlag)(&f.limits.PollWindow), "poll-window", "`DURATION` window of --polls-per-window")
+	fs.Var(durationFlag{p: &f.limits.PollWindow, negativeOK: true}, "poll-window", "`DURATION` window of --polls-per-window")
 	fs.IntVar(&f.limits.RegistrationsPerMinute, "registrations-per-minute", d.RegistrationsPerMinute, "register budget of the service before 429; negative: no limit")
-	fs.Var((*limitDurationFlag)(&f.limits.IdleTimeout), "idle-timeout", "close connections idle this `DURATION` when their keep-alive is 0")
+	fs.Var(durationFlag{p: &f.limits.IdleTimeout, negativeOK: true}, "idle-timeout", "close connections idle this `DURATION` when their keep-alive is 0")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}

@@ -33,20 +33,16 @@ type NonConformantError struct {
 
 func (e *NonConformantError) Error() string {
 	var parts []string
-	switch e.MustFindings {
-	case 0:
-	case 1:
-		parts = append(parts, "1 MUST-level requirement not met")
-	default:
-		parts = append(parts, fmt.Sprintf("%d MUST-level requirements not met", e.MustFindings))
+	count := func(n int, one, many string) {
+		switch {
+		case n == 1:
+			parts = append(parts, one)
+		case n > 1:
+			parts = append(parts, fmt.Sprintf(many, n))
+		}
 	}
-	switch e.DecodeViolations {
-	case 0:
-	case 1:
-		parts = append(parts, "1 decode violation (a protocol error in the capture)")
-	default:
-		parts = append(parts, fmt.Sprintf("%d decode violations (protocol errors in the capture)", e.DecodeViolations))
-	}
+	count(e.MustFindings, "1 MUST-level requirement not met", "%d MUST-level requirements not met")
+	count(e.DecodeViolations, "1 decode violation (a protocol error in the capture)", "%d decode violations (protocol errors in the capture)")
 	if len(parts) == 0 {
 		return "non-conformant"
 	}

@@ -189,49 +189,35 @@ func flagsSet(fs *flagSet) map[string]bool {
 	return set
 }
 
-// durationFlag is a time.Duration flag that must be positive: a bound of
-// 0s or -1s would end every wait at once, or fall back to a default
-// unseen. Use it as fs.Var((*durationFlag)(&d), …) with d a time.Duration.
-type durationFlag time.Duration
-
-func (d *durationFlag) String() string { return time.Duration(*d).String() }
-
-func (d *durationFlag) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	if err != nil || v <= 0 {
-		return fmt.Errorf("want a positive duration such as 500ms, 30s or 24h")
-	}
-	*d = durationFlag(v)
-	return nil
+// durationFlag is a time.Duration flag (use fs.Var(durationFlag{p: &d}, …))
+// that must be positive, or may also be 0 (zeroOK: none) or negative
+// (negativeOK: a limit switched off, as the emulator's). A bound of 0s or
+// -1s where neither means anything would end every wait at once, or fall
+// back to a default unseen.
+type durationFlag struct {
+	p                  *time.Duration
+	zeroOK, negativeOK bool
 }
 
-// limitDurationFlag is a time.Duration limit flag of the emulator: positive,
-// or negative to switch the limit off (docs/emulator.md); 0 is refused,
-// since it would mean "the default" unseen.
-type limitDurationFlag time.Duration
-
-func (d *limitDurationFlag) String() string { return time.Duration(*d).String() }
-
-func (d *limitDurationFlag) Set(s string) error {
-	v, err := time.ParseDuration(s)
-	if err != nil || v == 0 {
-		return fmt.Errorf("want a positive duration such as 500ms, 30s or 24h, or a negative one (-1s) to switch the limit off")
+func (d durationFlag) String() string {
+	if d.p == nil {
+		return "0s"
 	}
-	*d = limitDurationFlag(v)
-	return nil
+	return d.p.String()
 }
 
-// zeroOKDurationFlag is a time.Duration flag that may be 0 (none), not
-// negative.
-type zeroOKDurationFlag time.Duration
-
-func (d *zeroOKDurationFlag) String() string { return time.Duration(*d).String() }
-
-func (d *zeroOKDurationFlag) Set(s string) error {
+func (d durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return fmt.Errorf("want 0 or a positive duration such as 500ms, 30s or 24h")
+	switch {
+	case err != nil, v == 0 && !d.zeroOK, v < 0 && !d.negativeOK:
+		switch {
+		case d.zeroOK:
+			return errors.New("want 0 or a positive duration such as 500ms, 30s or 24h")
+		case d.negativeOK:
+			return errors.New("want a positive duration such as 500ms, 30s or 24h, or a negative one (-1s) to switch the limit off")
+		}
+		return errors.New("want a positive duration such as 500ms, 30s or 24h")
 	}
-	*d = zeroOKDurationFlag(v)
+	*d.p = v
 	return nil
 }

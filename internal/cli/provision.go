@@ -43,13 +43,13 @@ type provisionFlags struct {
 	serverName                      string
 	payload                         string
 	apiVersion, clientVersion       string
-	timeout                         durationFlag
+	timeout                         time.Duration
 	insecure, verbose               bool
 }
 
 func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("provision", provisionUsage)
-	f := provisionFlags{timeout: durationFlag(2 * time.Minute)}
+	f := provisionFlags{timeout: 2 * time.Minute}
 	fs.StringVar(&f.target, "target", defaultProvisionTarget, "`URL` of the DPS endpoint: mqtts://HOST:PORT or wss://HOST:PORT/PATH")
 	fs.StringVar(&f.idScope, "id-scope", "", "ID `SCOPE` of the DPS instance (required)")
 	fs.StringVar(&f.registrationID, "registration-id", "", "registration `ID` (required unless --cert gives it as CN)")
@@ -62,7 +62,7 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.payload, "payload", "", "custom allocation `JSON` sent as the register body's payload")
 	fs.StringVar(&f.apiVersion, "api-version", "", "api-version `VERSION` in the username (default 2019-03-31)")
 	fs.StringVar(&f.clientVersion, "client-version", "", "`VALUE` appended as &ClientVersion= to the username")
-	fs.Var(&f.timeout, "timeout", "bound on the whole provisioning, a Go `DURATION`")
+	fs.Var(durationFlag{p: &f.timeout}, "timeout", "bound on the whole provisioning, a Go `DURATION`")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server certificate (testing only)")
 	fs.BoolVar(&f.verbose, "verbose", false, "trace every packet and wait on stderr (SAS sig redacted)")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
@@ -75,7 +75,7 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(f.timeout))
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	res, err := device.Provision(ctx, cfg)
 	if res != nil && res.Operation != nil && (err == nil || errors.Is(err, device.ErrNotAssigned)) {

@@ -104,9 +104,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&f.verbose, "v", false, "print Ginkgo's own report to stderr too")
 	fs.Int64Var(&f.seed, "seed", 0, "order the specs with `SEED` (the run prints the one it used; 0: from the clock)")
 	f.specTimeout, f.readTimeout, f.closeWait = 30*time.Second, 5*time.Second, 3*time.Second
-	fs.Var((*durationFlag)(&f.specTimeout), "spec-timeout", "`DURATION` bound on each spec")
-	fs.Var((*durationFlag)(&f.readTimeout), "read-timeout", "`DURATION` bound on each wait for a packet (and on the TLS handshake that checks the target before the suite)")
-	fs.Var((*durationFlag)(&f.closeWait), "close-wait", "`DURATION` to wait for the server to close a connection it must close")
+	fs.Var(durationFlag{p: &f.specTimeout}, "spec-timeout", "`DURATION` bound on each spec")
+	fs.Var(durationFlag{p: &f.readTimeout}, "read-timeout", "`DURATION` bound on each wait for a packet (and on the TLS handshake that checks the target before the suite)")
+	fs.Var(durationFlag{p: &f.closeWait}, "close-wait", "`DURATION` to wait for the server to close a connection it must close")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}

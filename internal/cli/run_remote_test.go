@@ -286,18 +286,36 @@ func TestRunReachable(t *testing.T) {
 // ClientHello, say); its connections are held open, unread, until the
 // test ends.
 func silentListener(t *testing.T) net.Listener {
+	return testListener(t, func(net.Conn) bool { return false })
+}
+
+// answeringListener is a loopback port that reads what a client sends
+// first, writes reply and closes.
+func answeringListener(t *testing.T, reply []byte) net.Listener {
+	return testListener(t, func(c net.Conn) bool {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Read(make([]byte, 1024))
+		_, _ = c.Write(reply)
+		return true
+	})
+}
+
+// testListener accepts loopback connections until the test ends and hands
+// each to serve: a connection serve reports done is closed, any other is
+// held open until the test ends.
+func testListener(t *testing.T, serve func(net.Conn) (done bool)) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	t.Cleanup(func() { l.Close(); <-done })
+	stopped := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-stopped })
 	go func() {
-		defer close(done)
-		var conns []net.Conn
+		defer close(stopped)
+		var held []net.Conn
 		defer func() {
-			for _, c := range conns {
+			for _, c := range held {
 				c.Close()
 			}
 		}()
@@ -306,33 +324,11 @@ func silentListener(t *testing.T) net.Listener {
 			if err != nil {
 				return
 			}
-			conns = append(conns, c)
-		}
-	}()
-	return l
-}
-
-// answeringListener is a loopback port that reads what a client sends
-// first, writes reply and closes.
-func answeringListener(t *testing.T, reply []byte) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { l.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
+			if serve(c) {
+				c.Close()
+			} else {
+				held = append(held, c)
 			}
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			_, _ = c.Read(make([]byte, 1024))
-			_, _ = c.Write(reply)
-			c.Close()
 		}
 	}()
 	return l

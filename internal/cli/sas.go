@@ -30,7 +30,7 @@ type sasFlags struct {
 	idScope, registrationID string
 	key, groupKey           string
 	expiry                  unixSecondsFlag
-	ttl                     durationFlag
+	ttl                     time.Duration
 	encoding                srEncodingFlag
 	keyName                 string
 	noKeyName               bool
@@ -38,13 +38,13 @@ type sasFlags struct {
 
 func sasCmd(_ context.Context, env *Env, args []string) error {
 	fs := newFlagSet("sas", sasUsage)
-	f := sasFlags{ttl: durationFlag(time.Hour), encoding: srEncodingFlag(dps.SRLower)}
+	f := sasFlags{ttl: time.Hour, encoding: srEncodingFlag(dps.SRLower)}
 	fs.StringVar(&f.idScope, "id-scope", "", "ID `SCOPE` of the DPS instance, e.g. 0ne00000000")
 	fs.StringVar(&f.registrationID, "registration-id", "", "registration `ID` (required)")
 	fs.StringVar(&f.key, "key", "", "base64 symmetric `KEY` of the device")
 	fs.StringVar(&f.groupKey, "group-key", "", "base64 symmetric `KEY` of the enrollment group; the device key is derived from it")
 	fs.Var(&f.expiry, "expiry", "token expiry as `UNIX` seconds (instead of --ttl)")
-	fs.Var(&f.ttl, "ttl", "token lifetime from now, a Go `DURATION` such as 30m or 24h")
+	fs.Var(durationFlag{p: &f.ttl}, "ttl", "token lifetime from now, a Go `DURATION` such as 30m or 24h")
 	fs.Var(&f.encoding, "sr-encoding", "how sr is written, `MODE` lower (%2f, documented), upper (%2F) or raw (unencoded)")
 	fs.StringVar(&f.keyName, "key-name", dps.DefaultKeyName, "key `NAME` written as skn in the token")
 	fs.BoolVar(&f.noKeyName, "no-key-name", false, "leave skn out of the token")
@@ -105,7 +105,7 @@ func (f *sasFlags) build(set map[string]bool, now time.Time) (string, error) {
 		}
 		key = derived
 	}
-	expiry := now.Add(time.Duration(f.ttl))
+	expiry := now.Add(f.ttl)
 	if set["expiry"] {
 		expiry = time.Unix(int64(f.expiry), 0)
 	}

@@ -44,7 +44,7 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 	var plain portsFlag
 	fs.Var(&plain, "plaintext-port", "`PORT` to probe for plaintext MQTT (repeatable); default: the probed port and 1883")
 	timeout := 5 * time.Second
-	fs.Var((*durationFlag)(&timeout), "timeout", "`DURATION` bound on each handshake and read")
+	fs.Var(durationFlag{p: &timeout}, "timeout", "`DURATION` bound on each handshake and read")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
