@@ -129,3 +129,22 @@ func TestSuiteProfile2023(t *testing.T) {
 		t.Errorf("DPS-SESS-002 under fault session-present: %+v, want one failed spec", res.Verdicts)
 	}
 }
+
+// TestWSEndpointRefused: a WebSocket spec whose dial is refused fails with
+// the dial's error, not only "the capture has 0 MQTT conversations".
+func TestWSEndpointRefused(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	target := emulatorTarget(t, e)
+	target.WS.Port = 1 // nothing listens there
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conformance.Run(ctx, conformance.Config{Target: target, OutDir: t.TempDir(), LabelFilter: "req: containsAny DPS-WS-001",
+		KnownFaults: faultNames(), CloseWait: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Verdicts) != 1 || !res.Verdicts[0].Failed() || !strings.Contains(res.Verdicts[0].Message, "connecting over WSS: ") ||
+		!strings.Contains(res.Verdicts[0].Message, "connection refused") {
+		t.Fatalf("verdicts %+v", res.Verdicts)
+	}
+}

@@ -609,6 +609,11 @@ func wsSpecs(r *registrar) {
 			as = c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
 		}
 		ev := t.Judge(ctx)
+		if err != nil && len(ev.Capture.Conversations) == 0 {
+			// Nothing reached the upgrade (refused, TLS failed): the dial's
+			// error says why, the empty capture would not.
+			ginkgo.Fail(fmt.Sprintf("connecting over WSS: %v (the capture %s shows no WebSocket connection)", err, ev.Path))
+		}
 		conv := ev.Conversation(0)
 		t.Expect(conv.WS).NotTo(gomega.BeNil(), "the capture shows a WebSocket connection")
 		t.Expect(conv.WS.Status).To(gomega.Equal(101), "the status of the upgrade's answer")
