@@ -41,6 +41,9 @@ const (
 	ProfileDPS2023 = "dps-2023"
 )
 
+// KnownProfile reports whether p is one of the profiles.
+func KnownProfile(p string) bool { return p == ProfileDPS2019 || p == ProfileDPS2023 }
+
 // Requirement is one entry of the catalogue: a documented DPS behaviour, a
 // device obligation or an MQTT 3.1.1 normative statement.
 type Requirement struct {
@@ -166,7 +169,7 @@ func (r *Requirement) validate() error {
 		return errors.New("no profiles")
 	}
 	for _, p := range r.Profiles {
-		if p != ProfileDPS2019 && p != ProfileDPS2023 {
+		if !KnownProfile(p) {
 			return fmt.Errorf("profile %q is not %s or %s", p, ProfileDPS2019, ProfileDPS2023)
 		}
 	}

@@ -107,7 +107,7 @@ func (cfg *Config) defaults() error {
 	if err := CheckSelection(cfg.LabelFilter, cfg.Focus); err != nil {
 		return err
 	}
-	if cfg.Profile != ProfileDPS2019 && cfg.Profile != ProfileDPS2023 {
+	if !KnownProfile(cfg.Profile) {
 		return fmt.Errorf("%w: profile %q is not %s or %s", ErrTarget, cfg.Profile, ProfileDPS2019, ProfileDPS2023)
 	}
 	if cfg.SpecTimeout <= 0 {

@@ -94,7 +94,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	switch {
 	case f.transport != "mqtt" && f.transport != "mqttws":
 		return usageErrorf("--transport %q: want mqtt or mqttws", f.transport)
-	case f.profile != conformance.ProfileDPS2019 && f.profile != conformance.ProfileDPS2023:
+	case !conformance.KnownProfile(f.profile):
 		return usageErrorf("--profile %q: want dps-2019 or dps-2023", f.profile)
 	case f.retryAfter%time.Second != 0:
 		return usageErrorf("--retry-after %v is not a whole number of seconds", f.retryAfter)

@@ -180,7 +180,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		cfg.Profile = cmp.Or(cfg.Profile, profile)
 	}
 	cfg.Profile = cmp.Or(cfg.Profile, conformance.ProfileDPS2019)
-	if cfg.Profile != conformance.ProfileDPS2019 && cfg.Profile != conformance.ProfileDPS2023 {
+	if !conformance.KnownProfile(cfg.Profile) {
 		// Before the target is dialled: a typo is exit 2, not "unreachable".
 		return usageErrorf("profile %q (--profile or profile: in --config) is not %s or %s", cfg.Profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
 	}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/tlsprobe"
 )
 
@@ -53,7 +54,7 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("want one HOST:PORT, got %d arguments", fs.NArg())
 	case *policy != "" && *policy != "dps":
 		return usageErrorf("--policy %q: the only policy is dps", *policy)
-	case *profile != "dps-2019" && *profile != "dps-2023":
+	case !conformance.KnownProfile(*profile):
 		return usageErrorf("--profile %q is not dps-2019 or dps-2023", *profile)
 	case *format != "text" && *format != "json":
 		return usageErrorf("--format %q is not text or json", *format)

@@ -103,7 +103,7 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 		return usageErrorf("--workers %d is not from 1 to 256", workers)
 	case role != "service" && role != "device" && role != "all":
 		return usageErrorf("--role %q is not service, device or all", role)
-	case profile != conformance.ProfileDPS2019 && profile != conformance.ProfileDPS2023:
+	case !conformance.KnownProfile(profile):
 		return usageErrorf("--profile %q is not %s or %s", profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
 	}
 	o := tracer.Options{Ports: ports, MaxStreamBuffer: maxBuf, Workers: workers}
