@@ -134,11 +134,6 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return envErrorf("writing the transcript: %v", err)
 	}
-	// The transcript carries the warnings too; stderr names the file, for
-	// a pipeline that keeps only stdout's JSON.
-	for _, w := range capt.Warnings {
-		fmt.Fprintf(env.Stderr, "%s trace: %s: warning: %s\n", progName, fs.Arg(0), strings.TrimPrefix(w, "tracer: "))
-	}
 	if len(capt.Conversations) == 0 {
 		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
 	}
