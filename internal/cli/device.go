@@ -105,20 +105,19 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	if err := checkHostName("host", f.host); err != nil {
 		return err
 	}
+	// Every scenario: the emulator's, in its order, then the TLS ones.
+	var all []string
+	for _, s := range emulator.Scenarios() {
+		all = append(all, s.Name)
+	}
+	all = append(all, tlsScenarios...)
 	names := []string(f.scenarios)
 	if len(names) == 0 {
-		for _, s := range emulator.Scenarios() {
-			names = append(names, s.Name)
-		}
-		names = append(names, tlsScenarios...)
+		names = all
 	}
 	for _, n := range names {
-		if _, err := emulator.LookupScenario(n); err != nil && !slices.Contains(tlsScenarios, n) {
-			known := slices.Clone(tlsScenarios)
-			for _, s := range emulator.Scenarios() {
-				known = append(known, s.Name)
-			}
-			return usageErrorf("--scenario: unknown scenario %q (known: %s)", n, strings.Join(slices.Sorted(slices.Values(known)), ", "))
+		if !slices.Contains(all, n) {
+			return usageErrorf("--scenario: unknown scenario %q (known: %s)", n, strings.Join(slices.Sorted(slices.Values(all)), ", "))
 		}
 	}
 	var product *reports.Product
@@ -137,7 +136,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			return usageErrorf("--product %s: vendor and model are required", f.product)
 		}
 	}
-	if err := checkOutRole(f.out, "device"); err != nil {
+	if err := checkOutRole(f.out, string(conformance.RoleDevice)); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(f.out, "pcaps"), 0o755); err != nil {

@@ -86,7 +86,6 @@ func emulatorCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA `FILE` reported as caFile in the ready line when --tls-cert is used")
 	fs.Var(&f.serverNames, "server-name", "extra DNS `NAME` or IP of the generated server certificate (repeatable; localhost, 127.0.0.1 and ::1 are always in)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL` of the logs on stderr: debug, info, warn or error")
-	f.limits.ConnectTimeout, f.limits.PollWindow, f.limits.IdleTimeout = d.ConnectTimeout, d.PollWindow, d.IdleTimeout
 	fs.Var(durationFlag{p: &f.limits.ConnectTimeout, negativeOK: true}, "connect-timeout", "`DURATION` bound on the TLS handshake plus CONNECT")
 	fs.IntVar(&f.limits.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet in `BYTES` (DPS: 96 KB); larger ones close the connection; negative: no limit")
 	fs.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "MQTT connections served at once; negative: no limit")

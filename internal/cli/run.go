@@ -137,7 +137,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return &EnvError{Err: err} // a suite bug
 	}
-	if err := checkOutRole(cfg.OutDir, "service"); err != nil {
+	if err := checkOutRole(cfg.OutDir, string(conformance.RoleService)); err != nil {
 		return err
 	}
 	// A --bundle that cannot be written is found now, not after the suite.
@@ -199,7 +199,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return &EnvError{Err: err}
 	}
-	if err := writeReports(ctx, cfg, res); err != nil {
+	rep, err := writeReports(ctx, cfg, res)
+	if err != nil {
 		return err
 	}
 	if err := writeConfigUsed(cfg, &f); err != nil {
@@ -208,22 +209,19 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	if err := sealResults(cfg.OutDir, f.bundle); err != nil {
 		return err
 	}
-	writeVerdicts(env.Stdout, res, time.Since(start))
+	writeVerdicts(env.Stdout, res, rep.Summary, time.Since(start))
 	if ctx.Err() != nil {
 		return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
 	}
 	if n := len(res.Failed(conformance.MUST)); n > 0 {
 		return &NonConformantError{MustFindings: n}
 	}
-	if len(res.Verdicts) == 0 {
-		return usageErrorf("no spec matched --label-filter %q / --focus %q", f.labelFilter, strings.Join(f.focus, " "))
-	}
 	return nil
 }
 
 // writeVerdicts prints the verdict table, the failures with their
 // evidence, the reasons of the skips and the totals.
-func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) {
+func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, elapsed time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "VERDICT\tREQUIREMENT\tLEVEL\tSPEC")
 	counts := map[string]int{}
@@ -259,20 +257,15 @@ func writeVerdicts(w io.Writer, res *conformance.Result, elapsed time.Duration) 
 		}
 	}
 	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped\n", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
-	mustPassed := 0
-	for _, v := range vs {
-		if v.Level == conformance.MUST && v.State == "passed" {
-			mustPassed++
-		}
-	}
-	switch must := res.Failed(conformance.MUST); {
-	case len(must) > 0:
+	// The headline is the reports' (summary.md, report.html, results.json).
+	switch sum.Headline() {
+	case reports.HeadlineNonConformant:
+		must := res.Failed(conformance.MUST)
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", len(must), strings.Join(must, " "))
-	case mustPassed > 0:
+	case reports.HeadlineConformant:
 		fmt.Fprintln(w, "CONFORMANT: every MUST requirement that ran passed")
 	default:
-		// As summary.md and report.html say: nothing failed, and nothing
-		// at MUST level was shown to hold.
+		// Nothing failed, and nothing at MUST level was shown to hold.
 		fmt.Fprintln(w, "NO VERDICT: no MUST requirement was judged")
 	}
 }
@@ -300,7 +293,7 @@ func toolInfo() reports.Tool {
 // model), summary.md (for a CI job summary) and junit.xml (trimmed for CI
 // viewers; Ginkgo's own JSON report stays as ginkgo-report.json). ctx bounds
 // the TLS probe of the target identity.
-func writeReports(ctx context.Context, cfg conformance.Config, res *conformance.Result) error {
+func writeReports(ctx context.Context, cfg conformance.Config, res *conformance.Result) (*reports.Report, error) {
 	tg := cfg.Target
 	target := reports.Target{Name: tg.Name, Endpoint: tg.MQTT.String(), IDScope: tg.IDScope}
 	if tg.WS.Scheme != "" {
@@ -309,19 +302,19 @@ func writeReports(ctx context.Context, cfg conformance.Config, res *conformance.
 	target.TLSProbe = probeSummary(ctx, tg, cfg.Profile)
 	abs, err := filepath.Abs(cfg.OutDir)
 	if err != nil {
-		return &EnvError{Err: err}
+		return nil, &EnvError{Err: err}
 	}
 	rep := reports.Build(reports.Input{
 		Ginkgo: res.Report, Catalog: res.Catalog, Role: conformance.RoleService, Profile: cfg.Profile,
 		Tool: toolInfo(), Target: target, ResultsDir: abs,
 	})
 	if _, err := writeReportFiles(cfg.OutDir, rep, true); err != nil {
-		return err
+		return nil, err
 	}
 	if err := reports.WriteJUnit(filepath.Join(cfg.OutDir, "junit.xml"), res.Report); err != nil {
-		return &EnvError{Err: err}
+		return nil, &EnvError{Err: err}
 	}
-	return nil
+	return rep, nil
 }
 
 // configUsed is config.yaml in the results: what the run was given, with
@@ -491,7 +484,7 @@ func checkOutRole(dir, role string) error {
 	if json.Unmarshal(b, &got) != nil || got.Role == "" || got.Role == role {
 		return nil
 	}
-	cmd := map[string]string{"service": "run", "device": "device"}[got.Role]
+	cmd := map[string]string{string(conformance.RoleService): "run", string(conformance.RoleDevice): "device"}[got.Role]
 	return usageErrorf("--out %s holds the results of 'dps-conform %s' (results.json role %q): give another directory", dir, cmd, got.Role)
 }
 
@@ -508,7 +501,8 @@ func reachable(ctx context.Context, t conformance.Target, timeout time.Duration)
 	}
 	// Name the endpoint as the user gave it.
 	label := "target " + ue.Target.String()
-	wssTarget := len(t.Name) >= 6 && strings.EqualFold(t.Name[:6], "wss://") // t.Name is --target as given
+	main, _ := transport.ParseTarget(t.Name) // t.Name is --target as given ("embedded emulator" parses to nothing)
+	wssTarget := main.Scheme == transport.SchemeWSS
 	switch ue.Endpoint {
 	case "MQTT":
 		if wssTarget {
