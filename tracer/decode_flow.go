@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/netip"
 	"time"
+
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
 
 // flowKind is what a flow was sniffed to carry.
@@ -191,7 +193,7 @@ func (f *tcpFlow) decide(final bool) bool {
 		f.start(kindWS)
 	case f.port == portMQTT:
 		f.start(kindMQTT)
-	case f.port == portTLS && (f.midStream || len(c2s) >= 3 && c2s[0] == 0x16 && c2s[1] == 3):
+	case f.port == portTLS && (f.midStream || tlstrace.StartsHandshakeRecord(c2s)):
 		// On the MQTT-over-TLS port, a stream opening with a TLS
 		// handshake record header whose length is out of bounds is TLS
 		// gone wrong: its decoder reports the bad record.

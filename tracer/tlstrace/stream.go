@@ -75,11 +75,18 @@ func (s *Stream) Facts() *Facts { return &s.facts }
 // LooksLikeTLS reports whether b is a plausible start of a TLS stream: a
 // handshake record header 0x16 0x03 0x00..0x04 with a sane length.
 func LooksLikeTLS(b []byte) bool {
-	if len(b) < recordHeaderLen || b[0] != typeHandshake || b[1] != 3 || b[2] > 4 {
+	if len(b) < recordHeaderLen || !StartsHandshakeRecord(b) {
 		return false
 	}
 	n := int(b[3])<<8 | int(b[4])
 	return n > 0 && n <= maxCiphertext
+}
+
+// StartsHandshakeRecord reports whether b starts like a TLS handshake
+// record header: content type 0x16 and version 0x0300..0x0304, whatever
+// the length that follows (b holds at least 3 bytes).
+func StartsHandshakeRecord(b []byte) bool {
+	return len(b) >= 3 && b[0] == typeHandshake && b[1] == 3 && b[2] <= 4
 }
 
 // plausibleHeader reports whether h (5 bytes) can be a record header.
