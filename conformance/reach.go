@@ -116,12 +116,11 @@ func unreachableWhy(err error) string {
 		he  x509.HostnameError
 		ci  x509.CertificateInvalidError
 		cve *tls.CertificateVerificationError
-		ne  net.Error
 	)
 	switch {
 	case errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci), errors.As(err, &cve):
 		return WhyCertificate
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case transport.IsTimeout(err):
 		return WhyNoTLS
 	case errors.As(err, &rh), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
 		// It answered, but not in TLS (plaintext MQTT, HTTP, …), or

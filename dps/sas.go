@@ -247,8 +247,9 @@ func ParseSASToken(s string) (*SASToken, error) {
 		valOff := start + len(name) + 1
 		// Names compare ASCII-case-insensitively, as the reference's
 		// ordinal comparison does: Unicode case mapping would make
-		// "s\u0130g" (dotted capital I) a sig field, which no redactor
-		// that folds case (strings.EqualFold) recognises.
+		// "s\u0130g" (dotted capital I) a sig field, which the redactors
+		// (strings.EqualFold) do not recognise. EqualFold matches every
+		// name this takes for sig, and more ("\u017fig"), which is safe.
 		key := asciiLower(name)
 		var seen *bool
 		switch key {
@@ -447,16 +448,9 @@ func (v Verifier) Verify(t *SASToken, idScope, registrationID string, keys ...st
 
 // asciiLower maps A-Z to a-z and leaves every other byte as it is.
 func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
+	b := []byte(s)
+	for i, c := range b {
+		b[i] = lowerASCII(c)
 	}
-	return s
+	return string(b)
 }

@@ -135,7 +135,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	// One handshake offering everything first: a server that answers
 	// none within the timeout is not probed version by version.
 	if _, err := handshake(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true,
-		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}, o.Timeout); err != nil && timedOut(err) && ctx.Err() == nil {
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}, o.Timeout); err != nil && transport.IsTimeout(err) && ctx.Err() == nil {
 		return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): no answer to a ClientHello within %v", addr, ErrNoTLS, o.Timeout)
 	}
 
@@ -151,7 +151,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		vr := VersionResult{Version: v.name, Accepted: err == nil}
 		if err != nil {
 			vr.Error = err.Error()
-			if timedOut(err) {
+			if transport.IsTimeout(err) {
 				vr.TimedOut, vr.Error = true, fmt.Sprintf("no answer within %v", o.Timeout)
 			}
 		} else if accepted == nil || v.id == tls.VersionTLS12 {
@@ -201,12 +201,6 @@ func Suites(v uint16) []uint16 {
 		}
 	}
 	return ids
-}
-
-// timedOut reports whether err is a timeout rather than a refusal.
-func timedOut(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 func handshake(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (*tls.ConnectionState, error) {

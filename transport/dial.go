@@ -25,6 +25,13 @@ const (
 // context has no deadline, when DialOptions.Dialer is nil.
 const DefaultDialTimeout = 10 * time.Second
 
+// IsTimeout reports whether err is a timeout (a context deadline or a
+// net.Error that timed out) rather than a refusal: the peer said nothing.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
 // DialError reports the stage at which Dial failed, so callers can tell an
 // unreachable peer (StageTCP) from a TLS refusal (StageTLS) or a refused
 // WebSocket upgrade (StageWebSocket).
