@@ -85,13 +85,7 @@ func ExampleSlowAllocationWebhook() {
 	cfg := &registry.Config{
 		IDScope:    "0ne00FEED00",
 		LinkedHubs: []registry.LinkedHub{{Name: "hub1.azure-devices.net"}},
-		EnrollmentGroups: []registry.EnrollmentGroup{{
-			EnrollmentGroupID: "slow",
-			Attestation: registry.AttestationMechanism{Type: registry.AttestationSymmetricKey,
-				SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: groupKey}},
-			AllocationPolicy:           registry.AllocationCustom,
-			CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: hook.URL},
-		}},
+		EnrollmentGroups: []registry.EnrollmentGroup{registry.SlowGroup("slow", groupKey, hook.URL)},
 	}
 	ctx := context.Background()
 	r, err := registry.Open(ctx, registry.Options{Config: cfg})
