@@ -421,13 +421,7 @@ func registerSpecs(r *registrar) {
 	r.It("DPS-REG-009", "answers 409 to a register while the device's registration is in progress", func(ctx sctx, t *T) {
 		d := t.SlowDevice()
 		c := t.Connect(ctx, d, nil, DialOptions{})
-		c.Subscribe(ctx, dps.SubscribeFilter, 1)
-		first := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
-		if first.Resp.Status == 429 {
-			ginkgo.Skip(fmt.Sprintf("the target throttled the register (%q): nothing to judge", first.Topic))
-		}
-		op := first.Status.OperationID
-		t.Expect(op).NotTo(gomega.BeEmpty(), "the register answer %q carries an operation id", first.Topic)
+		op := t.StartRegistration(ctx, c, d)
 		ops := []string{op}
 		// On a target that is not local the device's id is not the spec's
 		// alone: whatever the outcome, leave no registration in progress
