@@ -83,8 +83,8 @@ func ExampleSlowAllocationWebhook() {
 	defer hook.Close()
 	const groupKey = "cXdlcnR5dWlvcGFzZGZnaGprbHp4Y3Zibm0xMjM0NTY="
 	cfg := &registry.Config{
-		IDScope:    "0ne00FEED00",
-		LinkedHubs: []registry.LinkedHub{{Name: "hub1.azure-devices.net"}},
+		IDScope:          "0ne00FEED00",
+		LinkedHubs:       []registry.LinkedHub{{Name: "hub1.azure-devices.net"}},
 		EnrollmentGroups: []registry.EnrollmentGroup{registry.SlowGroup("slow", groupKey, hook.URL)},
 	}
 	ctx := context.Background()
