@@ -60,6 +60,11 @@ type RuleEnv struct {
 	// HostileServer reports that the scenario served a certificate the
 	// device must refuse (DPS-DEV-021).
 	HostileServer bool
+	// SymmetricKey is the key (base64) the device was given, when it was
+	// given one (the device role): DPS-DEV-005 then verifies the
+	// signature of its SAS tokens with it. "" leaves the signature
+	// unjudged; a field capture has no key.
+	SymmetricKey string
 }
 
 // undecided reports that the server did not close the connection first but

@@ -23,7 +23,6 @@ const (
 // Device-rule limits (DPS-PROTOCOL.md Part B §1.3, §1.7, §8; D-LIMITS).
 const (
 	maxKeepAlive   = 1740
-	maxTokenLife   = 365 * 24 * time.Hour
 	pollsPerWindow = 5
 	pollWindow     = 10 * time.Second
 	// pubackWait is how long a device is given to acknowledge a QoS 1
@@ -227,7 +226,7 @@ func x509Connection(c *tracer.Conversation) bool {
 
 func ruleDevSAS() *Rule {
 	const id = "DPS-DEV-005"
-	return connectRule(id, "a CONNECT with a password and no client certificate", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+	return connectRule(id, "a CONNECT with a password and no client certificate", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding) {
 		if len(cp.Password) == 0 || x509Connection(c) {
 			return false, nil
 		}
@@ -244,14 +243,17 @@ func ruleDevSAS() *Rule {
 				fs = append(fs, fail(err.Error(), fmt.Sprintf("sr = URL-encoded %q", u.IDScope+"/registrations/"+u.RegistrationID))...)
 			}
 		}
-		switch life := tok.ExpiresAt.Sub(p.Time); {
-		case life <= 0:
-			fs = append(fs, fail(fmt.Sprintf("se=%s expired %s before the CONNECT", tok.Expiry, secs(-life)), "an expiry after the CONNECT, at most 365 days later")...)
-		case life > maxTokenLife:
-			fs = append(fs, fail(fmt.Sprintf("se=%s is %.1f days after the CONNECT", tok.Expiry, life.Hours()/24), "an expiry after the CONNECT, at most 365 days later")...)
+		// No maximum lifetime: DPS documents none (Part B §8).
+		if life := tok.ExpiresAt.Sub(p.Time); life <= 0 {
+			fs = append(fs, fail(fmt.Sprintf("se=%s expired %s before the CONNECT", tok.Expiry, secs(-life)), "an expiry after the CONNECT")...)
 		}
 		if err := tok.CheckKeyName(); err != nil {
 			fs = append(fs, fail(err.Error(), "skn=registration, empty or absent")...)
+		}
+		if env.SymmetricKey != "" {
+			if err := tok.CheckSignature(env.SymmetricKey); err != nil {
+				fs = append(fs, fail(err.Error(), "sig = base64(HMAC-SHA256(the device's key, raw sr + \"\\n\" + se)), the key the device was given")...)
+			}
 		}
 		return true, fs
 	})

@@ -127,7 +127,11 @@ func TestDeviceRulesProof(t *testing.T) {
 		}
 		return &tok
 	}
-	env := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, ServerName: "localhost", Live: true}
+	// env carries the key the device is given, as the device role does;
+	// noKey is a capture whose key the rules do not know.
+	env := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, ServerName: "localhost", Live: true, SymmetricKey: emulatortest.SymDeviceKey}
+	noKey := env
+	noKey.SymmetricKey = ""
 	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true, Live: true}
 	for _, tc := range []struct {
 		name string
@@ -142,7 +146,7 @@ func TestDeviceRulesProof(t *testing.T) {
 		{name: "clean", env: env, applied: []string{
 			"DPS-DEV-001", "DPS-DEV-002", "DPS-DEV-003", "DPS-DEV-004", "DPS-DEV-005", "DPS-DEV-007", "DPS-DEV-008", "DPS-DEV-009",
 			"DPS-DEV-010", "DPS-DEV-011", "DPS-DEV-012", "DPS-DEV-013", "DPS-DEV-014", "DPS-DEV-015", "DPS-DEV-019", "DPS-DEV-020"}},
-		{name: "clean, 401 answer", env: env, applied: []string{"DPS-DEV-017"},
+		{name: "clean, 401 answer", env: noKey, applied: []string{"DPS-DEV-005", "DPS-DEV-017"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "wrong.example" }},
@@ -154,10 +158,8 @@ func TestDeviceRulesProof(t *testing.T) {
 			mod: func(e *emulatortest.Emulator, c *device.Config) {
 				c.Misbehave.Password = sas(e, time.Now().Add(-time.Hour))
 			}},
-		{name: "SAS token for 400 days", env: env, fail: "DPS-DEV-005",
-			mod: func(e *emulatortest.Emulator, c *device.Config) {
-				c.Misbehave.Password = sas(e, time.Now().Add(400*24*time.Hour))
-			}},
+		{name: "SAS token signed with another key", env: env, fail: "DPS-DEV-005",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "PersistentSession", env: env, fail: "DPS-DEV-008", opts: emulatortest.Options{Profile: emulator.ProfileDPS2023},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.PersistentSession = true }},
 		{name: "keep-alive 4000 s", env: env, fail: "DPS-DEV-009",
@@ -182,7 +184,7 @@ func TestDeviceRulesProof(t *testing.T) {
 				c.Misbehave.PollInterval = 50 * time.Millisecond
 				c.MaxPolls = 6
 			}},
-		{name: "RetryAfter401", env: env, fail: "DPS-DEV-017",
+		{name: "RetryAfter401", env: noKey, fail: "DPS-DEV-017",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.SymmetricKey = wrongKey
 				c.Misbehave.RetryAfter401 = true
@@ -401,8 +403,15 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 		{name: "SAS token expired", rule: "DPS-DEV-005", applied: 1, findings: 1, contains: []string{"expired 3600.00 s before the CONNECT"}, build: func(s *synth) {
 			s.conn(documentedConnect(token(start.Add(-time.Hour), dps.SASOptions{}))).close()
 		}},
-		{name: "SAS token for 400 days", rule: "DPS-DEV-005", applied: 1, findings: 1, contains: []string{"400.0 days after the CONNECT"}, build: func(s *synth) {
+		// DPS documents no maximum lifetime (Part B §8).
+		{name: "SAS token for 400 days", rule: "DPS-DEV-005", applied: 1, build: func(s *synth) {
 			s.conn(documentedConnect(token(start.Add(400*24*time.Hour), dps.SASOptions{}))).close()
+		}},
+		{name: "SAS token signed with the device's key", rule: "DPS-DEV-005", env: conformance.RuleEnv{SymmetricKey: emulatortest.SymDeviceKey}, applied: 1, build: func(s *synth) {
+			s.conn(documentedConnect(token(start.Add(time.Hour), dps.SASOptions{}))).close()
+		}},
+		{name: "SAS token signed with another key", rule: "DPS-DEV-005", env: conformance.RuleEnv{SymmetricKey: emulatortest.DisabledDeviceKey}, applied: 1, findings: 1, contains: []string{"signature matches none"}, build: func(s *synth) {
+			s.conn(documentedConnect(token(start.Add(time.Hour), dps.SASOptions{}))).close()
 		}},
 		{name: "SAS token of another device, skn owner", rule: "DPS-DEV-005", applied: 1, findings: 2, build: func(s *synth) {
 			s.conn(documentedConnect(token(start.Add(time.Hour), dps.SASOptions{RegistrationID: "other", KeyName: "owner"}))).close()

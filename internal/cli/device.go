@@ -335,7 +335,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		return nil, envErrorf("scenario %s: decoding the recording: %v", name, err)
 	}
 	run.conversations = len(capt.Conversations)
-	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile, Live: true}
+	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile, Live: true, SymmetricKey: key}
 	if net.ParseIP(f.host) == nil {
 		renv.ServerName = f.host
 	}
