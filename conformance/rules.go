@@ -129,6 +129,7 @@ func ServiceRules() []*Rule {
 		ruleOtherFilters(),
 		rulePubackFirst(),
 		ruleRegister202(),
+		rulePoll202(),
 		ruleConcurrentRegister(),
 		ruleRegisterThrottle(),
 		ruleRIDEcho(),
@@ -727,6 +728,35 @@ func ruleRegister202() *Rule {
 			}
 			if st, err := operationStatus(a); err != nil || st.OperationID == "" || st.Status != dps.StatusAssigning {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning"}`))
+			}
+			return true, fs
+		})
+}
+
+// rulePoll202 judges the answers of DPS-POLL-001 that a capture can show
+// on their own: a poll answered 202 carries a retry-after (D-MQTT: "keep
+// polling ... after a delay equal to the retry-after period"; Part B §5)
+// and the status assigning (Part A §6). It applies to every poll answered
+// 202 or 200, so that a capture whose polls were all answered at once is
+// judged (and passes) rather than left without evidence; which final
+// status a 200 carries (assigned, disabled, failed) depends on the
+// enrollment, and the spec judges it.
+func rulePoll202() *Rule {
+	const id = "DPS-POLL-001"
+	return answerRule(id, "a poll answered 202 or 200",
+		func(c *tracer.Conversation, a answer, r *request, _ []request) (bool, []Finding) {
+			if a.err != nil || r == nil || r.req.Kind != dps.Poll || a.resp.Status != 202 && a.resp.Status != 200 {
+				return false, nil
+			}
+			if a.resp.Status == 200 {
+				return true, nil
+			}
+			var fs []Finding
+			if !a.resp.HasRetryAfter {
+				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the 202 answer to a poll on topic %q", a.pub.Topic), "a retry-after in the topic"))
+			}
+			if st, err := operationStatus(a); err != nil || st.Status != dps.StatusAssigning {
+				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the 202 answer to a poll has body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning",…}`))
 			}
 			return true, fs
 		})

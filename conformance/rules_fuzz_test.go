@@ -3,6 +3,7 @@ package conformance_test
 import (
 	"bytes"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,6 +263,51 @@ func TestRuleOtherFilters(t *testing.T) {
 		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
 		if applied["DPS-SUB-004"] != 1 || (len(fs) > 0) != tc.fails {
 			t.Errorf("%s: applied %d times, findings %v; want failing=%v", tc.name, applied["DPS-SUB-004"], fs, tc.fails)
+		}
+	}
+}
+
+// TestRulePoll202: DPS-POLL-001 wants every poll answered 202 to carry a
+// retry-after and the status assigning; a poll answered 200 applies and
+// passes (its final status is the spec's to judge); a register answered
+// 202 is DPS-REG-002's.
+func TestRulePoll202(t *testing.T) {
+	const op = "4.0123456789abcdef.00000000-0000-4000-8000-000000000000"
+	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
+		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
+	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}
+	assigning := `{"operationId":"` + op + `","status":"assigning","registrationState":{"registrationId":"dev-1","status":"assigning"}}`
+	var rules []*conformance.Rule
+	for _, r := range conformance.ServiceRules() {
+		if r.ID == "DPS-POLL-001" {
+			rules = append(rules, r)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		request string
+		topic   string
+		body    string
+		applied int
+		fails   bool
+	}{
+		{"202 with retry-after", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 0), assigning, 1, false},
+		{"202 without retry-after", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", -1), assigning, 1, true},
+		{"202 assigned", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 1), strings.Replace(assigning, `"status":"assigning"`, `"status":"assigned"`, 1), 1, true},
+		{"202 not JSON", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 1), "", 1, true},
+		{"200", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), `{"operationId":"` + op + `","status":"disabled"}`, 1, false},
+		{"register 202 without retry-after", dps.RegisterTopic("2"), dps.ResponseTopic(202, "2", -1), assigning, 0, false},
+		{"poll 404", dps.PollTopic("2", op), dps.ResponseTopic(404, "2", -1), `{}`, 0, false},
+	} {
+		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
+		in = append(in, chunk(0, sub)...)
+		in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})...)
+		in = append(in, chunk(0, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte(tc.request)})...)
+		in = append(in, chunk(1, &packets.Puback{PacketID: 2}, &packets.Publish{QoS: 1, PacketID: 1, Topic: []byte(tc.topic), Payload: []byte(tc.body)})...)
+		in = append(in, chunk(0, &packets.Puback{PacketID: 1}, &packets.Disconnect{})...)
+		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
+		if applied["DPS-POLL-001"] != tc.applied || (len(fs) > 0) != tc.fails {
+			t.Errorf("%s: applied %d times (want %d), findings %v; want failing=%v", tc.name, applied["DPS-POLL-001"], tc.applied, fs, tc.fails)
 		}
 	}
 }
