@@ -620,8 +620,9 @@ func ruleDeliveryQoS() *Rule {
 						continue
 					}
 					n++
-					if max := min(granted, 1); int(pk.QoS) > max {
-						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("%s after a grant of %d", describe(pk), granted), fmt.Sprintf("QoS at most %d", max)))
+					// Part A §6: min(granted QoS, 1), no more and no less.
+					if want := min(granted, 1); int(pk.QoS) != want {
+						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("%s after a grant of %d", describe(pk), granted), fmt.Sprintf("QoS %d", want)))
 					}
 				}
 			}
@@ -643,8 +644,14 @@ func ruleOtherFilters() *Rule {
 						continue
 					}
 					if ack == nil {
+						// Part A §9 refuses with SUBACK 0x80, and every
+						// SUBSCRIBE gets a SUBACK (MQTT-3.8.4-1): a
+						// server that closes instead breaks both. One
+						// that neither answered nor closed was not given
+						// the chance (the capture ended): not judged.
 						if serverClosedFirst(c) {
-							n++ // closing is a refusal too
+							n++
+							fs = append(fs, finding(id, c, c.Packets[i].Frame, c.Packets[i].Time, fmt.Sprintf("filter %q: no SUBACK; %s", sub.Filter, describeClose(c)), "SUBACK 0x80 for it"))
 						}
 						continue
 					}

@@ -64,7 +64,8 @@ func FuzzRules(f *testing.F) {
 }
 
 // recordChunks writes the chunks of in as two plaintext MQTT connections to
-// an in-memory pcapng and decodes it.
+// an in-memory pcapng and decodes it. A chunk of length 0 closes its side
+// of its flow (a FIN); what that side sends later is dropped.
 func recordChunks(t *testing.T, in []byte) *tracer.Capture {
 	t.Helper()
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -81,21 +82,34 @@ func recordChunks(t *testing.T, in []byte) *tracer.Capture {
 			t.Fatal(err)
 		}
 	}
+	var finned [2][2]bool // [flow][side]
 	for len(in) >= 2 {
 		hdr, n := in[0], int(in[1])
 		in = in[2:]
 		n = min(n, len(in))
 		now = now.Add(time.Duration(hdr>>2) * 100 * time.Millisecond)
-		if n > 0 {
-			if err := flows[hdr>>1&1].Send(tracer.Side(hdr&1), in[:n], tracer.SegOpts{}); err != nil {
+		fl, side := hdr>>1&1, hdr&1
+		switch {
+		case finned[fl][side]:
+		case n == 0:
+			finned[fl][side] = true
+			if err := flows[fl].Fin(tracer.Side(side)); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := flows[fl].Send(tracer.Side(side), in[:n], tracer.SegOpts{}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		in = in[n:]
 	}
-	for _, fl := range flows {
-		if err := fl.Close(); err != nil {
-			t.Fatal(err)
+	for fl := range flows {
+		for side := range 2 {
+			if !finned[fl][side] {
+				if err := flows[fl].Fin(tracer.Side(side)); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 	if err := rec.Close(); err != nil {
@@ -255,10 +269,15 @@ func TestRuleOtherFilters(t *testing.T) {
 		{"refused", []packets.SubackCode{1, packets.SubackFailure}, false},
 		{"granted", []packets.SubackCode{1, 1}, true},
 		{"no return code for it", []packets.SubackCode{1}, true},
+		{"closed instead", nil, true},
 	} {
 		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
 		in = append(in, chunk(0, sub)...)
-		in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: tc.codes})...)
+		if tc.codes == nil {
+			in = append(in, 1, 0) // the server closes its side of flow 0
+		} else {
+			in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: tc.codes})...)
+		}
 		in = append(in, chunk(0, &packets.Disconnect{})...)
 		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
 		if applied["DPS-SUB-004"] != 1 || (len(fs) > 0) != tc.fails {
@@ -308,6 +327,42 @@ func TestRulePoll202(t *testing.T) {
 		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
 		if applied["DPS-POLL-001"] != tc.applied || (len(fs) > 0) != tc.fails {
 			t.Errorf("%s: applied %d times (want %d), findings %v; want failing=%v", tc.name, applied["DPS-POLL-001"], tc.applied, fs, tc.fails)
+		}
+	}
+}
+
+// TestRuleDeliveryQoS: DPS-SUB-003 wants answers delivered at exactly
+// min(granted QoS, 1) (Part A §6): above it and below it are findings.
+func TestRuleDeliveryQoS(t *testing.T) {
+	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
+		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
+	var rules []*conformance.Rule
+	for _, r := range conformance.ServiceRules() {
+		if r.ID == "DPS-SUB-003" {
+			rules = append(rules, r)
+		}
+	}
+	for _, tc := range []struct {
+		granted, delivered byte
+		fails              bool
+	}{
+		{0, 0, false}, {1, 1, false}, {2, 1, false},
+		{0, 1, true}, {1, 0, true}, {2, 2, true}, {2, 0, true},
+	} {
+		sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: tc.granted}}}
+		answer := &packets.Publish{QoS: tc.delivered, Topic: []byte(dps.ResponseTopic(202, "1", 0)), Payload: []byte(`{}`)}
+		if tc.delivered > 0 {
+			answer.PacketID = 7
+		}
+		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
+		in = append(in, chunk(0, sub)...)
+		in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{packets.SubackCode(min(tc.granted, 2))}})...)
+		in = append(in, chunk(0, &packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})...)
+		in = append(in, chunk(1, answer)...)
+		in = append(in, chunk(0, &packets.Disconnect{})...)
+		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
+		if applied["DPS-SUB-003"] != 1 || (len(fs) > 0) != tc.fails {
+			t.Errorf("granted %d, delivered %d: applied %d times, findings %v; want failing=%v", tc.granted, tc.delivered, applied["DPS-SUB-003"], fs, tc.fails)
 		}
 	}
 }
