@@ -537,23 +537,39 @@ func ruleDevWaitAfter(id string, status int, what, evidence string, sel func(req
 		}}
 }
 
+// ruleDevPollRate judges DPS-DEV-015, the service's poll quota (D-LIMITS:
+// 5 per 10 s per device) as a pace the device keeps on its own. A poll
+// that came no earlier than the retry-after of the answer before it (less
+// RuleEnv.PollTolerance) was paced by the server: a device that follows a
+// retry-after of 0 or 1 s does what DPS-DEV-014 requires and is not
+// blamed for the sixth poll in a window (the service answers 429 when it
+// minds). Polls after an answer without a retry-after, or before its
+// retry-after, are the device's own pace.
 func ruleDevPollRate() *Rule {
 	const id = "DPS-DEV-015"
 	return &Rule{ID: id, Role: RoleDevice, Evidence: "polls of the device",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			var polls []request
-			for _, r := range requests(c) {
-				if strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix) {
+			tol := env.pollTolerance()
+			var polls []*request
+			paced := map[*request]bool{}
+			var last *answer
+			for _, e := range timeline(c) {
+				if e.ans != nil {
+					last = e.ans
+					continue
+				}
+				if r := e.req; strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix) {
 					polls = append(polls, r)
+					paced[r] = last != nil && last.resp.HasRetryAfter && r.pkt.Time.Sub(last.pkt.Time) >= last.resp.RetryAfter-tol
 				}
 			}
 			var fs []Finding
 			for i := pollsPerWindow; i < len(polls); i++ {
 				first, r := polls[i-pollsPerWindow], polls[i]
-				if span := r.pkt.Time.Sub(first.pkt.Time); span < pollWindow {
+				if span := r.pkt.Time.Sub(first.pkt.Time); span < pollWindow && !paced[r] {
 					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
-						fmt.Sprintf("%d polls within %s (frames %d to %d)", pollsPerWindow+1, secs(span), first.pkt.Frame, r.pkt.Frame),
-						fmt.Sprintf("at most %d polls in any %s", pollsPerWindow, secs(pollWindow))))
+						fmt.Sprintf("%d polls within %s (frames %d to %d), the last not paced by a retry-after", pollsPerWindow+1, secs(span), first.pkt.Frame, r.pkt.Frame),
+						fmt.Sprintf("at most %d polls in any %s, unless the service's retry-after asks for more", pollsPerWindow, secs(pollWindow))))
 				}
 			}
 			return len(polls), fs

@@ -178,8 +178,11 @@ func TestDeviceRulesProof(t *testing.T) {
 				c.Misbehave.IgnoreRetryAfter = true
 				c.MaxPolls = 2
 			}},
+		// Without a retry-after to follow (omit-retry-after) the pace is
+		// the device's own: DPS-DEV-014 has nothing to judge, and the
+		// sixth poll within 10 s is DPS-DEV-015's.
 		{name: "PollInterval", env: env, fail: "DPS-DEV-015",
-			opts: emulatortest.Options{Faults: []emulator.Fault{emulator.FaultNeverAssign}, Limits: &emulator.Limits{PollsPerWindow: 100}},
+			opts: emulatortest.Options{Faults: []emulator.Fault{emulator.FaultNeverAssign, emulator.FaultOmitRetryAfter}, Limits: &emulator.Limits{PollsPerWindow: 100}},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.Misbehave.PollInterval = 50 * time.Millisecond
 				c.MaxPolls = 6
@@ -504,18 +507,17 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 				f.request(poll("3", "op-1"), "")
 				f.close()
 			}},
-		{name: "6 polls in 10 s", rule: "DPS-DEV-015", applied: 6, findings: 1, contains: []string{"6 polls within 9.00 s"}, build: func(s *synth) {
-			f := s.conn(nil)
-			f.request(register("1"), regBody)
-			f.answer(202, "1", 0, op1)
-			for i := range 6 {
-				if i > 0 {
-					s.advance(1800 * time.Millisecond)
-				}
-				f.request(poll(fmt.Sprint(i+2), "op-1"), "")
-				f.answer(202, fmt.Sprint(i+2), 0, op1)
-			}
-			f.close()
+		// The device's own pace: answers without a retry-after, or polls
+		// before it, are judged; polls that follow a short retry-after
+		// are the server's pace.
+		{name: "6 polls in 10 s, no retry-after", rule: "DPS-DEV-015", applied: 6, findings: 1, contains: []string{"6 polls within 9.00 s"}, build: func(s *synth) {
+			sixPolls(s, regBody, -1)
+		}},
+		{name: "6 polls in 10 s before a retry-after of 3 s", rule: "DPS-DEV-015", applied: 6, findings: 1, contains: []string{"6 polls within 9.00 s"}, build: func(s *synth) {
+			sixPolls(s, regBody, 3)
+		}},
+		{name: "6 polls in 10 s after a retry-after of 1 s", rule: "DPS-DEV-015", applied: 6, build: func(s *synth) {
+			sixPolls(s, regBody, 1)
 		}},
 		{name: "register 0.10 s after a 429 with retry-after 2", rule: "DPS-DEV-016", applied: 2, findings: 1,
 			contains: []string{"register $rid=2 0.10 s after the 429 answer", "a request no earlier than 2.00 s"}, build: func(s *synth) {
@@ -730,4 +732,20 @@ func TestDeviceReconnectBackoff(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sixPolls is a registration polled six times 1.8 s apart, every answer a
+// 202 with retry-after ra seconds (none when negative).
+func sixPolls(s *synth, regBody string, ra int) {
+	f := s.conn(nil)
+	f.request(dps.RegisterTopic("1"), regBody)
+	f.answer(202, "1", ra, op1)
+	for i := range 6 {
+		if i > 0 {
+			s.advance(1800 * time.Millisecond)
+		}
+		f.request(dps.PollTopic(fmt.Sprint(i+2), "op-1"), "")
+		f.answer(202, fmt.Sprint(i+2), ra, op1)
+	}
+	f.close()
 }
