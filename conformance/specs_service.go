@@ -3,7 +3,9 @@ package conformance
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -251,26 +253,31 @@ func authSpecs(r *registrar) {
 		id, text, fault string
 		token           func(t *T, d Device) string
 		username        func(t *T, d Device) string
+		// errorCode, when not 0, is the errorCode the 401 body must
+		// carry (Part A §3: 401000 bad or expired token); extra is a
+		// fault that breaks only that.
+		errorCode int
+		extra     string
 	}{
-		{"DPS-AUTH-002", "answers a SAS token with a bad signature with 401", "accept-bad-signature",
+		{"DPS-AUTH-002", "answers a SAS token with a bad signature with 401 and errorCode 401000", "accept-bad-signature",
 			func(t *T, d Device) string {
 				return t.Token(d, dps.SASOptions{Key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
-			}, nil},
+			}, nil, 401000, "no-error-body"},
 		{"DPS-AUTH-003", "answers an expired SAS token with 401", "accept-expired-token",
 			func(t *T, d Device) string {
 				return t.Token(d, dps.SASOptions{Expiry: time.Now().Add(-10 * time.Minute)})
-			}, nil},
+			}, nil, 0, ""},
 		{"DPS-AUTH-004", "answers a SAS token for another device with 401", "accept-other-device-token",
 			func(t *T, d Device) string {
 				return t.Token(d, dps.SASOptions{RegistrationID: d.RegistrationID + "-other"})
-			}, nil},
+			}, nil, 0, ""},
 		{"DPS-AUTH-005", "answers a SAS token with skn=iothubowner with 401", "accept-wrong-skn",
-			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{KeyName: "iothubowner"}) }, nil},
+			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{KeyName: "iothubowner"}) }, nil, 0, ""},
 		{"DPS-AUTH-008", "answers a device of an id scope it does not serve with 401", "accept-wrong-scope",
 			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{}) },
 			func(t *T, d Device) string {
 				return dps.Username{IDScope: "0ne00000000", RegistrationID: d.RegistrationID, APIVersion: dps.DefaultAPIVersion}.String()
-			}},
+			}, 0, ""},
 	} {
 		r.It(v.id, v.text, func(ctx sctx, t *T) {
 			d := t.Device()
@@ -279,10 +286,16 @@ func authSpecs(r *registrar) {
 			if v.username != nil {
 				cp.Username = []byte(v.username(t, d))
 			}
-			registerWith(ctx, t, d, cp)
+			a, err := registerWith(ctx, t, d, cp)
 			ev := t.Judge(ctx)
 			t.Expect(answerStatuses(ev)).To(gomega.Equal([]int{401}), "the answers to the register request")
-		}, Faults(v.fault))
+			if v.errorCode != 0 {
+				t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the register request")
+				var eb dps.ErrorBody
+				jerr := json.Unmarshal(a.Body, &eb)
+				t.Expect(eb.ErrorCode).To(gomega.Equal(v.errorCode), "the errorCode of the 401 answer %q, body %q (decoding: %v)", a.Topic, a.Body, jerr)
+			}
+		}, Faults(slices.DeleteFunc([]string{v.fault, v.extra}, func(f string) bool { return f == "" })...))
 	}
 	r.It("DPS-AUTH-006", "accepts and assigns an X.509 device that sends no password", func(ctx sctx, t *T) {
 		d := t.X509Device()
