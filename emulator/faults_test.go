@@ -560,6 +560,38 @@ func TestParseFault(t *testing.T) {
 	}
 }
 
+// TestFaultTableDocumented keeps the fault table of docs/emulator.md (the
+// rows "| `name` | …") the same set as Faults(): none missing, none
+// unknown, none twice.
+func TestFaultTableDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/emulator.md")
+	if err != nil {
+		t.Fatalf("docs/emulator.md: %v", err)
+	}
+	_, table, ok := strings.Cut(string(doc), "\n## Fault switches\n")
+	if !ok {
+		t.Fatal(`docs/emulator.md has no "## Fault switches" section`)
+	}
+	table, _, _ = strings.Cut(table, "\n## ")
+	rows := map[string]int{}
+	for _, line := range strings.Split(table, "\n") {
+		if name, ok := strings.CutPrefix(line, "| `"); ok {
+			if name, _, ok = strings.Cut(name, "`"); ok {
+				rows[name]++
+			}
+		}
+	}
+	for _, f := range Faults() {
+		if rows[string(f.Name)] != 1 {
+			t.Errorf("docs/emulator.md: fault %s has %d rows in the fault table, want 1 (%s: %s)", f.Name, rows[string(f.Name)], f.Breaks, f.Description)
+		}
+		delete(rows, string(f.Name))
+	}
+	for name := range rows {
+		t.Errorf("docs/emulator.md: the fault table has a row for %q, which is no fault", name)
+	}
+}
+
 // TestSessionFaults covers faults that change every session, so the probe
 // matrix cannot isolate them: each case runs one scenario without and with
 // the fault.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -372,4 +373,72 @@ func TestMatchPattern(t *testing.T) {
 			t.Errorf("matchPattern(%q, %q) = %v, want %v", tc.p, tc.rel, got, tc.want)
 		}
 	}
+}
+
+// TestImportTableDocumented keeps docs/ARCHITECTURE.md §2 and
+// allowedImports the same: a row per package, whose "may import (ours)"
+// column names (in backquotes) exactly the entries of allowedImports.
+func TestImportTableDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/ARCHITECTURE.md")
+	if err != nil {
+		t.Fatalf("docs/ARCHITECTURE.md: %v", err)
+	}
+	rows := docImportTable(string(doc))
+	if len(rows) == 0 {
+		t.Fatal("docs/ARCHITECTURE.md: no import table (| path | role | may import (ours) |) found")
+	}
+	for pkg, may := range rows {
+		want, ok := allowedImports[pkg]
+		switch {
+		case may == nil && ok:
+			t.Errorf("docs/ARCHITECTURE.md §2: %s is marked as no Go package, but allowedImports has it", pkg)
+		case may == nil:
+		case !ok:
+			t.Errorf("docs/ARCHITECTURE.md §2 has a row for %s, which allowedImports does not know", pkg)
+		case !slices.Equal(sortedSet(may), sortedSet(want)):
+			t.Errorf("docs/ARCHITECTURE.md §2: %s may import %q by the doc, %q by allowedImports", pkg, sortedSet(may), sortedSet(want))
+		}
+	}
+	for _, pkg := range sortedKeys(allowedImports) {
+		if _, ok := rows[pkg]; !ok {
+			t.Errorf("docs/ARCHITECTURE.md §2 has no row for %s", pkg)
+		}
+	}
+}
+
+// docImportTable reads the import table of ARCHITECTURE.md: module-relative
+// package → the backquoted names of its last column (non-nil, maybe empty);
+// nil for a row whose last column says it is not a Go package.
+func docImportTable(doc string) map[string][]string {
+	_, rest, ok := strings.Cut(doc, "| path | role | may import (ours) |\n|---|---|---|\n")
+	if !ok {
+		return nil
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			break
+		}
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		pkg := strings.TrimSuffix(strings.Trim(cells[0], "`"), "/")
+		last := cells[len(cells)-1]
+		if strings.Contains(last, "not a Go package") {
+			rows[pkg] = nil
+			continue
+		}
+		may := []string{}
+		for i, part := range strings.Split(last, "`") {
+			if i%2 == 1 {
+				may = append(may, part)
+			}
+		}
+		rows[pkg] = may
+	}
+	return rows
+}
+
+func sortedSet(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
 }
