@@ -176,7 +176,22 @@ func dialWS(ctx context.Context, t Target, o DialOptions, conn net.Conn) (*WSCon
 		Subprotocols:      []string{sub},
 		EnableCompression: o.EnableCompression,
 	}
+	// The dialer bounds the upgrade by ctx's deadline only: a cancelled
+	// ctx (Ctrl-C) would leave it reading a stalled answer. Cancellation
+	// sets a deadline in the past, which ends the read; the conn's
+	// deadline is cleared again once the upgrade is over.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	ws, resp, err := wd.DialContext(ctx, t.URL(), o.Header)
+	if !stop() && err == nil {
+		ws.NetConn().Close()
+		return nil, ctx.Err()
+	}
+	if err != nil && ctx.Err() != nil {
+		if resp != nil && resp.Body != nil {
+			resp.Body.Close()
+		}
+		return nil, fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
 	if err != nil {
 		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

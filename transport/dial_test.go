@@ -309,3 +309,31 @@ func TestDialHeaderAndSubprotocol(t *testing.T) {
 	}
 	roundTrip(t, c, []byte{0xc0, 0x00})
 }
+
+// TestDialWSCancel: a cancelled context ends a WebSocket upgrade whose
+// answer never comes (the dialer itself watches only the deadline), with
+// an error that says so; no deadline is left to fire.
+func TestDialWSCancel(t *testing.T) {
+	// Reads the upgrade request and never answers.
+	stalled, _ := serveTCP(t, nil, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, mustTarget(t, "ws://"+stalled+"/$iothub/websocket"), DialOptions{})
+		if c != nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the upgrade request is out
+	cancel()
+	select {
+	case err := <-done:
+		var de *DialError
+		if !errors.Is(err, context.Canceled) || !errors.As(err, &de) || de.Stage != StageWebSocket {
+			t.Fatalf("Dial after cancel: %v, want a websocket-stage DialError wrapping context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Dial did not return within 5 s of the cancel")
+	}
+}
