@@ -215,6 +215,10 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	}
 	conn := &Conn{t: t, c: c, raw: raw, r: bufio.NewReader(c)}
 	t.conns = append(t.conns, conn)
+	// Reads and writes are bounded by deadlines; an interrupt (ctx
+	// cancelled, not past its deadline) must end a blocked one too, or
+	// Ctrl-C waits out --read-timeout and Ginkgo's grace period.
+	context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	return conn, nil
 }
 
@@ -296,6 +300,9 @@ func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 // SendRaw writes b as is (illegal encodings included).
 func (c *Conn) SendRaw(ctx context.Context, b []byte) error {
 	c.c.SetWriteDeadline(deadline(ctx, 10*time.Second))
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	_, err := c.c.Write(b)
 	return err
 }
@@ -319,6 +326,11 @@ func (c *Conn) next(ctx context.Context, wait time.Duration) (packets.Packet, er
 		return nil, io.EOF
 	}
 	c.c.SetReadDeadline(deadline(ctx, wait))
+	// After the deadline is set: an interrupt that came before it would
+	// otherwise be overwritten (the AfterFunc of Dial ran already).
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	p, err := packets.ReadPacket(c.r, packets.DecodeOptions{Lenient: true})
 	var v packets.Violations
 	if errors.As(err, &v) && p != nil {
@@ -327,6 +339,9 @@ func (c *Conn) next(ctx context.Context, wait time.Duration) (packets.Packet, er
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, cerr // interrupted, not a silent peer
+			}
 			return nil, fmt.Errorf("nothing received within %v: %w", wait.Round(time.Millisecond), os.ErrDeadlineExceeded)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || (errors.As(err, &ne) && !ne.Timeout()) ||
@@ -348,6 +363,9 @@ func (c *Conn) drainRaw(ctx context.Context) {
 		return
 	}
 	c.raw.SetReadDeadline(deadline(ctx, c.t.r.cfg.CloseWait))
+	if ctx.Err() != nil {
+		return
+	}
 	var buf [4096]byte
 	for range 64 {
 		if _, err := c.raw.Read(buf[:]); err != nil {

@@ -79,10 +79,15 @@ type Verdict struct {
 }
 
 // Failed reports whether a verdict is a failure (a failure, a panic, a
-// timeout or an interruption).
+// timeout or an abort). An interrupted spec (Ctrl-C) is not: the target
+// was not judged, see Interrupted.
 func (v Verdict) Failed() bool {
-	return v.State != "passed" && v.State != "skipped" && v.State != "pending"
+	return v.State != "passed" && v.State != "skipped" && v.State != "pending" && !v.Interrupted()
 }
+
+// Interrupted reports whether the spec was stopped by an interrupt (the
+// run's context ended, Ctrl-C) before it could judge its requirement.
+func (v Verdict) Interrupted() bool { return v.State == "interrupted" }
 
 // Failed lists the IDs of failed specs, sorted, without duplicates; with
 // levels, only those of these levels (Failed(MUST) is the non-conformance).

@@ -381,19 +381,21 @@ func ExampleWriteHTML() {
 // nothing either.
 func TestHeadline(t *testing.T) {
 	tests := []struct {
-		name           string
-		judged, failed int
-		want, md       string
-		conformant     bool
+		name                        string
+		judged, failed, interrupted int
+		want, md                    string
+		conformant                  bool
 	}{
-		{"judged, none failed", 3, 0, reports.HeadlineConformant, "✅ **CONFORMANT**", true},
-		{"one failed", 3, 1, reports.HeadlineNonConformant, "❌ **NON-CONFORMANT**: 1 MUST requirement(s) failed", false},
-		{"nothing judged", 0, 0, reports.HeadlineNoVerdict, "⚠️ **NO VERDICT**: no MUST requirement was judged", false},
+		{"judged, none failed", 3, 0, 0, reports.HeadlineConformant, "✅ **CONFORMANT**", true},
+		{"one failed", 3, 1, 0, reports.HeadlineNonConformant, "❌ **NON-CONFORMANT**: 1 MUST requirement(s) failed", false},
+		{"nothing judged", 0, 0, 0, reports.HeadlineNoVerdict, "⚠️ **NO VERDICT**: no MUST requirement was judged", false},
+		{"interrupted, none failed", 3, 0, 1, reports.HeadlineInterrupted, "⚠️ **INTERRUPTED**: the run was stopped before it finished; 3 MUST requirement(s) judged, none failed", false},
+		{"interrupted after a failure", 3, 1, 1, reports.HeadlineNonConformant, "❌ **NON-CONFORMANT**: 1 MUST requirement(s) failed (the run was interrupted before it finished)", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := readReport(t, grantQoS2)
-			r.Summary.MustJudged, r.Summary.MustFailed = tt.judged, tt.failed
+			r.Summary.MustJudged, r.Summary.MustFailed, r.Summary.Interrupted = tt.judged, tt.failed, tt.interrupted
 			r.Summary.MustPassed = tt.judged - tt.failed
 			if got := r.Summary.Headline(); got != tt.want {
 				t.Errorf("Headline() = %q, want %q", got, tt.want)

@@ -14,8 +14,13 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	switch r.Summary.Headline() {
 	case HeadlineNonConformant:
 		verdict = fmt.Sprintf("❌ **NON-CONFORMANT**: %d MUST requirement(s) failed", r.Summary.MustFailed)
+	case HeadlineInterrupted:
+		verdict = fmt.Sprintf("⚠️ **INTERRUPTED**: the run was stopped before it finished; %d MUST requirement(s) judged, none failed", r.Summary.MustJudged)
 	case HeadlineNoVerdict:
 		verdict = "⚠️ **NO VERDICT**: no MUST requirement was judged"
+	}
+	if r.Summary.Interrupted > 0 && r.Summary.Headline() == HeadlineNonConformant {
+		verdict += " (the run was interrupted before it finished)"
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n%s\n\n", mdEscape(r.Title), verdict)

@@ -113,6 +113,12 @@ func (s *Spec) Failed() bool {
 	return conformance.Verdict{State: s.State}.Failed()
 }
 
+// Interrupted reports whether an interrupt stopped the spec before it
+// judged anything ([conformance.Verdict.Interrupted]).
+func (s *Spec) Interrupted() bool {
+	return conformance.Verdict{State: s.State}.Interrupted()
+}
+
 // Summary counts requirements and specs.
 type Summary struct {
 	Requirements map[Verdict]int `json:"requirements"`
@@ -126,10 +132,14 @@ type Summary struct {
 	// Conformant is true when MUST requirements were judged and none
 	// failed.
 	Conformant bool `json:"conformant"`
-	// Verdict is the headline: CONFORMANT, NON-CONFORMANT, or NO VERDICT
-	// when no MUST requirement was judged (a device that never connected,
-	// a selection of SHOULD specs only): nothing failed, and nothing was
-	// shown to hold either.
+	// Interrupted counts the specs an interrupt (Ctrl-C) stopped before
+	// they judged anything: the run is incomplete.
+	Interrupted int `json:"interrupted,omitempty"`
+	// Verdict is the headline: CONFORMANT, NON-CONFORMANT, INTERRUPTED
+	// when the run was stopped before it finished and nothing failed
+	// before that, or NO VERDICT when no MUST requirement was judged (a
+	// device that never connected, a selection of SHOULD specs only):
+	// nothing failed, and nothing was shown to hold either.
 	Verdict string `json:"verdict"`
 }
 
@@ -137,6 +147,7 @@ type Summary struct {
 const (
 	HeadlineConformant    = "CONFORMANT"
 	HeadlineNonConformant = "NON-CONFORMANT"
+	HeadlineInterrupted   = "INTERRUPTED"
 	HeadlineNoVerdict     = "NO VERDICT"
 )
 
@@ -203,6 +214,9 @@ func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile 
 	for _, ss := range specs {
 		for _, s := range ss {
 			r.Summary.Specs[s.State]++
+			if s.Interrupted() {
+				r.Summary.Interrupted++
+			}
 		}
 	}
 	for _, req := range cat.Requirements {
@@ -235,11 +249,15 @@ func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile 
 }
 
 // Headline is the verdict the counts give: NON-CONFORMANT when a MUST
-// requirement failed, NO VERDICT when none was judged, else CONFORMANT.
+// requirement failed (before an interrupt too: what failed failed),
+// INTERRUPTED when the run was stopped before it finished, NO VERDICT when
+// no MUST requirement was judged, else CONFORMANT.
 func (s Summary) Headline() string {
 	switch {
 	case s.MustFailed > 0:
 		return HeadlineNonConformant
+	case s.Interrupted > 0:
+		return HeadlineInterrupted
 	case s.MustJudged == 0:
 		return HeadlineNoVerdict
 	default:
@@ -338,6 +356,11 @@ func aggregate(req *conformance.Requirement, ss []*Spec, profile string) (Verdic
 		return Fail, fmt.Sprintf("%d of %d specs failed: %s", failed, len(ss), reason)
 	case passed > 0:
 		return Pass, ""
+	}
+	for _, s := range ss {
+		if s.Interrupted() {
+			return Skip, "interrupted before it was judged"
+		}
 	}
 	return Skip, firstLine(ss[0].Message)
 }

@@ -178,6 +178,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		if err != nil {
 			r.MQTTError = err.Error()
 		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 	} else {
 		r.MQTTError = "no TLS version was accepted"
 	}
@@ -185,6 +188,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		pa := net.JoinHostPort(host, strconv.Itoa(p))
 		if code, err := mqttConnect(ctx, pa, nil, o.Timeout); err == nil && code >= 0 {
 			r.Plaintext = append(r.Plaintext, p)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil
@@ -244,6 +250,8 @@ func mqttConnect(ctx context.Context, addr string, cfg *tls.Config, timeout time
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
+	// ctx ends the exchange too (Ctrl-C), not only the deadline.
+	defer context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })()
 	if _, err := c.Write(connectBytes); err != nil {
 		return -1, fmt.Errorf("writing CONNECT: %w", err)
 	}

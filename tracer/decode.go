@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -64,7 +65,16 @@ var ErrIsDirectory = errors.New("is a directory, not a capture file")
 
 // DecodeFile decodes the pcap or pcapng file at path.
 func DecodeFile(path string, o Options) (*Capture, error) {
-	f, err := os.Open(path)
+	return DecodeFileContext(context.Background(), path, o)
+}
+
+// DecodeFileContext is DecodeFile that stops when ctx ends: between
+// records, while waiting for a named pipe's writer to open it, and in a
+// read that waits for a pipe's writer (the error then wraps ctx.Err()). A
+// pipe lets a live capture be decoded as it is written:
+// dps-conform trace <(tcpdump -U -w - port 8883).
+func DecodeFileContext(ctx context.Context, path string, o Options) (*Capture, error) {
+	f, err := openContext(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -72,11 +82,44 @@ func DecodeFile(path string, o Options) (*Capture, error) {
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("%s: %w", path, ErrIsDirectory)
 	}
-	c, err := Decode(f, o)
+	// A past deadline ends a read blocked on a pipe; regular files have
+	// no deadlines and never block for long.
+	defer context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })()
+	c, err := DecodeContext(ctx, f, o)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// openContext opens path for reading. Opening a named pipe waits for a
+// writer, in a system call nothing interrupts: it runs in a goroutine, and
+// ctx ending returns at once (the goroutine closes the file if the open
+// ever completes).
+func openContext(ctx context.Context, path string) (*os.File, error) {
+	if st, err := os.Stat(path); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		return os.Open(path)
+	}
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		ch <- opened{f, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.f, o.err
+	case <-ctx.Done():
+		go func() {
+			if o := <-ch; o.f != nil {
+				o.f.Close()
+			}
+		}()
+		return nil, fmt.Errorf("%s: waiting for a writer to open the pipe: %w", path, ctx.Err())
+	}
 }
 
 // Decode reads a pcap or pcapng capture (sniffed from its magic number),
@@ -84,12 +127,22 @@ func DecodeFile(path string, o Options) (*Capture, error) {
 // corrupt file is an error naming the byte offset and the record or block;
 // a truncated last record is a warning.
 func Decode(r io.Reader, o Options) (*Capture, error) {
+	return DecodeContext(context.Background(), r, o)
+}
+
+// DecodeContext is Decode that stops between records when ctx ends, with
+// an error wrapping ctx.Err(). It cannot end a Read of r that blocks:
+// DecodeFileContext does that for the files it opens.
+func DecodeContext(ctx context.Context, r io.Reader, o Options) (*Capture, error) {
 	src, err := openSource(r)
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("%w (%v)", cerr, err)
+		}
 		return nil, err
 	}
 	if o.Workers > 1 {
-		return decodeSharded(src, o)
+		return decodeSharded(ctx, src, o)
 	}
 	d := newDecoder(o)
 	d.emit = d.segment
@@ -103,7 +156,7 @@ func Decode(r io.Reader, o Options) (*Capture, error) {
 		}
 	}
 	c := &Capture{}
-	err = readFrames(src, c, d, func(kl *tlstrace.KeyLog) { d.keyLog.Merge(kl) })
+	err = readFrames(ctx, src, c, d, func(kl *tlstrace.KeyLog) { d.keyLog.Merge(kl) })
 	if err != nil {
 		return nil, err
 	}
@@ -144,14 +197,28 @@ func (d *decoder) serverPorts() []uint16 {
 	return out
 }
 
+// ctxCheckEvery is how many frames readFrames reads between looks at its
+// context.
+const ctxCheckEvery = 256
+
 // readFrames reads every frame of src into d.frame, counting them in c,
-// and passes key logs embedded in the capture to keys.
-func readFrames(src source, c *Capture, d *decoder, keys func(*tlstrace.KeyLog)) error {
+// and passes key logs embedded in the capture to keys. It stops with an
+// error wrapping ctx.Err() when ctx ends.
+func readFrames(ctx context.Context, src source, c *Capture, d *decoder, keys func(*tlstrace.KeyLog)) error {
 	nsecrets := 0
 	for {
+		if c.Frames%ctxCheckEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("stopped after %d frames: %w", c.Frames, err)
+			}
+		}
 		data, ts, lt, err := src.next()
 		if err == io.EOF {
 			return nil
+		}
+		if err != nil && ctx.Err() != nil {
+			// A read ended by DecodeFileContext's deadline.
+			return fmt.Errorf("stopped after %d frames: %w", c.Frames, ctx.Err())
 		}
 		if err != nil {
 			if w, ok := err.(truncatedError); ok {

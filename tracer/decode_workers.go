@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"context"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -25,7 +26,7 @@ type segBatch struct {
 // and decoded by the worker its endpoints hash to. The calling goroutine
 // is worker 0: its flows are decoded inline, without copying their
 // payloads into a batch; the others receive batches of segments.
-func decodeSharded(src source, o Options) (*Capture, error) {
+func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error) {
 	n := o.Workers
 	seed := maphash.MakeSeed()
 	workers := make([]*decoder, n)
@@ -121,7 +122,7 @@ func decodeSharded(src source, o Options) (*Capture, error) {
 		bt.segs = append(bt.segs, seg)
 	}
 	c := &Capture{}
-	err := readFrames(src, c, reader, func(kl *tlstrace.KeyLog) {
+	err := readFrames(ctx, src, c, reader, func(kl *tlstrace.KeyLog) {
 		workers[0].keyLog.Merge(kl)
 		for i := 1; i < n; i++ {
 			send(i)

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -141,7 +142,7 @@ func BenchmarkReassembly(b *testing.B) {
 			}
 			h[dir].segment(s.seq, s.payload, s.frame, s.ts, sink)
 		}
-		if err := readFrames(src, &Capture{}, d, func(*tlstrace.KeyLog) {}); err != nil {
+		if err := readFrames(context.Background(), src, &Capture{}, d, func(*tlstrace.KeyLog) {}); err != nil {
 			b.Fatal(err)
 		}
 		if sink.n == 0 {

@@ -157,7 +157,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		runs = append(runs, run)
 		fmt.Fprintf(env.Stderr, "%s scenario %s: %d connections, %d findings (%.1fs)\n", progName, name, run.conversations, len(run.Findings), run.elapsed.Seconds())
 		if ctx.Err() != nil {
-			return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
+			return interrupted(ctx)
 		}
 	}
 	target := reports.Target{Name: "device under test", Endpoint: f.exec}

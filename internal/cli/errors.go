@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -61,6 +62,17 @@ func usageErrorf(format string, args ...any) error {
 
 func envErrorf(format string, args ...any) error {
 	return &EnvError{Err: fmt.Errorf(format, args...)}
+}
+
+// interrupted is the error of a command whose ctx ended before its work
+// did (Ctrl-C, SIGTERM): exit 3, naming the cause ("interrupt signal
+// received") and wrapping ctx.Err().
+func interrupted(ctx context.Context) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return &EnvError{Err: fmt.Errorf("interrupted (%v): %w", cause, err)}
+	}
+	return &EnvError{Err: fmt.Errorf("interrupted: %w", err)}
 }
 
 // ExitCode maps err to the dps-conform exit code: nil → [ExitConformant],

@@ -75,9 +75,13 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	res, err := device.Provision(ctx, cfg)
+	if err != nil && parent.Err() != nil {
+		return interrupted(parent)
+	}
 	if res != nil && res.Operation != nil && (err == nil || errors.Is(err, device.ErrNotAssigned)) {
 		out, jerr := json.MarshalIndent(res.Operation, "", "  ")
 		if jerr != nil {

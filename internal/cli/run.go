@@ -211,7 +211,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	writeVerdicts(env.Stdout, res, rep.Summary, time.Since(start))
 	if ctx.Err() != nil {
-		return &EnvError{Err: fmt.Errorf("interrupted: %w", ctx.Err())}
+		return interrupted(ctx)
 	}
 	if n := len(res.Failed(conformance.MUST)); n > 0 {
 		return &NonConformantError{MustFindings: n}
@@ -256,7 +256,11 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 			fmt.Fprintf(w, "\nSKIP %s %s\n  %s\n", v.ID, v.Text, strings.TrimSpace(v.Message))
 		}
 	}
-	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped\n", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
+	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
+	if n := counts["INTERRUPTED"]; n > 0 {
+		fmt.Fprintf(w, ", %d interrupted", n)
+	}
+	fmt.Fprintln(w)
 	// The headline is the reports' (summary.md, report.html, results.json).
 	switch sum.Headline() {
 	case reports.HeadlineNonConformant:
@@ -264,6 +268,8 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", len(must), strings.Join(must, " "))
 	case reports.HeadlineConformant:
 		fmt.Fprintln(w, "CONFORMANT: every MUST requirement that ran passed")
+	case reports.HeadlineInterrupted:
+		fmt.Fprintf(w, "INTERRUPTED: the run was stopped before it finished; %d MUST requirement(s) judged, none failed\n", sum.MustJudged)
 	default:
 		// Nothing failed, and nothing at MUST level was shown to hold.
 		fmt.Fprintln(w, "NO VERDICT: no MUST requirement was judged")

@@ -71,6 +71,9 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 		o.RootCAs = pool
 	}
 	r, err := tlsprobe.Probe(ctx, fs.Arg(0), o)
+	if err != nil && ctx.Err() != nil {
+		return interrupted(ctx)
+	}
 	if err != nil {
 		if errors.Is(err, tlsprobe.ErrUnreachable) || errors.Is(err, tlsprobe.ErrNoTLS) || ctx.Err() != nil {
 			return &EnvError{Err: err}

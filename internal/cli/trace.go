@@ -65,7 +65,7 @@ func (p *portsFlag) Set(v string) error {
 	return nil
 }
 
-func traceCmd(_ context.Context, env *Env, args []string) error {
+func traceCmd(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("trace", traceUsage)
 	var (
 		keylog      string
@@ -118,7 +118,10 @@ func traceCmd(_ context.Context, env *Env, args []string) error {
 			return usageErrorf("--keylog %s: %v", keylog, err)
 		}
 	}
-	capt, err := tracer.DecodeFile(fs.Arg(0), o)
+	capt, err := tracer.DecodeFileContext(ctx, fs.Arg(0), o)
+	if err != nil && ctx.Err() != nil {
+		return interrupted(ctx)
+	}
 	if err != nil {
 		if errors.Is(err, tracer.ErrCorrupt) || errors.Is(err, tracer.ErrIsDirectory) {
 			return &UsageError{Err: err}
