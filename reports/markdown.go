@@ -18,6 +18,9 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 		verdict = fmt.Sprintf("⚠️ **INTERRUPTED**: the run was stopped before it finished; %d MUST requirement(s) judged, none failed", r.Summary.MustJudged)
 	case HeadlineNoVerdict:
 		verdict = "⚠️ **NO VERDICT**: no MUST requirement was judged"
+		if why := r.Summary.NoVerdictReason; why != "" {
+			verdict = "⚠️ **NO VERDICT**: " + mdEscape(why)
+		}
 	}
 	if r.Summary.Interrupted > 0 && r.Summary.Headline() == HeadlineNonConformant {
 		verdict += " (the run was interrupted before it finished)"

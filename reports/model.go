@@ -135,6 +135,10 @@ type Summary struct {
 	// Interrupted counts the specs an interrupt (Ctrl-C) stopped before
 	// they judged anything: the run is incomplete.
 	Interrupted int `json:"interrupted,omitempty"`
+	// NoVerdictReason, when not "", makes the headline NO VERDICT unless
+	// a MUST requirement failed: what was judged does not show enough (a
+	// device that connected but never sent a CONNECT).
+	NoVerdictReason string `json:"noVerdictReason,omitempty"`
 	// Verdict is the headline: CONFORMANT, NON-CONFORMANT, INTERRUPTED
 	// when the run was stopped before it finished and nothing failed
 	// before that, or NO VERDICT when no MUST requirement was judged (a
@@ -169,6 +173,12 @@ type Input struct {
 	Target  Target
 	// ResultsDir makes pcap paths relative to it ("" keeps them).
 	ResultsDir string
+	// Interrupted names the scenarios an interrupt (Ctrl-C) cut short:
+	// not judged, and counted in Summary.Interrupted.
+	Interrupted []string
+	// NoVerdict, when not "", says why the run shows too little of the
+	// device to call it conformant (Summary.NoVerdictReason).
+	NoVerdict string
 }
 
 // Build makes the report: every catalogue requirement of in.Role (and the
@@ -244,8 +254,8 @@ func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile 
 			}
 		}
 	}
-	r.Summary.Conformant = r.Summary.MustFailed == 0 && r.Summary.MustJudged > 0
 	r.Summary.Verdict = r.Summary.Headline()
+	r.Summary.Conformant = r.Summary.Verdict == HeadlineConformant
 }
 
 // Headline is the verdict the counts give: NON-CONFORMANT when a MUST
@@ -258,7 +268,7 @@ func (s Summary) Headline() string {
 		return HeadlineNonConformant
 	case s.Interrupted > 0:
 		return HeadlineInterrupted
-	case s.MustJudged == 0:
+	case s.MustJudged == 0, s.NoVerdictReason != "":
 		return HeadlineNoVerdict
 	default:
 		return HeadlineConformant
@@ -289,6 +299,12 @@ type DeviceInput struct {
 	Scenarios []Scenario
 	// ResultsDir makes pcap paths relative to it ("" keeps them).
 	ResultsDir string
+	// Interrupted names the scenarios an interrupt (Ctrl-C) cut short:
+	// not judged, and counted in Summary.Interrupted.
+	Interrupted []string
+	// NoVerdict, when not "", says why the run shows too little of the
+	// device to call it conformant (Summary.NoVerdictReason).
+	NoVerdict string
 }
 
 // BuildDevice makes the report of a device run (dps-conform device): every
@@ -324,6 +340,8 @@ func BuildDevice(in DeviceInput) *Report {
 			specs[id] = append(specs[id], s)
 		}
 	}
+	r.Summary.Interrupted = len(in.Interrupted)
+	r.Summary.NoVerdictReason = in.NoVerdict
 	r.judge(in.Catalog, conformance.RoleDevice, in.Profile, specs)
 	return r
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/reports"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/transport"
@@ -148,17 +150,27 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	rules := cat.RulesUnder(conformance.DeviceRules(), f.profile)
 	var runs []*scenarioRun
+	var stopped []string // scenarios an interrupt cut short: not judged
+	var lines <-chan struct{}
+	if f.exec == "" && env.Stdin != nil {
+		lines = readLines(env.Stdin)
+	}
 	start := time.Now()
 	for i, name := range names {
-		run, err := f.runScenario(ctx, env, i+1, name, rules)
-		if err != nil {
+		run, err := f.runScenario(ctx, env, i+1, name, rules, lines)
+		if err != nil && ctx.Err() == nil {
 			return err
+		}
+		if ctx.Err() != nil {
+			// The device was stopped half-way: what it did is in the
+			// capture, but judging it would blame the device for the
+			// interrupt. The scenarios that finished are reported.
+			stopped = append(stopped, name)
+			fmt.Fprintf(env.Stderr, "%s scenario %s: interrupted, not judged\n", progName, name)
+			break
 		}
 		runs = append(runs, run)
 		fmt.Fprintf(env.Stderr, "%s scenario %s: %d connections, %d findings (%.1fs)\n", progName, name, run.conversations, len(run.Findings), run.elapsed.Seconds())
-		if ctx.Err() != nil {
-			return interrupted(ctx)
-		}
 	}
 	target := reports.Target{Name: "device under test", Endpoint: f.exec}
 	if f.exec == "" {
@@ -169,7 +181,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
 	}
 	in := reports.DeviceInput{Catalog: cat, Profile: f.profile, Tool: toolInfo(), Target: target,
-		Started: start, Ended: time.Now(), ResultsDir: f.out}
+		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noConnect(runs)}
 	for _, r := range runs {
 		in.Scenarios = append(in.Scenarios, r.Scenario)
 	}
@@ -185,12 +197,18 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writeDeviceVerdicts(env.Stdout, rep, runs)
-	connected := false
-	for _, r := range runs {
-		connected = connected || r.conversations > 0
+	if ctx.Err() != nil {
+		return interrupted(ctx)
 	}
-	if !connected {
+	connections := 0
+	for _, r := range runs {
+		connections += r.conversations
+	}
+	if connections == 0 {
 		return envErrorf("no verdict: the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)")
+	}
+	if rep.Summary.MustFailed == 0 && rep.Summary.NoVerdictReason != "" {
+		return envErrorf("no verdict: %s", rep.Summary.NoVerdictReason)
 	}
 	if rep.Summary.Verdict == reports.HeadlineNoVerdict {
 		return envErrorf("no verdict: the device connected, but no MUST device rule applied to what it sent")
@@ -205,7 +223,9 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 // what the verdict table adds.
 type scenarioRun struct {
 	reports.Scenario
-	conversations int
+	conversations int  // connections recorded
+	connects      int  // of them, those that carried a CONNECT
+	hostile       bool // a TLS scenario: the device must not get as far as CONNECT
 	exit          string
 	elapsed       time.Duration
 }
@@ -218,7 +238,7 @@ func randomKey() string {
 
 // runScenario serves one scenario, runs or waits for the device, and
 // judges the recording with rules.
-func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string, rules []*conformance.Rule) (*scenarioRun, error) {
+func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string, rules []*conformance.Rule, lines <-chan struct{}) (*scenarioRun, error) {
 	started := time.Now()
 	dir, err := os.MkdirTemp("", "dps-conform-device-")
 	if err != nil {
@@ -309,18 +329,19 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		"DPS_ID_SCOPE=" + ready.IDScope, "DPS_REGISTRATION_ID=" + f.regID, "DPS_SYMMETRIC_KEY=" + key,
 		"DPS_CA_FILE=" + pki.CAFile, "DPS_TRANSPORT=" + f.transport, "DPS_SCENARIO=" + name,
 	}
-	run := &scenarioRun{Scenario: reports.Scenario{Name: name, Pcap: pcap}}
+	run := &scenarioRun{Scenario: reports.Scenario{Name: name, Pcap: pcap}, hostile: hostile}
 	sctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.exec != "" {
 		run.exit = runDevice(sctx, f.exec, vars, strings.TrimSuffix(pcap, ".pcapng")+".log")
 	} else {
+		drainLines(lines)
 		fmt.Fprintf(env.Stderr, "\nscenario %s: start the device now with\n", name)
 		for _, v := range vars {
 			fmt.Fprintf(env.Stderr, "  %s\n", v)
 		}
 		fmt.Fprintf(env.Stderr, "press Enter when it has finished (or wait %v)\n", f.timeout)
-		waitEnter(sctx, env.Stdin)
+		waitEnter(sctx, lines)
 		run.exit = "operator"
 	}
 	// Give connections the device left open a moment to end, then stop.
@@ -335,6 +356,11 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		return nil, envErrorf("scenario %s: decoding the recording: %v", name, err)
 	}
 	run.conversations = len(capt.Conversations)
+	for _, c := range capt.Conversations {
+		if len(c.Packets) > 0 && c.Packets[0].Packet.Type() == packets.TypeConnect {
+			run.connects++
+		}
+	}
 	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile, Live: true, SymmetricKey: key}
 	if net.ParseIP(f.host) == nil {
 		renv.ServerName = f.host
@@ -383,25 +409,78 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 	case <-ctx.Done():
 		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 		<-done
-		return "killed at the scenario timeout"
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return "killed at the scenario timeout"
+		}
+		return "killed: interrupted"
 	}
 }
 
-// waitEnter returns on a line from in or when ctx ends.
-func waitEnter(ctx context.Context, in io.Reader) {
-	if in == nil {
-		<-ctx.Done()
-		return
+// noConnect is why runs give no verdict although the device connected:
+// in every scenario that serves DPS (not a hostile TLS one, where a device
+// must stop before CONNECT) it sent no CONNECT, so none of its DPS
+// behaviour was seen; a TLS handshake alone (DPS-DEV-001) is no
+// provisioning device. "" when some such scenario saw a CONNECT, or none
+// ran.
+func noConnect(runs []*scenarioRun) string {
+	served, connections := 0, 0
+	for _, r := range runs {
+		if r.hostile {
+			continue
+		}
+		if r.connects > 0 {
+			return ""
+		}
+		served++
+		connections += r.conversations
 	}
-	line := make(chan struct{}, 1)
+	if served == 0 || connections == 0 {
+		return "" // none ran, or the device never connected (said apart)
+	}
+	return fmt.Sprintf("the device connected %d time(s) but sent no CONNECT in any scenario that serves DPS", connections)
+}
+
+// readLines reads in (the operator's terminal) for the whole command, one
+// goroutine for every scenario, and sends a value per line: a reader per
+// scenario would leave the earlier ones waiting, and the first of them
+// would take the operator's next Enter. The channel closes at EOF.
+func readLines(in io.Reader) <-chan struct{} {
+	lines := make(chan struct{})
 	go func() {
-		bufio.NewReader(in).ReadString('\n')
-		line <- struct{}{}
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			lines <- struct{}{}
+		}
 	}()
+	return lines
+}
+
+// waitEnter returns on a line from lines (nil: none will come), at the end
+// of the input (the operator has nothing more to say), or when ctx ends.
+func waitEnter(ctx context.Context, lines <-chan struct{}) {
 	select {
-	case <-line:
+	case <-lines:
 	case <-ctx.Done():
 	}
+}
+
+// drainLines drops the lines typed before a scenario's prompt (they were
+// not about it) and returns how many.
+func drainLines(lines <-chan struct{}) int {
+	n := 0
+	for range 64 {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				return n
+			}
+			n++
+		default:
+			return n
+		}
+	}
+	return n
 }
 
 // writeDeviceVerdicts prints the verdict per rule and scenario.
@@ -438,8 +517,14 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 			}
 		}
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", rep.Summary.MustFailed, strings.Join(ids, " "))
+	case reports.HeadlineInterrupted:
+		fmt.Fprintf(w, "INTERRUPTED: stopped before every scenario ran; %d MUST requirement(s) judged, none failed\n", rep.Summary.MustJudged)
 	case reports.HeadlineNoVerdict:
-		fmt.Fprintln(w, "NO VERDICT: no MUST device rule applied")
+		if why := rep.Summary.NoVerdictReason; why != "" {
+			fmt.Fprintf(w, "NO VERDICT: %s\n", why)
+		} else {
+			fmt.Fprintln(w, "NO VERDICT: no MUST device rule applied")
+		}
 	default:
 		fmt.Fprintln(w, "CONFORMANT: every MUST device rule that applied passed")
 	}

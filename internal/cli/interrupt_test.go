@@ -59,6 +59,8 @@ func TestInterrupt(t *testing.T) {
 			"--focus", "documented CONNECT", "--out", filepath.Join(dir, "run")}, 2 * time.Second},
 		{"tlsprobe, waiting for CONNACK", []string{"tlsprobe", "--ca", e.CAFile, "--server-name", "localhost", "--timeout", "60s", mute}, 2 * time.Second},
 		{"trace, a pipe nobody writes to", []string{"trace", fifo}, 500 * time.Millisecond},
+		{"device, waiting for a device that sleeps", []string{"device", "--exec", "sleep 100", "--scenario", "normal", "--scenario", "register-429",
+			"--scenario-timeout", "60s", "--out", filepath.Join(dir, "device")}, time.Second},
 		{"provision over wss, waiting for the upgrade", []string{"provision", "--target", "wss://" + mute + "/$iothub/websocket", "--ca", e.CAFile,
 			"--server-name", "localhost", "--id-scope", e.IDScope, "--registration-id", "dev-1", "--symmetric-key", emulatortest.SymGroupKey,
 			"--timeout", "60s"}, time.Second},
@@ -88,6 +90,13 @@ func TestInterrupt(t *testing.T) {
 				var ee *exec.ExitError
 				if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(stderr.String(), "interrupt") {
 					t.Errorf("after SIGINT: %v (want exit 3), stderr:\n%s\nstdout:\n%s", err, stderr.String(), stdout.String())
+				}
+				if tc.args[0] == "device" {
+					// The reports are written, headed INTERRUPTED.
+					raw, err := os.ReadFile(filepath.Join(dir, "device", "results.json"))
+					if err != nil || !bytes.Contains(raw, []byte(`"verdict": "INTERRUPTED"`)) {
+						t.Errorf("device results.json after SIGINT (%v):\n%.400s", err, raw)
+					}
 				}
 				// An interrupted spec judged nothing: no verdict against
 				// the target.
