@@ -215,13 +215,17 @@ func benchProvisionCmd(ctx context.Context, env *Env, args []string) error {
 	return runProvisionBench(ctx, env, args, spawnSelf)
 }
 
-// spawnSelf runs this executable with args.
+// spawnSelf runs this executable with args, as a child that the kernel
+// stops (SIGTERM) if this process dies first: a kill -9 of the bench must
+// not leave its servers running.
 func spawnSelf(ctx context.Context, args []string) *exec.Cmd {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = os.Args[0]
 	}
-	return exec.CommandContext(ctx, exe, args...)
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	return cmd
 }
 
 func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(context.Context, []string) *exec.Cmd) error {
@@ -532,7 +536,10 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		return nil, envErrorf("stopping the server: %v", err)
 	}
 	if err := ctx.Err(); err != nil {
-		return res, envErrorf("bench provision did not finish within --timeout %v: %v", b.f.timeout, context.Cause(ctx))
+		if errors.Is(err, context.DeadlineExceeded) {
+			return res, envErrorf("bench provision did not finish within --timeout %v", b.f.timeout)
+		}
+		return res, interrupted(ctx)
 	}
 	return res, nil
 }
