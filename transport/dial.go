@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -57,15 +58,50 @@ type WSHandshakeError struct {
 	StatusCode int
 	Status     string
 	Body       string // at most 512 bytes
+	// Problem says what was wrong with a 101 answer that did not complete
+	// the upgrade (a header missing, an accept key that does not match);
+	// "" for a refusal (any other status).
+	Problem string
 }
 
 // Error implements error.
 func (e *WSHandshakeError) Error() string {
+	if e.Problem != "" {
+		return fmt.Sprintf("websocket upgrade failed: HTTP %s, but %s", e.Status, e.Problem)
+	}
 	s := fmt.Sprintf("websocket upgrade refused: HTTP %s", e.Status)
 	if e.Body != "" {
 		s += ": " + e.Body
 	}
 	return s
+}
+
+// upgradeProblem names what a 101 answer lacks for the client to accept
+// it (RFC 6455 §4.1, the client's checks in the order of the RFC); ""
+// for another status.
+func upgradeProblem(resp *http.Response) string {
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return ""
+	}
+	hasToken := func(name, token string) bool {
+		for _, v := range resp.Header.Values(name) {
+			for _, t := range strings.Split(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(t), token) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	switch {
+	case !hasToken("Upgrade", "websocket"):
+		return "the answer has no Upgrade: websocket header (RFC 6455 §4.1)"
+	case !hasToken("Connection", "upgrade"):
+		return "the answer has no Connection: Upgrade header (RFC 6455 §4.1)"
+	case resp.Header.Get("Sec-WebSocket-Accept") == "":
+		return "the answer has no Sec-WebSocket-Accept header (RFC 6455 §4.1)"
+	}
+	return "its Sec-WebSocket-Accept does not match the request's key (RFC 6455 §4.1)"
 }
 
 // Unwrap returns websocket.ErrBadHandshake.
@@ -197,7 +233,7 @@ func dialWS(ctx context.Context, t Target, o DialOptions, conn net.Conn) (*WSCon
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
 			return nil, &WSHandshakeError{StatusCode: resp.StatusCode, Status: resp.Status,
-				Body: string(bytes.TrimSpace(body))}
+				Body: string(bytes.TrimSpace(body)), Problem: upgradeProblem(resp)}
 		}
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()

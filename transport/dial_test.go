@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -335,5 +336,37 @@ func TestDialWSCancel(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Dial did not return within 5 s of the cancel")
+	}
+}
+
+// TestDialWSBad101: a 101 answer that does not complete the upgrade is
+// not called a refusal; the error names what it lacks.
+func TestDialWSBad101(t *testing.T) {
+	for _, tc := range []struct{ name, answer, want string }{
+		{"no Upgrade", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", "no Upgrade: websocket header"},
+		{"no Connection", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", "no Connection: Upgrade header"},
+		{"no accept", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "no Sec-WebSocket-Accept header"},
+		{"wrong accept", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Accept: bm90IGl0\r\n\r\n", "Sec-WebSocket-Accept does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := serveTCP(t, nil, func(c net.Conn) {
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, tc.answer)
+			})
+			c, err := Dial(testCtx(t), mustTarget(t, "ws://"+addr+"/$iothub/websocket"), DialOptions{})
+			if c != nil {
+				c.Close()
+			}
+			var he *WSHandshakeError
+			if !errors.As(err, &he) || !strings.Contains(err.Error(), "upgrade failed: HTTP 101 Switching Protocols, but ") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Dial: %v, want a WSHandshakeError naming %q", err, tc.want)
+			}
+		})
 	}
 }
