@@ -2,15 +2,18 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/dps-conform/dps-conform/internal/cli"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
 )
@@ -164,4 +167,22 @@ func writeTraceCaptures(dir string) error {
 		}
 	}
 	return os.WriteFile(filepath.Join(dir, "truncated.pcap"), p.Bytes(), 0o644)
+}
+
+// TestReadmeTraceSample keeps the transcript shown in README.md ("Reading a
+// capture") what trace prints for the shared capture it names.
+func TestReadmeTraceSample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := cli.Main(context.Background(), []string{"trace", "../../testdata/pcaps/register-tls.pcapng", "--keylog", "../../testdata/pcaps/register-tls.keylog"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("trace: exit %d: %s", code, errb.String())
+	}
+	first, _, _ := strings.Cut(out.String(), "\nconversation 2 ")
+	if !bytes.Contains(readme, []byte("```\n"+strings.TrimSpace(first)+"\n```")) {
+		t.Errorf("README.md's trace sample is not what trace prints now; paste this:\n%s", first)
+	}
 }
