@@ -16,6 +16,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/packets/packettest"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // registerServiceSpecs registers the service suite (ARCHITECTURE.md §1,
@@ -307,6 +308,27 @@ func authSpecs(r *registrar) {
 		t.Expect(answerStatuses(ev)).To(gomega.ContainElement(200), "answers %v", as)
 		t.Expect(as[len(as)-1].Status.Status).To(gomega.Equal(dps.StatusAssigned))
 	}, Faults("require-password"))
+	r.It("DPS-AUTH-009", "answers an X.509 device whose certificate chains to no enrollment with 401 and errorCode 401002", func(ctx sctx, t *T) {
+		// The enrolled device's registration id, in a certificate of a CA
+		// the service has never seen: the handshake must succeed (the TLS
+		// layer accepts any client certificate) and the register fail.
+		d := t.X509Device()
+		now := time.Now()
+		ca, err := transport.NewCA("dps-conform unenrolled CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+		t.Expect(err).NotTo(gomega.HaveOccurred(), "a CA for the unenrolled certificate")
+		cert, err := ca.IssueClient(d.RegistrationID, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+		t.Expect(err).NotTo(gomega.HaveOccurred(), "the unenrolled certificate")
+		d.Cert = &cert
+		a, err := registerWith(ctx, t, d, t.ConnectPacket(d))
+		ev := t.Judge(ctx)
+		t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the register request")
+		t.Expect(answerStatuses(ev)).To(gomega.Equal([]int{401}), "the answers to the register request")
+		var eb dps.ErrorBody
+		jerr := json.Unmarshal(a.Body, &eb)
+		t.Expect(eb.ErrorCode).To(gomega.Equal(401002), "the errorCode of the 401 answer %q, body %q (decoding: %v)", a.Topic, a.Body, jerr)
+		// require-password refuses the X.509 device's CONNECT: the spec
+		// cannot reach the register, and fails there.
+	}, Faults("accept-bad-signature", "no-error-body", "require-password"))
 	r.It("DPS-AUTH-007", "closes the connection after answering 401", func(ctx sctx, t *T) {
 		d := t.Device()
 		cp := t.ConnectPacket(d)
