@@ -630,6 +630,21 @@ func pollSpecs(r *registrar) {
 		t.Expect(last.Resp.Status).To(gomega.Equal(200), "the final answer %q %s", last.Topic, last.Body)
 		t.Expect(last.Status.Status).To(gomega.Equal(dps.StatusDisabled), "the final answer %s", last.Body)
 	}, Faults("assign-disabled"))
+	r.It("DPS-POLL-006", "answers polls with the bodies SDKs send (none, a space, the registration JSON) alike", func(ctx sctx, t *T) {
+		d := t.Device()
+		c := t.Connect(ctx, d, nil, DialOptions{})
+		op := t.StartRegistration(ctx, c, d)
+		// Polled at once, one after the other: each answer is 202 or 200
+		// (or 429 on a target that throttles sooner), never 400.
+		var got []string
+		for i, body := range [][]byte{nil, []byte(" "), RegisterBody(d.RegistrationID)} {
+			a := c.Request(ctx, dps.PollTopic(fmt.Sprint(i+2), op), body, 1)
+			got = append(got, fmt.Sprintf("body %q: %d", body, a.Resp.Status))
+			t.Expect(a.Resp.Status).To(gomega.BeElementOf(200, 202, 429), "the answer %q to a poll with body %q: %s", a.Topic, body, a.Body)
+		}
+		t.Judge(ctx)
+		ginkgo.AddReportEntry("poll answers", strings.Join(got, "; "))
+	}, Faults("strict-poll-body"))
 	r.It("DPS-ERR-001", "sends error answers with the documented error body", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

@@ -64,6 +64,7 @@ const (
 	FaultRequireRegistrationIDBody    Fault = "require-registration-id-body"
 	FaultNeverAssign                  Fault = "never-assign"
 	FaultGrantQoS0                    Fault = "grant-qos0"
+	FaultStrictPollBody               Fault = "strict-poll-body"
 )
 
 // FaultInfo describes one fault switch.
@@ -126,6 +127,7 @@ var faultTable = []FaultInfo{
 	{FaultRequireRegistrationIDBody, "Part A §7", "answer 400 to a register request whose body has no registrationId (empty or payload only)"},
 	{FaultNeverAssign, "D-MQTT (poll until 200 assigned)", "answer every poll 202 assigning, never completing the assignment"},
 	{FaultGrantQoS0, "Part A §9 (QoS 0 and 1 granted as asked)", "grant QoS 0 in SUBACK to the documented filter whatever the device asks"},
+	{FaultStrictPollBody, "Part A §7 (poll bodies are ignored)", "answer 400 to a poll whose body is not empty (the single space of Node and Python, the registration JSON of C)"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

@@ -339,6 +339,15 @@ var probes = []probe{
 		a := c.call(dps.RegisterTopic("1"), "{")
 		return fmt.Sprintf("%d code=%d", a.resp.Status, a.err.ErrorCode)
 	}},
+	{"poll-body", func(p *prober) string {
+		c := p.session("pbody", nil)
+		op := c.call(dps.RegisterTopic("1"), regBody("pbody")).status.OperationID
+		var out []int
+		for _, body := range []string{"", " ", regBody("pbody")} {
+			out = append(out, p.status(c, dps.PollTopic("2", op), body))
+		}
+		return fmt.Sprint(out)
+	}},
 	{"unknown-operation", func(p *prober) string {
 		c := p.session("unknown", nil)
 		return fmt.Sprint(p.status(c, dps.PollTopic("1", "4.0000000000000000.00000000-0000-4000-8000-000000000000"), ""))
@@ -437,6 +446,7 @@ var faultProbe = map[Fault]string{
 	FaultRequireRegistrationIDBody:    "body-no-registration-id",
 	FaultNeverAssign:                  "final-state",
 	FaultGrantQoS0:                    "suback-qos1",
+	FaultStrictPollBody:               "poll-body",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -446,6 +456,8 @@ var faultAlsoChanges = map[Fault][]string{
 	FaultGrantQoS0: {"suback-qos2", "delivery-qos"},
 	// No operation ever ends, so the disabled answer never comes either.
 	FaultNeverAssign: {"disabled"},
+	// poll-body polls at once, before the retry-after: 200 under this fault.
+	FaultAssignBeforeRetryAfter: {"poll-body"},
 }
 
 // sasForm builds a valid SAS token for id in a given form: edit gets the
@@ -479,7 +491,7 @@ func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
 		"early", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
-		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order"}
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody"}
 	b := newFakeBackend(ids...)
 	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{

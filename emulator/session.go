@@ -569,6 +569,9 @@ func (ss *session) publish(ctx context.Context, p *packets.Publish) (string, boo
 		a = ss.register(ctx, p.Payload)
 	default:
 		a = ss.poll(ctx, req.OperationID)
+		if len(p.Payload) > 0 && ss.srv.faults.has(FaultStrictPollBody) {
+			a = ss.srv.errorAnswer(400, errorCodeBadRequest, "A poll request has no body.", -1)
+		}
 	}
 	if a.drop {
 		return "scenario: connection dropped without an answer", false
