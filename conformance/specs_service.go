@@ -497,6 +497,24 @@ func registerSpecs(r *registrar) {
 		settle()
 		t.Judge(ctx)
 	}, Faults("no-409"), Timeout(2*time.Minute))
+	r.It("DPS-REG-011", "serves register and poll requests at QoS 0 on a QoS 0 subscription (C, Java, FreeRTOS)", func(ctx sctx, t *T) {
+		d := t.Device()
+		c := t.Connect(ctx, d, nil, DialOptions{})
+		c.Subscribe(ctx, dps.SubscribeFilter, 0)
+		a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 0)
+		op := a.Status.OperationID
+		for i := 0; i < 5 && a.Resp.Status == 202 && op != ""; i++ {
+			select {
+			case <-ctx.Done():
+				ginkgo.Fail("spec timed out while waiting retry-after")
+			case <-time.After(a.Resp.RetryAfter):
+			}
+			a = c.Request(ctx, dps.PollTopic(fmt.Sprint(i+2), op), nil, 0)
+		}
+		t.Judge(ctx)
+		t.Expect(a.Resp.Status).To(gomega.Equal(200), "the last answer %q: %s", a.Topic, a.Body)
+		t.Expect(a.Status.Status).To(gomega.Equal(dps.StatusAssigned), "the last answer %s", a.Body)
+	}, Faults("ignore-qos0-requests", "never-assign"))
 	r.It("DPS-REG-010", "answers registers beyond the per-minute registration budget with 429 and retry-after", func(ctx sctx, t *T) {
 		tg := t.r.cfg.Target
 		budget := tg.RegistrationBudget

@@ -65,6 +65,7 @@ const (
 	FaultNeverAssign                  Fault = "never-assign"
 	FaultGrantQoS0                    Fault = "grant-qos0"
 	FaultStrictPollBody               Fault = "strict-poll-body"
+	FaultIgnoreQoS0Requests           Fault = "ignore-qos0-requests"
 )
 
 // FaultInfo describes one fault switch.
@@ -128,6 +129,7 @@ var faultTable = []FaultInfo{
 	{FaultNeverAssign, "D-MQTT (poll until 200 assigned)", "answer every poll 202 assigning, never completing the assignment"},
 	{FaultGrantQoS0, "Part A §9 (QoS 0 and 1 granted as asked)", "grant QoS 0 in SUBACK to the documented filter whatever the device asks"},
 	{FaultStrictPollBody, "Part A §7 (poll bodies are ignored)", "answer 400 to a poll whose body is not empty (the single space of Node and Python, the registration JSON of C)"},
+	{FaultIgnoreQoS0Requests, "Part A §6 (QoS 0 requests: C, Java, FreeRTOS)", "leave register and poll requests published at QoS 0 unanswered"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

@@ -256,8 +256,11 @@ var probes = []probe{
 	}},
 	{"close-after-401", func(p *prober) string {
 		c := p.session("nopass", func(cp *packets.Connect) { cp.Password = []byte("not a token") })
-		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})
-		c.next() // the 401
+		// QoS 1 (QoS 0 requests have their own probe): the 401 and the
+		// PUBACK, in either order, then what follows.
+		c.send(&packets.Publish{QoS: 1, PacketID: 5, Topic: []byte(dps.RegisterTopic("1"))})
+		c.next()
+		c.next()
 		return p.observe(c, 1)
 	}},
 	{"suback-qos2", func(p *prober) string {
@@ -277,8 +280,11 @@ var probes = []probe{
 	}},
 	{"delivery-qos", func(p *prober) string {
 		c := p.session("qos", nil)
-		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})
+		c.send(&packets.Publish{QoS: 1, PacketID: 5, Topic: []byte(dps.RegisterTopic("1"))})
 		got := c.next()
+		if got.Type() == packets.TypePuback {
+			got = c.next()
+		}
 		if pub, ok := got.(*packets.Publish); ok {
 			return fmt.Sprint(pub.QoS)
 		}
@@ -301,7 +307,7 @@ var probes = []probe{
 	}},
 	{"register-topic", func(p *prober) string {
 		c := p.session("topic", nil)
-		_, pub := c.request(dps.RegisterTopic("7"), 0, regBody("topic"))
+		_, pub := c.request(dps.RegisterTopic("7"), 1, regBody("topic"))
 		return string(pub.Topic)
 	}},
 	{"early-poll", func(p *prober) string {
@@ -347,6 +353,15 @@ var probes = []probe{
 			out = append(out, p.status(c, dps.PollTopic("2", op), body))
 		}
 		return fmt.Sprint(out)
+	}},
+	{"qos0-request", func(p *prober) string {
+		c := p.session("q0req", nil)
+		c.send(&packets.Publish{Topic: []byte(dps.RegisterTopic("1")), Payload: []byte(regBody("q0req"))})
+		// Whether an answer comes, not its form (other probes judge that).
+		if obs := p.observe(c, 2); !strings.HasPrefix(obs, "PUBLISH(") {
+			return "unanswered: " + obs
+		}
+		return "answered"
 	}},
 	{"unknown-operation", func(p *prober) string {
 		c := p.session("unknown", nil)
@@ -447,6 +462,7 @@ var faultProbe = map[Fault]string{
 	FaultNeverAssign:                  "final-state",
 	FaultGrantQoS0:                    "suback-qos1",
 	FaultStrictPollBody:               "poll-body",
+	FaultIgnoreQoS0Requests:           "qos0-request",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -491,7 +507,7 @@ func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
 		"early", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
-		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody"}
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req"}
 	b := newFakeBackend(ids...)
 	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{

@@ -556,6 +556,10 @@ func (ss *session) publish(ctx context.Context, p *packets.Publish) (string, boo
 		ss.log.Info("ignoring a PUBLISH to an undocumented topic (fault accept-undocumented-topic)", "topic", string(p.Topic))
 		return ss.ok(ack())
 	}
+	if p.QoS == 0 && ss.srv.faults.has(FaultIgnoreQoS0Requests) {
+		ss.log.Info("ignoring a QoS 0 request (fault ignore-qos0-requests)", "topic", string(p.Topic))
+		return "", true
+	}
 	late := ss.srv.faults.has(FaultNoPubackFirst)
 	if !late {
 		// Part A §6: PUBACK before the answer (CS v1 needs it).
