@@ -255,12 +255,7 @@ func TestRuleOtherFilters(t *testing.T) {
 	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
 		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
 	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}, {Filter: []byte("devices/dev-1/#"), QoS: 1}}}
-	rules := []*conformance.Rule{}
-	for _, r := range conformance.ServiceRules() {
-		if r.ID == "DPS-SUB-004" {
-			rules = append(rules, r)
-		}
-	}
+	rules := serviceRule(t, "DPS-SUB-004")
 	for _, tc := range []struct {
 		name  string
 		codes []packets.SubackCode
@@ -296,12 +291,7 @@ func TestRulePoll202(t *testing.T) {
 		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
 	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}
 	assigning := `{"operationId":"` + op + `","status":"assigning","registrationState":{"registrationId":"dev-1","status":"assigning"}}`
-	var rules []*conformance.Rule
-	for _, r := range conformance.ServiceRules() {
-		if r.ID == "DPS-POLL-001" {
-			rules = append(rules, r)
-		}
-	}
+	rules := serviceRule(t, "DPS-POLL-001")
 	for _, tc := range []struct {
 		name    string
 		request string
@@ -336,12 +326,7 @@ func TestRulePoll202(t *testing.T) {
 func TestRuleDeliveryQoS(t *testing.T) {
 	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
 		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
-	var rules []*conformance.Rule
-	for _, r := range conformance.ServiceRules() {
-		if r.ID == "DPS-SUB-003" {
-			rules = append(rules, r)
-		}
-	}
+	rules := serviceRule(t, "DPS-SUB-003")
 	for _, tc := range []struct {
 		granted, delivered byte
 		fails              bool
@@ -365,4 +350,16 @@ func TestRuleDeliveryQoS(t *testing.T) {
 			t.Errorf("granted %d, delivered %d: applied %d times, findings %v; want failing=%v", tc.granted, tc.delivered, applied["DPS-SUB-003"], fs, tc.fails)
 		}
 	}
+}
+
+// serviceRule returns the service rule of requirement id, alone.
+func serviceRule(t *testing.T, id string) []*conformance.Rule {
+	t.Helper()
+	for _, r := range conformance.ServiceRules() {
+		if r.ID == id {
+			return []*conformance.Rule{r}
+		}
+	}
+	t.Fatalf("no service rule %s", id)
+	return nil
 }
