@@ -210,6 +210,15 @@ func connectSpecs(r *registrar) {
 // registerWith connects as d with the CONNECT cp, subscribes and
 // registers, and returns the register answer (or the error: a close
 // counts).
+// expectErrorCode requires a's body to be an error body with errorCode
+// code.
+func expectErrorCode(t *T, a Answer, code int) {
+	ginkgo.GinkgoHelper()
+	var eb dps.ErrorBody
+	jerr := json.Unmarshal(a.Body, &eb)
+	t.Expect(eb.ErrorCode).To(gomega.Equal(code), "the errorCode of the answer %q, body %q (decoding: %v)", a.Topic, a.Body, jerr)
+}
+
 func registerWith(ctx sctx, t *T, d Device, cp *packets.Connect) (Answer, error) {
 	c := t.Connect(ctx, d, cp, DialOptions{})
 	c.Subscribe(ctx, dps.SubscribeFilter, 1)
@@ -292,9 +301,7 @@ func authSpecs(r *registrar) {
 			t.Expect(answerStatuses(ev)).To(gomega.Equal([]int{401}), "the answers to the register request")
 			if v.errorCode != 0 {
 				t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the register request")
-				var eb dps.ErrorBody
-				jerr := json.Unmarshal(a.Body, &eb)
-				t.Expect(eb.ErrorCode).To(gomega.Equal(v.errorCode), "the errorCode of the 401 answer %q, body %q (decoding: %v)", a.Topic, a.Body, jerr)
+				expectErrorCode(t, a, v.errorCode)
 			}
 		}, Faults(slices.DeleteFunc([]string{v.fault, v.extra}, func(f string) bool { return f == "" })...))
 	}
@@ -323,9 +330,7 @@ func authSpecs(r *registrar) {
 		ev := t.Judge(ctx)
 		t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the register request")
 		t.Expect(answerStatuses(ev)).To(gomega.Equal([]int{401}), "the answers to the register request")
-		var eb dps.ErrorBody
-		jerr := json.Unmarshal(a.Body, &eb)
-		t.Expect(eb.ErrorCode).To(gomega.Equal(401002), "the errorCode of the 401 answer %q, body %q (decoding: %v)", a.Topic, a.Body, jerr)
+		expectErrorCode(t, a, 401002)
 		// require-password refuses the X.509 device's CONNECT: the spec
 		// cannot reach the register, and fails there.
 	}, Faults("accept-bad-signature", "no-error-body", "require-password"))
