@@ -2,6 +2,7 @@ package conformance_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -146,5 +147,47 @@ func TestWSEndpointRefused(t *testing.T) {
 	if len(res.Verdicts) != 1 || !res.Verdicts[0].Failed() || !strings.Contains(res.Verdicts[0].Message, "connecting over WSS: ") ||
 		!strings.Contains(res.Verdicts[0].Message, "connection refused") {
 		t.Fatalf("verdicts %+v", res.Verdicts)
+	}
+}
+
+// cancelOnWrite cancels a context at its first write (Config.Progress:
+// after the first verdict).
+type cancelOnWrite struct{ cancel context.CancelFunc }
+
+func (c cancelOnWrite) Write(p []byte) (int, error) { c.cancel(); return len(p), nil }
+
+// TestRunCancelled: a context cancelled before the run is an error before
+// any spec; one cancelled during the run (no signal, so Ginkgo does not
+// know) aborts the suite before its next spec, and the specs so stopped
+// are interrupted, not failed.
+func TestRunCancelled(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	cfg := conformance.Config{Target: emulatorTarget(t, e), OutDir: t.TempDir(), KnownFaults: faultNames(),
+		LabelFilter: "area: containsAny connect", CloseWait: 500 * time.Millisecond}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := conformance.Run(done, cfg); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run with a cancelled context: %v, want context.Canceled", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg.Progress = cancelOnWrite{cancel}
+	res, err := conformance.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	passed, stopped := 0, 0
+	for _, v := range res.Verdicts {
+		switch {
+		case v.Failed():
+			t.Errorf("%s %s after the cancel: %s", v.State, v.ID, v.Message)
+		case v.State == "passed":
+			passed++
+		case v.Interrupted():
+			stopped++
+		}
+	}
+	if passed != 1 || stopped == 0 {
+		t.Errorf("%d passed (want the 1 before the cancel), %d interrupted (want some): %+v", passed, stopped, res.Verdicts)
 	}
 }

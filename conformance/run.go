@@ -78,16 +78,18 @@ type Verdict struct {
 	Elapsed time.Duration `json:"elapsed"`
 }
 
-// Failed reports whether a verdict is a failure (a failure, a panic, a
-// timeout or an abort). An interrupted spec (Ctrl-C) is not: the target
-// was not judged, see Interrupted.
+// Failed reports whether a verdict is a failure (a failure, a panic or a
+// timeout). An interrupted or aborted spec is not: the target was not
+// judged, see Interrupted.
 func (v Verdict) Failed() bool {
 	return v.State != "passed" && v.State != "skipped" && v.State != "pending" && !v.Interrupted()
 }
 
-// Interrupted reports whether the spec was stopped by an interrupt (the
-// run's context ended, Ctrl-C) before it could judge its requirement.
-func (v Verdict) Interrupted() bool { return v.State == "interrupted" }
+// Interrupted reports whether the spec was stopped by an interrupt (Ctrl-C:
+// Ginkgo's state interrupted) or by the run's context ending before it
+// started (aborted) without judging its requirement. The suite aborts for
+// no other reason.
+func (v Verdict) Interrupted() bool { return v.State == "interrupted" || v.State == "aborted" }
 
 // Failed lists the IDs of failed specs, sorted, without duplicates; with
 // levels, only those of these levels (Failed(MUST) is the non-conformance).
@@ -175,7 +177,9 @@ func (r *registrar) bugErr() error {
 // returns the report and per-spec verdicts. Runs are serialised (Ginkgo
 // keeps one suite per process); Ginkgo's console reporter writes to
 // cfg.GinkgoOutput while the run lasts. ctx's deadline bounds the suite; an
-// interrupt (SIGINT) is handled by Ginkgo, which aborts the running spec.
+// interrupt (SIGINT) is handled by Ginkgo, which interrupts the running
+// spec; a ctx cancelled otherwise aborts the suite before its next spec.
+// Specs so stopped are [Verdict.Interrupted], not failed.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -245,6 +249,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	saved := formatter.ColorableStdOut
 	formatter.ColorableStdOut = out
 	defer func() { formatter.ColorableStdOut = saved }()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("conformance: interrupted before the suite started: %w", err)
+	}
+	r.stop = ctx.Done()
 	t := &failT{}
 	ginkgo.RunSpecs(t, "dps-conform service suite against "+cfg.Target.Name, sc, rc)
 	globals.Reset()

@@ -45,6 +45,11 @@ type registrar struct {
 	g       gomega.Gomega
 	// container is the text of the enclosing Describe, for duplicate checks.
 	container []string
+	// stop is Run's context's Done channel: a spec that would start after
+	// it closed aborts the suite instead (nil: never). Ginkgo interrupts
+	// the specs on SIGINT itself; this covers a cancel that is no signal,
+	// or a signal before Ginkgo's handler was installed.
+	stop <-chan struct{}
 }
 
 // SpecInfo describes one registered spec.
@@ -152,6 +157,11 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 		args = append(args, ginkgo.Serial)
 	}
 	args = append(args, func(ctx ginkgo.SpecContext) {
+		select {
+		case <-r.stop:
+			ginkgo.AbortSuite("interrupted before this spec ran")
+		default:
+		}
 		if !req.HoldsUnder(r.cfg.Profile) {
 			ginkgo.Skip(fmt.Sprintf("%s holds under %s; the profile is %s", id, strings.Join(req.Profiles, ", "), r.cfg.Profile))
 		}

@@ -207,9 +207,6 @@ func connectSpecs(r *registrar) {
 	}, Faults("session-present"))
 }
 
-// registerWith connects as d with the CONNECT cp, subscribes and
-// registers, and returns the register answer (or the error: a close
-// counts).
 // expectErrorCode requires a's body to be an error body with errorCode
 // code.
 func expectErrorCode(t *T, a Answer, code int) {
@@ -219,6 +216,9 @@ func expectErrorCode(t *T, a Answer, code int) {
 	t.Expect(eb.ErrorCode).To(gomega.Equal(code), "the errorCode of the answer %q, body %q (decoding: %v)", a.Topic, a.Body, jerr)
 }
 
+// registerWith connects as d with the CONNECT cp, subscribes and
+// registers, and returns the register answer (or the error: a close
+// counts).
 func registerWith(ctx sctx, t *T, d Device, cp *packets.Connect) (Answer, error) {
 	c := t.Connect(ctx, d, cp, DialOptions{})
 	c.Subscribe(ctx, dps.SubscribeFilter, 1)
@@ -502,7 +502,7 @@ func registerSpecs(r *registrar) {
 		settle()
 		t.Judge(ctx)
 	}, Faults("no-409"), Timeout(2*time.Minute))
-	r.It("DPS-REG-011", "serves register and poll requests at QoS 0 on a QoS 0 subscription (C, Java, FreeRTOS)", func(ctx sctx, t *T) {
+	r.It("DPS-REG-011", "serves register and poll requests at QoS 0 on a QoS 0 subscription (as C, Java and FreeRTOS publish, FreeRTOS and NetX subscribe)", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})
 		c.Subscribe(ctx, dps.SubscribeFilter, 0)
@@ -618,7 +618,7 @@ func pollSpecs(r *registrar) {
 			// 429 is the service throttling the device; it is honoured.
 			t.Expect(a.Resp.Status).To(gomega.BeElementOf(202, 429), "a non-final answer %q", a.Topic)
 		}
-	}, Faults("never-assign", "omit-retry-after"))
+	}, Faults("never-assign", "omit-retry-after"), Timeout(2*time.Minute))
 	r.It("DPS-POLL-002", "ends with a complete registrationState", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})
@@ -653,7 +653,7 @@ func pollSpecs(r *registrar) {
 		t.Expect(last.Resp.Status).To(gomega.Equal(200), "the final answer %q %s", last.Topic, last.Body)
 		t.Expect(last.Status.Status).To(gomega.Equal(dps.StatusDisabled), "the final answer %s", last.Body)
 	}, Faults("assign-disabled"))
-	r.It("DPS-POLL-006", "answers polls with the bodies SDKs send (none, a space, the registration JSON) alike", func(ctx sctx, t *T) {
+	r.It("DPS-POLL-006", "answers polls whatever body SDKs send (none, a space, the registration JSON)", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})
 		op := t.StartRegistration(ctx, c, d)

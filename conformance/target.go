@@ -57,7 +57,8 @@ type Credentials struct {
 	// slow work, say). DPS-REG-009 registers its devices, so that a second
 	// register finds the first still in progress; without it the spec
 	// uses the ordinary credentials and skips when the target assigns too
-	// fast to tell.
+	// fast to tell. DPS-POLL-001 polls one at once, to judge a poll
+	// answered 202.
 	SlowGroupKey string
 	// X509 is the client certificate of an X.509 enrollment whose
 	// registration id is X509RegistrationID (the certificate's CN).

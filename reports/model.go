@@ -173,12 +173,6 @@ type Input struct {
 	Target  Target
 	// ResultsDir makes pcap paths relative to it ("" keeps them).
 	ResultsDir string
-	// Interrupted names the scenarios an interrupt (Ctrl-C) cut short:
-	// not judged, and counted in Summary.Interrupted.
-	Interrupted []string
-	// NoVerdict, when not "", says why the run shows too little of the
-	// device to call it conformant (Summary.NoVerdictReason).
-	NoVerdict string
 }
 
 // Build makes the report: every catalogue requirement of in.Role (and the

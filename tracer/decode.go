@@ -70,9 +70,10 @@ func DecodeFile(path string, o Options) (*Capture, error) {
 
 // DecodeFileContext is DecodeFile that stops when ctx ends: between
 // records, while waiting for a named pipe's writer to open it, and in a
-// read that waits for a pipe's writer (the error then wraps ctx.Err()). A
-// pipe lets a live capture be decoded as it is written:
-// dps-conform trace <(tcpdump -U -w - port 8883).
+// read that waits for a pipe's writer. It then returns what it decoded so
+// far (as DecodeContext does; nil if the file never opened) with an error
+// wrapping ctx.Err(). A pipe lets a live capture be decoded as it is read:
+// dps-conform trace <(tcpdump -U -w - port 8883), ended by Ctrl-C.
 func DecodeFileContext(ctx context.Context, path string, o Options) (*Capture, error) {
 	f, err := openContext(ctx, path)
 	if err != nil {
@@ -87,7 +88,7 @@ func DecodeFileContext(ctx context.Context, path string, o Options) (*Capture, e
 	defer context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })()
 	c, err := DecodeContext(ctx, f, o)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }
@@ -130,9 +131,11 @@ func Decode(r io.Reader, o Options) (*Capture, error) {
 	return DecodeContext(context.Background(), r, o)
 }
 
-// DecodeContext is Decode that stops between records when ctx ends, with
-// an error wrapping ctx.Err(). It cannot end a Read of r that blocks:
-// DecodeFileContext does that for the files it opens.
+// DecodeContext is Decode that stops between records when ctx ends: it
+// returns the capture decoded so far (its flows closed as at the end of a
+// file, Capture.Incomplete saying where it stopped) with an error wrapping
+// ctx.Err(). It cannot end a Read of r that blocks: DecodeFileContext does
+// that for the files it opens.
 func DecodeContext(ctx context.Context, r io.Reader, o Options) (*Capture, error) {
 	src, err := openSource(r)
 	if err != nil {
@@ -157,13 +160,24 @@ func DecodeContext(ctx context.Context, r io.Reader, o Options) (*Capture, error
 	}
 	c := &Capture{}
 	err = readFrames(ctx, src, c, d, func(kl *tlstrace.KeyLog) { d.keyLog.Merge(kl) })
-	if err != nil {
+	if err != nil && !stopped(ctx, c, err) {
 		return nil, err
 	}
 	c.Conversations = d.finish()
 	c.Warnings = append(c.Warnings, d.warnings()...)
 	c.TCPServerPorts = d.serverPorts()
-	return c, nil
+	return c, err
+}
+
+// stopped reports whether err is readFrames stopping because ctx ended;
+// it then marks c as the incomplete capture it is.
+func stopped(ctx context.Context, c *Capture, err error) bool {
+	if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+		return false
+	}
+	c.Incomplete = fmt.Sprintf("tracer: decoding stopped after %d frames: %v", c.Frames, ctx.Err())
+	c.Warnings = append(c.Warnings, c.Incomplete)
+	return true
 }
 
 // maxSeenPorts bounds the server ports remembered for Capture.TCPServerPorts.

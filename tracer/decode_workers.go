@@ -134,7 +134,7 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 		close(in[i])
 	}
 	wg.Wait()
-	if err != nil {
+	if err != nil && !stopped(ctx, c, err) {
 		return nil, err
 	}
 	// Flows still open at the end are collected from every worker and
@@ -159,5 +159,5 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 	c.Conversations = convs
 	c.Warnings = append(c.Warnings, reader.warnings()...)
 	c.TCPServerPorts = reader.serverPorts()
-	return c, nil
+	return c, err
 }

@@ -214,8 +214,8 @@ func dialWS(ctx context.Context, t Target, o DialOptions, conn net.Conn) (*WSCon
 	}
 	// The dialer bounds the upgrade by ctx's deadline only: a cancelled
 	// ctx (Ctrl-C) would leave it reading a stalled answer. Cancellation
-	// sets a deadline in the past, which ends the read; the conn's
-	// deadline is cleared again once the upgrade is over.
+	// sets a deadline in the past, which ends the read; if it came, the
+	// conn is closed, and if not (stop reports it), no deadline was set.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	ws, resp, err := wd.DialContext(ctx, t.URL(), o.Header)
 	if !stop() && err == nil {

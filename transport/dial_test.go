@@ -313,10 +313,24 @@ func TestDialHeaderAndSubprotocol(t *testing.T) {
 
 // TestDialWSCancel: a cancelled context ends a WebSocket upgrade whose
 // answer never comes (the dialer itself watches only the deadline), with
-// an error that says so; no deadline is left to fire.
+// an error that says so.
 func TestDialWSCancel(t *testing.T) {
-	// Reads the upgrade request and never answers.
-	stalled, _ := serveTCP(t, nil, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	// Reads the upgrade request, says so, and never answers.
+	asked := make(chan struct{}, 1)
+	stalled, _ := serveTCP(t, nil, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		asked <- struct{}{}
+		_, _ = io.Copy(io.Discard, r)
+	})
 	ctx, cancel := context.WithCancel(testCtx(t))
 	done := make(chan error, 1)
 	go func() {
@@ -326,7 +340,11 @@ func TestDialWSCancel(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the upgrade request is out
+	select {
+	case <-asked: // the dialer waits for the answer
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upgrade request never came")
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -217,7 +217,9 @@ func benchProvisionCmd(ctx context.Context, env *Env, args []string) error {
 
 // spawnSelf runs this executable with args, as a child that the kernel
 // stops (SIGTERM) if this process dies first: a kill -9 of the bench must
-// not leave its servers running.
+// not leave its servers running. (Pdeathsig follows the thread that
+// started the child; Go keeps that thread unless a goroutine locked to it
+// exits, which none here does.)
 func spawnSelf(ctx context.Context, args []string) *exec.Cmd {
 	exe, err := os.Executable()
 	if err != nil {

@@ -25,7 +25,6 @@ import (
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
-	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/reports"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/transport"
@@ -197,7 +196,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writeDeviceVerdicts(env.Stdout, rep, runs)
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && rep.Summary.MustFailed == 0 {
 		return interrupted(ctx)
 	}
 	connections := 0
@@ -357,7 +356,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	}
 	run.conversations = len(capt.Conversations)
 	for _, c := range capt.Conversations {
-		if len(c.Packets) > 0 && c.Packets[0].Packet.Type() == packets.TypeConnect {
+		if c.MQTTVersion != 0 { // a CONNECT was seen
 			run.connects++
 		}
 	}
@@ -517,6 +516,9 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 			}
 		}
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", rep.Summary.MustFailed, strings.Join(ids, " "))
+		if rep.Summary.Interrupted > 0 {
+			fmt.Fprintln(w, "(interrupted before every scenario ran)")
+		}
 	case reports.HeadlineInterrupted:
 		fmt.Fprintf(w, "INTERRUPTED: stopped before every scenario ran; %d MUST requirement(s) judged, none failed\n", rep.Summary.MustJudged)
 	case reports.HeadlineNoVerdict:

@@ -156,7 +156,10 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 				return usageErrorf("--%s describes a target: it needs a --target other than the embedded emulator (which brings its own endpoints, CA, enrollments and budget instance)", name)
 			}
 		}
-		em, err := startEmbedded(ctx, f.faults, f.profile, env.Stderr)
+		// Not closed by the interrupt: a spec Ginkgo is interrupting must
+		// not see its server go away first (a spurious failure); em.close
+		// ends it after the suite.
+		em, err := startEmbedded(context.WithoutCancel(ctx), f.faults, f.profile, env.Stderr)
 		if err != nil {
 			return err
 		}
@@ -192,6 +195,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	cfg.Seed = cmp.Or(f.seed, start.Unix())
 	fmt.Fprintf(env.Stderr, "dps-conform run: %s, profile %s, seed %d, evidence in %s\n", cfg.Target.Name, cfg.Profile, cfg.Seed, cfg.OutDir)
 	res, err := conformance.Run(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		return interrupted(ctx)
+	}
 	if err != nil {
 		var ue *conformance.SelectionError
 		if errors.As(err, &ue) || errors.Is(err, conformance.ErrTarget) {
@@ -210,11 +216,13 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writeVerdicts(env.Stdout, res, rep.Summary, time.Since(start))
-	if ctx.Err() != nil {
-		return interrupted(ctx)
-	}
+	// What failed before an interrupt failed: exit 1, as the headline
+	// says; otherwise an interrupted run has no verdict (exit 3).
 	if n := len(res.Failed(conformance.MUST)); n > 0 {
 		return &NonConformantError{MustFindings: n}
+	}
+	if ctx.Err() != nil {
+		return interrupted(ctx)
 	}
 	return nil
 }
@@ -266,6 +274,9 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 	case reports.HeadlineNonConformant:
 		must := res.Failed(conformance.MUST)
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", len(must), strings.Join(must, " "))
+		if sum.Interrupted > 0 {
+			fmt.Fprintln(w, "(the run was interrupted before it finished)")
+		}
 	case reports.HeadlineConformant:
 		fmt.Fprintln(w, "CONFORMANT: every MUST requirement that ran passed")
 	case reports.HeadlineInterrupted:

@@ -120,6 +120,16 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	capt, err := tracer.DecodeFileContext(ctx, fs.Arg(0), o)
 	if err != nil && ctx.Err() != nil {
+		// Ctrl-C ends a live capture read from a pipe: print what was
+		// decoded until then (it says where it stopped), no verdict.
+		if capt != nil {
+			topt := tracer.TranscriptOptions{ShowSecrets: showSecrets}
+			if format == "json" {
+				_ = tracer.WriteJSON(env.Stdout, capt, topt)
+			} else {
+				_ = tracer.WriteText(env.Stdout, capt, topt)
+			}
+		}
 		return interrupted(ctx)
 	}
 	if err != nil {

@@ -91,8 +91,10 @@ func writeTraceCaptures(dir string) error {
 	}{
 		{tracer.Client, encodeAll(connect)},
 		{tracer.Server, encodeAll(&packets.Connack{})},
-		{tracer.Client, encodeAll(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("$dps/registrations/res/#"), QoS: 1}}})},
-		{tracer.Server, encodeAll(&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})},
+		// QoS 0 granted as asked, so answers at QoS 0 (Part A §6, §9), as
+		// FreeRTOS subscribes.
+		{tracer.Client, encodeAll(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("$dps/registrations/res/#"), QoS: 0}}})},
+		{tracer.Server, encodeAll(&packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{0}})},
 		{tracer.Client, encodeAll(&packets.Publish{QoS: 1, PacketID: 2, Topic: []byte("$dps/registrations/PUT/iotdps-register/?$rid=1"), Payload: []byte(`{"registrationId":"reg-1"}`)})},
 		{tracer.Server, encodeAll(&packets.Puback{PacketID: 2}, &packets.Publish{Topic: []byte("$dps/registrations/res/202/?$rid=1&retry-after=3"), Payload: []byte(`{"operationId":"4.abcd","status":"assigning"}`)})},
 		{tracer.Client, encodeAll(&packets.Publish{Topic: []byte("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=4.abcd")})},
