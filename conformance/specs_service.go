@@ -31,6 +31,7 @@ func registerServiceSpecs(r *registrar) {
 	r.Describe("SUBSCRIBE", func() { subscribeSpecs(r) })
 	r.Describe("registration", func() { registerSpecs(r) })
 	r.Describe("polling", func() { pollSpecs(r) })
+	r.Describe("keep-alive", func() { keepAliveSpecs(r) })
 	r.Describe("MQTT over WebSocket", func() { wsSpecs(r) })
 	r.Describe("malformed packets", func() { malformedSpecs(r) })
 }
@@ -763,6 +764,34 @@ func malformedConnects() []packettest.Vector {
 		out = append(out, v)
 	}
 	return out
+}
+
+// keepAliveSpecs: a device that waits out a retry-after keeps its
+// connection alive with PINGREQ (SDK keep-alives are 60 to 240 s).
+func keepAliveSpecs(r *registrar) {
+	r.It("MQTT-3.12.4-1", "answers PINGREQ with PINGRESP, before and during a registration", func(ctx sctx, t *T) {
+		d := t.Device()
+		c := t.Connect(ctx, d, nil, DialOptions{})
+		ping := func(when string) {
+			c.MustSend(ctx, &packets.Pingreq{})
+			// Acknowledgements or deliveries still on their way may come
+			// first; the PINGRESP must follow.
+			var seen []string
+			for range 4 {
+				p := c.MustNext(ctx, "PINGRESP")
+				if p.Type() == packets.TypePingresp {
+					return
+				}
+				seen = append(seen, describe(p))
+			}
+			ginkgo.Fail(fmt.Sprintf("no PINGRESP to a PINGREQ %s, only %s", when, strings.Join(seen, ", ")))
+		}
+		ping("after CONNACK")
+		c.Subscribe(ctx, dps.SubscribeFilter, 1)
+		t.StartRegistration(ctx, c, d)
+		ping("after the register was answered")
+		t.Judge(ctx)
+	}, Faults("no-pingresp"))
 }
 
 func malformedSpecs(r *registrar) {

@@ -66,6 +66,7 @@ const (
 	FaultGrantQoS0                    Fault = "grant-qos0"
 	FaultStrictPollBody               Fault = "strict-poll-body"
 	FaultIgnoreQoS0Requests           Fault = "ignore-qos0-requests"
+	FaultNoPingresp                   Fault = "no-pingresp"
 )
 
 // FaultInfo describes one fault switch.
@@ -130,6 +131,7 @@ var faultTable = []FaultInfo{
 	{FaultGrantQoS0, "Part A §9 (QoS 0 and 1 granted as asked)", "grant QoS 0 in SUBACK to the documented filter whatever the device asks"},
 	{FaultStrictPollBody, "Part A §7 (poll bodies are ignored)", "answer 400 to a poll whose body is not empty (the single space of Node and Python, the registration JSON of C)"},
 	{FaultIgnoreQoS0Requests, "Part A §6 (QoS 0 requests: C, Java, FreeRTOS)", "leave register and poll requests published at QoS 0 unanswered"},
+	{FaultNoPingresp, "MQTT-3.12.4-1", "leave PINGREQ unanswered (the keep-alive of a device that waits between polls)"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

@@ -463,6 +463,8 @@ var faultProbe = map[Fault]string{
 	FaultGrantQoS0:                    "suback-qos1",
 	FaultStrictPollBody:               "poll-body",
 	FaultIgnoreQoS0Requests:           "qos0-request",
+	// The probes end their observations with a PINGREQ: TestSessionFaults.
+	FaultNoPingresp: "own",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -658,6 +660,19 @@ func TestSessionFaults(t *testing.T) {
 				return strings.Join(out, ", ")
 			},
 			want: "200 assigned", wantFault: "202 assigning, 202 assigning, 202 assigning",
+		},
+		{
+			// A SUBSCRIBE after the PINGREQ: its SUBACK comes first when
+			// the PINGREQ goes unanswered.
+			name: "PINGREQ answered", fault: FaultNoPingresp,
+			run: func(p *prober) string {
+				c := p.dial()
+				c.connack(connectPacket(p.t, "dev-1"))
+				_ = c.sendRaw([]byte{0xc0, 0x00})
+				c.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
+				return c.next().Type().String()
+			},
+			want: "PINGRESP", wantFault: "SUBACK",
 		},
 	}
 	for _, tt := range tests {

@@ -459,6 +459,9 @@ func (ss *session) handle(ctx context.Context, p packets.Packet) (string, bool) 
 		}
 		return ss.ok(ss.write(&packets.Unsuback{PacketID: p.PacketID}))
 	case *packets.Pingreq:
+		if ss.srv.faults.has(FaultNoPingresp) {
+			return "", true
+		}
 		return ss.ok(ss.write(&packets.Pingresp{}))
 	case *packets.Disconnect:
 		return "device sent DISCONNECT", false
