@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -102,7 +103,8 @@ type phaseResult struct {
 	Polls    int          `json:"polls,omitempty"`
 	Attempts int          `json:"attempts,omitempty"`
 
-	lat []time.Duration // the latencies, sorted
+	lat  []time.Duration // the latencies, sorted
+	dead bool            // stopped: its first --devices operations all failed
 }
 
 // combinePhases adds up two runs of the same phase.
@@ -467,13 +469,13 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 				h := b.handshakes(ctx, ceil.addr, tlsConf, n)
 				res.Handshakes = combinePhases(res.Handshakes, h)
 				rr.Handshakes = h.PerSec
-				return nil
+				return deadPhase("the TLS handshakes of the ceiling", h)
 			},
 			func() error {
 				st, err := profile(b.f.cpuProfile, func() phaseResult { return b.storm(ctx, srv, tlsConf, n) })
 				res.Storm = combinePhases(res.Storm, st)
 				rr.Registrations = st.PerSec
-				return err
+				return cmp.Or(err, deadPhase("the registrations", st))
 			},
 			func() error {
 				if resp == nil {
@@ -482,7 +484,7 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 				st, err := profile(responderProfile(b.f.cpuProfile), func() phaseResult { return b.storm(ctx, resp, tlsConf, n) })
 				*res.Responder = combinePhases(*res.Responder, st)
 				rr.Responder = st.PerSec
-				return err
+				return cmp.Or(err, deadPhase("the registrations against the bare responder", st))
 			},
 			func() error {
 				if mosq == nil {
@@ -491,7 +493,7 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 				st := b.storm(ctx, mosq, tlsConf, n)
 				*res.Mosquitto = combinePhases(*res.Mosquitto, st)
 				rr.Mosquitto = st.PerSec
-				return nil
+				return deadPhase("the echo flows against mosquitto", st)
 			},
 		}
 		for i := range phases {
@@ -544,6 +546,14 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		return res, interrupted(ctx)
 	}
 	return res, nil
+}
+
+// deadPhase is the error of a phase whose first operations all failed.
+func deadPhase(what string, r phaseResult) error {
+	if !r.dead {
+		return nil
+	}
+	return envErrorf("%s: the first %d all failed, none succeeded, so the run stopped; first error: %s", what, r.Failed, r.FirstErr)
 }
 
 // share is round's part of total split into rounds parts (the first
@@ -789,12 +799,19 @@ func (l *limitedBuffer) String() string {
 }
 
 // phase runs do total times on n workers, bounded by ctx and --duration.
+// When the first --devices operations all fail (one per worker) and none
+// has succeeded, the target answers nothing: the phase stops there, marked
+// dead, rather than spend a timeout on each of the others.
 func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx context.Context, i int) error) phaseResult {
 	if b.f.duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.f.duration/time.Duration(b.f.rounds))
 		defer cancel()
 	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var oks, fails atomic.Int64
+	var dead atomic.Bool
 	var next atomic.Int64
 	var mu sync.Mutex
 	var res phaseResult
@@ -815,14 +832,19 @@ func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx conte
 				t0 := time.Now()
 				if err := do(ctx, i); err != nil {
 					if ctx.Err() != nil {
-						break // stopped by --duration or --timeout, not a failure
+						break // stopped by --duration, --timeout or a dead target, not a failure
 					}
 					failed++
 					if firstErr == "" {
 						firstErr = err.Error()
 					}
+					if fails.Add(1) >= int64(b.f.devices) && oks.Load() == 0 {
+						dead.Store(true)
+						stop()
+					}
 					continue
 				}
+				oks.Add(1)
 				mine = append(mine, time.Since(t0))
 			}
 			mu.Lock()
@@ -843,6 +865,7 @@ func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx conte
 	}
 	res.Latency = summarise(lat)
 	res.lat = lat
+	res.dead = dead.Load()
 	return res
 }
 
