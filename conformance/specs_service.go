@@ -186,12 +186,29 @@ func connectSpecs(r *registrar) {
 	}, Faults("accept-clean-session-0"))
 	r.It("DPS-SESS-002", "accepts CleanSession=0 with session-present 0 and carries no state", func(ctx sctx, t *T) {
 		d := t.Device()
-		for range 2 {
+		persistent := func() *packets.Connect {
 			cp := t.ConnectPacket(d)
 			cp.CleanSession = false
-			c := t.Connect(ctx, d, cp, DialOptions{})
-			c.Subscribe(ctx, dps.SubscribeFilter, 1)
-			c.raw.Close()
+			return cp
+		}
+		// The first connection subscribes and leaves.
+		first := t.Connect(ctx, d, persistent(), DialOptions{})
+		first.Subscribe(ctx, dps.SubscribeFilter, 1)
+		first.raw.Close()
+		// The second does not subscribe: answers go to subscribers only
+		// (Part A §5), so its register must get none. An answer shows the
+		// first connection's subscription carried over.
+		c := t.Connect(ctx, d, persistent(), DialOptions{})
+		c.MustSend(ctx, &packets.Publish{QoS: 1, PacketID: c.PacketID(), Topic: []byte(dps.RegisterTopic("1")), Payload: RegisterBody(d.RegistrationID)})
+		end := time.Now().Add(t.r.cfg.CloseWait)
+		for i := 0; i < 16 && time.Now().Before(end); i++ {
+			p, err := c.next(ctx, time.Until(end))
+			if err != nil {
+				break
+			}
+			if pub, ok := p.(*packets.Publish); ok {
+				ginkgo.Fail(fmt.Sprintf("the answer %q reached a connection that never subscribed: the subscription of the earlier CleanSession=0 connection was carried over", pub.Topic))
+			}
 		}
 		ev := t.Judge(ctx)
 		for _, conv := range ev.Capture.Conversations {
@@ -201,7 +218,7 @@ func connectSpecs(r *registrar) {
 				}
 			}
 		}
-	}, Faults("session-present"))
+	}, Faults("session-present", "keep-subscription"))
 	r.It("DPS-SESS-003", "answers CONNACK with session-present 0", func(ctx sctx, t *T) {
 		t.Connect(ctx, t.Device(), nil, DialOptions{})
 		t.Judge(ctx)

@@ -67,6 +67,7 @@ const (
 	FaultStrictPollBody               Fault = "strict-poll-body"
 	FaultIgnoreQoS0Requests           Fault = "ignore-qos0-requests"
 	FaultNoPingresp                   Fault = "no-pingresp"
+	FaultKeepSubscription             Fault = "keep-subscription"
 )
 
 // FaultInfo describes one fault switch.
@@ -132,6 +133,7 @@ var faultTable = []FaultInfo{
 	{FaultStrictPollBody, "Part A §7 (poll bodies are ignored)", "answer 400 to a poll whose body is not empty (the single space of Node and Python, the registration JSON of C)"},
 	{FaultIgnoreQoS0Requests, "Part A §6 (QoS 0 requests: C, Java, FreeRTOS)", "leave register and poll requests published at QoS 0 unanswered"},
 	{FaultNoPingresp, "MQTT-3.12.4-1", "leave PINGREQ unanswered (the keep-alive of a device that waits between polls)"},
+	{FaultKeepSubscription, "Part A §2 (dps-2023: no state carried over)", "keep the subscription of a CleanSession=0 connection for the next CleanSession=0 connection of the same device"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

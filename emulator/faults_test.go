@@ -465,6 +465,8 @@ var faultProbe = map[Fault]string{
 	FaultIgnoreQoS0Requests:           "qos0-request",
 	// The probes end their observations with a PINGREQ: TestSessionFaults.
 	FaultNoPingresp: "own",
+	// Only under dps-2023, which the probes do not run: TestSessionFaults.
+	FaultKeepSubscription: "own",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -629,6 +631,7 @@ func TestSessionFaults(t *testing.T) {
 	tests := []struct {
 		name       string
 		fault      Fault
+		profile    Profile
 		retryAfter time.Duration
 		run        func(p *prober) string
 		want       string // without the fault
@@ -674,12 +677,39 @@ func TestSessionFaults(t *testing.T) {
 			},
 			want: "PINGRESP", wantFault: "SUBACK",
 		},
+		{
+			// Two CleanSession=0 connections of one device; the second
+			// does not subscribe, so its register gets no answer unless
+			// the first one's subscription was kept.
+			name: "no subscription carried over (dps-2023)", fault: FaultKeepSubscription, profile: ProfileDPS2023, retryAfter: time.Hour,
+			run: func(p *prober) string {
+				persistent := func(cp *packets.Connect) { cp.CleanSession = false }
+				first := p.session("dev-1", persistent)
+				first.conn.Close()
+				c := p.dial()
+				cp := connectPacket(p.t, "dev-1")
+				persistent(cp)
+				c.connack(cp)
+				c.send(&packets.Publish{QoS: 1, PacketID: 3, Topic: []byte(dps.RegisterTopic("1")), Payload: []byte(regBody("dev-1"))})
+				_ = c.sendRaw([]byte{0xc0, 0x00}) // PINGREQ: its PINGRESP ends the observation
+				var got []string
+				for range 4 {
+					pk := c.next()
+					got = append(got, pk.Type().String())
+					if pk.Type() == packets.TypePingresp {
+						break
+					}
+				}
+				return strings.Join(got, " ")
+			},
+			want: "PUBACK PINGRESP", wantFault: "PUBACK PUBLISH PINGRESP",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, faults := range [][]Fault{nil, {tt.fault}} {
 				clock := newFakeClock()
-				s, addr := startPlain(t, Config{Faults: faults, Now: clock.Now, RetryAfter: tt.retryAfter})
+				s, addr := startPlain(t, Config{Faults: faults, Now: clock.Now, RetryAfter: tt.retryAfter, Profile: tt.profile})
 				got := tt.run(&prober{t: t, srv: s, addr: addr, clock: clock})
 				want := tt.want
 				if faults != nil {

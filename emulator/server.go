@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,6 +151,7 @@ type Server struct {
 	regBudget *limiter
 	scenario  scenarioState
 	connSeq   atomic.Uint64
+	kept      keptSubs
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -590,4 +592,30 @@ func newUUID(r io.Reader) string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// keptSubs are subscriptions kept across connections, by registration id:
+// only the keep-subscription fault keeps any (DPS keeps no session state,
+// Part A §2).
+type keptSubs struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (k *keptSubs) load(regID string) (int, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	q, ok := k.m[strings.ToLower(regID)]
+	return q, ok
+}
+
+func (k *keptSubs) store(regID string, q int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil {
+		k.m = map[string]int{}
+	}
+	if len(k.m) < 100_000 { // bounded, like every table of the server
+		k.m[strings.ToLower(regID)] = q
+	}
 }

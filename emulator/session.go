@@ -45,6 +45,9 @@ type session struct {
 	subQoS  int // granted QoS of dps.SubscribeFilter, -1 when not subscribed
 	extra   map[string]byte
 	nextPID uint16
+	// kept: a CleanSession=0 connection whose subscription outlives it
+	// (only the keep-subscription fault; DPS keeps no session state).
+	kept bool
 }
 
 // serveSession runs the DPS state machine on conn until the device leaves,
@@ -277,6 +280,12 @@ func (ss *session) connect() (string, bool) {
 		return "scenario: CONNACK withheld", false
 	}
 	// Part A §1: sessions are never persistent; session-present is always 0.
+	if !c.CleanSession && ss.srv.faults.has(FaultKeepSubscription) {
+		ss.kept = true
+		if q, ok := ss.srv.kept.load(ss.regID); ok {
+			ss.subQoS = q
+		}
+	}
 	ack := &packets.Connack{ReturnCode: packets.ConnackAccepted, SessionPresent: ss.srv.faults.has(FaultSessionPresent)}
 	if err := ss.write(ack); err != nil {
 		return "write CONNACK: " + err.Error(), false
@@ -507,6 +516,9 @@ func (ss *session) subscribe(p *packets.Subscribe) (string, bool) {
 				q = 0
 			}
 			ss.subQoS = int(q)
+			if ss.kept {
+				ss.srv.kept.store(ss.regID, int(q))
+			}
 			codes[i] = packets.SubackCode(q)
 		case ss.srv.faults.has(FaultAcceptAnyFilter):
 			if ss.extra == nil {
