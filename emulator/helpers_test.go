@@ -32,6 +32,9 @@ type fakeBackend struct {
 	gate    chan struct{} // when non-nil, Assign waits for it to close
 	assigns int
 	fail    error // Assign returns it when set
+	// inline makes AssignMayWait false: Assign is then taken as CPU work
+	// only, which the emulator runs inline under retry-after 0.
+	inline bool
 	lastOpt registry.AttestOptions
 
 	disabled       map[string]bool // registration ids (lower case) whose enrollment is disabled; set before use
@@ -77,6 +80,8 @@ func (b *fakeBackend) Attest(ctx context.Context, c registry.Credentials, o regi
 	}
 	return &registry.Attestation{RegistrationID: c.RegistrationID, Kind: registry.SymmetricKey}, nil
 }
+
+func (b *fakeBackend) AssignMayWait(*registry.Attestation) bool { return !b.inline }
 
 func (b *fakeBackend) Assign(ctx context.Context, a *registry.Attestation, payload json.RawMessage) (dps.DeviceRegistrationResult, error) {
 	b.mu.Lock()

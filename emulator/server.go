@@ -521,10 +521,18 @@ const syncAssignWait = 100 * time.Millisecond
 // retry-after 0 the assignment may complete at once, so the caller (about to
 // send the 202) waits for it a little, up to syncAssignWait: the device's
 // first poll then normally finds it done instead of costing one more round
-// trip. A slow backend (webhook) still answers 202 in bounded time.
+// trip. A slow backend (webhook, durable commit) still answers 202 in
+// bounded time; an assignment that cannot wait on I/O runs inline.
 func (s *Server) startAssign(op *operation, att *registry.Attestation, payload json.RawMessage) {
 	if s.faults.has(FaultNeverAssign) {
 		return // the operation stays assigning: every poll is answered 202
+	}
+	if s.retryAfter == 0 && !s.assignMayWait(att) {
+		// CPU work only, and the 202 would wait for it anyway: no
+		// goroutine, channel and timer per registration.
+		res, err := s.backend.Assign(s.ctx, att, payload)
+		s.ops.finish(op.id, res, err, s.now())
+		return
 	}
 	done := make(chan struct{})
 	s.wg.Add(1)
@@ -544,6 +552,18 @@ func (s *Server) startAssign(op *operation, att *registry.Attestation, payload j
 	case <-t.C:
 	case <-s.ctx.Done():
 	}
+}
+
+// assignMayWait reports whether the backend's Assign of att may wait on
+// I/O (a durable commit, a webhook); backends that do not say are assumed
+// to.
+func (s *Server) assignMayWait(att *registry.Attestation) bool {
+	if b, ok := s.backend.(interface {
+		AssignMayWait(*registry.Attestation) bool
+	}); ok {
+		return b.AssignMayWait(att)
+	}
+	return true
 }
 
 // retryAfterParam is the retry-after of 202 answers, -1 (absent) under the

@@ -286,6 +286,29 @@ func (r *Registry) candidates(c common) []LinkedHub {
 	return out
 }
 
+// AssignMayWait reports whether Assign of a may wait on I/O: with a state
+// dir (an assigned registration is fdatasync'd before Assign returns), or
+// when a's enrollment, as attested, allocates through the custom webhook.
+// Otherwise Assign is CPU work on in-memory state, which a caller that
+// waits for it anyway may run on its own goroutine. (An admin change
+// between Attest and Assign that makes the enrollment custom still calls
+// the webhook, within its timeout.)
+func (r *Registry) AssignMayWait(a *Attestation) bool {
+	if r.mem == nil || a == nil {
+		return true
+	}
+	var c common
+	switch {
+	case a.individual != nil:
+		c = a.individual.common()
+	case a.group != nil:
+		c = a.group.common()
+	default:
+		return true
+	}
+	return c.policy == AllocationCustom // never the service default (Config refuses it)
+}
+
 // allocate picks the hub. It returns the webhook's initial twin and payload
 // for the custom policy.
 func (r *Registry) allocate(ctx context.Context, a *Attestation, c common, ind *IndividualEnrollment, grp *EnrollmentGroup, deviceID string, prev *record, payload json.RawMessage) (hub string, twin, outPayload json.RawMessage, fail *allocFailure) {

@@ -526,3 +526,46 @@ func TestSlowAllocationWebhook(t *testing.T) {
 		t.Fatalf("a cancelled request got status %d", resp.StatusCode)
 	}
 }
+
+// TestAssignMayWait checks which assignments may wait on I/O: all of them
+// with a state dir (the fdatasync of an assigned registration), and in
+// memory only those of a custom-allocation enrollment (the webhook).
+func TestAssignMayWait(t *testing.T) {
+	hubs := []LinkedHub{{Name: "a.example"}}
+	custom := func(g EnrollmentGroup) EnrollmentGroup {
+		g.AllocationPolicy = AllocationCustom
+		g.CustomAllocationDefinition = &CustomAllocationDefinition{WebhookURL: "http://127.0.0.1:1/alloc", APIVersion: "2021-10-01"}
+		return g
+	}
+	for _, tc := range []struct {
+		name     string
+		stateDir bool
+		cfg      Config
+		id, key  string
+		want     bool
+	}{
+		{"memory, individual, hashed", false, Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev-i", keyA, keyB)}}, "dev-i", keyA, false},
+		{"memory, group, hashed", false, Config{IDScope: scope, LinkedHubs: hubs, EnrollmentGroups: []EnrollmentGroup{symGroup("g", keyG1, keyG2)}}, "dev-g", derive(t, keyG1, "dev-g"), false},
+		{"memory, group, custom", false, Config{IDScope: scope, LinkedHubs: hubs, EnrollmentGroups: []EnrollmentGroup{custom(symGroup("g", keyG1, keyG2))}}, "dev-g", derive(t, keyG1, "dev-g"), true},
+		{"state dir, individual, hashed", true, Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev-i", keyA, keyB)}}, "dev-i", keyA, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			r := openTest(t, &cfg, func(o *Options) {
+				if !tc.stateDir {
+					o.StateDir = ""
+				}
+			})
+			a, err := r.Attest(context.Background(), Credentials{RegistrationID: tc.id, Password: sas(t, scope, tc.id, tc.key, testNow.Add(time.Hour))}, AttestOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.AssignMayWait(a); got != tc.want {
+				t.Errorf("AssignMayWait = %v, want %v", got, tc.want)
+			}
+			if !r.AssignMayWait(nil) {
+				t.Error("AssignMayWait(nil) = false, want true")
+			}
+		})
+	}
+}
