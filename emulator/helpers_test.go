@@ -34,7 +34,7 @@ type fakeBackend struct {
 	fail    error // Assign returns it when set
 	// inline makes AssignMayWait false: Assign is then taken as CPU work
 	// only, which the emulator runs inline under retry-after 0.
-	inline bool
+	inline  bool
 	lastOpt registry.AttestOptions
 
 	disabled       map[string]bool // registration ids (lower case) whose enrollment is disabled; set before use
