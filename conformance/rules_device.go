@@ -561,6 +561,7 @@ func ruleDevPollRate() *Rule {
 				if r := e.req; strings.HasPrefix(string(r.pub.Topic), dps.PollPrefix) {
 					polls = append(polls, r)
 					paced[r] = last != nil && last.resp.HasRetryAfter && r.pkt.Time.Sub(last.pkt.Time) >= last.resp.RetryAfter-tol
+					last = nil // an answer paces one poll, not a burst after it
 				}
 			}
 			var fs []Finding

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -518,6 +519,17 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 		}},
 		{name: "6 polls in 10 s after a retry-after of 1 s", rule: "DPS-DEV-015", applied: 6, build: func(s *synth) {
 			sixPolls(s, regBody, 1)
+		}},
+		{name: "a burst of 8 polls 1 s after one retry-after of 1 s", rule: "DPS-DEV-015", applied: 8, findings: 3, contains: []string{"6 polls within 0.05 s"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 1, op1)
+			s.advance(time.Second)
+			for i := range 8 {
+				f.request(poll(strconv.Itoa(i+2), "op-1"), "")
+				s.advance(10 * time.Millisecond)
+			}
+			f.close()
 		}},
 		{name: "register 0.10 s after a 429 with retry-after 2", rule: "DPS-DEV-016", applied: 2, findings: 1,
 			contains: []string{"register $rid=2 0.10 s after the 429 answer", "a request no earlier than 2.00 s"}, build: func(s *synth) {
