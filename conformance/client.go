@@ -524,13 +524,20 @@ func (c *Conn) AwaitFinal(ctx context.Context, rid, op string) {
 // retry-after, at most maxPolls times) until the answer is final; a
 // throttled register (429) is sent again after its retry-after when that
 // fits in the spec's time (else the 429 is the last answer). It returns
-// every answer.
+// every answer. Subscription and requests are at QoS 1, as most SDKs
+// send them; ProvisionQoS chooses.
 func (c *Conn) Provision(ctx context.Context, rid string, body []byte, maxPolls int) []Answer {
 	ginkgo.GinkgoHelper()
-	if ack := c.Subscribe(ctx, dps.SubscribeFilter, 1); ack == nil {
+	return c.ProvisionQoS(ctx, rid, body, maxPolls, 1)
+}
+
+// ProvisionQoS is Provision with the subscription and every request at qos.
+func (c *Conn) ProvisionQoS(ctx context.Context, rid string, body []byte, maxPolls int, qos byte) []Answer {
+	ginkgo.GinkgoHelper()
+	if ack := c.Subscribe(ctx, dps.SubscribeFilter, qos); ack == nil {
 		ginkgo.Fail("SUBSCRIBE to " + dps.SubscribeFilter + " was not acknowledged")
 	}
-	a := c.Request(ctx, dps.RegisterTopic(rid), body, 1)
+	a := c.Request(ctx, dps.RegisterTopic(rid), body, qos)
 	out := []Answer{a}
 	op := ""
 	for i := 0; i < maxPolls && (a.Resp.Status == 202 || a.Resp.Status == 429); i++ {
@@ -559,9 +566,9 @@ func (c *Conn) Provision(ctx context.Context, rid string, body []byte, maxPolls 
 		}
 		if op == "" {
 			// The register itself was throttled: send it again.
-			a = c.Request(ctx, dps.RegisterTopic(rid), body, 1)
+			a = c.Request(ctx, dps.RegisterTopic(rid), body, qos)
 		} else {
-			a = c.Request(ctx, dps.PollTopic(rid, op), nil, 1)
+			a = c.Request(ctx, dps.PollTopic(rid, op), nil, qos)
 		}
 		out = append(out, a)
 	}
