@@ -146,7 +146,7 @@ func wrongReason(v conformance.Verdict) string {
 		return "from a suite bug"
 	case strings.Contains(v.Message, "holds no evidence to judge"):
 		return "for want of evidence"
-	case strings.HasPrefix(v.Message, "the capture shows no refusal for the rule to judge"):
+	case strings.HasPrefix(v.Message, conformance.NotByRule):
 		return "with no finding of its rule"
 	}
 	return ""
