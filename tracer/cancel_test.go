@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -137,22 +138,56 @@ func TestDecodeFileContextCancel(t *testing.T) {
 		}
 	})
 	t.Run("many records", func(t *testing.T) {
+		// A capture of many records whose reader cancels the context
+		// part-way: the decode stops within ctxCheckEvery frames of the
+		// cancel and returns the frames read so far, marked incomplete.
+		const total = 20 * ctxCheckEvery
 		g := &genCapture{t: t, link: linkEthernet}
-		for range 2 * ctxCheckEvery {
+		for range total {
 			g.frames = append(g.frames, genFrame{ts: g.now, data: make([]byte, 14)})
+		}
+		data := g.pcap()
+		for _, workers := range []int{1, 2} {
+			ctx, cancel := context.WithCancel(context.Background())
+			r := &cancellingReader{data: data, at: len(data) / 4, cancel: cancel}
+			c, err := DecodeContext(ctx, r, Options{Workers: workers})
+			cancel()
+			if !errors.Is(err, context.Canceled) || c == nil || c.Incomplete == "" {
+				t.Fatalf("workers %d: DecodeContext cancelled a quarter in: %v, capture %+v; want the partial capture, marked incomplete", workers, err, c)
+			}
+			if c.Frames == 0 || c.Frames >= total/2 {
+				t.Errorf("workers %d: %d of %d frames decoded after a cancel a quarter in, want some but well under half", workers, c.Frames, total)
+			}
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_, err := DecodeContext(ctx, bytes.NewReader(g.pcap()), Options{})
-		if !errors.Is(err, context.Canceled) {
+		if _, err := DecodeContext(ctx, bytes.NewReader(data), Options{}); !errors.Is(err, context.Canceled) {
 			t.Errorf("DecodeContext with a cancelled ctx: %v, want context.Canceled", err)
 		}
-		c, err := DecodeContext(ctx, bytes.NewReader(g.pcap()), Options{Workers: 2})
-		if !errors.Is(err, context.Canceled) || c == nil || c.Incomplete == "" {
-			t.Errorf("DecodeContext with 2 workers and a cancelled ctx: %v, %+v", err, c)
-		}
-		if _, err := DecodeContext(context.Background(), bytes.NewReader(g.pcap()), Options{Workers: 2}); err != nil {
-			t.Errorf("DecodeContext: %v", err)
+		c, err := DecodeContext(context.Background(), bytes.NewReader(data), Options{Workers: 2})
+		if err != nil || c.Frames != total || c.Incomplete != "" {
+			t.Errorf("DecodeContext: %v, %d frames (want %d), incomplete %q", err, c.Frames, total, c.Incomplete)
 		}
 	})
+}
+
+// cancellingReader reads data in chunks of at most 1 KiB and calls cancel
+// once at has been read.
+type cancellingReader struct {
+	data   []byte
+	off    int
+	at     int
+	cancel context.CancelFunc
+}
+
+func (r *cancellingReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.data) {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), 1024)], r.data[r.off:])
+	r.off += n
+	if r.off >= r.at {
+		r.cancel()
+	}
+	return n, nil
 }
