@@ -304,7 +304,10 @@ func TestRulePoll202(t *testing.T) {
 		{"202 without retry-after", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", -1), assigning, 1, true},
 		{"202 assigned", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 1), strings.Replace(assigning, `"status":"assigning"`, `"status":"assigned"`, 1), 1, true},
 		{"202 not JSON", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 1), "", 1, true},
-		{"200", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), `{"operationId":"` + op + `","status":"disabled"}`, 1, false},
+		{"200 disabled", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), `{"operationId":"` + op + `","status":"disabled"}`, 1, false},
+		{"200 assigned", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), `{"operationId":"` + op + `","status":"assigned","registrationState":{"registrationId":"dev-1","status":"assigned"}}`, 1, false},
+		{"200 assigning", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), assigning, 1, true},
+		{"200 not JSON", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), "", 1, true},
 		{"register 202 without retry-after", dps.RegisterTopic("2"), dps.ResponseTopic(202, "2", -1), assigning, 0, false},
 		{"poll 404", dps.PollTopic("2", op), dps.ResponseTopic(404, "2", -1), `{}`, 0, false},
 	} {
