@@ -288,6 +288,15 @@ func deadline(ctx context.Context, d time.Duration) time.Time {
 	return dl
 }
 
+// armDeadline sets a deadline d from now (or ctx's, if earlier) with set,
+// then reports ctx's error. The check comes after the deadline is set: an
+// interrupt that came before would otherwise be overwritten (the AfterFunc
+// of Dial, which sets a past deadline, ran already).
+func armDeadline(ctx context.Context, set func(time.Time) error, d time.Duration) error {
+	_ = set(deadline(ctx, d))
+	return ctx.Err()
+}
+
 // Send writes p.
 func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 	b, err := packets.Encode(nil, p, packets.EncodeOptions{})
@@ -299,8 +308,7 @@ func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 
 // SendRaw writes b as is (illegal encodings included).
 func (c *Conn) SendRaw(ctx context.Context, b []byte) error {
-	c.c.SetWriteDeadline(deadline(ctx, 10*time.Second))
-	if err := ctx.Err(); err != nil {
+	if err := armDeadline(ctx, c.c.SetWriteDeadline, 10*time.Second); err != nil {
 		return err
 	}
 	_, err := c.c.Write(b)
@@ -325,10 +333,7 @@ func (c *Conn) next(ctx context.Context, wait time.Duration) (packets.Packet, er
 	if c.closed {
 		return nil, io.EOF
 	}
-	c.c.SetReadDeadline(deadline(ctx, wait))
-	// After the deadline is set: an interrupt that came before it would
-	// otherwise be overwritten (the AfterFunc of Dial ran already).
-	if err := ctx.Err(); err != nil {
+	if err := armDeadline(ctx, c.c.SetReadDeadline, wait); err != nil {
 		return nil, err
 	}
 	p, err := packets.ReadPacket(c.r, packets.DecodeOptions{Lenient: true})
@@ -362,8 +367,7 @@ func (c *Conn) drainRaw(ctx context.Context) {
 	if c.raw == nil {
 		return
 	}
-	c.raw.SetReadDeadline(deadline(ctx, c.t.r.cfg.CloseWait))
-	if ctx.Err() != nil {
+	if armDeadline(ctx, c.raw.SetReadDeadline, c.t.r.cfg.CloseWait) != nil {
 		return
 	}
 	var buf [4096]byte
