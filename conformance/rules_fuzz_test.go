@@ -122,9 +122,6 @@ func recordChunks(t *testing.T, in []byte) *tracer.Capture {
 	return capt
 }
 
-// ruleSeeds are whole DPS conversations in the chunk format: a registration
-// answered 202 then 200, a 401 and close, a 409 after a poll, a throttled
-// poll.
 // chunk is the recordChunks input that sends ps (encoded, invalid ones
 // too) with header hdr: bit 0 the side (1: server), bit 1 the flow, the
 // rest the time before it in 100 ms.
@@ -144,13 +141,32 @@ func chunk(hdr byte, ps ...packets.Packet) []byte {
 	return out
 }
 
+// testConnect is the CONNECT of device dev-1 in the rule tests: ClientId
+// and username of the documented form, no password.
+func testConnect() *packets.Connect {
+	return &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
+		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
+}
+
+// preamble is the chunks of flow 0 that open a connection: testConnect,
+// CONNACK, sub and a SUBACK with codes (none when codes is nil).
+func preamble(sub *packets.Subscribe, codes []packets.SubackCode) []byte {
+	in := append(chunk(0, testConnect()), chunk(1, &packets.Connack{})...)
+	in = append(in, chunk(0, sub)...)
+	if codes != nil {
+		in = append(in, chunk(1, &packets.Suback{PacketID: sub.PacketID, ReturnCodes: codes})...)
+	}
+	return in
+}
+
+// ruleSeeds are whole DPS conversations in the chunk format: a registration
+// answered 202 then 200, a 401 and close, a 409 after a poll, a throttled
+// poll.
 func ruleSeeds() [][]byte {
 	const op = "4.0123456789abcdef.00000000-0000-4000-8000-000000000000"
-	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60,
-		ClientID: []byte("dev-1"), Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31"),
-		Password: []byte("SharedAccessSignature sr=0ne00000001%2fregistrations%2fdev-1&sig=AAAA&se=4102444800&skn=registration")}
+	connect := testConnect()
+	connect.Password = []byte("SharedAccessSignature sr=0ne00000001%2fregistrations%2fdev-1&sig=AAAA&se=4102444800&skn=registration")
 	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}
-	suback := &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}}
 	reg := func(rid string, pid uint16) *packets.Publish {
 		return &packets.Publish{QoS: 1, PacketID: pid, Topic: []byte(dps.RegisterTopic(rid)), Payload: []byte(`{"registrationId":"dev-1"}`)}
 	}
@@ -173,7 +189,7 @@ func ruleSeeds() [][]byte {
 	}
 	open := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
 	open = append(open, chunk(0, sub)...)
-	open = append(open, chunk(1, suback)...)
+	open = append(open, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})...)
 	flow(open, chunk(0, reg("1", 2)), chunk(1, answer(202, "1", 2, assigning)...),
 		chunk(3<<2, poll("2", 3)), chunk(1, answer(200, "2", 3, assigned)...), chunk(0, &packets.Disconnect{}))
 	flow(open, chunk(0, reg("1", 2)), chunk(1, answer(401, "1", 2, `{"errorCode":401002,"trackingId":"t","message":"Unauthorized","timestampUtc":"2026-11-23T12:00:00Z"}`)...),
@@ -252,8 +268,6 @@ func TestRuleSeeds(t *testing.T) {
 // but the DPS one; a SUBACK granting it, or one short of return codes
 // (which has none for it, MQTT-3.9.3-1), is a finding; 0x80 passes.
 func TestRuleOtherFilters(t *testing.T) {
-	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
-		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
 	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}, {Filter: []byte("devices/dev-1/#"), QoS: 1}}}
 	rules := serviceRule(t, "DPS-SUB-004")
 	for _, tc := range []struct {
@@ -266,12 +280,9 @@ func TestRuleOtherFilters(t *testing.T) {
 		{"no return code for it", []packets.SubackCode{1}, true},
 		{"closed instead", nil, true},
 	} {
-		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
-		in = append(in, chunk(0, sub)...)
+		in := preamble(sub, tc.codes)
 		if tc.codes == nil {
 			in = append(in, 1, 0) // the server closes its side of flow 0
-		} else {
-			in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: tc.codes})...)
 		}
 		in = append(in, chunk(0, &packets.Disconnect{})...)
 		fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
@@ -282,13 +293,11 @@ func TestRuleOtherFilters(t *testing.T) {
 }
 
 // TestRulePoll202: DPS-POLL-001 wants every poll answered 202 to carry a
-// retry-after and the status assigning; a poll answered 200 applies and
-// passes (its final status is the spec's to judge); a register answered
-// 202 is DPS-REG-002's.
+// retry-after and the status assigning, and one answered 200 a final
+// status (assigned, failed, disabled); a register answered 202 is
+// DPS-REG-002's.
 func TestRulePoll202(t *testing.T) {
 	const op = "4.0123456789abcdef.00000000-0000-4000-8000-000000000000"
-	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
-		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
 	sub := &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}
 	assigning := `{"operationId":"` + op + `","status":"assigning","registrationState":{"registrationId":"dev-1","status":"assigning"}}`
 	rules := serviceRule(t, "DPS-POLL-001")
@@ -311,9 +320,7 @@ func TestRulePoll202(t *testing.T) {
 		{"register 202 without retry-after", dps.RegisterTopic("2"), dps.ResponseTopic(202, "2", -1), assigning, 0, false},
 		{"poll 404", dps.PollTopic("2", op), dps.ResponseTopic(404, "2", -1), `{}`, 0, false},
 	} {
-		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
-		in = append(in, chunk(0, sub)...)
-		in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})...)
+		in := preamble(sub, []packets.SubackCode{1})
 		in = append(in, chunk(0, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte(tc.request)})...)
 		in = append(in, chunk(1, &packets.Puback{PacketID: 2}, &packets.Publish{QoS: 1, PacketID: 1, Topic: []byte(tc.topic), Payload: []byte(tc.body)})...)
 		in = append(in, chunk(0, &packets.Puback{PacketID: 1}, &packets.Disconnect{})...)
@@ -327,8 +334,6 @@ func TestRulePoll202(t *testing.T) {
 // TestRuleDeliveryQoS: DPS-SUB-003 wants answers delivered at exactly
 // min(granted QoS, 1) (Part A §6): above it and below it are findings.
 func TestRuleDeliveryQoS(t *testing.T) {
-	connect := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("dev-1"),
-		Username: []byte("0ne00000001/registrations/dev-1/api-version=2019-03-31")}
 	rules := serviceRule(t, "DPS-SUB-003")
 	for _, tc := range []struct {
 		granted, delivered byte
@@ -342,9 +347,7 @@ func TestRuleDeliveryQoS(t *testing.T) {
 		if tc.delivered > 0 {
 			answer.PacketID = 7
 		}
-		in := append(chunk(0, connect), chunk(1, &packets.Connack{})...)
-		in = append(in, chunk(0, sub)...)
-		in = append(in, chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{packets.SubackCode(min(tc.granted, 2))}})...)
+		in := preamble(sub, []packets.SubackCode{packets.SubackCode(min(tc.granted, 2))})
 		in = append(in, chunk(0, &packets.Publish{Topic: []byte(dps.RegisterTopic("1"))})...)
 		in = append(in, chunk(1, answer)...)
 		in = append(in, chunk(0, &packets.Disconnect{})...)
