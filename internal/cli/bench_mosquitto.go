@@ -125,7 +125,7 @@ func (b *provisionBench) runMosquitto(ctx context.Context, bin, conf, addr strin
 	cmd := exec.CommandContext(cctx, bin, "-c", conf)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM} // even if the bench is killed
+	dieWithParent(cmd)
 	stderr := &limitedBuffer{max: 4096}
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Start(); err != nil {

@@ -217,18 +217,15 @@ func benchProvisionCmd(ctx context.Context, env *Env, args []string) error {
 	return runProvisionBench(ctx, env, args, spawnSelf)
 }
 
-// spawnSelf runs this executable with args, as a child that the kernel
-// stops (SIGTERM) if this process dies first: a kill -9 of the bench must
-// not leave its servers running. (Pdeathsig follows the thread that
-// started the child; Go keeps that thread unless a goroutine locked to it
-// exits, which none here does.)
+// spawnSelf runs this executable with args, as a child that dies with this
+// process (dieWithParent).
 func spawnSelf(ctx context.Context, args []string) *exec.Cmd {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = os.Args[0]
 	}
 	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	dieWithParent(cmd)
 	return cmd
 }
 
