@@ -180,7 +180,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
 	}
 	in := reports.DeviceInput{Catalog: cat, Profile: f.profile, Tool: toolInfo(), Target: target,
-		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noConnect(runs)}
+		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs)}
 	for _, r := range runs {
 		in.Scenarios = append(in.Scenarios, r.Scenario)
 	}
@@ -199,18 +199,8 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	if ctx.Err() != nil && rep.Summary.MustFailed == 0 {
 		return interrupted(ctx)
 	}
-	connections := 0
-	for _, r := range runs {
-		connections += r.conversations
-	}
-	if connections == 0 {
-		return envErrorf("no verdict: the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)")
-	}
-	if rep.Summary.MustFailed == 0 && rep.Summary.NoVerdictReason != "" {
-		return envErrorf("no verdict: %s", rep.Summary.NoVerdictReason)
-	}
 	if rep.Summary.Verdict == reports.HeadlineNoVerdict {
-		return envErrorf("no verdict: the device connected, but no MUST device rule applied to what it sent")
+		return envErrorf("no verdict: %s", noVerdictWhy(rep.Summary))
 	}
 	if rep.Summary.MustFailed > 0 {
 		return &NonConformantError{MustFindings: rep.Summary.MustFailed}
@@ -223,8 +213,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 type scenarioRun struct {
 	reports.Scenario
 	conversations int  // connections recorded
-	connects      int  // of them, those that carried a CONNECT
-	hostile       bool // a TLS scenario: the device must not get as far as CONNECT
+	connects      int // of them, those that carried a CONNECT
 	exit          string
 	elapsed       time.Duration
 }
@@ -328,7 +317,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		"DPS_ID_SCOPE=" + ready.IDScope, "DPS_REGISTRATION_ID=" + f.regID, "DPS_SYMMETRIC_KEY=" + key,
 		"DPS_CA_FILE=" + pki.CAFile, "DPS_TRANSPORT=" + f.transport, "DPS_SCENARIO=" + name,
 	}
-	run := &scenarioRun{Scenario: reports.Scenario{Name: name, Pcap: pcap}, hostile: hostile}
+	run := &scenarioRun{Scenario: reports.Scenario{Name: name, Pcap: pcap}}
 	sctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.exec != "" {
@@ -415,28 +404,43 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 	}
 }
 
-// noConnect is why runs give no verdict although the device connected:
-// in every scenario that serves DPS (not a hostile TLS one, where a device
-// must stop before CONNECT) it sent no CONNECT, so none of its DPS
-// behaviour was seen; a TLS handshake alone (DPS-DEV-001) is no
-// provisioning device. "" when some such scenario saw a CONNECT, or none
-// ran.
-func noConnect(runs []*scenarioRun) string {
-	served, connections := 0, 0
+// noVerdictReason is why runs show too little of the device to judge it,
+// or "": it never connected; or, in the scenarios that serve DPS (not the
+// hostile TLS ones, where a device must stop before CONNECT), it never
+// connected or sent no CONNECT, so none of its DPS behaviour was seen. A
+// TLS handshake alone (DPS-DEV-001) is no provisioning device. A run of
+// TLS scenarios only is judged on them.
+func noVerdictReason(runs []*scenarioRun) string {
+	all, served, servedConns := 0, 0, 0
 	for _, r := range runs {
-		if r.hostile {
+		all += r.conversations
+		if slices.Contains(tlsScenarios, r.Name) {
 			continue
 		}
 		if r.connects > 0 {
 			return ""
 		}
 		served++
-		connections += r.conversations
+		servedConns += r.conversations
 	}
-	if served == 0 || connections == 0 {
-		return "" // none ran, or the device never connected (said apart)
+	switch {
+	case len(runs) > 0 && all == 0:
+		return "the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)"
+	case served == 0:
+		return ""
+	case servedConns == 0:
+		return "the device never connected in a scenario that serves DPS, only in the TLS scenarios (where it must stop before CONNECT)"
+	default:
+		return fmt.Sprintf("the device connected %d time(s) but sent no CONNECT in any scenario that serves DPS", servedConns)
 	}
-	return fmt.Sprintf("the device connected %d time(s) but sent no CONNECT in any scenario that serves DPS", connections)
+}
+
+// noVerdictWhy is the reason of a NO VERDICT headline.
+func noVerdictWhy(s reports.Summary) string {
+	if s.NoVerdictReason != "" {
+		return s.NoVerdictReason
+	}
+	return "the device connected, but no MUST device rule applied to what it sent"
 }
 
 // readLines reads in (the operator's terminal) for the whole command, one
@@ -522,11 +526,7 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	case reports.HeadlineInterrupted:
 		fmt.Fprintf(w, "INTERRUPTED: stopped before every scenario ran; %d MUST requirement(s) judged, none failed\n", rep.Summary.MustJudged)
 	case reports.HeadlineNoVerdict:
-		if why := rep.Summary.NoVerdictReason; why != "" {
-			fmt.Fprintf(w, "NO VERDICT: %s\n", why)
-		} else {
-			fmt.Fprintln(w, "NO VERDICT: no MUST device rule applied")
-		}
+		fmt.Fprintf(w, "NO VERDICT: %s\n", noVerdictWhy(rep.Summary))
 	default:
 		fmt.Fprintln(w, "CONFORMANT: every MUST device rule that applied passed")
 	}
