@@ -150,7 +150,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	rules := cat.RulesUnder(conformance.DeviceRules(), f.profile)
 	var runs []*scenarioRun
 	var stopped []string // scenarios an interrupt cut short: not judged
-	var lines <-chan struct{}
+	var lines <-chan time.Time
 	if f.exec == "" && env.Stdin != nil {
 		lines = readLines(env.Stdin)
 	}
@@ -212,7 +212,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 // what the verdict table adds.
 type scenarioRun struct {
 	reports.Scenario
-	conversations int  // connections recorded
+	conversations int // connections recorded
 	connects      int // of them, those that carried a CONNECT
 	exit          string
 	elapsed       time.Duration
@@ -226,7 +226,7 @@ func randomKey() string {
 
 // runScenario serves one scenario, runs or waits for the device, and
 // judges the recording with rules.
-func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string, rules []*conformance.Rule, lines <-chan struct{}) (*scenarioRun, error) {
+func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name string, rules []*conformance.Rule, lines <-chan time.Time) (*scenarioRun, error) {
 	started := time.Now()
 	dir, err := os.MkdirTemp("", "dps-conform-device-")
 	if err != nil {
@@ -323,13 +323,13 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	if f.exec != "" {
 		run.exit = runDevice(sctx, f.exec, vars, strings.TrimSuffix(pcap, ".pcapng")+".log")
 	} else {
-		drainLines(lines)
+		prompt := time.Now()
 		fmt.Fprintf(env.Stderr, "\nscenario %s: start the device now with\n", name)
 		for _, v := range vars {
 			fmt.Fprintf(env.Stderr, "  %s\n", v)
 		}
 		fmt.Fprintf(env.Stderr, "press Enter when it has finished (or wait %v)\n", f.timeout)
-		waitEnter(sctx, lines)
+		waitEnter(sctx, lines, prompt)
 		run.exit = "operator"
 	}
 	// Give connections the device left open a moment to end, then stop.
@@ -443,47 +443,43 @@ func noVerdictWhy(s reports.Summary) string {
 	return "the device connected, but no MUST device rule applied to what it sent"
 }
 
+// typedAhead is how many lines the operator may type ahead of a prompt
+// and still have them told apart from the answer to it.
+const typedAhead = 64
+
 // readLines reads in (the operator's terminal) for the whole command, one
-// goroutine for every scenario, and sends a value per line: a reader per
-// scenario would leave the earlier ones waiting, and the first of them
-// would take the operator's next Enter. The channel closes at EOF.
-func readLines(in io.Reader) <-chan struct{} {
-	lines := make(chan struct{})
+// goroutine for every scenario, and sends the time each line was read: a
+// reader per scenario would leave the earlier ones waiting, and the first
+// of them would take the operator's next Enter. Lines are read as they
+// come (up to typedAhead ahead of a prompt), so that their times tell
+// which came before a prompt. The channel closes at EOF.
+func readLines(in io.Reader) <-chan time.Time {
+	lines := make(chan time.Time, typedAhead)
 	go func() {
 		defer close(lines)
 		sc := bufio.NewScanner(in)
 		for sc.Scan() {
-			lines <- struct{}{}
+			lines <- time.Now()
 		}
 	}()
 	return lines
 }
 
-// waitEnter returns on a line from lines (nil: none will come), at the end
-// of the input (the operator has nothing more to say), or when ctx ends.
-func waitEnter(ctx context.Context, lines <-chan struct{}) {
-	select {
-	case <-lines:
-	case <-ctx.Done():
-	}
-}
-
-// drainLines drops the lines typed before a scenario's prompt (they were
-// not about it) and returns how many.
-func drainLines(lines <-chan struct{}) int {
-	n := 0
-	for range 64 {
+// waitEnter returns on a line from lines read after prompt (those before
+// were not about it; nil lines: none will come), at the end of the input
+// (the operator has nothing more to say), or when ctx ends.
+func waitEnter(ctx context.Context, lines <-chan time.Time, prompt time.Time) {
+	for {
 		select {
-		case _, ok := <-lines:
-			if !ok {
-				return n
+		case at, ok := <-lines:
+			if ok && at.Before(prompt) {
+				continue
 			}
-			n++
-		default:
-			return n
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
-	return n
 }
 
 // writeDeviceVerdicts prints the verdict per rule and scenario.

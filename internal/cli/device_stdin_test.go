@@ -9,23 +9,25 @@ import (
 
 // TestOperatorLines: in operator mode one reader serves every scenario. A
 // scenario that timed out without an Enter leaves nothing behind to take
-// the next one's Enter, and a line typed before a prompt is not taken as
-// the answer to it.
+// the next one's Enter, and lines typed before a prompt, however many, are
+// not taken as the answer to it.
 func TestOperatorLines(t *testing.T) {
 	r, w := io.Pipe()
 	defer w.Close()
 	lines := readLines(r)
 
-	// Scenario 1: no Enter; its timeout ends the wait.
+	// Scenario 1: no Enter; its timeout ends the wait, and no reader is
+	// left waiting for a line on its behalf.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	waitEnter(ctx, lines)
+	waitEnter(ctx, lines, time.Now())
 	cancel()
 
 	// Scenario 2: the operator's Enter ends it, long before its timeout.
 	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ended := make(chan struct{})
-	go func() { waitEnter(ctx, lines); close(ended) }()
+	prompt := time.Now()
+	go func() { waitEnter(ctx, lines, prompt); close(ended) }()
 	if _, err := io.WriteString(w, "\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -35,30 +37,42 @@ func TestOperatorLines(t *testing.T) {
 		t.Fatal("the Enter of scenario 2 did not end it: an earlier reader took it")
 	}
 
-	// A line typed between prompts is dropped before the next one.
-	typed := make(chan struct{})
-	go func() { io.WriteString(w, "early\n"); close(typed) }()
-	<-typed // the reader has it (the pipe is unbuffered) and sends it
-	dropped := 0
-	for i := 0; i < 500 && dropped == 0; i++ {
-		dropped = drainLines(lines)
+	// Three lines typed between prompts are all dropped at the next one.
+	if _, err := io.WriteString(w, "early\nearlier\nearliest\n"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500 && len(lines) < 3; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if dropped != 1 {
-		t.Fatalf("drainLines dropped %d lines, want the 1 typed", dropped)
+	if len(lines) != 3 {
+		t.Fatalf("%d lines waiting, want the 3 typed", len(lines))
 	}
+	prompt = time.Now()
 	ctx3, cancel3 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel3()
-	waitEnter(ctx3, lines)
+	waitEnter(ctx3, lines, prompt)
 	if ctx3.Err() == nil {
 		t.Error("scenario 3 ended on a line typed before its prompt")
+	}
+	// An Enter after the prompt still ends it.
+	ctx3b, cancel3b := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel3b()
+	ended = make(chan struct{})
+	go func() { waitEnter(ctx3b, lines, prompt); close(ended) }()
+	if _, err := io.WriteString(w, "\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an Enter after scenario 3's prompt did not end it")
 	}
 
 	// The end of the input ends the wait (the operator has nothing more).
 	w.Close()
 	ctx4, cancel4 := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel4()
-	waitEnter(ctx4, lines)
+	waitEnter(ctx4, lines, time.Now())
 	if ctx4.Err() != nil {
 		t.Error("the end of the input did not end the wait")
 	}
