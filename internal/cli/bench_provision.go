@@ -545,12 +545,13 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 	return res, nil
 }
 
-// deadPhase is the error of a phase whose first operations all failed.
+// deadPhase is the error of a phase whose devices' first operations all
+// failed.
 func deadPhase(what string, r phaseResult) error {
 	if !r.dead {
 		return nil
 	}
-	return envErrorf("%s: the first %d all failed, none succeeded, so the run stopped; first error: %s", what, r.Failed, r.FirstErr)
+	return envErrorf("%s: %d failed, the first of every device among them, and none succeeded, so the run stopped; first error: %s", what, r.Failed, r.FirstErr)
 }
 
 // share is round's part of total split into rounds parts (the first
@@ -796,9 +797,9 @@ func (l *limitedBuffer) String() string {
 }
 
 // phase runs do total times on n workers, bounded by ctx and --duration.
-// When the first --devices operations all fail (one per worker) and none
-// has succeeded, the target answers nothing: the phase stops there, marked
-// dead, rather than spend a timeout on each of the others.
+// When every worker's first operation failed and none has succeeded, the
+// target answers nothing: the phase stops there, marked dead, rather than
+// spend a timeout on each of the others.
 func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx context.Context, i int) error) phaseResult {
 	if b.f.duration > 0 {
 		var cancel context.CancelFunc
@@ -807,7 +808,7 @@ func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx conte
 	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var oks, fails atomic.Int64
+	var oks, firstFails atomic.Int64
 	var dead atomic.Bool
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -835,7 +836,10 @@ func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx conte
 					if firstErr == "" {
 						firstErr = err.Error()
 					}
-					if fails.Add(1) >= int64(b.f.devices) && oks.Load() == 0 {
+					// Only each worker's first operation counts: one
+					// worker's quick failures (a 429) say nothing of the
+					// others' operations still under way.
+					if failed == 1 && len(mine) == 0 && firstFails.Add(1) >= int64(b.f.devices) && oks.Load() == 0 {
 						dead.Store(true)
 						stop()
 					}

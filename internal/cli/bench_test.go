@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -611,4 +613,49 @@ func FuzzWriteCapturePrefix(f *testing.F) {
 			t.Fatalf("wrote %d bytes (reported %d) that are not a prefix of the %d-byte input", len(got), n, len(data))
 		}
 	})
+}
+
+// TestPhaseDead: a phase is dead (stopped at once) only when every
+// worker's first operation failed and none succeeded; one worker's quick
+// failures while the others' operations are under way are not a dead
+// target.
+func TestPhaseDead(t *testing.T) {
+	b := &provisionBench{f: benchProvisionFlags{devices: 4, rounds: 1}}
+	// The first four operations start together (one per worker): the
+	// first fails, the others succeed after 30 ms. Until then every later
+	// operation fails at once, so the first worker piles up failures
+	// while the other three are under way.
+	var started sync.WaitGroup
+	started.Add(4)
+	var succeeded atomic.Bool
+	r := b.phase(context.Background(), 40, func(ctx context.Context, i int) error {
+		switch {
+		case i <= 4:
+			started.Done()
+			started.Wait()
+			if i == 1 {
+				return errors.New("refused")
+			}
+			time.Sleep(30 * time.Millisecond)
+			succeeded.Store(true)
+			return nil
+		case succeeded.Load():
+			return nil
+		default:
+			return errors.New("refused")
+		}
+	})
+	if r.dead || r.Done < 3 || r.Failed < 2 || r.Done+r.Failed != 40 {
+		t.Errorf("one worker failing fast: dead %v, %d done, %d failed; want not dead, all 40 tried, 3 done at least and 2 failed", r.dead, r.Done, r.Failed)
+	}
+	// Every operation fails: dead after the first round of them.
+	var calls atomic.Int64
+	r = b.phase(context.Background(), 40, func(ctx context.Context, i int) error {
+		calls.Add(1)
+		time.Sleep(10 * time.Millisecond)
+		return errors.New("no answer")
+	})
+	if !r.dead || r.Done != 0 || calls.Load() >= 40 {
+		t.Errorf("dead target: dead %v, %d done, %d operations tried of 40; want dead, stopped early", r.dead, r.Done, calls.Load())
+	}
 }
