@@ -303,3 +303,25 @@ func TestNoErrorBodyFault(t *testing.T) {
 		t.Fatalf("answer %s %q, want 400 with an empty body", a.topic, a.raw)
 	}
 }
+
+// TestStrictPollBodyRefusesFirst: under strict-poll-body a poll with a
+// body is refused (400) before it is served, so it counts toward no poll
+// throttle: after 5 refused polls, 5 bodiless ones in the same 10 s are
+// all answered 202.
+func TestStrictPollBodyRefusesFirst(t *testing.T) {
+	clock := newFakeClock()
+	_, addr := startPlain(t, Config{Now: clock.Now, RetryAfter: time.Hour, Faults: []Fault{FaultStrictPollBody}})
+	c := dialPlain(t, addr)
+	c.ready("dev-1")
+	op := c.call(dps.RegisterTopic("1"), "").status.OperationID
+	for i := range 5 {
+		if a := c.call(dps.PollTopic("b", op), " "); a.resp.Status != 400 {
+			t.Fatalf("poll %d with a body: %s, want 400", i+1, a.topic)
+		}
+	}
+	for i := range 5 {
+		if a := c.call(dps.PollTopic("p", op), ""); a.resp.Status != 202 {
+			t.Fatalf("bodiless poll %d after 5 refused ones: %s, want 202 (the refused ones counted toward the throttle)", i+1, a.topic)
+		}
+	}
+}

@@ -587,10 +587,12 @@ func (ss *session) publish(ctx context.Context, p *packets.Publish) (string, boo
 	case dps.Register:
 		a = ss.register(ctx, p.Payload)
 	default:
-		a = ss.poll(ctx, req.OperationID)
 		if len(p.Payload) > 0 && ss.srv.faults.has(FaultStrictPollBody) {
+			// Refused before it is served: it counts toward no throttle.
 			a = ss.srv.errorAnswer(400, errorCodeBadRequest, "A poll request has no body.", -1)
+			break
 		}
+		a = ss.poll(ctx, req.OperationID)
 	}
 	if a.drop {
 		return "scenario: connection dropped without an answer", false
