@@ -62,8 +62,9 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // connect and the handshake of each endpoint within timeout. It returns an
 // *UnreachableError for the first endpoint that does not answer, answers
 // nothing or something other than TLS to a ClientHello, or whose
-// certificate does not verify. Any other handshake failure (a TLS version or suite
-// refused, an alert) is the suite's to judge, and is not reported here.
+// certificate does not verify; ctx's error when ctx ended first. Any other
+// handshake failure (a TLS version or suite refused, an alert) is the
+// suite's to judge, and is not reported here.
 func (t *Target) CheckReachable(ctx context.Context, timeout time.Duration) error {
 	type endpoint struct {
 		name string
@@ -92,6 +93,9 @@ func (t *Target) CheckReachable(ctx context.Context, timeout time.Duration) erro
 		if err == nil {
 			c.Close()
 			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // interrupted: no verdict on the endpoint
 		}
 		if why := unreachableWhy(err); why != "" {
 			return &UnreachableError{Endpoint: ep.name, Target: ep.tg, Why: why, Err: err}

@@ -189,6 +189,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	// A TLS handshake is a wait for packets: --read-timeout bounds it.
 	if err := reachable(ctx, cfg.Target, cfg.ReadTimeout); err != nil {
+		if ctx.Err() != nil {
+			return interrupted(ctx)
+		}
 		return err
 	}
 	start := time.Now()
