@@ -78,7 +78,9 @@ func TestInterrupt(t *testing.T) {
 				}
 				pipe = f
 			}
-			return true
+			// Waiting once it has read the whole capture.
+			n, err := unreadBytes(pipe)
+			return err == nil && n == 0
 		}, "conversation 1 192.0.2.10:50001"},
 		{"device, waiting for a device that sleeps", []string{"device", "--exec", "touch " + started + "; sleep 100", "--scenario", "normal",
 			"--scenario", "register-429", "--scenario-timeout", "60s", "--out", filepath.Join(dir, "device")}, func() bool {
@@ -114,8 +116,6 @@ func TestInterrupt(t *testing.T) {
 				<-done
 				t.Fatalf("never seen waiting on its peer; stderr:\n%s", stderr.String())
 			}
-			// Well inside the wait (trace: its input read and decoded).
-			time.Sleep(500 * time.Millisecond)
 			if err := cmd.Process.Signal(os.Interrupt); err != nil {
 				t.Fatal(err)
 			}
