@@ -99,7 +99,7 @@ func (st *scenarioState) next(event, regID string, n int) bool {
 	if st.counts == nil {
 		st.counts = map[string]int{}
 	}
-	k := event + "\x00" + strings.ToLower(regID)
+	k := event + "\x00" + regKey(regID)
 	st.counts[k]++
 	return st.counts[k] <= n
 }

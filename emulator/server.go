@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -625,7 +624,7 @@ type keptSubs struct {
 func (k *keptSubs) load(regID string) (int, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	q, ok := k.m[strings.ToLower(regID)]
+	q, ok := k.m[regKey(regID)]
 	return q, ok
 }
 
@@ -636,6 +635,6 @@ func (k *keptSubs) store(regID string, q int) {
 		k.m = map[string]int{}
 	}
 	if len(k.m) < 100_000 { // bounded, like every table of the server
-		k.m[strings.ToLower(regID)] = q
+		k.m[regKey(regID)] = q
 	}
 }

@@ -118,17 +118,19 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 			return usageErrorf("--keylog %s: %v", keylog, err)
 		}
 	}
+	writeTranscript := func(capt *tracer.Capture) error {
+		topt := tracer.TranscriptOptions{ShowSecrets: showSecrets}
+		if format == "json" {
+			return tracer.WriteJSON(env.Stdout, capt, topt)
+		}
+		return tracer.WriteText(env.Stdout, capt, topt)
+	}
 	capt, err := tracer.DecodeFileContext(ctx, fs.Arg(0), o)
 	if err != nil && ctx.Err() != nil {
 		// Ctrl-C ends a live capture read from a pipe: print what was
 		// decoded until then (it says where it stopped), no verdict.
 		if capt != nil {
-			topt := tracer.TranscriptOptions{ShowSecrets: showSecrets}
-			if format == "json" {
-				_ = tracer.WriteJSON(env.Stdout, capt, topt)
-			} else {
-				_ = tracer.WriteText(env.Stdout, capt, topt)
-			}
+			_ = writeTranscript(capt)
 		}
 		return interrupted(ctx)
 	}
@@ -138,13 +140,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return inputError("", err)
 	}
-	topt := tracer.TranscriptOptions{ShowSecrets: showSecrets}
-	if format == "json" {
-		err = tracer.WriteJSON(env.Stdout, capt, topt)
-	} else {
-		err = tracer.WriteText(env.Stdout, capt, topt)
-	}
-	if err != nil {
+	if err := writeTranscript(capt); err != nil {
 		return envErrorf("writing the transcript: %v", err)
 	}
 	if len(capt.Conversations) == 0 {
