@@ -404,13 +404,13 @@ func subscribeSpecs(r *registrar) {
 		c.Subscribe(ctx, dps.SubscribeFilter, 2)
 		c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
 		t.Judge(ctx)
-	}, Faults("deliver-qos2"))
+	}, Faults("deliver-qos2", "deliver-qos0"))
 	for _, filter := range []string{"#", "$dps/#", "$dps/registrations/res/+", "$dps/registrations/res/202/#", "devices/dev/messages/devicebound/#"} {
 		r.It("DPS-SUB-004", fmt.Sprintf("refuses the filter %q", filter), func(ctx sctx, t *T) {
 			c := t.Connect(ctx, t.Device(), nil, DialOptions{})
 			c.Subscribe(ctx, filter, 1)
 			t.Judge(ctx)
-		}, Faults("accept-any-filter"))
+		}, Faults("accept-any-filter", "close-on-other-filter"))
 	}
 }
 

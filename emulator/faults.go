@@ -30,6 +30,8 @@ const (
 	FaultNoCloseAfter401              Fault = "no-close-after-401"
 	FaultGrantQoS2                    Fault = "grant-qos2"
 	FaultDeliverQoS2                  Fault = "deliver-qos2"
+	FaultDeliverQoS0                  Fault = "deliver-qos0"
+	FaultCloseOnOtherFilter           Fault = "close-on-other-filter"
 	FaultAcceptAnyFilter              Fault = "accept-any-filter"
 	FaultAcceptUndocumentedTopic      Fault = "accept-undocumented-topic"
 	FaultAcceptQoS2Publish            Fault = "accept-qos2-publish"
@@ -96,6 +98,8 @@ var faultTable = []FaultInfo{
 	{FaultNoCloseAfter401, "Part A §3", "keep the connection open after answering 401"},
 	{FaultGrantQoS2, "Part A §9", "grant QoS 2 in SUBACK when the device asks for it (instead of 1)"},
 	{FaultDeliverQoS2, "Part A §6", "deliver answers at QoS 2 whatever the granted QoS (instead of min(granted, 1))"},
+	{FaultDeliverQoS0, "Part A §6", "deliver answers at QoS 0 whatever the granted QoS (instead of min(granted, 1))"},
+	{FaultCloseOnOtherFilter, "Part A §9, MQTT-3.8.4-1", "close the connection on a SUBSCRIBE to any other filter instead of answering SUBACK 0x80"},
 	{FaultAcceptAnyFilter, "Part A §9", "grant any SUBSCRIBE filter instead of SUBACK 0x80"},
 	{FaultAcceptUndocumentedTopic, "Part A §9", "ignore a PUBLISH to an undocumented topic instead of closing the connection"},
 	{FaultAcceptQoS2Publish, "Part A §9 (IoT Hub: QoS 2 publish closes)", "serve a QoS 2 request (PUBREC/PUBREL/PUBCOMP) instead of closing the connection"},

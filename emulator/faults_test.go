@@ -276,7 +276,8 @@ var probes = []probe{
 	{"subscribe-other-filter", func(p *prober) string {
 		c := p.dial()
 		c.connack(connectPacket(p.t, "dev-1"))
-		return fmt.Sprint(c.subscribe(1, "devices/dev-1/messages/devicebound/#").ReturnCodes)
+		c.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("devices/dev-1/messages/devicebound/#"), QoS: 1}}})
+		return p.observe(c, 1)
 	}},
 	{"delivery-qos", func(p *prober) string {
 		c := p.session("qos", nil)
@@ -425,6 +426,8 @@ var faultProbe = map[Fault]string{
 	FaultNoCloseAfter401:              "close-after-401",
 	FaultGrantQoS2:                    "suback-qos2",
 	FaultDeliverQoS2:                  "delivery-qos",
+	FaultDeliverQoS0:                  "delivery-qos",
+	FaultCloseOnOtherFilter:           "subscribe-other-filter",
 	FaultAcceptAnyFilter:              "subscribe-other-filter",
 	FaultAcceptUndocumentedTopic:      "undocumented-topic",
 	FaultAcceptQoS2Publish:            "qos2-publish",

@@ -528,6 +528,8 @@ func (ss *session) subscribe(p *packets.Subscribe) (string, bool) {
 				ss.extra[string(sub.Filter)] = q
 			}
 			codes[i] = packets.SubackCode(q)
+		case ss.srv.faults.has(FaultCloseOnOtherFilter):
+			return fmt.Sprintf("SUBSCRIBE to %q, closing (fault close-on-other-filter)", sub.Filter), false
 		default:
 			ss.log.Info("refusing subscription (Part A §9)", "filter", string(sub.Filter))
 			codes[i] = packets.SubackFailure
@@ -623,8 +625,11 @@ func (ss *session) deliver(rid string, a answer) error {
 		return nil
 	}
 	q = min(q, 1)
-	if ss.srv.faults.has(FaultDeliverQoS2) {
+	switch {
+	case ss.srv.faults.has(FaultDeliverQoS2):
 		q = 2
+	case ss.srv.faults.has(FaultDeliverQoS0):
+		q = 0
 	}
 	pub := &packets.Publish{QoS: q, Topic: []byte(ss.srv.responseTopic(a.status, rid, a.retryAfter)), Payload: a.body}
 	if pub.Payload == nil {

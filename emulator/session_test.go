@@ -209,6 +209,7 @@ func TestDeliveryQoS(t *testing.T) {
 		{"granted 1", nil, 1, 1},
 		{"granted 2 → delivered 1", []Fault{FaultGrantQoS2}, 2, 1},
 		{"fault deliver-qos2", []Fault{FaultDeliverQoS2}, 1, 2},
+		{"fault deliver-qos0", []Fault{FaultDeliverQoS0}, 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
