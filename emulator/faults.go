@@ -32,6 +32,7 @@ const (
 	FaultDeliverQoS2                  Fault = "deliver-qos2"
 	FaultDeliverQoS0                  Fault = "deliver-qos0"
 	FaultCloseOnOtherFilter           Fault = "close-on-other-filter"
+	FaultPoll202Assigned              Fault = "poll-202-assigned"
 	FaultAcceptAnyFilter              Fault = "accept-any-filter"
 	FaultAcceptUndocumentedTopic      Fault = "accept-undocumented-topic"
 	FaultAcceptQoS2Publish            Fault = "accept-qos2-publish"
@@ -108,6 +109,7 @@ var faultTable = []FaultInfo{
 	{FaultWrongRID, "Part A §5", "echo a $rid different from the request's"},
 	{FaultRIDNotFirst, "Part A §5", "write retry-after before $rid in answer topics"},
 	{FaultUpperCaseRetryAfter, "Part A §5", "write the retry-after key as \"Retry-After\""},
+	{FaultPoll202Assigned, "Part A §6", "answer a poll of a pending operation 202 with status \"assigned\" in the body (instead of \"assigning\")"},
 	{FaultAssignBeforeRetryAfter, "Part A §6", "answer 200 to a poll that comes before the retry-after of the register answer has elapsed"},
 	{FaultIncompleteRegistrationState, "Part A §6", "leave deviceId, createdDateTimeUtc, lastUpdatedDateTimeUtc, substatus and etag out of the final registrationState"},
 	{FaultAcceptRegistrationIDMismatch, "Part A §7", "accept a register body whose registrationId differs from the connection's instead of answering 400"},

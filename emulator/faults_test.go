@@ -317,6 +317,12 @@ var probes = []probe{
 		p.waitAssigned(op, "early")
 		return fmt.Sprint(p.status(c, dps.PollTopic("2", op), ""))
 	}},
+	{"poll-202-status", func(p *prober) string {
+		c := p.session("p202", nil)
+		op := c.call(dps.RegisterTopic("1"), regBody("p202")).status.OperationID
+		a := c.call(dps.PollTopic("2", op), "") // before the retry-after
+		return fmt.Sprintf("%d %s", a.resp.Status, a.status.Status)
+	}},
 	{"final-state", func(p *prober) string {
 		c := p.session("final", nil)
 		a := p.final(c)
@@ -428,6 +434,7 @@ var faultProbe = map[Fault]string{
 	FaultDeliverQoS2:                  "delivery-qos",
 	FaultDeliverQoS0:                  "delivery-qos",
 	FaultCloseOnOtherFilter:           "subscribe-other-filter",
+	FaultPoll202Assigned:              "poll-202-status",
 	FaultAcceptAnyFilter:              "subscribe-other-filter",
 	FaultAcceptUndocumentedTopic:      "undocumented-topic",
 	FaultAcceptQoS2Publish:            "qos2-publish",
@@ -480,7 +487,7 @@ var faultAlsoChanges = map[Fault][]string{
 	// No operation ever ends, so the disabled answer never comes either.
 	FaultNeverAssign: {"disabled"},
 	// poll-body polls at once, before the retry-after: 200 under this fault.
-	FaultAssignBeforeRetryAfter: {"poll-body"},
+	FaultAssignBeforeRetryAfter: {"poll-body", "poll-202-status"},
 }
 
 // sasForm builds a valid SAS token for id in a given form: edit gets the
@@ -513,7 +520,7 @@ func sasForm(t testing.TB, id string, edit func(sr, sig, se string) string) stri
 func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
-		"early", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
+		"early", "p202", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
 		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req"}
 	b := newFakeBackend(ids...)
 	b.disabled = map[string]bool{"disabled": true}

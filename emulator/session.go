@@ -866,6 +866,9 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	assigning.RegistrationState.RegistrationID = st.regID
 	early := now.Before(st.readyAt) && !s.faults.has(FaultAssignBeforeRetryAfter)
 	if !st.done || early {
+		if s.faults.has(FaultPoll202Assigned) {
+			assigning.Status, assigning.RegistrationState.Status = dps.StatusAssigned, dps.StatusAssigned
+		}
 		return s.statusAnswer(202, s.retryAfterParam(), assigning)
 	}
 	if st.err != nil {
