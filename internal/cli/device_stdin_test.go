@@ -23,19 +23,7 @@ func TestOperatorLines(t *testing.T) {
 	cancel()
 
 	// Scenario 2: the operator's Enter ends it, long before its timeout.
-	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	ended := make(chan struct{})
-	prompt := time.Now()
-	go func() { waitEnter(ctx, lines, prompt); close(ended) }()
-	if _, err := io.WriteString(w, "\n"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the Enter of scenario 2 did not end it: an earlier reader took it")
-	}
+	enterEnds(t, lines, w, time.Now(), "the Enter of scenario 2 did not end it: an earlier reader took it")
 
 	// Three lines typed between prompts are all dropped at the next one.
 	if _, err := io.WriteString(w, "early\nearlier\nearliest\n"); err != nil {
@@ -47,7 +35,7 @@ func TestOperatorLines(t *testing.T) {
 	if len(lines) != 3 {
 		t.Fatalf("%d lines waiting, want the 3 typed", len(lines))
 	}
-	prompt = time.Now()
+	prompt := time.Now()
 	ctx3, cancel3 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel3()
 	waitEnter(ctx3, lines, prompt)
@@ -55,18 +43,7 @@ func TestOperatorLines(t *testing.T) {
 		t.Error("scenario 3 ended on a line typed before its prompt")
 	}
 	// An Enter after the prompt still ends it.
-	ctx3b, cancel3b := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel3b()
-	ended = make(chan struct{})
-	go func() { waitEnter(ctx3b, lines, prompt); close(ended) }()
-	if _, err := io.WriteString(w, "\n"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("an Enter after scenario 3's prompt did not end it")
-	}
+	enterEnds(t, lines, w, prompt, "an Enter after scenario 3's prompt did not end it")
 
 	// The end of the input ends the wait (the operator has nothing more).
 	w.Close()
@@ -75,5 +52,23 @@ func TestOperatorLines(t *testing.T) {
 	waitEnter(ctx4, lines, time.Now())
 	if ctx4.Err() != nil {
 		t.Error("the end of the input did not end the wait")
+	}
+}
+
+// enterEnds types an Enter on w while waitEnter waits for one after prompt,
+// and fails with msg unless that ends the wait.
+func enterEnds(t *testing.T, lines <-chan time.Time, w io.Writer, prompt time.Time, msg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ended := make(chan struct{})
+	go func() { waitEnter(ctx, lines, prompt); close(ended) }()
+	if _, err := io.WriteString(w, "\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal(msg)
 	}
 }
