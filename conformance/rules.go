@@ -743,11 +743,9 @@ func ruleRegister202() *Rule {
 // rulePoll202 judges the answers of DPS-POLL-001 that a capture can show
 // on their own: a poll answered 202 carries a retry-after (D-MQTT: "keep
 // polling ... after a delay equal to the retry-after period"; Part B §5)
-// and the status assigning (Part A §6). It applies to every poll answered
-// 202 or 200, so that a capture whose polls were all answered at once is
-// judged (and passes) rather than left without evidence; which final
-// status a 200 carries (assigned, disabled, failed) depends on the
-// enrollment, and the spec judges it.
+// and the status assigning (Part A §6); a poll answered 200 carries a
+// final status (assigned, or failed or disabled, which depend on the
+// enrollment; Part A §8).
 func rulePoll202() *Rule {
 	const id = "DPS-POLL-001"
 	return answerRule(id, "a poll answered 202 or 200",

@@ -30,6 +30,7 @@ type fakeBackend struct {
 
 	mu      sync.Mutex
 	gate    chan struct{} // when non-nil, Assign waits for it to close
+	delay   time.Duration // Assign takes this long from its call
 	assigns int
 	fail    error // Assign returns it when set
 	// inline makes AssignMayWait false: Assign is then taken as CPU work
@@ -85,10 +86,17 @@ func (b *fakeBackend) AssignMayWait(*registry.Attestation) bool { return !b.inli
 
 func (b *fakeBackend) Assign(ctx context.Context, a *registry.Attestation, payload json.RawMessage) (dps.DeviceRegistrationResult, error) {
 	b.mu.Lock()
-	gate, fail := b.gate, b.fail
+	gate, fail, delay := b.gate, b.fail, b.delay
 	b.assigns++
 	disabled := b.disabled[strings.ToLower(a.RegistrationID)] && !b.ignoreDisabled[strings.ToLower(a.RegistrationID)]
 	b.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return dps.DeviceRegistrationResult{}, ctx.Err()
+		}
+	}
 	if gate != nil {
 		select {
 		case <-gate:

@@ -516,7 +516,8 @@ func (s *Server) serveHTTP(srv *http.Server, l net.Listener, what string) {
 // waits for its assignment before the 202 goes out.
 const syncAssignWait = 100 * time.Millisecond
 
-// startAssign runs the assignment of op in the background (Part A §6). With
+// startAssign runs the assignment of op (Part A §6), in the background
+// unless it runs inline (below). With
 // retry-after 0 the assignment may complete at once, so the caller (about to
 // send the 202) waits for it a little, up to syncAssignWait: the device's
 // first poll then normally finds it done instead of costing one more round
@@ -552,6 +553,12 @@ func (s *Server) startAssign(op *operation, att *registry.Attestation, payload j
 	case <-s.ctx.Done():
 	}
 }
+
+// The registry says which assignments may run inline; a rename would
+// silently send them all to a goroutine again.
+var _ interface {
+	AssignMayWait(*registry.Attestation) bool
+} = (*registry.Registry)(nil)
 
 // assignMayWait reports whether the backend's Assign of att may wait on
 // I/O (a durable commit, a webhook); backends that do not say are assumed

@@ -28,9 +28,8 @@ func TestRetryAfterZeroAssignsBefore202(t *testing.T) {
 		{0, syncAssignWait + 400*time.Millisecond, true, 200},
 	} {
 		b := newFakeBackend("dev-1")
-		b.gate = make(chan struct{})
+		b.delay = tc.assignTime // from the register on, not the test's start
 		b.inline = tc.inline
-		opened := time.AfterFunc(tc.assignTime, func() { close(b.gate) })
 		_, addr := startPlain(t, Config{backend: b, RetryAfter: tc.retryAfter})
 		c := dialPlain(t, addr)
 		c.ready("dev-1")
@@ -42,6 +41,5 @@ func TestRetryAfterZeroAssignsBefore202(t *testing.T) {
 		if p.resp.Status != tc.wantPoll {
 			t.Errorf("retry-after %v, assignment %v, inline %v: first poll answered %s, want %d", tc.retryAfter, tc.assignTime, tc.inline, p.topic, tc.wantPoll)
 		}
-		opened.Stop()
 	}
 }

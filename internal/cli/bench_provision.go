@@ -866,7 +866,9 @@ func (b *provisionBench) phase(ctx context.Context, total int, do func(ctx conte
 	}
 	res.Latency = summarise(lat)
 	res.lat = lat
-	res.dead = dead.Load()
+	// All failed: also when quick failures used up every operation
+	// before some worker drew its first.
+	res.dead = dead.Load() || (res.Done == 0 && res.Failed > 0)
 	return res
 }
 

@@ -622,27 +622,36 @@ func FuzzWriteCapturePrefix(f *testing.F) {
 func TestPhaseDead(t *testing.T) {
 	b := &provisionBench{f: benchProvisionFlags{devices: 4, rounds: 1}}
 	// The first four operations start together (one per worker): the
-	// first fails, the others succeed after 30 ms. Until then every later
-	// operation fails at once, so the first worker piles up failures
-	// while the other three are under way.
+	// first fails, the others wait until 4 failures have piled up, then
+	// succeed. Until then every later operation fails at once, so the
+	// first worker piles up those failures while the other three are
+	// under way.
 	var started sync.WaitGroup
 	started.Add(4)
 	var succeeded atomic.Bool
+	var fails atomic.Int64
+	piled := make(chan struct{})
+	fail := func() error {
+		if fails.Add(1) == 4 {
+			close(piled)
+		}
+		return errors.New("refused")
+	}
 	r := b.phase(context.Background(), 40, func(ctx context.Context, i int) error {
 		switch {
 		case i <= 4:
 			started.Done()
 			started.Wait()
 			if i == 1 {
-				return errors.New("refused")
+				return fail()
 			}
-			time.Sleep(30 * time.Millisecond)
+			<-piled
 			succeeded.Store(true)
 			return nil
 		case succeeded.Load():
 			return nil
 		default:
-			return errors.New("refused")
+			return fail()
 		}
 	})
 	if r.dead || r.Done < 3 || r.Failed < 2 || r.Done+r.Failed != 40 {

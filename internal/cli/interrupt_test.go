@@ -80,7 +80,13 @@ func TestInterrupt(t *testing.T) {
 			}
 			// Waiting once it has read the whole capture.
 			n, err := unreadBytes(pipe)
-			return err == nil && n == 0
+			if err != nil || n != 0 {
+				return false
+			}
+			// Read is not yet decoded: give it a moment (the decode of
+			// this small capture takes well under a millisecond).
+			time.Sleep(100 * time.Millisecond)
+			return true
 		}, "conversation 1 192.0.2.10:50001"},
 		{"device, waiting for a device that sleeps", []string{"device", "--exec", "touch " + started + "; sleep 100", "--scenario", "normal",
 			"--scenario", "register-429", "--scenario-timeout", "60s", "--out", filepath.Join(dir, "device")}, func() bool {
