@@ -103,6 +103,9 @@ type backend interface {
 	IDScope() string
 	Attest(ctx context.Context, c registry.Credentials, o registry.AttestOptions) (*registry.Attestation, error)
 	Assign(ctx context.Context, a *registry.Attestation, payload json.RawMessage) (dps.DeviceRegistrationResult, error)
+	// AssignMayWait reports whether Assign of a may wait on I/O (a
+	// durable commit, a webhook); when not, it may run inline.
+	AssignMayWait(a *registry.Attestation) bool
 }
 
 // adminHandler is the admin API of the backend, or 404 for every path when
@@ -516,18 +519,17 @@ func (s *Server) serveHTTP(srv *http.Server, l net.Listener, what string) {
 // waits for its assignment before the 202 goes out.
 const syncAssignWait = 100 * time.Millisecond
 
-// startAssign runs the assignment of op (Part A §6), in the background
-// unless it runs inline (below). With
+// startAssign runs the assignment of op in the background (Part A §6). With
 // retry-after 0 the assignment may complete at once, so the caller (about to
 // send the 202) waits for it a little, up to syncAssignWait: the device's
 // first poll then normally finds it done instead of costing one more round
 // trip. A slow backend (webhook, durable commit) still answers 202 in
-// bounded time; an assignment that cannot wait on I/O runs inline.
+// bounded time; an assignment that cannot wait on I/O runs inline instead.
 func (s *Server) startAssign(op *operation, att *registry.Attestation, payload json.RawMessage) {
 	if s.faults.has(FaultNeverAssign) {
 		return // the operation stays assigning: every poll is answered 202
 	}
-	if s.retryAfter == 0 && !s.assignMayWait(att) {
+	if s.retryAfter == 0 && !s.backend.AssignMayWait(att) {
 		// CPU work only, and the 202 would wait for it anyway: no
 		// goroutine, channel and timer per registration.
 		res, err := s.backend.Assign(s.ctx, att, payload)
@@ -552,24 +554,6 @@ func (s *Server) startAssign(op *operation, att *registry.Attestation, payload j
 	case <-t.C:
 	case <-s.ctx.Done():
 	}
-}
-
-// The registry says which assignments may run inline; a rename would
-// silently send them all to a goroutine again.
-var _ interface {
-	AssignMayWait(*registry.Attestation) bool
-} = (*registry.Registry)(nil)
-
-// assignMayWait reports whether the backend's Assign of att may wait on
-// I/O (a durable commit, a webhook); backends that do not say are assumed
-// to.
-func (s *Server) assignMayWait(att *registry.Attestation) bool {
-	if b, ok := s.backend.(interface {
-		AssignMayWait(*registry.Attestation) bool
-	}); ok {
-		return b.AssignMayWait(att)
-	}
-	return true
 }
 
 // retryAfterParam is the retry-after of 202 answers, -1 (absent) under the
