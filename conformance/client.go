@@ -486,14 +486,21 @@ func (c *Conn) ReadAnswerWithin(ctx context.Context, limit int) (Answer, error) 
 	return Answer{}, fmt.Errorf("no answer within %d packets", limit)
 }
 
-// StartRegistration subscribes c to the response filter, registers d
-// ($rid 1) and returns the operation id of the answer, failing the spec
+// Register subscribes c to the response filter at QoS 1, registers d
+// ($rid 1) and returns the answer, whatever it is.
+func (t *T) Register(ctx context.Context, c *Conn, d Device) Answer {
+	ginkgo.GinkgoHelper()
+	c.Subscribe(ctx, dps.SubscribeFilter, 1)
+	return c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+}
+
+// StartRegistration is Register for a spec that needs the registration
+// under way: it returns the operation id of the answer, failing the spec
 // when it carries none; a register throttled (429) skips the spec, which
 // has nothing to judge then.
 func (t *T) StartRegistration(ctx context.Context, c *Conn, d Device) string {
 	ginkgo.GinkgoHelper()
-	c.Subscribe(ctx, dps.SubscribeFilter, 1)
-	a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+	a := t.Register(ctx, c, d)
 	if a.Resp.Status == 429 {
 		ginkgo.Skip(fmt.Sprintf("the target throttled the register (%q): nothing to judge", a.Topic))
 	}

@@ -757,7 +757,7 @@ func rulePoll202() *Rule {
 				// The operation's end: assigned, or failed or disabled
 				// (Part A §6, §8), never a status that asks for more polls.
 				switch st, err := operationStatus(a); {
-				case err != nil, st.Status != dps.StatusAssigned && st.Status != dps.StatusFailed && st.Status != dps.StatusDisabled:
+				case err != nil, !st.Status.Final():
 					return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the 200 answer to a poll has body %s", clip(a.pub.Payload)),
 						`{"operationId":…,"status":"assigned" (or "failed", "disabled"),…}`)}
 				}

@@ -611,8 +611,7 @@ func pollSpecs(r *registrar) {
 		if t.r.cfg.Target.Credentials.SlowGroupKey != "" {
 			sd := t.SlowDevice()
 			sc := t.Connect(ctx, sd, nil, DialOptions{})
-			sc.Subscribe(ctx, dps.SubscribeFilter, 1)
-			a := sc.Request(ctx, dps.RegisterTopic("1"), RegisterBody(sd.RegistrationID), 1)
+			a := t.Register(ctx, sc, sd)
 			// A throttled register (429) leaves nothing to poll here; the
 			// flow below is judged all the same.
 			if op := a.Status.OperationID; a.Resp.Status == 202 && op != "" {
@@ -803,10 +802,9 @@ func keepAliveSpecs(r *registrar) {
 			ginkgo.Fail(fmt.Sprintf("no PINGRESP to a PINGREQ %s, only %s", when, strings.Join(seen, ", ")))
 		}
 		ping("after CONNACK")
-		c.Subscribe(ctx, dps.SubscribeFilter, 1)
 		// Any answer will do, a 429 included: a 202 leaves the
 		// registration pending, and what is judged is the PINGRESP.
-		c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+		t.Register(ctx, c, d)
 		ping("after the register was answered")
 		t.Judge(ctx)
 	}, Faults("no-pingresp"))

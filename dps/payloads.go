@@ -77,6 +77,12 @@ const (
 	StatusDisabled   Status = "disabled"
 )
 
+// Final reports whether s ends an operation: assigned, or failed or
+// disabled (Part A §6, §8); unassigned and assigning ask for more polls.
+func (s Status) Final() bool {
+	return s == StatusAssigned || s == StatusFailed || s == StatusDisabled
+}
+
 // Substatus qualifies an assigned registration (SPEC models.tsp; §4.5, §9).
 type Substatus string
 

@@ -324,3 +324,14 @@ func TestFormatTimestamp(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusFinal(t *testing.T) {
+	for s, want := range map[Status]bool{
+		StatusAssigned: true, StatusFailed: true, StatusDisabled: true,
+		StatusAssigning: false, StatusUnassigned: false, "": false, "Assigned": false,
+	} {
+		if got := s.Final(); got != want {
+			t.Errorf("Status(%q).Final() = %v, want %v", s, got, want)
+		}
+	}
+}
