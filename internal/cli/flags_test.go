@@ -64,3 +64,22 @@ func TestLoadCAPool(t *testing.T) {
 		})
 	}
 }
+
+func TestRerunHint(t *testing.T) {
+	tests := []struct {
+		failed []string
+		out    string
+		want   string
+	}{
+		{nil, "r", ""},
+		{[]string{"DPS-SUB-002"}, "dps-conform-results/", "--label-filter 'req: containsAny {DPS-SUB-002}' --seed 7 --out dps-conform-results-rerun"},
+		{[]string{"DPS-AUTH-001", "MQTT-3.12.4-1"}, "/tmp/my results", "--label-filter 'req: containsAny {DPS-AUTH-001, MQTT-3.12.4-1}' --seed 7 --out '/tmp/my results-rerun'"},
+		{[]string{"DPS-SUB-002"}, "it's", `--out 'it'\''s-rerun'`},
+	}
+	for _, tt := range tests {
+		got := rerunHint(tt.failed, 7, tt.out)
+		if tt.want == "" && got != "" || !strings.HasSuffix(got, tt.want) {
+			t.Errorf("rerunHint(%q, 7, %q) = %q, want it to end in %q", tt.failed, tt.out, got, tt.want)
+		}
+	}
+}

@@ -219,6 +219,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	writeVerdicts(env.Stdout, res, rep.Summary, time.Since(start))
+	if hint := rerunHint(res.Failed(), cfg.Seed, cfg.OutDir); hint != "" {
+		fmt.Fprintln(env.Stderr, hint)
+	}
 	// What failed before an interrupt failed: exit 1, as the headline
 	// says; otherwise an interrupted run has no verdict (exit 3).
 	if n := len(res.Failed(conformance.MUST)); n > 0 {
@@ -288,6 +291,25 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 		// Nothing failed, and nothing at MUST level was shown to hold.
 		fmt.Fprintln(w, "NO VERDICT: no MUST requirement was judged")
 	}
+}
+
+// rerunHint tells how to run again only the specs of the failed
+// requirements, with the same seed, without overwriting this run's
+// evidence; "" when nothing failed.
+func rerunHint(failed []string, seed int64, out string) string {
+	if len(failed) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("dps-conform run: to run the specs of the failed requirements again, keep the other flags and give --label-filter 'req: containsAny {%s}' --seed %d --out %s",
+		strings.Join(failed, ", "), seed, shellQuote(strings.TrimRight(out, `/`+string(filepath.Separator))+"-rerun"))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // toolInfo names this binary for reports.
