@@ -3,6 +3,8 @@ package transport_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,32 +24,67 @@ func ExampleCA_IssueServer() {
 }
 
 // ExampleNewWSHandler serves MQTT over WebSocket on the paths and
-// subprotocols the Azure IoT SDKs use, behind TLS 1.2.
+// subprotocols the Azure IoT SDKs use, behind TLS 1.2, and dials it as a
+// device would.
 func ExampleNewWSHandler() {
-	cert, _ := tls.LoadX509KeyPair("server.pem", "server-key.pem")
+	now := time.Now()
+	ca, _ := transport.NewCA("example CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	cert, _ := ca.IssueServer([]string{"127.0.0.1"}, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", transport.TLS12Only(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	if err != nil {
+		panic(err)
+	}
 	srv := &http.Server{
-		Addr:              "127.0.0.1:8443",
-		TLSConfig:         transport.TLS12Only(&tls.Config{Certificates: []tls.Certificate{cert}}),
 		ReadHeaderTimeout: 10 * time.Second,
 		Handler: transport.NewWSHandler(transport.WSOptions{}, func(c net.Conn) {
-			_, _ = io.Copy(c, c) // c carries the MQTT byte stream
+			_, _ = io.Copy(c, c) // c carries the MQTT byte stream: here an echo
 		}),
 	}
-	_ = srv.ListenAndServeTLS("", "")
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	// The device side: wss://, the default path /$iothub/websocket.
+	t, _ := transport.ParseTarget("wss://" + ln.Addr().String())
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := transport.Dial(ctx, t, transport.DialOptions{TLSConfig: &tls.Config{RootCAs: roots}})
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte{0xC0, 0x00}) // PINGREQ
+	echo := make([]byte, 2)
+	_, _ = io.ReadFull(c, echo)
+	fmt.Printf("%s: % x\n", t.Path, echo)
+	// Output: /$iothub/websocket: c0 00
 }
 
+// ExampleDial shows how a caller tells an unreachable peer from a TLS
+// refusal or a refused WebSocket upgrade.
 func ExampleDial() {
-	t, err := transport.ParseTarget("wss://global.azure-devices-provisioning.net/$iothub/websocket")
+	// A port nobody listens on: bind one, then close it.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+
+	t, err := transport.ParseTarget("mqtts://" + addr)
 	if err != nil {
 		panic(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := transport.Dial(ctx, t, transport.DialOptions{})
-	if err != nil {
-		fmt.Println(err) // a *transport.DialError naming the stage
+	var de *transport.DialError
+	if errors.As(err, &de) {
+		fmt.Println("failed at stage", de.Stage)
 		return
 	}
-	defer c.Close()
-	// write CONNECT to c, read CONNACK …
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close() // write CONNECT to c, read CONNACK …
+
+	// Output: failed at stage tcp
 }
