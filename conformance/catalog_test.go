@@ -2,6 +2,10 @@ package conformance_test
 
 import (
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -107,5 +111,53 @@ func TestCatalogConsistent(t *testing.T) {
 		if !slices.Contains(inv.NotCovered, id) {
 			t.Errorf("%s is covered now: drop it from notCoveredOnPurpose", id)
 		}
+	}
+}
+
+// TestCitedIDsExist: every DPS requirement ID the project cites outside
+// its tests (code comments, messages, README.md and docs/, the CLI
+// scripts) is in the catalogue, so that a renumbered or dropped entry
+// cannot leave a citation pointing nowhere.
+func TestCitedIDsExist(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idRE := regexp.MustCompile(`\bDPS-[A-Z]+-[0-9]{3}\b`)
+	skipDirs := map[string]bool{".git": true, "node_modules": true, "fuzz": true, "dps-conform-results": true}
+	files := 0
+	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if skipDirs[d.Name()] {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		name := d.Name()
+		if strings.HasSuffix(name, "_test.go") || !slices.Contains([]string{".go", ".md", ".txtar"}, filepath.Ext(name)) {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, id := range idRE.FindAllString(line, -1) {
+				if _, ok := cat.Lookup(id); !ok {
+					t.Errorf("%s:%d cites %s, which is not in the catalogue", path, i+1, id)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 50 {
+		t.Fatalf("read %d files: the walk from the package directory missed the repository", files)
 	}
 }
