@@ -76,15 +76,17 @@ func newError(category error, field, value string, offset int, msg string) *Erro
 }
 
 // shift moves err's offset by delta and renames its field, for errors produced
-// on a substring (a registration id inside a username). Other errors pass
+// on a substring (a registration id inside a username): Value becomes the
+// whole input, so that Offset still points into it. Other errors pass
 // through.
-func shift(err error, field string, category error, delta int) error {
+func shift(err error, field, value string, category error, delta int) error {
 	var e *Error
 	if !errors.As(err, &e) {
 		return err
 	}
 	c := *e
 	c.Field = field
+	c.Value = value
 	if c.Offset >= 0 {
 		c.Offset += delta
 	}

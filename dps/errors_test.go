@@ -50,12 +50,12 @@ func TestSentinelsDistinct(t *testing.T) {
 
 func TestShift(t *testing.T) {
 	inner := newError(ErrInvalidRegistrationID, "registration id", "a!", 1, "bad")
-	got := shift(inner, "username", ErrInvalidUsername, 10)
+	got := shift(inner, "username", "scope/reg/a!/x", ErrInvalidUsername, 10)
 	var e *Error
 	if !errors.As(got, &e) {
 		t.Fatalf("shift returned %T", got)
 	}
-	if e.Offset != 11 || e.Field != "username" || !errors.Is(got, ErrInvalidUsername) {
+	if e.Offset != 11 || e.Field != "username" || e.Value != "scope/reg/a!/x" || e.Value[e.Offset] != '!' || !errors.Is(got, ErrInvalidUsername) {
 		t.Errorf("shift = %+v", e)
 	}
 	if want := "dps: username @11: registration id: bad"; got.Error() != want {
@@ -65,7 +65,7 @@ func TestShift(t *testing.T) {
 		t.Error("shift modified its input")
 	}
 	plain := errors.New("x")
-	if shift(plain, "f", ErrInvalidUsername, 1) != plain {
+	if shift(plain, "f", "v", ErrInvalidUsername, 1) != plain {
 		t.Error("shift changed a non-*Error")
 	}
 }

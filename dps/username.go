@@ -96,14 +96,14 @@ func ParseUsername(s string) (Username, error) {
 	idLen := strings.IndexByte(s[idStart:], '/')
 	if idLen < 0 {
 		if err := ValidateRegistrationID(s[idStart:]); err != nil {
-			return Username{}, shift(err, field, ErrInvalidUsername, idStart)
+			return Username{}, shift(err, field, s, ErrInvalidUsername, idStart)
 		}
 		return fail(len(s), `missing "/api-version="`)
 	}
 	u.RegistrationID = s[idStart : idStart+idLen]
 	// §1.1: the registration id is sent unmodified (never URL-encoded).
 	if err := ValidateRegistrationID(u.RegistrationID); err != nil {
-		return Username{}, shift(err, field, ErrInvalidUsername, idStart)
+		return Username{}, shift(err, field, s, ErrInvalidUsername, idStart)
 	}
 
 	verKey := idStart + idLen + 1

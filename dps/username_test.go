@@ -104,6 +104,12 @@ func TestParseUsernameErrors(t *testing.T) {
 		if err.Error() != tt.want {
 			t.Errorf("ParseUsername(%q)\n got %q\nwant %q", tt.in, err.Error(), tt.want)
 		}
+		// Offset points into Value, the whole username, also for an
+		// error found in the registration id.
+		var e *Error
+		if !errors.As(err, &e) || e.Value != tt.in || e.Offset < 0 || e.Offset > len(e.Value) {
+			t.Errorf("ParseUsername(%q) = %#v: want Value the whole username and Offset within it", tt.in, e)
+		}
 	}
 }
 
