@@ -130,15 +130,34 @@ func TestMaxPacketSize(t *testing.T) {
 
 func TestEncodeErrorOffsetsMatchDecodeOffsets(t *testing.T) {
 	// The encoder names the same offset the decoder would for the bytes it
-	// refuses to write.
-	c := &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: []byte("a"),
-		Username: []byte{0xc3, 0x28}} // not UTF-8; CleanSession 0 is fine with a client id
-	_, err := c.Append(nil)
-	enc, _ := packets.Encode(nil, c, packets.EncodeOptions{AllowInvalid: true})
-	_, _, derr := packets.Decode(enc, packets.DecodeOptions{})
-	var pe, dpe *packets.ProtocolError
-	if !errors.As(err, &pe) || !errors.As(derr, &dpe) || pe.Clause != dpe.Clause || pe.Offset != dpe.Offset {
-		t.Fatalf("encode error %v, decode error %v: want the same clause and offset", err, derr)
+	// refuses to write, also with a padded remaining length.
+	tests := []struct {
+		name string
+		p    packets.Packet
+		opt  packets.EncodeOptions
+	}{
+		{"CONNECT username not UTF-8", &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, ClientID: []byte("a"),
+			Username: []byte{0xc3, 0x28}}, packets.EncodeOptions{}}, // CleanSession 0 is fine with a client id
+		{"PUBLISH wildcard topic", &packets.Publish{Topic: []byte("a/#")}, packets.EncodeOptions{}},
+		{"PUBLISH wildcard topic, length in 4 bytes", &packets.Publish{Topic: []byte("a/#")}, packets.EncodeOptions{RemainingLengthSize: 4}},
+		{"SUBSCRIBE bad filter, length in 2 bytes", &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte("a+")}}},
+			packets.EncodeOptions{RemainingLengthSize: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := packets.Encode(nil, tt.p, tt.opt)
+			lenient := tt.opt
+			lenient.AllowInvalid = true
+			enc, lerr := packets.Encode(nil, tt.p, lenient)
+			if lerr != nil {
+				t.Fatal(lerr)
+			}
+			_, _, derr := packets.Decode(enc, packets.DecodeOptions{})
+			var pe, dpe *packets.ProtocolError
+			if !errors.As(err, &pe) || !errors.As(derr, &dpe) || pe.Clause != dpe.Clause || pe.Offset != dpe.Offset {
+				t.Fatalf("encode error %v, decode error %v of % x: want the same clause and offset", err, derr, enc)
+			}
+		})
 	}
 	if _, err := packets.Encode(nil, nil, packets.EncodeOptions{}); !errors.Is(err, packets.ErrInvalidPacket) {
 		t.Errorf("Encode(nil) = %v", err)

@@ -111,7 +111,13 @@ func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
 		return dst, fmt.Errorf("%w: nil packet", ErrInvalidPacket)
 	}
 	n := p.bodyLen()
-	c := checker{typ: p.Type(), encoding: true, base: 1 + varintLen(uint32(min(n, MaxRemainingLength)))}
+	// Offsets count from the packet's first byte, as the decoder's do: the
+	// body starts after the remaining length as it will be written.
+	lenSize := varintLen(uint32(min(n, MaxRemainingLength)))
+	if opt.RemainingLengthSize > lenSize && opt.RemainingLengthSize <= 5 { // more is refused below
+		lenSize = opt.RemainingLengthSize
+	}
+	c := checker{typ: p.Type(), encoding: true, base: 1 + lenSize}
 	validate(p, &c)
 	if c.err != nil && (!opt.AllowInvalid || c.fatal) {
 		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, c.err)
