@@ -90,5 +90,8 @@ func (p *Suback) decode(c *checker, body []byte) {
 	for _, rc := range body[2:] {
 		p.ReturnCodes = append(p.ReturnCodes, SubackCode(rc))
 	}
+	if len(p.ReturnCodes) == 0 {
+		p.ReturnCodes = nil // as a fresh decoding has it
+	}
 	p.check(c)
 }

@@ -128,6 +128,9 @@ func (p *Subscribe) decode(c *checker, body []byte) {
 		}
 		p.Subscriptions = append(p.Subscriptions, s)
 	}
+	if len(p.Subscriptions) == 0 {
+		p.Subscriptions = nil // as a fresh decoding has it
+	}
 	if !c.fatal {
 		p.checkCommon(c)
 	}

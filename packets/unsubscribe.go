@@ -88,6 +88,9 @@ func (p *Unsubscribe) decode(c *checker, body []byte) {
 		c.topicFilter(f, start)
 		p.Filters = append(p.Filters, f)
 	}
+	if len(p.Filters) == 0 {
+		p.Filters = nil // as a fresh decoding has it
+	}
 	if !c.fatal {
 		p.checkCommon(c)
 	}
