@@ -1,6 +1,7 @@
 package dps
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -82,8 +83,9 @@ func BuildSASToken(o SASOptions) (string, error) {
 	if o.Encoding < SRLower || o.Encoding > SRRaw {
 		return "", newError(ErrInvalidSASToken, "sas.sr", "", -1, "unknown encoding "+o.Encoding.String())
 	}
-	if o.Expiry.IsZero() || o.Expiry.Unix() < 0 {
-		return "", newError(ErrInvalidSASToken, "sas.se", "", -1, "expiry must be a time after 1970-01-01")
+	if o.Expiry.IsZero() || o.Expiry.Unix() < 0 || o.Expiry.Unix() > maxUnixSeconds {
+		// The range ParseSASToken accepts: a token built is one it parses.
+		return "", newError(ErrInvalidSASToken, "sas.se", "", -1, "expiry must be a time from 1970-01-01 to 9999-12-31")
 	}
 	key, err := decodeKey("sas.key", o.Key)
 	if err != nil {
@@ -204,7 +206,9 @@ type SASToken struct {
 	Resource string
 	// Signature is the URL-decoded sig value, standard base64 text.
 	Signature string
-	// Expiry is the se value exactly as in the token (decimal Unix seconds).
+	// Expiry is the URL-decoded se value (decimal Unix seconds; the
+	// SDKs never escape it, so it is the text as sent). The signature
+	// covers this text.
 	Expiry string
 	// ExpiresAt is Expiry as a time (UTC).
 	ExpiresAt time.Time
@@ -392,9 +396,9 @@ func (t *SASToken) CheckResource(idScope, registrationID string) error {
 //     (ErrResourceMismatch);
 //   - se plus the skew is not in the past (ErrTokenExpired); tokens valid far
 //     into the future are accepted;
-//   - sig equals base64(HMAC-SHA256(key, raw sr + "\n" + raw se)) for one of
-//     keys, compared in constant time (ErrSignatureMismatch). A key that is
-//     not base64 gives ErrInvalidKey.
+//   - sig equals base64(HMAC-SHA256(key, raw sr + "\n" + se)) for one of
+//     keys, compared in constant time (ErrSignatureMismatch), as
+//     CheckSignature does.
 func (v Verifier) Verify(t *SASToken, idScope, registrationID string, keys ...string) error {
 	if t == nil {
 		return newError(ErrInvalidSASToken, "sas", "", -1, "no token")
@@ -427,33 +431,45 @@ func (v Verifier) Verify(t *SASToken, idScope, registrationID string, keys ...st
 }
 
 // CheckSignature reports whether sig is base64(HMAC-SHA256(key, raw sr +
-// "\n" + raw se)) for one of keys (Part A §4: "compare signatures in
-// constant time; try the primary then the secondary key"): nil when one
-// matches, ErrSignatureMismatch when none does, ErrInvalidSASToken for a
-// sig that is not standard base64 and ErrInvalidKey for a key that is not
-// base64 or for no key at all. It judges nothing else: Verify does the
-// rest, and the device rules judge the signature of a device whose key
-// they were given with it.
+// "\n" + se)) for one of keys (Part A §4: "compare signatures in constant
+// time; try the primary then the secondary key"). Empty keys are skipped
+// (an enrollment without a secondary key), and every other key is tried
+// before an error is returned. It returns nil when one matches;
+// ErrInvalidSASToken for a sig that is not standard base64; ErrInvalidKey
+// for the first key that is not base64, or when no key is given; and
+// ErrSignatureMismatch when none matches. It judges nothing else: Verify
+// does the rest, and the device rules judge the signature of a device
+// whose key they were given with it.
 func (t *SASToken) CheckSignature(keys ...string) error {
 	sig, err := base64.StdEncoding.DecodeString(t.Signature)
 	if err != nil {
 		return newError(ErrInvalidSASToken, "sas.sig", redacted, -1, "sig is not standard base64")
 	}
-	if len(keys) == 0 {
-		return newError(ErrInvalidKey, "key", "", -1, "no key to verify with")
-	}
 	msg := stringToSign(t.Resource, t.Expiry)
+	var badKey error
+	tried := 0
 	for i, key := range keys {
+		if key == "" {
+			continue
+		}
 		k, err := decodeKey(fmt.Sprintf("key[%d]", i), key)
 		if err != nil {
-			return err
+			badKey = cmp.Or(badKey, err)
+			continue
 		}
+		tried++
 		if hmac.Equal(mac(k, msg), sig) {
 			return nil
 		}
 	}
+	switch {
+	case badKey != nil:
+		return badKey
+	case tried == 0:
+		return newError(ErrInvalidKey, "key", "", -1, "no key to verify with")
+	}
 	return newError(ErrSignatureMismatch, "sas.sig", redacted, -1,
-		fmt.Sprintf("signature matches none of %d key(s)", len(keys)))
+		fmt.Sprintf("signature matches none of %d key(s)", tried))
 }
 
 // asciiLower maps A-Z to a-z and leaves every other byte as it is.

@@ -150,6 +150,7 @@ func TestBuildSASTokenErrors(t *testing.T) {
 		{"empty id", func(o *SASOptions) { o.RegistrationID = "" }, ErrInvalidSASToken},
 		{"zero expiry", func(o *SASOptions) { o.Expiry = time.Time{} }, ErrInvalidSASToken},
 		{"expiry before 1970", func(o *SASOptions) { o.Expiry = time.Unix(-1, 0) }, ErrInvalidSASToken},
+		{"expiry after 9999", func(o *SASOptions) { o.Expiry = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }, ErrInvalidSASToken},
 		{"unknown encoding", func(o *SASOptions) { o.Encoding = 7 }, ErrInvalidSASToken},
 		{"empty key", func(o *SASOptions) { o.Key = "" }, ErrInvalidKey},
 		{"key not base64", func(o *SASOptions) { o.Key = "not base64!" }, ErrInvalidKey},
@@ -167,6 +168,21 @@ func TestBuildSASTokenErrors(t *testing.T) {
 				t.Errorf("error %q leaks the key", err)
 			}
 		})
+	}
+}
+
+// TestBuildSASTokenRange: the expiries at both ends of the range Build
+// accepts give tokens ParseSASToken accepts, with the same expiry.
+func TestBuildSASTokenRange(t *testing.T) {
+	for _, exp := range []time.Time{time.Unix(0, 0).Add(time.Second), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)} {
+		tok, err := BuildSASToken(SASOptions{IDScope: "0ne", RegistrationID: "dev", Key: v1Key, Expiry: exp})
+		if err != nil {
+			t.Fatalf("BuildSASToken(expiry %v) = %v", exp, err)
+		}
+		p, err := ParseSASToken(tok)
+		if err != nil || !p.ExpiresAt.Equal(exp) {
+			t.Errorf("ParseSASToken(%q) = %+v, %v; want expiry %v", tok, p, err, exp)
+		}
 	}
 }
 
@@ -389,6 +405,12 @@ func TestVerifyRejects(t *testing.T) {
 			ErrInvalidKey, "no key"},
 		{"key not base64", good, Verifier{Now: before}, v4Scope, v4RegID, []string{"%%%"},
 			ErrInvalidKey, "key[0]"},
+		{"only empty keys", good, Verifier{Now: before}, v4Scope, v4RegID, []string{"", ""},
+			ErrInvalidKey, "no key"},
+		{"wrong primary, no secondary", good, Verifier{Now: before}, v4Scope, v4RegID, []string{otherKey, ""},
+			ErrSignatureMismatch, "none of 1 key(s)"},
+		{"wrong primary, secondary not base64", good, Verifier{Now: before}, v4Scope, v4RegID, []string{otherKey, "%%%"},
+			ErrInvalidKey, "key[1]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -413,6 +435,21 @@ func TestVerifyRejects(t *testing.T) {
 				t.Errorf("sig error Value = %q, want it redacted", e.Value)
 			}
 		})
+	}
+}
+
+// TestVerifyTriesEveryKey: an empty or malformed key does not keep a
+// good key after it from being tried.
+func TestVerifyTriesEveryKey(t *testing.T) {
+	tok, err := ParseSASToken("SharedAccessSignature sr=0neFEEDC0DE%2fregistrations%2fmyRegistrationId&sig=9ElmiQtRHaJo7RnzVGdIHFyBOY3rYMUQXVSzqaJhJ4s%3D&se=1578941692&skn=registration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := Verifier{Now: func() time.Time { return time.Unix(v4Expiry, 0) }}
+	for _, keys := range [][]string{{v1Key, ""}, {"", v1Key}, {"%%%", v1Key}, {otherKey, v1Key}} {
+		if err := v.Verify(tok, v4Scope, v4RegID, keys...); err != nil {
+			t.Errorf("Verify with keys %q = %v, want nil", keys, err)
+		}
 	}
 }
 

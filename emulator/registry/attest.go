@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -240,15 +239,9 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 // verify checks tok with dps.Verifier, or check by check when o relaxes one
 // of them.
 func (r *Registry) verify(tok *dps.SASToken, regID string, o AttestOptions, keys ...string) error {
-	var ks []string
-	for _, k := range keys {
-		if k != "" {
-			ks = append(ks, k)
-		}
-	}
 	v := dps.Verifier{Now: r.now, Skew: dps.DefaultSkew}
 	if o == (AttestOptions{}) {
-		return v.Verify(tok, r.idScope, regID, ks...)
+		return v.Verify(tok, r.idScope, regID, keys...)
 	}
 	t := *tok
 	if o.IgnoreKeyName {
@@ -268,7 +261,7 @@ func (r *Registry) verify(tok *dps.SASToken, regID string, o AttestOptions, keys
 		exp := t.ExpiresAt
 		v.Now = func() time.Time { return exp }
 	}
-	err := v.Verify(&t, scope, id, ks...)
+	err := v.Verify(&t, scope, id, keys...)
 	if o.IgnoreSignature && errors.Is(err, dps.ErrSignatureMismatch) {
 		return nil
 	}
@@ -278,23 +271,9 @@ func (r *Registry) verify(tok *dps.SASToken, regID string, o AttestOptions, keys
 		if o.IgnoreSignature {
 			return nil
 		}
-		return verifySignature(&t, ks)
+		return t.CheckSignature(keys...)
 	}
 	return err
-}
-
-// verifySignature checks sig against every key, in constant time.
-func verifySignature(t *dps.SASToken, keys []string) error {
-	for _, k := range keys {
-		sig, err := dps.SignString(k, t.Resource+"\n"+t.Expiry)
-		if err != nil {
-			continue
-		}
-		if hmac.Equal([]byte(sig), []byte(t.Signature)) {
-			return nil
-		}
-	}
-	return dps.ErrSignatureMismatch
 }
 
 // attestX509 is the certificate path.
