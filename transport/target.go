@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -135,6 +136,10 @@ func ParseTarget(s string) (Target, error) {
 		if path == "" {
 			path = DefaultWSPath
 		}
+		// Now, not at the WebSocket stage of a dial.
+		if _, err := url.PathUnescape(path); err != nil {
+			return fail("path", "%q is not a valid URL path: %v", path, err)
+		}
 		t.Path = path
 	} else if path != "" && path != "/" {
 		return fail("path", "%q given, but scheme %s takes no path (only ws and wss do)", path, t.Scheme)
@@ -208,12 +213,22 @@ func CheckHost(h string) error {
 				return fmt.Errorf("character %q not allowed in host name %q", c, h)
 			}
 		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %d of %q begins or ends with '-'", i+1, h)
+		}
+	}
+	// A name's last label is never all digits (RFC 3696 §2): this is an
+	// IPv4 address mistyped (256.1.1.1, 10.0.1), not a name to look up.
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if strings.Trim(last, "0123456789") == "" {
+		return fmt.Errorf("%q is not a valid IPv4 address, nor a host name (its last label is all digits)", h)
 	}
 	return nil
 }
 
 // String returns the canonical form "scheme://host:port[/path]", which
-// ParseTarget parses back to the same Target.
+// ParseTarget parses back to the same Target (a WebSocket target's empty
+// Path comes back as DefaultWSPath, which Dial uses for it).
 func (t Target) String() string {
 	s := t.Scheme + "://" + t.Addr()
 	if t.IsWebSocket() {

@@ -83,6 +83,11 @@ func TestParseTargetErrors(t *testing.T) {
 		{"mqtts://" + strings.Repeat("a", 64) + ".b", "host", "longer than 63"},
 		{"mqtts://" + strings.Repeat("a.", 127) + "bb", "host", "more than 253"},
 		{"mqtts://h!", "host", `'!'`},
+		{"mqtts://-bad-.com", "host", "label 1 of \"-bad-.com\" begins or ends with '-'"},
+		{"mqtts://a.b-", "host", "label 2"},
+		{"mqtts://256.1.1.1", "host", "not a valid IPv4 address"},
+		{"mqtts://10.0.1:8883", "host", "not a valid IPv4 address"},
+		{"wss://h/%zz", "path", `"/%zz" is not a valid URL path`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
