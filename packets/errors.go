@@ -106,8 +106,10 @@ func (v Violations) Unwrap() []error {
 }
 
 // ShortBufferError reports input that ends inside a packet. Need is the
-// least number of further bytes required before decoding can make progress
-// (exact once the fixed header has been read, 1 while it is incomplete).
+// least number of further bytes required before decoding can make progress:
+// exact once the fixed header has been read; while it is incomplete, what
+// its shortest form still lacks (2 for no input, 1 inside the remaining
+// length).
 type ShortBufferError struct {
 	Need int
 }

@@ -86,7 +86,8 @@ type DecodeOptions struct {
 	// (that cannot be parsed) are errors in both modes.
 	Lenient bool
 	// MaxPacketSize limits the whole packet (fixed header included), in
-	// bytes; 0 means the standard's maximum (2+268,435,455+...). A larger
+	// bytes; 0 means the standard's maximum, 268,435,460 (a 5-byte fixed
+	// header and the largest remaining length). A larger
 	// packet fails with ErrTooLarge as soon as its fixed header is read.
 	MaxPacketSize int
 }

@@ -136,6 +136,9 @@ func (r *Reader) peekErr(got []byte, total int, err error) error {
 
 // WritePacket encodes p and writes it to w in one Write call.
 func WritePacket(w io.Writer, p Packet) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil packet", ErrInvalidPacket)
+	}
 	b, err := p.Append(make([]byte, 0, p.Len()))
 	if err != nil {
 		return err
@@ -156,6 +159,9 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
 // WritePacket encodes p and writes it.
 func (w *Writer) WritePacket(p Packet) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil packet", ErrInvalidPacket)
+	}
 	b, err := p.Append(w.buf[:0])
 	if err != nil {
 		return err

@@ -142,4 +142,10 @@ func TestWriters(t *testing.T) {
 	if err := w.WritePacket(bad); !errors.Is(err, packets.ErrInvalidPacket) {
 		t.Errorf("Writer.WritePacket(QoS 3) = %v", err)
 	}
+	if err := packets.WritePacket(&a, nil); !errors.Is(err, packets.ErrInvalidPacket) {
+		t.Errorf("WritePacket(nil) = %v", err)
+	}
+	if err := w.WritePacket(nil); !errors.Is(err, packets.ErrInvalidPacket) {
+		t.Errorf("Writer.WritePacket(nil) = %v", err)
+	}
 }
