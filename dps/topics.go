@@ -26,6 +26,11 @@ const (
 
 // RegisterTopic is the register request topic
 // "$dps/registrations/PUT/iotdps-register/?$rid={rid}" (D-MQTT, §3.1).
+//
+// The topic builders do not validate: they write what they are given, so
+// that a test can send what a device should not. A value the parsers
+// refuse (an empty rid, one holding '&', a status outside 100..599) gives
+// a topic they refuse too.
 func RegisterTopic(rid string) string {
 	return registerPrefix + "?" + ridKey + "=" + rid
 }
