@@ -41,17 +41,81 @@ type Device struct {
 // and rarely trips the per-device poll limit; with only an individual
 // enrollment, every spec uses it (and the service may answer 429, which the
 // specs honour).
+//
+// A shared id whose last registration may still be in progress is not
+// handed out until it is done (waiting, if every id is busy): its register
+// would be answered 409.
 func (t *T) Device() Device {
 	ginkgo.GinkgoHelper()
 	cr := t.r.cfg.Target.Credentials
 	if cr.GroupKey != "" {
-		id := fmt.Sprintf("dps-conform-device-%d", t.r.devices.Add(1)%8+1)
+		id := ""
+		if !t.r.cfg.Target.Local {
+			n := t.r.devices.Add(1)
+			var ids []string
+			for k := range int64(sharedDevices) {
+				ids = append(ids, fmt.Sprintf("dps-conform-device-%d", (n+k)%sharedDevices+1))
+			}
+			id = t.r.idleDevice(ids, t.deadline)
+		}
 		return t.groupDevice(cr.GroupKey, id)
 	}
 	if cr.SymmetricKey == "" {
 		ginkgo.Skip("needs symmetric key credentials (--symmetric-key/--registration-id or --group-key)")
 	}
+	if !t.r.cfg.Target.Local {
+		t.r.idleDevice([]string{cr.RegistrationID}, t.deadline)
+	}
 	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}
+}
+
+// sharedDevices is how many group device ids a run against a target that
+// is not local uses.
+const sharedDevices = 8
+
+// busyMargin is added to a registration's expected end: the target's
+// clock and ours are read at different moments.
+const busyMargin = 250 * time.Millisecond
+
+// idleDevice returns the first of ids whose registration is not (or no
+// longer) in progress; when all are busy, the one done first, after
+// waiting for it as long as the spec has time (until deadline, less 5 s
+// for the spec's own work).
+func (r *registrar) idleDevice(ids []string, deadline time.Time) string {
+	r.busyMu.Lock()
+	best, until := 0, time.Time{}
+	for i, id := range ids {
+		u := r.busy[id]
+		if !time.Now().Before(u) {
+			best, until = i, time.Time{}
+			break
+		}
+		if until.IsZero() || u.Before(until) {
+			best, until = i, u
+		}
+	}
+	r.busyMu.Unlock()
+	if wait := min(time.Until(until), time.Until(deadline)-5*time.Second); wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-r.stop:
+		}
+	}
+	return ids[best]
+}
+
+// markBusy records that registration id may have a registration in
+// progress until the given time (a target that is not local only).
+func (r *registrar) markBusy(id string, until time.Time) {
+	if r.cfg.Target.Local || id == "" {
+		return
+	}
+	r.busyMu.Lock()
+	defer r.busyMu.Unlock()
+	if r.busy == nil {
+		r.busy = map[string]time.Time{}
+	}
+	r.busy[id] = until
 }
 
 // SlowDevice returns a device of Credentials.SlowGroupKey, whose
@@ -74,6 +138,8 @@ func (t *T) SlowDevice() Device {
 // groupDevice returns a device of the symmetric key group with key
 // groupKey: a fresh registration id on a local target, else remoteID (a
 // real DPS instance keeps every registration, so a run reuses a few).
+// remoteID is not waited for (see Device): the slow device's id is the
+// DPS-REG-009 spec's alone, and it leaves no registration in progress.
 func (t *T) groupDevice(groupKey, remoteID string) Device {
 	ginkgo.GinkgoHelper()
 	t.nDev++
@@ -253,6 +319,7 @@ func (c *Conn) MustConnect(ctx context.Context, d Device, cp *packets.Connect) {
 	if cp == nil {
 		cp = c.t.ConnectPacket(d)
 	}
+	c.dev = d.RegistrationID
 	c.MustSend(ctx, cp)
 	p := c.MustNext(ctx, "CONNACK")
 	ack, ok := p.(*packets.Connack)
@@ -269,6 +336,9 @@ type Conn struct {
 	r      *bufio.Reader
 	nextID uint16
 	closed bool
+	// dev is the registration id c connected as (MustConnect), whose
+	// registrations in progress c tracks for Device.
+	dev string
 }
 
 // PacketID returns a fresh packet identifier.
@@ -302,6 +372,12 @@ func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 	b, err := packets.Encode(nil, p, packets.EncodeOptions{})
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", p.Type(), err)
+	}
+	if pub, ok := p.(*packets.Publish); ok {
+		if req, err := dps.ParseRequestTopic(string(pub.Topic)); err == nil && req.Kind == dps.Register {
+			// Until its answer says more: DPS's usual retry-after.
+			c.t.r.markBusy(c.dev, time.Now().Add(3*time.Second+busyMargin))
+		}
 	}
 	return c.SendRaw(ctx, b)
 }
@@ -481,9 +557,28 @@ func (c *Conn) ReadAnswerWithin(ctx context.Context, limit int) (Answer, error) 
 		a := Answer{Topic: string(pub.Topic), Body: append([]byte(nil), pub.Payload...)}
 		a.Resp, _ = dps.ParseResponseTopic(a.Topic)
 		json.Unmarshal(a.Body, &a.Status)
+		c.track(a)
 		return a, nil
 	}
 	return Answer{}, fmt.Errorf("no answer within %d packets", limit)
+}
+
+// track updates how long c's device may have a registration in progress
+// from an answer: assigning, until its retry-after (DPS's usual 3 s
+// without one); in progress already (409), for another 3 s; final, done.
+func (c *Conn) track(a Answer) {
+	switch {
+	case a.Resp.Status == 202 && a.Status.Status == dps.StatusAssigning:
+		wait := 3 * time.Second
+		if a.Resp.HasRetryAfter {
+			wait = a.Resp.RetryAfter
+		}
+		c.t.r.markBusy(c.dev, time.Now().Add(wait+busyMargin))
+	case a.Resp.Status == 409:
+		c.t.r.markBusy(c.dev, time.Now().Add(3*time.Second+busyMargin))
+	case a.Resp.Status == 200 && a.Status.Status.Final():
+		c.t.r.markBusy(c.dev, time.Time{})
+	}
 }
 
 // Register subscribes c to the response filter at QoS 1, registers d

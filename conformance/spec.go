@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,8 +42,14 @@ type registrar struct {
 	// devices counts the identities handed out (stable ids for non-local
 	// targets).
 	devices atomic.Int64
-	runID   string
-	g       gomega.Gomega
+	// busy says until when a device of a target that is not local may
+	// still have a registration in progress, by registration id: the
+	// specs share those ids, and a register while one is in progress is
+	// answered 409 (DPS-PROTOCOL.md Part A §8).
+	busyMu sync.Mutex
+	busy   map[string]time.Time
+	runID  string
+	g      gomega.Gomega
 	// container is the text of the enclosing Describe, for duplicate checks.
 	container []string
 	// stop is Run's context's Done channel: a spec that would start after

@@ -274,7 +274,9 @@ func authSpecs(r *registrar) {
 			a, err := registerWith(ctx, t, d, cp)
 			t.Expect(err).NotTo(gomega.HaveOccurred(), "register with the token")
 			ev := t.Judge(ctx)
-			t.Expect(answerStatuses(ev)).To(gomega.ContainElement(gomega.BeElementOf(200, 202)), "the register answer %q", a.Topic)
+			st := answerStatuses(ev)
+			t.Expect(slices.ContainsFunc(st, func(s int) bool { return s == 200 || s == 202 })).To(gomega.BeTrue(),
+				"expected the register accepted (200 or 202); actual: the register answer %q, the capture's answers %v", a.Topic, st)
 		}, Faults("strict-sas"))
 	}
 	for _, v := range []struct {
@@ -458,7 +460,9 @@ func registerSpecs(r *registrar) {
 			t.Expect(a.Resp.Status).To(gomega.BeElementOf(200, 202), "the answer to body %q: %q %s", body, a.Topic, a.Body)
 		}
 		ev := t.Judge(ctx)
-		t.Expect(answerStatuses(ev)).To(gomega.HaveEach(gomega.BeElementOf(200, 202)), "the decoded answers")
+		st := answerStatuses(ev)
+		t.Expect(len(st) > 0 && !slices.ContainsFunc(st, func(s int) bool { return s != 200 && s != 202 })).To(gomega.BeTrue(),
+			"expected every register accepted (200 or 202); actual: the capture's answers %v", st)
 	}, Faults("require-registration-id-body"))
 	r.It("DPS-REG-006", "answers a register body naming another registration id with 400", func(ctx sctx, t *T) {
 		d := t.Device()

@@ -88,6 +88,26 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 	}
 }
 
+// TestRunSharedDevicesBusy: against a remote target the specs share a few
+// group device ids, and a target whose assignments take their
+// retry-after (the emulator's default 3 s, like DPS) answers 409 to a
+// register of a device whose last registration is still in progress
+// (Part A §8). Ten registers in a row, more than there are shared ids,
+// must not run into one another: the suite waits for a busy id instead.
+func TestRunSharedDevicesBusy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out 3 s operations")
+	}
+	e := emulatortest.Start(t, emulatortest.Options{RetryAfter: 3 * time.Second})
+	var stdout, stderr bytes.Buffer
+	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
+		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--seed", "1", "--out", t.TempDir(),
+		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}"}, &stdout, &stderr)
+	if code != cli.ExitConformant || strings.Contains(stdout.String(), "409") {
+		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
+	}
+}
+
 // TestRunRegisterConflictNeedsSlowGroup: against a target that assigns at
 // once and without --slow-group-key, DPS-REG-009 cannot show a registration
 // in progress, so it skips and says what to give; with the key it passes. A
