@@ -132,7 +132,14 @@ type Gap struct {
 	Len int
 }
 
-// Problem is a decode violation.
+// ClauseUndecrypted labels a Problem that is no error of the peers: the
+// TLS layer could not be decrypted (no key log entry for the connection,
+// missing secrets, a suite the tracer does not decrypt). CountViolations
+// leaves it out; a check of such a capture has no verdict.
+const ClauseUndecrypted = "tls-undecrypted"
+
+// Problem is a decode violation, or (ClauseUndecrypted) a note on what
+// could not be decoded.
 type Problem struct {
 	Dir   Direction
 	Frame int
@@ -144,7 +151,8 @@ type Problem struct {
 	// header), "tracer-gap" (a packet cut by a gap), "tracer-truncated"
 	// (the stream ends inside a packet), "tracer-buffer" (a packet larger
 	// than Options.MaxStreamBuffer, skipped), "MQTT5" (paho.golang could
-	// not decode an MQTT 5 packet), "tls" or "ws" (layer errors).
+	// not decode an MQTT 5 packet), "tls" or "ws" (layer errors), or
+	// ClauseUndecrypted.
 	Clause string
 	Msg    string
 	// PacketLen is, for "tracer-truncated", "tracer-gap" and

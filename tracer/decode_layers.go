@@ -63,14 +63,24 @@ func newUpper(f *tcpFlow, c *Conversation, k flowKind) *upper {
 	return u
 }
 
-// layerProblem records a non-fatal error of the TLS or WebSocket layer.
+// layerProblem records the non-fatal errors of the TLS or WebSocket layer:
+// every one of them when the layer joined several (errors.Join).
 func (u *upper) layerProblem(d Direction, frame int, layer string, err error) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			u.layerProblem(d, frame, layer, e)
+		}
+		return
+	}
 	p := Problem{Dir: d, Frame: frame, Clause: layer, Msg: err.Error()}
 	var te *tlstrace.Error
 	var we *wstrace.Error
 	switch {
 	case errors.As(err, &te):
 		p.Offset, p.Msg = te.Offset, te.Msg
+		if te.Undecrypted {
+			p.Clause = ClauseUndecrypted
+		}
 	case errors.As(err, &we):
 		p.Offset, p.Msg = we.Offset, we.Msg
 	}

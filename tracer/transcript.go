@@ -534,11 +534,16 @@ func jsonOf(cv *Conversation, p *Packet) jsonPacket {
 
 // CountViolations returns the number of decode violations in the capture:
 // rules broken by decoded packets, problems (malformed packets, skipped
-// bytes, TLS and WebSocket errors) and gaps.
+// bytes, TLS and WebSocket errors; not ClauseUndecrypted) and gaps.
 func CountViolations(c *Capture) int {
 	n := 0
 	for _, cv := range c.Conversations {
-		n += len(cv.Problems) + len(cv.Gaps)
+		n += len(cv.Gaps)
+		for _, p := range cv.Problems {
+			if p.Clause != ClauseUndecrypted {
+				n++
+			}
+		}
 		for _, p := range cv.Packets {
 			n += len(p.Violations)
 		}

@@ -147,7 +147,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
 	}
 	if check {
-		must, err := checkCapture(env, capt, profile, role, format)
+		must, judged, err := checkCapture(env, capt, profile, role, format)
 		if err != nil {
 			return err
 		}
@@ -157,17 +157,21 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		if why := noVerdict(capt); why != "" {
 			return envErrorf("no verdict: %s", why)
 		}
+		if judged == 0 {
+			return envErrorf("no verdict: no MUST requirement was judged (the capture holds none of the exchanges the %s rules judge)", role)
+		}
 	}
 	return nil
 }
 
 // checkCapture applies the service rules to the capture, prints the
 // findings (text: "! ID LEVEL detail" lines; json: one "finding" object per
-// line) and returns the number of MUST findings.
-func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) (int, error) {
+// line) and returns the number of MUST findings and of MUST requirements
+// judged (a rule applied at least once).
+func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) (must, judged int, err error) {
 	cat, err := conformance.LoadCatalog()
 	if err != nil {
-		return 0, &EnvError{Err: err}
+		return 0, 0, &EnvError{Err: err}
 	}
 	var all []*conformance.Rule
 	if role != "device" {
@@ -176,8 +180,12 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 	if role != "service" {
 		all = append(all, conformance.DeviceRules()...)
 	}
-	findings, _ := conformance.CheckCapture(capt, cat.RulesUnder(all, profile), conformance.RuleEnv{Profile: profile})
-	must := 0
+	findings, applied := conformance.CheckCapture(capt, cat.RulesUnder(all, profile), conformance.RuleEnv{Profile: profile})
+	for id, n := range applied {
+		if req, ok := cat.Lookup(id); ok && n > 0 && req.Level == conformance.MUST {
+			judged++
+		}
+	}
 	enc := json.NewEncoder(env.Stdout)
 	for _, f := range findings {
 		req, _ := cat.Lookup(f.ID)
@@ -190,16 +198,16 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 				Level conformance.Level `json:"level"`
 				conformance.Finding
 			}{"finding", req.Level, f}); err != nil {
-				return 0, envErrorf("writing findings: %v", err)
+				return 0, 0, envErrorf("writing findings: %v", err)
 			}
 			continue
 		}
 		fmt.Fprintf(env.Stdout, "! %s %s %s\n", f.ID, req.Level, f.Detail())
 	}
 	if format != "json" {
-		fmt.Fprintf(env.Stdout, "%d findings of the %s rules (%d MUST), profile %s\n", len(findings), role, must, profile)
+		fmt.Fprintf(env.Stdout, "%d findings of the %s rules (%d MUST; %d MUST requirements judged), profile %s\n", len(findings), role, must, judged, profile)
 	}
-	return must, nil
+	return must, judged, nil
 }
 
 // noMQTTHint says which TCP connections the capture had when none carried
@@ -227,7 +235,14 @@ func noVerdict(c *tracer.Capture) string {
 	}
 	for _, cv := range c.Conversations {
 		if cv.TLS != nil && !cv.TLS.Decrypted {
-			return fmt.Sprintf("conversation %d (%v → %v) is TLS and was not decrypted (give --keylog FILE)", cv.ID, cv.Client, cv.Server)
+			why := "give --keylog FILE"
+			for _, p := range cv.Problems {
+				if p.Clause == tracer.ClauseUndecrypted {
+					why = p.Msg + "; give --keylog FILE with its secrets"
+					break
+				}
+			}
+			return fmt.Sprintf("conversation %d (%v → %v) is TLS and was not decrypted (%s)", cv.ID, cv.Client, cv.Server, why)
 		}
 	}
 	return ""

@@ -3,6 +3,9 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,10 +25,10 @@ func TestTraceCheckRules(t *testing.T) {
 			"! DPS-SUB-002 MUST conversation 1, frame 10: expected SUBACK granting 1; actual: asked QoS 2, SUBACK id 1 granting [0x02]\n",
 			// The device closes 40 ms after the 401: too soon to say the
 			// server would not have (RuleEnv.CloseGrace), so no DPS-AUTH-007.
-			"1 findings of the service rules (1 MUST), profile dps-2019\n",
+			"1 findings of the service rules (1 MUST; 9 MUST requirements judged), profile dps-2019\n",
 		}},
 		{[]string{"trace", "--check", "--keylog", "../../testdata/pcaps/register-tls.keylog", "../../testdata/pcaps/register-tls.pcapng"}, cli.ExitConformant, []string{
-			"0 findings of the service rules (0 MUST), profile dps-2019\n",
+			"0 findings of the service rules (0 MUST; 10 MUST requirements judged), profile dps-2019\n",
 		}},
 		{[]string{"trace", "--check", "--format", "json", "../../testdata/pcaps/violations.pcapng"}, cli.ExitNonConformant, []string{
 			`{"type":"finding","level":"MUST","id":"DPS-SUB-002","conversation":1,"frame":10,`,
@@ -48,5 +51,57 @@ func TestTraceCheckRules(t *testing.T) {
 				t.Errorf("%v: stdout lacks %q:\n%s", tc.args, w, stdout.String())
 			}
 		}
+	}
+}
+
+// TestTraceCheckNoVerdict: --check without a violation but without the
+// means to judge exits 3 and says why, rather than passing the capture or
+// failing it: a TLS capture whose key log is missing (the usual tcpdump
+// capture), and a capture that ends after the CONNECT, which no MUST rule
+// judges.
+func TestTraceCheckNoVerdict(t *testing.T) {
+	orig, err := os.ReadFile("../../testdata/pcaps/register-tls.pcapng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// keep writes the blocks of orig that keep says to keep.
+	keep := func(name string, keep func(typ uint32, epbs int) bool) string {
+		var out []byte
+		epbs := 0
+		for off := 0; off+12 <= len(orig); {
+			typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
+			if n < 12 || off+n > len(orig) {
+				t.Fatalf("block at %d: length %d", off, n)
+			}
+			if typ == 6 {
+				epbs++
+			}
+			if keep(typ, epbs) {
+				out = append(out, orig[off:off+n]...)
+			}
+			off += n
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"no key log", keep("nokeys.pcapng", func(typ uint32, _ int) bool { return typ != 10 }), // no Decryption Secrets Block
+			"no verdict: conversation 1 (192.0.2.10:50001 → 192.0.2.20:8883) is TLS and was not decrypted (no key log entry for client random "},
+		{"CONNECT only", keep("connect.pcapng", func(typ uint32, epbs int) bool { return typ != 6 || epbs <= 18 }), // frame 18 is the CONNECT
+			"no verdict: no MUST requirement was judged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := cli.Main(context.Background(), []string{"trace", "--check", tc.file}, &stdout, &stderr)
+			if code != cli.ExitTargetUnreachable || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "non-conformant") {
+				t.Errorf("exit %d (want %d), stderr lacks %q:\n%s\n%s", code, cli.ExitTargetUnreachable, tc.want, stderr.String(), stdout.String())
+			}
+		})
 	}
 }

@@ -85,6 +85,10 @@ type Problem struct {
 	Dir    Dir
 	Offset int64
 	Msg    string
+	// Undecrypted marks a problem that is no error of the peers: the
+	// records cannot be decrypted here (no key log entry, missing
+	// secrets, a suite this package does not decrypt).
+	Undecrypted bool
 }
 
 // String formats the problem as "c2s offset N: msg".

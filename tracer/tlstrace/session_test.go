@@ -63,6 +63,10 @@ type sessionOpts struct {
 	suite      uint16 // TLS 1.2 suite (0: default)
 	clientCert bool
 	size       int // bytes of application data in each direction
+	// curves, when set, are the only groups the server accepts: P-384
+	// makes a Go client's first key share unusable, so the server sends a
+	// HelloRetryRequest (TLS 1.3).
+	curves []tls.CurveID
 }
 
 var (
@@ -121,7 +125,7 @@ func record(t testing.TB, o sessionOpts) *session {
 		s.c2s[i] = byte(i * 7)
 		s.s2c[i] = byte(i*13 + 1)
 	}
-	srvCfg := &tls.Config{Certificates: []tls.Certificate{srvCert}, MinVersion: o.minVersion, MaxVersion: o.version, NextProtos: []string{"mqtt"}}
+	srvCfg := &tls.Config{Certificates: []tls.Certificate{srvCert}, MinVersion: o.minVersion, MaxVersion: o.version, NextProtos: []string{"mqtt"}, CurvePreferences: o.curves}
 	if o.clientCert {
 		srvCfg.ClientAuth = tls.RequireAnyClientCert
 	} else {
@@ -256,6 +260,9 @@ func TestDecryptRealSessions(t *testing.T) {
 		cases = append(cases, tc{"TLS13" + map[bool]string{false: "", true: "/clientcert"}[cc],
 			sessionOpts{version: tls.VersionTLS13, clientCert: cc, size: 40000}, 0})
 	}
+	// A HelloRetryRequest, then the middlebox-compatibility
+	// ChangeCipherSpecs and the second ClientHello (RFC 8446 §4.1.4, D.4).
+	cases = append(cases, tc{"TLS13/HelloRetryRequest", sessionOpts{version: tls.VersionTLS13, size: 40000, curves: []tls.CurveID{tls.CurveP384}}, 0})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := record(t, c.o)
@@ -359,6 +366,13 @@ func TestMissingKeyLog(t *testing.T) {
 		}
 		if len(errs) != 1 || len(f.Problems) != 1 || !bytes.Contains([]byte(f.Problems[0].Msg), []byte("no key log entry for client random ")) {
 			t.Fatalf("%s: problems %v errs %v", VersionName(v), f.Problems, errs)
+		}
+		// Not an error of the peers; filed under the direction whose
+		// protected record needed the keys first: the client's Finished
+		// in TLS 1.2, the server's EncryptedExtensions in TLS 1.3.
+		want := map[uint16]Dir{tls.VersionTLS12: ClientToServer, tls.VersionTLS13: ServerToClient}[v]
+		if p := f.Problems[0]; !p.Undecrypted || p.Dir != want {
+			t.Errorf("%s: problem %+v, want Undecrypted in %s", VersionName(v), p, want)
 		}
 		if v == tls.VersionTLS12 && (!f.ClientCertificateKnown || !f.ClientCertificate || len(f.ServerCertificates) != 1) {
 			t.Errorf("TLS 1.2 clear certificates not seen: %+v", f)

@@ -99,7 +99,17 @@ func plausibleHeader(h []byte) bool {
 }
 
 func (s *Stream) problem(d Dir, off int64, format string, args ...any) {
-	p := Problem{Dir: d, Offset: off, Msg: fmt.Sprintf(format, args...)}
+	s.addProblem(Problem{Dir: d, Offset: off, Msg: fmt.Sprintf(format, args...)})
+}
+
+// undecrypted records why d cannot be decrypted: missing keys or a suite
+// this package does not decrypt, not an error of the peers (see
+// Problem.Undecrypted).
+func (s *Stream) undecrypted(d Dir, off int64, format string, args ...any) {
+	s.addProblem(Problem{Dir: d, Offset: off, Msg: fmt.Sprintf(format, args...), Undecrypted: true})
+}
+
+func (s *Stream) addProblem(p Problem) {
 	if len(s.facts.Problems) < maxProblems {
 		s.facts.Problems = append(s.facts.Problems, p)
 	}
@@ -268,7 +278,7 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 		if ds.cip == nil && s.keysWanted && !ds.sawProt && !ds.stopped {
 			// First protected record of d and no keys yet: the key log
 			// may have grown since the ServerHello (a DSB after it).
-			s.setupKeys(off, true)
+			s.setupKeys(d, off, true)
 			if !s.tls13 {
 				ds.cip = s.pending[d]
 			}
@@ -297,7 +307,7 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 	case typeChangeCipherSpec:
 		if !s.tls13 && !ds.encrypted {
 			if s.keysWanted {
-				s.setupKeys(off, false)
+				s.setupKeys(d, off, false)
 			}
 			ds.encrypted = true
 			ds.cip = s.pending[d]
@@ -443,7 +453,7 @@ func (s *Stream) install13(d Dir, sec []byte, off int64, what string) {
 	ds := &s.dir[d]
 	if sec == nil {
 		if ds.cip != nil {
-			s.problem(d, off, "key log has no %s for %s: decryption of %s stops", what, d, d)
+			s.undecrypted(d, off, "key log has no %s for %s: decryption of %s stops", what, d, d)
 		}
 		ds.cip = nil
 		return
@@ -567,12 +577,17 @@ func (s *Stream) serverHello(m []byte, off int64) error {
 	s.facts.Version = ver
 	s.facts.Suite = suite
 	if string(random) == string(helloRetryRandom) {
-		return nil // HelloRetryRequest: the real ServerHello follows
+		// HelloRetryRequest: the real ServerHello follows. Only TLS 1.3
+		// has one, so the ChangeCipherSpecs sent for middlebox
+		// compatibility (RFC 8446 D.4) must not start TLS 1.2 protection:
+		// the second ClientHello and the ServerHello are in the clear.
+		s.tls13 = true
+		return nil
 	}
 	s.serverRandom = append([]byte(nil), random...)
 	s.tls13 = ver == 0x0304
 	s.keysWanted = s.kl != nil
-	s.setupKeys(off, false)
+	s.setupKeys(ServerToClient, off, false)
 	return nil
 }
 
@@ -597,7 +612,7 @@ func (s *Stream) encryptedExtensions(m []byte) {
 // at the first protected record while the keys are missing. Missing keys
 // are reported only when report is set (decryption is needed now); the
 // lookup is not retried after that.
-func (s *Stream) setupKeys(off int64, report bool) {
+func (s *Stream) setupKeys(d Dir, off int64, report bool) {
 	if s.kl == nil || !s.keysWanted {
 		return
 	}
@@ -606,7 +621,7 @@ func (s *Stream) setupKeys(off int64, report bool) {
 		(!s.tls13 && sec.master == nil) {
 		if report {
 			s.keysWanted = false
-			s.problem(ServerToClient, off, "no key log entry for client random %s", hex.EncodeToString(s.clientRandom))
+			s.undecrypted(d, off, "no key log entry for client random %s", hex.EncodeToString(s.clientRandom))
 		}
 		return
 	}
@@ -615,18 +630,18 @@ func (s *Stream) setupKeys(off int64, report bool) {
 	if s.tls13 {
 		st := s.suite13()
 		if st == nil {
-			s.problem(ServerToClient, off, "cipher suite %s not supported for decryption", SuiteName(s.facts.Suite))
+			s.undecrypted(d, off, "cipher suite %s not supported for decryption", SuiteName(s.facts.Suite))
 			return
 		}
 		if sec.chts == nil && sec.shts == nil && sec.cts0 == nil && sec.sts0 == nil {
-			s.problem(ServerToClient, off, "no TLS 1.3 traffic secrets in key log for client random %s", hex.EncodeToString(s.clientRandom))
+			s.undecrypted(d, off, "no TLS 1.3 traffic secrets in key log for client random %s", hex.EncodeToString(s.clientRandom))
 			return
 		}
 		s.facts.KeyLogFound = true
 		s.appSecret = [2][]byte{sec.cts0, sec.sts0}
 		for d, hs := range [2][]byte{sec.chts, sec.shts} {
 			if hs == nil {
-				s.problem(Dir(d), off, "key log has no %s handshake traffic secret", Dir(d))
+				s.undecrypted(Dir(d), off, "key log has no %s handshake traffic secret", Dir(d))
 				continue
 			}
 			s.install13(Dir(d), hs, off, "handshake traffic secret")
@@ -634,13 +649,13 @@ func (s *Stream) setupKeys(off int64, report bool) {
 		return
 	}
 	if sec.master == nil {
-		s.problem(ServerToClient, off, "no CLIENT_RANDOM master secret in key log for client random %s", hex.EncodeToString(s.clientRandom))
+		s.undecrypted(d, off, "no CLIENT_RANDOM master secret in key log for client random %s", hex.EncodeToString(s.clientRandom))
 		return
 	}
 	s.facts.KeyLogFound = true
 	c, sc, err := keys12(s.facts.Suite, sec.master, s.clientRandom, s.serverRandom)
 	if err != nil {
-		s.problem(ServerToClient, off, "%v", err)
+		s.undecrypted(d, off, "%v", err)
 		return
 	}
 	s.pending = [2]*cipher{c, sc}

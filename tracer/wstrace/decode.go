@@ -559,7 +559,7 @@ func (s *Stream) Gap(d Dir, n int) {
 			s.facts.Problems = append(s.facts.Problems, Problem{Dir: d, Offset: off, Msg: msg})
 		}
 	}
-	if ds.phase == phaseFrames && ds.inFrame && len(ds.hdr) == 0 && uint64(n) < ds.left {
+	if ds.phase == phaseFrames && ds.inFrame && len(ds.hdr) == 0 && uint64(n) <= ds.left {
 		ds.left -= uint64(n)
 		ds.maskPos = (ds.maskPos + n) & 3
 		msg := fmt.Sprintf("gap of %d bytes inside a frame payload: %d payload bytes lost", n, n)
@@ -568,6 +568,11 @@ func (s *Stream) Gap(d Dir, n int) {
 			msg += "; compressed message dropped"
 		}
 		add(msg)
+		if ds.left == 0 {
+			// The gap ended with the frame: the next one starts here.
+			ds.inFrame = false
+			s.endFrame(d, ds)
+		}
 		return
 	}
 	if ds.phase != phaseDone {

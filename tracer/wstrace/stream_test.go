@@ -402,6 +402,25 @@ func TestGap(t *testing.T) {
 	}
 }
 
+// TestGapAtFrameEnd: a gap that takes exactly the rest of a frame's
+// payload keeps framing; the next frame is decoded.
+func TestGapAtFrameEnd(t *testing.T) {
+	st := NewStream()
+	_, _ = st.Feed(ClientToServer, []byte(upgradeReq))
+	_, _ = st.Feed(ServerToClient, []byte(upgradeResp))
+	f := frame(0x82, []byte("abcdef"), nil)
+	pl, _ := st.Feed(ServerToClient, f[:4]) // header and "ab"
+	got := string(pl)
+	st.Gap(ServerToClient, 4) // "cdef"
+	pl, err := st.Feed(ServerToClient, frame(0x82, []byte("next"), nil))
+	if got+string(pl) != "abnext" || err != nil {
+		t.Fatalf("decoded %q then %q, %v; want \"ab\" then \"next\"", got, pl, err)
+	}
+	if ps := st.Facts().Problems; len(ps) != 1 || ps[0].Msg != "gap of 4 bytes inside a frame payload: 4 payload bytes lost" {
+		t.Fatalf("problems %v", ps)
+	}
+}
+
 func respLen() int64 { return int64(len(upgradeResp)) }
 
 func TestLooksLikeUpgrade(t *testing.T) {
