@@ -108,7 +108,36 @@ func (env *Env) runCommand(ctx context.Context, prefix string, run subcommand, a
 			code = ExitTargetUnreachable
 		}
 	}()
-	return env.report(prefix, run(ctx, env, args))
+	// Output that could not be written is lost: say so, and never exit 0
+	// (stdout on a full disk, a closed pipe).
+	out := &checkedWriter{w: env.Stdout}
+	cmdEnv := *env
+	cmdEnv.Stdout = out
+	err := run(ctx, &cmdEnv, args)
+	if out.err != nil {
+		werr := envErrorf("writing standard output: %v", out.err)
+		if err == nil {
+			return env.report(prefix, werr)
+		}
+		if ExitCode(err) == ExitNonConformant {
+			env.report(prefix, werr) // the verdict stands; its table is lost
+		}
+	}
+	return env.report(prefix, err)
+}
+
+// checkedWriter remembers the first error of its writer.
+type checkedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *checkedWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // report prints err (if any) as one line on stderr, prefixed, and returns its

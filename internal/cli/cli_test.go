@@ -1,11 +1,13 @@
 package cli_test
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -61,5 +63,33 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if got != want {
 		ts.Fatalf("%s exited with status %d, want %d", args[1], got, want)
+	}
+}
+
+// fullWriter fails every write, as stdout on a full disk does.
+type fullWriter struct{}
+
+func (fullWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestStdoutWriteError: output that cannot be written is never a silent
+// success: exit 3 and one line naming standard output; a command that
+// fails for its own reason reports that reason.
+func TestStdoutWriteError(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"version"}, cli.ExitTargetUnreachable, "dps-conform version: writing standard output: no space left on device\n"},
+		{[]string{"list"}, cli.ExitTargetUnreachable, "dps-conform list: writing standard output: no space left on device\n"},
+		{[]string{"sas", "--id-scope", "x", "--registration-id", "r", "--key", "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="}, cli.ExitTargetUnreachable,
+			"dps-conform sas: writing standard output: no space left on device\n"},
+		{[]string{"sas", "--id-scope", "x"}, cli.ExitUsage, "dps-conform sas: "},
+	} {
+		var stderr strings.Builder
+		code := cli.Main(context.Background(), tc.args, fullWriter{}, &stderr)
+		if code != tc.code || !strings.HasPrefix(stderr.String(), tc.want) || strings.Count(stderr.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d (want %d), stderr %q (want one line starting %q)", tc.args, code, tc.code, stderr.String(), tc.want)
+		}
 	}
 }
