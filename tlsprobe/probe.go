@@ -18,6 +18,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/dps-conform/dps-conform/transport"
@@ -48,7 +49,7 @@ type Result struct {
 	// Suites are the TLS 1.2 cipher suites accepted when offered alone.
 	Suites []string `json:"suites"`
 	// Chain describes the certificates the server presented (leaf first)
-	// in the first successful handshake.
+	// in the TLS 1.2 handshake, or else the first successful one.
 	Chain []Certificate `json:"chain"`
 	// ChainError is why the chain does not verify against the roots for
 	// ServerName ("" when it does).
@@ -96,10 +97,11 @@ var versions = []struct {
 // ErrUnreachable is wrapped when the server cannot be reached over TCP.
 var ErrUnreachable = errors.New("unreachable")
 
-// ErrNoTLS is wrapped when the server accepts TCP but answers no
-// ClientHello (offering every version and suite) within the timeout:
-// there is nothing to probe, and probing on would cost one timeout per
-// handshake.
+// ErrNoTLS is wrapped when the server accepts TCP but does not speak TLS:
+// it answers no ClientHello (offering every version and suite) within the
+// timeout, answers it with bytes that are no TLS record (an HTTP or MQTT
+// port), or closes the connection at it without an alert. There is
+// nothing to probe, and probing on would cost one timeout per handshake.
 var ErrNoTLS = errors.New("accepts TCP but completed no TLS handshake")
 
 // Probe probes addr (host:port). It fails only when the address cannot be
@@ -134,9 +136,19 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	c.Close()
 	// One handshake offering everything first: a server that answers
 	// none within the timeout is not probed version by version.
+	// So is one that answers it with something that is no TLS record, or
+	// closes the connection without an alert.
 	if _, err := handshake(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true,
-		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}, o.Timeout); err != nil && transport.IsTimeout(err) && ctx.Err() == nil {
-		return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): no answer to a ClientHello within %v", addr, ErrNoTLS, o.Timeout)
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}, o.Timeout); err != nil && ctx.Err() == nil {
+		var rh tls.RecordHeaderError
+		switch {
+		case transport.IsTimeout(err):
+			return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): no answer to a ClientHello within %v", addr, ErrNoTLS, o.Timeout)
+		case errors.As(err, &rh):
+			return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): it answered a ClientHello with bytes that are no TLS record (% x)", addr, ErrNoTLS, rh.RecordHeader[:])
+		case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+			return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): it closed the connection at a ClientHello offering every version and suite, without a TLS alert", addr, ErrNoTLS)
+		}
 	}
 
 	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1}
@@ -144,7 +156,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	var acceptedVersion uint16
 	for _, v := range versions {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: v.id, MaxVersion: v.id}
-		if v.id < tls.VersionTLS12 {
+		if v.id <= tls.VersionTLS12 {
+			// Every suite Go implements, not its default list: that
+			// leaves out suites DPS recommends (ECDHE with AES-CBC-SHA256).
 			cfg.CipherSuites = Suites(v.id)
 		}
 		st, err := handshake(ctx, addr, cfg, o.Timeout)

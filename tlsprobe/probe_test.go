@@ -2,6 +2,7 @@ package tlsprobe_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/tlsprobe"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 func port(t *testing.T, addr string) int {
@@ -134,5 +136,93 @@ func TestProbeChainAndErrors(t *testing.T) {
 	}()
 	if _, err := tlsprobe.Probe(ctx, silent.Addr().String(), tlsprobe.Options{Timeout: 200 * time.Millisecond}); !errors.Is(err, tlsprobe.ErrNoTLS) {
 		t.Errorf("probe of a silent port: %v, want ErrNoTLS", err)
+	}
+	// Ports that answer, but not in TLS: an HTTP server, and one that
+	// closes at the ClientHello (a plaintext MQTT port).
+	for _, tc := range []struct {
+		name, want string
+		answer     []byte
+	}{
+		{"HTTP", "bytes that are no TLS record", []byte("HTTP/1.1 400 Bad Request\r\n\r\n")},
+		{"closes", "closed the connection at a ClientHello", nil},
+	} {
+		addr := serveRaw(t, tc.answer)
+		_, err := tlsprobe.Probe(ctx, addr, tlsprobe.Options{Timeout: 2 * time.Second})
+		if !errors.Is(err, tlsprobe.ErrNoTLS) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("probe of a %s port: %v, want ErrNoTLS saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// serveRaw accepts connections on loopback, reads what comes, writes
+// answer and closes.
+func serveRaw(t *testing.T, answer []byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 512)
+				if _, err := c.Read(buf); err == nil && answer != nil {
+					c.Write(answer)
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestProbeTLS12SuitesBeyondGoDefaults: a server that accepts TLS 1.2
+// only with a suite DPS recommends but Go's client does not offer by
+// default (ECDHE-ECDSA-AES128-CBC-SHA256) is seen accepting TLS 1.2.
+func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
+	ca, err := transport.NewCA("probe test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	r, err := tlsprobe.Probe(context.Background(), l.Addr().String(), tlsprobe.Options{ServerName: "localhost", PlaintextPorts: []int{}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range r.Versions {
+		if v.Accepted != (v.Version == "TLS 1.2") {
+			t.Errorf("%s accepted %v (%s)", v.Version, v.Accepted, v.Error)
+		}
+	}
+	if !slices.Equal(r.Suites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"}) || len(r.Chain) != 1 {
+		t.Errorf("suites %v, chain of %d", r.Suites, len(r.Chain))
 	}
 }
