@@ -169,7 +169,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			break
 		}
 		runs = append(runs, run)
-		fmt.Fprintf(env.Stderr, "%s scenario %s: %d connections, %d findings (%.1fs)\n", progName, name, run.conversations, len(run.Findings), run.elapsed.Seconds())
+		fmt.Fprintf(env.Stderr, "%s scenario %s: %s, %s (%.1fs)\n", progName, name, plural(run.conversations, "connection"), plural(len(run.Findings), "finding"), run.elapsed.Seconds())
 	}
 	target := reports.Target{Name: "device under test", Endpoint: f.exec}
 	if f.exec == "" {
@@ -180,7 +180,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
 	}
 	in := reports.DeviceInput{Catalog: cat, Profile: f.profile, Tool: toolInfo(), Target: target,
-		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs)}
+		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs, f.exec != "")}
 	for _, r := range runs {
 		in.Scenarios = append(in.Scenarios, r.Scenario)
 	}
@@ -234,7 +234,13 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	}
 	defer os.RemoveAll(dir)
 	now := time.Now()
-	pki, err := transport.LoadOrCreateServerPKI(dir, nil, transport.ECDSAP256, now)
+	// The certificates name --host, as DPS's name the host a device is
+	// given: a device that checks the name must be able to pass.
+	names := transport.DefaultServerNames()
+	if !slices.Contains(names, f.host) {
+		names = append(names, f.host)
+	}
+	pki, err := transport.LoadOrCreateServerPKI(dir, []string{f.host}, transport.ECDSAP256, now)
 	if err != nil {
 		return nil, envErrorf("scenario %s: PKI: %v", name, err)
 	}
@@ -244,7 +250,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	case "tls-untrusted-ca":
 		other, err := transport.NewCA("dps-conform untrusted CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
 		if err == nil {
-			serverCert, err = other.IssueServer(transport.DefaultServerNames(), transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+			serverCert, err = other.IssueServer(names, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
 		}
 		if err != nil {
 			return nil, envErrorf("scenario %s: %v", name, err)
@@ -254,7 +260,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 			return nil, envErrorf("scenario %s: %v", name, err)
 		}
 	case "tls-expired":
-		if serverCert, err = pki.Authority.IssueServer(transport.DefaultServerNames(), transport.ECDSAP256, now.Add(-72*time.Hour), 24*time.Hour); err != nil {
+		if serverCert, err = pki.Authority.IssueServer(names, transport.ECDSAP256, now.Add(-72*time.Hour), 24*time.Hour); err != nil {
 			return nil, envErrorf("scenario %s: %v", name, err)
 		}
 	}
@@ -410,7 +416,7 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 // connected or sent no CONNECT, so none of its DPS behaviour was seen. A
 // TLS handshake alone (DPS-DEV-001) is no provisioning device. A run of
 // TLS scenarios only is judged on them.
-func noVerdictReason(runs []*scenarioRun) string {
+func noVerdictReason(runs []*scenarioRun, exec bool) string {
 	all, served, servedConns := 0, 0, 0
 	for _, r := range runs {
 		all += r.conversations
@@ -425,6 +431,9 @@ func noVerdictReason(runs []*scenarioRun) string {
 	}
 	switch {
 	case len(runs) > 0 && all == 0:
+		if !exec {
+			return "the device never connected in any scenario (check that it was given the printed host, port and CA)"
+		}
 		return "the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)"
 	case served == 0:
 		return ""
@@ -466,13 +475,18 @@ func readLines(in io.Reader) <-chan time.Time {
 }
 
 // waitEnter returns on a line from lines read after prompt (those before
-// were not about it; nil lines: none will come), at the end of the input
-// (the operator has nothing more to say), or when ctx ends.
+// were not about it; nil lines: none will come) or when ctx ends (the
+// scenario's timeout). At the end of the input (stdin closed, as when a
+// rig drives the device and the job has no terminal) only ctx is left.
 func waitEnter(ctx context.Context, lines <-chan time.Time, prompt time.Time) {
 	for {
 		select {
 		case at, ok := <-lines:
-			if ok && at.Before(prompt) {
+			if !ok {
+				lines = nil // no Enter will come
+				continue
+			}
+			if at.Before(prompt) {
 				continue
 			}
 			return
@@ -505,7 +519,7 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	}
 	fmt.Fprintln(w)
 	for _, r := range runs {
-		fmt.Fprintf(w, "scenario %-22s %d connections, device %s\n", r.Name, r.conversations, r.exit)
+		fmt.Fprintf(w, "scenario %-22s %s, device %s\n", r.Name, plural(r.conversations, "connection"), r.exit)
 	}
 	switch rep.Summary.Verdict {
 	case reports.HeadlineNonConformant:
@@ -526,4 +540,12 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	default:
 		fmt.Fprintln(w, "CONFORMANT: every MUST device rule that applied passed")
 	}
+}
+
+// plural is "1 connection", "2 connections".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
