@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -238,6 +239,58 @@ func TestLoadOrCreateServerPKI(t *testing.T) {
 			prev = got
 		})
 	}
+}
+
+// TestLoadOrCreateServerPKIDamagedCA: a kept CA that cannot be read is an
+// error naming the files to remove, never silently replaced (devices
+// trust it); the files are left as they were.
+func TestLoadOrCreateServerPKIDamagedCA(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(dir string) error
+	}{
+		{"ca.pem garbage", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, CAFileName), []byte("garbage\n"), 0o644)
+		}},
+		{"ca-key.pem missing", func(dir string) error { return os.Remove(filepath.Join(dir, CAKeyFileName)) }},
+		{"ca.pem empty", func(dir string) error { return os.WriteFile(filepath.Join(dir, CAFileName), nil, 0o644) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if _, err := LoadOrCreateServerPKI(dir, nil, ECDSAP256, t0); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.damage(dir); err != nil {
+				t.Fatal(err)
+			}
+			before := readDir(t, dir)
+			_, err := LoadOrCreateServerPKI(dir, nil, ECDSAP256, t0.Add(time.Hour))
+			if err == nil || !strings.Contains(err.Error(), "the kept CA cannot be used") || !strings.Contains(err.Error(), "remove "+filepath.Join(dir, CAFileName)) {
+				t.Fatalf("LoadOrCreateServerPKI = %v, want an error naming the files to remove", err)
+			}
+			if after := readDir(t, dir); !maps.Equal(before, after) {
+				t.Error("the PKI files changed")
+			}
+		})
+	}
+}
+
+// readDir maps the names of dir's files to their contents.
+func readDir(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[e.Name()] = string(b)
+	}
+	return m
 }
 
 func verifyChainAt(p *ServerPKI, at time.Time) error {

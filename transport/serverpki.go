@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -55,9 +56,11 @@ type ServerPKI struct {
 // (0600). It reuses the server certificate when it parses, chains to the
 // kept CA, is valid at now for at least one more day, uses key type kt and
 // its SANs cover localhost, 127.0.0.1, ::1 and names; otherwise it issues a
-// new one from the kept CA. The CA is regenerated only when missing,
-// unreadable or not valid for at least one more day (which also forces a new
-// server certificate). Files are written atomically (temporary file, then
+// new one from the kept CA. The CA is made when both its files are
+// missing, and made again when it is not valid for at least one more day
+// (which also forces a new server certificate); a kept CA that cannot be
+// read (a file missing or damaged) is an error, not silently replaced:
+// devices trust it. Files are written atomically (temporary file, then
 // rename). dir is created (0700) if needed.
 func LoadOrCreateServerPKI(dir string, names []string, kt KeyType, now time.Time) (*ServerPKI, error) {
 	if dir == "" {
@@ -83,6 +86,12 @@ func LoadOrCreateServerPKI(dir string, names []string, kt KeyType, now time.Time
 	caKeyFile := filepath.Join(dir, CAKeyFileName)
 
 	ca, err := loadCA(p.CAFile, caKeyFile, now)
+	if err != nil && !errors.Is(err, errCAExpiring) && !(missing(p.CAFile) && missing(caKeyFile)) {
+		// Devices trust this CA: replacing it silently would fail every
+		// one of them with nothing to say why.
+		return nil, fmt.Errorf("transport: server PKI: the kept CA cannot be used (%w); remove %s and %s to make a new one (devices that trust the old CA must then be given the new %s)",
+			err, p.CAFile, caKeyFile, CAFileName)
+	}
 	if err != nil {
 		ca, err = NewCA("dps-conform emulator CA", kt, now.Add(-serverPKIBackdate), ServerPKICAValidity)
 		if err != nil {
@@ -127,6 +136,16 @@ func LoadOrCreateServerPKI(dir string, names []string, kt KeyType, now time.Time
 	return p, nil
 }
 
+// errCAExpiring is a kept CA that is not valid for another day: it is
+// replaced.
+var errCAExpiring = errors.New("not valid")
+
+// missing reports whether path does not exist.
+func missing(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
 // loadCA reads a kept CA and checks it is usable at now for another day.
 func loadCA(certFile, keyFile string, now time.Time) (*CA, error) {
 	pair, err := LoadServerCertificate(certFile, keyFile)
@@ -138,7 +157,7 @@ func loadCA(certFile, keyFile string, now time.Time) (*CA, error) {
 		return nil, fmt.Errorf("transport: %s: not a CA certificate", certFile)
 	}
 	if now.Before(c.NotBefore) || now.Add(serverPKIMinRemaining).After(c.NotAfter) {
-		return nil, fmt.Errorf("transport: %s: not valid from %v for another day", certFile, now)
+		return nil, fmt.Errorf("transport: %s: %w from %v for another day", certFile, errCAExpiring, now)
 	}
 	signer, ok := pair.PrivateKey.(crypto.Signer)
 	if !ok {

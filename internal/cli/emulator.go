@@ -219,6 +219,9 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 		if err != nil {
 			return envErrorf("server PKI in %s: %v", dir, err)
 		}
+		if f.stateDir != "" && len(pki.Created) > 0 {
+			log.Info("server PKI written", "files", pki.Created)
+		}
 		tlsConf.Certificates = []tls.Certificate{pki.Certificate}
 		caFile = pki.CAFile
 	}
