@@ -88,10 +88,10 @@ func emulatorCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "`LEVEL` of the logs on stderr: debug, info, warn or error")
 	fs.Var(durationFlag{p: &f.limits.ConnectTimeout, negativeOK: true}, "connect-timeout", "`DURATION` bound on the TLS handshake plus CONNECT")
 	fs.IntVar(&f.limits.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet in `BYTES` (DPS: 96 KB); larger ones close the connection; negative: no limit")
-	fs.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "MQTT connections served at once; negative: no limit")
-	fs.IntVar(&f.limits.PollsPerWindow, "polls-per-window", d.PollsPerWindow, "polls per --poll-window per device before 429; negative: no limit")
+	fs.IntVar(&f.limits.MaxConnections, "max-connections", d.MaxConnections, "`N` MQTT connections served at once; negative: no limit")
+	fs.IntVar(&f.limits.PollsPerWindow, "polls-per-window", d.PollsPerWindow, "`N` polls per --poll-window per device before 429; negative: no limit")
 	fs.Var(durationFlag{p: &f.limits.PollWindow, negativeOK: true}, "poll-window", "`DURATION` window of --polls-per-window")
-	fs.IntVar(&f.limits.RegistrationsPerMinute, "registrations-per-minute", d.RegistrationsPerMinute, "register budget of the service before 429; negative: no limit")
+	fs.IntVar(&f.limits.RegistrationsPerMinute, "registrations-per-minute", d.RegistrationsPerMinute, "register budget of the service, `N` per minute, before 429; negative: no limit")
 	fs.Var(durationFlag{p: &f.limits.IdleTimeout, negativeOK: true}, "idle-timeout", "close connections idle this `DURATION` when their keep-alive is 0")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
@@ -146,6 +146,19 @@ func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Leve
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return "", nil, 0, usageErrorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	// 0 would silently be the default (the zero Limits field means it):
+	// as for the duration limits, a limit is positive, or negative for none.
+	for _, c := range []struct {
+		flag string
+		v    int
+	}{
+		{"--max-packet-size", f.limits.MaxPacketSize}, {"--max-connections", f.limits.MaxConnections},
+		{"--polls-per-window", f.limits.PollsPerWindow}, {"--registrations-per-minute", f.limits.RegistrationsPerMinute},
+	} {
+		if c.v == 0 {
+			return "", nil, 0, usageErrorf("%s 0: want a positive number, or a negative one (-1) to switch the limit off", c.flag)
+		}
 	}
 	// The topic carries whole seconds (retry-after={n}); a fraction would be
 	// rounded silently, and the assignment timing would then disagree
