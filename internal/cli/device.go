@@ -131,6 +131,9 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		dec.KnownFields(true)
 		product = &reports.Product{}
 		if err := dec.Decode(product); err != nil {
+			if errors.Is(err, io.EOF) {
+				return usageErrorf("--product %s: the file is empty (want YAML with vendor, model and firmware)", f.product)
+			}
 			return usageErrorf("--product %s: %v", f.product, err)
 		}
 		if product.Vendor == "" || product.Model == "" {

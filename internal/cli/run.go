@@ -516,6 +516,9 @@ func sealResults(dir, bundle string) error {
 // verifies. The results of an earlier run of the same command are
 // replaced, as documented.
 func checkOutRole(dir, role string) error {
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return usageErrorf("--out %s is a file, not a directory", dir)
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 	if err != nil {
 		return nil // no results there (or none readable: the writes will say)

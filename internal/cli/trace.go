@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/tracer"
@@ -249,12 +250,13 @@ func noVerdict(c *tracer.Capture) string {
 }
 
 // inputError classifies a file that cannot be read: missing or unreadable
-// input is the user's mistake (exit 2), anything else an environment failure.
+// input, or a directory given for a file, is the user's mistake (exit 2),
+// anything else an environment failure.
 func inputError(what string, err error) error {
 	if what != "" {
 		err = fmt.Errorf("%s: %w", what, err)
 	}
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EISDIR) {
 		return &UsageError{Err: err}
 	}
 	return &EnvError{Err: err}
