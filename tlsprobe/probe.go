@@ -151,7 +151,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		}
 	}
 
-	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1}
+	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1, Suites: []string{}, Plaintext: []int{}}
 	var accepted *tls.ConnectionState
 	var acceptedVersion uint16
 	for _, v := range versions {

@@ -46,7 +46,12 @@ var _ error = (*DialError)(nil)
 
 // Error implements error.
 func (e *DialError) Error() string {
-	return fmt.Sprintf("transport: dial %s: %s: %v", e.Target, e.Stage, e.Err)
+	msg := fmt.Sprint(e.Err)
+	if strings.HasPrefix(msg, e.Stage+": ") {
+		// crypto/tls says "tls: ..." itself.
+		return fmt.Sprintf("transport: dial %s: %s", e.Target, msg)
+	}
+	return fmt.Sprintf("transport: dial %s: %s: %s", e.Target, e.Stage, msg)
 }
 
 // Unwrap returns the underlying error.

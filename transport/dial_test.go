@@ -388,3 +388,22 @@ func TestDialWSBad101(t *testing.T) {
 		})
 	}
 }
+
+// TestDialErrorText: the stage is named once, also when the error says it
+// already (crypto/tls's "tls: ...").
+func TestDialErrorText(t *testing.T) {
+	tg := Target{Scheme: SchemeMQTTS, Host: "h", Port: 8883}
+	for _, tt := range []struct {
+		stage string
+		err   error
+		want  string
+	}{
+		{StageTLS, errors.New("tls: first record does not look like a TLS handshake"), "transport: dial mqtts://h:8883: tls: first record does not look like a TLS handshake"},
+		{StageTCP, errors.New("connection refused"), "transport: dial mqtts://h:8883: tcp: connection refused"},
+		{StageTLS, nil, "transport: dial mqtts://h:8883: tls: <nil>"},
+	} {
+		if got := (&DialError{Target: tg, Stage: tt.stage, Err: tt.err}).Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+}

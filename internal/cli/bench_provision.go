@@ -1173,7 +1173,14 @@ func (r *provisionBenchResult) rows() []benchRow {
 		if i.FirstErr != "" {
 			rows = append(rows, benchRow{"  first error", i.FirstErr, ""})
 		}
-		kib := func(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+		kib := func(b float64) string {
+			if b < 0 {
+				// The process gave memory back while the connections
+				// were held: too few of them to measure (--idle).
+				return "n/a (RSS fell; hold more connections)"
+			}
+			return fmt.Sprintf("%.1f KiB", b/1024)
+		}
 		if i.Combined {
 			rows = append(rows,
 				benchRow{"memory/conn (both)", kib(i.ClientRSSPerConnBytes), "VmRSS delta of this process ÷ connections: client AND server (--server inproc)"},

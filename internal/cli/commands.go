@@ -88,6 +88,12 @@ func helpCmd(ctx context.Context, env *Env, args []string) error {
 	case 0:
 		printCommandList(env.Stdout)
 		return nil
+	case 2:
+		// A command's own subcommand: help report verify, help bench trace.
+		if cmd, ok := lookupCommand(fs.Arg(0)); ok && fs.Arg(0) != "help" && cmdHasSub(fs.Arg(0)) {
+			return cmd.run(ctx, env, []string{fs.Arg(1), "-h"})
+		}
+		return usageErrorf("want one command name, got %d arguments", fs.NArg())
 	case 1:
 		name := fs.Arg(0)
 		if name == "help" {
@@ -100,6 +106,9 @@ func helpCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return cmd.run(ctx, env, []string{"-h"})
 	default:
-		return usageErrorf("want at most one command name, got %d arguments", fs.NArg())
+		return usageErrorf("want at most one command name (and a subcommand of bench or report), got %d arguments", fs.NArg())
 	}
 }
+
+// cmdHasSub reports whether a command takes a subcommand name first.
+func cmdHasSub(name string) bool { return name == "bench" || name == "report" }

@@ -95,7 +95,8 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 // config checks the flags and builds the device configuration.
 func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, error) {
 	var cfg device.Config
-	for _, pair := range [][2]string{{"symmetric-key", "group-key"}, {"symmetric-key", "cert"}, {"group-key", "cert"}} {
+	// --ca with --insecure-skip-verify would be ignored: the user meant one.
+	for _, pair := range [][2]string{{"symmetric-key", "group-key"}, {"symmetric-key", "cert"}, {"group-key", "cert"}, {"ca", "insecure-skip-verify"}} {
 		if set[pair[0]] && set[pair[1]] {
 			return cfg, usageErrorf("--%s and --%s are mutually exclusive", pair[0], pair[1])
 		}
