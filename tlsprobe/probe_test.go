@@ -162,6 +162,18 @@ func serveRaw(t *testing.T, answer []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serve(t, l, func(c net.Conn) {
+		buf := make([]byte, 512)
+		if _, err := c.Read(buf); err == nil && answer != nil {
+			c.Write(answer)
+		}
+	})
+	return l.Addr().String()
+}
+
+// serve handles each connection of l (closed at the test's end) with
+// handle, within 5 s, then closes it.
+func serve(t *testing.T, l net.Listener, handle func(net.Conn)) {
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
@@ -172,14 +184,10 @@ func serveRaw(t *testing.T, answer []byte) string {
 			go func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Second))
-				buf := make([]byte, 512)
-				if _, err := c.Read(buf); err == nil && answer != nil {
-					c.Write(answer)
-				}
+				handle(c)
 			}()
 		}
 	}()
-	return l.Addr().String()
 }
 
 // TestProbeTLS12SuitesBeyondGoDefaults: a server that accepts TLS 1.2
@@ -199,20 +207,7 @@ func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				c.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
+	serve(t, l, func(c net.Conn) { c.(*tls.Conn).Handshake() })
 	r, err := tlsprobe.Probe(context.Background(), l.Addr().String(), tlsprobe.Options{ServerName: "localhost", PlaintextPorts: []int{}, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -301,7 +301,7 @@ func rerunHint(failed []string, seed int64, out string) string {
 		return ""
 	}
 	return fmt.Sprintf("dps-conform run: to run the specs of the failed requirements again, keep the other flags and give --label-filter 'req: containsAny {%s}' --seed %d --out %s",
-		strings.Join(failed, ", "), seed, shellQuote(strings.TrimRight(out, `/`+string(filepath.Separator))+"-rerun"))
+		strings.Join(failed, ", "), seed, shellQuote(filepath.Clean(out)+"-rerun"))
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.
