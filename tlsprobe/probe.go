@@ -100,7 +100,8 @@ var ErrUnreachable = errors.New("unreachable")
 // ErrNoTLS is wrapped when the server accepts TCP but does not speak TLS:
 // it answers no ClientHello (offering every version and suite) within the
 // timeout, answers it with bytes that are no TLS record (an HTTP or MQTT
-// port), or closes the connection at it without an alert. There is
+// port), or closes the connection without an alert at it and at a small
+// TLS 1.2 ClientHello. There is
 // nothing to probe, and probing on would cost one timeout per handshake.
 var ErrNoTLS = errors.New("accepts TCP but completed no TLS handshake")
 
@@ -146,8 +147,14 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 			return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): no answer to a ClientHello within %v", addr, ErrNoTLS, o.Timeout)
 		case errors.As(err, &rh):
 			return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): it answered a ClientHello with bytes that are no TLS record (% x)", addr, ErrNoTLS, rh.RecordHeader[:])
-		case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
-			return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): it closed the connection at a ClientHello offering every version and suite, without a TLS alert", addr, ErrNoTLS)
+		case closedAtHello(err):
+			// Some TLS servers and middleboxes drop a large ClientHello
+			// (this one carries every version, every suite and a
+			// post-quantum key share): a TLS 1.2 one, far smaller, tells.
+			if _, err := handshake(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true,
+				MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}, o.Timeout); err != nil && closedAtHello(err) && ctx.Err() == nil {
+				return nil, fmt.Errorf("tlsprobe: %s %w (is it a TLS port?): it closed the connection at every ClientHello, without a TLS alert", addr, ErrNoTLS)
+			}
 		}
 	}
 
@@ -221,6 +228,12 @@ func Suites(v uint16) []uint16 {
 		}
 	}
 	return ids
+}
+
+// closedAtHello reports a handshake the server ended by closing the
+// connection, without a TLS alert.
+func closedAtHello(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 func handshake(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (*tls.ConnectionState, error) {

@@ -1,9 +1,11 @@
 package tlsprobe_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -144,7 +146,7 @@ func TestProbeChainAndErrors(t *testing.T) {
 		answer     []byte
 	}{
 		{"HTTP", "bytes that are no TLS record", []byte("HTTP/1.1 400 Bad Request\r\n\r\n")},
-		{"closes", "closed the connection at a ClientHello", nil},
+		{"closes", "closed the connection at every ClientHello", nil},
 	} {
 		addr := serveRaw(t, tc.answer)
 		_, err := tlsprobe.Probe(ctx, addr, tlsprobe.Options{Timeout: 2 * time.Second})
@@ -170,6 +172,47 @@ func serveRaw(t *testing.T, answer []byte) string {
 	})
 	return l.Addr().String()
 }
+
+// TestProbeLargeHelloIntolerant: a TLS server (or a middlebox before it)
+// that drops a large ClientHello without an alert is still a TLS server:
+// the probe goes on, and finds TLS 1.2 accepted.
+func TestProbeLargeHelloIntolerant(t *testing.T) {
+	ca, err := transport.NewCA("probe test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, l, func(c net.Conn) {
+		hdr := make([]byte, 5)
+		if _, err := io.ReadFull(c, hdr); err != nil || int(hdr[3])<<8|int(hdr[4]) > 700 {
+			return // closed without an alert
+		}
+		tls.Server(&prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(hdr), c)}, conf).Handshake()
+	})
+	r, err := tlsprobe.Probe(context.Background(), l.Addr().String(), tlsprobe.Options{ServerName: "localhost", PlaintextPorts: []int{}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(r.Versions, func(v tlsprobe.VersionResult) bool { return v.Version == "TLS 1.2" }); i < 0 || !r.Versions[i].Accepted {
+		t.Errorf("versions %+v: want TLS 1.2 accepted", r.Versions)
+	}
+}
+
+// prefixConn reads from r (bytes already read, then the connection).
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // serve handles each connection of l (closed at the test's end) with
 // handle, within 5 s, then closes it.
