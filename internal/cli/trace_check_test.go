@@ -88,17 +88,38 @@ func TestTraceCheckNoVerdict(t *testing.T) {
 		}
 		return path
 	}
+	nokeys := keep("nokeys.pcapng", func(typ uint32, _ int) bool { return typ != 10 }) // no Decryption Secrets Block
+	// A key log with the handshake secrets but not the server's traffic
+	// secret: the handshake decrypts, the server's MQTT does not.
+	kl, err := os.ReadFile("../../testdata/pcaps/register-tls.keylog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var partial []string
+	for _, l := range strings.Split(string(kl), "\n") {
+		if !strings.HasPrefix(l, "SERVER_TRAFFIC_SECRET_0 ") {
+			partial = append(partial, l)
+		}
+	}
+	partialKL := filepath.Join(dir, "partial.keylog")
+	if err := os.WriteFile(partialKL, []byte(strings.Join(partial, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name, file, want string
+		name string
+		args []string
+		want string
 	}{
-		{"no key log", keep("nokeys.pcapng", func(typ uint32, _ int) bool { return typ != 10 }), // no Decryption Secrets Block
-			"no verdict: conversation 1 (192.0.2.10:50001 → 192.0.2.20:8883) is TLS and was not decrypted (no key log entry for client random "},
-		{"CONNECT only", keep("connect.pcapng", func(typ uint32, epbs int) bool { return typ != 6 || epbs <= 18 }), // frame 18 is the CONNECT
+		{"no key log", []string{nokeys},
+			"no verdict: conversation 1 (192.0.2.10:50001 → 192.0.2.20:8883) is TLS and was not decrypted, or only in part (no key log entry for client random "},
+		{"server traffic secret missing", []string{"--keylog", partialKL, nokeys},
+			"is TLS and was not decrypted, or only in part (key log has no traffic secret 0 for s2c"},
+		{"CONNECT only", []string{keep("connect.pcapng", func(typ uint32, epbs int) bool { return typ != 6 || epbs <= 18 })}, // frame 18 is the CONNECT
 			"no verdict: no MUST requirement was judged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := cli.Main(context.Background(), []string{"trace", "--check", tc.file}, &stdout, &stderr)
+			code := cli.Main(context.Background(), append([]string{"trace", "--check"}, tc.args...), &stdout, &stderr)
 			if code != cli.ExitTargetUnreachable || !strings.Contains(stderr.String(), tc.want) || strings.Contains(stderr.String(), "non-conformant") {
 				t.Errorf("exit %d (want %d), stderr lacks %q:\n%s\n%s", code, cli.ExitTargetUnreachable, tc.want, stderr.String(), stdout.String())
 			}

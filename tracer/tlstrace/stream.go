@@ -284,9 +284,15 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 			}
 		}
 		if ds.cip == nil && ds.appWanted && !ds.stopped {
-			// The traffic secret may have been logged after the Finished.
+			// The traffic secret may have been logged after the Finished;
+			// if it still is not, the rest of d stays encrypted: say so.
 			ds.appWanted = false
-			s.install13(d, s.sec.secret0(d), off, "traffic secret 0")
+			if sec0 := s.sec.secret0(d); sec0 != nil {
+				s.install13(d, sec0, off, "traffic secret 0")
+			} else {
+				s.undecrypted(d, off, "key log has no traffic secret 0 for %s: decryption of %s stops", d, d)
+				ds.stopped = true
+			}
 		}
 		ds.sawProt = true
 		if ds.cip == nil || ds.stopped {
