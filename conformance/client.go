@@ -105,8 +105,14 @@ func (r *registrar) idleDevice(ids []string, deadline time.Time) string {
 }
 
 // markBusy records that registration id may have a registration in
-// progress until the given time (a target that is not local only).
-func (r *registrar) markBusy(id string, until time.Time) {
+// progress until the given time, or later if already recorded so (a
+// target that is not local only).
+func (r *registrar) markBusy(id string, until time.Time) { r.setBusy(id, until, false) }
+
+// setBusy records until when registration id's registration is in
+// progress: exactly (an answer about the operation said so; the zero time
+// is done), or at least (a guess).
+func (r *registrar) setBusy(id string, until time.Time, exact bool) {
 	if r.cfg.Target.Local || id == "" {
 		return
 	}
@@ -115,7 +121,9 @@ func (r *registrar) markBusy(id string, until time.Time) {
 	if r.busy == nil {
 		r.busy = map[string]time.Time{}
 	}
-	r.busy[id] = until
+	if exact || until.After(r.busy[id]) {
+		r.busy[id] = until
+	}
 }
 
 // SlowDevice returns a device of Credentials.SlowGroupKey, whose
@@ -138,8 +146,9 @@ func (t *T) SlowDevice() Device {
 // groupDevice returns a device of the symmetric key group with key
 // groupKey: a fresh registration id on a local target, else remoteID (a
 // real DPS instance keeps every registration, so a run reuses a few).
-// remoteID is not waited for (see Device): the slow device's id is the
-// DPS-REG-009 spec's alone, and it leaves no registration in progress.
+// remoteID is not waited for (see Device): the slow device's id is used
+// only by DPS-REG-009 and DPS-POLL-001, which poll its registrations until
+// final before they end.
 func (t *T) groupDevice(groupKey, remoteID string) Device {
 	ginkgo.GinkgoHelper()
 	t.nDev++
@@ -573,11 +582,11 @@ func (c *Conn) track(a Answer) {
 		if a.Resp.HasRetryAfter {
 			wait = a.Resp.RetryAfter
 		}
-		c.t.r.markBusy(c.dev, time.Now().Add(wait+busyMargin))
+		c.t.r.setBusy(c.dev, time.Now().Add(wait+busyMargin), true)
 	case a.Resp.Status == 409:
 		c.t.r.markBusy(c.dev, time.Now().Add(3*time.Second+busyMargin))
 	case a.Resp.Status == 200 && a.Status.Status.Final():
-		c.t.r.markBusy(c.dev, time.Time{})
+		c.t.r.setBusy(c.dev, time.Time{}, true)
 	}
 }
 

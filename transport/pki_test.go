@@ -293,6 +293,27 @@ func readDir(t *testing.T, dir string) map[string]string {
 	return m
 }
 
+// TestLoadOrCreateServerPKICACertMissing: a CA key without its
+// certificate (a first run killed between the two writes) is no CA any
+// device trusts: a new CA is made.
+func TestLoadOrCreateServerPKICACertMissing(t *testing.T) {
+	dir := t.TempDir()
+	first, err := LoadOrCreateServerPKI(dir, nil, ECDSAP256, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(first.CAFile); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadOrCreateServerPKI(dir, nil, ECDSAP256, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.CA.SerialNumber.Cmp(first.CA.SerialNumber) == 0 || !slices.Contains(again.Created, first.CAFile) {
+		t.Errorf("CA not made again: created %v", again.Created)
+	}
+}
+
 func verifyChainAt(p *ServerPKI, at time.Time) error {
 	roots := x509.NewCertPool()
 	roots.AddCert(p.CA)

@@ -56,11 +56,11 @@ type ServerPKI struct {
 // (0600). It reuses the server certificate when it parses, chains to the
 // kept CA, is valid at now for at least one more day, uses key type kt and
 // its SANs cover localhost, 127.0.0.1, ::1 and names; otherwise it issues a
-// new one from the kept CA. The CA is made when both its files are
+// new one from the kept CA. The CA is made when its certificate is
 // missing, and made again when it is not valid for at least one more day
 // (which also forces a new server certificate); a kept CA that cannot be
-// read (a file missing or damaged) is an error, not silently replaced:
-// devices trust it. Files are written atomically (temporary file, then
+// used otherwise (its key missing, a file damaged) is an error, not
+// silently replaced: devices trust it. Files are written atomically (temporary file, then
 // rename). dir is created (0700) if needed.
 func LoadOrCreateServerPKI(dir string, names []string, kt KeyType, now time.Time) (*ServerPKI, error) {
 	if dir == "" {
@@ -86,7 +86,9 @@ func LoadOrCreateServerPKI(dir string, names []string, kt KeyType, now time.Time
 	caKeyFile := filepath.Join(dir, CAKeyFileName)
 
 	ca, err := loadCA(p.CAFile, caKeyFile, now)
-	if err != nil && !errors.Is(err, errCAExpiring) && !(missing(p.CAFile) && missing(caKeyFile)) {
+	// No device can trust a CA whose certificate was never written (a
+	// first run killed between the two files): that one is made again.
+	if err != nil && !errors.Is(err, errCAExpiring) && !missing(p.CAFile) {
 		// Devices trust this CA: replacing it silently would fail every
 		// one of them with nothing to say why.
 		return nil, fmt.Errorf("transport: server PKI: the kept CA cannot be used (%w); remove %s and %s to make a new one (devices that trust the old CA must then be given the new %s)",

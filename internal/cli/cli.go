@@ -109,7 +109,7 @@ func (env *Env) runCommand(ctx context.Context, prefix string, run subcommand, a
 		}
 	}()
 	// Output that could not be written is lost: say so, and never exit 0
-	// (stdout on a full disk, a closed pipe).
+	// (stdout on a full disk; a closed pipe ends the process by SIGPIPE).
 	out := &checkedWriter{w: env.Stdout}
 	cmdEnv := *env
 	cmdEnv.Stdout = out

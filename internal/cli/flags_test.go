@@ -75,6 +75,8 @@ func TestRerunHint(t *testing.T) {
 		{[]string{"DPS-SUB-002"}, "dps-conform-results/", "--label-filter 'req: containsAny {DPS-SUB-002}' --seed 7 --out dps-conform-results-rerun"},
 		{[]string{"DPS-AUTH-001", "MQTT-3.12.4-1"}, "/tmp/my results", "--label-filter 'req: containsAny {DPS-AUTH-001, MQTT-3.12.4-1}' --seed 7 --out '/tmp/my results-rerun'"},
 		{[]string{"DPS-SUB-002"}, "it's", `--out 'it'\''s-rerun'`},
+		{[]string{"DPS-SUB-002"}, ".", "--out dps-conform-results-rerun"},
+		{[]string{"DPS-SUB-002"}, "/", "--out /dps-conform-results-rerun"},
 	}
 	for _, tt := range tests {
 		got := rerunHint(tt.failed, 7, tt.out)

@@ -301,7 +301,17 @@ func rerunHint(failed []string, seed int64, out string) string {
 		return ""
 	}
 	return fmt.Sprintf("dps-conform run: to run the specs of the failed requirements again, keep the other flags and give --label-filter 'req: containsAny {%s}' --seed %d --out %s",
-		strings.Join(failed, ", "), seed, shellQuote(filepath.Clean(out)+"-rerun"))
+		strings.Join(failed, ", "), seed, shellQuote(rerunDir(out)))
+}
+
+// rerunDir is an --out beside out: out-rerun, or for "." or "/" a
+// directory inside it.
+func rerunDir(out string) string {
+	out = filepath.Clean(out)
+	if out == "." || out == string(filepath.Separator) {
+		return filepath.Join(out, "dps-conform-results-rerun")
+	}
+	return out + "-rerun"
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -103,7 +103,7 @@ func TestRunSharedDevicesBusy(t *testing.T) {
 	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
 		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--seed", "1", "--out", t.TempDir(),
 		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}"}, &stdout, &stderr)
-	if code != cli.ExitConformant || strings.Contains(stdout.String(), "409") {
+	if code != cli.ExitConformant || strings.Contains(stdout.String(), "res/409/") {
 		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
 	}
 }
