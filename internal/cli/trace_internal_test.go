@@ -19,7 +19,10 @@ func TestTraceNoVerdict(t *testing.T) {
 	}{
 		{"clean", conv(nil), ""},
 		{"decrypted", conv(&tlstrace.Facts{Decrypted: true}), ""},
-		{"tls without keys", conv(&tlstrace.Facts{ServerHello: true}), "conversation 1 (invalid AddrPort → invalid AddrPort) is TLS and was not decrypted (give --keylog FILE)"},
+		{"tls without keys", conv(&tlstrace.Facts{ServerHello: true}), "conversation 1 (invalid AddrPort → invalid AddrPort) is TLS and was not decrypted, or only in part (give --keylog FILE)"},
+		{"decrypted in part", &tracer.Capture{Conversations: []*tracer.Conversation{{ID: 1, TLS: &tlstrace.Facts{Decrypted: true},
+			Problems: []tracer.Problem{{Clause: tracer.ClauseUndecrypted, Msg: "key log has no traffic secret 0 for s2c: decryption of s2c stops"}}}}},
+			"conversation 1 (invalid AddrPort → invalid AddrPort) is TLS and was not decrypted, or only in part (key log has no traffic secret 0 for s2c: decryption of s2c stops; give --keylog FILE with its secrets)"},
 		{"nothing", &tracer.Capture{}, "no MQTT conversation found"},
 		{"incomplete", &tracer.Capture{Incomplete: "cut"}, "the capture was not read to its end: cut"},
 	} {
