@@ -177,14 +177,7 @@ func serveRaw(t *testing.T, answer []byte) string {
 // that drops a large ClientHello without an alert is still a TLS server:
 // the probe goes on, and finds TLS 1.2 accepted.
 func TestProbeLargeHelloIntolerant(t *testing.T) {
-	ca, err := transport.NewCA("probe test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := localhostCert(t)
 	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -214,6 +207,20 @@ type prefixConn struct {
 
 func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
+// localhostCert is a server certificate for localhost from a fresh CA.
+func localhostCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	ca, err := transport.NewCA("probe test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
 // serve handles each connection of l (closed at the test's end) with
 // handle, within 5 s, then closes it.
 func serve(t *testing.T, l net.Listener, handle func(net.Conn)) {
@@ -237,14 +244,7 @@ func serve(t *testing.T, l net.Listener, handle func(net.Conn)) {
 // only with a suite DPS recommends but Go's client does not offer by
 // default (ECDHE-ECDSA-AES128-CBC-SHA256) is seen accepting TLS 1.2.
 func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
-	ca, err := transport.NewCA("probe test CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := localhostCert(t)
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256}})
 	if err != nil {
