@@ -335,11 +335,13 @@ func (s *Stream) content(d Dir, ds *dirState, typ byte, pt []byte, off int64, en
 			s.out = append(s.out, pt...)
 		}
 	case typeAlert:
-		if len(pt) != 2 {
+		// TLS 1.2 may coalesce alerts in one record (RFC 5246 §6.2.1);
+		// TLS 1.3 must not (RFC 8446 §5.1).
+		if len(pt) != 2 && (s.tls13 || len(pt) == 0 || len(pt)%2 != 0) {
 			s.problem(d, off, "alert record with %d bytes, want 2", len(pt))
 			return
 		}
-		if len(s.facts.Alerts) < maxAlerts {
+		for ; len(pt) >= 2 && len(s.facts.Alerts) < maxAlerts; pt = pt[2:] {
 			s.facts.Alerts = append(s.facts.Alerts, Alert{Dir: d, Level: pt[0], Description: pt[1], Encrypted: enc})
 		}
 	case typeHandshake:
