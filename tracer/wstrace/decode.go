@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // Bounds keeping memory per Stream bounded on hostile input.
@@ -48,15 +49,18 @@ type dirState struct {
 
 	hdr      []byte // partial frame header
 	frameOff int64  // offset of the current frame
-	opcode   byte
-	fin      bool
-	masked   bool
-	mask     [4]byte
-	maskPos  int
-	left     uint64 // payload bytes of the current frame still to come
-	inFrame  bool
-	control  []byte // control frame payload (at most 125 bytes kept)
-	dropping bool   // payload of the current frame is discarded
+	// closed: this direction sent a Close; dataAfterClose: a data frame
+	// after it was reported (once).
+	closed, dataAfterClose bool
+	opcode                 byte
+	fin                    bool
+	masked                 bool
+	mask                   [4]byte
+	maskPos                int
+	left                   uint64 // payload bytes of the current frame still to come
+	inFrame                bool
+	control                []byte // control frame payload (at most 125 bytes kept)
+	dropping               bool   // payload of the current frame is discarded
 
 	inMessage  bool // a fragmented data message is in progress
 	compressed bool // the current message has RSV1 (permessage-deflate)
@@ -333,6 +337,10 @@ func (s *Stream) frameHeader(d Dir, ds *dirState, b []byte) []byte {
 		s.problem(d, off, "server frame masked (RFC 6455 §5.1)")
 	}
 	isData := op == opText || op == opBinary
+	if ds.closed && (isData || op == opContinuation) && !ds.dataAfterClose {
+		s.problem(d, off, "%s frame after this side's Close (RFC 6455 §5.5.1: no data frames after a Close)", opName(op))
+		ds.dataAfterClose = true
+	}
 	rsvOK := byte(0)
 	if isData && s.facts.Deflate {
 		rsvOK = 0x40 // RSV1: compressed message (RFC 7692 §6)
@@ -465,7 +473,17 @@ func (s *Stream) endFrame(d Dir, ds *dirState) {
 		case len(ds.control) >= 2:
 			c.Code = binary.BigEndian.Uint16(ds.control)
 			c.Reason = string(ds.control[2:])
+			// RFC 6455 §7.4: 1005, 1006 and 1015 MUST NOT be sent,
+			// codes below 1000 are not used, 1004 and 1016-2999 are
+			// reserved; the reason is UTF-8 (§5.5.1).
+			if cd := c.Code; cd < 1000 || cd >= 1004 && cd <= 1006 || cd == 1015 || cd >= 1016 && cd <= 2999 {
+				s.problem(d, off, "close code %d may not be sent (RFC 6455 §7.4)", cd)
+			}
+			if !utf8.ValidString(c.Reason) {
+				s.problem(d, off, "close reason is not UTF-8 (RFC 6455 §5.5.1)")
+			}
 		}
+		ds.closed = true
 		if s.facts.Close == nil {
 			s.facts.Close = c
 		}

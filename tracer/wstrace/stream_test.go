@@ -441,3 +441,43 @@ func TestLooksLikeUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseRules: close codes that may not be sent and a reason that is
+// not UTF-8 are problems (RFC 6455 §7.4, §5.5.1), as is a data frame after
+// the same side's Close; a normal close is none.
+func TestCloseRules(t *testing.T) {
+	closeFrame := func(code uint16, reason string) []byte {
+		return frame(0x88, append([]byte{byte(code >> 8), byte(code)}, reason...), nil)
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want string // "" for no problem
+	}{
+		{"normal", closeFrame(1000, "bye"), ""},
+		{"going away", closeFrame(1001, ""), ""},
+		{"try again later", closeFrame(1013, ""), ""},
+		{"application code", closeFrame(4000, ""), ""},
+		{"1005 sent", closeFrame(1005, ""), "close code 1005 may not be sent (RFC 6455 §7.4)"},
+		{"1006 sent", closeFrame(1006, ""), "close code 1006 may not be sent"},
+		{"1015 sent", closeFrame(1015, ""), "close code 1015 may not be sent"},
+		{"below 1000", closeFrame(999, ""), "close code 999 may not be sent"},
+		{"reserved 2000", closeFrame(2000, ""), "close code 2000 may not be sent"},
+		{"reason not UTF-8", closeFrame(1000, "\xff"), "close reason is not UTF-8 (RFC 6455 §5.5.1)"},
+		{"data after close", append(closeFrame(1000, ""), frame(0x82, []byte("late"), nil)...), "binary frame after this side's Close"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewStream()
+			_, _ = st.Feed(ClientToServer, []byte(upgradeReq))
+			_, _ = st.Feed(ServerToClient, []byte(upgradeResp))
+			_, _ = st.Feed(ServerToClient, tc.in)
+			ps := st.Facts().Problems
+			switch {
+			case tc.want == "" && len(ps) != 0:
+				t.Errorf("problems %v, want none", ps)
+			case tc.want != "" && (len(ps) != 1 || !strings.Contains(ps[0].Msg, tc.want)):
+				t.Errorf("problems %v, want one saying %q", ps, tc.want)
+			}
+		})
+	}
+}
