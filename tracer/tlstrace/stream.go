@@ -274,6 +274,13 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 	body := r[recordHeaderLen:]
 	off := ds.base
 	protected := (s.tls13 && typ == typeApplicationData) || (!s.tls13 && ds.encrypted && typ != typeChangeCipherSpec)
+	// Larger records than 2^14+2048 bytes never get here (resync).
+	switch {
+	case !protected && len(body) > 1<<14:
+		s.problem(d, off, "plaintext record of %d bytes exceeds 2^14 (RFC 5246 §6.2.1, RFC 8446 §5.1)", len(body))
+	case protected && s.tls13 && len(body) > 1<<14+256:
+		s.problem(d, off, "TLS 1.3 record of %d bytes exceeds 2^14+256 (RFC 8446 §5.2)", len(body))
+	}
 	if protected {
 		if ds.cip == nil && s.keysWanted && !ds.sawProt && !ds.stopped {
 			// First protected record of d and no keys yet: the key log
