@@ -344,10 +344,15 @@ type Violation struct {
 func PolicyDPS(r *Result, profile string) []Violation {
 	var vs []Violation
 	acc := map[string]bool{}
+	timedOut := map[string]bool{}
 	for _, v := range r.Versions {
 		acc[v.Version] = v.Accepted
+		timedOut[v.Version] = v.TimedOut
 	}
-	if !acc["TLS 1.2"] {
+	switch {
+	case !acc["TLS 1.2"] && timedOut["TLS 1.2"]:
+		vs = append(vs, Violation{"TLS-001", "TLS 1.2 got no answer within the timeout"})
+	case !acc["TLS 1.2"]:
 		vs = append(vs, Violation{"TLS-001", "TLS 1.2 is refused"})
 	}
 	if acc["TLS 1.0"] {

@@ -264,3 +264,20 @@ func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
 		t.Errorf("suites %v, chain of %d", r.Suites, len(r.Chain))
 	}
 }
+
+// TestPolicyDPSTLS12Missing: TLS-001 says whether TLS 1.2 was refused or
+// got no answer.
+func TestPolicyDPSTLS12Missing(t *testing.T) {
+	for _, tc := range []struct {
+		v    tlsprobe.VersionResult
+		want string
+	}{
+		{tlsprobe.VersionResult{Version: "TLS 1.2", Error: "remote error: tls: handshake failure"}, "TLS 1.2 is refused"},
+		{tlsprobe.VersionResult{Version: "TLS 1.2", TimedOut: true}, "TLS 1.2 got no answer within the timeout"},
+	} {
+		vs := tlsprobe.PolicyDPS(&tlsprobe.Result{Versions: []tlsprobe.VersionResult{tc.v}, MQTT: -1}, "dps-2019")
+		if len(vs) == 0 || vs[0].ID != "TLS-001" || vs[0].Msg != tc.want {
+			t.Errorf("%+v: violations %+v, want first TLS-001 %q", tc.v, vs, tc.want)
+		}
+	}
+}
