@@ -176,6 +176,7 @@ func (r *Registry) handleRegistration(w http.ResponseWriter, req *http.Request) 
 		case !found:
 			r.writeError(w, http.StatusNotFound, adminNotFound, "Registration not found.")
 		default:
+			w.Header().Set("ETag", quoteETag(rec.State.ETag))
 			writeJSON(w, http.StatusOK, rec.State)
 		}
 	case http.MethodDelete:

@@ -191,6 +191,9 @@ func testAdminGroups(t *testing.T, store func(*Options)) {
 	}
 	rr = doAdmin(t, h, "GET", "/registrations/thermo-1", "", nil)
 	reg := decodeBody[dps.DeviceRegistrationResult](t, rr)
+	if got := rr.Header().Get("ETag"); reg.ETag == "" || got != `"`+reg.ETag+`"` {
+		t.Errorf("GET registration: ETag header %q, body etag %q", got, reg.ETag)
+	}
 	checkError(t, doAdmin(t, h, "DELETE", "/registrations/thermo-1", "", map[string]string{"If-Match": "x"}), 412, 412000, "Precondition")
 	if rr := doAdmin(t, h, "DELETE", "/registrations/thermo-1", "", map[string]string{"If-Match": reg.ETag}); rr.Code != http.StatusNoContent {
 		t.Fatalf("DELETE registration: %d %s", rr.Code, rr.Body)

@@ -310,7 +310,9 @@ func TestCustomAllocation(t *testing.T) {
 	}{
 		{"status 400", `{}`, 400, "Custom allocation failed with status code: 400"},
 		{"status 500", `oops`, 500, "Custom allocation failed with status code: 500"},
-		{"not JSON", `<html>`, 200, "not an AllocationResponse"},
+		{"not JSON", `<html>`, 200, "not an AllocationResponse: it is not valid JSON"},
+		{"an array", `[]`, 200, "not an AllocationResponse: it is a JSON array, not an object"},
+		{"hub a number", `{"iotHubHostName":7}`, 200, `not an AllocationResponse: its member "iotHubHostName" is a JSON number`},
 		{"no hub", `{"payload":{}}`, 200, "no iotHubHostName"},
 		{"hub not a candidate", `{"iotHubHostName":"c.example"}`, 200, `chose "c.example", which is not a linked hub`},
 	} {

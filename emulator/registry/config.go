@@ -107,6 +107,9 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, &ConfigError{File: name, Line: extra.Line, Msg: "more than one YAML document"}
 	}
+	if err := nullEntries(data, name); err != nil {
+		return nil, err
+	}
 	lines := entryLines(data)
 	if err := cfg.validate(); err != nil {
 		var ce *ConfigError
@@ -121,6 +124,11 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 	return &cfg, nil
 }
 
+// goTypeRE matches a Go package qualifier in a type name of a yaml.v3
+// type error ("into registry.ProvisioningStatus", "into []registry.X"):
+// the schema's name is what the user knows.
+var goTypeRE = regexp.MustCompile(`\b(?:registry|dps)\.([A-Z]\w*)`)
+
 // yamlError rewrites yaml.v3 errors as "file:line: ..." errors.
 func yamlError(err error, name string) error {
 	var te *yaml.TypeError
@@ -134,9 +142,9 @@ func yamlError(err error, name string) error {
 		if m := yamlLineRE.FindStringSubmatch(first); m != nil {
 			var line int
 			fmt.Sscan(m[1], &line)
-			return &ConfigError{File: name, Line: line, Msg: m[2]}
+			return &ConfigError{File: name, Line: line, Msg: goTypeRE.ReplaceAllString(m[2], "$1")}
 		}
-		return &ConfigError{File: name, Msg: first}
+		return &ConfigError{File: name, Msg: goTypeRE.ReplaceAllString(first, "$1")}
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
@@ -145,6 +153,28 @@ func yamlError(err error, name string) error {
 		return &ConfigError{File: name, Line: line, Msg: m[2]}
 	}
 	return &ConfigError{File: name, Msg: msg}
+}
+
+// nullEntries refuses an empty entry ("-" alone, or null) in the lists of
+// the file: the decoder would drop it silently, and it is a mistake.
+func nullEntries(data []byte, name string) error {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		key, list := m.Content[i].Value, m.Content[i+1]
+		if list.Kind != yaml.SequenceNode {
+			continue
+		}
+		for j, e := range list.Content {
+			if e.Kind == yaml.ScalarNode && e.Tag == "!!null" {
+				return &ConfigError{File: name, Line: e.Line, Msg: fmt.Sprintf("%s[%d] is empty", key, j)}
+			}
+		}
+	}
+	return nil
 }
 
 // entryLines maps "enrollments[i]" and "enrollmentGroups[i]" to the line
@@ -338,12 +368,11 @@ func validateDeviceID(s string) error {
 	if len(s) > 128 {
 		return errors.New("longer than 128 characters")
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("-.+%_#*?!(),:=@$'", c) >= 0 {
+	for i, r := range s {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || strings.ContainsRune("-.+%_#*?!(),:=@$'", r) {
 			continue
 		}
-		return fmt.Errorf("character %q at offset %d is not allowed in a device id", c, i)
+		return fmt.Errorf("character %q (U+%04X) at offset %d is not allowed in a device id (allowed: ASCII letters, digits and - . + %% _ # * ? ! ( ) , : = @ $ ')", r, r, i)
 	}
 	return nil
 }

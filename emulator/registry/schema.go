@@ -166,6 +166,9 @@ type IndividualEnrollment struct {
 	AllocationPolicy           AllocationPolicy            `json:"allocationPolicy,omitempty" yaml:"allocationPolicy,omitempty"`
 	IoTHubs                    []string                    `json:"iotHubs,omitempty" yaml:"iotHubs,omitempty"`
 	CustomAllocationDefinition *CustomAllocationDefinition `json:"customAllocationDefinition,omitempty" yaml:"customAllocationDefinition,omitempty"`
+	// OptionalDeviceInformation is the service's free-form device
+	// information (a twin collection): kept and shown, not used.
+	OptionalDeviceInformation map[string]any `json:"optionalDeviceInformation,omitempty" yaml:"optionalDeviceInformation,omitempty"`
 }
 
 // EnrollmentGroup is an enrollment group in the DPS service REST schema.

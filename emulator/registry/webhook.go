@@ -118,7 +118,16 @@ func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, in
 	}
 	var out AllocationResponse
 	if err := json.Unmarshal(data, &out); err != nil {
-		return "", nil, nil, fail(": webhook answer is not an AllocationResponse: %v", err)
+		// Say what was wrong in the webhook's terms, not Go's.
+		why := "it is not valid JSON"
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			why = fmt.Sprintf("its member %q is a JSON %s", te.Field, te.Value)
+		case errors.As(err, &te):
+			why = fmt.Sprintf("it is a JSON %s, not an object", te.Value)
+		}
+		return "", nil, nil, fail(": webhook answer is not an AllocationResponse: %s", why)
 	}
 	if out.IoTHubHostName == "" {
 		return "", nil, nil, fail(": webhook answer has no iotHubHostName")
