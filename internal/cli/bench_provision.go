@@ -128,13 +128,18 @@ type idleResult struct {
 	Held      int    `json:"held"`
 	Note      string `json:"note,omitempty"`
 	FirstErr  string `json:"firstError,omitempty"`
-	// Server side (child process): VmRSS delta per connection.
-	ServerRSSPerConnBytes float64 `json:"serverRSSPerConnBytes,omitempty"`
-	// Client side (this process): heap+stacks after GC, and VmRSS delta.
-	ClientHeapPerConnBytes float64 `json:"clientHeapPerConnBytes"`
-	ClientRSSPerConnBytes  float64 `json:"clientRSSPerConnBytes"`
+	// Server side (child process): VmRSS delta per connection; absent
+	// when there is no child, or when its RSS fell while the connections
+	// were held (too few of them to measure).
+	ServerRSSPerConnBytes *float64 `json:"serverRSSPerConnBytes,omitempty"`
+	// Client side (this process): heap+stacks after GC, and VmRSS delta
+	// (absent when it fell).
+	ClientHeapPerConnBytes float64  `json:"clientHeapPerConnBytes"`
+	ClientRSSPerConnBytes  *float64 `json:"clientRSSPerConnBytes,omitempty"`
 	// Combined is set with --server inproc: both sides in this process.
 	Combined bool `json:"combinedClientAndServer"`
+	// server: a server process was measured (not --target, not inproc).
+	server bool
 }
 
 // provisionBenchResult is the outcome of bench provision.
@@ -264,6 +269,9 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		return err
 	}
 	set := flagsSet(fs)
+	if !set["rounds"] {
+		f.rounds = min(f.rounds, max(f.registrations, 1)) // the default, for a small run
+	}
 	b := &provisionBench{f: f, env: env, spawn: spawn}
 	switch f.keyType {
 	case "ecdsa":
@@ -300,8 +308,16 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		return usageErrorf("--server %q: want child or inproc", f.server)
 	}
 	if f.target != "" {
-		if set["key-type"] || set["server"] || set["state-dir"] || set["responder"] || set["mosquitto"] {
-			return usageErrorf("--key-type, --server, --state-dir, --responder and --mosquitto apply to the embedded emulator, not to --target")
+		// Flags of the embedded set-up; switching a phase off is no
+		// change against a target (it runs none of them).
+		var given []string
+		for _, name := range []string{"key-type", "server", "state-dir", "responder", "mosquitto"} {
+			if set[name] && !(name == "responder" && !f.responder) && !(name == "mosquitto" && f.mosquitto == "off") {
+				given = append(given, "--"+name)
+			}
+		}
+		if len(given) > 0 {
+			return usageErrorf("%s: applies to the embedded emulator, not to --target", strings.Join(given, ", "))
 		}
 		b.f.responder = false
 		if f.idScope == "" || f.groupKey == "" {
@@ -1041,13 +1057,14 @@ func (b *provisionBench) idleConns(ctx context.Context, srv *benchServer, conf *
 	time.Sleep(500 * time.Millisecond)
 	after := snapshotSelf()
 	if srv.pid > 0 {
+		res.server = true
 		if srvAfter, ok := procStatusKiB(srv.pid, "VmRSS"); ok && res.Held > 0 {
-			res.ServerRSSPerConnBytes = float64(srvAfter-srvBefore) * 1024 / float64(res.Held)
+			res.ServerRSSPerConnBytes = rssPerConn(srvAfter-srvBefore, res.Held)
 		}
 	}
 	if res.Held > 0 {
 		res.ClientHeapPerConnBytes = (float64(after.heap) - float64(before.heap)) / float64(res.Held)
-		res.ClientRSSPerConnBytes = float64(after.rssKiB-before.rssKiB) * 1024 / float64(res.Held)
+		res.ClientRSSPerConnBytes = rssPerConn(after.rssKiB-before.rssKiB, res.Held)
 	}
 	if res.Held < b.f.idle && res.Note == "" {
 		res.Note = fmt.Sprintf("only %d of %d connections could be opened", res.Held, b.f.idle)
@@ -1173,24 +1190,17 @@ func (r *provisionBenchResult) rows() []benchRow {
 		if i.FirstErr != "" {
 			rows = append(rows, benchRow{"  first error", i.FirstErr, ""})
 		}
-		kib := func(b float64) string {
-			if b < 0 {
-				// The process gave memory back while the connections
-				// were held: too few of them to measure (--idle).
-				return "n/a (RSS fell; hold more connections)"
-			}
-			return fmt.Sprintf("%.1f KiB", b/1024)
-		}
+		kib := func(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
 		if i.Combined {
 			rows = append(rows,
-				benchRow{"memory/conn (both)", kib(i.ClientRSSPerConnBytes), "VmRSS delta of this process ÷ connections: client AND server (--server inproc)"},
+				benchRow{"memory/conn (both)", rssText(i.ClientRSSPerConnBytes), "VmRSS delta of this process ÷ connections: client AND server (--server inproc)"},
 				benchRow{"  heap/conn (both)", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC, client AND server"})
 		} else {
-			if i.ServerRSSPerConnBytes != 0 {
-				rows = append(rows, benchRow{"memory/conn server", kib(i.ServerRSSPerConnBytes), "VmRSS delta of the server process ÷ connections; target < 40 KiB"})
+			if i.server {
+				rows = append(rows, benchRow{"memory/conn server", rssText(i.ServerRSSPerConnBytes), "VmRSS delta of the server process ÷ connections; target < 40 KiB"})
 			}
 			rows = append(rows,
-				benchRow{"memory/conn client", kib(i.ClientRSSPerConnBytes), "VmRSS delta of the load generator ÷ connections"},
+				benchRow{"memory/conn client", rssText(i.ClientRSSPerConnBytes), "VmRSS delta of the load generator ÷ connections"},
 				benchRow{"  client heap/conn", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC"})
 		}
 	}
@@ -1204,12 +1214,32 @@ func (r *provisionBenchResult) rows() []benchRow {
 			rows = append(rows, benchRow{"  first error", m.FirstErr, ""})
 		}
 		remark := "VmRSS delta of mosquitto ÷ connections"
-		if i := r.Idle; i != nil && !i.Combined && i.ServerRSSPerConnBytes > 0 && m.ServerRSSPerConnBytes > 0 {
-			remark += fmt.Sprintf("; the emulator's ÷ mosquitto's: %.2f", i.ServerRSSPerConnBytes/m.ServerRSSPerConnBytes)
+		if i := r.Idle; i != nil && !i.Combined && i.ServerRSSPerConnBytes != nil && *i.ServerRSSPerConnBytes > 0 && m.ServerRSSPerConnBytes != nil && *m.ServerRSSPerConnBytes > 0 {
+			remark += fmt.Sprintf("; the emulator's ÷ mosquitto's: %.2f", *i.ServerRSSPerConnBytes / *m.ServerRSSPerConnBytes)
 		}
-		rows = append(rows, benchRow{"memory/conn mosquitto", fmt.Sprintf("%.1f KiB", m.ServerRSSPerConnBytes/1024), remark})
+		rows = append(rows, benchRow{"memory/conn mosquitto", rssText(m.ServerRSSPerConnBytes), remark})
 	}
 	return rows
+}
+
+// rssPerConn is a VmRSS delta in KiB per connection, in bytes; nil when
+// the RSS fell (the runtime gave memory back: nothing to divide).
+func rssPerConn(deltaKiB int64, conns int) *float64 {
+	if deltaKiB < 0 {
+		return nil
+	}
+	v := float64(deltaKiB) * 1024 / float64(conns)
+	return &v
+}
+
+// rssText shows a rssPerConn figure.
+func rssText(b *float64) string {
+	if b == nil {
+		// The process gave memory back while the connections were
+		// held: too few of them to measure (--idle).
+		return "n/a (RSS fell; hold more connections)"
+	}
+	return fmt.Sprintf("%.1f KiB", *b/1024)
 }
 
 // responderProfile is the file of the responder phase's CPU profile: file

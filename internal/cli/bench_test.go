@@ -114,7 +114,7 @@ func TestBenchProvisionInproc(t *testing.T) {
 	if _, err := os.Stat(res.StateDir); !os.IsNotExist(err) {
 		t.Errorf("registry directory not removed at exit: stat: %v", err)
 	}
-	if !res.Idle.Combined || res.Idle.ServerRSSPerConnBytes != 0 {
+	if !res.Idle.Combined || res.Idle.ServerRSSPerConnBytes != nil {
 		t.Errorf("inproc: combined = %v, server figure = %v; want a combined figure only", res.Idle.Combined, res.Idle.ServerRSSPerConnBytes)
 	}
 	if res.KeyType != "rsa-2048" {
@@ -526,9 +526,9 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"provision", "--server", "remote"}, `--server "remote": want child or inproc`},
 		{[]string{"provision", "--format", "xml"}, `--format "xml": want text or json`},
 		{[]string{"provision", "--group-key", "abc"}, "--id-scope, --group-key and --ca apply only with --target"},
-		{[]string{"provision", "--state-dir", "/x", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir, --responder and --mosquitto apply to the embedded emulator"},
-		{[]string{"provision", "--responder=false", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir, --responder and --mosquitto apply"},
-		{[]string{"provision", "--mosquitto", "auto", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --server, --state-dir, --responder and --mosquitto apply"},
+		{[]string{"provision", "--state-dir", "/x", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--state-dir: applies to the embedded emulator, not to --target"},
+		{[]string{"provision", "--responder", "--key-type", "rsa", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--key-type, --responder: applies to the embedded emulator"},
+		{[]string{"provision", "--mosquitto", "auto", "--target", "mqtts://127.0.0.1:1", "--id-scope", "s", "--group-key", "YWJj"}, "--mosquitto: applies to the embedded emulator"},
 		{[]string{"provision", "--mosquitto", "/nonexistent/mosquitto"}, `--mosquitto "/nonexistent/mosquitto": exec: "/nonexistent/mosquitto"`},
 		{[]string{"provision", "--client", "paho"}, `--client "paho": want lean or device`},
 		{[]string{"provision", "--rounds", "0"}, "--rounds 0: want 1..--registrations (3000)"},
@@ -547,6 +547,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"trace", "--format", "yaml"}, `--format "yaml": want text or json`},
 		{[]string{"trace", "--repeat", "0"}, "--repeat 0: want 1..100"},
 		{[]string{"trace", "more"}, `unexpected argument "more"`},
+		{[]string{"trace", "--dir", "/nonexistent/dir"}, "--dir: stat /nonexistent/dir: no such file or directory"},
 		{[]string{"tls-server"}, "--cert and --key are required"},
 		{[]string{"tls-server", "--cert", "/nonexistent/c.pem", "--key", "/nonexistent/k.pem"}, "--cert/--key"},
 	} {
@@ -666,5 +667,39 @@ func TestPhaseDead(t *testing.T) {
 	})
 	if !r.dead || r.Done != 0 || calls.Load() >= 40 {
 		t.Errorf("dead target: dead %v, %d done, %d operations tried of 40; want dead, stopped early", r.dead, r.Done, calls.Load())
+	}
+}
+
+// TestBenchProvisionTargetNoOps: against --target, switching off a phase of
+// the embedded set-up changes nothing and is accepted (here the target is
+// unreachable: exit 3, not a usage error); and a small run's default
+// --rounds is clamped to --registrations.
+func TestBenchProvisionTargetNoOps(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"bench", "provision", "--mosquitto", "off", "--responder=false", "--target", "mqtts://127.0.0.1:1",
+		"--id-scope", "s", "--group-key", "YWJj", "--idle", "0", "--timeout", "10s"}, &stdout, &stderr)
+	if code == ExitUsage || strings.Contains(stderr.String(), "applies to the embedded emulator") {
+		t.Errorf("exit %d: %s", code, stderr.String())
+	}
+
+	var res provisionBenchResult
+	runBench(t, benchProvisionCmd, []string{"--server", "inproc", "--devices", "1", "--registrations", "3", "--idle", "0", "--mosquitto", "off", "--responder=false"}, &res)
+	if len(res.Rounds) != 3 {
+		t.Errorf("%d rounds for 3 registrations, want the default 4 clamped to 3", len(res.Rounds))
+	}
+}
+
+// TestRSSPerConn: a VmRSS that fell while the connections were held gives
+// no figure (JSON leaves it out, text says n/a), not a negative one.
+func TestRSSPerConn(t *testing.T) {
+	if v := rssPerConn(-5, 10); v != nil || rssText(v) != "n/a (RSS fell; hold more connections)" {
+		t.Errorf("rssPerConn(-5, 10) = %v (%s)", v, rssText(v))
+	}
+	if v := rssPerConn(10, 5); v == nil || *v != 2048 || rssText(v) != "2.0 KiB" {
+		t.Errorf("rssPerConn(10, 5) = %v", v)
+	}
+	b, _ := json.Marshal(idleResult{ClientRSSPerConnBytes: rssPerConn(-1, 1)})
+	if strings.Contains(string(b), "RSSPerConn") {
+		t.Errorf("JSON %s holds an RSS figure", b)
 	}
 }

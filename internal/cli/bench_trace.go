@@ -152,6 +152,9 @@ func benchTraceCmd(ctx context.Context, env *Env, args []string) error {
 	if f.file == "" {
 		dir, err := os.MkdirTemp(f.dir, "dps-conform-bench-trace-")
 		if err != nil {
+			if f.dir != "" {
+				return inputError("--dir", err) // the user's directory: missing is exit 2
+			}
 			return envErrorf("directory for the capture: %v", err)
 		}
 		res.File = filepath.Join(dir, "bench.pcapng")
