@@ -149,7 +149,12 @@ func ServiceRules() []*Rule {
 // CheckCapture applies rules to every conversation of a capture and returns
 // the findings in conversation and frame order, and how often each rule
 // applied.
+//
+// The MQTT of a conversation whose TLS was not wholly decrypted is not
+// judged: the half that could not be read (the server's answers, say)
+// would look missing. Its TLS handshake, in the clear, still is.
 func CheckCapture(c *tracer.Capture, rules []*Rule, env RuleEnv) ([]Finding, map[string]int) {
+	c = handshakesOnly(c)
 	var out []Finding
 	applied := map[string]int{}
 	for _, r := range rules {
@@ -176,6 +181,29 @@ func CheckCapture(c *tracer.Capture, rules []*Rule, env RuleEnv) ([]Finding, map
 		return a.Frame - b.Frame
 	})
 	return out, applied
+}
+
+// handshakesOnly is c with the MQTT packets of every conversation not
+// wholly decrypted left out (c itself when there is none).
+func handshakesOnly(c *tracer.Capture) *tracer.Capture {
+	var d *tracer.Capture
+	for i, cv := range c.Conversations {
+		if cv.Undecrypted() == "" || len(cv.Packets) == 0 {
+			continue
+		}
+		if d == nil {
+			cp := *c
+			cp.Conversations = slices.Clone(c.Conversations)
+			d = &cp
+		}
+		view := *cv
+		view.Packets = nil
+		d.Conversations[i] = &view
+	}
+	if d == nil {
+		return c
+	}
+	return d
 }
 
 // ---- helpers over a decoded conversation ----

@@ -11,6 +11,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
 
 // FuzzRules judges captures of arbitrary MQTT traffic with every service and
@@ -368,4 +369,33 @@ func serviceRule(t *testing.T, id string) []*conformance.Rule {
 	}
 	t.Fatalf("no service rule %s", id)
 	return nil
+}
+
+// TestCheckCaptureUndecrypted: the MQTT of a conversation whose TLS was
+// decrypted only in part is not judged (here the server's CONNACK, in the
+// half that could not be read, would look missing: DPS-CONN-001), while
+// the TLS handshake of a conversation never decrypted still is (a server
+// choosing TLS 1.0: TLS-002).
+func TestCheckCaptureUndecrypted(t *testing.T) {
+	undecrypted := tracer.Problem{Clause: tracer.ClauseUndecrypted, Msg: "key log has no traffic secret 0 for s2c: decryption of s2c stops"}
+
+	partial := recordChunks(t, append(chunk(0, testConnect()), 20<<2, 0)) // the device closes 2 s later
+	rules := serviceRule(t, "DPS-CONN-001")
+	if fs, _ := conformance.CheckCapture(partial, rules, conformance.RuleEnv{Profile: "dps-2019"}); len(fs) != 1 {
+		t.Fatalf("a CONNECT without CONNACK, all decrypted: findings %v, want DPS-CONN-001's", fs)
+	}
+	partial.Conversations[0].Problems = append(partial.Conversations[0].Problems, undecrypted)
+	if fs, applied := conformance.CheckCapture(partial, rules, conformance.RuleEnv{Profile: "dps-2019"}); len(fs) != 0 || applied["DPS-CONN-001"] != 0 {
+		t.Errorf("decrypted in part: findings %v, applied %v; want the MQTT not judged", fs, applied)
+	}
+	if len(partial.Conversations[0].Packets) == 0 {
+		t.Error("CheckCapture changed the capture it was given")
+	}
+
+	tls10 := &tracer.Capture{Conversations: []*tracer.Conversation{{ID: 1, Transport: "mqtts",
+		TLS:      &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0301}, ServerHello: true, Version: 0x0301},
+		Problems: []tracer.Problem{undecrypted}}}}
+	if fs, _ := conformance.CheckCapture(tls10, serviceRule(t, "TLS-002"), conformance.RuleEnv{Profile: "dps-2019"}); len(fs) != 1 {
+		t.Errorf("TLS 1.0 chosen, nothing decrypted: findings %v, want TLS-002's", fs)
+	}
 }

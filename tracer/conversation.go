@@ -138,6 +138,18 @@ type Gap struct {
 // leaves it out; a check of such a capture has no verdict.
 const ClauseUndecrypted = "tls-undecrypted"
 
+// Undecrypted says why c's TLS was not decrypted, wholly or in part: the
+// message of its first ClauseUndecrypted problem, or "" when there is
+// none (decrypted, no TLS, or no key log given at all).
+func (c *Conversation) Undecrypted() string {
+	for _, p := range c.Problems {
+		if p.Clause == ClauseUndecrypted {
+			return p.Msg
+		}
+	}
+	return ""
+}
+
 // Problem is a decode violation, or (ClauseUndecrypted) a note on what
 // could not be decoded.
 type Problem struct {

@@ -148,7 +148,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
 	}
 	if check {
-		must, judged, err := checkCapture(env, decryptedOnly(capt), profile, role, format)
+		must, judged, err := checkCapture(env, capt, profile, role, format)
 		if err != nil {
 			return err
 		}
@@ -224,38 +224,6 @@ func noMQTTHint(c *tracer.Capture) string {
 	return fmt.Sprintf("no MQTT conversation found; TCP connections to server port %s seen: if one carries plaintext MQTT, use --port N", strings.Join(ports, ", "))
 }
 
-// undecrypted reports why a conversation's TLS was not decrypted, or only
-// in part ("" when it was, or is no TLS).
-func undecrypted(cv *tracer.Conversation) string {
-	for _, p := range cv.Problems {
-		if p.Clause == tracer.ClauseUndecrypted {
-			return p.Msg + "; give --keylog FILE with its secrets"
-		}
-	}
-	if cv.TLS != nil && !cv.TLS.Decrypted {
-		return "give --keylog FILE"
-	}
-	return ""
-}
-
-// decryptedOnly is c without the conversations whose TLS was not wholly
-// decrypted: the rules would take what they cannot see (the server's
-// answers, say) for missing. Those conversations give no verdict instead.
-func decryptedOnly(c *tracer.Capture) *tracer.Capture {
-	var keep []*tracer.Conversation
-	for _, cv := range c.Conversations {
-		if undecrypted(cv) == "" {
-			keep = append(keep, cv)
-		}
-	}
-	if len(keep) == len(c.Conversations) {
-		return c
-	}
-	d := *c
-	d.Conversations = keep
-	return &d
-}
-
 // noVerdict is why --check cannot call the capture conformant although it
 // found no violation: the file was not read to its end, a TLS connection
 // could not be decrypted, or no MQTT was found. "" when there is a verdict.
@@ -269,7 +237,13 @@ func noVerdict(c *tracer.Capture) string {
 	for _, cv := range c.Conversations {
 		// Not decrypted at all, or only in part (a key log with the
 		// handshake secrets but not the traffic secrets of a direction).
-		if why := undecrypted(cv); why != "" {
+		why := cv.Undecrypted()
+		if why != "" {
+			why += "; give --keylog FILE with its secrets"
+		} else if cv.TLS != nil && !cv.TLS.Decrypted {
+			why = "give --keylog FILE"
+		}
+		if why != "" {
 			return fmt.Sprintf("conversation %d (%v → %v) is TLS and was not decrypted, or only in part (%s)", cv.ID, cv.Client, cv.Server, why)
 		}
 	}

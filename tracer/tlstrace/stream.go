@@ -654,12 +654,12 @@ func (s *Stream) setupKeys(d Dir, off int64, report bool) {
 		}
 		s.facts.KeyLogFound = true
 		s.appSecret = [2][]byte{sec.cts0, sec.sts0}
-		for d, hs := range [2][]byte{sec.chts, sec.shts} {
+		for i, hs := range [2][]byte{sec.chts, sec.shts} {
 			if hs == nil {
-				s.undecrypted(Dir(d), off, "key log has no %s handshake traffic secret", Dir(d))
+				s.undecrypted(Dir(i), off, "key log has no %s handshake traffic secret", Dir(i))
 				continue
 			}
-			s.install13(Dir(d), hs, off, "handshake traffic secret")
+			s.install13(Dir(i), hs, off, "handshake traffic secret")
 		}
 		return
 	}
