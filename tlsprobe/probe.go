@@ -101,8 +101,8 @@ var ErrUnreachable = errors.New("unreachable")
 // it answers no ClientHello (offering every version and suite) within the
 // timeout, answers it with bytes that are no TLS record (an HTTP or MQTT
 // port), or closes the connection without an alert at it and at a small
-// TLS 1.2 ClientHello. There is
-// nothing to probe, and probing on would cost one timeout per handshake.
+// TLS 1.2 ClientHello. There is nothing to probe, and probing on would
+// cost one timeout per handshake.
 var ErrNoTLS = errors.New("accepts TCP but completed no TLS handshake")
 
 // Probe probes addr (host:port). It fails only when the address cannot be

@@ -60,8 +60,8 @@ type ServerPKI struct {
 // missing, and made again when it is not valid for at least one more day
 // (which also forces a new server certificate); a kept CA that cannot be
 // used otherwise (its key missing, a file damaged) is an error, not
-// silently replaced: devices trust it. Files are written atomically (temporary file, then
-// rename). dir is created (0700) if needed.
+// silently replaced: devices trust it. Files are written atomically
+// (temporary file, then rename). dir is created (0700) if needed.
 func LoadOrCreateServerPKI(dir string, names []string, kt KeyType, now time.Time) (*ServerPKI, error) {
 	if dir == "" {
 		return nil, errors.New("transport: server PKI: empty directory")

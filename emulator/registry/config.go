@@ -107,10 +107,10 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, &ConfigError{File: name, Line: extra.Line, Msg: "more than one YAML document"}
 	}
-	if err := nullEntries(data, name); err != nil {
+	lines, err := entryLines(data, name)
+	if err != nil {
 		return nil, err
 	}
-	lines := entryLines(data)
 	if err := cfg.validate(); err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -155,39 +155,19 @@ func yamlError(err error, name string) error {
 	return &ConfigError{File: name, Msg: msg}
 }
 
-// nullEntries refuses an empty entry ("-" alone, or null) in the lists of
-// the file: the decoder would drop it silently, and it is a mistake.
-func nullEntries(data []byte, name string) error {
-	var root yaml.Node
-	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return nil
-	}
-	m := root.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		key, list := m.Content[i].Value, m.Content[i+1]
-		if list.Kind != yaml.SequenceNode {
-			continue
-		}
-		for j, e := range list.Content {
-			if e.Kind == yaml.ScalarNode && e.Tag == "!!null" {
-				return &ConfigError{File: name, Line: e.Line, Msg: fmt.Sprintf("%s[%d] is empty", key, j)}
-			}
-		}
-	}
-	return nil
-}
-
 // entryLines maps "enrollments[i]" and "enrollmentGroups[i]" to the line
-// where each entry starts, for validation messages.
-func entryLines(data []byte) map[string]int {
+// where each entry starts, for validation messages. An empty entry ("-"
+// alone, or null) in a list of the file is an error: the decoder would
+// drop it silently, and it is a mistake.
+func entryLines(data []byte, name string) (map[string]int, error) {
 	lines := map[string]int{}
 	var root yaml.Node
 	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
-		return lines
+		return lines, nil
 	}
 	m := root.Content[0]
 	if m.Kind != yaml.MappingNode {
-		return lines
+		return lines, nil
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i].Value, m.Content[i+1]
@@ -195,13 +175,16 @@ func entryLines(data []byte) map[string]int {
 			continue
 		}
 		for j, item := range v.Content {
+			if item.Kind == yaml.ScalarNode && item.Tag == "!!null" {
+				return nil, &ConfigError{File: name, Line: item.Line, Msg: fmt.Sprintf("%s[%d] is empty", k, j)}
+			}
 			lines[fmt.Sprintf("%s[%d]", k, j)] = item.Line
 		}
 		if k == "linkedHubs" {
 			lines[k] = v.Line
 		}
 	}
-	return lines
+	return lines, nil
 }
 
 // entryErr is a validation error on one entry; key is the "enrollments[i]"
