@@ -138,7 +138,8 @@ type idleResult struct {
 	ClientRSSPerConnBytes  *float64 `json:"clientRSSPerConnBytes,omitempty"`
 	// Combined is set with --server inproc: both sides in this process.
 	Combined bool `json:"combinedClientAndServer"`
-	// server: a server process was measured (not --target, not inproc).
+	// server: a server process was measured (not --target, not inproc);
+	// its figure is nil when its RSS fell.
 	server bool
 }
 
@@ -1057,8 +1058,8 @@ func (b *provisionBench) idleConns(ctx context.Context, srv *benchServer, conf *
 	time.Sleep(500 * time.Millisecond)
 	after := snapshotSelf()
 	if srv.pid > 0 {
-		res.server = true
 		if srvAfter, ok := procStatusKiB(srv.pid, "VmRSS"); ok && res.Held > 0 {
+			res.server = true
 			res.ServerRSSPerConnBytes = rssPerConn(srvAfter-srvBefore, res.Held)
 		}
 	}
