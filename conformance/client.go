@@ -37,14 +37,14 @@ type Device struct {
 // target every call derives a fresh registration id from the group key, so
 // specs never share throttling or operation state. Against another target
 // with a group key it rotates through a few stable ids
-// (dps-conform-device-1 … -8), so that a run creates at most eight devices
-// and rarely trips the per-device poll limit; with only an individual
-// enrollment, every spec uses it (and the service may answer 429, which the
-// specs honour).
+// (dps-conform-device-1 … -8), so that a run creates at most eight
+// devices; with only an individual enrollment, every spec uses it.
 //
 // A shared id whose last registration may still be in progress is not
 // handed out until it is done (waiting, if every id is busy): its register
-// would be answered 409.
+// would be answered 409. Nor is one with fewer than pollsFree of DPS's
+// per-device polls left, or throttled (429) until its retry-after: its
+// polls would be answered 429.
 func (t *T) Device() Device {
 	ginkgo.GinkgoHelper()
 	cr := t.r.cfg.Target.Credentials
@@ -77,16 +77,23 @@ const sharedDevices = 8
 // clock and ours are read at different moments.
 const busyMargin = 250 * time.Millisecond
 
-// idleDevice returns the first of ids whose registration is not (or no
-// longer) in progress; when all are busy, the one done first, after
+// pollsFree is how many of DPS's pollsPerWindow polls per device a shared
+// id has left when it is handed out, so that a spec may poll a few times
+// unthrottled.
+const pollsFree = 3
+
+// idleDevice returns the first of ids that is ready: its registration is
+// not (or no longer) in progress and it has pollsFree polls left in the
+// target's window. When none is, it returns the one ready first, after
 // waiting for it as long as the spec has time (until deadline, less 5 s
 // for the spec's own work).
 func (r *registrar) idleDevice(ids []string, deadline time.Time) string {
 	r.busyMu.Lock()
+	now := time.Now()
 	best, until := 0, time.Time{}
 	for i, id := range ids {
-		u := r.busy[id]
-		if !time.Now().Before(u) {
+		u := r.readyAt(id, now)
+		if !now.Before(u) {
 			best, until = i, time.Time{}
 			break
 		}
@@ -102,6 +109,26 @@ func (r *registrar) idleDevice(ids []string, deadline time.Time) string {
 		}
 	}
 	return ids[best]
+}
+
+// readyAt says from when id may be handed out: once its registration is
+// done and enough of its recent polls left the window. busyMu is held.
+func (r *registrar) readyAt(id string, now time.Time) time.Time {
+	u := r.busy[id]
+	ps := r.polls[id]
+	for len(ps) > 0 && !now.Before(ps[0].Add(pollWindow)) {
+		ps = ps[1:]
+	}
+	if len(ps) < len(r.polls[id]) {
+		r.polls[id] = ps
+	}
+	if n := len(ps) - (pollsPerWindow - pollsFree); n > 0 {
+		// The n-th oldest poll leaving the window leaves pollsFree free.
+		if free := ps[n-1].Add(pollWindow + busyMargin); free.After(u) {
+			u = free
+		}
+	}
+	return u
 }
 
 // markBusy records that registration id may have a registration in
@@ -124,6 +151,20 @@ func (r *registrar) setBusy(id string, until time.Time, exact bool) {
 	if exact || until.After(r.busy[id]) {
 		r.busy[id] = until
 	}
+}
+
+// polled records a poll of registration id sent now (a target that is not
+// local only).
+func (r *registrar) polled(id string) {
+	if r.cfg.Target.Local || id == "" {
+		return
+	}
+	r.busyMu.Lock()
+	defer r.busyMu.Unlock()
+	if r.polls == nil {
+		r.polls = map[string][]time.Time{}
+	}
+	r.polls[id] = append(r.polls[id], time.Now())
 }
 
 // SlowDevice returns a device of Credentials.SlowGroupKey, whose
@@ -163,20 +204,29 @@ func (t *T) groupDevice(groupKey, remoteID string) Device {
 	return Device{RegistrationID: id, Key: key}
 }
 
-// X509Device returns the configured X.509 identity or skips the spec.
+// X509Device returns the configured X.509 identity or skips the spec. On
+// a target that is not local it is shared, and waited for as Device's ids
+// are.
 func (t *T) X509Device() Device {
 	cr := t.r.cfg.Target.Credentials
 	if cr.X509 == nil {
 		ginkgo.Skip("needs an X.509 enrollment (--cert/--key, or x509 in --config)")
 	}
+	if !t.r.cfg.Target.Local {
+		t.r.idleDevice([]string{cr.X509RegistrationID}, t.deadline)
+	}
 	return Device{RegistrationID: cr.X509RegistrationID, Cert: cr.X509}
 }
 
-// DisabledDevice returns the configured disabled enrollment or skips.
+// DisabledDevice returns the configured disabled enrollment or skips; it
+// is waited for as X509Device is.
 func (t *T) DisabledDevice() Device {
 	cr := t.r.cfg.Target.Credentials
 	if cr.DisabledRegistrationID == "" {
 		ginkgo.Skip("needs a disabled enrollment (disabledRegistrationId in --config)")
+	}
+	if !t.r.cfg.Target.Local {
+		t.r.idleDevice([]string{cr.DisabledRegistrationID}, t.deadline)
 	}
 	return Device{RegistrationID: cr.DisabledRegistrationID, Key: cr.DisabledKey}
 }
@@ -383,9 +433,14 @@ func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 		return fmt.Errorf("encoding %s: %w", p.Type(), err)
 	}
 	if pub, ok := p.(*packets.Publish); ok {
-		if req, err := dps.ParseRequestTopic(string(pub.Topic)); err == nil && req.Kind == dps.Register {
-			// Until its answer says more: DPS's usual retry-after.
-			c.t.r.markBusy(c.dev, time.Now().Add(3*time.Second+busyMargin))
+		if req, err := dps.ParseRequestTopic(string(pub.Topic)); err == nil {
+			switch req.Kind {
+			case dps.Register:
+				// Until its answer says more: DPS's usual retry-after.
+				c.t.r.markBusy(c.dev, time.Now().Add(3*time.Second+busyMargin))
+			case dps.Poll:
+				c.t.r.polled(c.dev)
+			}
 		}
 	}
 	return c.SendRaw(ctx, b)
@@ -575,6 +630,7 @@ func (c *Conn) ReadAnswerWithin(ctx context.Context, limit int) (Answer, error) 
 // track updates how long c's device may have a registration in progress
 // from an answer: assigning, until its retry-after (DPS's usual 3 s
 // without one); in progress already (409), for another 3 s; final, done.
+// A throttled device (429) is not handed out before its retry-after.
 func (c *Conn) track(a Answer) {
 	switch {
 	case a.Resp.Status == 202 && a.Status.Status == dps.StatusAssigning:
@@ -585,6 +641,10 @@ func (c *Conn) track(a Answer) {
 		c.t.r.setBusy(c.dev, time.Now().Add(wait+busyMargin), true)
 	case a.Resp.Status == 409:
 		c.t.r.markBusy(c.dev, time.Now().Add(3*time.Second+busyMargin))
+	case a.Resp.Status == 429 && a.Resp.HasRetryAfter:
+		// Throttled: the device is not handed out before the service
+		// would answer it again.
+		c.t.r.markBusy(c.dev, time.Now().Add(a.Resp.RetryAfter+busyMargin))
 	case a.Resp.Status == 200 && a.Status.Status.Final():
 		c.t.r.setBusy(c.dev, time.Time{}, true)
 	}

@@ -46,8 +46,13 @@ type registrar struct {
 	// still have a registration in progress, by registration id: the
 	// specs share those ids, and a register while one is in progress is
 	// answered 409 (DPS-PROTOCOL.md Part A §8).
+	// polls holds, by the same ids, when the suite polled each in the
+	// last pollWindow: DPS throttles a device's polls beyond 5 per 10 s
+	// with 429 (Part A §8), and a spec handed a device whose budget an
+	// earlier spec spent would see its poll answered 429, not judged.
 	busyMu sync.Mutex
 	busy   map[string]time.Time
+	polls  map[string][]time.Time
 	runID  string
 	g      gomega.Gomega
 	// container is the text of the enclosing Describe, for duplicate checks.

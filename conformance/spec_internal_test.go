@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/onsi/ginkgo/v2"
 	"github.com/onsi/ginkgo/v2/extensions/globals"
@@ -53,5 +54,49 @@ func TestRegistrarRecordsBugs(t *testing.T) {
 	}
 	if err := r.bugErr(); !errors.Is(err, ErrSuiteBug) || !strings.Contains(err.Error(), "DPS-NOPE-001") {
 		t.Errorf("bugErr() = %v", err)
+	}
+}
+
+// TestRegistrarReadyAt: a shared device id is handed out once its
+// registration is done and at most pollsPerWindow-pollsFree of its polls
+// are still in the target's window; a 429's retry-after also holds it.
+func TestRegistrarReadyAt(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	for _, tc := range []struct {
+		name  string
+		busy  time.Time
+		polls []time.Time
+		want  time.Time
+	}{
+		{"fresh", time.Time{}, nil, time.Time{}},
+		{"two polls leave three", time.Time{}, []time.Time{ago(time.Second), ago(0)}, time.Time{}},
+		{"three polls: the oldest must leave", time.Time{}, []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)},
+			ago(4 * time.Second).Add(pollWindow + busyMargin)},
+		{"five polls: three must leave", time.Time{}, []time.Time{ago(9 * time.Second), ago(8 * time.Second), ago(7 * time.Second), ago(time.Second), ago(0)},
+			ago(7 * time.Second).Add(pollWindow + busyMargin)},
+		{"polls out of the window are forgotten", time.Time{}, []time.Time{ago(30 * time.Second), ago(20 * time.Second), ago(11 * time.Second), ago(0)}, time.Time{}},
+		{"a registration in progress lasts longer", now.Add(time.Minute), []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)}, now.Add(time.Minute)},
+		{"the poll window lasts longer", now.Add(time.Second), []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)},
+			ago(4 * time.Second).Add(pollWindow + busyMargin)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &registrar{cfg: &Config{}, busy: map[string]time.Time{"d": tc.busy}, polls: map[string][]time.Time{"d": tc.polls}}
+			if got := r.readyAt("d", now); !got.Equal(tc.want) {
+				t.Errorf("readyAt = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// polled records, for a target that is not local only.
+	r := &registrar{cfg: &Config{}}
+	r.polled("d")
+	r.polled("")
+	if len(r.polls["d"]) != 1 || len(r.polls) != 1 {
+		t.Errorf("polls %v, want one of d", r.polls)
+	}
+	local := &registrar{cfg: &Config{Target: Target{Local: true}}}
+	local.polled("d")
+	if local.polls != nil {
+		t.Errorf("a local target's polls were recorded: %v", local.polls)
 	}
 }
