@@ -120,3 +120,17 @@ func (e *ShortBufferError) Error() string {
 
 // Unwrap returns ErrShortBuffer.
 func (e *ShortBufferError) Unwrap() error { return ErrShortBuffer }
+
+// invalidPacketError is the encoder's refusal of a packet: it unwraps to
+// ErrInvalidPacket and to the rule broken (a *ProtocolError), and says
+// "mqtt:" once.
+type invalidPacketError struct{ err error }
+
+// invalidPacket wraps err, the rule a packet to encode breaks.
+func invalidPacket(err error) error { return &invalidPacketError{err} }
+
+func (e *invalidPacketError) Error() string {
+	return ErrInvalidPacket.Error() + ": " + strings.TrimPrefix(e.err.Error(), "mqtt: ")
+}
+
+func (e *invalidPacketError) Unwrap() []error { return []error{ErrInvalidPacket, e.err} }

@@ -97,7 +97,7 @@ func ExampleEncode() {
 	b, _ := packets.Encode(nil, p, packets.EncodeOptions{AllowInvalid: true})
 	fmt.Printf("% x\n", b)
 	// Output:
-	// mqtt: invalid packet for encoding: mqtt: PUBLISH @6: topic name contains wildcard '#' at byte 2 [MQTT-3.3.2-2]
+	// mqtt: invalid packet for encoding: PUBLISH @6: topic name contains wildcard '#' at byte 2 [MQTT-3.3.2-2]
 	// 30 05 00 03 61 2f 23
 }
 

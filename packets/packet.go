@@ -121,7 +121,7 @@ func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
 	c := checker{typ: p.Type(), encoding: true, base: 1 + lenSize}
 	validate(p, &c)
 	if c.err != nil && (!opt.AllowInvalid || c.fatal) {
-		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, c.err)
+		return dst, invalidPacket(c.err)
 	}
 	if r, ok := p.(*Raw); ok && r.RemainingLength != nil {
 		dst = append(dst, r.Header)
@@ -129,12 +129,12 @@ func Encode(dst []byte, p Packet, opt EncodeOptions) ([]byte, error) {
 		return append(dst, r.Body...), nil
 	}
 	if n > MaxRemainingLength {
-		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, &ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(),
+		return dst, invalidPacket(&ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(),
 			Msg: fmt.Sprintf("remaining length %d exceeds the maximum %d", n, MaxRemainingLength), Err: ErrMalformed})
 	}
 	size := opt.RemainingLengthSize
 	if size > 4 && !opt.AllowInvalid {
-		return dst, fmt.Errorf("%w: %w", ErrInvalidPacket, &ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(), Offset: 1,
+		return dst, invalidPacket(&ProtocolError{Clause: "MQTT-2.2.3", Type: p.Type(), Offset: 1,
 			Msg: fmt.Sprintf("remaining length of %d bytes (at most 4 allowed)", size), Err: ErrMalformed})
 	}
 	if size > 5 {
