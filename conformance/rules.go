@@ -355,10 +355,14 @@ func parsedUsername(cp *packets.Connect) (dps.Username, bool) {
 	return u, err == nil
 }
 
+// documentedConnect: the CONNECT of DPS-CONN-001, for a registration id of
+// any length (up to 128 characters, Part A §11; a configured id is often
+// longer than MQTT's 23). Keep-alive 0, which the C SDK sends, is left to
+// DPS-CONN-003 (SHOULD).
 func documentedConnect(cp *packets.Connect) bool {
 	u, ok := parsedUsername(cp)
 	return ok && cp.ProtocolLevel == 4 && u.ClientVersion == "" && u.APIVersion == dps.DefaultAPIVersion &&
-		dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession && cp.KeepAlive > 0 && len(cp.ClientID) <= 23
+		dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession && cp.KeepAlive > 0
 }
 
 func sdkUsernameConnect(cp *packets.Connect) bool {

@@ -399,3 +399,51 @@ func TestCheckCaptureUndecrypted(t *testing.T) {
 		t.Errorf("TLS 1.0 chosen, nothing decrypted: findings %v, want TLS-002's", fs)
 	}
 }
+
+// TestRuleConnectForms: DPS-CONN-001 judges every CONNECT of the
+// documented form, whatever the length of its registration id (up to 128
+// characters, Part A §11: a vendor's configured id is often longer than
+// MQTT's 23-character minimum); DPS-CONN-003 (SHOULD) judges those longer
+// than 23 characters and those with keep-alive 0, which DPS-CONN-001
+// leaves to it.
+func TestRuleConnectForms(t *testing.T) {
+	long := "sn-007-888-abc-mac-a1-b2-c3-d4-e5-f6"
+	for _, tc := range []struct {
+		name      string
+		id        string
+		keepAlive uint16
+		code      packets.ConnackCode
+		applied   map[string]int
+		fails     bool
+	}{
+		{"short id accepted", "dev-1", 60, 0, map[string]int{"DPS-CONN-001": 1, "DPS-CONN-003": 0}, false},
+		{"short id refused", "dev-1", 60, 5, map[string]int{"DPS-CONN-001": 1, "DPS-CONN-003": 0}, true},
+		{"long id accepted", long, 60, 0, map[string]int{"DPS-CONN-001": 1, "DPS-CONN-003": 1}, false},
+		{"long id refused", long, 60, 2, map[string]int{"DPS-CONN-001": 1, "DPS-CONN-003": 1}, true},
+		{"keep-alive 0 accepted", "dev-1", 0, 0, map[string]int{"DPS-CONN-001": 0, "DPS-CONN-003": 1}, false},
+		{"keep-alive 0 refused", "dev-1", 0, 2, map[string]int{"DPS-CONN-001": 0, "DPS-CONN-003": 1}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := testConnect()
+			cp.ClientID = []byte(tc.id)
+			cp.Username = []byte("0ne00000001/registrations/" + tc.id + "/api-version=2019-03-31")
+			cp.KeepAlive = tc.keepAlive
+			in := append(chunk(0, cp), chunk(1, &packets.Connack{ReturnCode: tc.code})...)
+			if tc.code == 0 {
+				in = append(in, chunk(4, &packets.Disconnect{})...)
+			} else {
+				in = append(in, 1, 0) // the server closes after refusing
+			}
+			rules := append(serviceRule(t, "DPS-CONN-001"), serviceRule(t, "DPS-CONN-003")...)
+			fs, applied := conformance.CheckCapture(recordChunks(t, in), rules, conformance.RuleEnv{Profile: "dps-2019"})
+			for id, n := range tc.applied {
+				if applied[id] != n {
+					t.Errorf("%s applied %d times, want %d", id, applied[id], n)
+				}
+			}
+			if (len(fs) > 0) != tc.fails {
+				t.Errorf("findings %v; want failing=%v", fs, tc.fails)
+			}
+		})
+	}
+}
