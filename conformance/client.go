@@ -47,6 +47,13 @@ type Device struct {
 // polls would be answered 429.
 func (t *T) Device() Device {
 	ginkgo.GinkgoHelper()
+	return t.deviceWithPolls(pollsFree)
+}
+
+// deviceWithPolls is Device, handing out a shared id only once polls of
+// its pollsPerWindow polls are free.
+func (t *T) deviceWithPolls(polls int) Device {
+	ginkgo.GinkgoHelper()
 	cr := t.r.cfg.Target.Credentials
 	if cr.GroupKey != "" {
 		id := ""
@@ -56,7 +63,7 @@ func (t *T) Device() Device {
 			for k := range int64(sharedDevices) {
 				ids = append(ids, fmt.Sprintf("dps-conform-device-%d", (n+k)%sharedDevices+1))
 			}
-			id = t.r.idleDevice(ids, t.deadline)
+			id = t.r.idleDevice(ids, polls, t.deadline)
 		}
 		return t.groupDevice(cr.GroupKey, id)
 	}
@@ -64,7 +71,7 @@ func (t *T) Device() Device {
 		ginkgo.Skip("needs symmetric key credentials (--symmetric-key/--registration-id or --group-key)")
 	}
 	if !t.r.cfg.Target.Local {
-		t.r.idleDevice([]string{cr.RegistrationID}, t.deadline)
+		t.r.idleDevice([]string{cr.RegistrationID}, polls, t.deadline)
 	}
 	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}
 }
@@ -83,16 +90,16 @@ const busyMargin = 250 * time.Millisecond
 const pollsFree = 3
 
 // idleDevice returns the first of ids that is ready: its registration is
-// not (or no longer) in progress and it has pollsFree polls left in the
+// not (or no longer) in progress and it has polls polls left in the
 // target's window. When none is, it returns the one ready first, after
 // waiting for it as long as the spec has time (until deadline, less 5 s
 // for the spec's own work).
-func (r *registrar) idleDevice(ids []string, deadline time.Time) string {
+func (r *registrar) idleDevice(ids []string, polls int, deadline time.Time) string {
 	r.busyMu.Lock()
 	now := time.Now()
 	best, until := 0, time.Time{}
 	for i, id := range ids {
-		u := r.readyAt(id, now)
+		u := r.readyAt(id, polls, now)
 		if !now.Before(u) {
 			best, until = i, time.Time{}
 			break
@@ -112,8 +119,9 @@ func (r *registrar) idleDevice(ids []string, deadline time.Time) string {
 }
 
 // readyAt says from when id may be handed out: once its registration is
-// done and enough of its recent polls left the window. busyMu is held.
-func (r *registrar) readyAt(id string, now time.Time) time.Time {
+// done and enough of its recent polls left the window for polls to be
+// free. busyMu is held.
+func (r *registrar) readyAt(id string, polls int, now time.Time) time.Time {
 	u := r.busy[id]
 	ps := r.polls[id]
 	for len(ps) > 0 && !now.Before(ps[0].Add(pollWindow)) {
@@ -122,8 +130,8 @@ func (r *registrar) readyAt(id string, now time.Time) time.Time {
 	if len(ps) < len(r.polls[id]) {
 		r.polls[id] = ps
 	}
-	if n := len(ps) - (pollsPerWindow - pollsFree); n > 0 {
-		// The n-th oldest poll leaving the window leaves pollsFree free.
+	if n := len(ps) - (pollsPerWindow - polls); n > 0 {
+		// The n-th oldest poll leaving the window leaves polls free.
 		if free := ps[n-1].Add(pollWindow + busyMargin); free.After(u) {
 			u = free
 		}
@@ -213,7 +221,7 @@ func (t *T) X509Device() Device {
 		ginkgo.Skip("needs an X.509 enrollment (--cert/--key, or x509 in --config)")
 	}
 	if !t.r.cfg.Target.Local {
-		t.r.idleDevice([]string{cr.X509RegistrationID}, t.deadline)
+		t.r.idleDevice([]string{cr.X509RegistrationID}, pollsFree, t.deadline)
 	}
 	return Device{RegistrationID: cr.X509RegistrationID, Cert: cr.X509}
 }
@@ -226,7 +234,7 @@ func (t *T) DisabledDevice() Device {
 		ginkgo.Skip("needs a disabled enrollment (disabledRegistrationId in --config)")
 	}
 	if !t.r.cfg.Target.Local {
-		t.r.idleDevice([]string{cr.DisabledRegistrationID}, t.deadline)
+		t.r.idleDevice([]string{cr.DisabledRegistrationID}, pollsFree, t.deadline)
 	}
 	return Device{RegistrationID: cr.DisabledRegistrationID, Key: cr.DisabledKey}
 }

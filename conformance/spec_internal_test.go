@@ -67,22 +67,26 @@ func TestRegistrarReadyAt(t *testing.T) {
 		name  string
 		busy  time.Time
 		polls []time.Time
+		free  int
 		want  time.Time
 	}{
-		{"fresh", time.Time{}, nil, time.Time{}},
-		{"two polls leave three", time.Time{}, []time.Time{ago(time.Second), ago(0)}, time.Time{}},
-		{"three polls: the oldest must leave", time.Time{}, []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)},
+		{"fresh", time.Time{}, nil, pollsFree, time.Time{}},
+		{"two polls leave three", time.Time{}, []time.Time{ago(time.Second), ago(0)}, pollsFree, time.Time{}},
+		{"three polls: the oldest must leave", time.Time{}, []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)}, pollsFree,
 			ago(4 * time.Second).Add(pollWindow + busyMargin)},
-		{"five polls: three must leave", time.Time{}, []time.Time{ago(9 * time.Second), ago(8 * time.Second), ago(7 * time.Second), ago(time.Second), ago(0)},
+		{"five polls: three must leave", time.Time{}, []time.Time{ago(9 * time.Second), ago(8 * time.Second), ago(7 * time.Second), ago(time.Second), ago(0)}, pollsFree,
 			ago(7 * time.Second).Add(pollWindow + busyMargin)},
-		{"polls out of the window are forgotten", time.Time{}, []time.Time{ago(30 * time.Second), ago(20 * time.Second), ago(11 * time.Second), ago(0)}, time.Time{}},
-		{"a registration in progress lasts longer", now.Add(time.Minute), []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)}, now.Add(time.Minute)},
-		{"the poll window lasts longer", now.Add(time.Second), []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)},
+		{"polls out of the window are forgotten", time.Time{}, []time.Time{ago(30 * time.Second), ago(20 * time.Second), ago(11 * time.Second), ago(0)}, pollsFree, time.Time{}},
+		{"a registration in progress lasts longer", now.Add(time.Minute), []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)}, pollsFree, now.Add(time.Minute)},
+		{"the poll window lasts longer", now.Add(time.Second), []time.Time{ago(4 * time.Second), ago(2 * time.Second), ago(0)}, pollsFree,
 			ago(4 * time.Second).Add(pollWindow + busyMargin)},
+		{"all five free: every poll must leave", time.Time{}, []time.Time{ago(4 * time.Second), ago(0)}, pollsPerWindow,
+			ago(0).Add(pollWindow + busyMargin)},
+		{"all five free, none in the window", time.Time{}, []time.Time{ago(12 * time.Second)}, pollsPerWindow, time.Time{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &registrar{cfg: &Config{}, busy: map[string]time.Time{"d": tc.busy}, polls: map[string][]time.Time{"d": tc.polls}}
-			if got := r.readyAt("d", now); !got.Equal(tc.want) {
+			if got := r.readyAt("d", tc.free, now); !got.Equal(tc.want) {
 				t.Errorf("readyAt = %v, want %v", got, tc.want)
 			}
 		})
