@@ -182,6 +182,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		cfg.Target = t
 		cfg.Profile = cmp.Or(cfg.Profile, profile)
 	}
+	defaultProfile := cfg.Profile == ""
 	cfg.Profile = cmp.Or(cfg.Profile, conformance.ProfileDPS2019)
 	if !conformance.KnownProfile(cfg.Profile) {
 		// Before the target is dialled: a typo is exit 2, not "unreachable".
@@ -221,6 +222,11 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	writeVerdicts(env.Stdout, res, rep.Summary, time.Since(start))
 	if hint := rerunHint(res.Failed(), cfg.Seed, cfg.OutDir); hint != "" {
 		fmt.Fprintln(env.Stderr, hint)
+	}
+	if defaultProfile {
+		if hint := profileHint(res); hint != "" {
+			fmt.Fprintln(env.Stderr, hint)
+		}
 	}
 	// What failed before an interrupt failed: exit 1, as the headline
 	// says; otherwise an interrupted run has no verdict (exit 3).
@@ -291,6 +297,28 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 		// Nothing failed, and nothing at MUST level was shown to hold.
 		fmt.Fprintln(w, "NO VERDICT: no MUST requirement was judged")
 	}
+}
+
+// profileHint names the failed requirements that hold under the default
+// profile only (dps-2019, the MQTT page of 2019: CleanSession=0 and TLS
+// 1.3 refused), which a service following today's pages fails by design,
+// and the flag that judges it by those; "" when none failed.
+func profileHint(res *conformance.Result) string {
+	var only []string
+	for _, id := range res.Failed() {
+		if r, ok := res.Catalog.Lookup(id); ok && r.HoldsUnder(conformance.ProfileDPS2019) && !r.HoldsUnder(conformance.ProfileDPS2023) {
+			only = append(only, id)
+		}
+	}
+	if len(only) == 0 {
+		return ""
+	}
+	verb, them := "hold", "them"
+	if len(only) == 1 {
+		verb, them = "holds", "it"
+	}
+	return fmt.Sprintf("dps-conform run: %s %s under the default profile %s only (the MQTT page of 2019); a service that follows today's pages fails %s by design: to judge it by those, give --profile %s",
+		strings.Join(only, " and "), verb, conformance.ProfileDPS2019, them, conformance.ProfileDPS2023)
 }
 
 // rerunHint tells how to run again only the specs of the failed

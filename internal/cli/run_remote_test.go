@@ -410,3 +410,31 @@ func TestRunPollThrottleSharedDevice(t *testing.T) {
 		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
 	}
 }
+
+// TestRunProfileHint: a service that follows today's pages (the emulator
+// under dps-2023) fails DPS-SESS-001 under the default profile dps-2019 by
+// design; the run says so and names --profile dps-2023. Given the profile
+// explicitly, the user chose it: no hint.
+func TestRunProfileHint(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{Profile: emulator.ProfileDPS2023})
+	base := []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
+		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--label-filter", "req: containsAny {DPS-SESS-001}"}
+	const hint = "DPS-SESS-001 holds under the default profile dps-2019 only (the MQTT page of 2019); a service that follows today's pages fails it by design: to judge it by those, give --profile dps-2023"
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  bool
+	}{
+		{"default profile", nil, true},
+		{"profile given", []string{"--profile", "dps-2019"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append(append(slices.Clone(base), "--out", t.TempDir()), tc.extra...)
+			code := cli.Main(context.Background(), args, &stdout, &stderr)
+			if code != cli.ExitNonConformant || strings.Contains(stderr.String(), hint) != tc.want {
+				t.Fatalf("exit %d (want %d), hint shown %v (want %v)\n%s\n%s", code, cli.ExitNonConformant, !tc.want, tc.want, stdout.String(), stderr.String())
+			}
+		})
+	}
+}
