@@ -19,7 +19,7 @@
 //
 // Errors are typed and unwrap to one category sentinel (ErrRefused,
 // ErrStatus, ErrNotAssigned, ErrProtocol, ErrConnectionClosed, ErrTimeout,
-// ErrLimit, ErrConfig); dial and TLS failures keep *transport.DialError in
-// the chain. Secrets (keys, the SAS signature) never appear in errors, logs
+// ErrLimit, ErrConfig; ErrBeyondDeadline comes with ErrLimit); dial and TLS
+// failures keep *transport.DialError in the chain. Secrets (keys, the SAS signature) never appear in errors, logs
 // or Event strings.
 package device

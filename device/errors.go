@@ -34,6 +34,12 @@ var (
 	// ErrLimit: a configured bound was reached (MaxPolls, MaxAttempts,
 	// MaxIgnored, MaxRetryAfter).
 	ErrLimit = errors.New("device: limit reached")
+	// ErrBeyondDeadline: the service asked for a wait (a 429's or 5xx's
+	// retry-after) that would outlast the caller's deadline, so the
+	// client gave up at once. It comes with ErrLimit and the answer's
+	// *StatusError; it is the caller's time limit, not a service that
+	// kept refusing.
+	ErrBeyondDeadline = errors.New("device: the wait asked for is beyond the deadline")
 	// ErrConfig: the Config is unusable (missing or contradictory fields,
 	// a key that is not base64, a payload that is not JSON).
 	ErrConfig = errors.New("device: invalid config")

@@ -180,8 +180,10 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 // retryWait waits before re-sending after a 429 or 5xx answer.
 //
 // A wait that would outlast ctx's deadline is not started: the answer is
-// returned at once as a *StatusError (wrapping ErrLimit too), so the caller
-// learns it was throttled for d, not merely that its time ran out.
+// returned at once as a *StatusError (wrapping ErrLimit and
+// ErrBeyondDeadline too), so the caller learns it was throttled for d, not
+// merely that its time ran out, and can tell its own time limit from a
+// service that kept refusing.
 func (s *Session) retryWait(ctx context.Context, req string, resp *Response, retries *int) error {
 	st := s.s
 	var d time.Duration
@@ -196,8 +198,8 @@ func (s *Session) retryWait(ctx context.Context, req string, resp *Response, ret
 	}
 	if dl, ok := ctx.Deadline(); ok && !st.Misbehave.IgnoreRetryAfter {
 		if left := time.Until(dl); d > left {
-			return limitErrorf("the %s answer asks to retry after %v, beyond the time left (%v): %w",
-				req, d, left.Round(time.Millisecond), statusError(req, resp))
+			return fmt.Errorf("%w: %w", ErrBeyondDeadline, limitErrorf("the %s answer asks to retry after %v, beyond the time left (%v): %w",
+				req, d, left.Round(time.Millisecond), statusError(req, resp)))
 		}
 	}
 	st.log.Debug("device: retrying", "status", resp.Status, "wait", d)

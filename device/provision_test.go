@@ -761,8 +761,8 @@ func TestRetryAfterBeyondDeadline(t *testing.T) {
 	_, err := Provision(ctx, cfg)
 	h.wait()
 	var se *StatusError
-	if !errors.As(err, &se) || se.Status != 429 || se.Request != "register" || se.RetryAfter != time.Minute || !errors.Is(err, ErrLimit) {
-		t.Fatalf("err = %v, want register StatusError 429 retry-after 1m and ErrLimit", err)
+	if !errors.As(err, &se) || se.Status != 429 || se.Request != "register" || se.RetryAfter != time.Minute || !errors.Is(err, ErrLimit) || !errors.Is(err, ErrBeyondDeadline) {
+		t.Fatalf("err = %v, want register StatusError 429 retry-after 1m, ErrLimit and ErrBeyondDeadline", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v: the deadline was not reached, the wait was refused", err)

@@ -219,10 +219,12 @@ func provisionError(err error) error {
 	switch {
 	case errors.Is(err, device.ErrConfig):
 		return &UsageError{Err: err}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, device.ErrBeyondDeadline):
+		// Before the verdicts: a retry-after beyond --timeout is the
+		// client's limit, not a refusal.
+		return &EnvError{Err: fmt.Errorf("timed out (--timeout): %w", err)}
 	case errors.As(err, &se), errors.Is(err, device.ErrRefused), errors.Is(err, device.ErrNotAssigned), errors.Is(err, device.ErrProtocol):
 		return &verdictError{err: err}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &EnvError{Err: fmt.Errorf("timed out (--timeout): %w", err)}
 	}
 	return &EnvError{Err: err}
 }

@@ -55,6 +55,7 @@ func TestProvisionErrorClassification(t *testing.T) {
 		{"timeout", device.ErrTimeout, ExitTargetUnreachable},
 		{"deadline", context.DeadlineExceeded, ExitTargetUnreachable},
 		{"limit", fmt.Errorf("%w: retry-after", device.ErrLimit), ExitTargetUnreachable},
+		{"429 retry-after beyond --timeout", fmt.Errorf("%w: %w: %w", device.ErrBeyondDeadline, device.ErrLimit, &device.StatusError{Status: 429}), ExitTargetUnreachable},
 		{"config", fmt.Errorf("%w: x", device.ErrConfig), ExitUsage},
 		{"other", errors.New("dial tcp: refused"), ExitTargetUnreachable},
 	} {
