@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dps-conform/dps-conform/device"
@@ -110,6 +111,12 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 	}
 	if f.idScope == "" {
 		return cfg, usageErrorf("--id-scope is required")
+	}
+	// The id scope opens the username ({idScope}/registrations/…); one
+	// that breaks its form would be refused with CONNACK 0x04, which would
+	// read as the service's verdict.
+	if i := strings.IndexByte(f.idScope, '/'); i >= 0 {
+		return cfg, usageErrorf("--id-scope %q: '/' at byte %d: the username {idScope}/registrations/{registrationId}/… would not be of the DPS form", f.idScope, i)
 	}
 	if (f.certFile == "") != (f.keyFile == "") {
 		return cfg, usageErrorf("--cert and --key go together")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,3 +73,27 @@ func TestProvisionErrorClassification(t *testing.T) {
 }
 
 var _ = time.Second
+
+// TestProvisionUsageErrors: flags whose values would make the service
+// refuse the device (and so read as its verdict) are usage errors (exit 2)
+// naming the flag, found before anything is dialled.
+func TestProvisionUsageErrors(t *testing.T) {
+	base := []string{"provision", "--target", "mqtts://127.0.0.1:1", "--symmetric-key", "YWJj"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"id scope with a slash", []string{"--id-scope", "x/y", "--registration-id", "dev-1"}, `--id-scope "x/y": '/' at byte 1`},
+		{"bad registration id", []string{"--id-scope", "0ne00000A0A", "--registration-id", "dev 1"}, "--registration-id: "},
+		{"no id scope", []string{"--registration-id", "dev-1"}, "--id-scope is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			code := Main(context.Background(), append(slices.Clone(base), tc.args...), &stdout, &stderr)
+			if code != ExitUsage || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("exit %d (want %d), stderr lacks %q:\n%s", code, ExitUsage, tc.want, stderr.String())
+			}
+		})
+	}
+}
