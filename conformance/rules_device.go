@@ -106,10 +106,30 @@ func ruleDevTLS12() *Rule {
 				return 0, nil // the server was not limited to TLS 1.2
 			}
 			if a, ok := clientAlert(c.TLS); ok && !env.HostileServer && !hasClientPacket(c) {
+				if certificateAlert(a.Description) {
+					// The device refused the server's certificate: trust,
+					// which DPS-DEV-021 judges against a server that must
+					// be refused; against one it was meant to trust, a
+					// device not given the CA. Neither is about TLS 1.2.
+					return 0, nil
+				}
 				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "the device aborted the handshake with alert "+a.String(), "a completed TLS 1.2 handshake")}
 			}
 			return 1, nil
 		}}
+}
+
+// certificateAlert reports whether an alert description refuses the
+// peer's certificate (RFC 5246 §7.2.2, RFC 8446 §6.2): bad_certificate,
+// unsupported_certificate, certificate_revoked, certificate_expired,
+// certificate_unknown, unknown_ca, bad_certificate_status_response,
+// bad_certificate_hash_value.
+func certificateAlert(desc uint8) bool {
+	switch desc {
+	case 42, 43, 44, 45, 46, 48, 113, 114:
+		return true
+	}
+	return false
 }
 
 const tls12 = 0x0303

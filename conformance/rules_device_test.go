@@ -661,7 +661,15 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 			conv: tracer.Conversation{Transport: "mqtt", Packets: []tracer.Packet{connect}}},
 		{name: "aborted against a good server", rule: "DPS-DEV-001", applied: 1, findings: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
+				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 40}}}}},
+		// Refusing the certificate is trust (DPS-DEV-021), not TLS 1.2: a
+		// trace of the untrusted-CA scenario, or a device not given the CA.
+		{name: "certificate refused, the server not known hostile", rule: "DPS-DEV-001", applied: 0,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
 				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 42}}}}},
+		{name: "unknown_ca", rule: "DPS-DEV-001", applied: 0,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
+				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 48}}}}},
 		{name: "no SNI", rule: "DPS-DEV-002", env: conformance.RuleEnv{ServerName: "dps.example"}, applied: 1, findings: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}}},
 		{name: "SNI not judged without ServerName", rule: "DPS-DEV-002",
