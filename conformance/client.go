@@ -290,6 +290,9 @@ type DialOptions struct {
 	MinTLS, MaxTLS uint16
 	// Cert is presented as the TLS client certificate.
 	Cert *tls.Certificate
+	// CipherSuites, when set, are the TLS 1.2 suites offered (else Go's
+	// defaults).
+	CipherSuites []uint16
 	// Plain dials the MQTT endpoint's host and port without TLS (the
 	// plaintext checks).
 	Plain bool
@@ -333,6 +336,9 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if minV < tls.VersionTLS12 {
 		// TLS 1.0 and 1.1 need suites crypto/tls leaves out by default.
 		cfg.CipherSuites = tlsprobe.Suites(minV)
+	}
+	if o.CipherSuites != nil {
+		cfg.CipherSuites = o.CipherSuites
 	}
 	var raw net.Conn
 	c, err := transport.Dial(ctx, target, transport.DialOptions{

@@ -12,6 +12,7 @@ import (
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // Rule judges one requirement from a decoded conversation. The same rules
@@ -427,9 +428,9 @@ func onlyOffered(c *tracer.Conversation, v uint16) bool {
 }
 
 func ruleTLSAccepted() *Rule {
-	return &Rule{ID: "TLS-001", Role: RoleService, Evidence: "a ClientHello offering only TLS 1.2",
+	return &Rule{ID: "TLS-001", Role: RoleService, Evidence: "a ClientHello offering only TLS 1.2 and only the suites DPS recommends",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			if !onlyOffered(c, 0x0303) {
+			if !onlyOffered(c, 0x0303) || !onlyRecommendedSuites(c.TLS.OfferedSuites) {
 				return 0, nil
 			}
 			if c.TLS.ServerHello && c.TLS.Version == 0x0303 {
@@ -437,6 +438,27 @@ func ruleTLSAccepted() *Rule {
 			}
 			return 1, []Finding{finding("TLS-001", c, c.FirstFrame(), c.Start, tlsOutcome(c), "a ServerHello choosing TLS 1.2")}
 		}}
+}
+
+// onlyRecommendedSuites reports whether a ClientHello's suites are all of
+// the ECDHE AES-GCM and AES-CBC suites DPS recommends (D-TLS; the two
+// CBC-SHA384 suites crypto/tls lacks included), signalling values and
+// GREASE aside, and there is at least one.
+func onlyRecommendedSuites(suites []uint16) bool {
+	n := 0
+	for _, s := range suites {
+		switch {
+		case s == 0x00ff || s == 0x5600 || s&0x0f0f == 0x0a0a && s>>8 == s&0xff:
+			// TLS_EMPTY_RENEGOTIATION_INFO_SCSV, TLS_FALLBACK_SCSV, GREASE
+			// (RFC 8701): no suites.
+		case slices.Contains(transport.DPSCipherSuites(), s), s == 0xc024, s == 0xc028:
+			// 0xc024, 0xc028: ECDHE-ECDSA and ECDHE-RSA AES-256-CBC-SHA384.
+			n++
+		default:
+			return false
+		}
+	}
+	return n > 0
 }
 
 func tlsOutcome(c *tracer.Conversation) string {

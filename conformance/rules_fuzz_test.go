@@ -447,3 +447,41 @@ func TestRuleConnectForms(t *testing.T) {
 		})
 	}
 }
+
+// TestRuleTLS12Accepted: TLS-001 judges a ClientHello offering only TLS
+// 1.2 and only the suites DPS recommends (signalling values and GREASE
+// aside): the server must choose TLS 1.2. A ClientHello offering other
+// suites too (ChaCha20, as Go's defaults do) is not its evidence.
+func TestRuleTLS12Accepted(t *testing.T) {
+	const (
+		gcm    = 0xc02b // ECDHE-ECDSA-AES128-GCM-SHA256
+		cbc384 = 0xc028 // ECDHE-RSA-AES256-CBC-SHA384 (not in crypto/tls)
+		chacha = 0xcca9 // ECDHE-ECDSA-CHACHA20-POLY1305
+		scsv   = 0x00ff
+		grease = 0x3a3a
+	)
+	for _, tc := range []struct {
+		name    string
+		suites  []uint16
+		chosen  uint16 // 0: no ServerHello (refused)
+		applied int
+		fails   bool
+	}{
+		{"recommended, TLS 1.2 chosen", []uint16{gcm, cbc384, scsv, grease}, 0x0303, 1, false},
+		{"recommended, refused", []uint16{gcm}, 0, 1, true},
+		{"ChaCha20 offered too", []uint16{gcm, chacha}, 0, 0, false},
+		{"no suite but signalling", []uint16{scsv}, 0, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0303}, OfferedSuites: tc.suites}
+			if tc.chosen != 0 {
+				f.ServerHello, f.Version, f.Suite = true, tc.chosen, gcm
+			}
+			capt := &tracer.Capture{Conversations: []*tracer.Conversation{{ID: 1, Transport: "mqtts", TLS: f}}}
+			fs, applied := conformance.CheckCapture(capt, serviceRule(t, "TLS-001"), conformance.RuleEnv{Profile: "dps-2019"})
+			if applied["TLS-001"] != tc.applied || (len(fs) > 0) != tc.fails {
+				t.Errorf("applied %d times (want %d), findings %v; want failing=%v", applied["TLS-001"], tc.applied, fs, tc.fails)
+			}
+		})
+	}
+}
