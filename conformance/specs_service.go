@@ -377,12 +377,17 @@ func authSpecs(r *registrar) {
 	r.It("DPS-AUTH-007", "closes the connection after answering 401", func(ctx sctx, t *T) {
 		d := t.Device()
 		cp := t.ConnectPacket(d)
-		// A password that is no SAS token at all: a 401 whatever the
-		// server's token checks (Part A §3).
-		cp.Password = []byte("not a SAS token")
+		// A well-formed SAS token with a bad signature, as DPS-AUTH-002's:
+		// proof of possession is judged at the register and answered 401
+		// (Part A §3). (A password that is no token at all could as well
+		// be a syntax error refused at CONNECT, which no document settles.)
+		cp.Password = []byte(t.Token(d, dps.SASOptions{Key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}))
 		c := t.Connect(ctx, d, cp, DialOptions{})
 		c.Subscribe(ctx, dps.SubscribeFilter, 1)
-		c.TryRequest(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+		a, err := c.TryRequest(ctx, dps.RegisterTopic("1"), RegisterBody(d.RegistrationID), 1)
+		if err == nil && a.Resp.Status != 401 {
+			ginkgo.Skip(fmt.Sprintf("the register with a bad signature was answered %q, not 401 (DPS-AUTH-002 judges that): no 401 to close after", a.Topic))
+		}
 		c.WaitClose(ctx)
 		t.Judge(ctx)
 	}, Faults("no-close-after-401"))
@@ -531,7 +536,7 @@ func registerSpecs(r *registrar) {
 			}
 		}
 		stillAssigning("2", "the target assigned the first registration before a second register could find it in progress: ")
-		second, err := c.TryRequest(ctx, dps.RegisterTopic("3"), RegisterBody(d.RegistrationID), 1)
+		second, err := c.requestOnce(ctx, dps.RegisterTopic("3"), RegisterBody(d.RegistrationID), 1)
 		t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the second register")
 		if op2 := second.Status.OperationID; op2 != "" && op2 != op {
 			ops = append(ops, op2)
