@@ -173,6 +173,25 @@ func (r *registrar) bugErr() error {
 	return fmt.Errorf("%w:\n  %s", ErrSuiteBug, strings.Join(r.bugs, "\n  "))
 }
 
+// RemoveEvidence removes the files of outDir/pcaps whose names match one
+// of patterns (filepath.Match syntax): the evidence an earlier run left
+// there, which would otherwise mix with the new run's and be vouched for
+// by its manifest. Files matching no pattern are left alone.
+func RemoveEvidence(outDir string, patterns ...string) error {
+	for _, pat := range patterns {
+		old, err := filepath.Glob(filepath.Join(outDir, "pcaps", pat))
+		if err != nil {
+			return fmt.Errorf("removing the evidence of an earlier run: %w", err)
+		}
+		for _, f := range old {
+			if err := os.Remove(f); err != nil {
+				return fmt.Errorf("removing the evidence of an earlier run: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // Run runs the service suite in this process with Ginkgo's RunSpecs and
 // returns the report and per-spec verdicts. Runs are serialised (Ginkgo
 // keeps one suite per process); Ginkgo's console reporter writes to
@@ -199,13 +218,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// Captures of an earlier run in the same directory would mix with
 	// this run's evidence: remove the suite's own files (NNN-ID.pcapng,
 	// NNN-ID.keylog), nothing else.
-	for _, pat := range []string{"[0-9][0-9][0-9]-*.pcapng", "[0-9][0-9][0-9]-*.keylog"} {
-		old, _ := filepath.Glob(filepath.Join(cfg.OutDir, "pcaps", pat))
-		for _, f := range old {
-			if err := os.Remove(f); err != nil {
-				return nil, fmt.Errorf("removing the evidence of an earlier run: %w", err)
-			}
-		}
+	if err := RemoveEvidence(cfg.OutDir, "[0-9][0-9][0-9]-*.pcapng", "[0-9][0-9][0-9]-*.keylog"); err != nil {
+		return nil, err
 	}
 	runMu.Lock()
 	defer runMu.Unlock()

@@ -143,6 +143,12 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	if err := checkOutRole(f.out, string(conformance.RoleDevice)); err != nil {
 		return err
 	}
+	// An earlier device run's captures, key logs and device logs
+	// (NN-scenario.*) would mix with this run's: run removes its own the
+	// same way.
+	if err := conformance.RemoveEvidence(f.out, "[0-9][0-9]-*.pcapng", "[0-9][0-9]-*.keylog", "[0-9][0-9]-*.log"); err != nil {
+		return envErrorf("--out: %v", err)
+	}
 	if err := os.MkdirAll(filepath.Join(f.out, "pcaps"), 0o755); err != nil {
 		return envErrorf("--out: %v", err)
 	}
