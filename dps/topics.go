@@ -13,7 +13,8 @@ const (
 	// DPS append properties).
 	SubscribeFilter = "$dps/registrations/res/#"
 
-	registerPrefix = "$dps/registrations/PUT/iotdps-register/"
+	// RegisterPrefix starts the topic of every register request.
+	RegisterPrefix = "$dps/registrations/PUT/iotdps-register/"
 	// PollPrefix starts the topic of every operation status request.
 	PollPrefix = "$dps/registrations/GET/iotdps-get-operationstatus/"
 	// ResponsePrefix starts the topic of every answer.
@@ -32,7 +33,7 @@ const (
 // refuse (an empty rid, one holding '&', a status outside 100..599) gives
 // a topic they refuse too.
 func RegisterTopic(rid string) string {
-	return registerPrefix + "?" + ridKey + "=" + rid
+	return RegisterPrefix + "?" + ridKey + "=" + rid
 }
 
 // PollTopic is the operation status request topic
@@ -112,8 +113,8 @@ func ParseRequestTopic(topic string) (Request, error) {
 		prefix string
 	)
 	switch {
-	case strings.HasPrefix(topic, registerPrefix):
-		r.Kind, prefix = Register, registerPrefix
+	case strings.HasPrefix(topic, RegisterPrefix):
+		r.Kind, prefix = Register, RegisterPrefix
 	case strings.HasPrefix(topic, PollPrefix):
 		r.Kind, prefix = Poll, PollPrefix
 	default:

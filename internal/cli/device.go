@@ -23,8 +23,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/reports"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/transport"
@@ -55,8 +57,9 @@ poll-no-operation-id, disconnect-mid-poll, connack-withheld, tls-untrusted-ca,
 tls-wrong-host, tls-expired (default: all).
 
 Exit codes: 0 every MUST rule that applied passed, 1 a MUST rule failed,
-2 usage error, 3 no verdict (the device never connected, no MUST rule
-applied, or an environment failure).
+2 usage error, 3 no verdict (in no scenario that serves DPS did the device
+connect, send CONNECT, register and poll on to a final status; no MUST
+rule applied; or an environment failure).
 
 `
 
@@ -223,6 +226,8 @@ type scenarioRun struct {
 	reports.Scenario
 	conversations int // connections recorded
 	connects      int // of them, those that carried a CONNECT
+	registers     int // register requests the device published
+	finals        int // answers that ended an operation (finalAnswer)
 	exit          string
 	elapsed       time.Duration
 }
@@ -363,6 +368,16 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		if c.MQTTVersion != 0 { // a CONNECT was seen
 			run.connects++
 		}
+		for _, p := range c.Packets {
+			pub, ok := p.Packet.(*packets.Publish)
+			switch {
+			case !ok:
+			case p.Dir == tracer.ClientToServer && strings.HasPrefix(string(pub.Topic), dps.RegisterPrefix):
+				run.registers++ // well-formed or not: DPS-DEV-011 judges the topic
+			case p.Dir == tracer.ServerToClient && finalAnswer(string(pub.Topic)):
+				run.finals++
+			}
+		}
 	}
 	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile, Live: true, SymmetricKey: key}
 	if net.ParseIP(f.host) == nil {
@@ -419,24 +434,43 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 	}
 }
 
+// finalAnswer reports whether topic is an answer that ends a
+// registration operation: 200, or an error other than the transient ones
+// (429 and 5xx, which a device retries). While the answer is 202 a device
+// keeps polling ("keep polling the service if the response code is 202
+// after a delay equal to the retry-after period … successful if the
+// service returns a 200", D-MQTT; DPS-PROTOCOL.md Part B §4.3, §5).
+func finalAnswer(topic string) bool {
+	r, err := dps.ParseResponseTopic(topic)
+	if err != nil {
+		return false
+	}
+	return r.Status == 200 || r.Status >= 400 && r.Status < 500 && r.Status != 429
+}
+
 // noVerdictReason is why runs show too little of the device to judge it,
 // or "": it never connected; or, in the scenarios that serve DPS (not the
 // hostile TLS ones, where a device must stop before CONNECT), it never
-// connected or sent no CONNECT, so none of its DPS behaviour was seen. A
-// TLS handshake alone (DPS-DEV-001) is no provisioning device. A run of
-// TLS scenarios only is judged on them.
+// connected, sent no CONNECT, published no register request, or never
+// polled on to an answer that ends the operation (finalAnswer), so its DPS
+// flow was not seen through: the rules on polling had little or nothing
+// to judge. A TLS handshake alone (DPS-DEV-001) is no provisioning device,
+// nor is a CONNECT alone. A device that does all this in one scenario
+// that serves DPS is judged (a device may rightly stop early in another,
+// as after connack-withheld). A run of TLS scenarios only is judged on
+// them.
 func noVerdictReason(runs []*scenarioRun, exec bool) string {
-	all, served, servedConns := 0, 0, 0
+	all, served, servedConns, connects, registers, finals := 0, 0, 0, 0, 0, 0
 	for _, r := range runs {
 		all += r.conversations
 		if slices.Contains(tlsScenarios, r.Name) {
 			continue
 		}
-		if r.connects > 0 {
-			return ""
-		}
 		served++
 		servedConns += r.conversations
+		connects += r.connects
+		registers += r.registers
+		finals += r.finals
 	}
 	switch {
 	case len(runs) > 0 && all == 0:
@@ -448,8 +482,14 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		return ""
 	case servedConns == 0:
 		return "the device never connected in a scenario that serves DPS, only in the TLS scenarios (where it must stop before CONNECT)"
-	default:
+	case connects == 0:
 		return fmt.Sprintf("the device connected %d time(s) but sent no CONNECT in any scenario that serves DPS", servedConns)
+	case registers == 0:
+		return "the device sent CONNECT but no register request (PUBLISH to " + dps.RegisterPrefix + ") in any scenario that serves DPS"
+	case finals == 0:
+		return "the device registered but never polled to a final status (a 200 answer, or an error that ends the operation) in any scenario that serves DPS: while the answer is 202 a device keeps polling"
+	default:
+		return ""
 	}
 }
 
