@@ -48,8 +48,9 @@ refusing a hostile server certificate.
 With --exec, CMD runs (through sh -c) once per scenario with DPS_HOST,
 DPS_PORT, DPS_WS_PORT, DPS_WS_URL, DPS_ID_SCOPE, DPS_REGISTRATION_ID,
 DPS_SYMMETRIC_KEY, DPS_CA_FILE, DPS_TRANSPORT (mqtt or mqttws) and
-DPS_SCENARIO in its environment; the scenario ends when CMD exits or after
---scenario-timeout. Without --exec, the settings are printed and a person
+DPS_SCENARIO in its environment; the scenario ends when the CMD process
+(the sh -c) exits or after --scenario-timeout, and then whatever CMD left
+running in its process group is killed. Without --exec, the settings are printed and a person
 starts the device; the scenario ends on Enter or after --scenario-timeout.
 
 Scenarios: normal, register-429, poll-429, unauthorized-401, transient-500,
@@ -400,9 +401,16 @@ func bindHost(host string) string {
 	return "127.0.0.1"
 }
 
+// groupExitWait bounds the wait for the device's shell to be reaped once
+// its process group was killed.
+const groupExitWait = 5 * time.Second
+
 // runDevice runs cmd through sh -c with vars added to the environment and
-// its output in logPath, until it exits or ctx ends (then its process group
-// is killed). It returns how it ended.
+// its output in logPath, until the sh process exits or ctx ends (the
+// scenario timeout or an interrupt). Either way its process group is then
+// killed, so that nothing cmd started in the background outlives the
+// scenario (a process that left the group, with setsid, is beyond reach).
+// It returns how it ended.
 func runDevice(ctx context.Context, cmd string, vars []string, logPath string) string {
 	log, err := os.Create(logPath)
 	if err != nil {
@@ -418,15 +426,23 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
+	// The group id is the shell's pid; the group outlives the shell while
+	// a member is left, and the id is not reused before it is gone.
+	killGroup := func() { syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	select {
 	case err := <-done:
+		killGroup()
 		if err != nil {
 			return "exited: " + err.Error()
 		}
 		return "exited: 0"
 	case <-ctx.Done():
-		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
-		<-done
+		killGroup()
+		select {
+		case <-done:
+		case <-time.After(groupExitWait):
+			return "killed, but did not exit within " + groupExitWait.String()
+		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return "killed at the scenario timeout"
 		}

@@ -1,8 +1,15 @@
 package cli
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
 )
@@ -62,4 +69,60 @@ func TestFinalAnswer(t *testing.T) {
 			t.Errorf("finalAnswer(%q) = %v, want %v", tc.topic, got, tc.want)
 		}
 	}
+}
+
+// TestRunDeviceStopsGroup: what --exec CMD started in the background does
+// not outlive the scenario, whether CMD exits on its own or is stopped at
+// the scenario timeout (or an interrupt: the same cancelled ctx).
+func TestRunDeviceStopsGroup(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("needs /proc")
+	}
+	for _, tc := range []struct {
+		name, cmd string
+		timeout   time.Duration
+		want      string
+	}{
+		{"CMD exits, a child left running", "sleep 287 & echo $! > pid; exit 0", 20 * time.Second, "exited: 0"},
+		{"scenario timeout", "sleep 287 & echo $! > pid; sleep 100", time.Second, "killed at the scenario timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			got := runDevice(ctx, "cd "+dir+"; "+tc.cmd, nil, filepath.Join(dir, "log"))
+			if got != tc.want {
+				t.Errorf("runDevice = %q, want %q", got, tc.want)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "pid"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Gone, or a zombie waiting for init to reap it; not running.
+			deadline := time.Now().Add(5 * time.Second)
+			for alive(pid) {
+				if time.Now().After(deadline) {
+					syscall.Kill(pid, syscall.SIGKILL)
+					t.Fatalf("the background child %d of CMD still runs after the scenario", pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// alive reports whether process pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
