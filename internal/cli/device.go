@@ -83,7 +83,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.profile, "profile", conformance.ProfileDPS2019, "`VERSION` of the DPS profile: dps-2019 or dps-2023")
 	fs.StringVar(&f.out, "out", "dps-conform-device-results", "`DIR` for evidence (pcaps/), logs and reports")
 	fs.StringVar(&f.regID, "registration-id", "dps-conform-dut", "registration `ID` of the device's enrollment")
-	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name makes SNI judged (DPS-DEV-002)")
+	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name (resolving to loopback only) makes SNI judged (DPS-DEV-002)")
 	fs.StringVar(&f.product, "product", "", "`FILE` (YAML: vendor, model, firmware) naming the device in the report")
 	f.timeout, f.retryAfter, f.tolerance, f.window = 60*time.Second, time.Second, 250*time.Millisecond, 10*time.Second
 	fs.Var(durationFlag{p: &f.timeout}, "scenario-timeout", "`DURATION` bound on each scenario")
@@ -108,6 +108,12 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("--exec is empty: give the command that runs the device, or leave --exec out to start the device by hand")
 	}
 	if err := checkHostName("host", f.host); err != nil {
+		return err
+	}
+	lctx, lcancel := context.WithTimeout(ctx, hostLookupTimeout)
+	err := checkLoopbackHost(lctx, f.host, net.DefaultResolver.LookupIPAddr)
+	lcancel()
+	if err != nil {
 		return err
 	}
 	// Every scenario: the emulator's, in its order, then the TLS ones.
@@ -391,6 +397,33 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	run.Sequence = conformance.Sequence(capt)
 	run.elapsed = time.Since(started)
 	return run, nil
+}
+
+// hostLookupTimeout bounds the resolution of --host NAME.
+const hostLookupTimeout = 5 * time.Second
+
+// checkLoopbackHost refuses a --host NAME that does not resolve, or that
+// resolves to any address other than a loopback one (docs/device-role.md:
+// "a DNS name resolving to loopback"): the emulator listens on loopback,
+// and a device told the name must reach it there and nowhere else. An IP
+// address is not looked up. Nothing is dialled.
+func checkLoopbackHost(ctx context.Context, host string, lookup func(context.Context, string) ([]net.IPAddr, error)) error {
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	addrs, err := lookup(ctx, host)
+	if err == nil && len(addrs) == 0 {
+		err = errors.New("no address")
+	}
+	if err != nil {
+		return usageErrorf("--host %q: does not resolve: %v (want a DNS name resolving to loopback addresses only)", host, err)
+	}
+	for _, a := range addrs {
+		if !a.IP.IsLoopback() {
+			return usageErrorf("--host %q: resolves to %s, not a loopback address (want a DNS name resolving to loopback addresses only: the emulator listens on loopback)", host, a.IP)
+		}
+	}
+	return nil
 }
 
 // bindHost is the address the emulator listens on for a --host name.

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -125,4 +127,45 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// TestCheckLoopbackHost: --host NAME is refused unless every address it
+// resolves to is loopback; an IP address is not looked up.
+func TestCheckLoopbackHost(t *testing.T) {
+	addrs := func(ss ...string) []net.IPAddr {
+		var out []net.IPAddr
+		for _, s := range ss {
+			out = append(out, net.IPAddr{IP: net.ParseIP(s)})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, host string
+		addrs      []net.IPAddr
+		err        error
+		want       string // substring of the error; "" for none
+	}{
+		{"IPv4 loopback", "localhost", addrs("127.0.0.1"), nil, ""},
+		{"both loopbacks", "localhost", addrs("127.0.0.1", "::1"), nil, ""},
+		{"another loopback address", "dut.test", addrs("127.0.0.2"), nil, ""},
+		{"one address not loopback", "dut.test", addrs("127.0.0.1", "192.0.2.7"), nil, `--host "dut.test": resolves to 192.0.2.7, not a loopback address`},
+		{"not loopback", "example.com", addrs("93.184.216.34"), nil, `--host "example.com": resolves to 93.184.216.34, not a loopback address`},
+		{"does not resolve", "nonexistent.invalid", nil, &net.DNSError{Err: "no such host", Name: "nonexistent.invalid", IsNotFound: true}, `--host "nonexistent.invalid": does not resolve: `},
+		{"no address", "empty.test", nil, nil, `--host "empty.test": does not resolve: no address`},
+		{"an IP address is not looked up", "127.0.0.1", nil, errors.New("looked up"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lookup := func(context.Context, string) ([]net.IPAddr, error) { return tc.addrs, tc.err }
+			err := checkLoopbackHost(context.Background(), tc.host, lookup)
+			var ue *UsageError
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("checkLoopbackHost(%q) = %v, want nil", tc.host, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("checkLoopbackHost(%q) = %v, want %q", tc.host, err, tc.want)
+			case tc.want != "" && !errors.As(err, &ue):
+				t.Errorf("checkLoopbackHost(%q) = %T, want a *UsageError (exit 2)", tc.host, err)
+			}
+		})
+	}
 }
