@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -188,7 +189,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			break
 		}
 		runs = append(runs, run)
-		fmt.Fprintf(env.Stderr, "%s scenario %s: %s, %s (%.1fs)\n", progName, name, plural(run.conversations, "connection"), plural(len(run.Findings), "finding"), run.elapsed.Seconds())
+		fmt.Fprintf(env.Stderr, "%s scenario %s: %s, %s (%.1fs)\n", progName, name, plural(run.accepted, "connection"), plural(len(run.Findings), "finding"), run.elapsed.Seconds())
 	}
 	target := reports.Target{Name: "device under test", Endpoint: f.exec}
 	if f.exec == "" {
@@ -231,11 +232,12 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 // what the verdict table adds.
 type scenarioRun struct {
 	reports.Scenario
-	conversations int // connections recorded
-	connects      int // of them, those that carried a CONNECT
-	registers     int // register requests the device published
-	finals        int // answers that ended an operation (finalAnswer)
-	exit          string
+	accepted      int    // TCP connections the emulator accepted
+	conversations int    // of them, those recorded (from a TLS ClientHello on)
+	connects      int    // of those, the ones that carried a CONNECT
+	registers     int    // register requests the device published
+	finals        int    // answers that ended an operation (finalAnswer)
+	ended         string // how the scenario ended: "device exited: 0", "ended by the operator"
 	elapsed       time.Duration
 }
 
@@ -318,6 +320,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 			rec.Close()
 		}
 	}()
+	var accepted atomic.Int32
 	limits := emulator.DefaultLimits()
 	limits.ConnectTimeout = 5 * time.Second
 	srv, err := emulator.New(emulator.Config{
@@ -326,6 +329,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		CAFile:    pki.CAFile, Registry: reg, Profile: emulator.Profile(f.profile), RetryAfter: f.retryAfter,
 		Scenario: sc, Limits: limits,
 		WrapRaw: func(c net.Conn) net.Conn {
+			accepted.Add(1)
 			return rec.Wrap(c, tracer.ConnOptions{Side: tracer.Server, Layer: tracer.TLS, Comment: "scenario " + name})
 		},
 	})
@@ -348,7 +352,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	sctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.exec != "" {
-		run.exit = runDevice(sctx, f.exec, vars, strings.TrimSuffix(pcap, ".pcapng")+".log")
+		run.ended = "device " + runDevice(sctx, f.exec, vars, strings.TrimSuffix(pcap, ".pcapng")+".log")
 	} else {
 		prompt := time.Now()
 		fmt.Fprintf(env.Stderr, "\nscenario %s: start the device now with\n", name)
@@ -356,8 +360,10 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 			fmt.Fprintf(env.Stderr, "  %s\n", v)
 		}
 		fmt.Fprintf(env.Stderr, "press Enter when it has finished (or wait %v)\n", f.timeout)
-		waitEnter(sctx, lines, prompt)
-		run.exit = "operator"
+		run.ended = "ended by the operator"
+		if !waitEnter(sctx, lines, prompt) {
+			run.ended = fmt.Sprintf("ended at the scenario timeout (%v)", f.timeout)
+		}
 	}
 	// Give connections the device left open a moment to end, then stop.
 	time.Sleep(200 * time.Millisecond)
@@ -371,6 +377,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		return nil, envErrorf("scenario %s: decoding the recording: %v", name, err)
 	}
 	run.conversations = len(capt.Conversations)
+	run.accepted = max(int(accepted.Load()), run.conversations)
 	for _, c := range capt.Conversations {
 		if c.MQTTVersion != 0 { // a CONNECT was seen
 			run.connects++
@@ -509,9 +516,10 @@ func finalAnswer(topic string) bool {
 // as after connack-withheld). A run of TLS scenarios only is judged on
 // them.
 func noVerdictReason(runs []*scenarioRun, exec bool) string {
-	all, served, servedConns, connects, registers, finals := 0, 0, 0, 0, 0, 0
+	all, tcp, served, servedConns, connects, registers, finals := 0, 0, 0, 0, 0, 0, 0
 	for _, r := range runs {
 		all += r.conversations
+		tcp += r.accepted
 		if slices.Contains(tlsScenarios, r.Name) {
 			continue
 		}
@@ -522,6 +530,9 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		finals += r.finals
 	}
 	switch {
+	case len(runs) > 0 && all == 0 && tcp > 0:
+		// The recording holds a connection from its ClientHello on.
+		return fmt.Sprintf("the device opened %d TCP connection(s) but sent no TLS ClientHello in any scenario (is it speaking TLS to DPS_PORT?)", tcp)
 	case len(runs) > 0 && all == 0:
 		if !exec {
 			return "the device never connected in any scenario (check that it was given the printed host, port and CA)"
@@ -572,11 +583,12 @@ func readLines(in io.Reader) <-chan time.Time {
 	return lines
 }
 
-// waitEnter returns on a line from lines read after prompt (those before
-// were not about it; nil lines: none will come) or when ctx ends (the
-// scenario's timeout). At the end of the input (stdin closed, as when a
-// rig drives the device and the job has no terminal) only ctx is left.
-func waitEnter(ctx context.Context, lines <-chan time.Time, prompt time.Time) {
+// waitEnter returns true on a line from lines read after prompt (those
+// before were not about it; nil lines: none will come), false when ctx
+// ends (the scenario's timeout). At the end of the input (stdin closed, as
+// when a rig drives the device and the job has no terminal) only ctx is
+// left.
+func waitEnter(ctx context.Context, lines <-chan time.Time, prompt time.Time) bool {
 	for {
 		select {
 		case at, ok := <-lines:
@@ -587,9 +599,9 @@ func waitEnter(ctx context.Context, lines <-chan time.Time, prompt time.Time) {
 			if at.Before(prompt) {
 				continue
 			}
-			return
+			return true
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
 }
@@ -617,7 +629,7 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	}
 	fmt.Fprintln(w)
 	for _, r := range runs {
-		fmt.Fprintf(w, "scenario %-22s %s, device %s\n", r.Name, plural(r.conversations, "connection"), r.exit)
+		fmt.Fprintf(w, "scenario %-22s %s, %s\n", r.Name, plural(r.accepted, "connection"), r.ended)
 	}
 	switch rep.Summary.Verdict {
 	case reports.HeadlineNonConformant:

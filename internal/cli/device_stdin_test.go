@@ -19,7 +19,9 @@ func TestOperatorLines(t *testing.T) {
 	// Scenario 1: no Enter; its timeout ends the wait, and no reader is
 	// left waiting for a line on its behalf.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	waitEnter(ctx, lines, time.Now())
+	if waitEnter(ctx, lines, time.Now()) {
+		t.Error("scenario 1 said it ended on an Enter; it timed out")
+	}
 	cancel()
 
 	// Scenario 2: the operator's Enter ends it, long before its timeout.
@@ -63,12 +65,16 @@ func enterEnds(t *testing.T, lines <-chan time.Time, w io.Writer, prompt time.Ti
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ended := make(chan struct{})
-	go func() { waitEnter(ctx, lines, prompt); close(ended) }()
+	var onEnter bool
+	go func() { onEnter = waitEnter(ctx, lines, prompt); close(ended) }()
 	if _, err := io.WriteString(w, "\n"); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-ended:
+		if !onEnter {
+			t.Error("waitEnter said the scenario timed out; it ended on an Enter")
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal(msg)
 	}

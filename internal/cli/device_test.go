@@ -21,7 +21,7 @@ import (
 // to an answer that ends the operation; the reason names what was missing.
 func TestNoVerdictReason(t *testing.T) {
 	run := func(name string, conns, connects, registers, finals int) *scenarioRun {
-		r := &scenarioRun{conversations: conns, connects: connects, registers: registers, finals: finals}
+		r := &scenarioRun{accepted: conns, conversations: conns, connects: connects, registers: registers, finals: finals}
 		r.Name = name
 		return r
 	}
@@ -31,6 +31,7 @@ func TestNoVerdictReason(t *testing.T) {
 		want string // substring of the reason; "" for a verdict
 	}{
 		{"never connected", []*scenarioRun{run("normal", 0, 0, 0, 0)}, "never connected in any scenario"},
+		{"TCP only", []*scenarioRun{{accepted: 2}}, "opened 2 TCP connection(s) but sent no TLS ClientHello"},
 		{"TLS scenarios only", []*scenarioRun{run("normal", 0, 0, 0, 0), run("tls-expired", 1, 0, 0, 0)}, "only in the TLS scenarios"},
 		{"no CONNECT", []*scenarioRun{run("normal", 2, 0, 0, 0)}, "connected 2 time(s) but sent no CONNECT"},
 		{"no register", []*scenarioRun{run("normal", 1, 1, 0, 0)}, "sent CONNECT but no register request"},
