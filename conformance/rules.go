@@ -151,9 +151,11 @@ func ServiceRules() []*Rule {
 // the findings in conversation and frame order, and how often each rule
 // applied.
 //
-// The MQTT of a conversation whose TLS was not wholly decrypted is not
-// judged: the half that could not be read (the server's answers, say)
-// would look missing. Its TLS handshake, in the clear, still is.
+// The MQTT of a conversation not wholly read (tracer.Conversation.Unseen:
+// TLS not wholly decrypted, a gap in a TCP stream, a TLS record that failed
+// to decrypt) is not judged: what could not be read (the server's
+// answers, the poll a 200 answers) would look missing. Its TLS handshake,
+// in the clear, still is.
 func CheckCapture(c *tracer.Capture, rules []*Rule, env RuleEnv) ([]Finding, map[string]int) {
 	c = handshakesOnly(c)
 	var out []Finding
@@ -184,12 +186,13 @@ func CheckCapture(c *tracer.Capture, rules []*Rule, env RuleEnv) ([]Finding, map
 	return out, applied
 }
 
-// handshakesOnly is c with the MQTT packets of every conversation not
-// wholly decrypted left out (c itself when there is none).
+// handshakesOnly is c with the MQTT packets, and the problems of decoding
+// them, of every conversation not wholly read left out (c itself when there
+// is none).
 func handshakesOnly(c *tracer.Capture) *tracer.Capture {
 	var d *tracer.Capture
 	for i, cv := range c.Conversations {
-		if cv.Undecrypted() == "" || len(cv.Packets) == 0 {
+		if cv.Unseen() == "" || len(cv.Packets)+len(cv.Problems) == 0 {
 			continue
 		}
 		if d == nil {
@@ -199,6 +202,9 @@ func handshakesOnly(c *tracer.Capture) *tracer.Capture {
 		}
 		view := *cv
 		view.Packets = nil
+		view.Problems = slices.DeleteFunc(slices.Clone(cv.Problems), func(p tracer.Problem) bool {
+			return p.Clause != "tls" && p.Clause != "ws" && p.Clause != tracer.ClauseUndecrypted
+		})
 		d.Conversations[i] = &view
 	}
 	if d == nil {

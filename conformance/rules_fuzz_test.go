@@ -372,7 +372,7 @@ func serviceRule(t *testing.T, id string) []*conformance.Rule {
 }
 
 // TestCheckCaptureUndecrypted: the MQTT of a conversation whose TLS was
-// decrypted only in part is not judged (here the server's CONNACK, in the
+// decrypted only in part, or which has a gap, is not judged (here the server's CONNACK, in the
 // half that could not be read, would look missing: DPS-CONN-001), while
 // the TLS handshake of a conversation never decrypted still is (a server
 // choosing TLS 1.0: TLS-002).
@@ -390,6 +390,12 @@ func TestCheckCaptureUndecrypted(t *testing.T) {
 	}
 	if len(partial.Conversations[0].Packets) == 0 {
 		t.Error("CheckCapture changed the capture it was given")
+	}
+	// Nor is that of a conversation with a gap: the CONNACK may be in it.
+	partial.Conversations[0].Problems = nil
+	partial.Conversations[0].Gaps = []tracer.Gap{{Dir: tracer.ServerToClient, Frame: 3, Len: 6}}
+	if fs, applied := conformance.CheckCapture(partial, rules, conformance.RuleEnv{Profile: "dps-2019"}); len(fs) != 0 || applied["DPS-CONN-001"] != 0 {
+		t.Errorf("a gap: findings %v, applied %v; want the MQTT not judged", fs, applied)
 	}
 
 	tls10 := &tracer.Capture{Conversations: []*tracer.Conversation{{ID: 1, Transport: "mqtts",

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -145,6 +146,29 @@ func (c *Conversation) Undecrypted() string {
 	for _, p := range c.Problems {
 		if p.Clause == ClauseUndecrypted {
 			return p.Msg
+		}
+	}
+	return ""
+}
+
+// Unseen says why some of c's MQTT could not be read, "" when all of it
+// was: its TLS was not wholly decrypted (Undecrypted), a TCP stream has a
+// gap, or a TLS record failed to decrypt (tlstrace.Facts.Stopped), after
+// which its direction stays encrypted. What was lost may have held any
+// packet, so a judge of c's MQTT would take the unseen for missing.
+func (c *Conversation) Unseen() string {
+	if why := c.Undecrypted(); why != "" {
+		return why
+	}
+	if len(c.Gaps) > 0 {
+		g := c.Gaps[0]
+		return fmt.Sprintf("%d bytes of %v missing at stream offset %d, frame %d", g.Len, g.Dir, g.Offset, g.Frame)
+	}
+	if c.TLS != nil {
+		for d, stopped := range c.TLS.Stopped {
+			if stopped {
+				return fmt.Sprintf("a TLS record of %v failed to decrypt; the rest of %v was not read", Direction(d), Direction(d))
+			}
 		}
 	}
 	return ""

@@ -126,3 +126,63 @@ func TestTraceCheckNoVerdict(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceCheckUnseen: the rules do not judge MQTT the tracer could not
+// read. In register-tls.pcapng, the device's poll (frame 50) is lost (a
+// gap) or one byte of its encrypted record is flipped (the record fails
+// authentication, and the rest of c2s stays encrypted); the 200 answer to
+// that poll must not look like an answer to no request (DPS-REG-003). The
+// damage itself stays a decode violation: exit 1, with no MUST finding.
+func TestTraceCheckUnseen(t *testing.T) {
+	orig, err := os.ReadFile("../../testdata/pcaps/register-tls.pcapng")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// edit writes orig with frame 50's Enhanced Packet Block passed
+	// through f (nil drops it).
+	edit := func(name string, f func(epb []byte) []byte) string {
+		var out []byte
+		epbs := 0
+		for off := 0; off+12 <= len(orig); {
+			typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
+			if n < 12 || off+n > len(orig) {
+				t.Fatalf("block at %d: length %d", off, n)
+			}
+			b := orig[off : off+n]
+			if typ == 6 {
+				if epbs++; epbs == 50 {
+					b = f(bytes.Clone(b))
+				}
+			}
+			out = append(out, b...)
+			off += n
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct {
+		name string
+		path string
+		want string
+	}{
+		{"poll lost", edit("lost.pcapng", func([]byte) []byte { return nil }), "GAP"},
+		{"poll corrupted", edit("flipped.pcapng", func(epb []byte) []byte {
+			capLen := int(binary.LittleEndian.Uint32(epb[20:]))
+			epb[28+capLen-1] ^= 0x01 // the last byte of the record's tag
+			return epb
+		}), "authentication tag mismatch"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := cli.Main(context.Background(), []string{"trace", "--check", "--role", "all", tc.path}, &stdout, &stderr)
+			if code != cli.ExitNonConformant || !strings.Contains(stdout.String(), tc.want) ||
+				strings.Contains(stdout.String(), "! DPS-") || strings.Contains(stderr.String(), "MUST-level") {
+				t.Errorf("exit %d (want %d with a decode violation, no finding):\n%s\n%s", code, cli.ExitNonConformant, stdout.String(), stderr.String())
+			}
+		})
+	}
+}

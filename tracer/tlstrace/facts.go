@@ -55,6 +55,12 @@ type Facts struct {
 	// connection's client random; Decrypted that at least one encrypted
 	// record was successfully decrypted.
 	KeyLogFound, Decrypted bool
+	// Stopped reports, per Dir, that decryption of that direction
+	// stopped although the key log had keys for it: a record failed
+	// authentication (a corrupted record, or a wrong key) or a gap lost
+	// the record sequence numbers. What the rest of the direction carried
+	// is not seen. (Missing keys are an Undecrypted problem instead.)
+	Stopped [2]bool
 	// Problems lists non-fatal problems (at most 64).
 	Problems []Problem
 }

@@ -413,8 +413,8 @@ func TestWrongKey(t *testing.T) {
 				n++
 			}
 		}
-		if n != 2 {
-			t.Fatalf("%s: want an auth failure per direction, got %v", VersionName(v), f.Problems)
+		if n != 2 || f.Stopped != [2]bool{true, true} {
+			t.Fatalf("%s: want an auth failure per direction, got %v (stopped %v)", VersionName(v), f.Problems, f.Stopped)
 		}
 	}
 }
@@ -455,8 +455,8 @@ func TestGap(t *testing.T) {
 			found = true
 		}
 	}
-	if !found {
-		t.Errorf("problems %v", st.Facts().Problems)
+	if !found || st.Facts().Stopped != [2]bool{false, true} {
+		t.Errorf("problems %v, stopped %v", st.Facts().Problems, st.Facts().Stopped)
 	}
 	// Alerts (close_notify) after the gap are still framed: the trailing
 	// records were found again (resync), though not decrypted.

@@ -260,6 +260,7 @@ func (s *Stream) Gap(d Dir, n int) {
 	if s.tls13 || ds.encrypted {
 		if ds.cip != nil && !ds.stopped {
 			msg += "; decryption stopped (sequence numbers lost)"
+			s.facts.Stopped[d] = true
 		}
 		ds.stopped = true
 	}
@@ -309,6 +310,7 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 		if err != nil {
 			s.problem(d, off, "record of %d bytes: %v; decryption of %s stopped", len(r), err, d)
 			ds.stopped = true
+			s.facts.Stopped[d] = true
 			return
 		}
 		ds.scratch = pt[:0]
