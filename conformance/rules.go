@@ -400,7 +400,9 @@ func ruleConnackFor(id, what string, sel func(*packets.Connect) bool, code packe
 	return &Rule{ID: id, Role: RoleService, Evidence: what + " and the server's answer",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			cp, i := connectOf(c)
-			if cp == nil || !sel(cp) {
+			if cp == nil || !sel(cp) || c.PlainToTLSPort {
+				// A plaintext CONNECT to a TLS port is owed no answer at
+				// all: TLS-005's to judge.
 				return 0, nil
 			}
 			j := firstAfter(c, i, tracer.ServerToClient, nil)
@@ -494,9 +496,10 @@ func ruleTLSRefused(id string, v uint16) *Rule {
 func rulePlaintext() *Rule {
 	return &Rule{ID: "TLS-005", Role: RoleService, Evidence: "a plaintext MQTT CONNECT",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
-			if c.Transport != "mqtt" && c.Transport != "ws" || !env.Live {
-				// Only our own recordings tell a plaintext connection from
-				// a recorder's plaintext view of a TLS one (RuleEnv.Live).
+			if c.Transport != "mqtt" && c.Transport != "ws" || !env.Live && !c.PlainToTLSPort {
+				// Only our own recordings, or a capture showing plaintext
+				// on a TLS port, tell a plaintext connection from a
+				// recorder's plaintext view of a TLS one (RuleEnv.Live).
 				return 0, nil
 			}
 			cp, i := connectOf(c)

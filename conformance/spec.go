@@ -213,6 +213,9 @@ func (r *registrar) newT(req *Requirement) *T {
 	rec, err := tracer.CreateRecorder(path, tracer.RecorderOptions{
 		Comment:    fmt.Sprintf("dps-conform %s: %s against %s", r.cfg.Version, req.ID, r.cfg.Target.Name),
 		KeyLogPath: strings.TrimSuffix(path, ".pcapng") + ".keylog",
+		// The suite's plaintext connections (DialOptions.Plain) go to
+		// the target's TLS port: show them there, not on 1883.
+		PlainPort: tracer.TLS.Port(),
 	})
 	if err != nil {
 		ginkgo.Fail(fmt.Sprintf("creating the capture file: %v", err))

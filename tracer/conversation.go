@@ -82,6 +82,11 @@ type Conversation struct {
 	Problems []Problem
 	// MidStream reports that the capture started after the SYN.
 	MidStream bool
+	// PlainToTLSPort reports that the connection carried MQTT or
+	// WebSocket without TLS to a server port that serves TLS (8883 or 443,
+	// unless Options.Ports makes it a plaintext port): a client that did
+	// not start TLS, which a DPS server must not answer.
+	PlainToTLSPort bool
 	// Closed reports, per Direction, that a FIN or RST was seen.
 	Closed [2]bool
 	// CloseFrame and CloseTime are, per Direction, the frame number and

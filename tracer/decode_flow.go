@@ -214,6 +214,7 @@ func (f *tcpFlow) start(k flowKind) {
 	f.kind = k
 	c := f.conversation()
 	c.MidStream = f.midStream
+	c.PlainToTLSPort = k != kindTLS && f.port == portTLS
 	f.up = newUpper(f, c, k)
 }
 

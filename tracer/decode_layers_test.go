@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
 
@@ -339,6 +340,33 @@ func TestDecodeBadTLSRecordOnTLSPort(t *testing.T) {
 		c := capt.Conversations[0]
 		if c.Transport != "mqtts" || len(c.Problems) == 0 || !strings.Contains(c.Problems[0].Msg, "malformed record header 16 03 01 ff ff") || c.Problems[0].Offset != 0 {
 			t.Errorf("%s: transport %s, problems %+v", tc.server, c.Transport, c.Problems)
+		}
+	}
+}
+
+// TestDecodePlainToTLSPort: a plaintext CONNECT to port 8883 or 443 is a
+// plaintext connection to a TLS port, unless --port makes the port a
+// plaintext one; on 1883 it is not.
+func TestDecodePlainToTLSPort(t *testing.T) {
+	connect, err := (&packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, ClientID: []byte("x")}).Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		server string
+		ports  []int
+		want   bool
+	}{{"10.0.0.2:8883", nil, true}, {"10.0.0.2:443", nil, true}, {"10.0.0.2:1883", nil, false}, {"10.0.0.2:8883", []int{8883}, false}} {
+		g := newGen(t, linkEthernet)
+		f := g.flow("10.0.0.1:50000", tc.server)
+		f.handshake()
+		f.send(ClientToServer, connect)
+		capt, err := Decode(bytes.NewReader(g.pcap()), Options{Ports: tc.ports})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(capt.Conversations) != 1 || capt.Conversations[0].Transport != "mqtt" || capt.Conversations[0].PlainToTLSPort != tc.want {
+			t.Errorf("%s, --port %v: %d conversations, want one mqtt with PlainToTLSPort %v", tc.server, tc.ports, len(capt.Conversations), tc.want)
 		}
 	}
 }

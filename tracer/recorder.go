@@ -101,6 +101,12 @@ type RecorderOptions struct {
 	// MSS is the largest TCP payload of a segment; 0 means 1460 over IPv4
 	// and 1440 over IPv6 (a 1500-byte Ethernet MTU).
 	MSS int
+	// PlainPort is the server port a Wrap of Layer Plain with derived
+	// endpoints is shown on; 0 means Plain.Port (1883). The suite sets it
+	// to TLS.Port: its plaintext connections go to the target's TLS port,
+	// and the capture must say so (the tracer then knows a plaintext
+	// CONNECT to a TLS port, Conversation.PlainToTLSPort).
+	PlainPort uint16
 }
 
 // DefaultSnapLen is the snapshot length when RecorderOptions.SnapLen is 0.
@@ -123,7 +129,8 @@ type Recorder struct {
 	now     func() time.Time
 	snapLen int
 	mss     int
-	err     error // first error while recording, reported by Close
+	plain   uint16 // RecorderOptions.PlainPort
+	err     error  // first error while recording, reported by Close
 	closed  bool
 	used    map[[2]netip.AddrPort]bool
 	// deferred are TLS-layer connections with reads not yet recorded.
@@ -149,6 +156,7 @@ func NewRecorder(w io.Writer, o RecorderOptions) (*Recorder, error) {
 		now:      o.Now,
 		snapLen:  o.SnapLen,
 		mss:      o.MSS,
+		plain:    o.PlainPort,
 		used:     map[[2]netip.AddrPort]bool{},
 		deferred: map[*recConn]bool{},
 		sbuf:     gopacket.NewSerializeBuffer(),

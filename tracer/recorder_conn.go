@@ -78,10 +78,14 @@ func (r *Recorder) derive(c net.Conn, o ConnOptions) (client, server netip.AddrP
 		client = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 1}), 49152)
 		server = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 2}), 0)
 	}
-	server = netip.AddrPortFrom(server.Addr(), o.Layer.Port())
+	port := o.Layer.Port()
+	if o.Layer == Plain && r.plain != 0 {
+		port = r.plain
+	}
+	server = netip.AddrPortFrom(server.Addr(), port)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	port := client.Port()
+	port = client.Port()
 	if port == 0 {
 		port = 49152
 	}

@@ -186,3 +186,21 @@ func TestTraceCheckUnseen(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceCheckRunEvidence: trace --check agrees with the run on the
+// capture of TLS-005, a plaintext CONNECT sent to the server's TLS port
+// and refused (closed without an answer): no DPS-CONN-001 finding for the
+// missing CONNACK, since no answer is what the server owes it.
+func TestTraceCheckRunEvidence(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := cli.Main(context.Background(), []string{"run", "--target", "emulator", "--label-filter", "req: containsAny TLS-005", "--out", dir}, &stdout, &stderr); code != cli.ExitConformant {
+		t.Fatalf("run: exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	code := cli.Main(context.Background(), []string{"trace", "--check", filepath.Join(dir, "pcaps", "001-TLS-005.pcapng")}, &stdout, &stderr)
+	if code != cli.ExitConformant || strings.Contains(stdout.String(), "! DPS-CONN-001") {
+		t.Errorf("trace --check: exit %d, want %d and no DPS-CONN-001 finding:\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
+	}
+}
