@@ -118,6 +118,11 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return usageErrorf("--keylog %s: %v", keylog, err)
 		}
+		// Random bytes or a capture given by mistake parse as lines of
+		// unknown labels; an empty key log (no TLS connection) is fine.
+		if n, first := o.KeyLog.Unused(); n > 0 && o.KeyLog.Len() == 0 {
+			return usageErrorf("--keylog %s: not an NSS key log: no CLIENT_RANDOM or TLS 1.3 *_TRAFFIC_SECRET entry in %s (first line: %q)", keylog, plural(n, "non-comment line"), first)
+		}
 	}
 	writeTranscript := func(capt *tracer.Capture) error {
 		topt := tracer.TranscriptOptions{ShowSecrets: showSecrets}

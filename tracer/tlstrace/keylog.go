@@ -32,6 +32,10 @@ type secrets struct {
 // (TLS 1.3). Other labels are ignored.
 type KeyLog struct {
 	m map[[clientRandomLength]byte]*secrets
+	// unused counts the lines ParseKeyLog skipped that were neither blank
+	// nor comments; firstUnused is the first of them, cut to 32 bytes.
+	unused      int
+	firstUnused string
 }
 
 // ParseKeyLog reads an NSS key log. Comments (#) and blank lines are
@@ -63,6 +67,9 @@ func ParseKeyLog(r io.Reader) (*KeyLog, error) {
 		case labelSTS0:
 			dst = func(x *secrets) *[]byte { return &x.sts0 }
 		default:
+			if k.unused++; k.unused == 1 {
+				k.firstUnused = s[:min(len(s), 32)]
+			}
 			continue
 		}
 		if len(f) != 3 {
@@ -107,6 +114,18 @@ func (k *KeyLog) Len() int {
 		return 0
 	}
 	return len(k.m)
+}
+
+// Unused returns how many lines ParseKeyLog skipped that were neither
+// blank nor comments (other labels, or no key log line at all), and the
+// first of them cut to 32 bytes: no secret, since a key log line starts
+// with its label and a 64-digit client random. A key log with Unused
+// lines and Len 0 is likely not a key log.
+func (k *KeyLog) Unused() (lines int, first string) {
+	if k == nil {
+		return 0, ""
+	}
+	return k.unused, k.firstUnused
 }
 
 // Merge adds the entries of o to k; entries of o win on conflict.

@@ -21,6 +21,9 @@ func TestParseKeyLog(t *testing.T) {
 	if kl.Len() != 2 {
 		t.Fatalf("Len %d", kl.Len())
 	}
+	if n, first := kl.Unused(); n != 1 || first != "EXPORTER_SECRET "+cr2[:16] {
+		t.Errorf("Unused() = %d, %q; want the EXPORTER_SECRET line, cut to 32 bytes", n, first)
+	}
 	for _, c := range []struct{ in, want string }{
 		{"CLIENT_RANDOM " + cr + "\n", "tlstrace: key log line 1: CLIENT_RANDOM: want 3 fields (label, client random, secret), got 2"},
 		{"\nCLIENT_RANDOM " + cr[:62] + " " + ms, "tlstrace: key log line 2: CLIENT_RANDOM: client random has 62 hex digits, want 64"},
