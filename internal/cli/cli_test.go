@@ -85,6 +85,7 @@ func TestStdoutWriteError(t *testing.T) {
 		{[]string{"sas", "--id-scope", "x", "--registration-id", "r", "--key", "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="}, cli.ExitTargetUnreachable,
 			"dps-conform sas: writing standard output: no space left on device\n"},
 		{[]string{"sas", "--id-scope", "x"}, cli.ExitUsage, "dps-conform sas: "},
+		{[]string{"trace", "../../testdata/pcaps/violations.pcapng"}, cli.ExitTargetUnreachable, "dps-conform trace: writing the transcript: no space left on device\n"},
 	} {
 		var stderr strings.Builder
 		code := cli.Main(context.Background(), tc.args, fullWriter{}, &stderr)
