@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -150,7 +151,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		return envErrorf("writing the transcript: %v", err)
 	}
 	if len(capt.Conversations) == 0 {
-		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt))
+		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt, ports))
 	}
 	if check {
 		must, judged, err := checkCapture(env, capt, profile, role, format)
@@ -211,22 +212,47 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 		fmt.Fprintf(env.Stdout, "! %s %s %s\n", f.ID, req.Level, f.Detail())
 	}
 	if format != "json" {
-		fmt.Fprintf(env.Stdout, "%d findings of the %s rules (%d MUST; %d MUST requirements judged), profile %s\n", len(findings), role, must, judged, profile)
+		rules := role
+		if role == "all" {
+			rules = "service and device"
+		}
+		fmt.Fprintf(env.Stdout, "%s of the %s rules (%d MUST; %s judged), profile %s\n", plural(len(findings), "finding"), rules, must, plural(judged, "MUST requirement"), profile)
 	}
 	return must, judged, nil
 }
 
+// knownPorts are the server ports the tracer knows without --port
+// (tracer.Options.Ports).
+var knownPorts = []int{1883, 8883, 443, 80, 8080}
+
 // noMQTTHint says which TCP connections the capture had when none carried
-// MQTT the tracer recognised.
-func noMQTTHint(c *tracer.Capture) string {
+// MQTT the tracer recognised, and suggests --port for the unknown ports
+// among them (the known ones, and those given as --port, need none).
+func noMQTTHint(c *tracer.Capture, extra []int) string {
 	if len(c.TCPServerPorts) == 0 {
 		return fmt.Sprintf("no MQTT conversation found: no TCP connection in %d frames", c.Frames)
 	}
-	ports := make([]string, len(c.TCPServerPorts))
-	for i, p := range c.TCPServerPorts {
-		ports[i] = strconv.Itoa(int(p))
+	var ports, unknown []string
+	for _, p := range c.TCPServerPorts {
+		ports = append(ports, strconv.Itoa(int(p)))
+		if !slices.Contains(knownPorts, int(p)) && !slices.Contains(extra, int(p)) {
+			unknown = append(unknown, strconv.Itoa(int(p)))
+		}
 	}
-	return fmt.Sprintf("no MQTT conversation found; TCP connections to server port %s seen: if one carries plaintext MQTT, use --port N", strings.Join(ports, ", "))
+	seen := fmt.Sprintf("no MQTT conversation found; TCP connections to server port %s seen", strings.Join(ports, ", "))
+	switch {
+	case len(unknown) == len(ports):
+		return seen + ": if one carries plaintext MQTT, use --port N"
+	case len(unknown) == 0 && len(ports) == 1:
+		return seen + ", a known port, but none carried data recognisable as MQTT, TLS or WebSocket (did the capture end too soon?)"
+	case len(unknown) == 0:
+		return seen + ", known ports, but none carried data recognisable as MQTT, TLS or WebSocket (did the capture end too soon?)"
+	}
+	to := "port "
+	if len(unknown) > 1 {
+		to = "ports "
+	}
+	return seen + ": if one to " + to + strings.Join(unknown, ", ") + " carries plaintext MQTT, use --port N (the others are known ports)"
 }
 
 // noVerdict is why --check cannot call the capture conformant although it

@@ -25,7 +25,7 @@ func TestTraceCheckRules(t *testing.T) {
 			"! DPS-SUB-002 MUST conversation 1, frame 10: expected SUBACK granting 1; actual: asked QoS 2, SUBACK id 1 granting [0x02]\n",
 			// The device closes 40 ms after the 401: too soon to say the
 			// server would not have (RuleEnv.CloseGrace), so no DPS-AUTH-007.
-			"1 findings of the service rules (1 MUST; 9 MUST requirements judged), profile dps-2019\n",
+			"1 finding of the service rules (1 MUST; 9 MUST requirements judged), profile dps-2019\n",
 		}},
 		{[]string{"trace", "--check", "--keylog", "../../testdata/pcaps/register-tls.keylog", "../../testdata/pcaps/register-tls.pcapng"}, cli.ExitConformant, []string{
 			"0 findings of the service rules (0 MUST; 10 MUST requirements judged), profile dps-2019\n",
@@ -39,6 +39,9 @@ func TestTraceCheckRules(t *testing.T) {
 		// before retry-after, the retry after 401.
 		{[]string{"trace", "--check", "--role", "device", "../../testdata/pcaps/violations.pcapng"}, cli.ExitNonConformant, []string{
 			"! DPS-DEV-011 MUST", "! DPS-DEV-014 MUST", "findings of the device rules",
+		}},
+		{[]string{"trace", "--check", "--role", "all", "../../testdata/pcaps/violations.pcapng"}, cli.ExitNonConformant, []string{
+			"findings of the service and device rules",
 		}},
 	} {
 		var stdout, stderr bytes.Buffer

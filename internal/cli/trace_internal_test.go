@@ -31,3 +31,25 @@ func TestTraceNoVerdict(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceNoMQTTHint: --port is suggested for unknown ports only; the
+// known ports and those given as --port need none.
+func TestTraceNoMQTTHint(t *testing.T) {
+	const seen = "no MQTT conversation found; TCP connections to server port "
+	for _, tc := range []struct {
+		ports []uint16
+		extra []int
+		want  string
+	}{
+		{[]uint16{7000}, nil, seen + "7000 seen: if one carries plaintext MQTT, use --port N"},
+		{[]uint16{8883}, nil, seen + "8883 seen, a known port, but none carried data recognisable as MQTT, TLS or WebSocket (did the capture end too soon?)"},
+		{[]uint16{443, 8883}, nil, seen + "443, 8883 seen, known ports, but none carried data recognisable as MQTT, TLS or WebSocket (did the capture end too soon?)"},
+		{[]uint16{7000}, []int{7000}, seen + "7000 seen, a known port, but none carried data recognisable as MQTT, TLS or WebSocket (did the capture end too soon?)"},
+		{[]uint16{7000, 7001, 8883}, nil, seen + "7000, 7001, 8883 seen: if one to ports 7000, 7001 carries plaintext MQTT, use --port N (the others are known ports)"},
+		{nil, nil, "no MQTT conversation found: no TCP connection in 3 frames"},
+	} {
+		if got := noMQTTHint(&tracer.Capture{TCPServerPorts: tc.ports, Frames: 3}, tc.extra); got != tc.want {
+			t.Errorf("ports %v, --port %v:\n got %q\nwant %q", tc.ports, tc.extra, got, tc.want)
+		}
+	}
+}

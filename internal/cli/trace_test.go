@@ -29,6 +29,7 @@ import (
 //	short.pcap        a pcap file header cut after 10 bytes
 //	truncated.pcap    dps.pcapng's first frames as pcap, last record cut short
 //	unknownport.pcapng  MQTT without a CONNECT on port 7000 (not recognised)
+//	tlscut.pcapng     a connection to port 8883 that carries no data
 //	corruptlen.pcapng dps.pcapng with its fourth block's length corrupted
 func TestTraceScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
@@ -119,6 +120,13 @@ func writeTraceCaptures(dir string) error {
 	// CONNECT, so it is not sniffed.
 	if err := recordFlow(filepath.Join(dir, "unknownport.pcapng"), "192.0.2.10:50125", "192.0.2.1:7000", func(f *tracer.Flow) error {
 		return f.Send(tracer.Client, encodeAll(&packets.Publish{Topic: []byte("a/b"), Payload: []byte("x")}), tracer.SegOpts{})
+	}); err != nil {
+		return err
+	}
+	// tlscut.pcapng: a connection to 8883 whose capture ends before the
+	// ClientHello (the TCP handshake and FINs only).
+	if err := recordFlow(filepath.Join(dir, "tlscut.pcapng"), "192.0.2.10:50126", "192.0.2.1:8883", func(f *tracer.Flow) error {
+		return nil
 	}); err != nil {
 		return err
 	}
