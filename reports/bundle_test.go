@@ -348,7 +348,7 @@ func TestVerifyDirByteFlips(t *testing.T) {
 				b[i] ^= mask
 				if p == ManifestName {
 					var ps problems
-					checkManifest(b, files, true, defaultLimits(), &ps)
+					checkManifest(b, files, true, defaultLimits(), &ps, nil)
 					if err := ps.err(dir); err == nil || !hasProblem(err.(*VerifyError).Problems, p, "") {
 						t.Fatalf("%s byte %d ^ %#02x: problems %v do not name the file", p, i, mask, err)
 					}

@@ -458,5 +458,63 @@ func ReadJSON(rd io.Reader) (*Report, error) {
 	if r.Tool.Name == "" || r.Summary.Requirements == nil {
 		return nil, fmt.Errorf("reading results.json: not a dps-conform report (no tool or summary)")
 	}
+	if err := r.checkSummary(); err != nil {
+		return nil, fmt.Errorf("reading results.json: %w", err)
+	}
 	return &r, nil
+}
+
+// checkSummary reports a summary that disagrees with the requirements'
+// verdicts (a hand-edited or damaged results.json): the pages render the
+// summary's headline, so it must be the one the verdicts give.
+func (r *Report) checkSummary() error {
+	want := Summary{Requirements: map[Verdict]int{}, Interrupted: r.Summary.Interrupted, NoVerdictReason: r.Summary.NoVerdictReason}
+	var failed []string
+	for _, rq := range r.Requirements {
+		if rq == nil {
+			return errors.New("a requirement is null")
+		}
+		want.Requirements[rq.Verdict]++
+		if rq.Level != string(conformance.MUST) {
+			continue
+		}
+		want.MustTotal++
+		switch rq.Verdict {
+		case Pass:
+			want.MustJudged++
+			want.MustPassed++
+		case Fail:
+			want.MustJudged++
+			want.MustFailed++
+			failed = append(failed, rq.ID)
+		}
+	}
+	got := r.Summary
+	for _, c := range []struct {
+		name      string
+		got, want int
+	}{
+		{"mustTotal", got.MustTotal, want.MustTotal}, {"mustJudged", got.MustJudged, want.MustJudged},
+		{"mustPassed", got.MustPassed, want.MustPassed}, {"mustFailed", got.MustFailed, want.MustFailed},
+	} {
+		if c.got != c.want {
+			return fmt.Errorf("the summary's %s is %d, but the requirements give %d (MUST requirements failed: %v): the file was edited or damaged", c.name, c.got, c.want, failed)
+		}
+	}
+	for v, n := range want.Requirements {
+		if got.Requirements[v] != n {
+			return fmt.Errorf("the summary counts %d %s requirements, but %d are listed: the file was edited or damaged", got.Requirements[v], v, n)
+		}
+	}
+	for v, n := range got.Requirements {
+		if want.Requirements[v] != n {
+			return fmt.Errorf("the summary counts %d %s requirements, but %d are listed: the file was edited or damaged", n, v, want.Requirements[v])
+		}
+	}
+	// A results.json of before the verdict field has none: the pages
+	// compute the headline from the counts checked above.
+	if h := got.Headline(); got.Verdict != "" && (got.Verdict != h || got.Conformant != (h == HeadlineConformant)) {
+		return fmt.Errorf("the summary's verdict is %s (conformant %v), but its counts give %s: the file was edited or damaged", got.Verdict, got.Conformant, h)
+	}
+	return nil
 }

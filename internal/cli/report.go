@@ -63,6 +63,11 @@ report model 'dps-conform run --out' wrote), with this binary's renderers:
 report.html, summary.md, and junit.xml from ginkgo-report.json when that
 exists. Then rewrites manifest.json over every file of the directory, so the
 directory (or a bundle of it) verifies again with 'dps-conform report verify'.
+
+When the directory has a manifest.json, every file but the rendered pages
+must first match it (exit 1 otherwise, naming each file): rendering must not
+seal a results.json edited since the run. A results.json whose summary
+disagrees with its requirements' verdicts is refused too (exit 2).
 `
 
 // VerifyFailedError is a results bundle or directory that failed
@@ -155,6 +160,21 @@ func reportRender(env *Env, args []string) error {
 		return inputError("", err)
 	} else if !fi.IsDir() {
 		return usageErrorf("%s: not a results directory", dir)
+	}
+	// The pages are rendered again; everything else must be as sealed.
+	if _, err := os.Lstat(filepath.Join(dir, reports.ManifestName)); err == nil {
+		_, err := reports.VerifyExcept(dir, "report.html", "summary.md", "junit.xml")
+		var ve *reports.VerifyError
+		if errors.As(err, &ve) {
+			for _, p := range ve.Problems {
+				fmt.Fprintf(env.Stderr, "%s report render: %s\n", progName, p)
+			}
+			fmt.Fprintf(env.Stderr, "%s report render: %s no longer matches its %s; rendering would seal the change, so nothing was written\n", progName, dir, reports.ManifestName)
+			return &VerifyFailedError{Path: dir, Problems: len(ve.Problems)}
+		}
+		if err != nil {
+			return inputError("", err)
+		}
 	}
 	rep, err := readResults(filepath.Join(dir, "results.json"))
 	if err != nil {

@@ -85,11 +85,66 @@ func TestReportRender(t *testing.T) {
 	if code, stdout, stderr := runCLI(t, "report", "verify", dir); code != 0 || stdout != "bundle OK: 7 files, sha256 verified\n" {
 		t.Errorf("verify after render: exit %d, %q, %q", code, stdout, stderr)
 	}
-	// Without ginkgo-report.json there is no junit.xml to rewrite.
+	// Without ginkgo-report.json there is no junit.xml to rewrite. (The
+	// manifest listed it: a directory without its manifest renders as it
+	// is.)
 	os.Remove(filepath.Join(dir, "ginkgo-report.json"))
+	os.Remove(filepath.Join(dir, "manifest.json"))
 	code, stdout, _ := runCLI(t, "report", "render", dir)
 	if code != 0 || !strings.HasPrefix(stdout, "rendered report.html, summary.md in ") {
 		t.Errorf("render without ginkgo-report.json: exit %d, %q", code, stdout)
+	}
+}
+
+// TestReportRenderRefusesEdits: render must not seal a results.json
+// edited since the run. With the manifest, any file but the rendered pages
+// that differs from it is refused (exit 1) and nothing is written; without
+// it, a summary that disagrees with the requirements' verdicts (a FAIL
+// turned CONFORMANT by hand) is refused (exit 2).
+func TestReportRenderRefusesEdits(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		manifest bool
+		edit     func(string) string
+		code     int
+		want     string
+	}{
+		{"summary edited, sealed", true, func(s string) string {
+			return strings.Replace(s, `"mustFailed": 1`, `"mustFailed": 0`, 1)
+		}, cli.ExitNonConformant, "results.json: sha256 mismatch"},
+		{"reason edited, sealed", true, func(s string) string {
+			return strings.Replace(s, `"reason": "1 of 1 specs failed`, `"reason": "1 of 1 specs passed`, 1)
+		}, cli.ExitNonConformant, "rendering would seal the change, so nothing was written"},
+		{"summary edited, no manifest", false, func(s string) string {
+			return strings.Replace(s, `"mustFailed": 1`, `"mustFailed": 0`, 1)
+		}, cli.ExitUsage, "the summary's mustFailed is 0, but the requirements give 1 (MUST requirements failed: [DPS-SUB-002])"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := resultsDir(t)
+			name := filepath.Join(dir, "results.json")
+			b, err := os.ReadFile(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			edited := tc.edit(string(b))
+			if edited == string(b) {
+				t.Fatal("the edit changed nothing")
+			}
+			if err := os.WriteFile(name, []byte(edited), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.manifest {
+				os.Remove(filepath.Join(dir, "manifest.json"))
+			}
+			os.Remove(filepath.Join(dir, "summary.md"))
+			code, _, stderr := runCLI(t, "report", "render", dir)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d (want %d), stderr lacks %q:\n%s", code, tc.code, tc.want, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "summary.md")); err == nil {
+				t.Error("summary.md was written")
+			}
+		})
 	}
 }
 
