@@ -81,7 +81,9 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := nodeDeviceVerdicts[tc.transport]
+			listed := map[string]bool{}
 			for _, rq := range rep.Requirements {
+				listed[rq.ID] = true
 				got := string(rq.Verdict)
 				var failed []string
 				for _, s := range rq.Specs {
@@ -100,6 +102,16 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 				if got != w {
 					t.Errorf("%s: %s, recorded %s (%s)", rq.ID, got, w, rq.Reason)
 				}
+			}
+			for id := range want {
+				if !listed[id] {
+					t.Errorf("recorded verdict for %s, which the report does not list", id)
+				}
+			}
+			// The SDK itself reported the assignment in the normal flow
+			// (the rules judge the traffic, not what the SDK made of it).
+			if b, err := os.ReadFile(filepath.Join(out, "pcaps", "01-normal.log")); err != nil || !strings.Contains(string(b), `"status":"assigned"`) {
+				t.Errorf("01-normal.log: want the SDK's assigned result (%v):\n%s", err, b)
 			}
 			// What the traffic cannot show, the device's own output does:
 			// these findings are in the README too, and a changed SDK

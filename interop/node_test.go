@@ -3,9 +3,11 @@ package interop
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +54,9 @@ type sdkResult struct {
 // both of its MQTT transports, with each attestation the emulator serves,
 // and checks the SDK ends assigned with exactly the hub and device id the
 // emulator recorded.
+// answered401 matches the emulator's debug log line of a 401 answer.
+var answered401 = regexp.MustCompile(`(?m)level=DEBUG msg=answer .*status=401 `)
+
 func TestNodeSDK(t *testing.T) {
 	node, script := nodeScript(t)
 	e := emulatortest.Start(t, emulatortest.Options{RetryAfter: time.Second})
@@ -91,21 +96,24 @@ func TestNodeSDK(t *testing.T) {
 				timeout  string
 				wantExit int
 				wantName string
+				// wantLog is what the emulator must have logged: the SDK's
+				// outcome alone (a timeout, for "closed") would also come
+				// from a peer that never answered.
+				wantLog string
 			}{
 				// The emulator keeps the connection after the 401: the SDK
 				// unsubscribes, disconnects and reports UnauthorizedError.
-				{"kept-open", []emulator.Fault{emulator.FaultNoCloseAfter401}, "40000", 1, "UnauthorizedError"},
+				{"kept-open", []emulator.Fault{emulator.FaultNoCloseAfter401}, "40000", 1, "UnauthorizedError", "keeping the connection after 401"},
 				// The emulator closes after the 401, as the service did in
 				// the MQTT.fx trace: SDK 1.9.1 logs the 401 but its
 				// register callback never fires (its UNSUBSCRIBE meets a
 				// closed stream and mqtt.js end() never calls back), so the
 				// script's own timeout ends it. See docs/interop.md.
-				{"closed", nil, "3000", 3, ""},
+				{"closed", nil, "3000", 3, "", "answered 401, closing (Part A §3)"},
 			} {
-				e401 := e
-				if c.faults != nil {
-					e401 = emulatortest.Start(t, emulatortest.Options{Faults: c.faults})
-				}
+				logs := &syncBuffer{}
+				e401 := emulatortest.Start(t, emulatortest.Options{Faults: c.faults,
+					Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 				h, p, err := net.SplitHostPort(e401.MQTTAddr)
 				if err != nil {
 					t.Fatal(err)
@@ -128,6 +136,11 @@ func TestNodeSDK(t *testing.T) {
 				if r.exit != c.wantExit || got.Name != c.wantName || got.Status != "" {
 					t.Errorf("%s: exit %d, error %q (%s), status %q; want exit %d with error name %q and no status\nstderr: %s",
 						c.name, r.exit, got.Error, got.Name, got.Status, c.wantExit, c.wantName, r.stderr)
+				}
+				// The 401 reached the SDK (an answer published to it),
+				// and the emulator closed or kept the connection.
+				if l := logs.String(); !answered401.MatchString(l) || !strings.Contains(l, c.wantLog) {
+					t.Errorf("%s: the emulator's log lacks the 401 answer or %q:\n%s", c.name, c.wantLog, l)
 				}
 			}
 		})
