@@ -428,3 +428,30 @@ func TestReadJSONErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteMarkdownHostileText: a finding quotes what the device sent (a
+// ClientId, a topic); in summary.md, which CI shows rendered, it must stay
+// text: no link, no image, no HTML, no broken table, whatever backticks
+// it holds.
+func TestWriteMarkdownHostileText(t *testing.T) {
+	for _, tc := range []struct{ reason, cell string }{
+		{`ClientId "[firmware](https://evil.example/fw.bin) ![x](https://evil.example/p.png)"`,
+			"` ClientId \"[firmware](https://evil.example/fw.bin) ![x](https://evil.example/p.png)\" `"},
+		{"a `code` span, a | pipe and <b>html</b>", "`` a `code` span, a \\| pipe and <b>html</b> ``"},
+		{"runs ``` of backticks\nand a newline", "```` runs ``` of backticks and a newline ````"},
+	} {
+		r := readReport(t, grantQoS2)
+		for _, q := range r.Requirements {
+			if q.Verdict == reports.Fail {
+				q.Reason = tc.reason
+			}
+		}
+		var md strings.Builder
+		if err := reports.WriteMarkdown(&md, r); err != nil {
+			t.Fatal(err)
+		}
+		if want := "| DPS-SUB-002 | MUST | " + tc.cell + " |\n"; !strings.Contains(md.String(), want) {
+			t.Errorf("summary.md lacks the row %q:\n%s", want, md.String())
+		}
+	}
+}

@@ -19,7 +19,7 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	case HeadlineNoVerdict:
 		verdict = "⚠️ **NO VERDICT**: no MUST requirement was judged"
 		if why := r.Summary.NoVerdictReason; why != "" {
-			verdict = "⚠️ **NO VERDICT**: " + mdEscape(why)
+			verdict = "⚠️ **NO VERDICT**: " + mdCode(why, false)
 		}
 	}
 	if r.Summary.Interrupted > 0 && r.Summary.Headline() == HeadlineNonConformant {
@@ -27,9 +27,9 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n%s\n\n", mdEscape(r.Title), verdict)
-	fmt.Fprintf(&b, "- target: `%s`", r.Target.Endpoint)
+	fmt.Fprintf(&b, "- target: %s", mdCode(r.Target.Endpoint, false))
 	if r.Target.IDScope != "" {
-		fmt.Fprintf(&b, ", id scope `%s`", r.Target.IDScope)
+		fmt.Fprintf(&b, ", id scope %s", mdCode(r.Target.IDScope, false))
 	}
 	fmt.Fprintf(&b, "\n- profile: %s; tool: %s %s\n", r.Profile, r.Tool.Name, r.Tool.Version)
 	fmt.Fprintf(&b, "- MUST coverage: %d of %d MUST requirements judged (%.0f%%), %d passed, %d failed\n",
@@ -45,7 +45,7 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	if len(failed) > 0 {
 		b.WriteString("\n| requirement | level | why |\n|---|---|---|\n")
 		for _, q := range failed {
-			fmt.Fprintf(&b, "| %s | %s | %s |\n", q.ID, q.Level, mdEscape(q.Reason))
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", q.ID, q.Level, mdCode(q.Reason, true))
 		}
 	}
 	b.WriteString("\nFull report: `report.html` in the results (open it offline); evidence: `pcaps/`.\n")
@@ -53,6 +53,33 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	return err
 }
 
+// mdEscape makes s plain text in Markdown: the characters of links,
+// images, emphasis, code and tables are backslash-escaped, HTML is
+// written as entities.
 func mdEscape(s string) string {
-	return strings.NewReplacer("|", "\\|", "\n", " ", "<", "&lt;", ">", "&gt;").Replace(s)
+	return strings.NewReplacer("\\", "\\\\", "|", "\\|", "\n", " ", "<", "&lt;", ">", "&gt;",
+		"[", "\\[", "]", "\\]", "(", "\\(", ")", "\\)", "!", "\\!", "*", "\\*", "_", "\\_", "`", "\\`", "~", "\\~").Replace(s)
+}
+
+// mdCode writes s, which may come from the device or the target (a
+// finding quotes a ClientId, a topic, a payload), as a code span: nothing
+// in it renders as a link, an image or HTML, and no bare URL in it is made
+// a link. Its fence is longer than any run of backticks in s. In a table
+// cell a "|" is escaped, as GFM tables need even inside code.
+func mdCode(s string, cell bool) string {
+	s = strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+	if cell {
+		s = strings.ReplaceAll(s, "|", "\\|")
+	}
+	longest, run := 0, 0
+	for _, c := range s {
+		if c == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	fence := strings.Repeat("`", longest+1)
+	return fence + " " + s + " " + fence
 }
