@@ -639,6 +639,11 @@ func parseManifest(b []byte, lim limits, ps *problems) (*Manifest, map[string]Ma
 	if len(m.Files) > lim.files {
 		ps.add(ManifestName, "lists %d files, over the limit of %d", len(m.Files), lim.files)
 	}
+	// A manifest of nothing (or of files without the results) vouches for
+	// nothing: every results directory holds results.json.
+	if _, ok := entries["results.json"]; !ok {
+		ps.add("results.json", "not listed in %s: a results directory or bundle holds it", ManifestName)
+	}
 	return &m, entries
 }
 

@@ -504,6 +504,12 @@ func writeFile(t *testing.T, dir, p, content string) {
 }
 
 var changes = []change{
+	{"no results.json, sealed again", func(t *testing.T, dir string) {
+		os.Remove(filepath.Join(dir, "results.json"))
+		if _, err := WriteManifest(dir, "anyone"); err != nil {
+			t.Fatal(err)
+		}
+	}, [][2]string{{"results.json", "not listed in manifest.json: a results directory or bundle holds it"}}},
 	{"missing file", func(t *testing.T, dir string) {
 		os.Remove(filepath.Join(dir, "pcaps", "001-DPS-SUB-002.keylog"))
 	}, [][2]string{{"pcaps/001-DPS-SUB-002.keylog", "listed in manifest.json but missing"}}},
@@ -749,9 +755,9 @@ func tarGz(t testing.TB, entries []tarEntry, tail []byte) []byte {
 }
 
 func TestVerifyCraftedArchives(t *testing.T) {
-	files := map[string]string{"a.txt": "alpha", "d/b.txt": "beta"}
+	files := map[string]string{"results.json": "alpha", "d/b.txt": "beta"}
 	mf := manifestOf(t, files)
-	good := []tarEntry{{"a.txt", tar.TypeReg, "alpha"}, {"d/", tar.TypeDir, ""}, {"d/b.txt", tar.TypeReg, "beta"}, {ManifestName, tar.TypeReg, mf}}
+	good := []tarEntry{{"results.json", tar.TypeReg, "alpha"}, {"d/", tar.TypeDir, ""}, {"d/b.txt", tar.TypeReg, "beta"}, {ManifestName, tar.TypeReg, mf}}
 	with := func(extra ...tarEntry) []tarEntry { return append(slices.Clone(good), extra...) }
 	gzipOf := func(b []byte) []byte {
 		var zb bytes.Buffer
@@ -769,14 +775,14 @@ func TestVerifyCraftedArchives(t *testing.T) {
 		{"good, tar padded with zeros", tarGz(t, good, make([]byte, 9216)), nil},
 		{"absolute path", tarGz(t, with(tarEntry{"/etc/passwd", tar.TypeReg, "x"}), nil), [][2]string{{"", `entry "/etc/passwd" at uncompressed byte 3584: unsafe path: absolute path`}}},
 		{"dot-dot path", tarGz(t, with(tarEntry{"d/../../x", tar.TypeReg, "x"}), nil), [][2]string{{"", `entry "d/../../x" at uncompressed byte 3584: unsafe path: path escapes the bundle with ".."`}}},
-		{"unclean path", tarGz(t, with(tarEntry{"./a.txt", tar.TypeReg, "alpha"}), nil), [][2]string{{"", `"./a.txt"`}}},
-		{"duplicate entry", tarGz(t, with(tarEntry{"a.txt", tar.TypeReg, "evil"}), nil), [][2]string{{"a.txt", "duplicate entry in the archive (at uncompressed byte 3584)"}}},
+		{"unclean path", tarGz(t, with(tarEntry{"./results.json", tar.TypeReg, "alpha"}), nil), [][2]string{{"", `"./results.json"`}}},
+		{"duplicate entry", tarGz(t, with(tarEntry{"results.json", tar.TypeReg, "evil"}), nil), [][2]string{{"results.json", "duplicate entry in the archive (at uncompressed byte 3584)"}}},
 		{"duplicate manifest", tarGz(t, with(tarEntry{ManifestName, tar.TypeReg, "{}"}), nil), [][2]string{{ManifestName, "duplicate entry"}}},
 		{"symlink entry", tarGz(t, with(tarEntry{"link", tar.TypeSymlink, "/etc/passwd"}), nil), [][2]string{{"link", "archive entry of type symlink, not a regular file"}}},
-		{"hard link entry", tarGz(t, with(tarEntry{"hl", tar.TypeLink, "a.txt"}), nil), [][2]string{{"hl", "type hard link"}}},
+		{"hard link entry", tarGz(t, with(tarEntry{"hl", tar.TypeLink, "results.json"}), nil), [][2]string{{"hl", "type hard link"}}},
 		{"fifo entry", tarGz(t, with(tarEntry{"p", tar.TypeFifo, ""}), nil), [][2]string{{"p", "type named pipe"}}},
 		{"extra entry", tarGz(t, with(tarEntry{"c.txt", tar.TypeReg, "gamma"}), nil), [][2]string{{"c.txt", "present but not listed"}}},
-		{"missing entry", tarGz(t, good[1:], nil), [][2]string{{"a.txt", "listed in manifest.json but missing"}}},
+		{"missing entry", tarGz(t, good[1:], nil), [][2]string{{"results.json", "listed in manifest.json but missing"}}},
 		{"no manifest", tarGz(t, good[:3], nil), [][2]string{{ManifestName, "missing from the archive"}}},
 		{"data after the tar end", tarGz(t, good, []byte("trailing")), [][2]string{{"", "data after the end of the tar archive, at uncompressed byte 4608"}}},
 		{"garbage after the gzip member", append(tarGz(t, good, nil), "garbage!!!"...), [][2]string{{"", "invalid gzip header"}}},
