@@ -774,3 +774,22 @@ func TestRetryAfterBeyondDeadline(t *testing.T) {
 		t.Errorf("slept %v before giving up", got)
 	}
 }
+
+// TestResponseTimeoutNamesSkipped: a service that answers with the wrong
+// $rid leaves the client waiting; the timeout names the answer it skipped,
+// or the cause would read as "no answer".
+func TestResponseTimeoutNamesSkipped(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		f.accept()
+		p, r := f.request(dps.Register)
+		f.puback(p)
+		f.answer(202, r.RID+"9", 1, assigningOp, 0)
+		f.expectDisconnect()
+	})
+	cfg.ResponseTimeout = 50 * time.Millisecond
+	_, err := Provision(ctxT(t), cfg)
+	h.wait()
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), `skipped 1 other publish(es), the first on "$dps/registrations/res/202/?$rid=19&retry-after=1"`) {
+		t.Fatalf("err = %v, want ErrTimeout naming the skipped answer", err)
+	}
+}

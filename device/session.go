@@ -558,12 +558,24 @@ func (s *Session) await(ctx context.Context, what string, match func(packets.Pac
 		ctx, cancel = context.WithTimeoutCause(ctx, s.s.ResponseTimeout, ErrTimeout)
 		defer cancel()
 	}
+	// The publishes skipped (answers to another $rid, say) are named when
+	// the wait fails: a service that answers with the wrong $rid is
+	// otherwise only "no answer".
+	skipped, firstSkipped := 0, ""
 	for ignored := 0; ; {
 		p, err := s.Next(ctx)
 		if err != nil {
+			if skipped > 0 {
+				return fmt.Errorf("device: waiting for %s (skipped %d other publish(es), the first on %q): %w", what, skipped, firstSkipped, err)
+			}
 			return fmt.Errorf("device: waiting for %s: %w", what, err)
 		}
 		done, merr := match(p)
+		if pub, ok := p.(*packets.Publish); ok && !done && merr == nil {
+			if skipped++; skipped == 1 {
+				firstSkipped = string(pub.Topic)
+			}
+		}
 		var herr error
 		if pub, ok := p.(*packets.Publish); ok && done && merr == nil && s.holdAcks && pub.QoS == 1 && !s.s.Misbehave.NoPuback {
 			s.held = append(s.held, &packets.Puback{PacketID: pub.PacketID})
