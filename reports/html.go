@@ -296,7 +296,13 @@ func truncate(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
+// formatSeconds writes a time from a capture's start: "0 s" at the start
+// (an axis that starts at "0.000 ms" and goes on in seconds reads oddly),
+// milliseconds below a second, else seconds.
 func formatSeconds(t float64) string {
+	if t == 0 {
+		return "0 s"
+	}
 	if t < 1 {
 		return fmt.Sprintf("%.3f ms", t*1000)
 	}

@@ -27,3 +27,18 @@ func TestRelative(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatSeconds: the times of the sequence diagram and the timing
+// chart's axis, which starts at 0.
+func TestFormatSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		t    float64
+		want string
+	}{
+		{0, "0 s"}, {0.0125, "12.500 ms"}, {1, "1.000 s"}, {61.5, "61.500 s"},
+	} {
+		if got := formatSeconds(tc.t); got != tc.want {
+			t.Errorf("formatSeconds(%v) = %q, want %q", tc.t, got, tc.want)
+		}
+	}
+}
