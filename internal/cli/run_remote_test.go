@@ -99,12 +99,10 @@ func TestRunSharedDevicesBusy(t *testing.T) {
 		t.Skip("waits out 3 s operations")
 	}
 	e := emulatortest.Start(t, emulatortest.Options{RetryAfter: 3 * time.Second})
-	var stdout, stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
-		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--seed", "1", "--out", t.TempDir(),
-		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}"}, &stdout, &stderr)
-	if code != cli.ExitConformant || strings.Contains(stdout.String(), "res/409/") {
-		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
+	code, stdout, stderr := runRemote(t, e, "--group-key", emulatortest.SymGroupKey, "--seed", "1", "--out", t.TempDir(),
+		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}")
+	if code != cli.ExitConformant || strings.Contains(stdout, "res/409/") {
+		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout, stderr)
 	}
 }
 
@@ -235,11 +233,9 @@ func TestRunThrottledRegister(t *testing.T) {
 	limits := emulator.DefaultLimits()
 	limits.RegistrationsPerMinute = 1
 	e := emulatortest.Start(t, emulatortest.Options{Limits: &limits})
-	var stdout, stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
-		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--focus", "echoes a", "--out", t.TempDir()}, &stdout, &stderr)
-	if code != cli.ExitConformant || strings.Count(stdout.String(), "PASS     DPS-REG-003") != 3 {
-		t.Fatalf("exit %d:\n%s\n%s", code, stdout.String(), stderr.String())
+	code, stdout, stderr := runRemote(t, e, "--group-key", emulatortest.SymGroupKey, "--focus", "echoes a", "--out", t.TempDir())
+	if code != cli.ExitConformant || strings.Count(stdout, "PASS     DPS-REG-003") != 3 {
+		t.Fatalf("exit %d:\n%s\n%s", code, stdout, stderr)
 	}
 	// The budget of one was spent: one device registered, the later specs
 	// were answered 429.
@@ -367,13 +363,11 @@ func TestRunSharedDevicePollBudget(t *testing.T) {
 	}
 	e := emulatortest.Start(t, emulatortest.Options{})
 	out := t.TempDir()
-	var stdout, stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
-		"--server-name", "localhost", "--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey,
+	code, stdout, stderr := runRemote(t, e, "--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey,
 		"--seed", "3", "--out", out, "--close-wait", "500ms",
-		"--label-filter", "req: containsAny {DPS-POLL-001, DPS-POLL-002, DPS-POLL-006, DPS-ERR-001, DPS-POLL-003}"}, &stdout, &stderr)
+		"--label-filter", "req: containsAny {DPS-POLL-001, DPS-POLL-002, DPS-POLL-006, DPS-ERR-001, DPS-POLL-003}")
 	if code != cli.ExitConformant {
-		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
+		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout, stderr)
 	}
 	pcaps, err := filepath.Glob(filepath.Join(out, "pcaps", "*.pcapng"))
 	if err != nil || len(pcaps) != 5 {
@@ -401,13 +395,11 @@ func TestRunPollThrottleSharedDevice(t *testing.T) {
 		t.Skip("waits out the 10 s poll window")
 	}
 	e := emulatortest.Start(t, emulatortest.Options{})
-	var stdout, stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
-		"--server-name", "localhost", "--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey,
+	code, stdout, stderr := runRemote(t, e, "--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey,
 		"--seed", "1", "--out", t.TempDir(), "--close-wait", "500ms", "--allow-quota",
-		"--label-filter", "req: containsAny {DPS-POLL-002, DPS-POLL-003, DPS-POLL-004}"}, &stdout, &stderr)
-	if code != cli.ExitConformant || !strings.Contains(stdout.String(), "PASS     DPS-POLL-004") {
-		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
+		"--label-filter", "req: containsAny {DPS-POLL-002, DPS-POLL-003, DPS-POLL-004}")
+	if code != cli.ExitConformant || !strings.Contains(stdout, "PASS     DPS-POLL-004") {
+		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout, stderr)
 	}
 }
 
@@ -450,11 +442,19 @@ func TestRunSharedDevicesSlowAssignment(t *testing.T) {
 		t.Skip("waits out 2 s assignments")
 	}
 	e := emulatortest.Start(t, emulatortest.Options{})
-	var stdout, stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
-		"--server-name", "localhost", "--group-key", emulatortest.SlowGroupKey, "--seed", "1", "--out", t.TempDir(), "--close-wait", "500ms",
-		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}"}, &stdout, &stderr)
+	code, stdout, stderr := runRemote(t, e, "--group-key", emulatortest.SlowGroupKey, "--seed", "1", "--out", t.TempDir(), "--close-wait", "500ms",
+		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}")
 	if code != cli.ExitConformant {
-		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
+		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout, stderr)
 	}
+}
+
+// runRemote runs `dps-conform run` against e as a remote target (mqtts,
+// its CA, server name localhost) with the further args.
+func runRemote(t *testing.T, e *emulatortest.Emulator, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, x bytes.Buffer
+	code = cli.Main(context.Background(), append([]string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
+		"--server-name", "localhost"}, args...), &o, &x)
+	return code, o.String(), x.String()
 }

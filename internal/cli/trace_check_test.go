@@ -70,26 +70,12 @@ func TestTraceCheckNoVerdict(t *testing.T) {
 	dir := t.TempDir()
 	// keep writes the blocks of orig that keep says to keep.
 	keep := func(name string, keep func(typ uint32, epbs int) bool) string {
-		var out []byte
-		epbs := 0
-		for off := 0; off+12 <= len(orig); {
-			typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
-			if n < 12 || off+n > len(orig) {
-				t.Fatalf("block at %d: length %d", off, n)
-			}
-			if typ == 6 {
-				epbs++
-			}
+		return rewritePcapng(t, orig, filepath.Join(dir, name), func(typ uint32, epbs int, b []byte) []byte {
 			if keep(typ, epbs) {
-				out = append(out, orig[off:off+n]...)
+				return b
 			}
-			off += n
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, out, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
+			return nil
+		})
 	}
 	nokeys := keep("nokeys.pcapng", func(typ uint32, _ int) bool { return typ != 10 }) // no Decryption Secrets Block
 	// A key log with the handshake secrets but not the server's traffic
@@ -145,27 +131,12 @@ func TestTraceCheckUnseen(t *testing.T) {
 	// edit writes orig with frame 50's Enhanced Packet Block passed
 	// through f (nil drops it).
 	edit := func(name string, f func(epb []byte) []byte) string {
-		var out []byte
-		epbs := 0
-		for off := 0; off+12 <= len(orig); {
-			typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
-			if n < 12 || off+n > len(orig) {
-				t.Fatalf("block at %d: length %d", off, n)
+		return rewritePcapng(t, orig, filepath.Join(dir, name), func(typ uint32, epbs int, b []byte) []byte {
+			if typ == 6 && epbs == 50 {
+				return f(bytes.Clone(b))
 			}
-			b := orig[off : off+n]
-			if typ == 6 {
-				if epbs++; epbs == 50 {
-					b = f(bytes.Clone(b))
-				}
-			}
-			out = append(out, b...)
-			off += n
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, out, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
+			return b
+		})
 	}
 	for _, tc := range []struct {
 		name string
@@ -206,4 +177,28 @@ func TestTraceCheckRunEvidence(t *testing.T) {
 	if code != cli.ExitConformant || strings.Contains(stdout.String(), "! DPS-CONN-001") {
 		t.Errorf("trace --check: exit %d, want %d and no DPS-CONN-001 finding:\n%s\n%s", code, cli.ExitConformant, stdout.String(), stderr.String())
 	}
+}
+
+// rewritePcapng writes to path the blocks of the pcapng file orig, each
+// passed through f with its type and the number of Enhanced Packet Blocks
+// so far (this one included); f returns what to write (nil: nothing).
+func rewritePcapng(t *testing.T, orig []byte, path string, f func(typ uint32, epbs int, block []byte) []byte) string {
+	t.Helper()
+	var out []byte
+	epbs := 0
+	for off := 0; off+12 <= len(orig); {
+		typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
+		if n < 12 || off+n > len(orig) {
+			t.Fatalf("block at %d: length %d", off, n)
+		}
+		if typ == 6 {
+			epbs++
+		}
+		out = append(out, f(typ, epbs, orig[off:off+n])...)
+		off += n
+	}
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
