@@ -1,7 +1,12 @@
 package reports
 
 import (
+	"bytes"
+	"encoding/xml"
 	"fmt"
+	"io"
+	"os"
+	"regexp"
 	"slices"
 
 	"github.com/onsi/ginkgo/v2/reporters"
@@ -13,20 +18,31 @@ import (
 // WriteJUnit writes JUnit XML for CI viewers, trimmed the way Kubernetes
 // trims its conformance JUnit: no timelines for passed and skipped specs, no
 // captured output, labels kept out of test names, and of the evidence only
-// the capture's path (a "pcap" property).
+// the capture's path (a "pcap" property). Ginkgo renders it; the outcome
+// of each spec then follows [junitElement], the counts are those of the
+// elements, and SAS signatures are redacted ([RedactSAS]).
 func WriteJUnit(path string, r types.Report) error {
 	// The evidence entries (transcripts, sequences) belong in report.html
 	// and results.json; in JUnit they would be properties of every test
 	// case. Keep the capture's path only.
 	r.SpecReports = slices.Clone(r.SpecReports)
 	for i := range r.SpecReports {
+		sr := &r.SpecReports[i]
 		var keep types.ReportEntries
-		for _, e := range r.SpecReports[i].ReportEntries {
+		for _, e := range sr.ReportEntries {
 			if e.Name == conformance.EntryPcap {
 				keep = append(keep, e)
 			}
 		}
-		r.SpecReports[i].ReportEntries = keep
+		sr.ReportEntries = keep
+		// panic("") forwards an empty value, and Ginkgo's message
+		// attribute of a panic is that value: say what is known.
+		if sr.State == types.SpecStatePanicked && sr.Failure.ForwardedPanic == "" {
+			sr.Failure.ForwardedPanic = sr.Failure.Message
+			if sr.Failure.ForwardedPanic == "" {
+				sr.Failure.ForwardedPanic = "panicked"
+			}
+		}
 	}
 	err := reporters.GenerateJUnitReportWithConfig(r, path, reporters.JunitReportConfig{
 		OmitTimelinesForSpecState: types.SpecStatePassed | types.SpecStateSkipped,
@@ -38,5 +54,152 @@ func WriteJUnit(path string, r types.Report) error {
 	if err != nil {
 		return fmt.Errorf("writing JUnit %s: %w", path, err)
 	}
+	// Ginkgo writes the file and ignores an encoding error: read it back,
+	// which also checks it.
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("writing JUnit %s: %w", path, err)
+	}
+	var suites reporters.JUnitTestSuites
+	if err := xml.Unmarshal(b, &suites); err != nil {
+		return fmt.Errorf("writing JUnit %s: Ginkgo's output does not parse: %w", path, err)
+	}
+	for i := range suites.TestSuites {
+		for j := range suites.TestSuites[i].TestCases {
+			tc := &suites.TestSuites[i].TestCases[j]
+			msg, desc := "", ""
+			switch {
+			case tc.Failure != nil:
+				msg, desc = tc.Failure.Message, tc.Failure.Description
+			case tc.Error != nil:
+				msg, desc = tc.Error.Message, tc.Error.Description
+			default:
+				continue // passed, or skipped with Ginkgo's message
+			}
+			setOutcome(tc, tc.Status, msg, desc)
+		}
+	}
+	var buf bytes.Buffer
+	if err := encodeJUnit(&buf, &suites); err != nil {
+		return fmt.Errorf("writing JUnit %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("writing JUnit %s: %w", path, err)
+	}
 	return nil
+}
+
+// junitElement is the one mapping of a spec state (Ginkgo's, as
+// types.SpecState.String gives it, and so the model's Spec.State) to the
+// element of its JUnit test case: "failure" when the target failed the
+// spec (failed, timedout: no answer in time is the target's), "error" when
+// the spec judged nothing because the run broke (panicked: a bug of the
+// suite; interrupted, aborted: the run was stopped, see
+// conformance.Verdict.Interrupted), "skipped" when it did not run, and ""
+// when it passed.
+func junitElement(state string) string {
+	switch state {
+	case "failed", "timedout":
+		return "failure"
+	case "panicked", "interrupted", "aborted":
+		return "error"
+	case "skipped", "pending":
+		return "skipped"
+	}
+	return ""
+}
+
+// setOutcome gives tc the element of state ([junitElement]) with message
+// and description, replacing any other.
+func setOutcome(tc *reporters.JUnitTestCase, state, message, description string) {
+	tc.Failure, tc.Error, tc.Skipped = nil, nil, nil
+	switch junitElement(state) {
+	case "failure":
+		tc.Failure = &reporters.JUnitFailure{Message: message, Type: state, Description: description}
+	case "error":
+		if message == "" {
+			message = state
+		}
+		tc.Error = &reporters.JUnitError{Message: message, Type: state, Description: description}
+	case "skipped":
+		switch {
+		case state == "pending":
+			message = "pending"
+		case message == "":
+			message = "skipped"
+		default:
+			message = "skipped - " + message
+		}
+		tc.Skipped = &reporters.JUnitSkipped{Message: message}
+	}
+}
+
+// encodeJUnit writes suites as JUnit XML (indented as Ginkgo indents it)
+// after redacting SAS signatures in every text and counting the outcomes
+// from the test cases' elements: <testsuite> counts failures, errors,
+// skipped and disabled (pending); <testsuites>, which has no skipped
+// attribute in the JUnit schema, counts skipped and pending as disabled,
+// so that tests − failures − errors − disabled is the number passed.
+func encodeJUnit(w io.Writer, suites *reporters.JUnitTestSuites) error {
+	suites.Tests, suites.Failures, suites.Errors, suites.Disabled = 0, 0, 0, 0
+	for i := range suites.TestSuites {
+		s := &suites.TestSuites[i]
+		s.Tests, s.Failures, s.Errors, s.Skipped, s.Disabled = len(s.TestCases), 0, 0, 0, 0
+		redactProperties(&s.Properties)
+		for j := range s.TestCases {
+			tc := &s.TestCases[j]
+			tc.Name = RedactSAS(tc.Name)
+			tc.SystemOut, tc.SystemErr = RedactSAS(tc.SystemOut), RedactSAS(tc.SystemErr)
+			if tc.Properties != nil {
+				redactProperties(tc.Properties)
+			}
+			switch {
+			case tc.Failure != nil:
+				tc.Failure.Message, tc.Failure.Description = RedactSAS(tc.Failure.Message), RedactSAS(tc.Failure.Description)
+				s.Failures++
+			case tc.Error != nil:
+				tc.Error.Message, tc.Error.Description = RedactSAS(tc.Error.Message), RedactSAS(tc.Error.Description)
+				s.Errors++
+			case tc.Skipped != nil:
+				tc.Skipped.Message = RedactSAS(tc.Skipped.Message)
+				if tc.Status == "pending" {
+					s.Disabled++
+				} else {
+					s.Skipped++
+				}
+			}
+		}
+		suites.Tests += s.Tests
+		suites.Failures += s.Failures
+		suites.Errors += s.Errors
+		suites.Disabled += s.Disabled + s.Skipped
+	}
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("  ", "    ")
+	if err := enc.Encode(suites); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+func redactProperties(ps *reporters.JUnitProperties) {
+	for i := range ps.Properties {
+		ps.Properties[i].Value = RedactSAS(ps.Properties[i].Value)
+	}
+}
+
+// sasSig is the signature field of a SAS token in any text: the name in
+// any ASCII case, the value up to the next field, space or quote.
+var sasSig = regexp.MustCompile(`(?i)\b(sig)=[^&\s"'<>]*`)
+
+// RedactSAS replaces the value of every sig= field in s by [redacted], as
+// the transcripts and the emulator's logs show a SAS token. What a spec
+// fails with may quote a CONNECT password, and a report must not carry a
+// signature a reader could replay until the token expires.
+func RedactSAS(s string) string {
+	return sasSig.ReplaceAllString(s, "${1}=[redacted]")
 }

@@ -1,8 +1,12 @@
 package reports_test
 
 import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -40,5 +44,171 @@ func TestWriteJUnitTrims(t *testing.T) {
 	}
 	if len(r.SpecReports[0].ReportEntries) != 3 {
 		t.Errorf("WriteJUnit changed the caller's report")
+	}
+}
+
+// junitDoc is what a CI consumer reads of junit.xml, decoded with types of
+// our own (not Ginkgo's) so the test pins the XML, not a struct.
+type junitDoc struct {
+	Tests    int `xml:"tests,attr"`
+	Failures int `xml:"failures,attr"`
+	Errors   int `xml:"errors,attr"`
+	Disabled int `xml:"disabled,attr"`
+	Suites   []struct {
+		Name     string      `xml:"name,attr"`
+		Tests    int         `xml:"tests,attr"`
+		Failures int         `xml:"failures,attr"`
+		Errors   int         `xml:"errors,attr"`
+		Skipped  int         `xml:"skipped,attr"`
+		Disabled int         `xml:"disabled,attr"`
+		Cases    []junitCase `xml:"testcase"`
+	} `xml:"testsuite"`
+}
+
+type junitCase struct {
+	Name    string        `xml:"name,attr"`
+	Status  string        `xml:"status,attr"`
+	Failure *junitOutcome `xml:"failure"`
+	Error   *junitOutcome `xml:"error"`
+	Skipped *junitOutcome `xml:"skipped"`
+}
+
+type junitOutcome struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// outcome names the element a test case carries ("" when it passed) and
+// its message and type.
+func (c junitCase) outcome() (string, string, string) {
+	switch {
+	case c.Failure != nil:
+		return "failure", c.Failure.Message, c.Failure.Type
+	case c.Error != nil:
+		return "error", c.Error.Message, c.Error.Type
+	case c.Skipped != nil:
+		return "skipped", c.Skipped.Message, ""
+	}
+	return "", "", ""
+}
+
+// readJUnit parses junit.xml strictly: a document a CI consumer cannot
+// read fails the test.
+func readJUnit(t *testing.T, b []byte) junitDoc {
+	t.Helper()
+	var d junitDoc
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	dec.Strict = true
+	if err := dec.Decode(&d); err != nil {
+		t.Fatalf("junit.xml is not XML a CI consumer can read: %v\n%s", err, b)
+	}
+	return d
+}
+
+// TestWriteJUnitStates pins how each Ginkgo spec state of a run reaches
+// junit.xml: a <failure> is the target failing a requirement (failed,
+// timedout), an <error> a spec that judged nothing because the run broke
+// (panicked: a bug of the suite; interrupted, aborted: the run was
+// stopped), <skipped> a spec not run; the counts of <testsuite> and
+// <testsuites> agree with the elements; control bytes become U+FFFD and a
+// SAS signature is redacted wherever it appears.
+func TestWriteJUnitStates(t *testing.T) {
+	const secret = "c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+	token := "SharedAccessSignature sr=0ne00000001%2fregistrations%2freg-1&sig=" + secret + "&se=1700000000&skn=registration"
+	loc := types.CodeLocation{FileName: "specs_service.go", LineNumber: 42}
+	tests := []struct {
+		name    string
+		state   types.SpecState
+		failure types.Failure
+		writer  string // GinkgoWriter output (the timeline of a failed spec)
+		// want: the element, its message and type.
+		elem, msg, typ string
+	}{
+		{"passed", types.SpecStatePassed, types.Failure{}, "", "", "", ""},
+		{"failed", types.SpecStateFailed, types.Failure{Message: "expected CONNACK rc=0", Location: loc}, "", "failure", "expected CONNACK rc=0", "failed"},
+		{"timedout", types.SpecStateTimedout, types.Failure{Message: "A spec timeout occurred", Location: loc}, "", "failure", "A spec timeout occurred", "timedout"},
+		// aborted: the run's context ended before the spec judged
+		// anything (conformance.Verdict.Interrupted), as interrupted.
+		{"aborted", types.SpecStateAborted, types.Failure{Message: "suite aborted", Location: loc}, "", "error", "suite aborted", "aborted"},
+		{"interrupted", types.SpecStateInterrupted, types.Failure{Message: "interrupted by User", Location: loc}, "", "error", "interrupted by User", "interrupted"},
+		{"panicked", types.SpecStatePanicked, types.Failure{Message: "Test Panicked", ForwardedPanic: "boom", Location: loc}, "", "error", "boom", "panicked"},
+		// panic("") forwards an empty value: the message must still say
+		// something.
+		{"panicked, empty value", types.SpecStatePanicked, types.Failure{Message: "Test Panicked", Location: loc}, "", "error", "Test Panicked", "panicked"},
+		{"skipped with a reason", types.SpecStateSkipped, types.Failure{Message: "the profile excludes it", Location: loc}, "", "skipped", "skipped - the profile excludes it", ""},
+		{"skipped, not selected", types.SpecStateSkipped, types.Failure{}, "", "skipped", "skipped", ""},
+		{"pending", types.SpecStatePending, types.Failure{}, "", "skipped", "pending", ""},
+		{"control bytes", types.SpecStateFailed, types.Failure{Message: "client id \"a\x00b\x1b[31m\x7f\"", Location: loc}, "", "failure", "client id \"a\uFFFDb\uFFFD[31m\x7f\"", "failed"},
+		{"SAS signature", types.SpecStateFailed, types.Failure{Message: "CONNECT password " + token, Location: loc}, "sent " + token + "\n",
+			"failure", "CONNECT password SharedAccessSignature sr=0ne00000001%2fregistrations%2freg-1&sig=[redacted]&se=1700000000&skn=registration", "failed"},
+		{"SAS signature, upper case", types.SpecStatePanicked, types.Failure{Message: "Test Panicked", ForwardedPanic: "bad token SIG=" + secret, Location: loc}, "",
+			"error", "bad token SIG=[redacted]", "panicked"},
+	}
+	r := types.Report{SuiteDescription: "dps-conform service suite", SuitePath: "/x"}
+	for i, tt := range tests {
+		r.SpecReports = append(r.SpecReports, types.SpecReport{
+			LeafNodeType: types.NodeTypeIt, LeafNodeText: fmt.Sprintf("spec %02d %s", i, tt.name),
+			State: tt.state, Failure: tt.failure, CapturedGinkgoWriterOutput: tt.writer,
+		})
+	}
+	path := filepath.Join(t.TempDir(), "junit.xml")
+	if err := reports.WriteJUnit(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "c2VjcmV0") {
+		t.Errorf("junit.xml carries the SAS signature:\n%s", b)
+	}
+	d := readJUnit(t, b)
+	if len(d.Suites) != 1 || len(d.Suites[0].Cases) != len(tests) {
+		t.Fatalf("want 1 suite of %d cases:\n%s", len(tests), b)
+	}
+	var failures, errs, skipped, pending int
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := d.Suites[0].Cases[i]
+			if c.Status != tt.state.String() {
+				t.Errorf("status %q, want %q", c.Status, tt.state)
+			}
+			elem, msg, typ := c.outcome()
+			if elem != tt.elem || msg != tt.msg || typ != tt.typ {
+				t.Errorf("<%s message=%q type=%q>, want <%s message=%q type=%q>", elem, msg, typ, tt.elem, tt.msg, tt.typ)
+			}
+			n := 0
+			for _, e := range []any{c.Failure, c.Error, c.Skipped} {
+				if !reflect.ValueOf(e).IsNil() {
+					n++
+				}
+			}
+			if n > 1 {
+				t.Errorf("%d outcome elements, want at most 1", n)
+			}
+		})
+		switch {
+		case tt.elem == "failure":
+			failures++
+		case tt.elem == "error":
+			errs++
+		case tt.state == types.SpecStatePending:
+			pending++
+		case tt.elem == "skipped":
+			skipped++
+		}
+	}
+	s := d.Suites[0]
+	if s.Tests != len(tests) || s.Failures != failures || s.Errors != errs || s.Skipped != skipped || s.Disabled != pending {
+		t.Errorf("<testsuite tests=%d failures=%d errors=%d skipped=%d disabled=%d>, want %d %d %d %d %d",
+			s.Tests, s.Failures, s.Errors, s.Skipped, s.Disabled, len(tests), failures, errs, skipped, pending)
+	}
+	// <testsuites> has no skipped attribute in the JUnit schema: disabled
+	// counts skipped and pending, so tests − failures − errors − disabled
+	// is the number passed.
+	if d.Tests != len(tests) || d.Failures != failures || d.Errors != errs || d.Disabled != skipped+pending {
+		t.Errorf("<testsuites tests=%d failures=%d errors=%d disabled=%d>, want %d %d %d %d",
+			d.Tests, d.Failures, d.Errors, d.Disabled, len(tests), failures, errs, skipped+pending)
 	}
 }
