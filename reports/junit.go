@@ -203,3 +203,65 @@ var sasSig = regexp.MustCompile(`(?i)\b(sig)=[^&\s"'<>]*`)
 func RedactSAS(s string) string {
 	return sasSig.ReplaceAllString(s, "${1}=[redacted]")
 }
+
+// WriteReportJUnit writes the JUnit XML of a report model, for runs with
+// no Ginkgo report (dps-conform device): one <testsuite> for the role, one
+// <testcase> per requirement and spec (for a device run, per scenario in
+// which its rule applied) with the outcome of the spec's state
+// ([junitElement]; a failed one carries its first finding's detail, every
+// finding in the text), and one skipped <testcase> per SKIP or NOT COVERED
+// requirement with no spec, its reason in the message. Counts and
+// redaction are those of [WriteJUnit].
+func WriteReportJUnit(w io.Writer, r *Report) error {
+	name := "dps-conform " + r.Role + " role"
+	suite := reporters.JUnitTestSuite{
+		Name:    name,
+		Package: r.Target.Name,
+		// Wall clock (Round(0)) as results.json keeps it, so that report
+		// render writes the same file again.
+		Time:      r.Ended.Round(0).Sub(r.Started.Round(0)).Seconds(),
+		Timestamp: r.Started.Format("2006-01-02T15:04:05"),
+		Properties: reporters.JUnitProperties{Properties: []reporters.JUnitProperty{
+			{Name: "Verdict", Value: r.Summary.Verdict},
+			{Name: "NoVerdictReason", Value: r.Summary.NoVerdictReason},
+			{Name: "MustCoverage", Value: fmt.Sprintf("%d of %d MUST requirements judged, %d failed", r.Summary.MustJudged, r.Summary.MustTotal, r.Summary.MustFailed)},
+			{Name: "Interrupted", Value: fmt.Sprint(r.Summary.Interrupted)},
+			{Name: "Target", Value: r.Target.Name},
+			{Name: "Endpoint", Value: r.Target.Endpoint},
+			{Name: "Profile", Value: r.Profile},
+			{Name: "Tool", Value: r.Tool.Name + " " + r.Tool.Version},
+		}},
+	}
+	for _, rq := range r.Requirements {
+		level := reporters.JUnitProperty{Name: "level", Value: rq.Level}
+		if len(rq.Specs) == 0 {
+			tc := reporters.JUnitTestCase{Name: rq.ID, Classname: name, Status: "skipped",
+				Properties: &reporters.JUnitProperties{Properties: []reporters.JUnitProperty{level}}}
+			tc.Skipped = &reporters.JUnitSkipped{Message: string(rq.Verdict) + " - " + rq.Reason}
+			suite.TestCases = append(suite.TestCases, tc)
+			continue
+		}
+		for _, s := range rq.Specs {
+			tc := reporters.JUnitTestCase{Name: rq.ID + " " + s.Text, Classname: name, Status: s.State, Time: s.Duration.Seconds(),
+				Properties: &reporters.JUnitProperties{Properties: []reporters.JUnitProperty{level}}}
+			if s.Pcap != "" {
+				tc.Properties.Properties = append(tc.Properties.Properties, reporters.JUnitProperty{Name: conformance.EntryPcap, Value: s.Pcap})
+			}
+			msg, desc := firstLine(s.Message), s.Message
+			if len(s.Findings) > 0 {
+				msg = s.Findings[0].Detail()
+				var b bytes.Buffer
+				for _, f := range s.Findings {
+					fmt.Fprintln(&b, f.String())
+				}
+				if s.Pcap != "" {
+					fmt.Fprintln(&b, "capture:", s.Pcap)
+				}
+				desc = b.String()
+			}
+			setOutcome(&tc, s.State, msg, desc)
+			suite.TestCases = append(suite.TestCases, tc)
+		}
+	}
+	return encodeJUnit(w, &reporters.JUnitTestSuites{Time: suite.Time, TestSuites: []reporters.JUnitTestSuite{suite}})
+}

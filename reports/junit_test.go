@@ -212,3 +212,68 @@ func TestWriteJUnitStates(t *testing.T) {
 			d.Tests, d.Failures, d.Errors, d.Disabled, len(tests), failures, errs, skipped+pending)
 	}
 }
+
+// TestWriteReportJUnitDevice: the junit.xml of a device run, from the
+// report model: a test case per requirement and scenario in which its
+// rule applied (a <failure> with the finding's detail for the scenario
+// where it found something), a skipped one per SKIP or NOT COVERED
+// requirement with the reason, and counts that agree.
+func TestWriteReportJUnitDevice(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := conformance.Finding{ID: "DPS-DEV-014", Conversation: 1, Frame: 20, Expected: []string{"a poll no earlier than 3.00 s"},
+		Actual: "poll \x00 1.00 s after, password SharedAccessSignature sr=x&sig=c2VjcmV0&se=1"}
+	rep := reports.BuildDevice(reports.DeviceInput{Catalog: cat, Profile: conformance.ProfileDPS2019, ResultsDir: "/r",
+		Target: reports.Target{Name: "dut"},
+		Scenarios: []reports.Scenario{
+			{Name: "normal", Pcap: "/r/pcaps/01-normal.pcapng", Applied: map[string]int{"DPS-DEV-014": 2, "DPS-DEV-003": 1}, Findings: []conformance.Finding{f}},
+			{Name: "poll-429", Pcap: "/r/pcaps/02-poll-429.pcapng", Applied: map[string]int{"DPS-DEV-014": 1, "DPS-DEV-003": 1}},
+		}})
+	var b bytes.Buffer
+	if err := reports.WriteReportJUnit(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "c2VjcmV0") {
+		t.Errorf("junit.xml carries the SAS signature:\n%s", b.String())
+	}
+	d := readJUnit(t, b.Bytes())
+	if len(d.Suites) != 1 || d.Suites[0].Name != "dps-conform device role" {
+		t.Fatalf("want one suite for the device role:\n%s", b.String())
+	}
+	cases := map[string]junitCase{}
+	for _, c := range d.Suites[0].Cases {
+		cases[c.Name] = c
+	}
+	want := 0
+	for _, rq := range rep.Requirements {
+		want += max(1, len(rq.Specs))
+		if len(rq.Specs) == 0 {
+			elem, msg, _ := cases[rq.ID].outcome()
+			if elem != "skipped" || msg != string(rq.Verdict)+" - "+rq.Reason {
+				t.Errorf("%s (%s): <%s message=%q>", rq.ID, rq.Verdict, elem, msg)
+			}
+		}
+	}
+	for name, want := range map[string][3]string{
+		"DPS-DEV-014 scenario normal":   {"failure", "conversation 1, frame 20: expected a poll no earlier than 3.00 s; actual: poll \uFFFD 1.00 s after, password SharedAccessSignature sr=x&sig=[redacted]&se=1", "failed"},
+		"DPS-DEV-014 scenario poll-429": {"", "", ""},
+		"DPS-DEV-003 scenario normal":   {"", "", ""},
+	} {
+		c, ok := cases[name]
+		elem, msg, typ := c.outcome()
+		if !ok || elem != want[0] || msg != want[1] || typ != want[2] {
+			t.Errorf("%s: present %v, <%s message=%q type=%q>, want <%s message=%q type=%q>", name, ok, elem, msg, typ, want[0], want[1], want[2])
+		}
+	}
+	s := d.Suites[0]
+	notJudged := rep.Summary.Requirements[reports.Skip] + rep.Summary.Requirements[reports.NotCovered]
+	if len(s.Cases) != want || s.Tests != want || s.Failures != 1 || s.Errors != 0 || s.Skipped != notJudged || s.Disabled != 0 {
+		t.Errorf("<testsuite tests=%d failures=%d errors=%d skipped=%d disabled=%d> of %d cases, want %d 1 0 %d 0",
+			s.Tests, s.Failures, s.Errors, s.Skipped, s.Disabled, len(s.Cases), want, notJudged)
+	}
+	if d.Tests != want || d.Failures != 1 || d.Errors != 0 || d.Disabled != notJudged {
+		t.Errorf("<testsuites tests=%d failures=%d errors=%d disabled=%d>, want %d 1 0 %d", d.Tests, d.Failures, d.Errors, d.Disabled, want, notJudged)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/onsi/ginkgo/v2/types"
 
+	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/reports"
 )
 
@@ -31,8 +32,9 @@ lists every file with its size and SHA-256.
           unique paths. Prints "bundle OK: N files, sha256 verified", or
           every problem on stderr and exits 1.
   render  re-renders the reports of a results directory from its
-          results.json (report.html, summary.md, and junit.xml from
-          ginkgo-report.json when that exists), then rewrites manifest.json.
+          results.json (report.html, summary.md, and junit.xml: from
+          ginkgo-report.json when that exists, from results.json for the
+          results of 'dps-conform device'), then rewrites manifest.json.
 
 Run 'dps-conform report verify -h' or 'dps-conform report render -h' for
 the details. Exit codes: 0 verified or rendered; 1 verification failed;
@@ -60,8 +62,9 @@ const reportRenderUsage = `Usage:
 
 Re-renders the reports of a results directory from its results.json (the
 report model 'dps-conform run --out' wrote), with this binary's renderers:
-report.html, summary.md, and junit.xml from ginkgo-report.json when that
-exists. Then rewrites manifest.json over every file of the directory, so the
+report.html, summary.md, and junit.xml (from ginkgo-report.json when that
+exists; from results.json for the results of 'dps-conform device'). Then
+rewrites manifest.json over every file of the directory, so the
 directory (or a bundle of it) verifies again with 'dps-conform report verify'.
 
 When the directory has a manifest.json, every file but the rendered pages
@@ -184,9 +187,13 @@ func reportRender(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	gr, err := readGinkgoReport(filepath.Join(dir, "ginkgo-report.json"))
-	if err != nil {
-		return err
+	// A service run's junit.xml comes from Ginkgo's report; a device
+	// run's was written from the model above.
+	var gr *types.Report
+	if rep.Role != string(conformance.RoleDevice) {
+		if gr, err = readGinkgoReport(filepath.Join(dir, "ginkgo-report.json")); err != nil {
+			return err
+		}
 	}
 	if gr != nil {
 		if err := reports.WriteJUnit(filepath.Join(dir, "junit.xml"), *gr); err != nil {

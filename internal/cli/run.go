@@ -502,9 +502,10 @@ func probeSummary(ctx context.Context, tg conformance.Target, profile string) []
 	return lines
 }
 
-// writeReportFiles renders rep into dir: report.html and summary.md, and
-// results.json (the model itself) when withModel. It returns the names
-// written. run, device and report render share it.
+// writeReportFiles renders rep into dir: report.html and summary.md,
+// junit.xml for a device run (a service run's comes from Ginkgo's report,
+// reports.WriteJUnit), and results.json (the model itself) when withModel.
+// It returns the names written. run, device and report render share it.
 func writeReportFiles(dir string, rep *reports.Report, withModel bool) ([]string, error) {
 	files := []struct {
 		name string
@@ -512,6 +513,12 @@ func writeReportFiles(dir string, rep *reports.Report, withModel bool) ([]string
 	}{
 		{"report.html", func(w io.Writer) error { return reports.WriteHTML(w, rep) }},
 		{"summary.md", func(w io.Writer) error { return reports.WriteMarkdown(w, rep) }},
+	}
+	if rep.Role == string(conformance.RoleDevice) {
+		files = append(files, struct {
+			name string
+			f    func(io.Writer) error
+		}{"junit.xml", func(w io.Writer) error { return reports.WriteReportJUnit(w, rep) }})
 	}
 	if withModel {
 		files = append(files, struct {
