@@ -15,6 +15,10 @@ var (
 	serverAddr = netip.MustParseAddr("192.0.2.20")
 )
 
+// flowMSS is the MSS of the synthetic flows (tracer's IPv4 default, made
+// explicit so that the truth can tell where segments end).
+const flowMSS = 1460
+
 // sflow is a synthetic flow with its truth.
 type sflow struct {
 	c   *capture
@@ -26,6 +30,7 @@ type sflow struct {
 func (c *capture) flow(clientPort uint16, o tracer.FlowOptions) (*sflow, error) {
 	cl := netip.AddrPortFrom(deviceAddr, clientPort)
 	sv := netip.AddrPortFrom(serverAddr, 1883)
+	o.MSS = flowMSS
 	f, err := c.rec.Flow(cl, sv, o)
 	if err != nil {
 		return nil, err
@@ -42,10 +47,48 @@ func (s *sflow) send(from tracer.Side, o tracer.SegOpts, ps ...packets.Packet) e
 	if err := s.f.Send(from, b, o); err != nil {
 		return err
 	}
+	ends := segmentEnds(len(b), o.Split)
+	off := 0
 	for _, p := range ps {
 		s.c.note(from, p, s.idx)
+		pb, err := encode(p)
+		if err != nil {
+			return err
+		}
+		// The fixed header is the type byte and 1 to 4 remaining-length
+		// bytes, the last without the continuation bit.
+		h := 2
+		for h < len(pb) && h < 5 && pb[h-1]&0x80 != 0 {
+			h++
+		}
+		for _, e := range ends {
+			if off < e && e < off+h {
+				tp := s.c.truth.Flows[s.idx].Packets
+				tp[len(tp)-1].RemLenSplit = true
+			}
+		}
+		off += len(pb)
 	}
 	return nil
+}
+
+// segmentEnds are the offsets in a Send of n bytes at which its TCP
+// segments end: the sizes in split, then cuts at flowMSS.
+func segmentEnds(n int, split []int) []int {
+	var ends []int
+	off := 0
+	for _, sz := range split {
+		if off+sz >= n {
+			break
+		}
+		off += sz
+		ends = append(ends, off)
+	}
+	for off+flowMSS < n {
+		off += flowMSS
+		ends = append(ends, off)
+	}
+	return ends
 }
 
 // play sends steps one per Send.
