@@ -277,3 +277,26 @@ func TestWriteReportJUnitDevice(t *testing.T) {
 		t.Errorf("<testsuites tests=%d failures=%d errors=%d disabled=%d>, want %d 1 0 %d", d.Tests, d.Failures, d.Errors, d.Disabled, want, notJudged)
 	}
 }
+
+// TestBuildRedactsSAS: a failure message may quote a CONNECT's password;
+// the report model (results.json, report.html, summary.md) keeps its
+// signature out, as junit.xml does.
+func TestBuildRedactsSAS(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "SharedAccessSignature sr=0ne00000001%2fregistrations%2freg-1&sig=c2VjcmV0c2lnbmF0dXJl&se=1700000000&skn=registration"
+	g := types.Report{SuiteDescription: "dps-conform service suite", SpecReports: []types.SpecReport{{
+		LeafNodeType: types.NodeTypeIt, LeafNodeText: "accepts a SAS token", LeafNodeLabels: []string{"req:DPS-AUTH-001"},
+		State: types.SpecStateFailed, Failure: types.Failure{Message: "the CONNECT with password " + token + " was refused"},
+	}}}
+	r := reports.Build(reports.Input{Ginkgo: g, Catalog: cat, Role: conformance.RoleService, Profile: "dps-2019"})
+	var buf strings.Builder
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "c2VjcmV0") || !strings.Contains(buf.String(), "sig=[redacted]") {
+		t.Errorf("results.json carries the signature or no redaction:\n%s", buf.String())
+	}
+}

@@ -390,6 +390,9 @@ func specOf(sr types.SpecReport, dir string, tls map[string]bool) *Spec {
 	case sr.State != types.SpecStatePassed:
 		s.Message = sr.Failure.Message
 	}
+	// A failure may quote a CONNECT's password (a SAS token): its
+	// signature stays out of results.json and the pages, as in junit.xml.
+	s.Message = RedactSAS(s.Message)
 	for _, e := range sr.ReportEntries {
 		v := e.StringRepresentation()
 		switch e.Name {
