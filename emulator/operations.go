@@ -56,30 +56,48 @@ func newOperations(max int, ttl time.Duration) *operations {
 // (Part A §11).
 func regKey(id string) string { return strings.ToLower(id) }
 
-// inProgress reports whether regID has an operation that is not final at
-// now: the condition for 409 (Part A §8).
+// inProgress reports whether regID's latest operation is in progress: not
+// done, or done before its retry-after.
 func (o *operations) inProgress(regID string, now time.Time) bool {
-	key := regKey(regID)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	op := o.latest[key]
-	return op != nil && (!op.done || now.Before(op.readyAt))
+	return o.inProgressLocked(regKey(regID), now)
 }
 
-// add records a new operation. It reports false when the table is full even
-// after expiring old entries.
-func (o *operations) add(op *operation, now time.Time) bool {
+func (o *operations) inProgressLocked(key string, now time.Time) bool {
+	p := o.latest[key]
+	return p != nil && (!p.done || now.Before(p.readyAt))
+}
+
+// addResult is what add did.
+type addResult int
+
+const (
+	opAdded      addResult = iota
+	opTableFull            // the table is full even after expiring old entries
+	opInProgress           // exclusive: the device's latest operation is in progress
+)
+
+// add records a new operation. With exclusive it refuses one for a device
+// whose latest operation is still in progress (not done, or done before
+// its retry-after), in the same critical section as the insert: two
+// registers of one device at the same moment cannot both pass (Part A §8,
+// 409).
+func (o *operations) add(op *operation, now time.Time, exclusive bool) addResult {
 	op.key = regKey(op.regID)
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if exclusive && o.inProgressLocked(op.key, now) {
+		return opInProgress
+	}
 	o.expireLocked(now)
 	if o.max > 0 && len(o.byID) >= o.max {
-		return false
+		return opTableFull
 	}
 	o.byID[op.id] = op
 	o.latest[op.key] = op
 	o.order = append(o.order, op)
-	return true
+	return opAdded
 }
 
 // expireLocked drops finished operations older than ttl.

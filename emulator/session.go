@@ -819,16 +819,17 @@ func (ss *session) register(ctx context.Context, body []byte) answer {
 			return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", retryAfterSeconds(wait))
 		}
 	}
-	if !s.faults.has(FaultNo409) && s.ops.inProgress(ss.regID, now) {
-		return s.errorAnswer(409, dps.ErrorCodePreconditionFailed, "Precondition failed.", -1)
-	}
 	id, err := dps.NewOperationID(s.rand)
 	if err != nil {
 		ss.log.Error("operation id", "err", err)
 		return s.errorAnswer(500, errorCodeInternal, "Internal server error.", -1)
 	}
 	op := &operation{id: id, regID: ss.regID, created: now, readyAt: now.Add(s.retryAfter)}
-	if !s.ops.add(op, now) {
+	switch s.ops.add(op, now, !s.faults.has(FaultNo409)) {
+	case opInProgress:
+		ss.log.Info("register refused: a registration of the device is in progress (409)", "registrationId", ss.regID)
+		return s.errorAnswer(409, dps.ErrorCodePreconditionFailed, "Precondition failed.", -1)
+	case opTableFull:
 		return s.errorAnswer(503, errorCodeUnavailable, "Service unavailable: too many operations.", retryAfterSeconds(s.retryAfter))
 	}
 	s.startAssign(op, att, dr.Payload)

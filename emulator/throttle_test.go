@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -81,8 +82,13 @@ func TestOperationsTable(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	o := newOperations(2, time.Minute)
 	a := &operation{id: "a", regID: "Dev-1", created: t0, readyAt: t0.Add(3 * time.Second)}
-	if !o.add(a, t0) {
+	if o.add(a, t0, true) != opAdded {
 		t.Fatal("add refused")
+	}
+	// Exclusive: a second operation of the device is refused while the
+	// first is in progress, in the same critical section as the insert.
+	if got := o.add(&operation{id: "a2", regID: "DEV-1", created: t0, readyAt: t0}, t0, true); got != opInProgress {
+		t.Fatalf("exclusive add while in progress = %v, want opInProgress", got)
 	}
 	if !o.inProgress("dev-1", t0) {
 		t.Fatal("not in progress while assigning (ids are case-insensitive)")
@@ -100,15 +106,15 @@ func TestOperationsTable(t *testing.T) {
 	if st, ok := o.lookup("a", "dev-1"); !ok || !st.done || st.result.RegistrationID != "Dev-1" {
 		t.Fatalf("lookup = %+v, %v", st, ok)
 	}
-	if !o.add(&operation{id: "b", regID: "dev-2", created: t0, readyAt: t0}, t0) {
+	if o.add(&operation{id: "b", regID: "dev-2", created: t0, readyAt: t0}, t0, true) != opAdded {
 		t.Fatal("second add refused")
 	}
-	if o.add(&operation{id: "c", regID: "dev-3", created: t0, readyAt: t0}, t0.Add(30*time.Second)) {
+	if o.add(&operation{id: "c", regID: "dev-3", created: t0, readyAt: t0}, t0.Add(30*time.Second), false) != opTableFull {
 		t.Fatal("add over the maximum accepted while nothing expired")
 	}
 	// a finished at +1 s; at +61 s it has expired and frees a slot (b never
 	// finished, so it stays).
-	if !o.add(&operation{id: "c", regID: "dev-3", created: t0, readyAt: t0}, t0.Add(61*time.Second)) {
+	if o.add(&operation{id: "c", regID: "dev-3", created: t0, readyAt: t0}, t0.Add(61*time.Second), false) != opAdded {
 		t.Fatal("add refused after an operation expired")
 	}
 	if _, ok := o.lookup("a", "dev-1"); ok {
@@ -116,5 +122,38 @@ func TestOperationsTable(t *testing.T) {
 	}
 	if _, ok := o.lookup("b", "dev-2"); !ok || o.len() != 2 {
 		t.Fatalf("unfinished operation dropped (len %d)", o.len())
+	}
+}
+
+// TestOperationsExclusiveAddConcurrent: registers of one device arriving
+// at the same moment (two connections) get one operation; the others are
+// refused as in progress (Part A §8, 409). The check and the insert were
+// once two critical sections, and two registers could both pass.
+func TestOperationsExclusiveAddConcurrent(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	o := newOperations(0, time.Minute)
+	const n = 32
+	results := make(chan addResult, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results <- o.add(&operation{id: fmt.Sprint("op-", i), regID: "dev-1", created: t0, readyAt: t0.Add(time.Second)}, t0, true)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	added := 0
+	for r := range results {
+		if r == opAdded {
+			added++
+		}
+	}
+	if added != 1 {
+		t.Errorf("%d of %d concurrent registers of one device got an operation, want 1", added, n)
 	}
 }
