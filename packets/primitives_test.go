@@ -1,6 +1,7 @@
 package packets
 
 import (
+	"bufio"
 	"bytes"
 	"math/rand/v2"
 	"reflect"
@@ -130,4 +131,33 @@ func FuzzPlainScans(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, s []byte) { samePlainVerdict(t, s) })
+}
+
+// TestReaderRelease: a packet larger than the bufio buffer is read into a
+// buffer the Reader keeps for the next one; Release drops it (an idle
+// connection need not hold its largest packet), and reading goes on.
+func TestReaderRelease(t *testing.T) {
+	big := &Publish{Topic: []byte("t"), Payload: bytes.Repeat([]byte("x"), 8<<10)}
+	var in []byte
+	for range 2 {
+		var err error
+		if in, err = big.Append(in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := NewReader(bufio.NewReaderSize(bytes.NewReader(in), 4<<10), DecodeOptions{})
+	if _, err := r.ReadPacket(); err != nil {
+		t.Fatal(err)
+	}
+	if cap(r.buf) < 8<<10 {
+		t.Fatalf("the large packet's buffer is not kept (cap %d)", cap(r.buf))
+	}
+	r.Release()
+	if r.buf != nil {
+		t.Fatalf("Release kept %d bytes", cap(r.buf))
+	}
+	p, err := r.ReadPacket()
+	if err != nil || len(p.(*Publish).Payload) != 8<<10 {
+		t.Fatalf("after Release: %v, %v", p, err)
+	}
 }

@@ -124,6 +124,12 @@ func (r *Reader) ReadPacket() (Packet, error) {
 	return p, err
 }
 
+// Release drops the buffer r keeps for packets larger than its bufio
+// buffer (up to the largest packet read so far), so that an idle
+// connection does not hold it. The packet ReadPacket returned last may
+// alias that buffer: it must no longer be used.
+func (r *Reader) Release() { r.buf = nil }
+
 func (r *Reader) peekErr(got []byte, total int, err error) error {
 	if len(got) == 0 && errors.Is(err, io.EOF) {
 		return io.EOF
