@@ -293,7 +293,9 @@ func (s *Server) Start(ctx context.Context) error {
 		srv := &http.Server{
 			Handler:           s.counted(s.adminHandler()),
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+			// A kept-alive client idle this long is closed.
+			IdleTimeout: time.Minute,
+			ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
 		s.servers = append(s.servers, srv)
 		starts = append(starts, func() { s.serveHTTP(srv, l, "admin") })

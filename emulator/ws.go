@@ -12,13 +12,20 @@ import (
 // wsServer is the HTTPS server of MQTT over WebSocket (Part A §10): the
 // upgrade is accepted on /$iothub/websocket, / and /mqtt with subprotocol
 // mqtt or MQTT (transport's defaults), and frames are a byte stream.
+//
+// A request that is no upgrade is answered and its connection closed (no
+// keep-alive): it is no session, MaxConnections does not count it, and
+// with keep-alive it would wait for the next request without a deadline.
 func (s *Server) wsServer() *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           s.counted(http.HandlerFunc(s.serveWS)),
 		ReadHeaderTimeout: s.limits.ConnectTimeout,
+		IdleTimeout:       s.limits.ConnectTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
+	srv.SetKeepAlivesEnabled(false)
+	return srv
 }
 
 // wsListener wraps l with the raw hook and TLS.
