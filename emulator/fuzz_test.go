@@ -63,7 +63,7 @@ func FuzzSession(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.serveSession(s.ctx, server, "pipe", nil)
+			s.serveSession(s.ctx, server, "pipe", nil, time.Time{})
 		}()
 		// The device leaves once the server has been quiet for a moment:
 		// closing right after the input would race the server's answers

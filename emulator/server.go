@@ -432,7 +432,7 @@ func (s *Server) acceptLoop(l net.Listener, transport string) {
 // serveConn runs the TLS handshake (for mqtts) and the session.
 func (s *Server) serveConn(raw net.Conn, transport string) {
 	if transport == "mqtt" {
-		s.serveSession(s.ctx, s.wrapConn(raw), transport, nil)
+		s.serveSession(s.ctx, s.wrapConn(raw), transport, nil, time.Time{})
 		return
 	}
 	if s.cfg.WrapRaw != nil {
@@ -441,8 +441,12 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 	// A deadline, not HandshakeContext: a cancellable context costs a
 	// goroutine and a timer per handshake. Close interrupts the handshake
 	// by closing raw (tracked in s.conns).
+	// One deadline for the handshake and the CONNECT after it
+	// (Limits.ConnectTimeout): the session goes on with the same.
+	var connectBy time.Time
 	if s.limits.ConnectTimeout > 0 { // negative: no limit (Limits)
-		_ = raw.SetDeadline(time.Now().Add(s.limits.ConnectTimeout))
+		connectBy = time.Now().Add(s.limits.ConnectTimeout)
+		_ = raw.SetDeadline(connectBy)
 	}
 	if s.faults.has(FaultAcceptPlaintext) {
 		pc, plain, err := peekPlainMQTT(raw)
@@ -455,7 +459,7 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 		if plain {
 			s.log.Info("serving plaintext MQTT on the TLS listener (fault accept-plaintext)", "remote", raw.RemoteAddr().String())
 			_ = raw.SetDeadline(time.Time{}) // the session sets its own
-			s.serveSession(s.ctx, s.wrapConn(raw), "mqtt", nil)
+			s.serveSession(s.ctx, s.wrapConn(raw), "mqtt", nil, connectBy)
 			return
 		}
 	}
@@ -469,7 +473,7 @@ func (s *Server) serveConn(raw net.Conn, transport string) {
 		tc.Close()
 		return
 	}
-	s.serveSession(s.ctx, s.wrapConn(tc), transport, tc.ConnectionState().PeerCertificates)
+	s.serveSession(s.ctx, s.wrapConn(tc), transport, tc.ConnectionState().PeerCertificates, connectBy)
 }
 
 // peekPlainMQTT reads the first byte of c (within c's deadline) and reports

@@ -29,6 +29,9 @@ type session struct {
 	transport string
 	peerCerts []*x509.Certificate
 	log       *slog.Logger
+	// connectBy bounds the arrival of CONNECT (zero: ConnectTimeout from
+	// the session's start).
+	connectBy time.Time
 
 	br      *bufio.Reader   // buffer lent by srv.readBufs only while reading
 	src     waitReader      // what br reads from
@@ -52,7 +55,11 @@ type session struct {
 
 // serveSession runs the DPS state machine on conn until the device leaves,
 // breaks a rule, or the server closes. It closes conn.
-func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport string, peerCerts []*x509.Certificate) {
+//
+// connectBy is when CONNECT must have arrived (Limits.ConnectTimeout from
+// the TCP accept, the TLS handshake included); zero means ConnectTimeout
+// from now.
+func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport string, peerCerts []*x509.Certificate, connectBy time.Time) {
 	defer conn.Close()
 	br := new(bufio.Reader)
 	max := s.limits.MaxPacketSize
@@ -69,6 +76,7 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport stri
 		connR:     packets.NewReader(br, packets.DecodeOptions{Lenient: true, MaxPacketSize: max}),
 		r:         packets.NewReader(br, packets.DecodeOptions{MaxPacketSize: max}),
 		subQoS:    -1,
+		connectBy: connectBy,
 	}
 	if !s.logOff {
 		// Without a logger, skip formatting attributes nobody reads.
@@ -95,7 +103,11 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn, transport stri
 // run returns why the session ended, for the log.
 func (ss *session) run(ctx context.Context) string {
 	if ss.srv.limits.ConnectTimeout > 0 {
-		_ = ss.conn.SetReadDeadline(time.Now().Add(ss.srv.limits.ConnectTimeout))
+		by := ss.connectBy
+		if by.IsZero() {
+			by = time.Now().Add(ss.srv.limits.ConnectTimeout)
+		}
+		_ = ss.conn.SetReadDeadline(by)
 	}
 	reason, ok := ss.connect()
 	ss.connR = nil // CONNECT only; let it go for idle sessions

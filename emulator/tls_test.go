@@ -309,3 +309,35 @@ func TestConnectTimeoutOff(t *testing.T) {
 	c := newTestClient(t, conn)
 	c.ready("dev-1")
 }
+
+// TestConnectTimeoutFromAccept: Limits.ConnectTimeout bounds the TLS
+// handshake and the arrival of CONNECT together, from the TCP accept (as
+// docs/emulator.md says); the session once started a fresh timeout after
+// the handshake, so a client could take nearly twice as long.
+func TestConnectTimeoutFromAccept(t *testing.T) {
+	s, pool := startTLS(t, Config{Limits: Limits{ConnectTimeout: time.Second}})
+	raw, err := net.DialTimeout("tcp", s.Ready().MQTT, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	time.Sleep(600 * time.Millisecond)
+	tc := tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	// 600 ms more: 1.2 s after the accept, past the timeout.
+	time.Sleep(600 * time.Millisecond)
+	b, err := connectPacket(t, "dev-1").Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.Write(b) // the server may have closed already
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var buf [4]byte
+	if n, err := tc.Read(buf[:]); err == nil {
+		t.Fatalf("CONNECT 1.2 s after the accept was answered (% x); want the connection closed at 1 s", buf[:n])
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection stayed open")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/dps-conform/dps-conform/transport"
 )
@@ -45,7 +46,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer s.untrack(c)
-		s.serveSession(s.ctx, c, "wss", certs)
+		s.serveSession(s.ctx, c, "wss", certs, time.Time{})
 	}
 	opts := transport.WSOptions{WrapPlain: s.cfg.WrapConn}
 	if s.faults.has(FaultWSStrictPath) {
