@@ -124,3 +124,48 @@ func TestPollAttested(t *testing.T) {
 	}
 	c.expectClosed()
 }
+
+// TestLogsNameTheLimit: a 409 or 429 answer is logged at the default level
+// with the device and which limit it hit; the two 429s (the device's poll
+// window, the service's registration budget) share one error body, so the
+// log is where an operator tells them apart.
+func TestLogsNameTheLimit(t *testing.T) {
+	var logs lockedBuffer
+	_, addr := startPlain(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		RetryAfter: time.Hour, Limits: Limits{PollsPerWindow: 1, RegistrationsPerMinute: 2}})
+	c := dialPlain(t, addr)
+	c.connack(connectPacket(t, "dev-1"))
+	c.subscribe(1, dps.SubscribeFilter)
+	a := c.call(dps.RegisterTopic("1"), "")
+	if a.resp.Status != 202 {
+		t.Fatalf("register answered %d", a.resp.Status)
+	}
+	if a := c.call(dps.RegisterTopic("2"), ""); a.resp.Status != 409 {
+		t.Fatalf("second register answered %d, want 409", a.resp.Status)
+	}
+	op := a.status.OperationID
+	c.call(dps.PollTopic("3", op), "")
+	if a := c.call(dps.PollTopic("4", op), ""); a.resp.Status != 429 {
+		t.Fatalf("second poll answered %d, want 429", a.resp.Status)
+	}
+	c2 := dialPlain(t, addr)
+	c2.connack(connectPacket(t, "dev-2"))
+	c2.subscribe(1, dps.SubscribeFilter)
+	if a := c2.call(dps.RegisterTopic("1"), ""); a.resp.Status != 429 {
+		t.Fatalf("third register answered %d, want 429 (budget 2)", a.resp.Status)
+	}
+	out := logs.String()
+	for _, want := range [][2]string{
+		{"register refused: a registration of the device is in progress (409)", "registrationId=dev-1"},
+		{"poll throttled: the device's polls per window are spent (429)", "registrationId=dev-1 polls=1 window=10s"},
+		{"register throttled: the per-minute registration budget is spent (429)", "registrationId=dev-2 budget=2"},
+	} {
+		found := false
+		for _, l := range strings.Split(out, "\n") {
+			found = found || strings.Contains(l, "level=INFO msg=\""+want[0]) && strings.Contains(l, want[1])
+		}
+		if !found {
+			t.Errorf("the log has no INFO line %q with %q:\n%s", want[0], want[1], out)
+		}
+	}
+}

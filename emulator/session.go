@@ -830,6 +830,8 @@ func (ss *session) register(ctx context.Context, body []byte) answer {
 	now := s.now()
 	if !s.faults.has(FaultNoRegisterThrottle) {
 		if ok, wait := s.regBudget.allow("", now); !ok {
+			ss.log.Info("register throttled: the per-minute registration budget is spent (429)", "registrationId", ss.regID,
+				"budget", s.limits.RegistrationsPerMinute, "retryAfter", retryAfterSeconds(wait))
 			return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", retryAfterSeconds(wait))
 		}
 	}
@@ -863,6 +865,8 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	now := s.now()
 	if !s.faults.has(FaultNoPollThrottle) {
 		if ok, wait := s.polls.allow(regKey(ss.regID), now); !ok {
+			ss.log.Info("poll throttled: the device's polls per window are spent (429)", "registrationId", ss.regID,
+				"polls", s.limits.PollsPerWindow, "window", s.limits.PollWindow, "retryAfter", retryAfterSeconds(wait))
 			return s.errorAnswer(429, errorCodeThrottled, "Too many requests.", retryAfterSeconds(wait))
 		}
 	}
