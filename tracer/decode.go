@@ -220,6 +220,14 @@ const ctxCheckEvery = 256
 // error wrapping ctx.Err() when ctx ends.
 func readFrames(ctx context.Context, src source, c *Capture, d *decoder, keys func(*tlstrace.KeyLog)) error {
 	nsecrets := 0
+	// Frames cut short by the snapshot length lose bytes that then show
+	// as gaps: the capture, not the network, lost them.
+	cut, firstCut := 0, 0
+	defer func() {
+		if cut > 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("tracer: %d frame(s) cut short by the capture's snapshot length (first: frame %d): fewer bytes were captured than were on the wire, and the missing bytes show as gaps; capture with a larger snaplen (tcpdump -s 0)", cut, firstCut))
+		}
+	}()
 	for {
 		if c.Frames%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
@@ -243,6 +251,11 @@ func readFrames(ctx context.Context, src source, c *Capture, d *decoder, keys fu
 			return err
 		}
 		c.Frames++
+		if src.cut() {
+			if cut++; cut == 1 {
+				firstCut = c.Frames
+			}
+		}
 		if sec := src.secrets(); len(sec) != nsecrets {
 			kl, err := tlstrace.ParseKeyLog(bytes.NewReader(sec[nsecrets:]))
 			if err != nil {

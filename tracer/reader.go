@@ -48,6 +48,10 @@ type source interface {
 	// secrets returns the TLS key log lines of pcapng Decryption Secrets
 	// Blocks read so far.
 	secrets() []byte
+	// cut reports whether the frame next returned last was cut short by
+	// the capture's snapshot length (fewer bytes captured than were on
+	// the wire).
+	cut() bool
 }
 
 // countReader counts the bytes read through it.
@@ -130,12 +134,13 @@ func openSource(r io.Reader) (source, error) {
 
 // pcapSource reads the classic libpcap format.
 type pcapSource struct {
-	r     *countReader
-	bo    binary.ByteOrder
-	nanos bool
-	link  uint32
-	n     int
-	hdr   [16]byte
+	r       *countReader
+	bo      binary.ByteOrder
+	nanos   bool
+	link    uint32
+	n       int
+	hdr     [16]byte
+	lastCut bool
 }
 
 func newPcapSource(r *countReader) (*pcapSource, error) {
@@ -163,6 +168,8 @@ func newPcapSource(r *countReader) (*pcapSource, error) {
 
 func (s *pcapSource) secrets() []byte { return nil }
 
+func (s *pcapSource) cut() bool { return s.lastCut }
+
 func (s *pcapSource) next() ([]byte, time.Time, uint32, error) {
 	off := s.r.n
 	n, err := s.r.full(s.hdr[:])
@@ -178,7 +185,7 @@ func (s *pcapSource) next() ([]byte, time.Time, uint32, error) {
 	if incl > maxRecord {
 		return nil, time.Time{}, 0, &CorruptError{Offset: off, Where: fmt.Sprintf("pcap record %d", s.n), Msg: fmt.Sprintf("captured length %d exceeds %d", incl, maxRecord)}
 	}
-	_ = orig
+	s.lastCut = orig > incl
 	b, m, err := s.r.read(int(incl))
 	if err != nil {
 		return nil, time.Time{}, 0, truncatedError{fmt.Sprintf("pcap record %d at byte offset %d: truncated (%d of %d bytes); ignored", s.n, off, m, incl)}
@@ -200,6 +207,11 @@ type ngSource struct {
 	n      int // blocks read
 	ifaces []ngIface
 	keys   []byte
+	// lastCut: the last frame was cut short by the snapshot length;
+	// lastTime: its time (a Simple Packet Block has none: it takes the
+	// time of the packet before it).
+	lastCut  bool
+	lastTime time.Time
 }
 
 type ngIface struct {
@@ -210,6 +222,8 @@ type ngIface struct {
 }
 
 func (s *ngSource) secrets() []byte { return s.keys }
+
+func (s *ngSource) cut() bool { return s.lastCut }
 
 var ngBlockNames = map[uint32]string{
 	0x0a0d0d0a: "Section Header Block",
@@ -358,7 +372,9 @@ func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 				return nil, time.Time{}, 0, &CorruptError{Offset: off, Where: where.String(), Msg: fmt.Sprintf("captured length %d exceeds the block body (%d bytes)", capLen, len(body)-20)}
 			}
 			in := s.ifaces[ifi]
-			return body[20 : 20+capLen], in.time(uint64(hi)<<32 | uint64(lo)), in.link, nil
+			s.lastCut = s.bo.Uint32(body[16:]) > capLen // original length
+			s.lastTime = in.time(uint64(hi)<<32 | uint64(lo))
+			return body[20 : 20+capLen], s.lastTime, in.link, nil
 		case 3:
 			if len(body) < 4 {
 				return nil, time.Time{}, 0, &CorruptError{Offset: off, Where: where.String(), Msg: "body shorter than 4 bytes"}
@@ -371,7 +387,11 @@ func (s *ngSource) next() ([]byte, time.Time, uint32, error) {
 			if int64(orig) < int64(len(data)) {
 				data = data[:orig]
 			}
-			return data, time.Time{}, s.ifaces[0].link, nil
+			// A Simple Packet Block is cut to the interface's snaplen
+			// (the block's padding aside) when its original length is
+			// longer than the data; it has no time of its own.
+			s.lastCut = int64(orig) > int64(len(data))
+			return data, s.lastTime, s.ifaces[0].link, nil
 		case 10:
 			if len(body) >= 8 && s.bo.Uint32(body) == 0x544c534b {
 				l := s.bo.Uint32(body[4:])
