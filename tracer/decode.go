@@ -38,10 +38,14 @@ type Options struct {
 	// Workers is the number of goroutines that reassemble and decode
 	// flows; 0 or 1 decodes on the calling goroutine.
 	Workers int
-	// OnConversation, when set, receives each conversation as soon as its
-	// connection closes (FIN in both directions or RST) or the capture
-	// ends, instead of Capture.Conversations collecting them: memory then
-	// stays bounded by the open flows, whatever the size of the capture.
+	// OnConversation, when set, receives each conversation once its
+	// connection has closed (FIN in both directions or RST) and its
+	// time-wait has ended (5 s of capture time later, or sooner when
+	// more than 4096 closed connections wait; late segments of the
+	// connection arrive in that time), or when the capture ends, instead
+	// of Capture.Conversations collecting them: memory then stays
+	// bounded by the open and waiting flows, whatever the size of the
+	// capture.
 	// IDs are assigned in delivery order. With Workers > 1 it is called
 	// from the worker goroutines, one call at a time.
 	OnConversation func(*Conversation)
@@ -297,6 +301,9 @@ type decoder struct {
 	emit      func(*segInfo)      // receives the parsed TCP segments
 	deliver   func(*Conversation) // Options.OnConversation, numbering
 	seg       segInfo             // the segment being emitted (reused)
+	tw        []twEntry           // closed flows in time-wait, oldest first from twHead
+	twHead    int
+	twLive    int // flows of tw still in the table
 
 	// MQTT decoding state shared by the flows (one goroutine per decoder).
 	onPacket func(*Conversation, *Packet)              // Options.OnPacket (serialised)
@@ -535,10 +542,47 @@ func idOf(src, dst netip.AddrPort) flowID {
 	return flowID{dst, src}
 }
 
+// Closed connections wait in time-wait before they are finished, so
+// that their late segments (the peer's data in flight when an RST was
+// sent, a retransmission after both FINs, data captured after its FIN)
+// land in their own conversation instead of starting a made-up
+// mid-stream one on the same 4-tuple.
+const (
+	// timeWait is how long, in capture time after the connection
+	// closed, segments within its window still belong to it. RFC 9293's
+	// 2×MSL (60 s on Linux) guards against any stray duplicate; a
+	// capture only needs to cover what is in flight when the connection
+	// closes (one round trip) and the first retransmissions (RFC 6298
+	// starts at 1 s and doubles: 1 s + 2 s), while a conversation
+	// delivered to Options.OnConversation should not wait a minute.
+	timeWait = 5 * time.Second
+	// maxTimeWait bounds the closed connections kept per decoder; the
+	// oldest is finished first.
+	maxTimeWait = 4096
+	// timeWaitWindow is how far past the next expected byte a late
+	// segment may start and still belong to the closed connection: more
+	// than Linux's default maximum receive window (6 MiB), so in-flight
+	// data fits, and small enough that a new connection's random ISN
+	// falls in it by chance only about once in 250.
+	timeWaitWindow = 16 << 20
+)
+
+// twEntry is a closed flow waiting in time-wait.
+type twEntry struct {
+	id flowKey
+	f  *tcpFlow
+}
+
 // segment feeds a segment to its flow, creating or retiring flows.
 func (d *decoder) segment(s *segInfo) {
+	d.expire(s.ts)
 	id := idOf(s.src, s.dst).key()
 	f := d.flows[id]
+	if f != nil && f.timeWait && !f.late(s) {
+		// Not a late segment of the closed connection: a new one.
+		d.retire(id, f)
+		f = nil
+	}
 	if f != nil && s.syn && !s.ackf {
 		if h := &f.half[f.dirOf(s.src)]; !h.synSeen || h.synSeq != s.seq {
 			// A new connection reusing the 4-tuple.
@@ -568,14 +612,62 @@ func (d *decoder) segment(s *segInfo) {
 			f.close(1-dir, s.frame, s.ts)
 		}
 	}
-	if s.rst || (f.closed[0] && f.closed[1] && len(f.half[0].pending)+len(f.half[1].pending) == 0) {
-		d.retire(id, f)
+	if !f.timeWait && f.closed[0] && f.closed[1] {
+		f.timeWait, f.twUntil = true, s.ts.Add(timeWait)
+		d.tw = append(d.tw, twEntry{id, f})
+		d.twLive++
+		if d.twLive > maxTimeWait {
+			d.expire(time.Time{})
+		}
+	}
+}
+
+// late reports whether s, arriving for closed flow f, is one of its late
+// segments: within timeWait of the close, not a SYN with a new initial
+// sequence number, and within the window of its direction (from the
+// first sequence number seen to timeWaitWindow past the next expected
+// byte).
+func (f *tcpFlow) late(s *segInfo) bool {
+	if s.ts.After(f.twUntil) {
+		return false
+	}
+	h := &f.half[f.dirOf(s.src)]
+	if s.syn {
+		return h.synSeen && h.synSeq == s.seq
+	}
+	if !h.started {
+		return true // nothing to compare with: not clearly outside
+	}
+	return seqDiff(s.seq, h.base) >= 0 && seqDiff(s.seq, h.next) <= timeWaitWindow
+}
+
+// expire finishes the closed flows whose time-wait ended before now, and
+// the oldest ones while more than maxTimeWait wait (now zero: only
+// those).
+func (d *decoder) expire(now time.Time) {
+	for d.twHead < len(d.tw) {
+		e := d.tw[d.twHead]
+		if d.flows[e.id] == e.f {
+			if d.twLive <= maxTimeWait && (now.IsZero() || !now.After(e.f.twUntil)) {
+				break
+			}
+			d.retire(e.id, e.f)
+		}
+		d.tw[d.twHead] = twEntry{}
+		d.twHead++
+	}
+	if d.twHead > 64 && d.twHead*2 > len(d.tw) {
+		d.tw = append(d.tw[:0], d.tw[d.twHead:]...)
+		d.twHead = 0
 	}
 }
 
 // retire finishes a flow and removes it from the table.
 func (d *decoder) retire(id flowKey, f *tcpFlow) {
 	delete(d.flows, id)
+	if f.timeWait {
+		d.twLive--
+	}
 	if c := f.finish(); c != nil {
 		if d.deliver != nil {
 			d.deliver(c)

@@ -35,6 +35,8 @@ type tcpFlow struct {
 	firstFrame     int
 	lastFrame      int
 	midStream      bool
+	timeWait       bool      // closed both ways (FINs or RST), until twUntil
+	twUntil        time.Time // capture time after which the 4-tuple is a new connection
 	closed         [2]bool
 	closeFrame     [2]int
 	closeTime      [2]time.Time

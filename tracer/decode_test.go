@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 	"unsafe"
 
 	"go.uber.org/goleak"
@@ -193,7 +194,8 @@ func TestDecodeOnConversation(t *testing.T) {
 		f.send(ServerToClient, enc(t, s2c[0]))
 	}
 	b.fin(ClientToServer)
-	b.fin(ServerToClient) // b closes first: delivered first
+	b.fin(ServerToClient) // b closes first: delivered first, once its time-wait ends
+	g.now = g.now.Add(timeWait + time.Second)
 	a.send(ClientToServer, enc(t, c2s[1]))
 	file := g.pcap()
 	for _, workers := range []int{1, 2} {

@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 )
@@ -14,12 +15,19 @@ import (
 const batchBytes = 256 << 10
 
 // segBatch carries segments (their payloads copied into buf) or, when keys
-// is set, secrets to merge before the segments that follow.
+// is set, secrets to merge before the segments that follow, or, when tick
+// is set, the capture time reached (closed flows whose time-wait ended are
+// finished, as one worker does at every segment).
 type segBatch struct {
 	segs []segInfo
 	buf  []byte
 	keys *tlstrace.KeyLog
+	tick time.Time
 }
+
+// tickEvery is how much capture time passes between the ticks that tell
+// every worker the time (decodeSharded).
+const tickEvery = time.Second
 
 // decodeSharded decodes with o.Workers goroutines: the calling goroutine
 // reads frames and parses them down to TCP, and each flow is reassembled
@@ -65,6 +73,10 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 					d.keyLog.Merge(b.keys)
 					continue
 				}
+				if !b.tick.IsZero() {
+					d.expire(b.tick)
+					continue
+				}
 				for j := range b.segs {
 					d.segment(&b.segs[j])
 				}
@@ -92,7 +104,18 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 		}
 	}
 	reader := newDecoder(o)
+	var lastTick time.Time
 	reader.emit = func(s *segInfo) {
+		if d := s.ts.Sub(lastTick); d >= tickEvery || d < 0 {
+			// A worker that sees no segment would otherwise keep its
+			// closed flows until the end.
+			lastTick = s.ts
+			workers[0].expire(s.ts)
+			for i := 1; i < n; i++ {
+				send(i)
+				in[i] <- &segBatch{tick: s.ts}
+			}
+		}
 		id := idOf(s.src, s.dst)
 		var h maphash.Hash
 		h.SetSeed(seed)

@@ -30,6 +30,7 @@ type halfStream struct {
 	dir      Direction
 	started  bool   // next is known
 	next     uint32 // sequence number of the next byte to deliver
+	base     uint32 // first sequence number seen (the ISN after a SYN)
 	offset   int64  // stream offset of next
 	pending  []pendingSeg
 	buffered int
@@ -44,7 +45,7 @@ func seqDiff(a, b uint32) int64 { return int64(int32(a - b)) }
 func (h *halfStream) syn(seq uint32) {
 	if !h.started {
 		h.started = true
-		h.next = seq + 1
+		h.next, h.base = seq+1, seq
 	}
 	if !h.synSeen {
 		h.synSeen, h.synSeq = true, seq
@@ -58,7 +59,7 @@ func (h *halfStream) segment(seq uint32, payload []byte, frame int, ts time.Time
 	}
 	if !h.started {
 		h.started = true
-		h.next = seq
+		h.next, h.base = seq, seq
 	}
 	d := seqDiff(seq, h.next)
 	if d > 0 {

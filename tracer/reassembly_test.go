@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dps-conform/dps-conform/packets"
 )
@@ -202,5 +203,77 @@ func TestConnectionLifecycle(t *testing.T) {
 	}
 	if b.CloseFrame[0] <= a.CloseFrame[0] || b.CloseFrame[1] <= a.CloseFrame[0] {
 		t.Errorf("second: close frames %v", b.CloseFrame)
+	}
+}
+
+// TestLateSegmentsAfterClose checks that segments captured after a
+// connection closed (the peer's data in flight after an RST, a
+// retransmission after both FINs, data captured after its FIN) stay in
+// their conversation during time-wait, and that a segment after
+// time-wait or clearly outside the old window starts a new, mid-stream
+// one; with 1, 2 and 3 workers alike.
+func TestLateSegmentsAfterClose(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	connect, connack, sub := enc(t, c2s[0]), enc(t, s2c[0]), enc(t, c2s[1])
+	open := func(g *genCapture) *genFlow {
+		f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+		f.handshake()
+		f.send(ClientToServer, connect)
+		f.send(ServerToClient, connack)
+		return f
+	}
+	for _, tc := range []struct {
+		name  string
+		build func(g *genCapture)
+		want  []string // per conversation: packets, mid-stream
+	}{
+		{"data in flight after RST", func(g *genCapture) {
+			f := open(g)
+			f.raw(ClientToServer, f.isn[0]+f.next[0], f.isn[1]+f.next[1], "RA", nil)
+			f.send(ServerToClient, connack)
+		}, []string{"3 false"}},
+		{"retransmission after both FINs", func(g *genCapture) {
+			f := open(g)
+			f.fin(ClientToServer)
+			f.fin(ServerToClient)
+			f.at(ServerToClient, 1, connack)
+		}, []string{"2 false"}},
+		{"FIN captured before the last data", func(g *genCapture) {
+			f := open(g)
+			f.raw(ClientToServer, f.isn[0]+f.next[0]+uint32(len(sub)), f.isn[1]+f.next[1], "FA", nil)
+			f.fin(ServerToClient)
+			f.at(ClientToServer, f.next[0], sub)
+		}, []string{"3 false"}},
+		{"after time-wait", func(g *genCapture) {
+			f := open(g)
+			f.fin(ClientToServer)
+			f.fin(ServerToClient)
+			g.now = g.now.Add(timeWait + time.Second)
+			f.send(ClientToServer, sub)
+		}, []string{"2 false", "1 true"}},
+		{"outside the old window", func(g *genCapture) {
+			f := open(g)
+			f.fin(ClientToServer)
+			f.fin(ServerToClient)
+			f.at(ClientToServer, f.next[0]+1<<30, sub)
+		}, []string{"2 false", "1 true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkEthernet)
+			tc.build(g)
+			for _, w := range []int{1, 2, 3} {
+				capt, err := Decode(bytes.NewReader(g.pcap()), Options{Workers: w})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, c := range capt.Conversations {
+					got = append(got, fmt.Sprintf("%d %v", len(c.Packets), c.MidStream))
+				}
+				if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+					t.Errorf("workers=%d: conversations %q, want %q", w, got, tc.want)
+				}
+			}
+		})
 	}
 }
