@@ -381,6 +381,15 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 		}
 		tcpb = d.ip6.Payload
 		nh := d.ip6.NextHeader
+		if hbh := d.ip6.HopByHop; hbh != nil {
+			// gopacket skipped the hop-by-hop header (Payload follows
+			// it) but left NextHeader at 0: go on from the header's own
+			// next header, within the payload length, which counts it.
+			nh = hbh.NextHeader
+			if n := int(d.ip6.Length) - hbh.ActualLength; d.ip6.Length != 0 && n >= 0 && n < len(tcpb) {
+				tcpb = tcpb[:n]
+			}
+		}
 		// Skip the common extension headers.
 		for i := 0; i < 8 && nh != layers.IPProtocolTCP; i++ {
 			switch nh {

@@ -312,3 +312,56 @@ func TestDecodeKeptPacketsOwnStorage(t *testing.T) {
 		t.Error("two kept SUBSCRIBE packets share their Subscriptions storage")
 	}
 }
+
+// withIPv6Ext rewrites every frame of a raw-IP IPv6 capture to carry the
+// extension headers hdrs (each 8*n bytes; their next-header bytes are
+// filled in) between the IPv6 header and TCP.
+func withIPv6Ext(g *genCapture, types []byte, hdrs ...[]byte) {
+	for i := range g.frames {
+		p := g.frames[i].data
+		next := p[6]
+		var ext []byte
+		for j := len(hdrs) - 1; j >= 0; j-- {
+			h := slices.Clone(hdrs[j])
+			h[0] = next
+			next = types[j]
+			ext = append(h, ext...)
+		}
+		out := append(slices.Clone(p[:40]), ext...)
+		out = append(out, p[40:]...)
+		out[6] = next
+		binary.BigEndian.PutUint16(out[4:], uint16(len(out)-40))
+		g.frames[i].data = out
+	}
+}
+
+// TestDecodeIPv6ExtensionHeaders checks that TCP behind IPv6 extension
+// headers is decoded: hop-by-hop (which gopacket skips itself, leaving
+// NextHeader 0), destination options and routing, alone and chained.
+func TestDecodeIPv6ExtensionHeaders(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	pad := []byte{0, 0, 1, 4, 0, 0, 0, 0} // one 8-byte header, PadN
+	for _, tc := range []struct {
+		name  string
+		types []byte
+		hdrs  [][]byte
+	}{
+		{"hop-by-hop", []byte{0}, [][]byte{pad}},
+		{"hop-by-hop, destination options", []byte{0, 60}, [][]byte{pad, pad}},
+		{"destination options", []byte{60}, [][]byte{pad}},
+		{"routing", []byte{43}, [][]byte{{0, 0, 0, 0, 0, 0, 0, 0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkRaw)
+			f := g.flow("[2001:db8::2]:50000", "[2001:db8::1]:1883")
+			f.handshake()
+			f.send(ClientToServer, enc(t, c2s[0]))
+			f.send(ServerToClient, enc(t, s2c[0]))
+			withIPv6Ext(g, tc.types, tc.hdrs...)
+			c := decodeGen(t, g, Options{})
+			if len(c.Packets) != 2 || c.MidStream {
+				t.Errorf("%d packets, mid-stream %v, want 2 from the start", len(c.Packets), c.MidStream)
+			}
+		})
+	}
+}
