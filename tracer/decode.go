@@ -391,24 +391,48 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 			}
 		}
 		// Skip the common extension headers.
-		for i := 0; i < 8 && nh != layers.IPProtocolTCP; i++ {
+		for i := 0; nh != layers.IPProtocolTCP; i++ {
+			if i == 8 {
+				d.warn("IPv6 extension header chains longer than 8 ignored")
+				return
+			}
 			switch nh {
-			case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination:
+			case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination, layers.IPProtocolAH:
 				if len(tcpb) < 8 {
+					d.warn("malformed IPv6 extension header")
 					return
 				}
 				l := 8 + int(tcpb[1])*8
+				if nh == layers.IPProtocolAH {
+					l = (int(tcpb[1]) + 2) * 4 // RFC 4302: in 4-byte units
+				}
 				if len(tcpb) < l {
+					d.warn("malformed IPv6 extension header")
 					return
 				}
 				nh = layers.IPProtocol(tcpb[0])
 				tcpb = tcpb[l:]
-			default:
+			case layers.IPProtocolIPv6Fragment:
+				if len(tcpb) < 8 {
+					d.warn("malformed IPv6 extension header")
+					return
+				}
+				if binary.BigEndian.Uint16(tcpb[2:])&0xfff9 != 0 {
+					// Offset or More Fragments set: a real fragment.
+					// An atomic fragment (RFC 6946) is whole.
+					d.warn("IPv6 fragments ignored")
+					return
+				}
+				nh = layers.IPProtocol(tcpb[0])
+				tcpb = tcpb[8:]
+			case layers.IPProtocolESP, 135, 139, 140, 253, 254:
+				// Extension headers that cannot be skipped or hide
+				// what follows: ESP, Mobility, HIP, Shim6, experimental.
+				d.warn(fmt.Sprintf("IPv6 next header %d not supported", uint8(nh)))
 				return
+			default:
+				return // another transport, such as UDP or ICMPv6: not TCP
 			}
-		}
-		if nh != layers.IPProtocolTCP {
-			return
 		}
 		src = netip.AddrFrom16([16]byte(d.ip6.SrcIP.To16())).Unmap()
 		dst = netip.AddrFrom16([16]byte(d.ip6.DstIP.To16())).Unmap()

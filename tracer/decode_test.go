@@ -365,3 +365,46 @@ func TestDecodeIPv6ExtensionHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeIPv6Fragments checks that an atomic fragment (offset 0, no
+// More Fragments) is decoded, and that real fragments and extension
+// headers the decoder cannot skip are counted in a warning.
+func TestDecodeIPv6Fragments(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	for _, tc := range []struct {
+		name    string
+		typ     byte
+		hdr     []byte
+		packets int
+		warning string
+	}{
+		{"atomic fragment", 44, []byte{0, 0, 0, 0, 0, 0, 0, 1}, 2, ""},
+		{"first fragment", 44, []byte{0, 0, 0, 1, 0, 0, 0, 1}, 0, "IPv6 fragments ignored (5 frames)"},
+		{"later fragment", 44, []byte{0, 0, 0, 8, 0, 0, 0, 1}, 0, "IPv6 fragments ignored (5 frames)"},
+		{"ESP", 50, []byte{0, 0, 0, 1, 0, 0, 0, 1}, 0, "IPv6 next header 50 not supported (5 frames)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkRaw)
+			f := g.flow("[2001:db8::2]:50000", "[2001:db8::1]:1883")
+			f.handshake()
+			f.send(ClientToServer, enc(t, c2s[0]))
+			f.send(ServerToClient, enc(t, s2c[0]))
+			withIPv6Ext(g, []byte{tc.typ}, tc.hdr)
+			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, c := range capt.Conversations {
+				n += len(c.Packets)
+			}
+			var want []string
+			if tc.warning != "" {
+				want = []string{tc.warning}
+			}
+			if n != tc.packets || fmt.Sprint(capt.Warnings) != fmt.Sprint(want) {
+				t.Errorf("%d packets, warnings %q; want %d, %q", n, capt.Warnings, tc.packets, want)
+			}
+		})
+	}
+}
