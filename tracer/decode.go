@@ -637,7 +637,11 @@ func (d *decoder) segment(s *segInfo) {
 		f.half[1-dir].acked(s.ack, s.frame, s.ts, f)
 	}
 	if len(s.payload) > 0 && f.kind != kindNone {
-		h.segment(s.seq, s.payload, s.frame, s.ts, f)
+		seq := s.seq
+		if s.syn {
+			seq++ // TCP Fast Open (RFC 7413): the data follows the SYN's sequence number
+		}
+		h.segment(seq, s.payload, s.frame, s.ts, f)
 	}
 	if s.fin || s.rst {
 		f.close(dir, s.frame, s.ts)

@@ -277,3 +277,22 @@ func TestLateSegmentsAfterClose(t *testing.T) {
 		})
 	}
 }
+
+// TestFastOpen checks that data carried in a SYN (TCP Fast Open) is
+// delivered from its first byte: it starts at ISN+1, not at the SYN's own
+// sequence number.
+func TestFastOpen(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	g := newGen(t, linkEthernet)
+	f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+	connect := enc(t, c2s[0])
+	f.raw(ClientToServer, f.isn[0], 0, "S", connect)
+	f.next = [2]uint32{1 + uint32(len(connect)), 1}
+	f.raw(ServerToClient, f.isn[1], f.isn[0]+f.next[0], "SA", nil)
+	f.send(ServerToClient, enc(t, s2c[0]))
+	f.send(ClientToServer, enc(t, c2s[1]))
+	c := decodeGen(t, g, Options{})
+	if got := summary(c); len(c.Packets) != 3 || len(c.Gaps) != 0 || len(c.Problems) != 0 {
+		t.Errorf("%d packets, gaps %v, problems %v:\n%s", len(c.Packets), c.Gaps, c.Problems, got)
+	}
+}
