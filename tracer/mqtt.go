@@ -33,7 +33,23 @@ type mqttStream struct {
 	skipEnd int64
 	skipN   int64
 	max     int
+	// tentative counts the packets after a resynchronisation that must
+	// still decode strictly before the stream is trusted again; until
+	// then a header that fails plausibleHeader resynchronises instead of
+	// being reported as a malformed packet.
+	tentative int
+	// scanned counts the offsets resync examined and tried the strict
+	// decodes it ran: tests bound the work per byte with them.
+	scanned, tried int64
+	// scanTo is the stream offset up to which resync has looked for a
+	// chain of packets past a candidate it waits for.
+	scanTo int64
 }
+
+// resyncWindow bounds a resynchronisation: a candidate packet longer than
+// this is not waited for, so at most this many bytes are held and examined
+// past the offset where the search stands.
+const resyncWindow = 64 << 10
 
 // plausibleHeader reports whether b starts with a fixed header that could
 // begin a packet sent in direction d, and the packet's total length if its
@@ -137,7 +153,7 @@ func (m *mqttStream) feed(b []byte, frame int, ts time.Time) {
 			return
 		}
 	}
-	if len(m.buf) == 0 && !m.syncing {
+	if len(m.buf) == 0 && !m.syncing && m.tentative == 0 {
 		// Fast path: decode straight from b, keep only the tail.
 		n := m.decodeAll(b, frame, ts)
 		m.keepTail(b[n:])
@@ -146,10 +162,15 @@ func (m *mqttStream) feed(b []byte, frame int, ts time.Time) {
 	m.buf = append(m.buf, b...)
 	n := m.decodeAll(m.buf, frame, ts)
 	tail := m.buf[n:]
-	if !m.syncing && m.startPartial(tail) {
+	switch {
+	case !m.syncing && m.tentative == 0 && m.startPartial(tail):
 		m.buf = m.buf[:0]
-	} else {
+	case len(tail) <= n:
 		m.buf = m.buf[:copy(m.buf, tail)]
+	default:
+		// Moving the tail would cost more than the bytes consumed: keep
+		// it in place (append reallocates when the capacity runs out).
+		m.buf = tail
 	}
 	switch {
 	case len(m.buf) == 0:
@@ -161,7 +182,7 @@ func (m *mqttStream) feed(b []byte, frame int, ts time.Time) {
 
 // keepTail keeps the undecoded tail of fed bytes.
 func (m *mqttStream) keepTail(t []byte) {
-	if len(t) == 0 || !m.syncing && m.startPartial(t) {
+	if len(t) == 0 || !m.syncing && m.tentative == 0 && m.startPartial(t) {
 		return
 	}
 	m.buf = append(m.buf[:0], t...)
@@ -241,6 +262,11 @@ func (m *mqttStream) end(frame int) {
 		m.buf = append(m.buf[:0], m.partial[:m.fill]...)
 		m.partial, m.fill = nil, 0
 	}
+	if len(m.buf) > 0 && m.syncing {
+		// Nothing plausible was confirmed in the bytes held.
+		m.skipped(frame, len(m.buf))
+		m.buf = m.buf[:0]
+	}
 	if len(m.buf) > 0 && !m.syncing {
 		m.problem(frame, m.off, "tracer-truncated", fmt.Sprintf("stream ends inside a %s packet (%d bytes buffered)", packets.Type(m.buf[0]>>4), len(m.buf)))
 		if n, err := packets.PacketLength(m.buf); err == nil {
@@ -289,6 +315,15 @@ func (m *mqttStream) decodeAll(b []byte, frame int, ts time.Time) int {
 				return i
 			}
 			m.syncing = false
+			m.tentative = 2
+		}
+		if m.tentative > 0 {
+			if ok, _ := plausibleHeader(b[i:], m.dir, m.max); !ok {
+				// Not a header this direction can send, right after a
+				// guessed resynchronisation: the guess was wrong.
+				m.syncing = true
+				continue
+			}
 		}
 		l, err := packets.PacketLength(b[i:])
 		if err != nil {
@@ -315,6 +350,18 @@ func (m *mqttStream) decodeAll(b []byte, frame int, ts time.Time) int {
 		if len(b)-i < l {
 			return i
 		}
+		if m.tentative > 0 {
+			m.tried++
+			switch {
+			case m.decodes(b[i : i+l]):
+				m.tentative--
+			case !m.framesLeniently(b[i : i+l]):
+				// Not even a malformed packet with violations, right
+				// after a guessed resynchronisation: the guess was wrong.
+				m.syncing = true
+				continue
+			}
+		}
 		m.packet(b[i:i+l], frame, ts)
 		m.off += int64(l)
 		i += l
@@ -322,19 +369,34 @@ func (m *mqttStream) decodeAll(b []byte, frame int, ts time.Time) int {
 	return i
 }
 
-// resync finds the first offset in b where a plausible packet starts,
-// confirmed by a second plausible header after it (or by the packet ending
-// exactly at the end of b and decoding cleanly). A candidate that needs
-// more bytes than b holds is passed over when a later candidate decodes as
-// a chain of packets up to the end of b; otherwise wait reports that b
-// ends before the candidate at offset j could be confirmed.
+// resync finds the first offset in b where a plausible packet starts: a
+// fixed header that passes plausibleHeader (cheap: type, flags, direction,
+// remaining length, and a packet of at most resyncWindow bytes), a packet
+// that decodes strictly, and a next header that is plausible too (or the
+// packet ends exactly at the end of b). A candidate that needs more bytes
+// than b holds is passed over when a later one decodes as a chain of
+// packets up to the end of b; otherwise wait reports that b ends before
+// the candidate at j could be confirmed. The caller skips the bytes before
+// j, so the next call resumes there; the later offsets already tried as
+// such a chain are not tried again (m.scanTo), even if their chain was
+// only cut by the end of b, so that the work is linear in the bytes: an
+// offset is examined forward, as a chain start, and again only by a later
+// resynchronisation that starts before it.
 func (m *mqttStream) resync(b []byte) (j int, wait bool) {
+	lim := min(m.max, resyncWindow)
 	waitAt := -1
 	for j = 0; j < len(b); j++ {
-		if waitAt >= 0 && j-waitAt > 64<<10 {
-			break
+		if waitAt >= 0 {
+			// Resume the search for a chain where the last call left it.
+			if k := int(m.scanTo - m.off); j < k {
+				j = min(k, len(b))
+				if j == len(b) {
+					break
+				}
+			}
 		}
-		ok, n := plausibleHeader(b[j:], m.dir, m.max)
+		m.scanned++
+		ok, n := plausibleHeader(b[j:], m.dir, lim)
 		if !ok {
 			continue
 		}
@@ -344,17 +406,20 @@ func (m *mqttStream) resync(b []byte) (j int, wait bool) {
 			}
 			continue
 		}
+		m.tried++
 		if !m.decodes(b[j : j+n]) {
 			continue
 		}
 		if waitAt >= 0 {
 			if m.chainToEnd(b[j:]) {
+				m.scanTo = 0
 				return j, false
 			}
 			continue
 		}
 		rest := b[j+n:]
 		if len(rest) == 0 {
+			m.scanTo = 0
 			return j, false
 		}
 		ok2, n2 := plausibleHeader(rest, m.dir, m.max)
@@ -365,12 +430,29 @@ func (m *mqttStream) resync(b []byte) (j int, wait bool) {
 			waitAt = j
 			continue
 		}
+		m.scanTo = 0
 		return j, false
 	}
 	if waitAt >= 0 {
+		m.scanTo = m.off + int64(len(b))
 		return waitAt, true
 	}
 	return len(b), true
+}
+
+// chainToEnd reports whether b is a sequence of whole packets that decode.
+func (m *mqttStream) chainToEnd(b []byte) bool {
+	for len(b) > 0 {
+		ok, n := plausibleHeader(b, m.dir, m.max)
+		if !ok || n == 0 || n > len(b) {
+			return false
+		}
+		if m.tried++; !m.decodes(b[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 // decodes reports whether the framed packet b decodes strictly (any
@@ -383,16 +465,12 @@ func (m *mqttStream) decodes(b []byte) bool {
 	return err == nil
 }
 
-// chainToEnd reports whether b is a sequence of whole packets that decode.
-func (m *mqttStream) chainToEnd(b []byte) bool {
-	for len(b) > 0 {
-		ok, n := plausibleHeader(b, m.dir, m.max)
-		if !ok || n == 0 || n > len(b) || !m.decodes(b[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
+// framesLeniently reports whether the framed packet b decodes in lenient
+// mode, with or without violations.
+func (m *mqttStream) framesLeniently(b []byte) bool {
+	_, _, err := m.d.lenient.Decode(b)
+	var vs packets.Violations
+	return err == nil || errors.As(err, &vs)
 }
 
 // msgOf is the message of a *packets.ProtocolError without the clause
