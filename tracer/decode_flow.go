@@ -110,7 +110,7 @@ func (f *tcpFlow) gap(d Direction, n int, frame int, ts time.Time) {
 		}
 		f.sniff = [2][]byte{}
 	}
-	f.up.gap(d, n)
+	f.up.gap(d, n, frame)
 }
 
 // conversation returns the flow's Conversation, creating it (it is kept

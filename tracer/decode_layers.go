@@ -156,18 +156,21 @@ func (u *upper) inner(d Direction, b []byte, frame int, ts time.Time) {
 	u.mq[d].feed(b, frame, ts)
 }
 
-func (u *upper) gap(d Direction, n int) {
+// gap tells the layers that n bytes of direction d were lost; frame is
+// the frame that revealed the gap (Gap.Frame), which the problems it causes
+// above TCP carry.
+func (u *upper) gap(d Direction, n int, frame int) {
 	switch {
 	case u.tls != nil:
 		u.tls.Gap(tlstrace.Dir(d), n)
 		if u.innerDecided {
-			u.mq[d].gap(0)
+			u.mq[d].gap(0, frame)
 		}
 	case u.ws != nil:
 		u.ws.Gap(wstrace.Dir(d), n)
-		u.mq[d].gap(0)
+		u.mq[d].gap(0, frame)
 	default:
-		u.mq[d].gap(n)
+		u.mq[d].gap(n, frame)
 	}
 }
 

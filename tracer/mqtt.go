@@ -238,14 +238,15 @@ func (d *decoder) putBuf(b []byte) {
 	}
 }
 
-// gap tells the stream that n bytes are missing before the next feed.
-func (m *mqttStream) gap(n int) {
+// gap tells the stream that n bytes are missing before the next feed;
+// frame is the frame that revealed the gap.
+func (m *mqttStream) gap(n int, frame int) {
 	if m.partial != nil {
 		m.buf = append(m.buf[:0], m.partial[:m.fill]...)
 		m.partial, m.fill = nil, 0
 	}
 	if len(m.buf) > 0 && !m.syncing {
-		m.problem(0, m.off, "tracer-gap", fmt.Sprintf("%d bytes of an incomplete %s packet lost in a gap", len(m.buf), packets.Type(m.buf[0]>>4)))
+		m.problem(frame, m.off, "tracer-gap", fmt.Sprintf("%d bytes of an incomplete %s packet lost in a gap", len(m.buf), packets.Type(m.buf[0]>>4)))
 		if n, err := packets.PacketLength(m.buf); err == nil {
 			m.conv.Problems[len(m.conv.Problems)-1].PacketLen = n
 		}
