@@ -6,25 +6,16 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/dps-conform/dps-conform/internal/pcapngtest"
 )
 
-// editBlocks returns the pcapng file orig (little-endian, as the committed
-// captures are) with each block passed through f, given its type and the
-// number of Enhanced Packet Blocks so far (this one included).
+// editBlocks is pcapngtest.EditBlocks, failing t on a damaged file.
 func editBlocks(t *testing.T, orig []byte, f func(typ uint32, epbs int, block []byte) []byte) []byte {
 	t.Helper()
-	var out []byte
-	epbs := 0
-	for off := 0; off+12 <= len(orig); {
-		typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
-		if n < 12 || off+n > len(orig) {
-			t.Fatalf("block at %d: length %d", off, n)
-		}
-		if typ == 6 {
-			epbs++
-		}
-		out = append(out, f(typ, epbs, bytes.Clone(orig[off:off+n]))...)
-		off += n
+	out, err := pcapngtest.EditBlocks(orig, f)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

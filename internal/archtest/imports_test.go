@@ -51,6 +51,8 @@ var allowedImports = map[string][]string{
 	"reports":           {"conformance/..."},
 	"internal/cli":      {"..."},
 	"internal/archtest": {},
+	// Test support: edits pcapng files block by block (standard library).
+	"internal/pcapngtest": {},
 	// Generator of testdata/pcaps: drives the emulator and device client.
 	"internal/gen/pcaps": {"..."},
 	"cmd/dps-conform":    {"internal/cli"},

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/internal/pcapngtest"
 )
 
 // TestTraceCheckRules: --check judges field captures with the service rules
@@ -179,23 +180,13 @@ func TestTraceCheckRunEvidence(t *testing.T) {
 	}
 }
 
-// rewritePcapng writes to path the blocks of the pcapng file orig, each
-// passed through f with its type and the number of Enhanced Packet Blocks
-// so far (this one included); f returns what to write (nil: nothing).
+// rewritePcapng writes to path the pcapng file orig edited with
+// pcapngtest.EditBlocks.
 func rewritePcapng(t *testing.T, orig []byte, path string, f func(typ uint32, epbs int, block []byte) []byte) string {
 	t.Helper()
-	var out []byte
-	epbs := 0
-	for off := 0; off+12 <= len(orig); {
-		typ, n := binary.LittleEndian.Uint32(orig[off:]), int(binary.LittleEndian.Uint32(orig[off+4:]))
-		if n < 12 || off+n > len(orig) {
-			t.Fatalf("block at %d: length %d", off, n)
-		}
-		if typ == 6 {
-			epbs++
-		}
-		out = append(out, f(typ, epbs, orig[off:off+n])...)
-		off += n
+	out, err := pcapngtest.EditBlocks(orig, f)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)
