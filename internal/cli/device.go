@@ -68,6 +68,10 @@ rule applied; or an environment failure).
 // tlsScenarios are served with a certificate the device must refuse.
 var tlsScenarios = []string{"tls-untrusted-ca", "tls-wrong-host", "tls-expired"}
 
+// refusingScenarios serve DPS but never assign: a device cannot get a 200
+// there.
+var refusingScenarios = []string{"unauthorized-401", "connack-withheld"}
+
 type deviceFlags struct {
 	exec, transport, profile, out, regID, host string
 	product                                    string
@@ -237,6 +241,7 @@ type scenarioRun struct {
 	connects      int    // of those, the ones that carried a CONNECT
 	registers     int    // register requests the device published
 	finals        int    // answers that ended an operation (finalAnswer)
+	assigned      int    // of them, 200 answers (an assignment's final status)
 	ended         string // how the scenario ended: "device exited: 0", "ended by the operator"
 	elapsed       time.Duration
 }
@@ -390,6 +395,9 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 				run.registers++ // well-formed or not: DPS-DEV-011 judges the topic
 			case p.Dir == tracer.ServerToClient && finalAnswer(string(pub.Topic)):
 				run.finals++
+				if r, err := dps.ParseResponseTopic(string(pub.Topic)); err == nil && r.Status == 200 {
+					run.assigned++
+				}
 			}
 		}
 	}
@@ -425,10 +433,18 @@ func checkLoopbackHost(ctx context.Context, host string, lookup func(context.Con
 	if err != nil {
 		return usageErrorf("--host %q: does not resolve: %v (want a DNS name resolving to loopback addresses only)", host, err)
 	}
+	has := false
+	var ips []string
 	for _, a := range addrs {
+		ips = append(ips, a.IP.String())
 		if !a.IP.IsLoopback() {
 			return usageErrorf("--host %q: resolves to %s, not a loopback address (want a DNS name resolving to loopback addresses only: the emulator listens on loopback)", host, a.IP)
 		}
+		has = has || a.IP.Equal(net.IPv4(127, 0, 0, 1))
+	}
+	if !has {
+		// bindHost: for a name the emulator listens on 127.0.0.1.
+		return usageErrorf("--host %q: resolves to %s but not to 127.0.0.1, where the emulator listens for a name (give the address itself as --host to listen there)", host, strings.Join(ips, ", "))
 	}
 	return nil
 }
@@ -513,10 +529,16 @@ func finalAnswer(topic string) bool {
 // to judge. A TLS handshake alone (DPS-DEV-001) is no provisioning device,
 // nor is a CONNECT alone. A device that does all this in one scenario
 // that serves DPS is judged (a device may rightly stop early in another,
-// as after connack-withheld). A run of TLS scenarios only is judged on
-// them.
+// as after connack-withheld). Where the run has a scenario that assigns
+// (all but refusingScenarios), seeing it through means a 200 there: the
+// 401 of unauthorized-401 ends an operation without any poll. A run of
+// TLS scenarios only is judged on them.
 func noVerdictReason(runs []*scenarioRun, exec bool) string {
-	all, tcp, served, servedConns, connects, registers, finals := 0, 0, 0, 0, 0, 0, 0
+	all, tcp, served, servedConns, connects, registers := 0, 0, 0, 0, 0, 0
+	assigning := slices.ContainsFunc(runs, func(r *scenarioRun) bool {
+		return !slices.Contains(tlsScenarios, r.Name) && !slices.Contains(refusingScenarios, r.Name)
+	})
+	seenThrough := false
 	for _, r := range runs {
 		all += r.conversations
 		tcp += r.accepted
@@ -527,7 +549,13 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		servedConns += r.conversations
 		connects += r.connects
 		registers += r.registers
-		finals += r.finals
+		switch {
+		case r.connects == 0 || r.registers == 0:
+		case assigning:
+			seenThrough = seenThrough || r.assigned > 0 && !slices.Contains(refusingScenarios, r.Name)
+		default:
+			seenThrough = seenThrough || r.finals > 0
+		}
 	}
 	switch {
 	case len(runs) > 0 && all == 0 && tcp > 0:
@@ -546,7 +574,7 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		return fmt.Sprintf("the device connected %d time(s) but sent no CONNECT in any scenario that serves DPS", servedConns)
 	case registers == 0:
 		return "the device sent CONNECT but no register request (PUBLISH to " + dps.RegisterPrefix + ") in any scenario that serves DPS"
-	case finals == 0:
+	case !seenThrough:
 		return "the device registered but never polled to a final status (a 200 answer, or an error that ends the operation) in any scenario that serves DPS: while the answer is 202 a device keeps polling"
 	default:
 		return ""

@@ -20,8 +20,12 @@ import (
 // serves DPS, the device connected, sent CONNECT, registered and polled on
 // to an answer that ends the operation; the reason names what was missing.
 func TestNoVerdictReason(t *testing.T) {
+	// finals are 200 answers (assigned) except in unauthorized-401.
 	run := func(name string, conns, connects, registers, finals int) *scenarioRun {
 		r := &scenarioRun{accepted: conns, conversations: conns, connects: connects, registers: registers, finals: finals}
+		if name != "unauthorized-401" {
+			r.assigned = finals
+		}
 		r.Name = name
 		return r
 	}
@@ -43,6 +47,12 @@ func TestNoVerdictReason(t *testing.T) {
 		{"one scenario through", []*scenarioRun{run("connack-withheld", 1, 1, 0, 0), run("normal", 1, 1, 1, 1)}, ""},
 		{"a TLS scenario does not count", []*scenarioRun{run("normal", 1, 1, 0, 0), run("tls-untrusted-ca", 1, 1, 1, 1)}, "no register request"},
 		{"TLS scenarios only, judged on them", []*scenarioRun{run("tls-expired", 1, 0, 0, 0)}, ""},
+		// The steps must come together in one scenario, and where a
+		// scenario assigns, the final answer must be its 200: a device
+		// that registers, gets 202 and goes away in normal is not seen
+		// through by the 401 of unauthorized-401.
+		{"202 then gone, 401 elsewhere", []*scenarioRun{run("normal", 1, 1, 1, 0), run("unauthorized-401", 1, 1, 1, 1)}, "registered but never polled to a final status"},
+		{"steps split across scenarios", []*scenarioRun{run("normal", 1, 1, 0, 0), run("register-429", 1, 1, 1, 0), run("poll-429", 1, 0, 0, 1)}, "registered but never polled to a final status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := noVerdictReason(tc.runs, true)
@@ -148,7 +158,10 @@ func TestCheckLoopbackHost(t *testing.T) {
 	}{
 		{"IPv4 loopback", "localhost", addrs("127.0.0.1"), nil, ""},
 		{"both loopbacks", "localhost", addrs("127.0.0.1", "::1"), nil, ""},
-		{"another loopback address", "dut.test", addrs("127.0.0.2"), nil, ""},
+		// The emulator listens on 127.0.0.1 for a name: a device told a
+		// name that resolves elsewhere could not reach it.
+		{"another loopback address", "dut.test", addrs("127.0.0.2"), nil, `--host "dut.test": resolves to 127.0.0.2 but not to 127.0.0.1`},
+		{"IPv6 loopback only", "ip6-localhost", addrs("::1"), nil, `but not to 127.0.0.1`},
 		{"one address not loopback", "dut.test", addrs("127.0.0.1", "192.0.2.7"), nil, `--host "dut.test": resolves to 192.0.2.7, not a loopback address`},
 		{"not loopback", "example.com", addrs("93.184.216.34"), nil, `--host "example.com": resolves to 93.184.216.34, not a loopback address`},
 		{"does not resolve", "nonexistent.invalid", nil, &net.DNSError{Err: "no such host", Name: "nonexistent.invalid", IsNotFound: true}, `--host "nonexistent.invalid": does not resolve: `},
