@@ -56,14 +56,9 @@ func newOperations(max int, ttl time.Duration) *operations {
 // (Part A §11).
 func regKey(id string) string { return strings.ToLower(id) }
 
-// inProgress reports whether regID's latest operation is in progress: not
-// done, or done before its retry-after.
-func (o *operations) inProgress(regID string, now time.Time) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.inProgressLocked(regKey(regID), now)
-}
-
+// inProgressLocked reports whether the latest operation of the device
+// with key is in progress: not done, or done before its retry-after. o.mu
+// is held.
 func (o *operations) inProgressLocked(key string, now time.Time) bool {
 	p := o.latest[key]
 	return p != nil && (!p.done || now.Before(p.readyAt))

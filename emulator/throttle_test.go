@@ -81,6 +81,11 @@ func TestRetryAfterSeconds(t *testing.T) {
 func TestOperationsTable(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	o := newOperations(2, time.Minute)
+	inProgress := func(regID string, at time.Time) bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.inProgressLocked(regKey(regID), at)
+	}
 	a := &operation{id: "a", regID: "Dev-1", created: t0, readyAt: t0.Add(3 * time.Second)}
 	if o.add(a, t0, true) != opAdded {
 		t.Fatal("add refused")
@@ -90,14 +95,14 @@ func TestOperationsTable(t *testing.T) {
 	if got := o.add(&operation{id: "a2", regID: "DEV-1", created: t0, readyAt: t0}, t0, true); got != opInProgress {
 		t.Fatalf("exclusive add while in progress = %v, want opInProgress", got)
 	}
-	if !o.inProgress("dev-1", t0) {
+	if !inProgress("dev-1", t0) {
 		t.Fatal("not in progress while assigning (ids are case-insensitive)")
 	}
 	o.finish("a", dpsResult("Dev-1"), nil, t0.Add(time.Second))
-	if !o.inProgress("DEV-1", t0.Add(2*time.Second)) {
+	if !inProgress("DEV-1", t0.Add(2*time.Second)) {
 		t.Fatal("not in progress before the retry-after passed")
 	}
-	if o.inProgress("dev-1", t0.Add(3*time.Second)) {
+	if inProgress("dev-1", t0.Add(3*time.Second)) {
 		t.Fatal("in progress once assigned and past the retry-after")
 	}
 	if _, ok := o.lookup("a", "dev-2"); ok {

@@ -21,7 +21,6 @@ func (s *Server) wsServer() *http.Server {
 	srv := &http.Server{
 		Handler:           s.counted(http.HandlerFunc(s.serveWS)),
 		ReadHeaderTimeout: s.limits.ConnectTimeout,
-		IdleTimeout:       s.limits.ConnectTimeout,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}

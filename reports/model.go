@@ -235,21 +235,28 @@ func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile 
 			Statement: req.Statement, Source: req.Source, URL: req.URL, Specs: ss}
 		rq.Verdict, rq.Reason = aggregate(req, ss, profile)
 		r.Requirements = append(r.Requirements, rq)
-		r.Summary.Requirements[rq.Verdict]++
-		if req.Level == conformance.MUST {
-			r.Summary.MustTotal++
-			switch rq.Verdict {
-			case Pass:
-				r.Summary.MustJudged++
-				r.Summary.MustPassed++
-			case Fail:
-				r.Summary.MustJudged++
-				r.Summary.MustFailed++
-			}
-		}
+		r.Summary.count(rq)
 	}
 	r.Summary.Verdict = r.Summary.Headline()
 	r.Summary.Conformant = r.Summary.Verdict == HeadlineConformant
+}
+
+// count adds a requirement's verdict to the counts (every verdict, and the
+// MUST coverage).
+func (s *Summary) count(rq *Requirement) {
+	s.Requirements[rq.Verdict]++
+	if rq.Level != string(conformance.MUST) {
+		return
+	}
+	s.MustTotal++
+	switch rq.Verdict {
+	case Pass:
+		s.MustJudged++
+		s.MustPassed++
+	case Fail:
+		s.MustJudged++
+		s.MustFailed++
+	}
 }
 
 // Headline is the verdict the counts give: NON-CONFORMANT when a MUST
@@ -477,18 +484,8 @@ func (r *Report) checkSummary() error {
 		if rq == nil {
 			return errors.New("a requirement is null")
 		}
-		want.Requirements[rq.Verdict]++
-		if rq.Level != string(conformance.MUST) {
-			continue
-		}
-		want.MustTotal++
-		switch rq.Verdict {
-		case Pass:
-			want.MustJudged++
-			want.MustPassed++
-		case Fail:
-			want.MustJudged++
-			want.MustFailed++
+		want.count(rq)
+		if rq.Verdict == Fail && rq.Level == string(conformance.MUST) {
 			failed = append(failed, rq.ID)
 		}
 	}
