@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -330,7 +331,7 @@ func newDecoder(o Options) *decoder {
 	if d.max <= 0 {
 		d.max = DefaultMaxStreamBuffer
 	}
-	d.ports = map[uint16]portKind{1883: portMQTT, 8883: portTLS, 443: portTLS, 80: portWS, 8080: portWS}
+	d.ports = maps.Clone(knownPorts)
 	for _, p := range o.Ports {
 		if p > 0 && p < 65536 {
 			d.ports[uint16(p)] = portMQTT
@@ -340,6 +341,18 @@ func newDecoder(o Options) *decoder {
 }
 
 func (d *decoder) warn(kind string) { d.warnOnce[kind]++ }
+
+// knownPorts are the server ports recognised without Options.Ports: MQTT
+// on 1883, MQTT over TLS on 8883, MQTT over WebSocket over TLS on 443,
+// over plain WebSocket on 80 and 8080.
+var knownPorts = map[uint16]portKind{1883: portMQTT, 8883: portTLS, 443: portTLS, 80: portWS, 8080: portWS}
+
+// KnownPort reports whether the tracer recognises server port p without
+// Options.Ports.
+func KnownPort(p uint16) bool {
+	_, ok := knownPorts[p]
+	return ok
+}
 
 func (d *decoder) warnings() []string {
 	var w []string

@@ -221,10 +221,6 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 	return must, judged, nil
 }
 
-// knownPorts are the server ports the tracer knows without --port
-// (tracer.Options.Ports).
-var knownPorts = []int{1883, 8883, 443, 80, 8080}
-
 // noMQTTHint says which TCP connections the capture had when none carried
 // MQTT the tracer recognised, and suggests --port for the unknown ports
 // among them (the known ones, and those given as --port, need none).
@@ -235,7 +231,7 @@ func noMQTTHint(c *tracer.Capture, extra []int) string {
 	var ports, unknown []string
 	for _, p := range c.TCPServerPorts {
 		ports = append(ports, strconv.Itoa(int(p)))
-		if !slices.Contains(knownPorts, int(p)) && !slices.Contains(extra, int(p)) {
+		if !tracer.KnownPort(p) && !slices.Contains(extra, int(p)) {
 			unknown = append(unknown, strconv.Itoa(int(p)))
 		}
 	}
