@@ -335,6 +335,19 @@ func withIPv6Ext(g *genCapture, types []byte, hdrs ...[]byte) {
 	}
 }
 
+// ipv6Exchange is an IPv6 conversation of one packet each way (c2s then
+// s2c) whose frames carry the extension headers hdrs of types.
+func ipv6Exchange(t *testing.T, c2s, s2c packets.Packet, types []byte, hdrs ...[]byte) *genCapture {
+	t.Helper()
+	g := newGen(t, linkRaw)
+	f := g.flow("[2001:db8::2]:50000", "[2001:db8::1]:1883")
+	f.handshake()
+	f.send(ClientToServer, enc(t, c2s))
+	f.send(ServerToClient, enc(t, s2c))
+	withIPv6Ext(g, types, hdrs...)
+	return g
+}
+
 // TestDecodeIPv6ExtensionHeaders checks that TCP behind IPv6 extension
 // headers is decoded: hop-by-hop (which gopacket skips itself, leaving
 // NextHeader 0), destination options and routing, alone and chained.
@@ -352,13 +365,7 @@ func TestDecodeIPv6ExtensionHeaders(t *testing.T) {
 		{"routing", []byte{43}, [][]byte{{0, 0, 0, 0, 0, 0, 0, 0}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newGen(t, linkRaw)
-			f := g.flow("[2001:db8::2]:50000", "[2001:db8::1]:1883")
-			f.handshake()
-			f.send(ClientToServer, enc(t, c2s[0]))
-			f.send(ServerToClient, enc(t, s2c[0]))
-			withIPv6Ext(g, tc.types, tc.hdrs...)
-			c := decodeGen(t, g, Options{})
+			c := decodeGen(t, ipv6Exchange(t, c2s[0], s2c[0], tc.types, tc.hdrs...), Options{})
 			if len(c.Packets) != 2 || c.MidStream {
 				t.Errorf("%d packets, mid-stream %v, want 2 from the start", len(c.Packets), c.MidStream)
 			}
@@ -384,12 +391,7 @@ func TestDecodeIPv6Fragments(t *testing.T) {
 		{"ESP", 50, []byte{0, 0, 0, 1, 0, 0, 0, 1}, 0, "IPv6 next header 50 not supported (5 frames)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newGen(t, linkRaw)
-			f := g.flow("[2001:db8::2]:50000", "[2001:db8::1]:1883")
-			f.handshake()
-			f.send(ClientToServer, enc(t, c2s[0]))
-			f.send(ServerToClient, enc(t, s2c[0]))
-			withIPv6Ext(g, []byte{tc.typ}, tc.hdr)
+			g := ipv6Exchange(t, c2s[0], s2c[0], []byte{tc.typ}, tc.hdr)
 			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
 			if err != nil {
 				t.Fatal(err)
