@@ -1020,8 +1020,9 @@ func (b *provisionBench) idleConns(ctx context.Context, srv *benchServer, conf *
 
 	before := snapshotSelf()
 	var srvBefore int64
+	beforeOK := false
 	if srv.pid > 0 {
-		srvBefore, _ = procStatusKiB(srv.pid, "VmRSS")
+		srvBefore, beforeOK = procStatusKiB(srv.pid, "VmRSS")
 	}
 	conns := make([]net.Conn, want)
 	var next atomic.Int64
@@ -1058,7 +1059,9 @@ func (b *provisionBench) idleConns(ctx context.Context, srv *benchServer, conf *
 	time.Sleep(500 * time.Millisecond)
 	after := snapshotSelf()
 	if srv.pid > 0 {
-		if srvAfter, ok := procStatusKiB(srv.pid, "VmRSS"); ok && res.Held > 0 {
+		// Measured only when both reads succeeded: a failed first read
+		// would make the whole RSS pass for a delta.
+		if srvAfter, ok := procStatusKiB(srv.pid, "VmRSS"); ok && beforeOK && res.Held > 0 {
 			res.server = true
 			res.ServerRSSPerConnBytes = rssPerConn(srvAfter-srvBefore, res.Held)
 		}
@@ -1200,9 +1203,11 @@ func (r *provisionBenchResult) rows() []benchRow {
 			if i.server {
 				rows = append(rows, benchRow{"memory/conn server", rssText(i.ServerRSSPerConnBytes), "VmRSS delta of the server process ÷ connections; target < 40 KiB"})
 			}
-			rows = append(rows,
-				benchRow{"memory/conn client", rssText(i.ClientRSSPerConnBytes), "VmRSS delta of the load generator ÷ connections"},
-				benchRow{"  client heap/conn", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC"})
+			if i.Held > 0 { // nothing held, nothing measured
+				rows = append(rows,
+					benchRow{"memory/conn client", rssText(i.ClientRSSPerConnBytes), "VmRSS delta of the load generator ÷ connections"},
+					benchRow{"  client heap/conn", kib(i.ClientHeapPerConnBytes), "HeapInuse+StackInuse after GC"})
+			}
 		}
 	}
 	if m := r.MosquittoIdle; m != nil {
@@ -1218,7 +1223,9 @@ func (r *provisionBenchResult) rows() []benchRow {
 		if i := r.Idle; i != nil && !i.Combined && i.ServerRSSPerConnBytes != nil && *i.ServerRSSPerConnBytes > 0 && m.ServerRSSPerConnBytes != nil && *m.ServerRSSPerConnBytes > 0 {
 			remark += fmt.Sprintf("; the emulator's ÷ mosquitto's: %.2f", *i.ServerRSSPerConnBytes / *m.ServerRSSPerConnBytes)
 		}
-		rows = append(rows, benchRow{"memory/conn mosquitto", rssText(m.ServerRSSPerConnBytes), remark})
+		if m.server { // its RSS was read before and after
+			rows = append(rows, benchRow{"memory/conn mosquitto", rssText(m.ServerRSSPerConnBytes), remark})
+		}
 	}
 	return rows
 }

@@ -703,3 +703,18 @@ func TestRSSPerConn(t *testing.T) {
 		t.Errorf("JSON %s holds an RSS figure", b)
 	}
 }
+
+// TestBenchRowsUnmeasured: a memory figure that was not measured (no
+// connection held; mosquitto's RSS not read before and after) gets no row,
+// rather than "n/a (RSS fell)", which says something else.
+func TestBenchRowsUnmeasured(t *testing.T) {
+	r := &provisionBenchResult{
+		Idle:          &idleResult{Requested: 10, Held: 0, server: false},
+		MosquittoIdle: &idleResult{Requested: 10, Held: 10, server: false},
+	}
+	for _, row := range r.rows() {
+		if strings.HasPrefix(row.name, "memory/conn") {
+			t.Errorf("row %q = %q for a figure never measured", row.name, row.value)
+		}
+	}
+}
