@@ -106,11 +106,10 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 	reader := newDecoder(o)
 	var lastTick time.Time
 	reader.emit = func(s *segInfo) {
-		if d := s.ts.Sub(lastTick); d < 0 {
-			// Time went back (merged or multi-queue captures): nothing
-			// can expire, so no tick, which would flush every batch.
-			lastTick = s.ts
-		} else if d >= tickEvery {
+		// Time going back (merged or multi-queue captures) expires
+		// nothing: no tick, which would flush every batch, and lastTick
+		// stays, or a skewed second source would tick on every segment.
+		if d := s.ts.Sub(lastTick); d >= tickEvery {
 			// A worker that sees no segment would otherwise keep its
 			// closed flows until the end.
 			lastTick = s.ts

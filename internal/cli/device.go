@@ -68,8 +68,10 @@ rule applied; or an environment failure).
 // tlsScenarios are served with a certificate the device must refuse.
 var tlsScenarios = []string{"tls-untrusted-ca", "tls-wrong-host", "tls-expired"}
 
-// refusingScenarios serve DPS but never assign: a device cannot get a 200
-// there.
+// refusingScenarios serve DPS but may rightly leave a device without a 200:
+// unauthorized-401 never assigns, and connack-withheld assigns only a
+// device that reconnects. A run of these alone is judged on any final
+// answer.
 var refusingScenarios = []string{"unauthorized-401", "connack-withheld"}
 
 type deviceFlags struct {
@@ -393,10 +395,12 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 			case !ok:
 			case p.Dir == tracer.ClientToServer && strings.HasPrefix(string(pub.Topic), dps.RegisterPrefix):
 				run.registers++ // well-formed or not: DPS-DEV-011 judges the topic
-			case p.Dir == tracer.ServerToClient && finalAnswer(string(pub.Topic)):
-				run.finals++
-				if r, err := dps.ParseResponseTopic(string(pub.Topic)); err == nil && r.Status == 200 {
-					run.assigned++
+			case p.Dir == tracer.ServerToClient:
+				if final, status := finalAnswer(string(pub.Topic)); final {
+					run.finals++
+					if status == 200 {
+						run.assigned++
+					}
 				}
 			}
 		}
@@ -512,12 +516,12 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 // keeps polling ("keep polling the service if the response code is 202
 // after a delay equal to the retry-after period … successful if the
 // service returns a 200", D-MQTT; DPS-PROTOCOL.md Part B §4.3, §5).
-func finalAnswer(topic string) bool {
+func finalAnswer(topic string) (final bool, status int) {
 	r, err := dps.ParseResponseTopic(topic)
 	if err != nil {
-		return false
+		return false, 0
 	}
-	return r.Status == 200 || r.Status >= 400 && r.Status < 500 && r.Status != 429
+	return r.Status == 200 || r.Status >= 400 && r.Status < 500 && r.Status != 429, r.Status
 }
 
 // noVerdictReason is why runs show too little of the device to judge it,
@@ -552,7 +556,7 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		switch {
 		case r.connects == 0 || r.registers == 0:
 		case assigning:
-			seenThrough = seenThrough || r.assigned > 0 && !slices.Contains(refusingScenarios, r.Name)
+			seenThrough = seenThrough || r.assigned > 0
 		default:
 			seenThrough = seenThrough || r.finals > 0
 		}

@@ -52,6 +52,9 @@ func TestNoVerdictReason(t *testing.T) {
 		// that registers, gets 202 and goes away in normal is not seen
 		// through by the 401 of unauthorized-401.
 		{"202 then gone, 401 elsewhere", []*scenarioRun{run("normal", 1, 1, 1, 0), run("unauthorized-401", 1, 1, 1, 1)}, "registered but never polled to a final status"},
+		// connack-withheld assigns a device that reconnects: its 200
+		// sees the flow through.
+		{"assigned after a withheld CONNACK", []*scenarioRun{run("normal", 1, 1, 1, 0), run("connack-withheld", 2, 1, 1, 1)}, ""},
 		{"steps split across scenarios", []*scenarioRun{run("normal", 1, 1, 0, 0), run("register-429", 1, 1, 1, 0), run("poll-429", 1, 0, 0, 1)}, "registered but never polled to a final status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,7 +81,7 @@ func TestFinalAnswer(t *testing.T) {
 		{dps.ResponseTopic(500, "1", -1), false},
 		{"$dps/registrations/res/200", false}, // no query: not an answer
 	} {
-		if got := finalAnswer(tc.topic); got != tc.want {
+		if got, _ := finalAnswer(tc.topic); got != tc.want {
 			t.Errorf("finalAnswer(%q) = %v, want %v", tc.topic, got, tc.want)
 		}
 	}
