@@ -46,7 +46,9 @@ type Options struct {
 	// connection arrive in that time), or when the capture ends, instead
 	// of Capture.Conversations collecting them: memory then stays
 	// bounded by the open and waiting flows, whatever the size of the
-	// capture.
+	// capture. Connections that carried no data (a SYN flood, a port
+	// scan) are forgotten, least recently seen first, while more than
+	// 65,536 are open; Capture.Warnings counts them.
 	// IDs are assigned in delivery order. With Workers > 1 it is called
 	// from the worker goroutines, one call at a time.
 	OnConversation func(*Conversation)
@@ -63,6 +65,9 @@ type Options struct {
 	// one call at a time (OnConversation included); packets of one
 	// conversation arrive in capture order.
 	OnPacket func(*Conversation, *Packet)
+
+	// quietFlows overrides maxQuietFlows (tests).
+	quietFlows int
 }
 
 // ErrIsDirectory is returned by DecodeFile for a directory.
@@ -305,6 +310,9 @@ type decoder struct {
 	tw        []twEntry           // closed flows in time-wait, oldest first from twHead
 	twHead    int
 	twLive    int // flows of tw still in the table
+	maxQuiet  int // quiet flows kept (maxQuietFlows)
+	sweepAt   int // table size at which the next sweep runs
+	forgotten int // quiet flows forgotten by sweeps
 
 	// MQTT decoding state shared by the flows (one goroutine per decoder).
 	onPacket func(*Conversation, *Packet)              // Options.OnPacket (serialised)
@@ -324,7 +332,11 @@ const (
 )
 
 func newDecoder(o Options) *decoder {
-	d := &decoder{o: o, max: o.MaxStreamBuffer, flows: make(map[flowKey]*tcpFlow), warnOnce: map[string]int{}}
+	d := &decoder{o: o, max: o.MaxStreamBuffer, flows: make(map[flowKey]*tcpFlow), warnOnce: map[string]int{}, maxQuiet: maxQuietFlows}
+	if o.quietFlows > 0 {
+		d.maxQuiet = o.quietFlows
+	}
+	d.sweepAt = 2 * d.maxQuiet
 	d.lenient.Options.Lenient = true
 	d.keyLog, _ = tlstrace.ParseKeyLog(bytes.NewReader(nil))
 	d.keyLog.Merge(o.KeyLog)
@@ -358,6 +370,9 @@ func (d *decoder) warnings() []string {
 	var w []string
 	for k, n := range d.warnOnce {
 		w = append(w, fmt.Sprintf("%s (%d frames)", k, n))
+	}
+	if d.forgotten > 0 {
+		w = append(w, fmt.Sprintf("%d TCP connections that had carried no data were forgotten while more than %d were open (a later segment of one starts a mid-stream conversation)", d.forgotten, d.maxQuiet))
 	}
 	slices.Sort(w)
 	return w
@@ -639,6 +654,9 @@ func (d *decoder) segment(s *segInfo) {
 	if f == nil {
 		f = d.newFlow(s)
 		d.flows[id] = f
+		if len(d.flows) > d.sweepAt {
+			d.sweep(f)
+		}
 	}
 	f.last, f.lastFrame = s.ts, s.frame
 	dir := f.dirOf(s.src)
@@ -710,6 +728,55 @@ func (d *decoder) expire(now time.Time) {
 		d.tw = append(d.tw[:0], d.tw[d.twHead:]...)
 		d.twHead = 0
 	}
+}
+
+// maxQuietFlows bounds the quiet flows (see quiet) a decoder keeps: a
+// capture of a SYN flood or a port scan opens a flow per SYN and closes
+// none, and would otherwise hold about 700 bytes for each until the end.
+// A sweep forgets the least recently seen quiet flows beyond it; nothing
+// is lost unless a forgotten connection sends data later.
+const maxQuietFlows = 1 << 16
+
+// quiet reports whether forgetting f loses nothing it would report: it
+// is not in time-wait and is either not MQTT or has carried no data
+// (none sniffed, none held out of order, no conversation).
+func (f *tcpFlow) quiet() bool {
+	if f.timeWait {
+		return false
+	}
+	if f.kind == kindNone {
+		return true
+	}
+	return f.kind == kindUndecided && f.conv == nil &&
+		len(f.sniff[0])+len(f.sniff[1]) == 0 &&
+		len(f.half[0].pending)+len(f.half[1].pending) == 0
+}
+
+// sweep runs when the table has grown past sweepAt: it forgets the least
+// recently seen quiet flows beyond maxQuiet (keep, the flow just
+// created, stays), and sets the next sweep maxQuiet flows further on, so
+// that sweeping costs amortised O(1) per new flow however many flows
+// carry data.
+func (d *decoder) sweep(keep *tcpFlow) {
+	var quiet []*tcpFlow
+	for _, f := range d.flows {
+		if f != keep && f.quiet() {
+			quiet = append(quiet, f)
+		}
+	}
+	if n := len(quiet) - (d.maxQuiet - 1); n > 0 {
+		slices.SortFunc(quiet, func(a, b *tcpFlow) int {
+			if c := a.last.Compare(b.last); c != 0 {
+				return c
+			}
+			return a.lastFrame - b.lastFrame
+		})
+		for _, f := range quiet[:n] {
+			d.retire(idOf(f.client, f.server).key(), f)
+		}
+		d.forgotten += n
+	}
+	d.sweepAt = len(d.flows) + d.maxQuiet
 }
 
 // retire finishes a flow and removes it from the table.

@@ -183,6 +183,9 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 		cv.ID = i + 1
 	}
 	c.Conversations = convs
+	for _, d := range workers {
+		reader.forgotten += d.forgotten
+	}
 	c.Warnings = append(c.Warnings, reader.warnings()...)
 	c.TCPServerPorts = reader.serverPorts()
 	return c, err

@@ -3,6 +3,7 @@ package tracer
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +295,78 @@ func TestFastOpen(t *testing.T) {
 	c := decodeGen(t, g, Options{})
 	if got := summary(c); len(c.Packets) != 3 || len(c.Gaps) != 0 || len(c.Problems) != 0 {
 		t.Errorf("%d packets, gaps %v, problems %v:\n%s", len(c.Packets), c.Gaps, c.Problems, got)
+	}
+}
+
+// TestQuietFlowsBounded checks that a flood of connections that never
+// carry data (SYNs without an answer, as in a SYN flood or a port scan)
+// keeps the flow table bounded: the least recently seen quiet flows are
+// forgotten and counted in a warning.
+func TestQuietFlowsBounded(t *testing.T) {
+	const limit, syns = 100, 20000
+	d := newDecoder(Options{quietFlows: limit})
+	server := netip.MustParseAddrPort("192.0.2.2:8883")
+	ts := genEpoch
+	peak := 0
+	for i := range syns {
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, byte(i >> 16), byte(i >> 8)}), uint16(1024+i&0xff))
+		d.segment(&segInfo{frame: i + 1, ts: ts, src: client, dst: server, seq: uint32(i), syn: true})
+		ts = ts.Add(time.Microsecond)
+		peak = max(peak, len(d.flows))
+	}
+	if peak > 2*limit+1 {
+		t.Errorf("flow table peaked at %d flows for %d unanswered SYNs, want at most %d", peak, syns, 2*limit+1)
+	}
+	if d.forgotten < syns-2*limit {
+		t.Errorf("forgotten = %d, want at least %d", d.forgotten, syns-2*limit)
+	}
+	if w := d.warnings(); len(w) != 1 || !strings.Contains(w[0], "connections that had carried no data were forgotten") {
+		t.Errorf("warnings = %q, want one naming the forgotten connections", w)
+	}
+}
+
+// TestQuietFlowsKeepData checks that the sweeps forget only connections
+// that carried no data: MQTT conversations opened among thousands of
+// unanswered SYNs, some idle longer than every SYN, all come out whole,
+// with 1, 2 and 3 workers.
+func TestQuietFlowsKeepData(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	connect, connack, sub := enc(t, c2s[0]), enc(t, s2c[0]), enc(t, c2s[1])
+	g := newGen(t, linkEthernet)
+	var mq []*genFlow
+	for i := range 40 {
+		f := g.flow(fmt.Sprintf("192.0.2.1:%d", 40000+i), "192.0.2.2:1883")
+		f.handshake()
+		f.send(ClientToServer, connect)
+		f.send(ServerToClient, connack)
+		mq = append(mq, f)
+	}
+	for i := range 3000 {
+		f := g.flow(fmt.Sprintf("198.51.100.%d:%d", 1+i%200, 1024+i), "192.0.2.2:8883")
+		f.raw(ClientToServer, uint32(i), 0, "S", nil)
+	}
+	for _, f := range mq {
+		f.send(ClientToServer, sub) // after every SYN: the least recently seen
+	}
+	for _, w := range []int{1, 2, 3} {
+		capt, err := Decode(bytes.NewReader(g.pcap()), Options{Workers: w, quietFlows: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(capt.Conversations) != len(mq) {
+			t.Fatalf("workers=%d: %d conversations, want %d", w, len(capt.Conversations), len(mq))
+		}
+		for _, c := range capt.Conversations {
+			if len(c.Packets) != 3 || c.MidStream {
+				t.Errorf("workers=%d: conversation %d has %d packets (mid-stream %v), want 3 from the start", w, c.ID, len(c.Packets), c.MidStream)
+			}
+		}
+		found := false
+		for _, s := range capt.Warnings {
+			found = found || strings.Contains(s, "connections that had carried no data were forgotten")
+		}
+		if !found {
+			t.Errorf("workers=%d: warnings %q name no forgotten connections", w, capt.Warnings)
+		}
 	}
 }
