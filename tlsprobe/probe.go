@@ -160,7 +160,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 
 	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1, Suites: []string{}, Plaintext: []int{}}
 	var accepted *tls.ConnectionState
-	var acceptedVersion uint16
+	var acceptedCfg *tls.Config
 	for _, v := range versions {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: v.id, MaxVersion: v.id}
 		if v.id <= tls.VersionTLS12 {
@@ -176,7 +176,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 				vr.TimedOut, vr.Error = true, fmt.Sprintf("no answer within %v", o.Timeout)
 			}
 		} else if accepted == nil || v.id == tls.VersionTLS12 {
-			accepted, acceptedVersion = st, v.id
+			accepted, acceptedCfg = st, cfg
 		}
 		r.Versions = append(r.Versions, vr)
 		if err := ctx.Err(); err != nil {
@@ -194,7 +194,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	}
 	if accepted != nil {
 		r.Chain, r.ChainError = chainFacts(accepted.PeerCertificates, o)
-		code, err := mqttConnect(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: acceptedVersion, MaxVersion: acceptedVersion}, o.Timeout)
+		// The handshake that was accepted, suites included: Go's default
+		// list lacks some a server may accept alone (ECDHE AES-CBC-SHA256).
+		code, err := mqttConnect(ctx, addr, acceptedCfg, o.Timeout)
 		r.MQTT = code
 		if err != nil {
 			r.MQTTError = err.Error()

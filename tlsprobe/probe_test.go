@@ -242,7 +242,8 @@ func serve(t *testing.T, l net.Listener, handle func(net.Conn)) {
 
 // TestProbeTLS12SuitesBeyondGoDefaults: a server that accepts TLS 1.2
 // only with a suite DPS recommends but Go's client does not offer by
-// default (ECDHE-ECDSA-AES128-CBC-SHA256) is seen accepting TLS 1.2.
+// default (ECDHE-ECDSA-AES128-CBC-SHA256) is seen accepting TLS 1.2, and
+// the MQTT CONNECT over that TLS gets through (it offers the same suites).
 func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
 	cert := localhostCert(t)
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
@@ -250,7 +251,12 @@ func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serve(t, l, func(c net.Conn) { c.(*tls.Conn).Handshake() })
+	serve(t, l, func(c net.Conn) {
+		// Answer a CONNECT as DPS answers one without credentials: 0x04.
+		if _, err := c.Read(make([]byte, 512)); err == nil {
+			c.Write([]byte{0x20, 0x02, 0x00, 0x04})
+		}
+	})
 	r, err := tlsprobe.Probe(context.Background(), l.Addr().String(), tlsprobe.Options{ServerName: "localhost", PlaintextPorts: []int{}, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -262,6 +268,9 @@ func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
 	}
 	if !slices.Equal(r.Suites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"}) || len(r.Chain) != 1 {
 		t.Errorf("suites %v, chain of %d", r.Suites, len(r.Chain))
+	}
+	if r.MQTT != 4 {
+		t.Errorf("CONNACK code %d (%s), want 4", r.MQTT, r.MQTTError)
 	}
 }
 
