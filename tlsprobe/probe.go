@@ -46,7 +46,8 @@ type Result struct {
 	// Versions maps "TLS 1.0" … "TLS 1.3" to whether a handshake offering
 	// only that version succeeded.
 	Versions []VersionResult `json:"versions"`
-	// Suites are the TLS 1.2 cipher suites accepted when offered alone.
+	// Suites are the TLS 1.2 cipher suites accepted when offered alone
+	// (none probed when TLS 1.2 was not accepted).
 	Suites []string `json:"suites"`
 	// Chain describes the certificates the server presented (leaf first)
 	// in the TLS 1.2 handshake, or else the first successful one.
@@ -183,7 +184,14 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	for _, id := range Suites(tls.VersionTLS12) {
+	// Suites alone only when TLS 1.2 was accepted: refused (or not
+	// answered) with every suite offered, it would refuse each alone too,
+	// or cost a timeout each.
+	var suites []uint16
+	if acceptedCfg != nil && acceptedCfg.MaxVersion == tls.VersionTLS12 {
+		suites = Suites(tls.VersionTLS12)
+	}
+	for _, id := range suites {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{id}}
 		if _, err := handshake(ctx, addr, cfg, o.Timeout); err == nil {
 			r.Suites = append(r.Suites, tls.CipherSuiteName(id))

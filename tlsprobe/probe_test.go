@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,5 +289,37 @@ func TestPolicyDPSTLS12Missing(t *testing.T) {
 		if len(vs) == 0 || vs[0].ID != "TLS-001" || vs[0].Msg != tc.want {
 			t.Errorf("%+v: violations %+v, want first TLS-001 %q", tc.v, vs, tc.want)
 		}
+	}
+}
+
+// TestProbeSuitesOnlyWhenTLS12Accepted: a server refusing TLS 1.2 (or
+// not answering it) is not offered each TLS 1.2 suite alone: 23 more
+// handshakes refused, or 23 more timeouts, say nothing new.
+func TestProbeSuitesOnlyWhenTLS12Accepted(t *testing.T) {
+	cert := localhostCert(t)
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	conns := 0
+	serve(t, l, func(c net.Conn) {
+		mu.Lock()
+		conns++
+		mu.Unlock()
+		c.(*tls.Conn).Handshake()
+	})
+	r, err := tlsprobe.Probe(context.Background(), l.Addr().String(), tlsprobe.Options{ServerName: "localhost", PlaintextPorts: []int{}, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Suites) != 0 {
+		t.Errorf("suites %v, want none", r.Suites)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// TCP, the ClientHello offering everything, four versions, MQTT.
+	if conns > 7 {
+		t.Errorf("%d connections, want at most 7 (no suite offered alone)", conns)
 	}
 }

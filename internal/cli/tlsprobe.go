@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -118,7 +119,11 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Version, state, v.Error)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "TLS 1.2 suites accepted: %s\n", strings.Join(r.Suites, ", "))
+	suites := strings.Join(r.Suites, ", ")
+	if !slices.ContainsFunc(r.Versions, func(v tlsprobe.VersionResult) bool { return v.Version == "TLS 1.2" && v.Accepted }) {
+		suites = "not probed (TLS 1.2 not accepted)"
+	}
+	fmt.Fprintf(w, "TLS 1.2 suites accepted: %s\n", suites)
 	for i, c := range r.Chain {
 		fmt.Fprintf(w, "certificate %d: %s, issued by %s, %s, valid %s to %s", i, c.Subject, c.Issuer, c.Key,
 			c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
