@@ -130,8 +130,11 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 		if len(c.DNSNames)+len(c.IPs) > 0 {
 			fmt.Fprintf(w, ", names %s", strings.Join(append(append([]string{}, c.DNSNames...), c.IPs...), " "))
 		}
-		if c.Expired {
+		switch {
+		case c.Expired:
 			fmt.Fprint(w, " EXPIRED")
+		case c.NotYetValid:
+			fmt.Fprint(w, " NOT YET VALID")
 		}
 		fmt.Fprintln(w)
 	}

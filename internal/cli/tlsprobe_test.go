@@ -3,13 +3,16 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // TestTLSProbeCommand: tlsprobe --policy dps passes the emulator (exit 0)
@@ -54,5 +57,51 @@ func TestTLSProbeSilent(t *testing.T) {
 	want := silent.Addr().String() + " accepts TCP but completed no TLS handshake (is it a TLS port?)"
 	if code != cli.ExitTargetUnreachable || stdout.Len() != 0 || !strings.Contains(stderr.String(), want) {
 		t.Fatalf("exit %d (want %d), stderr lacks %q:\n%s\n%s", code, cli.ExitTargetUnreachable, want, stdout.String(), stderr.String())
+	}
+}
+
+// TestTLSProbeCertificateDates: the text output marks a certificate not
+// valid at probe time, whichever side of its validity the probe is on.
+func TestTLSProbeCertificateDates(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name      string
+		notBefore time.Time
+		want      string
+	}{
+		{"expired", now.Add(-48 * time.Hour), " EXPIRED\n"},
+		{"not yet valid", now.Add(24 * time.Hour), " NOT YET VALID\n"},
+	} {
+		ca, err := transport.NewCA("dates CA", transport.ECDSAP256, now.Add(-72*time.Hour), 96*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, tc.notBefore, 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					_ = c.(*tls.Conn).Handshake()
+				}()
+			}
+		}()
+		var stdout, stderr bytes.Buffer
+		cli.Main(context.Background(), []string{"tlsprobe", "--timeout", "2s", "--plaintext-port", "1", l.Addr().String()}, &stdout, &stderr)
+		l.Close()
+		if !strings.Contains(stdout.String(), tc.want) {
+			t.Errorf("%s certificate: stdout lacks %q:\n%s%s", tc.name, tc.want, stdout.String(), stderr.String())
+		}
 	}
 }
