@@ -31,8 +31,9 @@ DPS-recommended ECDHE suites, a chain that verifies, no plaintext MQTT): each
 violation names its requirement (TLS-001…TLS-005) and the exit code is 1.
 
 Exit codes: 0 probed (and conformant with --policy), 1 policy violated,
-2 usage error, 3 unreachable, or a port answering no ClientHello within
---timeout.
+2 usage error, 3 unreachable, or a port that speaks no TLS: no answer to a
+ClientHello within --timeout, an answer that is no TLS record, or a close
+without a TLS alert.
 
 `
 
