@@ -165,17 +165,18 @@ func (m *Manifest) encode() ([]byte, error) {
 // directories is an error wrapping ErrNotRegular.
 func regularFiles(dir string, lim limits) ([]string, error) {
 	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	root := walkRoot(dir)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p == dir {
+		if p == root {
 			if !d.IsDir() {
 				return fmt.Errorf("%s: not a directory", dir)
 			}
 			return nil
 		}
-		rel, err := filepath.Rel(dir, p)
+		rel, err := filepath.Rel(root, p)
 		if err != nil {
 			return err
 		}
@@ -204,6 +205,18 @@ func regularFiles(dir string, lim limits) ([]string, error) {
 	}
 	slices.Sort(files)
 	return files, nil
+}
+
+// walkRoot is the directory to walk for dir: the one it names when dir is
+// a symlink (a "latest" link, --out naming one), which filepath.WalkDir
+// would not enter. Symlinks inside the directory stay findings.
+func walkRoot(dir string) string {
+	if fi, err := os.Lstat(dir); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return r
+		}
+	}
+	return dir
 }
 
 func fileKind(m fs.FileMode) string {
@@ -710,14 +723,15 @@ func verifyDir(dir string, lim limits, except map[string]bool) (*Manifest, error
 	files := map[string]found{}
 	var total int64
 	stopped := false
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	root := walkRoot(dir)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p == dir || d.IsDir() {
+		if p == root || d.IsDir() {
 			return nil
 		}
-		rel, err := filepath.Rel(dir, p)
+		rel, err := filepath.Rel(root, p)
 		if err != nil {
 			return err
 		}

@@ -923,3 +923,34 @@ func TestCheckBundlePath(t *testing.T) {
 		})
 	}
 }
+
+// TestSymlinkedResultsDir: a results directory named through a symlink
+// (a "latest" link, --out pointing at one) is the directory it names:
+// sealed, verified and packed as such, not empty, nor "not a directory".
+func TestSymlinkedResultsDir(t *testing.T) {
+	dir := writeResults(t)
+	link := filepath.Join(t.TempDir(), "latest")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Skip(err)
+	}
+	if _, err := Verify(link); err != nil {
+		t.Errorf("Verify(link): %v", err)
+	}
+	if _, err := VerifyExcept(link, "report.html"); err != nil {
+		t.Errorf("VerifyExcept(link): %v", err)
+	}
+	m, err := WriteManifest(link, "dps-conform test")
+	if err != nil {
+		t.Fatalf("WriteManifest(link): %v", err)
+	}
+	if len(m.Files) != len(resultsFiles) {
+		t.Errorf("WriteManifest(link): %d files, want %d", len(m.Files), len(resultsFiles))
+	}
+	bundle := filepath.Join(t.TempDir(), "r.tar.gz")
+	if err := Pack(link, bundle); err != nil {
+		t.Fatalf("Pack(link): %v", err)
+	}
+	if _, err := Verify(bundle); err != nil {
+		t.Errorf("Verify(bundle of link): %v", err)
+	}
+}
