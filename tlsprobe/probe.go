@@ -363,7 +363,16 @@ func PolicyDPS(r *Result, profile string) []Violation {
 	case !acc["TLS 1.2"] && timedOut["TLS 1.2"]:
 		vs = append(vs, Violation{"TLS-001", "TLS 1.2 got no answer within the timeout"})
 	case !acc["TLS 1.2"]:
-		vs = append(vs, Violation{"TLS-001", "TLS 1.2 is refused"})
+		msg := "TLS 1.2 is refused"
+		for _, v := range r.Versions {
+			if v.Version == "TLS 1.2" && v.Error != "" {
+				msg += " (" + v.Error + ")"
+			}
+		}
+		// A server that takes only the CBC-SHA384 suites DPS also lists
+		// refuses this probe too: say so rather than let the verdict
+		// claim more than was offered.
+		vs = append(vs, Violation{"TLS-001", msg + ", offered with every TLS 1.2 suite Go implements; not probed: the two ECDHE CBC-SHA384 suites DPS also lists, which Go does not implement"})
 	}
 	if acc["TLS 1.0"] {
 		vs = append(vs, Violation{"TLS-002", "TLS 1.0 is accepted"})

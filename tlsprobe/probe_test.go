@@ -282,7 +282,7 @@ func TestPolicyDPSTLS12Missing(t *testing.T) {
 		v    tlsprobe.VersionResult
 		want string
 	}{
-		{tlsprobe.VersionResult{Version: "TLS 1.2", Error: "remote error: tls: handshake failure"}, "TLS 1.2 is refused"},
+		{tlsprobe.VersionResult{Version: "TLS 1.2", Error: "remote error: tls: handshake failure"}, "TLS 1.2 is refused (remote error: tls: handshake failure), offered with every TLS 1.2 suite Go implements; not probed: the two ECDHE CBC-SHA384 suites DPS also lists, which Go does not implement"},
 		{tlsprobe.VersionResult{Version: "TLS 1.2", TimedOut: true}, "TLS 1.2 got no answer within the timeout"},
 	} {
 		vs := tlsprobe.PolicyDPS(&tlsprobe.Result{Versions: []tlsprobe.VersionResult{tc.v}, MQTT: -1}, "dps-2019")
