@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // ReadPacket reads one packet from r. The packet owns its memory. It returns
@@ -37,13 +38,33 @@ func ReadPacket(r io.Reader, opt DecodeOptions) (Packet, error) {
 	if opt.MaxPacketSize > 0 && total > opt.MaxPacketSize {
 		return nil, tooLarge(hdr[0], total, opt.MaxPacketSize)
 	}
-	buf := make([]byte, total)
-	copy(buf, hdr[:n])
-	if _, err := io.ReadFull(r, buf[n:]); err != nil {
+	buf, err := readGrowing(r, append(make([]byte, 0, min(total, growStep)), hdr[:n]...), total)
+	if err != nil {
 		return nil, truncated(hdr[0], n, total, err)
 	}
 	p, _, err := Decode(buf, opt)
 	return p, err
+}
+
+// growStep is the most a reader allocates ahead of the bytes that arrived.
+const growStep = 64 << 10
+
+// readGrowing appends bytes from r to b until it holds total bytes, growing
+// b as they arrive (by at most growStep or its length at a time) rather
+// than to total at once: a remaining length of 268,435,455 costs memory
+// only as its bytes are sent.
+func readGrowing(r io.Reader, b []byte, total int) ([]byte, error) {
+	for len(b) < total {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(total-len(b), max(len(b), growStep)))
+		}
+		n, err := io.ReadFull(r, b[len(b):min(total, cap(b))])
+		b = b[:len(b)+n]
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 func truncated(first byte, got, total int, err error) error {
@@ -109,13 +130,12 @@ func (r *Reader) ReadPacket() (Packet, error) {
 			return nil, r.peekErr(b, total, err)
 		}
 	} else {
-		if cap(r.buf) < total {
-			r.buf = make([]byte, total)
+		first := hdr[0]
+		if b, err = readGrowing(r.br, r.buf[:0], total); err != nil {
+			r.buf = b[:0]
+			return nil, truncated(first, 0, total, err)
 		}
-		b = r.buf[:total]
-		if _, err := io.ReadFull(r.br, b); err != nil {
-			return nil, truncated(b[0], 0, total, err)
-		}
+		r.buf = b[:0]
 	}
 	p, _, err := r.dec.Decode(b)
 	if total <= r.br.Size() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -147,5 +148,32 @@ func TestWriters(t *testing.T) {
 	}
 	if err := w.WritePacket(nil); !errors.Is(err, packets.ErrInvalidPacket) {
 		t.Errorf("Writer.WritePacket(nil) = %v", err)
+	}
+}
+
+// TestReadAllocatesWhatArrives: with no MaxPacketSize (the standard's
+// limit), a peer that announces 268,435,455 bytes and sends a few must not
+// make the reader allocate the announced size up front: memory follows the
+// bytes that arrive. The conformance client reads the server under test
+// this way, and the emulator does with -max-packet-size negative.
+func TestReadAllocatesWhatArrives(t *testing.T) {
+	stream := append([]byte{0x30, 0xff, 0xff, 0xff, 0x7f}, make([]byte, 100<<10)...)
+	for name, read := range map[string]func(io.Reader) error{
+		"ReadPacket": func(r io.Reader) error { _, err := packets.ReadPacket(r, packets.DecodeOptions{}); return err },
+		"Reader": func(r io.Reader) error {
+			_, err := packets.NewReader(r, packets.DecodeOptions{}).ReadPacket()
+			return err
+		},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err := read(bytes.NewReader(stream))
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%s: %v, want io.ErrUnexpectedEOF", name, err)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("%s allocated %d bytes for a packet cut after %d", name, got, len(stream))
+		}
 	}
 }
