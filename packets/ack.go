@@ -22,7 +22,7 @@ func appendEmptyPacket(b []byte, t Type) []byte { return append(b, byte(t)<<4, 0
 
 func decodePacketID(c *checker, body []byte, section string) uint16 {
 	if len(body) != 2 {
-		c.malformed(section, -1, "remaining length %d, must be 2", len(body))
+		c.malformed(section, c.remainingLength(), "remaining length %d, must be 2", len(body))
 		return 0
 	}
 	return binary.BigEndian.Uint16(body)
@@ -31,7 +31,7 @@ func decodePacketID(c *checker, body []byte, section string) uint16 {
 // decodeEmpty checks the body of PINGREQ, PINGRESP and DISCONNECT.
 func decodeEmpty(c *checker, body []byte, section string) {
 	if len(body) != 0 {
-		c.malformed(section, -1, "remaining length %d, must be 0", len(body))
+		c.malformed(section, c.remainingLength(), "remaining length %d, must be 0", len(body))
 	}
 }
 

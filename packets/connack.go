@@ -84,7 +84,7 @@ func (p *Connack) check(c *checker) {
 
 func (p *Connack) decode(c *checker, body []byte) {
 	if len(body) != 2 {
-		c.malformed("MQTT-3.2.1", -1, "remaining length %d, must be 2", len(body))
+		c.malformed("MQTT-3.2.1", c.remainingLength(), "remaining length %d, must be 2", len(body))
 		return
 	}
 	p.SessionPresent = body[0]&0x01 != 0

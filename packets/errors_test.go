@@ -74,3 +74,27 @@ func TestTypeAndCodeStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongRemainingLengthOffset: a packet whose body must have one exact
+// size is reported at the Remaining Length field, offset 1 (as the vectors
+// with a one-byte length have it), however many bytes encode the length.
+func TestWrongRemainingLengthOffset(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  []byte
+	}{
+		{"PUBACK 1-byte length", []byte{0x40, 0x03, 0x00, 0x01, 0x00}},
+		{"PUBACK 2-byte length", []byte{0x40, 0x83, 0x00, 0x00, 0x01, 0x00}},
+		{"UNSUBACK 3-byte length", []byte{0xb0, 0x81, 0x80, 0x00, 0x00}},
+		{"PINGREQ 2-byte length", []byte{0xc0, 0x81, 0x00, 0x00}},
+		{"DISCONNECT 4-byte length", []byte{0xe0, 0x81, 0x80, 0x80, 0x00, 0x00}},
+		{"CONNACK 2-byte length", []byte{0x20, 0x83, 0x00, 0x00, 0x00, 0x00}},
+	}
+	for _, tt := range tests {
+		_, _, err := packets.Decode(tt.raw, packets.DecodeOptions{})
+		var pe *packets.ProtocolError
+		if !errors.As(err, &pe) || !errors.Is(err, packets.ErrMalformed) || pe.Offset != 1 {
+			t.Errorf("%s: %v, want a malformed error at offset 1", tt.name, err)
+		}
+	}
+}

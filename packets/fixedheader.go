@@ -68,6 +68,10 @@ func (c *checker) violation(clause string, off int, format string, args ...any) 
 	}
 }
 
+// remainingLength is the body offset of the Remaining Length field (packet
+// offset 1), for errors about the size of the body.
+func (c *checker) remainingLength() int { return 1 - c.base }
+
 // malformed records a packet that cannot be parsed; it is fatal in every mode.
 func (c *checker) malformed(clause string, off int, format string, args ...any) {
 	if c.fatal {
