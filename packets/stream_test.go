@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"runtime"
@@ -176,4 +177,40 @@ func TestReadAllocatesWhatArrives(t *testing.T) {
 			t.Errorf("%s allocated %d bytes for a packet cut after %d", name, got, len(stream))
 		}
 	}
+}
+
+// FuzzReader: on any byte stream, ReadPacket and Reader (with a bufio
+// buffer small enough that longer packets take the copying path) return
+// the packets and errors Decode gives, packet after packet, and where
+// Decode runs out of input they report io.EOF (at a packet boundary) or
+// io.ErrUnexpectedEOF.
+func FuzzReader(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		for _, opt := range []packets.DecodeOptions{{}, {Lenient: true}, {MaxPacketSize: 64}} {
+			one := bytes.NewReader(stream)
+			rd := packets.NewReader(bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(stream)), 16), opt)
+			for off := 0; ; {
+				want, n, werr := packets.Decode(stream[off:], opt)
+				for name, read := range map[string]func() (packets.Packet, error){
+					"ReadPacket": func() (packets.Packet, error) { return packets.ReadPacket(one, opt) },
+					"Reader":     rd.ReadPacket,
+				} {
+					got, gerr := read()
+					switch {
+					case errors.Is(werr, packets.ErrShortBuffer):
+						if off == len(stream) && gerr != io.EOF || off < len(stream) && !errors.Is(gerr, io.ErrUnexpectedEOF) {
+							t.Fatalf("%s at %d (%v): %v, want EOF", name, off, werr, gerr)
+						}
+					case fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want):
+						t.Fatalf("%s at %d: %#v, %v; Decode gives %#v, %v", name, off, got, gerr, want, werr)
+					}
+				}
+				if n == 0 { // short input, or a fixed header that frames nothing
+					break
+				}
+				off += n
+			}
+		}
+	})
 }
