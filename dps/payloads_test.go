@@ -335,3 +335,49 @@ func TestStatusFinal(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseDeviceRegistration: no body panics; a refusal is an
+// ErrInvalidPayload *Error with an offset inside the body (or -1); an
+// accepted payload is absent, null or an object; and what is accepted
+// marshals to a body that parses to the same registration.
+func FuzzParseDeviceRegistration(f *testing.F) {
+	for _, s := range []string{
+		"", " ", "null",
+		`{"registrationId":"myRegistrationId"}`,
+		`{"payload": null, "registrationId": "myRegistrationId"}`,
+		`{"payload":{"modelId":"dtmi:com:example:Thermostat;1"}}`,
+		`{"registrationId":"d","tpm":{"endorsementKey":"ek"},"csr":"MIIB"}`,
+		`{"payload":"text"}`,
+		`{"registrationId":`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseDeviceRegistration(b)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || !errors.Is(err, ErrInvalidPayload) || e.Offset < -1 || e.Offset > len(b) {
+				t.Fatalf("ParseDeviceRegistration(%q): %v is not a body *Error within the input", b, err)
+			}
+			return
+		}
+		if p := r.Payload; len(p) > 0 && p[0] != '{' && string(p) != "null" {
+			t.Fatalf("ParseDeviceRegistration(%q) accepted payload %s", b, p)
+		}
+		out, err := json.Marshal(r)
+		if err != nil {
+			t.Fatalf("Marshal(%+v): %v", r, err)
+		}
+		r2, err := ParseDeviceRegistration(out)
+		if err != nil {
+			t.Fatalf("%s (marshalled from %q) does not parse: %v", out, b, err)
+		}
+		var p1, p2 any
+		_ = json.Unmarshal(r.Payload, &p1)
+		_ = json.Unmarshal(r2.Payload, &p2)
+		r.Payload, r2.Payload = nil, nil // compared as values: Marshal compacts and escapes
+		if !reflect.DeepEqual(r, r2) || !reflect.DeepEqual(p1, p2) {
+			t.Fatalf("round trip of %q via %s: %+v %v, want %+v %v", b, out, r2, p2, r, p1)
+		}
+	})
+}
