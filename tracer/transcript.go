@@ -7,6 +7,7 @@ import (
 	"fmt"
 	pahopackets "github.com/eclipse/paho.golang/packets"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -132,6 +133,15 @@ func mergeEvents(c *Conversation) []transcriptEvent {
 	return merged
 }
 
+// alertText names an alert with its sender: "client fatal
+// bad_certificate".
+func alertText(a tlstrace.Alert) string {
+	if a.Dir == tlstrace.ServerToClient {
+		return "server " + a.String()
+	}
+	return "client " + a.String()
+}
+
 func tlsSummary(t *tlstrace.Facts) string {
 	var b strings.Builder
 	b.WriteString("tls")
@@ -144,13 +154,25 @@ func tlsSummary(t *tlstrace.Facts) string {
 	if t.SNI != "" {
 		b.WriteString(" sni=" + t.SNI)
 	}
+	for i, a := range t.Alerts {
+		if i == 4 {
+			fmt.Fprintf(&b, " +%d alerts", len(t.Alerts)-i)
+			break
+		}
+		b.WriteString(" alert(" + alertText(a) + ")")
+	}
 	switch {
 	case t.Decrypted:
 		b.WriteString(" decrypted")
 	case t.KeyLogFound:
 		b.WriteString(" keys-found-not-decrypted")
-	default:
+	case slices.ContainsFunc(t.Problems, func(p tlstrace.Problem) bool { return p.Undecrypted }):
 		b.WriteString(" encrypted(no keys)")
+	default:
+		// Nothing protected was seen (a handshake that ended early, or
+		// a capture that stops before it): "no keys" would suggest a
+		// key log could show more.
+		b.WriteString(" no-encrypted-records")
 	}
 	return b.String()
 }
@@ -406,6 +428,8 @@ type jsonTLS struct {
 	SNI         string `json:"sni,omitempty"`
 	KeyLogFound bool   `json:"keyLogFound"`
 	Decrypted   bool   `json:"decrypted"`
+	// Alerts are "client fatal bad_certificate" and the like, in order.
+	Alerts []string `json:"alerts,omitempty"`
 }
 
 // jsonEvent is a gap, a problem or a capture warning.
@@ -448,6 +472,9 @@ func WriteJSON(w io.Writer, c *Capture, o TranscriptOptions) error {
 			}
 			if t.Suite != 0 {
 				h.TLS.Suite = tlstrace.SuiteName(t.Suite)
+			}
+			for _, a := range t.Alerts {
+				h.TLS.Alerts = append(h.TLS.Alerts, alertText(a))
 			}
 		}
 		if err := enc.Encode(h); err != nil {

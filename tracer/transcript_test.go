@@ -176,6 +176,9 @@ func TestJSONFields(t *testing.T) {
 	capt.Conversations = append(capt.Conversations, &Conversation{ID: 2, Transport: "mqtts",
 		Client: netip.MustParseAddrPort("10.0.0.1:50001"), Server: netip.MustParseAddrPort("10.0.0.2:8883"),
 		TLS: &tlstrace.Facts{ServerHello: true, Version: 0x0304}})
+	capt.Conversations = append(capt.Conversations, &Conversation{ID: 3, Transport: "mqtts",
+		Client: netip.MustParseAddrPort("10.0.0.1:50002"), Server: netip.MustParseAddrPort("10.0.0.2:8883"),
+		TLS: &tlstrace.Facts{ServerHello: true, Version: 0x0303, Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 42}}}})
 	var js bytes.Buffer
 	if err := WriteJSON(&js, capt, TranscriptOptions{}); err != nil {
 		t.Fatal(err)
@@ -185,6 +188,7 @@ func TestJSONFields(t *testing.T) {
 		`"type":"SUBSCRIBE","topic":"a/#","qos":1,"filters":[{"topic":"a/#","qos":1},{"topic":"b/+","qos":0}]`,
 		`"type":"UNSUBSCRIBE","topic":"a/#","topics":["a/#","b/+"],"packetId":2`,
 		`{"ts":"0001-01-01T00:00:00.000000Z","flow":2,"type":"conversation","client":"10.0.0.1:50001","server":"10.0.0.2:8883","transport":"mqtts","tls":{"version":"TLS 1.3","keyLogFound":false,"decrypted":false},"packets":0}`,
+		`"tls":{"version":"TLS 1.2","keyLogFound":false,"decrypted":false,"alerts":["client fatal bad_certificate"]}`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("JSON lacks %s\n%s", want, out)
@@ -227,5 +231,32 @@ func TestTextDPSErrors(t *testing.T) {
 	}
 	if n := CountViolations(capt); n != 0 {
 		t.Errorf("CountViolations = %d, want 0 (DPS findings are not decode violations)", n)
+	}
+}
+
+// TestTLSSummary checks the conversation line of a TLS flow: the alerts
+// with their sender, and "encrypted(no keys)" only when protected records
+// were seen that no key decrypted.
+func TestTLSSummary(t *testing.T) {
+	bad := tlstrace.Alert{Dir: tlstrace.ClientToServer, Level: 2, Description: 42}
+	for _, tc := range []struct {
+		name string
+		f    tlstrace.Facts
+		want string
+	}{
+		{"handshake refused by the client", tlstrace.Facts{Version: 0x0303, Alerts: []tlstrace.Alert{bad}},
+			"tls TLS1.2 alert(client fatal bad_certificate) no-encrypted-records"},
+		{"records without keys", tlstrace.Facts{Version: 0x0303, Problems: []tlstrace.Problem{{Msg: "no key log entry", Undecrypted: true}}},
+			"tls TLS1.2 encrypted(no keys)"},
+		{"a peer's error is not missing keys", tlstrace.Facts{Problems: []tlstrace.Problem{{Msg: "record too long"}}},
+			"tls no-encrypted-records"},
+		{"decrypted, closed by the server", tlstrace.Facts{Decrypted: true, Alerts: []tlstrace.Alert{{Dir: tlstrace.ServerToClient, Level: 1}}},
+			"tls alert(server warning close_notify) decrypted"},
+		{"many alerts", tlstrace.Facts{Alerts: []tlstrace.Alert{bad, bad, bad, bad, bad, bad}},
+			"tls alert(client fatal bad_certificate) alert(client fatal bad_certificate) alert(client fatal bad_certificate) alert(client fatal bad_certificate) +2 alerts no-encrypted-records"},
+	} {
+		if got := tlsSummary(&tc.f); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
