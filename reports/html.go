@@ -129,7 +129,7 @@ func newHTMLView(r *Report) *htmlView {
 	for _, vd := range []Verdict{Pass, Fail, Skip, NotCovered} {
 		v.Counts = append(v.Counts, verdictCount{Verdict: vd, Class: verdictClass(vd), Count: r.Summary.Requirements[vd]})
 	}
-	v.Coverage = fmt.Sprintf("%.1f%%", r.Summary.MustCoverage())
+	v.Coverage = r.Summary.MustCoverageText()
 	if !r.Started.IsZero() && !r.Ended.IsZero() {
 		v.Duration = formatDuration(r.Ended.Sub(r.Started))
 	}

@@ -455,3 +455,23 @@ func TestWriteMarkdownHostileText(t *testing.T) {
 		}
 	}
 }
+
+// TestMustCoverageText: the MUST coverage reads the same in every report
+// and never rounds up to 100% while a MUST requirement was not judged.
+func TestMustCoverageText(t *testing.T) {
+	for _, tc := range []struct {
+		judged, total int
+		want          string
+	}{
+		{0, 0, "0.0%"},
+		{46, 47, "97.9%"},
+		{1999, 2000, "99.9%"},
+		{19999, 20000, "99.9%"},
+		{47, 47, "100.0%"},
+	} {
+		s := reports.Summary{MustJudged: tc.judged, MustTotal: tc.total}
+		if got := s.MustCoverageText(); got != tc.want {
+			t.Errorf("%d of %d: %q, want %q", tc.judged, tc.total, got, tc.want)
+		}
+	}
+}

@@ -32,8 +32,8 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, ", id scope %s", mdCode(r.Target.IDScope, false))
 	}
 	fmt.Fprintf(&b, "\n- profile: %s; tool: %s %s\n", r.Profile, r.Tool.Name, r.Tool.Version)
-	fmt.Fprintf(&b, "- MUST coverage: %d of %d MUST requirements judged (%.0f%%), %d passed, %d failed\n",
-		r.Summary.MustJudged, r.Summary.MustTotal, r.Summary.MustCoverage(), r.Summary.MustPassed, r.Summary.MustFailed)
+	fmt.Fprintf(&b, "- MUST coverage: %d of %d MUST requirements judged (%s), %d passed, %d failed\n",
+		r.Summary.MustJudged, r.Summary.MustTotal, r.Summary.MustCoverageText(), r.Summary.MustPassed, r.Summary.MustFailed)
 	fmt.Fprintf(&b, "- requirements: %d PASS, %d FAIL, %d SKIP, %d NOT COVERED\n",
 		r.Summary.Requirements[Pass], r.Summary.Requirements[Fail], r.Summary.Requirements[Skip], r.Summary.Requirements[NotCovered])
 	var failed []*Requirement

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -161,6 +163,17 @@ func (s Summary) MustCoverage() float64 {
 		return 0
 	}
 	return 100 * float64(s.MustJudged) / float64(s.MustTotal)
+}
+
+// MustCoverageText is MustCoverage with one decimal ("97.9%"), the same
+// in every report; it never reads 100% while a MUST requirement was not
+// judged (99.96% is "99.9%").
+func (s Summary) MustCoverageText() string {
+	c := math.Round(s.MustCoverage()*10) / 10
+	if c == 100 && s.MustJudged < s.MustTotal {
+		c = 99.9
+	}
+	return strconv.FormatFloat(c, 'f', 1, 64) + "%"
 }
 
 // Input is what Build needs.
