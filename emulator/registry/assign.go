@@ -60,6 +60,7 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 	var ind *IndividualEnrollment
 	var grp *EnrollmentGroup
 	var prev *record
+	gen := r.gen.Load() // before the transaction: see cachedGroups
 	err := r.db.View(func(tx *bolt.Tx) error {
 		if a.individual != nil {
 			var en IndividualEnrollment
@@ -71,7 +72,7 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 				ind = &en
 			}
 		} else {
-			groups, err := r.cachedGroups(tx)
+			groups, err := r.cachedGroups(tx, gen)
 			if err != nil {
 				return err
 			}

@@ -134,6 +134,7 @@ func (r *Registry) Attest(ctx context.Context, c Credentials, o AttestOptions) (
 	}
 	var ind *IndividualEnrollment
 	var groups []EnrollmentGroup
+	gen := r.gen.Load() // before the transaction: see cachedGroups
 	err := r.db.View(func(tx *bolt.Tx) error {
 		var en IndividualEnrollment
 		found, err := getJSON(tx, bucketEnrollments, idKey(c.RegistrationID), &en)
@@ -144,7 +145,7 @@ func (r *Registry) Attest(ctx context.Context, c Credentials, o AttestOptions) (
 			ind = &en
 			return nil
 		}
-		groups, err = r.cachedGroups(tx)
+		groups, err = r.cachedGroups(tx, gen)
 		return err
 	})
 	if err != nil {

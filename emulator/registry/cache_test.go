@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/dps-conform/dps-conform/dps"
 )
 
@@ -60,5 +62,68 @@ func TestGroupCacheFollowsAdminWrites(t *testing.T) {
 	res, err = r.Assign(ctx, a, nil)
 	if err != nil || res.Status != dps.StatusFailed || res.ErrorCode != errCodeEnrollmentNotFound {
 		t.Fatalf("Assign after delete: %+v, %v; want failed %d", res, err, errCodeEnrollmentNotFound)
+	}
+}
+
+// TestGroupCacheReaderOlderThanWrite interleaves a reader and an admin write
+// the way the scheduler may: the reader's transaction begins, the write
+// commits and bumps the generation, then the reader decodes the groups of
+// its (older) transaction. Those groups must not be cached as current: an
+// Attest after the write returned must see the rotated key.
+func TestGroupCacheReaderOlderThanWrite(t *testing.T) {
+	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "hub1.example"}},
+		EnrollmentGroups: []EnrollmentGroup{symGroup("g1", keyG1, "")}})
+	// Grow the file and free the space again, so that the write below
+	// needs no remap (a remap waits for the open read transaction).
+	if err := r.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("scratch"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), make([]byte, 4<<20))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second commit releases the pages the first freed
+		if err := r.db.Update(func(tx *bolt.Tx) error {
+			if tx.Bucket([]byte("scratch")) == nil {
+				return nil
+			}
+			return tx.DeleteBucket([]byte("scratch"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	gen := r.gen.Load() // as Attest and Assign read it, before their transaction
+	tx, err := r.db.Begin(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int)
+	go func() {
+		rr := doAdmin(t, r.AdminHandler(), "PUT", "/enrollmentGroups/g1", `{"attestation":{"type":"symmetricKey","symmetricKey":{"primaryKey":"`+keyG2+`"}}}`, nil)
+		done <- rr.Code
+	}()
+	var code int
+	select {
+	case code = <-done:
+	case <-time.After(time.Minute):
+		_ = tx.Rollback()
+		t.Fatal("the admin PUT waited for the read transaction")
+	}
+	if code != http.StatusOK {
+		t.Fatalf("PUT group: %d", code)
+	}
+	if _, err := r.cachedGroups(tx, gen); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Attest(context.Background(), Credentials{RegistrationID: "dev-1",
+		Password: sas(t, scope, "dev-1", derive(t, keyG2, "dev-1"), testNow.Add(time.Hour))}, AttestOptions{})
+	if err != nil {
+		t.Fatalf("Attest with the key the returned PUT set: %v", err)
 	}
 }

@@ -88,14 +88,19 @@ type groupSnapshot struct {
 }
 
 // cachedGroups returns every enrollment group, decoded, as of a generation
-// not older than the last write that returned. The slice and its groups
-// are shared: callers must not modify them.
+// not older than the last write that returned. gen must be r.gen as read
+// before tx began. The slice and its groups are shared: callers must not
+// modify them.
 //
-// A snapshot is stored with the generation read before its transaction:
-// a write committing meanwhile bumps gen after its commit, so the snapshot
-// is at worst discarded by the next call, never served stale.
-func (r *Registry) cachedGroups(tx *bolt.Tx) ([]EnrollmentGroup, error) {
-	gen := r.gen.Load()
+// A write bumps gen after its commit. A snapshot is stored under the gen
+// read before its transaction began, so every write whose bump that read
+// saw had committed before the transaction and is in the snapshot; a write
+// committing meanwhile bumps gen past it, and the snapshot is at worst
+// discarded by the next call, never served stale. (Reading gen inside the
+// transaction would not do: a write could commit after the transaction
+// began and bump gen before the read, and the old groups would be stored
+// as current.)
+func (r *Registry) cachedGroups(tx *bolt.Tx, gen uint64) ([]EnrollmentGroup, error) {
 	if snap := r.groups.Load(); snap != nil && snap.gen == gen {
 		return snap.groups, nil
 	}
@@ -110,9 +115,6 @@ func (r *Registry) cachedGroups(tx *bolt.Tx) ([]EnrollmentGroup, error) {
 	}); err != nil {
 		return nil, err
 	}
-	// The transaction began after gen was read; a write that committed
-	// before it began has already bumped gen, so storing under gen is
-	// safe only when gen is still current.
 	if r.gen.Load() == gen {
 		r.groups.Store(&groupSnapshot{gen: gen, groups: groups})
 	}
