@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -331,7 +332,24 @@ func validateIndividual(en *IndividualEnrollment, linked []LinkedHub) *ConfigErr
 			return &ConfigError{Field: "deviceId", Msg: err.Error()}
 		}
 	}
+	if err := validateJSONValue("optionalDeviceInformation", en.OptionalDeviceInformation); err != nil {
+		return err
+	}
+	if err := validateJSONValue("initialTwin", en.InitialTwin); err != nil {
+		return err
+	}
 	return validateCommon(en.common(), linked)
+}
+
+// validateJSONValue checks that a free-form member (initialTwin,
+// optionalDeviceInformation) can be stored and sent as JSON. From YAML it
+// may hold what JSON cannot: a nested map with a key that is not a string
+// ("2: lab" decodes to map[any]any), or .nan and .inf.
+func validateJSONValue(field string, v any) *ConfigError {
+	if _, err := json.Marshal(v); err != nil {
+		return &ConfigError{Field: field, Msg: "not representable as JSON (a map key that is not a string: quote it; or .nan/.inf)"}
+	}
+	return nil
 }
 
 // validateGroup checks an enrollment group.
@@ -341,6 +359,9 @@ func validateGroup(g *EnrollmentGroup, linked []LinkedHub) *ConfigError {
 	}
 	if err := dps.ValidateRegistrationID(g.EnrollmentGroupID); err != nil {
 		return &ConfigError{Field: "enrollmentGroupId", Msg: strings.Replace(err.Error(), "registration id", "enrollment group id", 1)}
+	}
+	if err := validateJSONValue("initialTwin", g.InitialTwin); err != nil {
+		return err
 	}
 	return validateCommon(g.common(), linked)
 }

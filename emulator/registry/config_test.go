@@ -103,6 +103,12 @@ func TestParseConfig(t *testing.T) {
 			"attestation.x509: needs clientCertificates or signingCertificates"},
 		{"caReferences", "enrollments:\n  - registrationId: d\n    attestation:\n      type: x509\n      x509: {caReferences: {primary: ca1}}\n",
 			"caReferences: not supported"},
+		{"twin map key not a string", goodSym + "    initialTwin:\n      tags:\n        site:\n          2: lab\n",
+			`cfg.yaml:6: enrollments[0] (registrationId "dev1"): initialTwin: not representable as JSON`},
+		{"twin NaN", goodSym + "    initialTwin: {properties: {desired: {x: .nan}}}\n", "initialTwin: not representable as JSON"},
+		{"group twin Inf", "enrollmentGroups:\n  - enrollmentGroupId: g\n    attestation: {type: symmetricKey, symmetricKey: {primaryKey: " + keyA + "}}\n    initialTwin: {tags: {x: .inf}}\n",
+			`cfg.yaml:2: enrollmentGroups[0] (enrollmentGroupId "g"): initialTwin: not representable as JSON`},
+		{"device information map key not a string", goodSym + "    optionalDeviceInformation: {a: {true: 1}}\n", "optionalDeviceInformation: not representable as JSON"},
 		{"static ambiguous", "linkedHubs: [{name: a}, {name: b}]\n" + strings.SplitAfterN(goodSym, "hub1.azure-devices.net\n", 2)[1] + "    allocationPolicy: static\n",
 			"static allocation needs iotHubHostName"},
 	}
