@@ -105,7 +105,7 @@ func (r *Registry) handleEnrollment(w http.ResponseWriter, req *http.Request) {
 			r.writeError(w, http.StatusBadRequest, adminBadRequest, fmt.Sprintf("registrationId %q in the body differs from %q in the path", en.RegistrationID, id))
 			return
 		}
-		if err := validateIndividual(&en, r.hubs); err != nil {
+		if err := validateIndividual(&en, r.hubs, r.policy); err != nil {
 			r.writeError(w, http.StatusBadRequest, adminBadRequest, err.Error())
 			return
 		}
@@ -143,7 +143,7 @@ func (r *Registry) handleGroup(w http.ResponseWriter, req *http.Request) {
 			r.writeError(w, http.StatusBadRequest, adminBadRequest, fmt.Sprintf("enrollmentGroupId %q in the body differs from %q in the path", g.EnrollmentGroupID, id))
 			return
 		}
-		if err := validateGroup(&g, r.hubs); err != nil {
+		if err := validateGroup(&g, r.hubs, r.policy); err != nil {
 			r.writeError(w, http.StatusBadRequest, adminBadRequest, err.Error())
 			return
 		}

@@ -232,7 +232,7 @@ func (c *Config) validate() error {
 	for i := range c.Enrollments {
 		en := &c.Enrollments[i]
 		e := entryErr{key: fmt.Sprintf("enrollments[%d]", i), entry: fmt.Sprintf("enrollments[%d] (registrationId %q)", i, en.RegistrationID)}
-		if err := validateIndividual(en, c.LinkedHubs); err != nil {
+		if err := validateIndividual(en, c.LinkedHubs, c.AllocationPolicy); err != nil {
 			err.Entry, err.key = e.entry, e.key
 			return err
 		}
@@ -246,7 +246,7 @@ func (c *Config) validate() error {
 	for i := range c.EnrollmentGroups {
 		g := &c.EnrollmentGroups[i]
 		e := entryErr{key: fmt.Sprintf("enrollmentGroups[%d]", i), entry: fmt.Sprintf("enrollmentGroups[%d] (enrollmentGroupId %q)", i, g.EnrollmentGroupID)}
-		if err := validateGroup(g, c.LinkedHubs); err != nil {
+		if err := validateGroup(g, c.LinkedHubs, c.AllocationPolicy); err != nil {
 			err.Entry, err.key = e.entry, e.key
 			return err
 		}
@@ -319,8 +319,8 @@ func (g *EnrollmentGroup) common() common {
 }
 
 // validateIndividual checks an individual enrollment; the returned error has
-// no entry or file yet.
-func validateIndividual(en *IndividualEnrollment, linked []LinkedHub) *ConfigError {
+// no entry or file yet. def is the service's default allocation policy.
+func validateIndividual(en *IndividualEnrollment, linked []LinkedHub, def AllocationPolicy) *ConfigError {
 	if en.RegistrationID == "" {
 		return &ConfigError{Field: "registrationId", Msg: "missing"}
 	}
@@ -338,7 +338,7 @@ func validateIndividual(en *IndividualEnrollment, linked []LinkedHub) *ConfigErr
 	if err := validateJSONValue("initialTwin", en.InitialTwin); err != nil {
 		return err
 	}
-	return validateCommon(en.common(), linked)
+	return validateCommon(en.common(), linked, def)
 }
 
 // validateJSONValue checks that a free-form member (initialTwin,
@@ -353,7 +353,7 @@ func validateJSONValue(field string, v any) *ConfigError {
 }
 
 // validateGroup checks an enrollment group.
-func validateGroup(g *EnrollmentGroup, linked []LinkedHub) *ConfigError {
+func validateGroup(g *EnrollmentGroup, linked []LinkedHub, def AllocationPolicy) *ConfigError {
 	if g.EnrollmentGroupID == "" {
 		return &ConfigError{Field: "enrollmentGroupId", Msg: "missing"}
 	}
@@ -363,7 +363,7 @@ func validateGroup(g *EnrollmentGroup, linked []LinkedHub) *ConfigError {
 	if err := validateJSONValue("initialTwin", g.InitialTwin); err != nil {
 		return err
 	}
-	return validateCommon(g.common(), linked)
+	return validateCommon(g.common(), linked, def)
 }
 
 // validateDeviceID applies the IoT Hub device id rules: up to 128 ASCII
@@ -381,7 +381,7 @@ func validateDeviceID(s string) error {
 	return nil
 }
 
-func validateCommon(c common, linked []LinkedHub) *ConfigError {
+func validateCommon(c common, linked []LinkedHub, def AllocationPolicy) *ConfigError {
 	if err := validateAttestation(c.att, c.individual); err != nil {
 		return err
 	}
@@ -401,8 +401,13 @@ func validateCommon(c common, linked []LinkedHub) *ConfigError {
 			return &ConfigError{Field: fmt.Sprintf("iotHubs[%d]", i), Msg: fmt.Sprintf("hub %q is not in linkedHubs", h)}
 		}
 	}
-	if c.policy == AllocationStatic && c.hubName == "" && len(c.hubs) != 1 && len(linked) != 1 {
-		return &ConfigError{Field: "iotHubHostName", Msg: "static allocation needs iotHubHostName or exactly one of iotHubs"}
+	if c.hubName == "" && len(c.hubs) != 1 && len(linked) != 1 {
+		switch {
+		case c.policy == AllocationStatic:
+			return &ConfigError{Field: "iotHubHostName", Msg: "static allocation needs iotHubHostName or exactly one of iotHubs"}
+		case c.policy == "" && def == AllocationStatic:
+			return &ConfigError{Field: "iotHubHostName", Msg: "static allocation (the service default) needs iotHubHostName or exactly one of iotHubs"}
+		}
 	}
 	if c.policy == AllocationCustom {
 		if c.custom == nil || c.custom.WebhookURL == "" {

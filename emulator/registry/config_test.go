@@ -109,6 +109,10 @@ func TestParseConfig(t *testing.T) {
 		{"group twin Inf", "enrollmentGroups:\n  - enrollmentGroupId: g\n    attestation: {type: symmetricKey, symmetricKey: {primaryKey: " + keyA + "}}\n    initialTwin: {tags: {x: .inf}}\n",
 			`cfg.yaml:2: enrollmentGroups[0] (enrollmentGroupId "g"): initialTwin: not representable as JSON`},
 		{"device information map key not a string", goodSym + "    optionalDeviceInformation: {a: {true: 1}}\n", "optionalDeviceInformation: not representable as JSON"},
+		{"service default static ambiguous", "allocationPolicy: static\nlinkedHubs: [{name: a}, {name: b}]\n" + strings.SplitAfterN(goodSym, "hub1.azure-devices.net\n", 2)[1],
+			`enrollments[0] (registrationId "dev1"): iotHubHostName: static allocation (the service default) needs iotHubHostName or exactly one of iotHubs`},
+		{"service default static, enrollment hashed", "allocationPolicy: static\nlinkedHubs: [{name: a}, {name: b}]\n" + strings.SplitAfterN(goodSym, "hub1.azure-devices.net\n", 2)[1] + "    allocationPolicy: hashed\n", ""},
+		{"service default static, enrollment hub", "allocationPolicy: static\nlinkedHubs: [{name: a}, {name: b}]\n" + strings.SplitAfterN(goodSym, "hub1.azure-devices.net\n", 2)[1] + "    iotHubHostName: b\n", ""},
 		{"static ambiguous", "linkedHubs: [{name: a}, {name: b}]\n" + strings.SplitAfterN(goodSym, "hub1.azure-devices.net\n", 2)[1] + "    allocationPolicy: static\n",
 			"static allocation needs iotHubHostName"},
 	}
