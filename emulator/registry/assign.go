@@ -148,6 +148,11 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 	default:
 		hub, whTwin, whPayload, fail := r.allocate(ctx, a, c, ind, grp, deviceID, prev, payload)
 		if fail != nil {
+			if err := ctx.Err(); err != nil {
+				// Cancelled during the webhook call: an error, not a
+				// failed registration.
+				return dps.DeviceRegistrationResult{}, err
+			}
 			return failed(a, *fail), nil
 		}
 		res.AssignedHub = hub

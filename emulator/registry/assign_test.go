@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -569,5 +570,37 @@ func TestAssignMayWait(t *testing.T) {
 				t.Error("AssignMayWait(nil) = false, want true")
 			}
 		})
+	}
+}
+
+// TestAssignCancelledDuringWebhook: a ctx cancelled while the custom
+// allocation webhook is being called is an error of Assign (as its doc
+// says), not a "failed" registration with 400207.
+func TestAssignCancelledDuringWebhook(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body) // then a closed connection cancels req's context
+		arrived <- struct{}{}
+		<-req.Context().Done()
+	}))
+	defer srv.Close()
+	g := symGroup("g-custom", keyG1, "")
+	g.AllocationPolicy = AllocationCustom
+	g.CustomAllocationDefinition = &CustomAllocationDefinition{WebhookURL: srv.URL}
+	r := openTest(t, &Config{IDScope: scope, LinkedHubs: []LinkedHub{{Name: "a.example"}}, EnrollmentGroups: []EnrollmentGroup{g}},
+		func(o *Options) { o.WebhookTimeout = time.Minute })
+	a, err := r.Attest(context.Background(), Credentials{RegistrationID: "dev-c",
+		Password: sas(t, scope, "dev-c", derive(t, keyG1, "dev-c"), testNow.Add(time.Hour))}, AttestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-arrived
+		cancel()
+	}()
+	res, err := r.Assign(ctx, a, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Assign = %s, %v; want error %v", mustJSON(t, res), err, context.Canceled)
 	}
 }

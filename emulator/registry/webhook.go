@@ -89,15 +89,20 @@ func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, in
 	if err != nil {
 		return "", nil, nil, fail(": %v", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	wctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.custom.WebhookURL, bytes.NewReader(body))
+	hr, err := http.NewRequestWithContext(wctx, http.MethodPost, c.custom.WebhookURL, bytes.NewReader(body))
 	if err != nil {
 		return "", nil, nil, fail(": bad webhook URL")
 	}
 	hr.Header.Set("Content-Type", "application/json; charset=utf-8")
 	resp, err := r.client.Do(hr)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up (Assign returns ctx's error): not the
+			// webhook's fault, nothing to warn about.
+			return "", nil, nil, fail(": %v", ctx.Err())
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return "", nil, nil, fail(": webhook did not answer within %s", r.timeout)
 		}
