@@ -156,8 +156,9 @@ func yamlError(err error, name string) error {
 	return &ConfigError{File: name, Msg: msg}
 }
 
-// entryLines maps "enrollments[i]" and "enrollmentGroups[i]" to the line
-// where each entry starts, for validation messages. An empty entry ("-"
+// entryLines maps "enrollments[i]", "enrollmentGroups[i]" and
+// "linkedHubs[i]" to the line where each entry starts, and each top-level
+// member ("idScope") to its line, for validation messages. An empty entry ("-"
 // alone, or null) in a list of the file is an error: the decoder would
 // drop it silently, and it is a mistake.
 func entryLines(data []byte, name string) (map[string]int, error) {
@@ -172,6 +173,7 @@ func entryLines(data []byte, name string) (map[string]int, error) {
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i].Value, m.Content[i+1]
+		lines[k] = m.Content[i].Line // top-level members: idScope, allocationPolicy
 		if v.Kind != yaml.SequenceNode {
 			continue
 		}
@@ -180,9 +182,6 @@ func entryLines(data []byte, name string) (map[string]int, error) {
 				return nil, &ConfigError{File: name, Line: item.Line, Msg: fmt.Sprintf("%s[%d] is empty", k, j)}
 			}
 			lines[fmt.Sprintf("%s[%d]", k, j)] = item.Line
-		}
-		if k == "linkedHubs" {
-			lines[k] = v.Line
 		}
 	}
 	return lines, nil
@@ -202,14 +201,14 @@ func (e entryErr) errorf(field, format string, args ...any) *ConfigError {
 func (c *Config) validate() error {
 	if c.IDScope != "" {
 		if err := validateIDScope(c.IDScope); err != nil {
-			return &ConfigError{Field: "idScope", Msg: err.Error()}
+			return &ConfigError{Field: "idScope", Msg: err.Error(), key: "idScope"}
 		}
 	}
 	if c.AllocationPolicy != "" && !c.AllocationPolicy.valid() {
-		return &ConfigError{Field: "allocationPolicy", Msg: fmt.Sprintf("unknown allocation policy %q (want hashed, geoLatency, static or custom)", c.AllocationPolicy)}
+		return &ConfigError{Field: "allocationPolicy", Msg: fmt.Sprintf("unknown allocation policy %q (want hashed, geoLatency, static or custom)", c.AllocationPolicy), key: "allocationPolicy"}
 	}
 	if c.AllocationPolicy == AllocationCustom {
-		return &ConfigError{Field: "allocationPolicy", Msg: "custom needs a webhook: set it on each enrollment"}
+		return &ConfigError{Field: "allocationPolicy", Msg: "custom needs a webhook: set it on each enrollment", key: "allocationPolicy"}
 	}
 	hubs := map[string]bool{}
 	for i, h := range c.LinkedHubs {
