@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -183,4 +184,43 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("parsed config fails validation: %v", err)
 		}
 	})
+}
+
+// TestReprovisionPolicyDefaults: each field of reprovisionPolicy that the
+// policy leaves out is true (DPS-PROTOCOL.md §9), in a YAML config file
+// and in JSON (a JSON config, the admin API's bodies); an unknown field of it is an
+// error with its line, as everywhere in a config file.
+func TestReprovisionPolicyDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name, policy string
+		want         ReprovisionPolicy
+	}{
+		{"migrate left out", "{updateHubAssignment: false}", ReprovisionPolicy{false, true}},
+		{"update left out", "{migrateDeviceData: false}", ReprovisionPolicy{true, false}},
+		{"empty", "{}", ReprovisionPolicy{true, true}},
+		{"both given", "{updateHubAssignment: false, migrateDeviceData: false}", ReprovisionPolicy{false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(goodSym+"    reprovisionPolicy: "+tc.policy+"\n"), "cfg.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := *cfg.Enrollments[0].ReprovisionPolicy; got != tc.want {
+				t.Errorf("YAML: %+v, want %+v", got, tc.want)
+			}
+			// The same policy as JSON (YAML flow maps with quoted keys).
+			js := strings.NewReplacer("updateHubAssignment", `"updateHubAssignment"`, "migrateDeviceData", `"migrateDeviceData"`).Replace(tc.policy)
+			var en IndividualEnrollment
+			if err := json.Unmarshal([]byte(`{"registrationId":"d","reprovisionPolicy":`+js+`}`), &en); err != nil {
+				t.Fatal(err)
+			}
+			if got := *en.ReprovisionPolicy; got != tc.want {
+				t.Errorf("JSON: %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	_, err := ParseConfig([]byte(goodSym+"    reprovisionPolicy:\n      migrateDeviceData: false\n      updateHubAsignment: true\n"), "cfg.yaml")
+	if err == nil || !strings.Contains(err.Error(), `cfg.yaml:13: unknown field "updateHubAsignment" in reprovisionPolicy`) || !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("misspelt field: %v", err)
+	}
 }

@@ -1,6 +1,9 @@
 package registry
 
 import (
+	"encoding/json"
+	"fmt"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/dps-conform/dps-conform/dps"
@@ -112,11 +115,45 @@ type X509CAReferences struct {
 	Secondary string `json:"secondary,omitempty" yaml:"secondary,omitempty"`
 }
 
-// ReprovisionPolicy is reprovisionPolicy (CS ReprovisionPolicy.cs): both
-// default to true when the policy is absent.
+// ReprovisionPolicy is reprovisionPolicy (CS ReprovisionPolicy.cs): each
+// field defaults to true (DPS-PROTOCOL.md §9), when the policy is absent
+// and when the policy leaves the field out.
 type ReprovisionPolicy struct {
 	UpdateHubAssignment bool `json:"updateHubAssignment" yaml:"updateHubAssignment"`
 	MigrateDeviceData   bool `json:"migrateDeviceData" yaml:"migrateDeviceData"`
+}
+
+// reprovisionPolicyFields has ReprovisionPolicy's fields and tags, without
+// its decoding methods.
+type reprovisionPolicyFields ReprovisionPolicy
+
+// UnmarshalJSON decodes a policy, a field left out being true.
+func (p *ReprovisionPolicy) UnmarshalJSON(b []byte) error {
+	v := reprovisionPolicyFields{UpdateHubAssignment: true, MigrateDeviceData: true}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = ReprovisionPolicy(v)
+	return nil
+}
+
+// UnmarshalYAML decodes a policy, a field left out being true. A field of
+// another name is an error, as everywhere in a config file (Node.Decode
+// would not check).
+func (p *ReprovisionPolicy) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; k.Value != "updateHubAssignment" && k.Value != "migrateDeviceData" {
+				return fmt.Errorf("line %d: unknown field %q in reprovisionPolicy (its fields: updateHubAssignment, migrateDeviceData)", k.Line, k.Value)
+			}
+		}
+	}
+	v := reprovisionPolicyFields{UpdateHubAssignment: true, MigrateDeviceData: true}
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*p = ReprovisionPolicy(v)
+	return nil
 }
 
 // CustomAllocationDefinition is customAllocationDefinition: the webhook the
