@@ -694,3 +694,17 @@ func TestWSConnDeadlineAfterClose(t *testing.T) {
 		})
 	}
 }
+
+// TestWSBadVersionNamesSupported: a refused Sec-WebSocket-Version is
+// answered with the version the server speaks, as RFC 6455 §4.2.2 and §4.4
+// require (the custom Upgrader.Error used to drop gorilla's header).
+func TestWSBadVersionNamesSupported(t *testing.T) {
+	addr := serveWS(t, nil, WSOptions{}, echo)
+	_, resp := dialRawWS(t, addr, "/", http.Header{"Sec-WebSocket-Protocol": {"mqtt"}, "Sec-WebSocket-Version": {"8"}})
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status = %d, want 400", resp.StatusCode)
+	}
+	if got := resp.Header.Values("Sec-WebSocket-Version"); len(got) != 1 || got[0] != "13" {
+		t.Errorf("Sec-WebSocket-Version = %q, want [13]", got)
+	}
+}

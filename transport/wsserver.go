@@ -119,6 +119,9 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		EnableCompression: h.opt.EnableCompression,
 		CheckOrigin:       h.opt.CheckOrigin,
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			// As gorilla's default does: RFC 6455 §4.4 asks a refusal of
+			// the version to name the one the server speaks.
+			w.Header().Set("Sec-WebSocket-Version", "13")
 			http.Error(w, reason.Error(), status)
 		},
 	}
