@@ -503,6 +503,28 @@ func TestWSDeadlines(t *testing.T) {
 			t.Fatalf("after timeout read %q, %v", got, err)
 		}
 	})
+	t.Run("read-past-with-pending", func(t *testing.T) {
+		// Part of a message is already in the adapter: a passed deadline
+		// still wins, as on TCP, and no byte is lost.
+		c := dial(t)
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 2)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "he" {
+			t.Fatalf("first read %q, %v", got, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(-time.Second))
+		if n, err := c.Read(make([]byte, 8)); n != 0 || !isTimeout(err) {
+			t.Fatalf("Read = %d, %v, want 0, timeout", n, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got = make([]byte, 3)
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != "llo" {
+			t.Fatalf("after timeout read %q, %v", got, err)
+		}
+	})
 	t.Run("present", func(t *testing.T) {
 		c := dial(t)
 		_ = c.SetReadDeadline(time.Time{})

@@ -190,13 +190,14 @@ func (c *WSConn) Read(p []byte) (int, error) {
 	if isClosed(c.closing) {
 		return 0, net.ErrClosed
 	}
+	// A passed deadline wins over buffered bytes, as on TCP.
+	if isClosed(c.rdl.wait()) {
+		return 0, &timeoutError{op: "read"}
+	}
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
 		return n, nil
-	}
-	if isClosed(c.rdl.wait()) {
-		return 0, &timeoutError{op: "read"}
 	}
 	if len(p) == 0 {
 		return 0, nil
