@@ -190,8 +190,8 @@ func splitHostPort(hp string) (host, port string, err error) {
 
 // CheckHost accepts IPv4/IPv6 literals (without brackets) and DNS names
 // made of letters, digits, '-', '_' and '.', in labels of 1..63 bytes, 253
-// bytes at most: the host names ParseTarget takes, and the ones the CLI
-// takes for an SNI or a certificate name.
+// bytes at most (not counting a final '.'): the host names ParseTarget
+// takes, and the ones the CLI takes for an SNI or a certificate name.
 func CheckHost(h string) error {
 	if h == "" {
 		return errors.New("empty host")
@@ -199,10 +199,12 @@ func CheckHost(h string) error {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return nil
 	}
-	if len(h) > 253 {
-		return fmt.Errorf("name is %d bytes long, more than 253", len(h))
-	}
+	// The limit does not count the root's final dot (RFC 1035 §2.3.4 less
+	// the length bytes).
 	name := strings.TrimSuffix(h, ".")
+	if len(name) > 253 {
+		return fmt.Errorf("name is %d bytes long, more than 253", len(name))
+	}
 	for i, label := range strings.Split(name, ".") {
 		if label == "" || len(label) > 63 {
 			return fmt.Errorf("label %d of %q is empty or longer than 63 bytes", i+1, h)

@@ -7,6 +7,9 @@ import (
 	"testing"
 )
 
+// longName is a host name of 253 bytes, the most DNS allows.
+var longName = strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
+
 func TestParseTarget(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -28,6 +31,8 @@ func TestParseTarget(t *testing.T) {
 		{"[::1]", Target{Scheme: "mqtts", Host: "::1", Port: 8883}, "mqtts://[::1]:8883"},
 		{"wss://[2001:db8::1]:9443/x", Target{Scheme: "wss", Host: "2001:db8::1", Port: 9443, Path: "/x"}, "wss://[2001:db8::1]:9443/x"},
 		{"mqtts://my_host.example.:65535", Target{Scheme: "mqtts", Host: "my_host.example.", Port: 65535}, "mqtts://my_host.example.:65535"},
+		// 253 bytes, the longest name, plus the root's dot.
+		{"mqtts://" + longName + ".", Target{Scheme: "mqtts", Host: longName + ".", Port: 8883}, "mqtts://" + longName + ".:8883"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
