@@ -249,5 +249,26 @@ func dialWS(ctx context.Context, t Target, o DialOptions, conn net.Conn) (*WSCon
 		ws.NetConn().Close()
 		return nil, fmt.Errorf("server selected subprotocol %q, want %q [MQTT-6.0.0-4]", got, sub)
 	}
+	if ext := unofferedExtension(resp.Header, o.EnableCompression); ext != "" {
+		ws.NetConn().Close()
+		return nil, fmt.Errorf("server selected extension %q, which was not offered (RFC 6455 §4.1)", ext)
+	}
 	return newWSConn(ws), nil
+}
+
+// unofferedExtension names the first extension a 101 answer selects that
+// the client did not offer, or "". Dial offers permessage-deflate only, and
+// only with EnableCompression; gorilla would take it unasked (and then send
+// compressed frames) and ignores any other.
+func unofferedExtension(h http.Header, deflateOffered bool) string {
+	for _, v := range h.Values("Sec-WebSocket-Extensions") {
+		for _, e := range strings.Split(v, ",") {
+			name, _, _ := strings.Cut(e, ";")
+			name = strings.TrimSpace(name)
+			if name != "" && (!deflateOffered || name != "permessage-deflate") {
+				return name
+			}
+		}
+	}
+	return ""
 }

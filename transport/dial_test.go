@@ -407,3 +407,48 @@ func TestDialErrorText(t *testing.T) {
 		}
 	}
 }
+
+// TestDialWSUnofferedExtension: a 101 that selects an extension the client
+// did not offer fails the dial (RFC 6455 §4.1); gorilla alone would accept
+// permessage-deflate unasked and then send compressed frames.
+func TestDialWSUnofferedExtension(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		compress bool   // DialOptions.EnableCompression
+		ext      string // the answer's Sec-WebSocket-Extensions
+		ok       bool
+	}{
+		{"deflate-not-offered", false, "permessage-deflate; server_no_context_takeover; client_no_context_takeover", false},
+		{"unknown-not-offered", false, "x-webkit-deflate-frame", false},
+		{"unknown-besides-deflate", true, "permessage-deflate; server_no_context_takeover; client_no_context_takeover, x-foo", false},
+		{"deflate-offered", true, "permessage-deflate; server_no_context_takeover; client_no_context_takeover", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := serveTCP(t, nil, func(c net.Conn) {
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+					"Sec-WebSocket-Accept: "+acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n"+
+					"Sec-WebSocket-Protocol: mqtt\r\nSec-WebSocket-Extensions: "+tc.ext+"\r\n\r\n")
+				_, _ = io.Copy(io.Discard, c)
+			})
+			c, err := Dial(testCtx(t), mustTarget(t, "ws://"+addr), DialOptions{EnableCompression: tc.compress})
+			if c != nil {
+				c.(*WSConn).CloseTimeout = time.Millisecond // the peer never answers
+				c.Close()
+			}
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("Dial: %v", err)
+				}
+				return
+			}
+			var de *DialError
+			if !errors.As(err, &de) || de.Stage != StageWebSocket || !strings.Contains(err.Error(), "extension") {
+				t.Fatalf("Dial: %v, want a websocket-stage error naming the extension", err)
+			}
+		})
+	}
+}

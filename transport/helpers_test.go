@@ -345,3 +345,9 @@ func startHTTP(h http.Handler) (*net.TCPAddr, func()) {
 	s := httptest.NewServer(h)
 	return s.Listener.Addr().(*net.TCPAddr), s.Close
 }
+
+// acceptKey is the Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2).
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
