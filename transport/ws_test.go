@@ -730,3 +730,28 @@ func TestWSBadVersionNamesSupported(t *testing.T) {
 		t.Errorf("Sec-WebSocket-Version = %q, want [13]", got)
 	}
 }
+
+// TestWSUpgradeWrongMethod: an upgrade request with another method than
+// GET gets 405 with the Allow header RFC 9110 §15.5.6 requires.
+func TestWSUpgradeWrongMethod(t *testing.T) {
+	addr := serveWS(t, nil, WSOptions{}, echo)
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/mqtt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Close = true // leave no idle client connection behind
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "MDEyMzQ1Njc4OWFiY2RlZg==")
+	req.Header.Set("Sec-WebSocket-Protocol", "mqtt")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodGet || !strings.Contains(string(body), "not GET") {
+		t.Errorf("POST upgrade: %d, Allow %q, body %q; want 405, Allow GET and the reason", resp.StatusCode, resp.Header.Get("Allow"), body)
+	}
+}

@@ -122,6 +122,9 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// As gorilla's default does: RFC 6455 §4.4 asks a refusal of
 			// the version to name the one the server speaks.
 			w.Header().Set("Sec-WebSocket-Version", "13")
+			if status == http.StatusMethodNotAllowed {
+				w.Header().Set("Allow", http.MethodGet) // RFC 9110 §15.5.6
+			}
 			http.Error(w, reason.Error(), status)
 		},
 	}
