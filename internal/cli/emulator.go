@@ -79,7 +79,7 @@ func emulatorCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.config, "config", "", "enrollments `FILE` (YAML or JSON): idScope, linkedHubs, enrollments, enrollmentGroups")
 	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` keeping registrations, the CA and the server certificate; default: in memory")
 	fs.StringVar(&f.profile, "profile", string(emulator.ProfileDPS2019), "documented behaviour `VERSION`: dps-2019 or dps-2023")
-	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds (0 for fast tests); assignments complete no sooner")
+	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true, seconds: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds (0 for fast tests); assignments complete no sooner")
 	fs.Var(&f.faults, "fault", "break one documented behaviour (`NAME`, repeatable); 'help' lists them")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate chain PEM `FILE` (with --tls-key) instead of the generated one")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "server private key PEM `FILE` (with --tls-cert)")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -197,6 +198,9 @@ func flagsSet(fs *flagSet) map[string]bool {
 type durationFlag struct {
 	p                  *time.Duration
 	zeroOK, negativeOK bool
+	// seconds: a value travelling as whole seconds (a retry-after), so
+	// the error gives examples the flag accepts (never 500ms).
+	seconds bool
 }
 
 func (d durationFlag) String() string {
@@ -210,13 +214,19 @@ func (d durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	switch {
 	case err != nil, v == 0 && !d.zeroOK, v < 0 && !d.negativeOK:
-		switch {
-		case d.zeroOK:
-			return errors.New("want 0 or a positive duration such as 500ms, 30s or 24h")
-		case d.negativeOK:
-			return errors.New("want a positive duration such as 500ms, 30s or 24h, or a negative one (-1s) to switch the limit off")
+		hint := ""
+		if _, ferr := strconv.ParseFloat(s, 64); err != nil && ferr == nil {
+			hint = " (a number needs its unit: " + s + "s)"
 		}
-		return errors.New("want a positive duration such as 500ms, 30s or 24h")
+		switch {
+		case d.seconds:
+			return errors.New("want 0 or a whole number of seconds such as 1s, 3s or 30s" + hint)
+		case d.zeroOK:
+			return errors.New("want 0 or a positive duration such as 500ms, 30s or 24h" + hint)
+		case d.negativeOK:
+			return errors.New("want a positive duration such as 500ms, 30s or 24h, or a negative one (-1s) to switch the limit off" + hint)
+		}
+		return errors.New("want a positive duration such as 500ms, 30s or 24h" + hint)
 	}
 	*d.p = v
 	return nil
