@@ -569,7 +569,13 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		if !exec {
 			return "the device never connected in any scenario (check that it was given the printed host, port and CA)"
 		}
-		return "the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT)"
+		why := "the device never connected in any scenario (check --exec, and that it uses DPS_HOST/DPS_PORT"
+		if runs[0].Pcap != "" {
+			// What the device printed (a missing module, a bad flag)
+			// is kept next to the capture.
+			why += "; its output: " + strings.TrimSuffix(runs[0].Pcap, ".pcapng") + ".log"
+		}
+		return why + ")"
 	case served == 0:
 		return ""
 	case servedConns == 0:

@@ -66,6 +66,18 @@ func TestNoVerdictReason(t *testing.T) {
 	}
 }
 
+// TestNoVerdictReasonNamesDeviceLog: a device run with --exec that never
+// connected is pointed at what the device printed (a missing module, a bad
+// flag), kept next to the capture, not only at --exec.
+func TestNoVerdictReasonNamesDeviceLog(t *testing.T) {
+	r := &scenarioRun{}
+	r.Name, r.Pcap = "normal", "out/pcaps/01-normal.pcapng"
+	got := noVerdictReason([]*scenarioRun{r}, true)
+	if !strings.Contains(got, "out/pcaps/01-normal.log") {
+		t.Errorf("noVerdictReason = %q, want it to name the device's log out/pcaps/01-normal.log", got)
+	}
+}
+
 // TestFinalAnswer: 200 and the errors a device does not retry end an
 // operation; 202 and the transient answers (429, 5xx) do not.
 func TestFinalAnswer(t *testing.T) {
