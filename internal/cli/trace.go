@@ -108,6 +108,11 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 	case !conformance.KnownProfile(profile):
 		return usageErrorf("--profile %q is not %s or %s", profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
 	}
+	if fs.Arg(0) == "-" {
+		if _, err := os.Stat("-"); err != nil {
+			return usageErrorf("%q: trace reads a capture FILE, not %q; for standard input give /dev/stdin (a pipe is read as it is written)", "-", "-")
+		}
+	}
 	o := tracer.Options{Ports: ports, MaxStreamBuffer: maxBuf, Workers: workers}
 	if keylog != "" {
 		f, err := os.Open(keylog)
