@@ -46,8 +46,9 @@ derived from one symmetric-key enrollment group. Reports registrations/s and
 p50/p99 latency, next to the ceiling: the raw TLS 1.2 full-handshake rate of a
 bare TLS server with the same certificate type, in the same process layout,
 at the same concurrency, measured in the same run; and next to a bare MQTT
-responder that answers the same flow with canned packets and no DPS work.
-The three phases take turns in --rounds rounds, so that the machine's drift
+responder that answers the same flow with canned packets and no DPS work,
+and (--mosquitto) of mosquitto answering the same packets as an echo flow.
+These phases take turns in --rounds rounds, so that the machine's drift
 weighs on all of them alike.
 
 Then it holds --idle connections open (TLS connected + CONNECT accepted) and
@@ -250,9 +251,9 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 	fs.StringVar(&f.server, "server", "child", "where the embedded server runs: `MODE` child (a child process; honest memory split) or inproc")
 	fs.StringVar(&f.stateDir, "state-dir", "", "`DIR` under which the embedded server keeps its registry database (a fresh subdirectory, removed at exit), as 'emulator --state-dir' does: assigned registrations are then committed durably (fdatasync), so the disk's sync latency enters the figure; default: registrations in memory, as 'emulator' without --state-dir")
 	fs.StringVar(&f.format, "format", "text", "output `FORMAT`: text or json")
-	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "`DURATION` bound on the whole run")
 	fs.StringVar(&f.client, "client", "", "load generator `KIND`: lean (the packets of the reference device, without its machinery; the default against the embedded emulator) or device (the reference device client, device.Provision, which also retries 429 and 5xx; the default with --target)")
-	fs.IntVar(&f.rounds, "rounds", 4, "interleave the phases in `N` rounds: each round runs a share of the ceiling's handshakes, of the storm and of the responder's registrations, in an order that rotates, so that the machine's drift weighs on every phase alike; --cpuprofile implies 1")
+	fs.IntVar(&f.rounds, "rounds", 4, "interleave the phases in `N` rounds: each round runs a share of the ceiling's handshakes, of the storm, of the responder's registrations and of mosquitto's echo flows, in an order that rotates, so that the machine's drift weighs on every phase alike; --cpuprofile implies 1")
 	fs.BoolVar(&f.responder, "responder", true, "also run the registrations against a bare MQTT responder (canned DPS answers, no DPS work; 'bench tls-server --mqtt'), a reference for what the round trips alone cost; --responder=false skips it")
 	fs.StringVar(&f.mosquitto, "mosquitto", "auto", "also run the same packets as an echo flow against mosquitto, a real MQTT broker in C (TLS 1.2, the same certificate): `BIN` is the mosquitto executable, auto (the one in PATH or /usr/sbin, skipped with a note when there is none) or off")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the storm (this process: the load generator, and the server too with --server inproc) to `FILE`, and one of the responder phase to FILE with -responder before its extension, for go tool pprof")
@@ -419,7 +420,7 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 		res.CeilingRemark = fmt.Sprintf("full TLS 1.2 handshakes against the target itself (handshake, then close), same concurrency; interleaved with the storm in %d rounds", b.f.rounds)
 	}
 
-	// The servers of the three phases are all up for the whole run; the
+	// The servers of the phases are all up for the whole run; the
 	// phases take turns in rounds (the order rotating), so that a change
 	// of load on the machine weighs on every phase alike.
 	ceil, err := b.startTLSServer(ctx, false)
