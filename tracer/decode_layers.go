@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
 	"github.com/dps-conform/dps-conform/tracer/wstrace"
 )
@@ -118,9 +119,13 @@ func (u *upper) decideInner(final bool) {
 		(more || ws && !wstrace.LooksLikeUpgrade(c2s) && len(c2s) < 256) {
 		return // wait for the request line
 	}
+	mqtt, moreMQTT := startsWithMQTT(c2s)
+	if !final && !ws && moreMQTT && len(c2s) < maxSniff && len(u.hold[ServerToClient]) < maxSniff {
+		return // wait for the rest of the first packet
+	}
 	u.innerDecided = true
 	if !ws && len(c2s) > 0 {
-		if yes, _ := looksLikeConnect(c2s); !yes {
+		if !mqtt {
 			// Decrypted, but neither MQTT nor WebSocket (HTTPS, say):
 			// not a conversation of ours.
 			u.notMQTT = true
@@ -139,6 +144,25 @@ func (u *upper) decideInner(final bool) {
 		}
 	}
 	u.hold = [2][]byte{}
+}
+
+// startsWithMQTT reports whether b, a client's first plaintext inside
+// TLS, starts with an MQTT packet: a CONNECT, or any other packet that
+// decodes strictly (a device that sends PINGREQ first breaks
+// MQTT-3.1.0-1: its transcript must show that, not drop the conversation
+// as HTTPS). No HTTP request decodes: "GET", "HEAD", "DELETE" and "OPTIONS"
+// start with reserved flags of PUBACK, and "POST", "PUT", "PATCH" and
+// HTTP/2's "PRI" a PUBREC whose length is not 2. more: b ends inside the
+// first packet.
+func startsWithMQTT(b []byte) (yes, more bool) {
+	if yes, more := looksLikeConnect(b); yes || more {
+		return yes, more
+	}
+	_, _, err := packets.Decode(b, packets.DecodeOptions{})
+	if errors.Is(err, packets.ErrShortBuffer) {
+		return false, true
+	}
+	return err == nil, false
 }
 
 // inner feeds bytes above TLS: through WebSocket if present, then MQTT.

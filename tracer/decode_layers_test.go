@@ -272,44 +272,69 @@ func TestDecodeEmbeddedKeys(t *testing.T) {
 	}
 }
 
-// TestDecodeHTTPSIgnored checks that a decrypted TLS connection carrying
-// neither MQTT nor WebSocket is not reported as a conversation.
+// TestDecodeHTTPSIgnored: a decrypted TLS stream whose client opens with
+// an HTTP request (any method but GET, which may be a WebSocket upgrade;
+// HTTP/2's preface) is no conversation of ours; one that opens with an MQTT packet other than CONNECT (a device
+// breaking MQTT-3.1.0-1) is decoded as MQTT, so that the rules see it.
 func TestDecodeHTTPSIgnored(t *testing.T) {
-	log := &wireLog{}
-	cp, sp := net.Pipe()
-	var keys bytes.Buffer
-	cc := tls.Client(&loggedConn{cp, ClientToServer, log}, &tls.Config{ServerName: "dps.test", InsecureSkipVerify: true, KeyLogWriter: &keys})
-	sc := tls.Server(&loggedConn{sp, ServerToClient, log}, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
-	req := []byte("POST /registrations HTTP/1.1\r\nHost: dps.test\r\nContent-Length: 0\r\n\r\n")
-	errc := make(chan error, 1)
-	go func() {
-		_, err := io.ReadFull(sc, make([]byte, len(req)))
-		errc <- err
-	}()
-	if _, err := cc.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	cp.Close()
-	sp.Close()
-	g := newGen(t, linkEthernet)
-	f := g.flow("10.0.0.1:50000", "10.0.0.2:443")
-	f.handshake()
-	for _, ch := range log.chunks {
-		f.send(ch.dir, ch.data)
-	}
-	kl, err := tlstrace.ParseKeyLog(&keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	capt, err := Decode(bytes.NewReader(g.pcap()), Options{KeyLog: kl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(capt.Conversations) != 0 {
-		t.Errorf("%d conversations, want 0 (HTTPS is not MQTT):\n%s", len(capt.Conversations), summary(capt.Conversations[0]))
+	for _, tc := range []struct {
+		name  string
+		first []byte
+		want  int // conversations
+	}{
+		{"POST", []byte("POST /registrations HTTP/1.1\r\nHost: dps.test\r\nContent-Length: 0\r\n\r\n"), 0},
+		{"PUT", []byte("PUT /x HTTP/1.1\r\nHost: dps.test\r\nContent-Length: 0\r\n\r\n"), 0},
+		{"HEAD", []byte("HEAD / HTTP/1.1\r\nHost: dps.test\r\n\r\n"), 0},
+		{"DELETE", []byte("DELETE /x HTTP/1.1\r\nHost: dps.test\r\n\r\n"), 0},
+		{"OPTIONS", []byte("OPTIONS * HTTP/1.1\r\nHost: dps.test\r\n\r\n"), 0},
+		{"PATCH", []byte("PATCH /x HTTP/1.1\r\nHost: dps.test\r\nContent-Length: 0\r\n\r\n"), 0},
+		{"HTTP/2 preface", []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0},
+		{"PINGREQ first", []byte{0xc0, 0x00}, 1},
+		{"SUBSCRIBE first", []byte{0x82, 0x08, 0x00, 0x01, 0x00, 0x03, 'a', '/', 'b', 0x01}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := &wireLog{}
+			cp, sp := net.Pipe()
+			var keys bytes.Buffer
+			cc := tls.Client(&loggedConn{cp, ClientToServer, log}, &tls.Config{ServerName: "dps.test", InsecureSkipVerify: true, KeyLogWriter: &keys})
+			sc := tls.Server(&loggedConn{sp, ServerToClient, log}, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+			errc := make(chan error, 1)
+			go func() {
+				_, err := io.ReadFull(sc, make([]byte, len(tc.first)))
+				errc <- err
+			}()
+			if _, err := cc.Write(tc.first); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			cp.Close()
+			sp.Close()
+			g := newGen(t, linkEthernet)
+			f := g.flow("10.0.0.1:50000", "10.0.0.2:443")
+			f.handshake()
+			for _, ch := range log.chunks {
+				f.send(ch.dir, ch.data)
+			}
+			kl, err := tlstrace.ParseKeyLog(&keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			capt, err := Decode(bytes.NewReader(g.pcap()), Options{KeyLog: kl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(capt.Conversations) != tc.want {
+				t.Fatalf("%d conversations, want %d", len(capt.Conversations), tc.want)
+			}
+			if tc.want == 1 {
+				c := capt.Conversations[0]
+				if len(c.Packets) != 1 || c.Packets[0].Packet.Type() == packets.TypeConnect || !c.TLS.Decrypted {
+					t.Errorf("conversation %s", summary(c))
+				}
+			}
+		})
 	}
 }
 
