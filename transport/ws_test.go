@@ -216,10 +216,11 @@ func TestWSTextFrameRefused(t *testing.T) {
 	if err := <-errc; !errors.Is(err, ErrTextFrame) {
 		t.Fatalf("server Read = %v, want ErrTextFrame", err)
 	}
-	// The handler closes the connection after accept returns: close frame.
-	op, _, err := ws.readMessage()
-	if err != nil || op != opClose {
-		t.Errorf("after text frame: op %x err %v, want close frame", op, err)
+	// The handler closes the connection after accept returns: a close
+	// frame with 1003, unsupported data (RFC 6455 §7.4.1), not 1000.
+	op, data, err := ws.readMessage()
+	if err != nil || op != opClose || len(data) < 2 || data[0] != 0x03 || data[1] != 0xeb {
+		t.Errorf("after text frame: op %x data %x err %v, want close 1003", op, data, err)
 	}
 }
 

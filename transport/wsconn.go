@@ -310,8 +310,17 @@ func (c *WSConn) Close() error {
 			timeout = DefaultCloseTimeout
 		}
 		deadline := time.Now().Add(timeout)
+		code := websocket.CloseNormalClosure
+		select {
+		case <-c.rdone:
+			if c.rerr == ErrTextFrame {
+				// RFC 6455 §7.4.1: a type of data it cannot accept.
+				code = websocket.CloseUnsupportedData
+			}
+		default:
+		}
 		err := c.ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), deadline)
+			websocket.FormatCloseMessage(code, ""), deadline)
 		if err == nil {
 			// The read pump ends when the peer's close frame arrives.
 			t := time.NewTimer(time.Until(deadline))
