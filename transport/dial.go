@@ -47,8 +47,9 @@ var _ error = (*DialError)(nil)
 // Error implements error.
 func (e *DialError) Error() string {
 	msg := fmt.Sprint(e.Err)
-	if strings.HasPrefix(msg, e.Stage+": ") {
-		// crypto/tls says "tls: ..." itself.
+	if strings.HasPrefix(msg, e.Stage+": ") || strings.HasPrefix(msg, e.Stage+" ") {
+		// crypto/tls says "tls: ..." itself, a WSHandshakeError
+		// "websocket upgrade ...".
 		return fmt.Sprintf("transport: dial %s: %s", e.Target, msg)
 	}
 	return fmt.Sprintf("transport: dial %s: %s: %s", e.Target, e.Stage, msg)

@@ -390,7 +390,7 @@ func TestDialWSBad101(t *testing.T) {
 }
 
 // TestDialErrorText: the stage is named once, also when the error says it
-// already (crypto/tls's "tls: ...").
+// already (crypto/tls's "tls: ...", "websocket upgrade refused").
 func TestDialErrorText(t *testing.T) {
 	tg := Target{Scheme: SchemeMQTTS, Host: "h", Port: 8883}
 	for _, tt := range []struct {
@@ -401,6 +401,7 @@ func TestDialErrorText(t *testing.T) {
 		{StageTLS, errors.New("tls: first record does not look like a TLS handshake"), "transport: dial mqtts://h:8883: tls: first record does not look like a TLS handshake"},
 		{StageTCP, errors.New("connection refused"), "transport: dial mqtts://h:8883: tcp: connection refused"},
 		{StageTLS, nil, "transport: dial mqtts://h:8883: tls: <nil>"},
+		{StageWebSocket, &WSHandshakeError{StatusCode: 404, Status: "404 Not Found"}, "transport: dial mqtts://h:8883: websocket upgrade refused: HTTP 404 Not Found"},
 	} {
 		if got := (&DialError{Target: tg, Stage: tt.stage, Err: tt.err}).Error(); got != tt.want {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
