@@ -571,12 +571,17 @@ func TestRecorderTLS(t *testing.T) {
 	if !bytes.Equal(secrets, kl) || !bytes.Contains(kl, []byte("CLIENT_TRAFFIC_SECRET_0 ")) {
 		t.Errorf("DSB secrets (%d bytes) and key log file (%d bytes) differ or lack CLIENT_TRAFFIC_SECRET_0", len(secrets), len(kl))
 	}
-	// The first application-data record (type 0x17) of the TLS flow must
-	// come after the first DSB.
+	// The first protected record (type 0x17) the client sent must come
+	// after the first DSB: the client logs its secrets before it uses
+	// them. The server's first protected records may come before it (in
+	// TLS 1.3 its encrypted extensions follow the ServerHello in the same
+	// flight, recorded when the client reads them, and the client derives
+	// and logs the handshake secrets only after that read); readers take a
+	// DSB that comes after the records it decrypts.
 	for _, i := range tlsFlow.frames {
-		if p := capt.frames[i].payload; len(p) > 0 && p[0] == 0x17 {
+		if f := capt.frames[i]; f.src == tk.client && len(f.payload) > 0 && f.payload[0] == 0x17 {
 			if firstDSB < 0 || firstDSB > i {
-				t.Errorf("first DSB after %d frames, first application data in frame %d", firstDSB, i+1)
+				t.Errorf("first DSB after %d frames, the client's first protected record in frame %d", firstDSB, i+1)
 			}
 			break
 		}
