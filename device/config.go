@@ -113,7 +113,8 @@ type Config struct {
 	// response to a request), default 30s (N, P SDKs). Negative: only ctx.
 	ResponseTimeout time.Duration
 	// MaxIgnored bounds the packets skipped while waiting for one answer
-	// (responses to other $rid values, PINGRESP, …), default 100.
+	// (responses to other $rid values, unasked-for PINGRESP, …), default
+	// 100. The PINGRESPs answering the client's own PINGREQs do not count.
 	MaxIgnored int
 	// MaxPacketSize bounds an incoming packet (default 256 KiB).
 	MaxPacketSize int

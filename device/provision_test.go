@@ -574,6 +574,33 @@ func TestKeepAliveDuringWait(t *testing.T) {
 	}
 }
 
+// TestKeepAlivePingrespsNotIgnored: the PINGRESPs answering the client's
+// own keep-alive PINGREQs are not "other packets" counted against
+// MaxIgnored, however long the wait was.
+func TestKeepAlivePingrespsNotIgnored(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		f.accept()
+		p, r := f.request(dps.Register)
+		f.puback(p)
+		f.answer(202, r.RID, 10, assigningOp, 0)
+		for range 9 {
+			expect[*packets.Pingreq](f)
+			f.send(&packets.Pingresp{})
+		}
+		p, r = f.request(dps.Poll)
+		f.puback(p)
+		f.answer(200, r.RID, -1, assignedOp, 0)
+		f.expectDisconnect()
+	})
+	cfg.KeepAlive = time.Second
+	cfg.MaxIgnored = 5
+	_, err := Provision(ctxT(t), cfg)
+	h.wait()
+	if err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+}
+
 // TestOptions covers the CONNECT/publish knobs: group key, X.509 (no
 // password, id from the certificate), QoS 0, UUID $rid, payload, persistent
 // session.

@@ -62,6 +62,10 @@ type Session struct {
 	npid        uint16
 	pendingAcks map[uint16]bool // QoS 1 requests answered before their PUBACK
 	deadConn    bool            // the reader saw the end of the connection
+	// pings counts PINGREQs sent whose PINGRESP has not been read yet: the
+	// PINGRESPs a long wait's keep-alive pings earn are not "other
+	// packets" for MaxIgnored.
+	pings int
 
 	// holdAcks (set by Provision only) makes the PUBACK of a matched
 	// answer wait for the next write (the poll or DISCONNECT that follows
@@ -591,6 +595,10 @@ func (s *Session) await(ctx context.Context, what string, match func(packets.Pac
 		if herr != nil {
 			return herr
 		}
+		if _, ok := p.(*packets.Pingresp); ok && s.pings > 0 {
+			s.pings--
+			continue
+		}
 		ignored++
 		if ignored > s.s.MaxIgnored {
 			return limitErrorf("waiting for %s: more than %d other packets", what, s.s.MaxIgnored)
@@ -616,9 +624,14 @@ func (s *Session) housekeeping(ctx context.Context, p packets.Packet) error {
 	return nil
 }
 
-// Ping sends PINGREQ. The PINGRESP is skipped by the next wait.
+// Ping sends PINGREQ. The PINGRESP is skipped by the next wait, and not
+// counted against MaxIgnored.
 func (s *Session) Ping(ctx context.Context) error {
-	return s.Send(ctx, &packets.Pingreq{})
+	if err := s.Send(ctx, &packets.Pingreq{}); err != nil {
+		return err
+	}
+	s.pings++
+	return nil
 }
 
 // wait sleeps d with Config.Sleep, sending PINGREQ every KeepAlive when d is
