@@ -91,10 +91,23 @@ type StatusError struct {
 	HasRetryAfter bool
 }
 
+// maxBodyQuoted bounds the bytes of a body StatusError.Error quotes.
+const maxBodyQuoted = 200
+
 func (e *StatusError) Error() string {
 	s := fmt.Sprintf("device: %s answered with status %d", e.Request, e.Status)
-	if e.Body.ErrorCode != 0 || e.Body.Message != "" {
-		s += fmt.Sprintf(" (errorCode %d: %q)", e.Body.ErrorCode, e.Body.Message)
+	switch {
+	case e.Body.ErrorCode != 0 || e.Body.Message != "":
+		s += fmt.Sprintf(" (errorCode %d: %q", e.Body.ErrorCode, e.Body.Message)
+		if e.Body.TrackingID != "" {
+			// The id the service's support asks for.
+			s += fmt.Sprintf(", trackingId %q", e.Body.TrackingID)
+		}
+		s += ")"
+	case len(e.Raw) > maxBodyQuoted:
+		s += fmt.Sprintf(" (body %q…)", e.Raw[:maxBodyQuoted])
+	case len(e.Raw) > 0:
+		s += fmt.Sprintf(" (body %q)", e.Raw)
 	}
 	return s
 }

@@ -325,6 +325,45 @@ func TestErrorStatuses(t *testing.T) {
 	}
 }
 
+// TestStatusErrorSaysWhat: the error text of an error answer names what
+// support needs: status, errorCode, message and trackingId; a body that is
+// not an error JSON is quoted (bounded) instead.
+func TestStatusErrorSaysWhat(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		body   string
+		want   []string
+	}{
+		{401, `{"errorCode":401002,"trackingId":"8ad0463c-6427-4479-9dfa-3e8bb7003e9b","message":"Invalid certificate.","timestampUtc":"2020-04-10T05:24:22.4718526Z"}`,
+			[]string{"status 401", "401002", `"Invalid certificate."`, `trackingId "8ad0463c-6427-4479-9dfa-3e8bb7003e9b"`}},
+		{400, `Bad Request: no such scope`, []string{"status 400", `body "Bad Request: no such scope"`}},
+		{404, strings.Repeat("x", 1000), []string{"status 404", `body "` + strings.Repeat("x", 200) + `"…`}},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			h, cfg := serve(t, func(f *fake) {
+				f.accept()
+				p, r := f.request(dps.Register)
+				f.puback(p)
+				f.answer(tc.status, r.RID, -1, tc.body, 0)
+				f.expectDisconnect()
+			})
+			_, err := Provision(ctxT(t), cfg)
+			h.wait()
+			if !errors.Is(err, ErrStatus) {
+				t.Fatalf("err = %v, want ErrStatus", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %v\nwant it to contain %s", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), strings.Repeat("x", 201)) {
+				t.Errorf("body quoted unbounded: %d bytes", len(err.Error()))
+			}
+		})
+	}
+}
+
 // TestUnauthorizedThenClose is the field log of DPS-PROTOCOL.md: 401 on the
 // response topic, then the service closes the connection.
 func TestUnauthorizedThenClose(t *testing.T) {
