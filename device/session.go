@@ -170,6 +170,8 @@ func (s *Session) readLoop() {
 		select {
 		case s.in <- incoming{p: p}:
 		case <-s.closing:
+			// Next must fail after the queue, never return (nil, nil).
+			s.readErr = net.ErrClosed
 			return
 		}
 	}

@@ -489,3 +489,44 @@ func TestMisbehaveSwitches(t *testing.T) {
 		}
 	})
 }
+
+// TestNextAfterCloseWithPacketInHand: Close while the reader holds a
+// packet it cannot queue (the queue is full) must still make Next fail
+// with net.ErrClosed once the queue is drained, never return (nil, nil).
+func TestNextAfterCloseWithPacketInHand(t *testing.T) {
+	h, cfg := serve(t, func(f *fake) {
+		expect[*packets.Connect](f)
+		f.send(&packets.Connack{})
+		for i := range 17 { // 16 queued, one in the reader's hand
+			f.answer(202, fmt.Sprint(i), -1, "{}", 0)
+		}
+	})
+	ctx := ctxT(t)
+	s, err := Connect(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; len(s.in) < cap(s.in); i++ {
+		if i == 500 {
+			t.Fatalf("queue holds %d of %d packets", len(s.in), cap(s.in))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Close()
+	h.wait()
+	for i := 0; ; i++ {
+		if i > cap(s.in)+1 {
+			t.Fatal("Next kept returning packets after Close")
+		}
+		p, err := s.Next(ctx)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Next after Close = %v, want net.ErrClosed", err)
+			}
+			break
+		}
+		if p == nil {
+			t.Fatalf("Next after Close = (nil, nil) after %d packets", i)
+		}
+	}
+}
