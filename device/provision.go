@@ -148,7 +148,11 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 		if resp.HasRetryAfter {
 			d = resp.RetryAfter
 		}
-		if err := s.retryAfterWait(ctx, d); err != nil {
+		req := "poll"
+		if res.Polls == 0 {
+			req = "register"
+		}
+		if err := s.retryAfterWait(ctx, req, resp, d); err != nil {
 			return err
 		}
 		// Poll, retrying 429/5xx; every send counts against MaxPolls.
@@ -203,13 +207,14 @@ func (s *Session) retryWait(ctx context.Context, req string, resp *Response, ret
 		}
 	}
 	st.log.Debug("device: retrying", "status", resp.Status, "wait", d)
-	return s.retryAfterWait(ctx, d)
+	return s.retryAfterWait(ctx, req, resp, d)
 }
 
-// retryAfterWait waits d, refusing waits above MaxRetryAfter.
-func (s *Session) retryAfterWait(ctx context.Context, d time.Duration) error {
+// retryAfterWait waits d, the wait resp (the answer to req) asks for,
+// refusing waits above MaxRetryAfter.
+func (s *Session) retryAfterWait(ctx context.Context, req string, resp *Response, d time.Duration) error {
 	if d > s.s.MaxRetryAfter {
-		return limitErrorf("retry-after %v exceeds MaxRetryAfter %v", d, s.s.MaxRetryAfter)
+		return limitErrorf("the %s answer (status %d) asks to retry after %v, above MaxRetryAfter %v", req, resp.Status, d, s.s.MaxRetryAfter)
 	}
 	if s.s.Misbehave.IgnoreRetryAfter {
 		return nil

@@ -578,6 +578,44 @@ func TestRetryAfterTooLong(t *testing.T) {
 	}
 }
 
+// TestRetryAfterTooLongSaysWhich: a retry-after above MaxRetryAfter names
+// the request and the status that asked for it.
+func TestRetryAfterTooLongSaysWhich(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		onPoll bool
+		want   string
+	}{
+		{429, false, "the register answer (status 429) asks to retry after 10m0s"},
+		{503, true, "the poll answer (status 503) asks to retry after 10m0s"},
+		{202, true, "the poll answer (status 202) asks to retry after 10m0s"},
+		{202, false, "the register answer (status 202) asks to retry after 10m0s"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			h, cfg := serve(t, func(f *fake) {
+				f.accept()
+				p, r := f.request(dps.Register)
+				f.puback(p)
+				if tc.onPoll {
+					f.answer(202, r.RID, 0, assigningOp, 0)
+					p, r = f.request(dps.Poll)
+					f.puback(p)
+				}
+				f.answer(tc.status, r.RID, 600, assigningOp, 0)
+				f.expectDisconnect()
+			})
+			// No deadline: a 429/5xx wait beyond one is ErrBeyondDeadline.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			_, err := Provision(ctx, cfg)
+			h.wait()
+			if !errors.Is(err, ErrLimit) || errors.Is(err, ErrStatus) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrLimit naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestKeepAliveDuringWait: a retry-after longer than the keep-alive is
 // slept in keep-alive chunks with PINGREQ in between.
 func TestKeepAliveDuringWait(t *testing.T) {
