@@ -157,6 +157,28 @@ func TestSAS_TTLUsesEnvNow(t *testing.T) {
 	}
 }
 
+// TestSAS_ExpiryOutOfRangeNamesFlag: an --expiry past 9999-12-31 (which
+// no token can carry) is a usage error naming the flag, like every other
+// sas input error, not the dps package's "sas.se: …".
+func TestSAS_ExpiryOutOfRangeNamesFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{"sas", "--id-scope", "0neFEEDC0DE", "--registration-id", "r1", "--key", vectorKey, "--expiry", "253402300800"}
+	if code := Main(context.Background(), args, &stdout, &stderr); code != ExitUsage {
+		t.Errorf("exit code = %d, want %d", code, ExitUsage)
+	}
+	want := `^dps-conform sas: invalid value "253402300800" for flag --expiry: want Unix seconds, a non-negative integer such as 1578941692, at most 253402300799 \(9999-12-31T23:59:59Z\)\n$`
+	if !regexp.MustCompile(want).MatchString(stderr.String()) || stdout.Len() != 0 {
+		t.Errorf("stdout %q, stderr %q; want stderr matching %s", stdout.String(), stderr.String(), want)
+	}
+	// The last second a token can carry is accepted.
+	stdout.Reset()
+	stderr.Reset()
+	args[len(args)-1] = "253402300799"
+	if code := Main(context.Background(), args, &stdout, &stderr); code != ExitConformant || !strings.Contains(stdout.String(), "&se=253402300799&") {
+		t.Errorf("--expiry 253402300799: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+}
+
 func TestMain_NilWritersAndGlobalFlags(t *testing.T) {
 	if code := Main(context.Background(), []string{"sas", "--bogus"}, nil, nil); code != ExitUsage {
 		t.Errorf("exit code = %d, want %d", code, ExitUsage)

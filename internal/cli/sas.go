@@ -156,8 +156,12 @@ func (f *sasFlags) value(name string) string {
 	return ""
 }
 
-// unixSecondsFlag is a non-negative number of seconds since 1970-01-01 UTC.
+// unixSecondsFlag is a non-negative number of seconds since 1970-01-01 UTC,
+// at most maxExpiry.
 type unixSecondsFlag int64
+
+// maxExpiry is 9999-12-31T23:59:59Z, the last se dps.BuildSASToken writes.
+const maxExpiry = 253402300799
 
 func (u *unixSecondsFlag) String() string { return strconv.FormatInt(int64(*u), 10) }
 
@@ -165,6 +169,9 @@ func (u *unixSecondsFlag) Set(s string) error {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
 		return fmt.Errorf("want Unix seconds, a non-negative integer such as 1578941692")
+	}
+	if n > maxExpiry {
+		return fmt.Errorf("want Unix seconds, a non-negative integer such as 1578941692, at most %d (9999-12-31T23:59:59Z)", int64(maxExpiry))
 	}
 	*u = unixSecondsFlag(n)
 	return nil
