@@ -674,8 +674,11 @@ func ruleDevBackoff() *Rule {
 					continue
 				}
 				// Equal waits differ by scheduling noise: a wait must be
-				// 5 % longer than the one before to count as longer.
-				if prev >= 0 && gap <= prev+prev/20 {
+				// 5 % longer than the one before to count as longer. A
+				// back-off may stop growing at its cap (the C SDK's docs
+				// suggest 100 s, the Azure SDKs cap theirs): a wait of at
+				// least backoffCapFloor passes whatever came before.
+				if prev >= 0 && gap <= prev+prev/20 && gap < backoffCapFloor {
 					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, after+", the retry before waited "+secs(prev),
 						fmt.Sprintf("a wait longer than %s (a growing back-off)", secs(prev))))
 				}
@@ -685,6 +688,11 @@ func ruleDevBackoff() *Rule {
 			return n, fs
 		}}
 }
+
+// backoffCapFloor is the shortest wait DPS-DEV-018 accepts as a capped
+// back-off that no longer grows (DPS-PROTOCOL.md §4, EC: exponential
+// back-off up to 100 s; the reference device caps at 30 s).
+const backoffCapFloor = 30 * time.Second
 
 func ruleDevPuback() *Rule {
 	const id = "DPS-DEV-019"

@@ -573,6 +573,26 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			}
 			f.close()
 		}},
+		{name: "back-off capped at 30 s, jitter below the wait before", rule: "DPS-DEV-018", applied: 8, findings: 0, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			for i, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 34 * time.Second, 31 * time.Second, 30 * time.Second} {
+				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
+				s.advance(d)
+				f.request(register(fmt.Sprint(i+2)), regBody)
+			}
+			f.close()
+		}},
+		{name: "back-off levels off below 30 s", rule: "DPS-DEV-018", applied: 5, findings: 1, contains: []string{"the retry before waited 20.00 s"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			for i, d := range []time.Duration{time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 20 * time.Second} {
+				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
+				s.advance(d)
+				f.request(register(fmt.Sprint(i+2)), regBody)
+			}
+			f.close()
+		}},
 		{name: "growing back-off after 500, then retry-after", rule: "DPS-DEV-018", applied: 4, findings: 1, contains: []string{"with retry-after=3 s"}, build: func(s *synth) {
 			f := s.conn(nil)
 			f.request(register("1"), regBody)
