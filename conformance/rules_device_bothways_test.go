@@ -33,14 +33,7 @@ func TestDeviceRulesBothWays(t *testing.T) {
 	}
 	dps2019 := conformance.RuleEnv{Profile: conformance.ProfileDPS2019}
 	dps2023 := conformance.RuleEnv{Profile: conformance.ProfileDPS2023}
-	for _, tc := range []struct {
-		name     string
-		rule     string
-		env      conformance.RuleEnv
-		build    func(s *synth)
-		applied  int
-		findings int
-	}{
+	for _, tc := range []deviceRuleCase{
 		{name: "CleanSession 0 under dps-2019", rule: "DPS-DEV-008", env: dps2019, applied: 1, findings: 1, build: cleanSession0},
 		{name: "CleanSession 0 under dps-2023", rule: "DPS-DEV-008", env: dps2023, applied: 1, build: cleanSession0},
 		{name: "keep-alive 1740", rule: "DPS-DEV-009", applied: 1, build: func(s *synth) { keepAlive(s, 1740) }},
@@ -131,15 +124,7 @@ func TestDeviceRulesBothWays(t *testing.T) {
 			f.close()
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newSynth(t)
-			tc.build(s)
-			capt := s.capture()
-			fs, applied := conformance.CheckCapture(capt, []*conformance.Rule{deviceRule(t, tc.rule)}, tc.env)
-			if len(fs) != tc.findings || applied[tc.rule] != tc.applied {
-				t.Fatalf("findings %v, applied %d; want %d findings, applied %d\n%s", fs, applied[tc.rule], tc.findings, tc.applied, transcript(capt))
-			}
-		})
+		t.Run(tc.name, tc.run)
 	}
 }
 

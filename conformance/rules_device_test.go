@@ -390,17 +390,7 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 		return tok
 	}
 	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	for _, tc := range []struct {
-		name  string
-		rule  string
-		env   conformance.RuleEnv
-		build func(s *synth)
-		// findings is the number of findings wanted; each must contain
-		// every string of contains.
-		findings int
-		applied  int
-		contains []string
-	}{
+	for _, tc := range []deviceRuleCase{
 		{name: "SAS token valid", rule: "DPS-DEV-005", applied: 1, build: func(s *synth) {
 			s.conn(documentedConnect(token(start.Add(time.Hour), dps.SASOptions{}))).close()
 		}},
@@ -636,26 +626,42 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			f.close()
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newSynth(t)
-			tc.build(s)
-			capt := s.capture()
-			fs, applied := conformance.CheckCapture(capt, []*conformance.Rule{deviceRule(t, tc.rule)}, tc.env)
-			if len(fs) != tc.findings || applied[tc.rule] != tc.applied {
-				for _, f := range fs {
-					t.Log(f)
-				}
-				t.Fatalf("%d findings, applied %d; want %d findings, applied %d\n%s", len(fs), applied[tc.rule], tc.findings, tc.applied, transcript(capt))
+		t.Run(tc.name, tc.run)
+	}
+}
+
+// deviceRuleCase is one row of the tables that judge a device rule on a
+// synthetic capture.
+type deviceRuleCase struct {
+	name  string
+	rule  string
+	env   conformance.RuleEnv
+	build func(s *synth)
+	// findings is the number of findings wanted; each must contain
+	// every string of contains.
+	findings int
+	applied  int
+	contains []string
+}
+
+func (tc deviceRuleCase) run(t *testing.T) {
+	s := newSynth(t)
+	tc.build(s)
+	capt := s.capture()
+	fs, applied := conformance.CheckCapture(capt, []*conformance.Rule{deviceRule(t, tc.rule)}, tc.env)
+	if len(fs) != tc.findings || applied[tc.rule] != tc.applied {
+		for _, f := range fs {
+			t.Log(f)
+		}
+		t.Fatalf("%d findings, applied %d; want %d findings, applied %d\n%s", len(fs), applied[tc.rule], tc.findings, tc.applied, transcript(capt))
+	}
+	for _, f := range fs {
+		d := f.Detail()
+		for _, want := range tc.contains {
+			if !strings.Contains(d, want) {
+				t.Errorf("finding %q lacks %q", d, want)
 			}
-			for _, f := range fs {
-				d := f.Detail()
-				for _, want := range tc.contains {
-					if !strings.Contains(d, want) {
-						t.Errorf("finding %q lacks %q", d, want)
-					}
-				}
-			}
-		})
+		}
 	}
 }
 

@@ -228,3 +228,17 @@ func (c *fakeClock) Sleeps() []time.Duration {
 	defer c.mu.Unlock()
 	return append([]time.Duration(nil), c.sleeps...)
 }
+
+// answerLast takes the register (and, with onPoll, answers it 202 and
+// takes the poll that follows) and answers the last request with status,
+// retry-after (-1: none) and body.
+func (f *fake) answerLast(onPoll bool, status, retryAfter int, body string) {
+	p, r := f.request(dps.Register)
+	f.puback(p)
+	if onPoll {
+		f.answer(202, r.RID, 0, assigningOp, 0)
+		p, r = f.request(dps.Poll)
+		f.puback(p)
+	}
+	f.answer(status, r.RID, retryAfter, body, 0)
+}

@@ -295,14 +295,7 @@ func TestErrorStatuses(t *testing.T) {
 			body := fmt.Sprintf(`{"errorCode":%d,"trackingId":"t","message":"m%d","timestampUtc":"2020-04-10T05:24:22.4718526Z"}`, tc.code, tc.code)
 			h, cfg := serve(t, func(f *fake) {
 				f.accept()
-				p, r := f.request(dps.Register)
-				f.puback(p)
-				if tc.onPoll {
-					f.answer(202, r.RID, 0, assigningOp, 0)
-					p, r = f.request(dps.Poll)
-					f.puback(p)
-				}
-				f.answer(tc.status, r.RID, -1, body, 0)
+				f.answerLast(tc.onPoll, tc.status, -1, body)
 				f.expectDisconnect()
 			})
 			_, err := Provision(ctxT(t), cfg)
@@ -594,14 +587,7 @@ func TestRetryAfterTooLongSaysWhich(t *testing.T) {
 		t.Run(tc.want, func(t *testing.T) {
 			h, cfg := serve(t, func(f *fake) {
 				f.accept()
-				p, r := f.request(dps.Register)
-				f.puback(p)
-				if tc.onPoll {
-					f.answer(202, r.RID, 0, assigningOp, 0)
-					p, r = f.request(dps.Poll)
-					f.puback(p)
-				}
-				f.answer(tc.status, r.RID, 600, assigningOp, 0)
+				f.answerLast(tc.onPoll, tc.status, 600, assigningOp)
 				f.expectDisconnect()
 			})
 			// No deadline: a 429/5xx wait beyond one is ErrBeyondDeadline.
