@@ -738,16 +738,12 @@ func (d *decoder) expire(now time.Time) {
 const maxQuietFlows = 1 << 16
 
 // quiet reports whether forgetting f loses nothing it would report: it
-// is not in time-wait and is either not MQTT or has carried no data
-// (none sniffed, none held out of order, no conversation).
+// is not in time-wait and has carried no data (none sniffed, none held
+// out of order, no conversation). A flow decided not to be MQTT is not
+// quiet: it carried data, and more of it on a forgotten flow would start a
+// mid-stream one, which the TLS and WebSocket ports decide by port alone.
 func (f *tcpFlow) quiet() bool {
-	if f.timeWait {
-		return false
-	}
-	if f.kind == kindNone {
-		return true
-	}
-	return f.kind == kindUndecided && f.conv == nil &&
+	return !f.timeWait && f.kind == kindUndecided && f.conv == nil &&
 		len(f.sniff[0])+len(f.sniff[1]) == 0 &&
 		len(f.half[0].pending)+len(f.half[1].pending) == 0
 }

@@ -370,3 +370,36 @@ func TestQuietFlowsKeepData(t *testing.T) {
 		}
 	}
 }
+
+// TestQuietFlowsKeepNotMQTT checks that a connection already judged not
+// to carry MQTT is not forgotten by the sweeps: its later data would start
+// a made-up mid-stream conversation (on the TLS and WebSocket ports, where
+// the port alone decides a mid-stream flow).
+func TestQuietFlowsKeepNotMQTT(t *testing.T) {
+	g := newGen(t, linkEthernet)
+	var other []*genFlow
+	for _, server := range []string{"192.0.2.2:8883", "192.0.2.2:80"} {
+		f := g.flow("192.0.2.1:41000", server)
+		f.handshake()
+		f.send(ClientToServer, []byte("POST /x HTTP/1.1\r\nHost: a\r\n\r\n"))
+		f.send(ServerToClient, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+		other = append(other, f)
+	}
+	for i := range 3000 {
+		f := g.flow(fmt.Sprintf("198.51.100.%d:%d", 1+i%200, 1024+i), "192.0.2.2:9999")
+		f.raw(ClientToServer, uint32(i), 0, "S", nil)
+	}
+	for _, f := range other {
+		f.send(ClientToServer, []byte("POST /y HTTP/1.1\r\nHost: a\r\n\r\n"))
+		f.send(ServerToClient, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	}
+	for _, w := range []int{1, 2} {
+		capt, err := Decode(bytes.NewReader(g.pcap()), Options{Workers: w, quietFlows: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range capt.Conversations {
+			t.Errorf("workers=%d: conversation %s", w, summary(c))
+		}
+	}
+}
