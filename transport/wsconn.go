@@ -44,11 +44,12 @@ var ErrTextFrame = errors.New("transport: websocket text frame received; MQTT ne
 // the next Write waits for it first — as with TCP, bytes of a timed-out write
 // may reach the peer.
 //
-// Close runs the closing handshake: it sends a close frame (1000), waits up
-// to CloseTimeout for the peer's, then closes the TCP connection; pending
-// and later Reads and Writes return net.ErrClosed. Close releases the two
-// goroutines, so every WSConn must be closed. One Read and one Write may run
-// concurrently with each other, with Close and with the deadline setters.
+// Close runs the closing handshake: it sends a close frame (1000, or 1003
+// after a text message ended the stream), waits up to CloseTimeout for the
+// peer's, then closes the TCP connection; pending and later Reads and
+// Writes return net.ErrClosed. Close releases the two goroutines, so every
+// WSConn must be closed. One Read and one Write may run concurrently with
+// each other, with Close and with the deadline setters.
 type WSConn struct {
 	ws *websocket.Conn
 
