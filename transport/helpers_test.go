@@ -220,8 +220,7 @@ func dialRawWS(t testing.TB, addr, path string, header http.Header) (*rawWS, *ht
 		c.Close()
 		return nil, resp
 	}
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), base64.StdEncoding.EncodeToString(h[:]); got != want {
+	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), acceptKey(key); got != want {
 		c.Close()
 		t.Fatalf("Sec-WebSocket-Accept = %q, want %q", got, want)
 	}
