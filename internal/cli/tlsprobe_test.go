@@ -98,7 +98,10 @@ func TestTLSProbeCertificateDates(t *testing.T) {
 			}
 		}()
 		var stdout, stderr bytes.Buffer
-		cli.Main(context.Background(), []string{"tlsprobe", "--timeout", "2s", "--plaintext-port", "1", l.Addr().String()}, &stdout, &stderr)
+		// The plaintext probe goes to the listener's own port, not to a
+		// fixed one that something else on the machine may hold.
+		addr := l.Addr().String()
+		cli.Main(context.Background(), []string{"tlsprobe", "--timeout", "2s", "--plaintext-port", addr[strings.LastIndex(addr, ":")+1:], addr}, &stdout, &stderr)
 		l.Close()
 		if !strings.Contains(stdout.String(), tc.want) {
 			t.Errorf("%s certificate: stdout lacks %q:\n%s%s", tc.name, tc.want, stdout.String(), stderr.String())
