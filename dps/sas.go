@@ -83,7 +83,7 @@ func BuildSASToken(o SASOptions) (string, error) {
 	if o.Encoding < SRLower || o.Encoding > SRRaw {
 		return "", newError(ErrInvalidSASToken, "sas.sr", "", -1, "unknown encoding "+o.Encoding.String())
 	}
-	if o.Expiry.IsZero() || o.Expiry.Unix() < 0 || o.Expiry.Unix() > maxUnixSeconds {
+	if o.Expiry.IsZero() || o.Expiry.Unix() < 0 || o.Expiry.Unix() > MaxExpiryUnix {
 		// The range ParseSASToken accepts: a token built is one it parses.
 		return "", newError(ErrInvalidSASToken, "sas.se", "", -1, "expiry must be a time from 1970-01-01 to 9999-12-31")
 	}
@@ -316,16 +316,17 @@ func ParseSASToken(s string) (*SASToken, error) {
 		return fail("sas.se", -1, t.Expiry, "se is not a decimal number of seconds")
 	}
 	sec, err := strconv.ParseInt(t.Expiry, 10, 64)
-	if err != nil || sec > maxUnixSeconds {
+	if err != nil || sec > MaxExpiryUnix {
 		return fail("sas.se", -1, t.Expiry, "se out of range")
 	}
 	t.ExpiresAt = time.Unix(sec, 0).UTC()
 	return &t, nil
 }
 
-// maxUnixSeconds keeps ExpiresAt plus any skew inside time.Time's
-// well-behaved range (year 9999).
-const maxUnixSeconds = 253402300799
+// MaxExpiryUnix is the latest se (Unix seconds) BuildSASToken writes and
+// ParseSASToken accepts, 9999-12-31T23:59:59Z: it keeps ExpiresAt plus any
+// skew inside time.Time's well-behaved range (year 9999).
+const MaxExpiryUnix = 253402300799
 
 func truncate(s string) string {
 	if len(s) > 32 {

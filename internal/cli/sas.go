@@ -157,11 +157,8 @@ func (f *sasFlags) value(name string) string {
 }
 
 // unixSecondsFlag is a non-negative number of seconds since 1970-01-01 UTC,
-// at most maxExpiry.
+// at most dps.MaxExpiryUnix.
 type unixSecondsFlag int64
-
-// maxExpiry is 9999-12-31T23:59:59Z, the last se dps.BuildSASToken writes.
-const maxExpiry = 253402300799
 
 func (u *unixSecondsFlag) String() string { return strconv.FormatInt(int64(*u), 10) }
 
@@ -170,8 +167,8 @@ func (u *unixSecondsFlag) Set(s string) error {
 	if err != nil || n < 0 {
 		return fmt.Errorf("want Unix seconds, a non-negative integer such as 1578941692")
 	}
-	if n > maxExpiry {
-		return fmt.Errorf("want Unix seconds, a non-negative integer such as 1578941692, at most %d (9999-12-31T23:59:59Z)", int64(maxExpiry))
+	if n > dps.MaxExpiryUnix {
+		return fmt.Errorf("want Unix seconds, a non-negative integer such as 1578941692, at most %d (9999-12-31T23:59:59Z)", int64(dps.MaxExpiryUnix))
 	}
 	*u = unixSecondsFlag(n)
 	return nil
