@@ -359,7 +359,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	sctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if f.exec != "" {
-		run.ended = "device " + runDevice(sctx, f.exec, vars, strings.TrimSuffix(pcap, ".pcapng")+".log")
+		run.ended = "device " + runDevice(sctx, f.exec, vars, deviceLog(pcap))
 	} else {
 		prompt := time.Now()
 		fmt.Fprintf(env.Stderr, "\nscenario %s: start the device now with\n", name)
@@ -524,6 +524,10 @@ func finalAnswer(topic string) (final bool, status int) {
 	return r.Status == 200 || r.Status >= 400 && r.Status < 500 && r.Status != 429, r.Status
 }
 
+// deviceLog is where a scenario keeps what its --exec device printed:
+// next to the capture, pcaps/NN-scenario.log.
+func deviceLog(pcap string) string { return strings.TrimSuffix(pcap, ".pcapng") + ".log" }
+
 // noVerdictReason is why runs show too little of the device to judge it,
 // or "": it never connected; or, in the scenarios that serve DPS (not the
 // hostile TLS ones, where a device must stop before CONNECT), it never
@@ -573,7 +577,7 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		if runs[0].Pcap != "" {
 			// What the device printed (a missing module, a bad flag)
 			// is kept next to the capture.
-			why += "; its output: " + strings.TrimSuffix(runs[0].Pcap, ".pcapng") + ".log"
+			why += "; its output: " + deviceLog(runs[0].Pcap)
 		}
 		return why + ")"
 	case served == 0:
