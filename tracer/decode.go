@@ -750,9 +750,10 @@ func (f *tcpFlow) quiet() bool {
 
 // sweep runs when the table has grown past sweepAt: it forgets the least
 // recently seen quiet flows beyond maxQuiet (keep, the flow just
-// created, stays), and sets the next sweep maxQuiet flows further on, so
-// that sweeping costs amortised O(1) per new flow however many flows
-// carry data.
+// created, stays), and sets the next sweep maxQuiet flows further on. A
+// sweep walks the whole table, so a new flow costs amortised
+// O(1 + open flows / maxQuiet): O(1) in a flood of quiet flows, more when
+// far more than maxQuiet flows carrying data are open at once.
 func (d *decoder) sweep(keep *tcpFlow) {
 	var quiet []*tcpFlow
 	for _, f := range d.flows {
