@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -172,6 +173,24 @@ func loadKeyPair(certName, certPath, keyName, keyPath string) (tls.Certificate, 
 		return tls.Certificate{}, usageErrorf("%s %s and %s %s: %v", certName, certPath, keyName, keyPath, err)
 	}
 	return cert, nil
+}
+
+// certRegistrationID is the registration id an X.509 device presents: the
+// subject CN of cert's leaf, checked as --registration-id would be, so that
+// a CN that is no registration id is a usage error naming certName rather
+// than a refusal that would read as the service's verdict.
+func certRegistrationID(certName string, cert tls.Certificate) (string, error) {
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return "", usageErrorf("%s: %v", certName, err)
+		}
+	}
+	if err := dps.ValidateRegistrationID(leaf.Subject.CommonName); err != nil {
+		return "", usageErrorf("%s: its subject CN %q, the registration id, is not one: %v", certName, leaf.Subject.CommonName, err)
+	}
+	return leaf.Subject.CommonName, nil
 }
 
 // checkHostName refuses a host flag value that transport.ParseTarget would

@@ -161,12 +161,10 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 			return cfg, err
 		}
 		tc.Certificates = []tls.Certificate{cert}
-		// Without --registration-id the id is the certificate's CN: a CN
-		// that is no registration id is the input's fault, not a verdict
-		// of the service.
-		if f.registrationID == "" && cert.Leaf != nil {
-			if err := dps.ValidateRegistrationID(cert.Leaf.Subject.CommonName); err != nil {
-				return cfg, usageErrorf("--cert %s: its subject CN %q is the registration id (no --registration-id given), and it is not one: %v", f.certFile, cert.Leaf.Subject.CommonName, err)
+		// Without --registration-id the id is the certificate's CN.
+		if f.registrationID == "" {
+			if _, err := certRegistrationID("--cert "+f.certFile, cert); err != nil {
+				return cfg, err
 			}
 		}
 	}

@@ -25,7 +25,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dps-conform/dps-conform/conformance"
-	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
 	"github.com/dps-conform/dps-conform/reports"
@@ -930,14 +929,11 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		if err != nil {
 			return t, "", err
 		}
-		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		id, err := certRegistrationID(from("--cert", "x509.certFile", f.cert), cert)
 		if err != nil {
-			return t, "", usageErrorf("%s: %v", from("--cert", "x509.certFile", f.cert), err)
+			return t, "", err
 		}
-		if err := dps.ValidateRegistrationID(leaf.Subject.CommonName); err != nil {
-			return t, "", usageErrorf("%s: its CN %q is not a registration id: %v", from("--cert", "x509.certFile", f.cert), leaf.Subject.CommonName, err)
-		}
-		cr.X509, cr.X509RegistrationID = &cert, leaf.Subject.CommonName
+		cr.X509, cr.X509RegistrationID = &cert, id
 	}
 	if err := t.Validate(); err != nil {
 		return t, "", &UsageError{Err: err}
