@@ -7,7 +7,6 @@ import (
 	"fmt"
 	pahopackets "github.com/eclipse/paho.golang/packets"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,7 +165,7 @@ func tlsSummary(t *tlstrace.Facts) string {
 		b.WriteString(" decrypted")
 	case t.KeyLogFound:
 		b.WriteString(" keys-found-not-decrypted")
-	case slices.ContainsFunc(t.Problems, func(p tlstrace.Problem) bool { return p.Undecrypted }):
+	case t.Protected:
 		b.WriteString(" encrypted(no keys)")
 	default:
 		// Nothing protected was seen (a handshake that ended early, or

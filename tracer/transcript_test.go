@@ -246,10 +246,12 @@ func TestTLSSummary(t *testing.T) {
 	}{
 		{"handshake refused by the client", tlstrace.Facts{Version: 0x0303, Alerts: []tlstrace.Alert{bad}},
 			"tls TLS1.2 alert(client fatal bad_certificate) no-encrypted-records"},
-		{"records without keys", tlstrace.Facts{Version: 0x0303, Problems: []tlstrace.Problem{{Msg: "no key log entry", Undecrypted: true}}},
+		{"records without keys", tlstrace.Facts{Version: 0x0303, Protected: true, Problems: []tlstrace.Problem{{Msg: "no key log entry", Undecrypted: true}}},
 			"tls TLS1.2 encrypted(no keys)"},
 		{"a peer's error is not missing keys", tlstrace.Facts{Problems: []tlstrace.Problem{{Msg: "record too long"}}},
 			"tls no-encrypted-records"},
+		{"protected records, no problem listed (no key log at all)", tlstrace.Facts{Protected: true},
+			"tls encrypted(no keys)"},
 		{"decrypted, closed by the server", tlstrace.Facts{Decrypted: true, Alerts: []tlstrace.Alert{{Dir: tlstrace.ServerToClient, Level: 1}}},
 			"tls alert(server warning close_notify) decrypted"},
 		{"many alerts", tlstrace.Facts{Alerts: []tlstrace.Alert{bad, bad, bad, bad, bad, bad}},

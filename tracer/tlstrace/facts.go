@@ -55,6 +55,9 @@ type Facts struct {
 	// connection's client random; Decrypted that at least one encrypted
 	// record was successfully decrypted.
 	KeyLogFound, Decrypted bool
+	// Protected reports that a protected (encrypted) record was seen in
+	// either direction; false when the handshake ended before one.
+	Protected bool
 	// Stopped reports, per Dir, that decryption of that direction
 	// stopped although the key log had keys for it: a record failed
 	// authentication (a corrupted record, or a wrong key) or a gap lost

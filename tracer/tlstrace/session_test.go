@@ -364,6 +364,9 @@ func TestMissingKeyLog(t *testing.T) {
 		if f.Decrypted || f.KeyLogFound || len(pt[0]) != 0 || len(pt[1]) != 0 {
 			t.Fatalf("%s: decrypted without keys: %+v", VersionName(v), f)
 		}
+		if !f.Protected {
+			t.Errorf("%s: protected records not reported", VersionName(v))
+		}
 		if len(errs) != 1 || len(f.Problems) != 1 || !bytes.Contains([]byte(f.Problems[0].Msg), []byte("no key log entry for client random ")) {
 			t.Fatalf("%s: problems %v errs %v", VersionName(v), f.Problems, errs)
 		}
@@ -381,7 +384,7 @@ func TestMissingKeyLog(t *testing.T) {
 			t.Errorf("TLS 1.3 certificates visible without keys: %+v", f)
 		}
 		st, _, errs = replay(t, s, nil, whole)
-		if len(errs) != 0 || len(st.Facts().Problems) != 0 || st.Facts().Version != v {
+		if len(errs) != 0 || len(st.Facts().Problems) != 0 || st.Facts().Version != v || !st.Facts().Protected {
 			t.Errorf("nil key log: %v %+v", errs, st.Facts())
 		}
 	}

@@ -303,6 +303,7 @@ func (s *Stream) record(d Dir, ds *dirState, r []byte) {
 			}
 		}
 		ds.sawProt = true
+		s.facts.Protected = true
 		if ds.cip == nil || ds.stopped {
 			return
 		}
