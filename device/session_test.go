@@ -494,12 +494,14 @@ func TestMisbehaveSwitches(t *testing.T) {
 // packet it cannot queue (the queue is full) must still make Next fail
 // with net.ErrClosed once the queue is drained, never return (nil, nil).
 func TestNextAfterCloseWithPacketInHand(t *testing.T) {
+	sent := make(chan struct{})
 	h, cfg := serve(t, func(f *fake) {
 		expect[*packets.Connect](f)
 		f.send(&packets.Connack{})
 		for i := range 17 { // 16 queued, one in the reader's hand
 			f.answer(202, fmt.Sprint(i), -1, "{}", 0)
 		}
+		close(sent)
 	})
 	ctx := ctxT(t)
 	s, err := Connect(ctx, cfg)
@@ -511,6 +513,14 @@ func TestNextAfterCloseWithPacketInHand(t *testing.T) {
 			t.Fatalf("queue holds %d of %d packets", len(s.in), cap(s.in))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The fake's writes end only when the reader has read them (net.Pipe
+	// is synchronous): once the fake has sent all 17, the reader holds the
+	// 17th packet, which the full queue cannot take.
+	select {
+	case <-sent:
+	case <-ctx.Done():
+		t.Fatal("the fake did not send its 17 answers")
 	}
 	s.Close()
 	h.wait()
