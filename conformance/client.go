@@ -231,7 +231,7 @@ func (t *T) X509Device() Device {
 func (t *T) DisabledDevice() Device {
 	cr := t.r.cfg.Target.Credentials
 	if cr.DisabledRegistrationID == "" {
-		ginkgo.Skip("needs a disabled enrollment (disabledRegistrationId in --config)")
+		ginkgo.Skip("needs a disabled enrollment (--disabled-registration-id/--disabled-key, or disabled in --config)")
 	}
 	if !t.r.cfg.Target.Local {
 		t.r.idleDevice([]string{cr.DisabledRegistrationID}, pollsFree, t.deadline)
@@ -310,7 +310,7 @@ func (t *T) Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	layer := tracer.TLS
 	if o.WebSocket {
 		if tg.WS.Scheme == "" {
-			ginkgo.Skip("the target has no MQTT over WebSocket endpoint (--target wss://… or ws in --config)")
+			ginkgo.Skip("the target has no MQTT over WebSocket endpoint (--ws-target wss://… or --target wss://…, or wsTarget in --config)")
 		}
 		target, layer = tg.WS, tracer.WebSocketTLS
 		if o.Path != "" {

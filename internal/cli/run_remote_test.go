@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -457,4 +458,38 @@ func runRemote(t *testing.T, e *emulatortest.Emulator, args ...string) (code int
 	code = cli.Main(context.Background(), append([]string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
 		"--server-name", "localhost"}, args...), &o, &x)
 	return code, o.String(), x.String()
+}
+
+// TestRunSkipsNameWhatToGive: a spec skipped for want of credentials or an
+// endpoint names the flag to give and the target file field, and every
+// field it names is one the target file takes (a field that is not is a
+// usage error, exit 2, when the user writes it).
+func TestRunSkipsNameWhatToGive(t *testing.T) {
+	var help, helpErr bytes.Buffer
+	cli.Main(context.Background(), []string{"run", "--help"}, &help, &helpErr)
+	m := regexp.MustCompile(`target FILE \(YAML\): ([a-zA-Z0-9, ]+)`).FindStringSubmatch(help.String() + helpErr.String())
+	if m == nil {
+		t.Fatalf("run --help names no target file fields:\n%s%s", help.String(), helpErr.String())
+	}
+	fields := strings.Split(m[1], ", ")
+	e := emulatortest.Start(t, emulatortest.Options{})
+	code, stdout, stderr := runRemote(t, e, "--group-key", emulatortest.SymGroupKey, "--out", t.TempDir(),
+		"--label-filter", "req: containsAny {DPS-POLL-005, DPS-WS-001, DPS-AUTH-006}")
+	if code != cli.ExitConformant {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"--disabled-registration-id", "--ws-target", "--cert/--key"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the skips do not name %s:\n%s", want, stdout)
+		}
+	}
+	named := regexp.MustCompile(`(\w+):? in --config`).FindAllStringSubmatch(stdout, -1)
+	if len(named) < 3 {
+		t.Errorf("the skips name %d target file fields, want 3:\n%s", len(named), stdout)
+	}
+	for _, n := range named {
+		if !slices.Contains(fields, n[1]) {
+			t.Errorf("a skip names %q in --config, which the target file does not take (%s):\n%s", n[1], m[1], stdout)
+		}
+	}
 }
