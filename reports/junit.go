@@ -2,6 +2,7 @@ package reports
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -67,6 +68,17 @@ func WriteJUnit(path string, r types.Report) error {
 	for i := range suites.TestSuites {
 		for j := range suites.TestSuites[i].TestCases {
 			tc := &suites.TestSuites[i].TestCases[j]
+			// Ginkgo writes a property's value as the JSON of the entry
+			// (a quoted string); the capture's property is its path, as
+			// WriteReportJUnit writes it.
+			if tc.Properties != nil {
+				for k, p := range tc.Properties.Properties {
+					var path string
+					if p.Name == conformance.EntryPcap && json.Unmarshal([]byte(p.Value), &path) == nil {
+						tc.Properties.Properties[k].Value = path
+					}
+				}
+			}
 			msg, desc := "", ""
 			switch {
 			case tc.Failure != nil:

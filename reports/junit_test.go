@@ -42,6 +42,11 @@ func TestWriteJUnitTrims(t *testing.T) {
 	if !strings.Contains(s, "001-DPS-SUB-002.pcapng") || strings.Contains(s, "TRANSCRIPT-TEXT") || strings.Contains(s, "[SEQUENCE]") {
 		t.Errorf("junit.xml:\n%s", s)
 	}
+	// The property's value is the path, as in the device role's JUnit,
+	// not Ginkgo's JSON dump of it ("\"pcaps/…\"").
+	if !strings.Contains(s, `<property name="pcap" value="pcaps/001-DPS-SUB-002.pcapng">`) {
+		t.Errorf("the pcap property is not the bare path:\n%s", s)
+	}
 	if len(r.SpecReports[0].ReportEntries) != 3 {
 		t.Errorf("WriteJUnit changed the caller's report")
 	}
