@@ -132,6 +132,9 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	if err := conformance.CheckMatches(cfg.LabelFilter, cfg.Focus); err != nil {
 		var se *conformance.SelectionError
 		if errors.As(err, &se) {
+			if hint := focusIDHint(cfg.Focus, err); hint != "" {
+				err = fmt.Errorf("%w; %s", err, hint)
+			}
 			return &UsageError{Err: err}
 		}
 		return &EnvError{Err: err} // a suite bug
@@ -296,6 +299,33 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 		// Nothing failed, and nothing at MUST level was shown to hold.
 		fmt.Fprintln(w, "NO VERDICT: no MUST requirement was judged")
 	}
+}
+
+// requirementID is a whole requirement ID (DPS-SUB-002, TLS-004,
+// MQTT-3.8.1-1), which the verdict lines start with.
+var requirementID = regexp.MustCompile(`^(DPS-[A-Z]+-\d+|TLS-\d+|MQTT-[\d.]+-\d+)$`)
+
+// focusIDHint says how to select by requirement ID when err is a
+// selection that matched nothing and a --focus is such an ID (--focus
+// matches the text of the specs, which does not hold it); "" otherwise.
+func focusIDHint(focus []string, err error) string {
+	if !errors.Is(err, conformance.ErrNoSpecMatched) {
+		return ""
+	}
+	var ids []string
+	for _, f := range focus {
+		if requirementID.MatchString(f) {
+			ids = append(ids, f)
+		}
+	}
+	if len(ids) == 0 {
+		return ""
+	}
+	q := ids[0]
+	if len(ids) > 1 {
+		q = "{" + strings.Join(ids, ", ") + "}"
+	}
+	return fmt.Sprintf("--focus matches the text of the specs, not their requirement IDs: select those with --label-filter 'req: containsAny %s'", q)
 }
 
 // profileHint names the failed requirements that hold under the default
