@@ -248,6 +248,16 @@ func (t *T) Expect(actual any, extra ...any) gomega.Assertion {
 	return t.r.g.ExpectWithOffset(1, actual, extra...)
 }
 
+// NoError fails the spec when err is not nil, with what (a description of
+// the step) and the error's text: not Gomega's dump of the error's structs,
+// which names pointers and syscalls instead of what went wrong.
+func (t *T) NoError(err error, what string) {
+	ginkgo.GinkgoHelper()
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("%s: %v", what, err))
+	}
+}
+
 func (t *T) cleanup() {
 	for _, c := range t.conns {
 		c.raw.Close()

@@ -127,7 +127,7 @@ func connectSpecs(r *registrar) {
 		d := t.Device()
 		d.RegistrationID += "-" + strings.Repeat("x", dps.MaxRegistrationIDLen-len(d.RegistrationID)-1)
 		key, err := dps.DeriveDeviceKey(t.r.cfg.Target.Credentials.GroupKey, d.RegistrationID)
-		t.Expect(err).NotTo(gomega.HaveOccurred())
+		t.NoError(err, "deriving the device key of the 128-character id")
 		d.Key = key
 		c := t.MustDial(ctx, DialOptions{})
 		c.MustSend(ctx, t.ConnectPacket(d))
@@ -172,7 +172,7 @@ func connectSpecs(r *registrar) {
 			ginkgo.Fail(fmt.Sprintf("paho.golang could not encode the MQTT 5 CONNECT: %v", err))
 		}
 		c := t.MustDial(ctx, DialOptions{})
-		t.Expect(c.SendRaw(ctx, b.Bytes())).To(gomega.Succeed())
+		t.NoError(c.SendRaw(ctx, b.Bytes()), "sending the MQTT 5 CONNECT")
 		c.WaitClose(ctx)
 		ev := t.Judge(ctx)
 		t.Expect(ev.Conversation(0).MQTTVersion).To(gomega.Equal(5), "the tracer decodes the CONNECT as MQTT 5")
@@ -292,7 +292,7 @@ func authSpecs(r *registrar) {
 			cp := t.ConnectPacket(d)
 			cp.Password = []byte(reorderSAS(t.Token(d, v.opts), v.order))
 			a, err := registerWith(ctx, t, d, cp)
-			t.Expect(err).NotTo(gomega.HaveOccurred(), "register with the token")
+			t.NoError(err, "register with the token")
 			ev := t.Judge(ctx)
 			st := answerStatuses(ev)
 			t.Expect(slices.ContainsFunc(st, func(s int) bool { return s == 200 || s == 202 })).To(gomega.BeTrue(),
@@ -340,7 +340,7 @@ func authSpecs(r *registrar) {
 			ev := t.Judge(ctx)
 			t.Expect(answerStatuses(ev)).To(gomega.Equal([]int{401}), "the answers to the register request")
 			if v.errorCode != 0 {
-				t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the register request")
+				t.NoError(err, "the answer to the register request")
 				expectErrorCode(t, a, v.errorCode)
 			}
 		}, Faults(slices.DeleteFunc([]string{v.fault, v.extra}, func(f string) bool { return f == "" })...))
@@ -362,13 +362,13 @@ func authSpecs(r *registrar) {
 		d := t.X509Device()
 		now := time.Now()
 		ca, err := transport.NewCA("dps-conform unenrolled CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
-		t.Expect(err).NotTo(gomega.HaveOccurred(), "a CA for the unenrolled certificate")
+		t.NoError(err, "a CA for the unenrolled certificate")
 		cert, err := ca.IssueClient(d.RegistrationID, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
-		t.Expect(err).NotTo(gomega.HaveOccurred(), "the unenrolled certificate")
+		t.NoError(err, "the unenrolled certificate")
 		d.Cert = &cert
 		a, err := registerWith(ctx, t, d, t.ConnectPacket(d))
 		ev := t.Judge(ctx)
-		t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the register request")
+		t.NoError(err, "the answer to the register request")
 		t.Expect(answerStatuses(ev)).To(gomega.Equal([]int{401}), "the answers to the register request")
 		expectErrorCode(t, a, 401002)
 		// require-password refuses the X.509 device's CONNECT: the spec
@@ -537,7 +537,7 @@ func registerSpecs(r *registrar) {
 		}
 		stillAssigning("2", "the target assigned the first registration before a second register could find it in progress: ")
 		second, err := c.requestOnce(ctx, dps.RegisterTopic("3"), RegisterBody(d.RegistrationID), 1)
-		t.Expect(err).NotTo(gomega.HaveOccurred(), "the answer to the second register")
+		t.NoError(err, "the answer to the second register")
 		if op2 := second.Status.OperationID; op2 != "" && op2 != op {
 			ops = append(ops, op2)
 		}
@@ -747,7 +747,7 @@ func wsSpecs(r *registrar) {
 		t.Expect(conv.WS).NotTo(gomega.BeNil(), "the capture shows a WebSocket connection")
 		t.Expect(conv.WS.Status).To(gomega.Equal(101), "the status of the upgrade's answer")
 		t.Expect(conv.WS.Subprotocol).To(gomega.Equal(sub), "Sec-WebSocket-Protocol of the 101 response")
-		t.Expect(err).NotTo(gomega.HaveOccurred(), "connecting over WSS")
+		t.NoError(err, "connecting over WSS")
 		t.Expect(as[len(as)-1].Status.Status).To(gomega.Equal(dps.StatusAssigned))
 	}
 	r.It("DPS-WS-001", "provisions over WSS on /$iothub/websocket and selects the mqtt subprotocol", func(ctx sctx, t *T) {
@@ -845,7 +845,7 @@ func malformedSpecs(r *registrar) {
 	for _, v := range malformedConnects() {
 		r.It("MQTT-4.8.0-1", "closes the connection after the first packet "+v.Name, func(ctx sctx, t *T) {
 			c := t.MustDial(ctx, DialOptions{})
-			t.Expect(c.SendRaw(ctx, v.Raw)).To(gomega.Succeed())
+			t.NoError(c.SendRaw(ctx, v.Raw), "sending the malformed CONNECT")
 			c.WaitClose(ctx)
 			t.Judge(ctx)
 		}, Faults("accept-invalid-connect"), Labels("clause:"+v.Clause))
@@ -854,7 +854,7 @@ func malformedSpecs(r *registrar) {
 		r.It("MQTT-4.8.0-1", "closes the connection after "+v.Name, func(ctx sctx, t *T) {
 			d := t.Device()
 			c := t.Connect(ctx, d, nil, DialOptions{})
-			t.Expect(c.SendRaw(ctx, v.Raw)).To(gomega.Succeed())
+			t.NoError(c.SendRaw(ctx, v.Raw), "sending the malformed packet")
 			c.WaitClose(ctx)
 			t.Judge(ctx)
 		}, Faults("ignore-malformed"), Labels("clause:"+v.Clause))
