@@ -301,10 +301,6 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 	}
 }
 
-// requirementID is a whole requirement ID (DPS-SUB-002, TLS-004,
-// MQTT-3.8.1-1), which the verdict lines start with.
-var requirementID = regexp.MustCompile(`^(DPS-[A-Z]+-\d+|TLS-\d+|MQTT-[\d.]+-\d+)$`)
-
 // focusIDHint says how to select by requirement ID when err is a
 // selection that matched nothing and a --focus is such an ID (--focus
 // matches the text of the specs, which does not hold it); "" otherwise.
@@ -312,9 +308,13 @@ func focusIDHint(focus []string, err error) string {
 	if !errors.Is(err, conformance.ErrNoSpecMatched) {
 		return ""
 	}
+	cat, cerr := conformance.LoadCatalog()
+	if cerr != nil {
+		return ""
+	}
 	var ids []string
 	for _, f := range focus {
-		if requirementID.MatchString(f) {
+		if _, ok := cat.Lookup(f); ok {
 			ids = append(ids, f)
 		}
 	}
