@@ -677,8 +677,10 @@ func ruleDevBackoff() *Rule {
 				// 5 % longer than the one before to count as longer. A
 				// back-off may stop growing at its cap (the C SDK's docs
 				// suggest 100 s, the Azure SDKs cap theirs): a wait of at
-				// least backoffCapFloor passes whatever came before.
-				if prev >= 0 && gap <= prev+prev/20 && gap < backoffCapFloor {
+				// least backoffCapFloor and at least three quarters of the
+				// wait before (jitter around the cap, not a drop) passes.
+				levelled := gap >= backoffCapFloor && gap >= prev*3/4
+				if prev >= 0 && gap <= prev+prev/20 && !levelled {
 					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, after+", the retry before waited "+secs(prev),
 						fmt.Sprintf("a wait longer than %s (a growing back-off)", secs(prev))))
 				}

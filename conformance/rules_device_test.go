@@ -573,6 +573,16 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			}
 			f.close()
 		}},
+		{name: "back-off drops from 60 s to 30 s", rule: "DPS-DEV-018", applied: 7, findings: 1, contains: []string{"the retry before waited 60.00 s"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			for i, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 60 * time.Second, 30 * time.Second} {
+				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
+				s.advance(d)
+				f.request(register(fmt.Sprint(i+2)), regBody)
+			}
+			f.close()
+		}},
 		{name: "back-off levels off below 30 s", rule: "DPS-DEV-018", applied: 5, findings: 1, contains: []string{"the retry before waited 20.00 s"}, build: func(s *synth) {
 			f := s.conn(nil)
 			f.request(register("1"), regBody)
