@@ -136,9 +136,12 @@ func TestDeviceRulesProof(t *testing.T) {
 	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true, Live: true}
 	for _, tc := range []struct {
 		name string
-		opts emulatortest.Options
-		mod  func(e *emulatortest.Emulator, cfg *device.Config)
-		env  conformance.RuleEnv
+		// scenario names an emulator.Scenario of the device role, scripted
+		// as `dps-conform device` scripts it (429 retry-after 1 s).
+		scenario string
+		opts     emulatortest.Options
+		mod      func(e *emulatortest.Emulator, cfg *device.Config)
+		env      conformance.RuleEnv
 		// fail is the one rule that must fail ("" for none); applied
 		// lists rules that must have applied.
 		fail    string
@@ -151,6 +154,18 @@ func TestDeviceRulesProof(t *testing.T) {
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "wrong.example" }},
+		{name: "clean, register-429", scenario: "register-429", env: env, applied: []string{"DPS-DEV-016"}},
+		{name: "clean, transient-500", scenario: "transient-500", env: env, applied: []string{"DPS-DEV-018"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Backoff = device.Backoff{Initial: 200 * time.Millisecond, Max: time.Second, Jitter: -1}
+			}},
+		{name: "clean, poll-no-operation-id", scenario: "poll-no-operation-id", env: env, applied: []string{"DPS-DEV-013"}},
+		// DPS compares registration ids without case (the emulator
+		// accepts it, DPS-DEV-004 passes); DPS-DEV-003 wants it unmodified.
+		{name: "ClientID in upper case", env: env, fail: "DPS-DEV-003",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.ClientID = ptr(strings.ToUpper(emulatortest.SymDeviceID))
+			}},
 		{name: "Username without api-version", env: env, fail: "DPS-DEV-004",
 			mod: func(e *emulatortest.Emulator, c *device.Config) {
 				c.Misbehave.Username = ptr(e.IDScope + "/registrations/" + emulatortest.SymDeviceID)
@@ -188,6 +203,15 @@ func TestDeviceRulesProof(t *testing.T) {
 				c.Misbehave.PollInterval = 50 * time.Millisecond
 				c.MaxPolls = 6
 			}},
+		// PollInterval replaces every wait: the register 0.3 s after the
+		// 429 (retry-after 1 s) is DPS-DEV-016's; the poll follows the
+		// 202's retry-after of 0.
+		{name: "PollInterval, register-429", scenario: "register-429", env: env, fail: "DPS-DEV-016",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.PollInterval = 300 * time.Millisecond }},
+		// Two 500s without retry-after, each retry 1 s after: no growing
+		// back-off.
+		{name: "PollInterval, transient-500", scenario: "transient-500", env: env, fail: "DPS-DEV-018",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.PollInterval = time.Second }},
 		{name: "RetryAfter401", env: noKey, fail: "DPS-DEV-017",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.SymmetricKey = wrongKey
@@ -202,6 +226,14 @@ func TestDeviceRulesProof(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.scenario != "" {
+				sc, err := emulator.LookupScenario(tc.scenario)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc.ThrottleRetryAfter = time.Second
+				tc.opts.Scenario = &sc
+			}
 			capt, perr := recordDevice(t, tc.opts, tc.mod)
 			fs, applied := conformance.CheckCapture(capt, conformance.DeviceRules(), tc.env)
 			var want []string
