@@ -3,6 +3,7 @@ package conformance_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -166,6 +167,13 @@ func TestDeviceRulesProof(t *testing.T) {
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.Misbehave.ClientID = ptr(strings.ToUpper(emulatortest.SymDeviceID))
 			}},
+		// TLS settings, not switches: a device offering TLS 1.3 only (the
+		// emulator refuses the handshake), and one dialling the IP address
+		// (no server_name extension; the certificate names 127.0.0.1 too).
+		{name: "TLS 1.3 only", env: env, fail: "DPS-DEV-001",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.MinVersion = tls.VersionTLS13 }},
+		{name: "no SNI", env: env, fail: "DPS-DEV-002", applied: []string{"DPS-DEV-001", "DPS-DEV-014"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "127.0.0.1" }},
 		{name: "Username without api-version", env: env, fail: "DPS-DEV-004",
 			mod: func(e *emulatortest.Emulator, c *device.Config) {
 				c.Misbehave.Username = ptr(e.IDScope + "/registrations/" + emulatortest.SymDeviceID)
