@@ -184,6 +184,16 @@ func TestDeviceRulesProof(t *testing.T) {
 			}},
 		{name: "SAS token signed with another key", env: env, fail: "DPS-DEV-005",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
+		// An MQTT 3.1 client: the emulator answers CONNACK 0x01 and
+		// closes (MQTT-3.1.2-2), and the device gives up.
+		{name: "MQTT 3.1 CONNECT (MQIsdp, level 3)", env: env, fail: "DPS-DEV-007",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.ProtocolName = ptr("MQIsdp")
+				c.Misbehave.ProtocolLevel = 3
+			}},
+		// Level 4 under another name: the emulator closes without CONNACK.
+		{name: "protocol name MQIsdp, level 4", env: env, fail: "DPS-DEV-007",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.ProtocolName = ptr("MQIsdp") }},
 		{name: "PersistentSession", env: env, fail: "DPS-DEV-008", opts: emulatortest.Options{Profile: emulator.ProfileDPS2023},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.PersistentSession = true }},
 		{name: "keep-alive 4000 s", env: env, fail: "DPS-DEV-009",

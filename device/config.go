@@ -143,6 +143,11 @@ type Misbehave struct {
 	// ClientID, Username and Password, when non-nil, are sent in CONNECT
 	// instead of the computed values.
 	ClientID, Username, Password *string
+	// ProtocolName, when non-nil, is sent in CONNECT instead of "MQTT";
+	// ProtocolLevel, when non-zero, instead of 4 (3 with "MQIsdp" is an
+	// MQTT 3.1 client, 5 an MQTT 5 one; the body stays 3.1.1's).
+	ProtocolName  *string
+	ProtocolLevel byte
 	// SkipSubscribe registers without subscribing first.
 	SkipSubscribe bool
 	// IgnoreRetryAfter polls without waiting.

@@ -352,9 +352,16 @@ func (s *Session) handshake(ctx context.Context) error {
 	if m.Password != nil {
 		password = []byte(*m.Password)
 	}
+	protoName, protoLevel := packets.ProtocolName311, packets.ProtocolLevel311
+	if m.ProtocolName != nil {
+		protoName = *m.ProtocolName
+	}
+	if m.ProtocolLevel != 0 {
+		protoLevel = m.ProtocolLevel
+	}
 	connect := &packets.Connect{
-		ProtocolName:  []byte(packets.ProtocolName311),
-		ProtocolLevel: 4,
+		ProtocolName:  []byte(protoName),
+		ProtocolLevel: protoLevel,
 		CleanSession:  !st.PersistentSession,
 		KeepAlive:     st.keepAlive,
 		ClientID:      []byte(clientID),

@@ -351,8 +351,34 @@ func TestNoDeadlineAfterClose(t *testing.T) {
 }
 
 // TestMisbehaveSwitches covers the switches that prove the device rules
-// DPS-DEV-011, -015, -017 and -021.
+// DPS-DEV-007, -011, -015, -017 and -021.
 func TestMisbehaveSwitches(t *testing.T) {
+	t.Run("ProtocolName and ProtocolLevel", func(t *testing.T) {
+		var c *packets.Connect
+		h, cfg := serve(t, func(f *fake) {
+			f.conn.SetReadDeadline(time.Now().Add(fakeWait))
+			p, err := packets.ReadPacket(f.r, packets.DecodeOptions{Lenient: true})
+			var v packets.Violations
+			if err != nil && !errors.As(err, &v) {
+				t.Errorf("fake service: reading CONNECT: %v", err)
+				return
+			}
+			c, _ = p.(*packets.Connect)
+			f.send(&packets.Connack{ReturnCode: packets.ConnackRefusedProtocolVersion})
+		})
+		name := "MQIsdp"
+		cfg.Misbehave.ProtocolName = &name
+		cfg.Misbehave.ProtocolLevel = 3
+		_, err := Provision(ctxT(t), cfg)
+		var re *ConnectRefusedError
+		if !errors.As(err, &re) || re.ReturnCode != packets.ConnackRefusedProtocolVersion {
+			t.Errorf("err = %v, want CONNACK 0x01", err)
+		}
+		h.wait()
+		if c == nil || string(c.ProtocolName) != "MQIsdp" || c.ProtocolLevel != 3 {
+			t.Errorf("CONNECT = %s, want protocol MQIsdp level 3", Describe(c))
+		}
+	})
 	t.Run("RIDWithoutDollar", func(t *testing.T) {
 		var topics []string
 		h, cfg := serve(t, func(f *fake) {
