@@ -207,6 +207,12 @@ func TestDeviceRulesProof(t *testing.T) {
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.RIDWithoutDollar = true }},
 		{name: "register body not JSON", env: env, fail: "DPS-DEV-012",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.RegisterBody = []byte(`{"registrationId":`) }},
+		// The emulator answers the poll for an unknown operation 404, and
+		// the device gives up.
+		{name: "PollOperationID", env: env, fail: "DPS-DEV-013",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Misbehave.PollOperationID = "4.0000000000000000.00000000-0000-4000-8000-000000000000"
+			}},
 		{name: "IgnoreRetryAfter", env: env, fail: "DPS-DEV-014", opts: emulatortest.Options{RetryAfter: 2 * time.Second},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.Misbehave.IgnoreRetryAfter = true

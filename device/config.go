@@ -160,6 +160,9 @@ type Misbehave struct {
 	// RetryAfter401 reconnects once with the same credentials after a 401
 	// answer and registers again.
 	RetryAfter401 bool
+	// PollOperationID, when set, is the operationId of every poll instead
+	// of the one the service gave.
+	PollOperationID string
 	// RIDWithoutDollar writes "?rid=" for "?$rid=" in request topics.
 	RIDWithoutDollar bool
 	// AcceptAnyServerCert skips the verification of the server

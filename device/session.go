@@ -469,8 +469,11 @@ func (s *Session) registerAgain(ctx context.Context) (*Response, error) {
 
 // Poll publishes an operation status request for opID (body
 // Config.PollBody, empty by default as the EC, J and CS SDKs send) and waits
-// for its answer.
+// for its answer. Misbehave.PollOperationID, when set, replaces opID.
 func (s *Session) Poll(ctx context.Context, opID string) (*Response, error) {
+	if id := s.s.Misbehave.PollOperationID; id != "" {
+		opID = id
+	}
 	rid := s.requestID()
 	return s.Request(ctx, s.topic(dps.PollTopic(rid, opID)), rid, s.s.PollBody)
 }

@@ -351,7 +351,7 @@ func TestNoDeadlineAfterClose(t *testing.T) {
 }
 
 // TestMisbehaveSwitches covers the switches that prove the device rules
-// DPS-DEV-007, -011, -015, -017 and -021.
+// DPS-DEV-007, -011, -013, -015, -017 and -021.
 func TestMisbehaveSwitches(t *testing.T) {
 	t.Run("ProtocolName and ProtocolLevel", func(t *testing.T) {
 		var c *packets.Connect
@@ -405,6 +405,31 @@ func TestMisbehaveSwitches(t *testing.T) {
 		want := []string{"$dps/registrations/PUT/iotdps-register/?rid=1", "$dps/registrations/GET/iotdps-get-operationstatus/?rid=2&operationId=" + opID}
 		if !slices.Equal(topics, want) {
 			t.Errorf("topics %q, want %q", topics, want)
+		}
+	})
+	t.Run("PollOperationID", func(t *testing.T) {
+		const other = "4.0000000000000000.00000000-0000-4000-8000-000000000000"
+		var polled string
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(202, r.RID, 0, assigningOp, 0)
+			p, r = f.request(dps.Poll)
+			polled = r.OperationID
+			f.puback(p)
+			f.answer(404, r.RID, -1, `{"errorCode":404006,"message":"Operation not found."}`, 0)
+			f.expectDisconnect()
+		})
+		cfg.Misbehave.PollOperationID = other
+		_, err := Provision(ctxT(t), cfg)
+		var se *StatusError
+		if !errors.As(err, &se) || se.Status != 404 {
+			t.Errorf("err = %v, want the 404", err)
+		}
+		h.wait()
+		if polled != other {
+			t.Errorf("polled operationId %q, want %q (not the given %q)", polled, other, opID)
 		}
 	})
 	t.Run("PollInterval", func(t *testing.T) {
