@@ -242,6 +242,10 @@ func TestDeviceRulesProof(t *testing.T) {
 				c.SymmetricKey = wrongKey
 				c.Misbehave.RetryAfter401 = true
 			}},
+		// The emulator answers the extra poll 200 again; the device
+		// acknowledges it and disconnects.
+		{name: "PollAfterAssigned", env: env, fail: "DPS-DEV-020", applied: []string{"DPS-DEV-019"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.PollAfterAssigned = true }},
 		{name: "NoPuback", env: env, fail: "DPS-DEV-019",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.NoPuback = true }},
 		{name: "AcceptAnyServerCert", env: hostile, fail: "DPS-DEV-021",

@@ -163,6 +163,9 @@ type Misbehave struct {
 	// PollOperationID, when set, is the operationId of every poll instead
 	// of the one the service gave.
 	PollOperationID string
+	// PollAfterAssigned polls the operation once more, at once, after its
+	// 200 "assigned" answer, waits for that answer and then disconnects.
+	PollAfterAssigned bool
 	// RIDWithoutDollar writes "?rid=" for "?$rid=" in request topics.
 	RIDWithoutDollar bool
 	// AcceptAnyServerCert skips the verification of the server

@@ -126,6 +126,12 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 			if rs := op.RegistrationState; rs == nil || rs.AssignedHub == "" || rs.DeviceID == "" {
 				return &MalformedResponseError{Topic: resp.Topic, Msg: "status assigned without registrationState.assignedHub and deviceId"}
 			}
+			if st.Misbehave.PollAfterAssigned && res.OperationID != "" {
+				res.Polls++
+				if _, err := s.Poll(ctx, res.OperationID); err != nil {
+					return err
+				}
+			}
 			return nil
 		case dps.StatusFailed, dps.StatusDisabled:
 			e := &AssignmentError{Status: op.Status}

@@ -351,7 +351,7 @@ func TestNoDeadlineAfterClose(t *testing.T) {
 }
 
 // TestMisbehaveSwitches covers the switches that prove the device rules
-// DPS-DEV-007, -011, -013, -015, -017 and -021.
+// DPS-DEV-007, -011, -013, -015, -017, -020 and -021.
 func TestMisbehaveSwitches(t *testing.T) {
 	t.Run("ProtocolName and ProtocolLevel", func(t *testing.T) {
 		var c *packets.Connect
@@ -430,6 +430,31 @@ func TestMisbehaveSwitches(t *testing.T) {
 		h.wait()
 		if polled != other {
 			t.Errorf("polled operationId %q, want %q (not the given %q)", polled, other, opID)
+		}
+	})
+	t.Run("PollAfterAssigned", func(t *testing.T) {
+		var polled []string
+		h, cfg := serve(t, func(f *fake) {
+			f.accept()
+			p, r := f.request(dps.Register)
+			f.puback(p)
+			f.answer(202, r.RID, 0, assigningOp, 0)
+			for range 2 {
+				p, r = f.request(dps.Poll)
+				polled = append(polled, r.OperationID)
+				f.puback(p)
+				f.answer(200, r.RID, -1, assignedOp, 0)
+			}
+			f.expectDisconnect()
+		})
+		cfg.Misbehave.PollAfterAssigned = true
+		res, err := Provision(ctxT(t), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.wait()
+		if !slices.Equal(polled, []string{opID, opID}) || res.Polls != 2 {
+			t.Errorf("polled %q (Result.Polls %d), want %q twice: once more after the 200", polled, res.Polls, opID)
 		}
 	})
 	t.Run("PollInterval", func(t *testing.T) {
