@@ -439,6 +439,20 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 	register := dps.RegisterTopic
 	poll := dps.PollTopic
 	regBody := `{"registrationId":"sym-device-1"}`
+	// retriesAfter503 registers, then answers each register 503 without
+	// retry-after and registers again after each wait of waits in turn.
+	retriesAfter503 := func(waits ...time.Duration) func(s *synth) {
+		return func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			for i, d := range waits {
+				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
+				s.advance(d)
+				f.request(register(fmt.Sprint(i+2)), regBody)
+			}
+			f.close()
+		}
+	}
 	token := func(expiry time.Time, o dps.SASOptions) string {
 		o.IDScope, o.Key, o.Expiry = emulatortest.IDScope, emulatortest.SymDeviceKey, expiry
 		if o.RegistrationID == "" {
@@ -614,46 +628,14 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			f.request(register("2"), regBody)
 			f.close()
 		}},
-		{name: "constant back-off after 503", rule: "DPS-DEV-018", applied: 3, findings: 1, contains: []string{"register $rid=4 2.00 s after the 503 answer", "the retry before waited 2.00 s", "a wait longer than 2.00 s"}, build: func(s *synth) {
-			f := s.conn(nil)
-			f.request(register("1"), regBody)
-			for i := range 3 {
-				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
-				s.advance([]time.Duration{time.Second, 2 * time.Second, 2 * time.Second}[i]) // 1, 2, then 2 again
-				f.request(register(fmt.Sprint(i+2)), regBody)
-			}
-			f.close()
-		}},
-		{name: "back-off capped at 30 s, jitter below the wait before", rule: "DPS-DEV-018", applied: 8, findings: 0, build: func(s *synth) {
-			f := s.conn(nil)
-			f.request(register("1"), regBody)
-			for i, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 34 * time.Second, 31 * time.Second, 30 * time.Second} {
-				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
-				s.advance(d)
-				f.request(register(fmt.Sprint(i+2)), regBody)
-			}
-			f.close()
-		}},
-		{name: "back-off drops from 60 s to 30 s", rule: "DPS-DEV-018", applied: 7, findings: 1, contains: []string{"the retry before waited 60.00 s"}, build: func(s *synth) {
-			f := s.conn(nil)
-			f.request(register("1"), regBody)
-			for i, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 60 * time.Second, 30 * time.Second} {
-				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
-				s.advance(d)
-				f.request(register(fmt.Sprint(i+2)), regBody)
-			}
-			f.close()
-		}},
-		{name: "back-off levels off below 30 s", rule: "DPS-DEV-018", applied: 5, findings: 1, contains: []string{"the retry before waited 20.00 s"}, build: func(s *synth) {
-			f := s.conn(nil)
-			f.request(register("1"), regBody)
-			for i, d := range []time.Duration{time.Second, 5 * time.Second, 10 * time.Second, 20 * time.Second, 20 * time.Second} {
-				f.answer(503, fmt.Sprint(i+1), -1, `{}`)
-				s.advance(d)
-				f.request(register(fmt.Sprint(i+2)), regBody)
-			}
-			f.close()
-		}},
+		{name: "constant back-off after 503", rule: "DPS-DEV-018", applied: 3, findings: 1, contains: []string{"register $rid=4 2.00 s after the 503 answer", "the retry before waited 2.00 s", "a wait longer than 2.00 s"},
+			build: retriesAfter503(time.Second, 2*time.Second, 2*time.Second)}, // 1, 2, then 2 again
+		{name: "back-off capped at 30 s, jitter below the wait before", rule: "DPS-DEV-018", applied: 8, findings: 0,
+			build: retriesAfter503(time.Second, 2*time.Second, 4*time.Second, 8*time.Second, 16*time.Second, 34*time.Second, 31*time.Second, 30*time.Second)},
+		{name: "back-off drops from 60 s to 30 s", rule: "DPS-DEV-018", applied: 7, findings: 1, contains: []string{"the retry before waited 60.00 s"},
+			build: retriesAfter503(time.Second, 2*time.Second, 4*time.Second, 8*time.Second, 16*time.Second, 60*time.Second, 30*time.Second)},
+		{name: "back-off levels off below 30 s", rule: "DPS-DEV-018", applied: 5, findings: 1, contains: []string{"the retry before waited 20.00 s"},
+			build: retriesAfter503(time.Second, 5*time.Second, 10*time.Second, 20*time.Second, 20*time.Second)},
 		{name: "growing back-off after 500, then retry-after", rule: "DPS-DEV-018", applied: 4, findings: 1, contains: []string{"with retry-after=3 s"}, build: func(s *synth) {
 			f := s.conn(nil)
 			f.request(register("1"), regBody)
