@@ -304,6 +304,10 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 // focusIDHint says how to select by requirement ID when err is a
 // selection that matched nothing and a --focus is such an ID (--focus
 // matches the text of the specs, which does not hold it); "" otherwise.
+// An ID's specs carry it as a req: label, or, for an MQTT clause that a
+// malformed-packet spec checks, as a clause: label; an ID that neither
+// selects (a device-role requirement, an MQTT section judged by rules) is
+// said to have no spec rather than given a filter that matches nothing.
 func focusIDHint(focus []string, err error) string {
 	if !errors.Is(err, conformance.ErrNoSpecMatched) {
 		return ""
@@ -312,20 +316,45 @@ func focusIDHint(focus []string, err error) string {
 	if cerr != nil {
 		return ""
 	}
-	var ids []string
+	var req, clause, none []string
 	for _, f := range focus {
-		if _, ok := cat.Lookup(f); ok {
-			ids = append(ids, f)
+		if _, ok := cat.Lookup(f); !ok {
+			continue
+		}
+		switch {
+		case conformance.CheckMatches("req: containsAny "+f, nil) == nil:
+			req = append(req, f)
+		case conformance.CheckMatches("clause: containsAny "+f, nil) == nil:
+			clause = append(clause, f)
+		default:
+			none = append(none, f)
 		}
 	}
-	if len(ids) == 0 {
-		return ""
+	set := func(ids []string) string {
+		if len(ids) == 1 {
+			return ids[0]
+		}
+		return "{" + strings.Join(ids, ", ") + "}"
 	}
-	q := ids[0]
-	if len(ids) > 1 {
-		q = "{" + strings.Join(ids, ", ") + "}"
+	var filters []string
+	if len(req) > 0 {
+		filters = append(filters, "req: containsAny "+set(req))
 	}
-	return fmt.Sprintf("--focus matches the text of the specs, not their requirement IDs: select those with --label-filter 'req: containsAny %s'", q)
+	if len(clause) > 0 {
+		filters = append(filters, "clause: containsAny "+set(clause))
+	}
+	var hints []string
+	if len(filters) > 0 {
+		hints = append(hints, fmt.Sprintf("--focus matches the text of the specs, not their requirement IDs: select those with --label-filter '%s'", strings.Join(filters, " || ")))
+	}
+	if len(none) > 0 {
+		verb := "has"
+		if len(none) > 1 {
+			verb = "have"
+		}
+		hints = append(hints, fmt.Sprintf("%s %s no spec in this suite (dps-conform list gives each requirement's specs)", strings.Join(none, ", "), verb))
+	}
+	return strings.Join(hints, "; ")
 }
 
 // profileHint names the failed requirements that hold under the default
