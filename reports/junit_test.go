@@ -30,14 +30,7 @@ func TestWriteJUnitTrims(t *testing.T) {
 			entry(conformance.EntrySequence, "[SEQUENCE]"),
 		},
 	}}}
-	path := filepath.Join(t.TempDir(), "junit.xml")
-	if err := reports.WriteJUnit(path, r); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := writeJUnit(t, r)
 	s := string(b)
 	if !strings.Contains(s, "001-DPS-SUB-002.pcapng") || strings.Contains(s, "TRANSCRIPT-TEXT") || strings.Contains(s, "[SEQUENCE]") {
 		t.Errorf("junit.xml:\n%s", s)
@@ -157,14 +150,7 @@ func TestWriteJUnitStates(t *testing.T) {
 			State: tt.state, Failure: tt.failure, CapturedGinkgoWriterOutput: tt.writer,
 		})
 	}
-	path := filepath.Join(t.TempDir(), "junit.xml")
-	if err := reports.WriteJUnit(path, r); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := writeJUnit(t, r)
 	if strings.Contains(string(b), "c2VjcmV0") {
 		t.Errorf("junit.xml carries the SAS signature:\n%s", b)
 	}
@@ -304,4 +290,19 @@ func TestBuildRedactsSAS(t *testing.T) {
 	if strings.Contains(buf.String(), "c2VjcmV0") || !strings.Contains(buf.String(), "sig=[redacted]") {
 		t.Errorf("results.json carries the signature or no redaction:\n%s", buf.String())
 	}
+}
+
+// writeJUnit writes r with WriteJUnit to a temporary file and returns the
+// file's bytes.
+func writeJUnit(t *testing.T, r types.Report) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "junit.xml")
+	if err := reports.WriteJUnit(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
