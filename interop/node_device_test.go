@@ -71,12 +71,7 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 			if code := cmd.ProcessState.ExitCode(); code != 0 {
 				t.Fatalf("dps-conform device: exit %d (%v)\n%s", code, err, stdout)
 			}
-			f, err := os.Open(filepath.Join(out, "results.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			rep, err := reports.ReadJSON(f)
+			rep, err := reports.ReadJSONFile(filepath.Join(out, "results.json"))
 			if err != nil {
 				t.Fatal(err)
 			}

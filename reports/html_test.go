@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,12 +21,7 @@ const grantQoS2 = "testdata/results-grant-qos2.json"
 // readReport reads a results.json from testdata.
 func readReport(t testing.TB, path string) *reports.Report {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := reports.ReadJSON(f)
+	r, err := reports.ReadJSONFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,5 +470,25 @@ func TestMustCoverageText(t *testing.T) {
 		if got := s.MustCoverageText(); got != tc.want {
 			t.Errorf("%d of %d: %q, want %q", tc.judged, tc.total, got, tc.want)
 		}
+	}
+}
+
+// TestReadJSONFile: a file that cannot be opened is os.Open's
+// *fs.PathError (the CLI's input error); one that does not parse names
+// its path.
+func TestReadJSONFile(t *testing.T) {
+	dir := t.TempDir()
+	_, err := reports.ReadJSONFile(filepath.Join(dir, "missing.json"))
+	var pe *fs.PathError
+	if !errors.As(err, &pe) {
+		t.Errorf("missing file: %v, want an *fs.PathError", err)
+	}
+	bad := filepath.Join(dir, "results.json")
+	if err := os.WriteFile(bad, []byte(`{"tool":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = reports.ReadJSONFile(bad)
+	if err == nil || errors.As(err, &pe) || !strings.HasPrefix(err.Error(), bad+": reading results.json") {
+		t.Errorf("cut-off file: %v, want an error naming %s", err, bad)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -485,6 +486,21 @@ func ReadJSON(rd io.Reader) (*Report, error) {
 		return nil, fmt.Errorf("reading results.json: %w", err)
 	}
 	return &r, nil
+}
+
+// ReadJSONFile reads the results.json at path: the error of opening it
+// as os.Open gives it (a *fs.PathError), or ReadJSON's prefixed with path.
+func ReadJSONFile(path string) (*Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := ReadJSON(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
 }
 
 // checkSummary reports a summary that disagrees with the requirements'

@@ -41,12 +41,7 @@ func TestDeviceJUnit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f, err := os.Open(filepath.Join(out, "results.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			rep, err := reports.ReadJSON(f)
+			rep, err := reports.ReadJSONFile(filepath.Join(out, "results.json"))
 			if err != nil {
 				t.Fatal(err)
 			}

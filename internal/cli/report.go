@@ -215,14 +215,13 @@ func reportRender(env *Env, args []string) error {
 // readResults reads results.json; a missing or malformed one is the user's
 // input error.
 func readResults(name string) (*reports.Report, error) {
-	f, err := os.Open(name)
-	if err != nil {
+	rep, err := reports.ReadJSONFile(name)
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe):
 		return nil, inputError("", err)
-	}
-	defer f.Close()
-	rep, err := reports.ReadJSON(f)
-	if err != nil {
-		return nil, &UsageError{Err: fmt.Errorf("%s: %w", name, err)}
+	case err != nil:
+		return nil, &UsageError{Err: err}
 	}
 	return rep, nil
 }
