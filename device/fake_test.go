@@ -233,12 +233,20 @@ func (c *fakeClock) Sleeps() []time.Duration {
 // takes the poll that follows) and answers the last request with status,
 // retry-after (-1: none) and body.
 func (f *fake) answerLast(onPoll bool, status, retryAfter int, body string) {
+	kind := dps.Register
+	if onPoll {
+		f.registered(0)
+		kind = dps.Poll
+	}
+	p, r := f.request(kind)
+	f.puback(p)
+	f.answer(status, r.RID, retryAfter, body, 0)
+}
+
+// registered takes the register, acknowledges it and answers it 202
+// (assigningOp) with retryAfter (-1: none): the opening of most scripts.
+func (f *fake) registered(retryAfter int) {
 	p, r := f.request(dps.Register)
 	f.puback(p)
-	if onPoll {
-		f.answer(202, r.RID, 0, assigningOp, 0)
-		p, r = f.request(dps.Poll)
-		f.puback(p)
-	}
-	f.answer(status, r.RID, retryAfter, body, 0)
+	f.answer(202, r.RID, retryAfter, assigningOp, 0)
 }

@@ -244,9 +244,7 @@ func TestRetryBudget(t *testing.T) {
 	t.Run("poll", func(t *testing.T) {
 		h, cfg := serve(t, func(f *fake) {
 			f.accept()
-			p, r := f.request(dps.Register)
-			f.puback(p)
-			f.answer(202, r.RID, 1, assigningOp, 0)
+			f.registered(1)
 			for range 2 {
 				p, r := f.request(dps.Poll)
 				f.puback(p)
@@ -522,9 +520,7 @@ func TestSubackRefused(t *testing.T) {
 func TestClosedMidPoll(t *testing.T) {
 	h, cfg := serve(t, func(f *fake) {
 		f.accept()
-		p, r := f.request(dps.Register)
-		f.puback(p)
-		f.answer(202, r.RID, 1, assigningOp, 0)
+		f.registered(1)
 		f.request(dps.Poll)
 		f.conn.Close()
 	})
@@ -556,9 +552,7 @@ func TestResponseTimeout(t *testing.T) {
 func TestRetryAfterTooLong(t *testing.T) {
 	h, cfg := serve(t, func(f *fake) {
 		f.accept()
-		p, r := f.request(dps.Register)
-		f.puback(p)
-		f.answer(202, r.RID, 600, assigningOp, 0)
+		f.registered(600)
 		f.expectDisconnect()
 	})
 	_, err := Provision(ctxT(t), cfg)
@@ -611,15 +605,13 @@ func TestKeepAliveDuringWait(t *testing.T) {
 		if c != nil && c.KeepAlive != 10 {
 			f.t.Errorf("keepalive = %d", c.KeepAlive)
 		}
-		p, r := f.request(dps.Register)
-		f.puback(p)
-		f.answer(202, r.RID, 25, assigningOp, 0)
+		f.registered(25)
 		for range 2 {
 			expect[*packets.Pingreq](f)
 			f.send(&packets.Pingresp{})
 			pings++
 		}
-		p, r = f.request(dps.Poll)
+		p, r := f.request(dps.Poll)
 		f.puback(p)
 		f.answer(200, r.RID, -1, assignedOp, 0)
 		f.expectDisconnect()
@@ -643,14 +635,12 @@ func TestKeepAliveDuringWait(t *testing.T) {
 func TestKeepAlivePingrespsNotIgnored(t *testing.T) {
 	h, cfg := serve(t, func(f *fake) {
 		f.accept()
-		p, r := f.request(dps.Register)
-		f.puback(p)
-		f.answer(202, r.RID, 10, assigningOp, 0)
+		f.registered(10)
 		for range 9 {
 			expect[*packets.Pingreq](f)
 			f.send(&packets.Pingresp{})
 		}
-		p, r = f.request(dps.Poll)
+		p, r := f.request(dps.Poll)
 		f.puback(p)
 		f.answer(200, r.RID, -1, assignedOp, 0)
 		f.expectDisconnect()

@@ -22,9 +22,7 @@ func TestPollEdgeCases(t *testing.T) {
 	t.Run("MaxPolls without a final status", func(t *testing.T) {
 		h, cfg := serve(t, func(f *fake) {
 			f.accept()
-			p, r := f.request(dps.Register)
-			f.puback(p)
-			f.answer(202, r.RID, 1, assigningOp, 0)
+			f.registered(1)
 			for range 2 {
 				p, r := f.request(dps.Poll)
 				f.puback(p)
@@ -49,10 +47,8 @@ func TestPollEdgeCases(t *testing.T) {
 		var ops []string
 		h, cfg := serve(t, func(f *fake) {
 			f.accept()
-			p, r := f.request(dps.Register)
-			f.puback(p)
-			f.answer(202, r.RID, 0, assigningOp, 0)
-			p, r = f.request(dps.Poll)
+			f.registered(0)
+			p, r := f.request(dps.Poll)
 			ops = append(ops, r.OperationID)
 			if p != nil && string(p.Payload) != " " {
 				f.t.Errorf("poll body %q, want PollBody", p.Payload)
@@ -224,9 +220,7 @@ func TestSessionAPI(t *testing.T) {
 func TestCancelDuringWait(t *testing.T) {
 	h, cfg := serve(t, func(f *fake) {
 		f.accept()
-		p, r := f.request(dps.Register)
-		f.puback(p)
-		f.answer(202, r.RID, 3, assigningOp, 0)
+		f.registered(3)
 		f.expectDisconnect()
 	})
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -412,10 +406,8 @@ func TestMisbehaveSwitches(t *testing.T) {
 		var polled string
 		h, cfg := serve(t, func(f *fake) {
 			f.accept()
-			p, r := f.request(dps.Register)
-			f.puback(p)
-			f.answer(202, r.RID, 0, assigningOp, 0)
-			p, r = f.request(dps.Poll)
+			f.registered(0)
+			p, r := f.request(dps.Poll)
 			polled = r.OperationID
 			f.puback(p)
 			f.answer(404, r.RID, -1, `{"errorCode":404006,"message":"Operation not found."}`, 0)
@@ -436,11 +428,9 @@ func TestMisbehaveSwitches(t *testing.T) {
 		var polled []string
 		h, cfg := serve(t, func(f *fake) {
 			f.accept()
-			p, r := f.request(dps.Register)
-			f.puback(p)
-			f.answer(202, r.RID, 0, assigningOp, 0)
+			f.registered(0)
 			for range 2 {
-				p, r = f.request(dps.Poll)
+				p, r := f.request(dps.Poll)
 				polled = append(polled, r.OperationID)
 				f.puback(p)
 				f.answer(200, r.RID, -1, assignedOp, 0)
@@ -460,10 +450,8 @@ func TestMisbehaveSwitches(t *testing.T) {
 	t.Run("PollInterval", func(t *testing.T) {
 		h, cfg := serve(t, func(f *fake) {
 			f.accept()
-			p, r := f.request(dps.Register)
-			f.puback(p)
-			f.answer(202, r.RID, 3, assigningOp, 0)
-			p, r = f.request(dps.Poll)
+			f.registered(3)
+			p, r := f.request(dps.Poll)
 			f.puback(p)
 			f.answer(202, r.RID, 3, assigningReg, 0)
 			p, r = f.request(dps.Poll)
