@@ -46,9 +46,11 @@ type Result struct {
 	// Versions maps "TLS 1.0" … "TLS 1.3" to whether a handshake offering
 	// only that version succeeded.
 	Versions []VersionResult `json:"versions"`
-	// Suites are the TLS 1.2 cipher suites accepted when offered alone
-	// (none probed when TLS 1.2 was not accepted).
-	Suites []string `json:"suites"`
+	// Suites are the TLS 1.2 cipher suites accepted when offered alone;
+	// SuitesProbed says they were tried, which happens only when TLS 1.2
+	// was accepted.
+	Suites       []string `json:"suites"`
+	SuitesProbed bool     `json:"suitesProbed"`
 	// Chain describes the certificates the server presented (leaf first)
 	// in the TLS 1.2 handshake, or else the first successful one.
 	Chain []Certificate `json:"chain"`
@@ -189,7 +191,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	// or cost a timeout each.
 	var suites []uint16
 	if acceptedCfg != nil && acceptedCfg.MaxVersion == tls.VersionTLS12 {
-		suites = Suites(tls.VersionTLS12)
+		suites, r.SuitesProbed = Suites(tls.VersionTLS12), true
 	}
 	for _, id := range suites {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{id}}

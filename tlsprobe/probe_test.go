@@ -267,7 +267,7 @@ func TestProbeTLS12SuitesBeyondGoDefaults(t *testing.T) {
 			t.Errorf("%s accepted %v (%s)", v.Version, v.Accepted, v.Error)
 		}
 	}
-	if !slices.Equal(r.Suites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"}) || len(r.Chain) != 1 {
+	if !slices.Equal(r.Suites, []string{"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"}) || !r.SuitesProbed || len(r.Chain) != 1 {
 		t.Errorf("suites %v, chain of %d", r.Suites, len(r.Chain))
 	}
 	if r.MQTT != 4 {
@@ -313,8 +313,8 @@ func TestProbeSuitesOnlyWhenTLS12Accepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Suites) != 0 {
-		t.Errorf("suites %v, want none", r.Suites)
+	if len(r.Suites) != 0 || r.SuitesProbed {
+		t.Errorf("suites %v (probed %v), want none, not probed", r.Suites, r.SuitesProbed)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -121,7 +120,7 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 	}
 	tw.Flush()
 	suites := strings.Join(r.Suites, ", ")
-	if !slices.ContainsFunc(r.Versions, func(v tlsprobe.VersionResult) bool { return v.Version == "TLS 1.2" && v.Accepted }) {
+	if !r.SuitesProbed {
 		suites = "not probed (TLS 1.2 not accepted)"
 	}
 	fmt.Fprintf(w, "TLS 1.2 suites accepted: %s\n", suites)
