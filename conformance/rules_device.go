@@ -673,14 +673,7 @@ func ruleDevBackoff() *Rule {
 					last = nil
 					continue
 				}
-				// Equal waits differ by scheduling noise: a wait must be
-				// 5 % longer than the one before to count as longer. A
-				// back-off may stop growing at its cap (the C SDK's docs
-				// suggest 100 s, the Azure SDKs cap theirs): a wait of at
-				// least backoffCapFloor and at least three quarters of the
-				// wait before (jitter around the cap, not a drop) passes.
-				levelled := gap >= backoffCapFloor && gap >= prev*3/4
-				if prev >= 0 && gap <= prev+prev/20 && !levelled {
+				if notGrowing(prev, gap) {
 					fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, after+", the retry before waited "+secs(prev),
 						fmt.Sprintf("a wait longer than %s (a growing back-off)", secs(prev))))
 				}
@@ -691,10 +684,24 @@ func ruleDevBackoff() *Rule {
 		}}
 }
 
-// backoffCapFloor is the shortest wait DPS-DEV-018 accepts as a capped
-// back-off that no longer grows (DPS-PROTOCOL.md §4, EC: exponential
-// back-off up to 100 s; the reference device caps at 30 s).
+// backoffCapFloor is the shortest wait DPS-DEV-018 and DPS-DEV-022 accept
+// as a capped back-off that no longer grows (DPS-PROTOCOL.md §4, EC:
+// exponential back-off up to 100 s; the reference device caps at 30 s).
 const backoffCapFloor = 30 * time.Second
+
+// notGrowing reports that wait, the back-off after one of prev (negative:
+// no wait before it), does not grow. Equal waits differ by scheduling
+// noise: a wait must be 5 % longer than the one before to count as longer.
+// A back-off may stop growing at its cap (the C SDK's docs suggest 100 s,
+// the Azure SDKs cap theirs): a wait of at least backoffCapFloor and at
+// least three quarters of the wait before (jitter around the cap, not a
+// drop) passes.
+func notGrowing(prev, wait time.Duration) bool {
+	if prev < 0 || wait > prev+prev/20 {
+		return false
+	}
+	return wait < backoffCapFloor || wait < prev*3/4
+}
 
 func ruleDevPuback() *Rule {
 	const id = "DPS-DEV-019"
@@ -772,7 +779,8 @@ func ruleDevNoPollAfter200() *Rule {
 // (server unavailable), the device reconnects (with the same username)
 // after at least a second, and each further wait is longer than the one
 // before: an exponential back-off (EC mqtt_state_machine.md: min 1 s, max
-// 100 s, jitter; D-TROUBLE). A device that does not reconnect gives no
+// 100 s, jitter; D-TROUBLE), which may level off at its cap as
+// DPS-DEV-018's may (notGrowing). A device that does not reconnect gives no
 // evidence.
 func ruleDevReconnect() *Rule {
 	const id = "DPS-DEV-022"
@@ -812,7 +820,7 @@ func ruleDevReconnect() *Rule {
 				case wait < time.Second-tol:
 					fs = append(fs, finding(id, next, p.Frame, p.Time, fmt.Sprintf("CONNECT %s after the unanswered attempt of conversation %d ended", secs(wait), c.ID),
 						"a reconnect no sooner than 1 s (exponential back-off)"))
-				case prev >= 0 && wait <= prev+prev/20:
+				case notGrowing(prev, wait):
 					fs = append(fs, finding(id, next, p.Frame, p.Time, fmt.Sprintf("CONNECT %s after the unanswered attempt of conversation %d ended; the attempt before waited %s", secs(wait), c.ID, secs(prev)),
 						fmt.Sprintf("a wait longer than %s (a growing back-off)", secs(prev))))
 				}

@@ -100,6 +100,14 @@ func recordDevice(t *testing.T, o emulatortest.Options, mod func(e *emulatortest
 
 func ptr[T any](v T) *T { return &v }
 
+// reconnecting makes cfg give a CONNECT up after 0.3 s without CONNACK
+// and reconnect after a back-off from initial, doubling, without jitter.
+func reconnecting(cfg *device.Config, initial time.Duration) {
+	cfg.ConnectAttempts = 3
+	cfg.ResponseTimeout = 300 * time.Millisecond
+	cfg.Backoff = device.Backoff{Initial: initial, Jitter: -1}
+}
+
 func findingIDs(fs []conformance.Finding) []string {
 	var ids []string
 	for _, f := range fs {
@@ -161,6 +169,10 @@ func TestDeviceRulesProof(t *testing.T) {
 				c.Backoff = device.Backoff{Initial: 200 * time.Millisecond, Max: time.Second, Jitter: -1}
 			}},
 		{name: "clean, poll-no-operation-id", scenario: "poll-no-operation-id", env: env, applied: []string{"DPS-DEV-013"}},
+		// Two CONNECTs left unanswered: the device gives each up after
+		// 0.3 s and reconnects 1 s, then 2 s later.
+		{name: "clean, connack-withheld", scenario: "connack-withheld", env: env, applied: []string{"DPS-DEV-022"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { reconnecting(c, time.Second) }},
 		// DPS compares registration ids without case (the emulator
 		// accepts it, DPS-DEV-004 passes); DPS-DEV-003 wants it unmodified.
 		{name: "ClientID in upper case", env: env, fail: "DPS-DEV-003",
@@ -237,6 +249,9 @@ func TestDeviceRulesProof(t *testing.T) {
 		// longer: 2 s leaves 100 ms of scheduling noise, not 50 ms.
 		{name: "PollInterval, transient-500", scenario: "transient-500", env: env, fail: "DPS-DEV-018",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.PollInterval = 2 * time.Second }},
+		// A back-off that starts at 0.3 s: the first reconnect comes too soon.
+		{name: "reconnect back-off from 0.3 s, connack-withheld", scenario: "connack-withheld", env: env, fail: "DPS-DEV-022",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { reconnecting(c, 300*time.Millisecond) }},
 		{name: "RetryAfter401", env: noKey, fail: "DPS-DEV-017",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.SymmetricKey = wrongKey
@@ -787,6 +802,12 @@ func TestDeviceReconnectBackoff(t *testing.T) {
 		{"immediate reconnect", []time.Duration{100 * time.Millisecond}, false, false, 1, 1},
 		{"constant wait", []time.Duration{2 * time.Second, 2 * time.Second}, false, false, 2, 1},
 		{"0x03 then growing", []time.Duration{time.Second, 3 * time.Second}, true, false, 2, 0},
+		// A back-off capped at 30 s or more, with jitter: level or a
+		// little shorter passes; a drop by more than a quarter does not,
+		// nor does a level below the cap floor.
+		{"capped at 40 s with jitter", []time.Duration{20 * time.Second, 40 * time.Second, 44 * time.Second, 36 * time.Second}, false, false, 4, 0},
+		{"drop from 60 s to 30 s", []time.Duration{30 * time.Second, 60 * time.Second, 30 * time.Second}, false, false, 3, 1},
+		{"levelled at 20 s", []time.Duration{10 * time.Second, 20 * time.Second, 20 * time.Second}, false, false, 3, 1},
 		{"every attempt answered", nil, false, false, 0, 0},
 		// An attempt with no reconnect after it is no evidence of a
 		// back-off, good or bad.

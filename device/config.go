@@ -107,7 +107,15 @@ type Config struct {
 	// MaxAttempts bounds register requests (first send plus retries after
 	// 429/5xx, default 5).
 	MaxPolls, MaxAttempts int
-	// Backoff is the wait after a 5xx without retry-after.
+	// ConnectAttempts bounds the connections Provision opens (default 1:
+	// no reconnect). After a CONNECT that got no CONNACK (ResponseTimeout
+	// passed, or the service closed the connection) or got CONNACK 0x03
+	// (server unavailable), Provision waits Backoff and connects again, as
+	// DPS-DEV-022 asks (EC: exponential back-off, min 1 s, with jitter).
+	// Other refusals, and dial and TLS failures, end Provision at once.
+	ConnectAttempts int
+	// Backoff is the wait after a 5xx without retry-after, and before a
+	// reconnect (ConnectAttempts).
 	Backoff Backoff
 	// ResponseTimeout bounds each wait for an answer (CONNACK, SUBACK, the
 	// response to a request), default 30s (N, P SDKs). Negative: only ctx.
@@ -342,6 +350,9 @@ func (c *Config) settings() (*settings, error) {
 	}
 	if s.MaxAttempts <= 0 {
 		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.ConnectAttempts <= 0 {
+		s.ConnectAttempts = 1
 	}
 	if s.ResponseTimeout == 0 {
 		s.ResponseTimeout = DefaultResponseTimeout

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -127,12 +128,11 @@ func (f *fake) ackDelivery(pid uint16) {
 // expectDisconnect reads DISCONNECT.
 func (f *fake) expectDisconnect() { expect[*packets.Disconnect](f) }
 
-// harness runs script as the service for one Provision or Connect call.
+// harness runs scripts as the service for one Provision or Connect call,
+// one script per connection the client opens.
 type harness struct {
 	t      *testing.T
 	done   chan struct{}
-	client net.Conn
-	server net.Conn
 	clock  *fakeClock
 	events []Event
 	mu     sync.Mutex
@@ -142,32 +142,63 @@ type harness struct {
 // and uses a fake clock.
 func serve(t *testing.T, script func(f *fake)) (*harness, Config) {
 	t.Helper()
-	client, server := net.Pipe()
-	h := &harness{t: t, done: make(chan struct{}), client: client, server: server, clock: newFakeClock()}
+	return serveSeq(t, script)
+}
+
+// serveSeq is serve for a client that connects len(scripts) times: its
+// n-th dial gets a fresh pipe served by scripts[n-1], one after another.
+func serveSeq(t *testing.T, scripts ...func(f *fake)) (*harness, Config) {
+	t.Helper()
+	h := &harness{t: t, done: make(chan struct{}), clock: newFakeClock()}
+	conns := make(chan net.Conn) // the client ends, one per script
+	stop := make(chan struct{})
 	go func() {
 		defer close(h.done)
-		f := &fake{t: t, conn: server, r: bufio.NewReader(server), ok: true}
-		script(f)
-		// Drain until the client closes, so its writes never block.
-		server.SetReadDeadline(time.Now().Add(fakeWait))
-		io.Copy(io.Discard, server)
-		server.Close()
+		for _, script := range scripts {
+			client, server := net.Pipe()
+			select {
+			case conns <- client:
+			case <-stop:
+				client.Close()
+				server.Close()
+				return
+			}
+			f := &fake{t: t, conn: server, r: bufio.NewReader(server), ok: true}
+			script(f)
+			// Drain until the client closes, so its writes never block.
+			server.SetReadDeadline(time.Now().Add(fakeWait))
+			io.Copy(io.Discard, server)
+			server.Close()
+		}
 	}()
+	var dialed []net.Conn
+	var dialMu sync.Mutex
 	t.Cleanup(func() {
-		client.Close()
+		close(stop)
+		dialMu.Lock()
+		for _, c := range dialed {
+			c.Close()
+		}
+		dialMu.Unlock()
 		<-h.done
 	})
-	dialed := false
 	cfg := Config{
 		IDScope:        "0neFEEDC0DE",
 		RegistrationID: "dev-1",
 		SymmetricKey:   testKey,
 		DialFunc: func(ctx context.Context) (net.Conn, error) {
-			if dialed {
-				return nil, errors.New("dialed twice")
+			dialMu.Lock()
+			defer dialMu.Unlock()
+			if len(dialed) == len(scripts) {
+				return nil, fmt.Errorf("dialed %d times, the script has %d connections", len(dialed)+1, len(scripts))
 			}
-			dialed = true
-			return client, nil
+			select {
+			case c := <-conns:
+				dialed = append(dialed, c)
+				return c, nil
+			case <-time.After(fakeWait):
+				return nil, errors.New("the fake service did not offer a connection")
+			}
 		},
 		Now:   h.clock.Now,
 		Sleep: h.clock.Sleep,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/packets"
 )
 
 // Result is the outcome of Provision.
@@ -52,7 +53,7 @@ func Provision(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	start := st.Now()
-	sess, err := connect(ctx, st)
+	sess, err := connectRetrying(ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +75,43 @@ func Provision(ctx context.Context, c Config) (*Result, error) {
 		st.log.Info("device: assigned", "registrationId", st.RegistrationID, "hub", res.RegistrationState.AssignedHub, "polls", res.Polls)
 	}
 	return res, err
+}
+
+// connectRetrying connects, and connects again after Backoff while the
+// CONNECT goes unanswered or is refused with 0x03, ConnectAttempts
+// connections in all.
+func connectRetrying(ctx context.Context, st *settings) (*Session, error) {
+	for n := 1; ; n++ {
+		sess, err := connect(ctx, st)
+		if err == nil || !unansweredConnect(err) {
+			return sess, err
+		}
+		if n >= st.ConnectAttempts {
+			if n > 1 {
+				err = limitErrorf("%d connection attempts: %w", n, err)
+			}
+			return nil, err
+		}
+		d := st.Backoff.Delay(n, st.Rand())
+		st.log.Info("device: reconnecting", "attempt", n+1, "wait", d, "err", err)
+		if st.Trace != nil {
+			st.Trace(Event{Time: st.Now(), Dir: Waited, Wait: d})
+		}
+		if err := st.Sleep(ctx, d); err != nil {
+			return nil, fmt.Errorf("device: waiting %v to reconnect: %w", d, err)
+		}
+	}
+}
+
+// unansweredConnect reports whether err, from connect, is a CONNECT that
+// got no CONNACK or CONNACK 0x03: the failures a device retries
+// (DPS-DEV-022).
+func unansweredConnect(err error) bool {
+	var refused *ConnectRefusedError
+	if errors.As(err, &refused) {
+		return refused.ReturnCode == packets.ConnackRefusedServerUnavailable
+	}
+	return errors.Is(err, ErrTimeout) || errors.Is(err, ErrConnectionClosed)
 }
 
 // provision runs the flow on a connected session.

@@ -873,3 +873,76 @@ func TestResponseTimeoutNamesSkipped(t *testing.T) {
 		t.Fatalf("err = %v, want ErrTimeout naming the skipped answer", err)
 	}
 }
+
+// TestReconnect: with ConnectAttempts, a CONNECT that got no CONNACK or
+// CONNACK 0x03 is retried on a new connection after a growing back-off
+// (DPS-DEV-022); other refusals are not, and the last failure is returned
+// once the attempts are spent.
+func TestReconnect(t *testing.T) {
+	withhold := func(f *fake) { expect[*packets.Connect](f) } // then drains: no CONNACK
+	refuse := func(code packets.ConnackCode) func(f *fake) {
+		return func(f *fake) {
+			expect[*packets.Connect](f)
+			f.send(&packets.Connack{ReturnCode: code})
+		}
+	}
+	hangUp := func(f *fake) {
+		expect[*packets.Connect](f)
+		f.conn.Close()
+	}
+	assign := func(f *fake) {
+		f.accept()
+		f.answerLast(false, 200, -1, assignedOp)
+		f.expectDisconnect()
+	}
+	for _, tc := range []struct {
+		name       string
+		attempts   int
+		scripts    []func(f *fake)
+		wantSleeps []time.Duration
+		// wantErr is nil for an assignment, else what err must match.
+		wantErr func(error) bool
+	}{
+		{"no CONNACK twice, then assigned", 3, []func(f *fake){withhold, withhold, assign},
+			[]time.Duration{time.Second, 2 * time.Second}, nil},
+		{"0x03, closed before CONNACK, then assigned", 3, []func(f *fake){refuse(packets.ConnackRefusedServerUnavailable), hangUp, assign},
+			[]time.Duration{time.Second, 2 * time.Second}, nil},
+		{"attempts spent", 2, []func(f *fake){refuse(packets.ConnackRefusedServerUnavailable), withhold},
+			[]time.Duration{time.Second}, func(err error) bool { return errors.Is(err, ErrLimit) && errors.Is(err, ErrTimeout) }},
+		{"0x05 is not retried", 3, []func(f *fake){refuse(packets.ConnackRefusedNotAuthorized)},
+			nil, func(err error) bool {
+				var ce *ConnectRefusedError
+				return errors.As(err, &ce) && ce.ReturnCode == packets.ConnackRefusedNotAuthorized && !errors.Is(err, ErrLimit)
+			}},
+		{"default: one attempt", 0, []func(f *fake){withhold},
+			nil, func(err error) bool { return errors.Is(err, ErrTimeout) && !errors.Is(err, ErrLimit) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, cfg := serveSeq(t, tc.scripts...)
+			cfg.ConnectAttempts = tc.attempts
+			cfg.ResponseTimeout = 100 * time.Millisecond
+			res, err := Provision(ctxT(t), cfg)
+			h.wait()
+			switch {
+			case tc.wantErr == nil && err != nil:
+				t.Fatalf("Provision: %v", err)
+			case tc.wantErr == nil && res.Status != dps.StatusAssigned:
+				t.Fatalf("status %q, want assigned", res.Status)
+			case tc.wantErr != nil && !tc.wantErr(err):
+				t.Fatalf("err = %v", err)
+			}
+			if got := h.clock.Sleeps(); !slices.Equal(got, tc.wantSleeps) {
+				t.Errorf("sleeps = %v, want %v", got, tc.wantSleeps)
+			}
+			var waits []time.Duration
+			for _, e := range h.events {
+				if e.Dir == Waited {
+					waits = append(waits, e.Wait)
+				}
+			}
+			if !slices.Equal(waits, tc.wantSleeps) {
+				t.Errorf("traced waits = %v, want %v", waits, tc.wantSleeps)
+			}
+		})
+	}
+}

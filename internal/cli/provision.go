@@ -45,6 +45,7 @@ type provisionFlags struct {
 	payload                         string
 	apiVersion, clientVersion       string
 	timeout                         time.Duration
+	connectAttempts                 int
 	insecure, verbose               bool
 }
 
@@ -64,6 +65,7 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.apiVersion, "api-version", "", "api-version `VERSION` in the username (default 2019-03-31)")
 	fs.StringVar(&f.clientVersion, "client-version", "", "`VALUE` appended as &ClientVersion= to the username")
 	fs.Var(durationFlag{p: &f.timeout}, "timeout", "bound on the whole provisioning, a Go `DURATION`")
+	fs.IntVar(&f.connectAttempts, "connect-attempts", 1, "`N` connections at most: after a CONNECT that got no CONNACK or got 0x03 (server unavailable), reconnect after an exponential back-off (1 s, 2 s, 4 s … up to 30 s, +0–20 % jitter)")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server certificate (testing only)")
 	fs.BoolVar(&f.verbose, "verbose", false, "trace every packet and wait on stderr (SAS sig redacted)")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
@@ -143,6 +145,9 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 			return cfg, usageErrorf("--%s is not a base64 key (%d characters; want standard base64 as the portal and az CLI print it)", k.flag, len(k.v))
 		}
 	}
+	if f.connectAttempts < 1 {
+		return cfg, usageErrorf("--connect-attempts %d: want 1 or more", f.connectAttempts)
+	}
 	target, err := transport.ParseTarget(f.target)
 	if err != nil {
 		return cfg, usageErrorf("--target: %v", err)
@@ -169,15 +174,16 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 		}
 	}
 	cfg = device.Config{
-		Target:         target,
-		Dial:           transport.DialOptions{TLSConfig: tc},
-		IDScope:        f.idScope,
-		RegistrationID: f.registrationID,
-		SymmetricKey:   f.symmetricKey,
-		GroupKey:       f.groupKey,
-		APIVersion:     f.apiVersion,
-		ClientVersion:  f.clientVersion,
-		Now:            env.Now,
+		Target:          target,
+		Dial:            transport.DialOptions{TLSConfig: tc},
+		IDScope:         f.idScope,
+		RegistrationID:  f.registrationID,
+		SymmetricKey:    f.symmetricKey,
+		GroupKey:        f.groupKey,
+		APIVersion:      f.apiVersion,
+		ClientVersion:   f.clientVersion,
+		ConnectAttempts: f.connectAttempts,
+		Now:             env.Now,
 	}
 	if f.payload != "" {
 		if !json.Valid([]byte(f.payload)) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/transport"
 )
@@ -104,4 +105,42 @@ func TestProvisionEmulator(t *testing.T) {
 			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 		}
 	})
+}
+
+// TestProvisionReconnects: against the connack-withheld scenario (the
+// first two CONNECTs unanswered until the emulator's CONNECT timeout
+// closes them), one attempt is no verdict, and --connect-attempts 3
+// reconnects after 1 s and 2 s (+ jitter) and is assigned.
+func TestProvisionReconnects(t *testing.T) {
+	for _, tc := range []struct {
+		attempts   string
+		wantCode   int
+		wantStderr []string
+	}{
+		{"1", ExitTargetUnreachable, []string{"connection closed"}},
+		{"3", 0, []string{"waited 1", "waited 2", "sent DISCONNECT"}},
+	} {
+		t.Run("attempts="+tc.attempts, func(t *testing.T) {
+			sc, err := emulator.LookupScenario("connack-withheld")
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := emulatortest.Start(t, emulatortest.Options{Scenario: &sc, Limits: &emulator.Limits{ConnectTimeout: 300 * time.Millisecond}})
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), []string{"provision", "--target", "mqtts://" + e.MQTTAddr, "--ca", e.CAFile, "--id-scope", e.IDScope,
+				"--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey, "--timeout", "30s",
+				"--connect-attempts", tc.attempts, "--verbose"}, &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tc.wantCode, stderr.String())
+			}
+			for _, s := range tc.wantStderr {
+				if !strings.Contains(stderr.String(), s) {
+					t.Errorf("stderr lacks %q:\n%s", s, stderr.String())
+				}
+			}
+			if n := strings.Count(stderr.String(), "sent CONNECT"); n != map[string]int{"1": 1, "3": 3}[tc.attempts] {
+				t.Errorf("%d CONNECTs sent, want %s:\n%s", n, tc.attempts, stderr.String())
+			}
+		})
+	}
 }

@@ -87,6 +87,7 @@ func TestProvisionUsageErrors(t *testing.T) {
 		{"id scope with a slash", []string{"--id-scope", "x/y", "--registration-id", "dev-1"}, `--id-scope "x/y": '/' at byte 1`},
 		{"bad registration id", []string{"--id-scope", "0ne00000A0A", "--registration-id", "dev 1"}, "--registration-id: "},
 		{"no id scope", []string{"--registration-id", "dev-1"}, "--id-scope is required"},
+		{"no connection attempt", []string{"--id-scope", "0ne00000A0A", "--registration-id", "dev-1", "--connect-attempts", "0"}, "--connect-attempts 0: want 1 or more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
