@@ -244,3 +244,86 @@ func TestLeanAwait(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchServersSameTLS checks that every server of bench provision
+// negotiates the same TLS with the bench's client: TLS 1.2, the same
+// cipher suite and key-exchange group, never a resumption. The ceiling's
+// handshake must be the storm's, and mosquitto's (OpenSSL, which follows
+// the client's order of suites unless told otherwise) must be too, or the
+// comparison weighs different key schedules and record ciphers.
+func TestBenchServersSameTLS(t *testing.T) {
+	bin, _, _ := findMosquitto("auto", mosquittoSbin)
+	if bin == "" {
+		requireBenchPeer(t, "mosquitto")
+	}
+	for _, kt := range []transport.KeyType{transport.ECDSAP256, transport.RSA2048} {
+		t.Run(kt.String(), func(t *testing.T) { checkServersSameTLS(t, kt, bin) })
+	}
+}
+
+func checkServersSameTLS(t *testing.T, kt transport.KeyType, bin string) {
+	ctx := context.Background()
+	b := &provisionBench{f: benchProvisionFlags{server: "inproc"}, kt: kt, dir: t.TempDir(), mosquittoBin: bin}
+	if err := b.makePKI(); err != nil {
+		t.Fatal(err)
+	}
+	conf := transport.TLS12Only(&tls.Config{RootCAs: b.roots, ServerName: "localhost"})
+	ceil, err := b.startTLSServer(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ceil.stop()
+	resp, err := b.startTLSServer(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.stop()
+	em, err := b.startEmulator(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer em.stop()
+	mq, err := b.startMosquitto(ctx, &provisionBenchResult{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mq.stop()
+	type params struct {
+		version, suite uint16
+		curve          tls.CurveID
+	}
+	var want params
+	for _, s := range []struct {
+		name string
+		srv  *benchServer
+	}{{"ceiling", ceil}, {"emulator", em}, {"responder", resp}, {"mosquitto", mq}} {
+		for i := range 2 { // the second would resume if anything cached a session
+			raw, err := net.Dial("tcp", s.srv.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := tls.Client(raw, conf)
+			if err := c.Handshake(); err != nil {
+				raw.Close()
+				t.Fatalf("%s: %v", s.name, err)
+			}
+			st := c.ConnectionState()
+			raw.Close()
+			got := params{st.Version, st.CipherSuite, st.CurveID}
+			if st.DidResume {
+				t.Errorf("%s: connection %d resumed a session, want a full handshake", s.name, i)
+			}
+			if s.name == "ceiling" && i == 0 {
+				want = got
+				if got.version != tls.VersionTLS12 {
+					t.Fatalf("ceiling: version %x, want TLS 1.2", got.version)
+				}
+				continue
+			}
+			if got != want {
+				t.Errorf("%s: TLS %x, %s, %v; the ceiling negotiated TLS %x, %s, %v", s.name,
+					got.version, tls.CipherSuiteName(got.suite), got.curve, want.version, tls.CipherSuiteName(want.suite), want.curve)
+			}
+		}
+	}
+}

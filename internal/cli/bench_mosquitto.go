@@ -24,7 +24,12 @@ const mosquittoAsRoot = "user root\n"
 // nothing kept, anonymous clients (the SAS token is an ordinary password to
 // it), and TCP_NODELAY as every Go socket has it (without it, Nagle's
 // algorithm would hold the broker's second small write of a request, its
-// delivery after the PUBACK, until the device acknowledges the first).
+// delivery after the PUBACK, until the device acknowledges the first). Its
+// ciphers are the suite the Go servers of the other phases pick among the
+// DPS suites the client offers (AES-128-GCM-SHA256; crypto/tls prefers it
+// to AES-256-GCM): OpenSSL follows the client's order and would otherwise
+// take AES-256-GCM-SHA384, another key schedule and record cipher than the
+// ceiling's and the emulator's (TestBenchServersSameTLS).
 const mosquittoConf = `per_listener_settings false
 persistence false
 log_dest stderr
@@ -37,6 +42,7 @@ allow_anonymous true
 certfile %s
 keyfile %s
 tls_version tlsv1.2
+ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256
 `
 
 // mosquittoSbin is where Debian's mosquitto package installs the broker,
