@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -310,6 +311,42 @@ func TestBenchTraceTShark(t *testing.T) {
 	}
 	if ts.MBps <= 0 || ts.Packets == 0 || len(res.VsTShark) != 1 {
 		t.Errorf("tshark %+v, speed-ups %v: want a rate, packets and one ratio", ts, res.VsTShark)
+	}
+}
+
+// TestBenchTraceTSharkRepeat checks that --repeat weighs on both sides of
+// the tshark ratio alike: the tracer's fastest of N decodes is compared with
+// tshark's fastest of N runs, not with a single run. A stand-in tshark on
+// PATH counts its runs.
+func TestBenchTraceTSharkRepeat(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the stand-in tshark is a shell script")
+	}
+	bin := t.TempDir()
+	runs := filepath.Join(bin, "runs")
+	script := "#!/bin/sh\necho run >> '" + runs + "'\necho 1,3\n"
+	if err := os.WriteFile(filepath.Join(bin, "tshark"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var res traceBenchResult
+	runBench(t, benchTraceCmd, []string{"--size", "1", "--flows", "10", "--workers", "1", "--repeat", "3", "--tshark", "--dir", t.TempDir()}, &res)
+	raw, err := os.ReadFile(runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(raw), "run"); n != 3 {
+		t.Errorf("tshark ran %d times with --repeat 3, want 3 (the tracer's fastest of 3 against one tshark run favours the tracer)", n)
+	}
+	ts := res.TShark
+	if ts == nil || ts.Skipped != "" {
+		t.Fatalf("tshark: %+v", ts)
+	}
+	if len(ts.AllSeconds) != 3 || ts.Seconds != slices.Min(ts.AllSeconds) {
+		t.Errorf("tshark %.4f s of %v: want the fastest of 3 runs", ts.Seconds, ts.AllSeconds)
+	}
+	if len(res.VsTShark) != 1 || res.VsTShark[0] != res.Runs[0].MBps/ts.MBps {
+		t.Errorf("speed-up %v, want the tracer's MB/s ÷ tshark's (%v ÷ %v)", res.VsTShark, res.Runs[0].MBps, ts.MBps)
 	}
 }
 
