@@ -7,7 +7,8 @@ package packets_test
 //	go test ./packets/ -run '^$' -bench . -benchmem -count 3 -benchtime 200ms
 //
 // Rows: BenchmarkDecode/<input>/<impl>, BenchmarkEncode/<input>/<impl>
-// (impl dpsconform, paho, mochi) and BenchmarkReader/<input>/dpsconform.
+// (impl dpsconform, paho, mochi; decode also dpsconform-owned, the like of
+// paho's ReadPacket, and mochi+validate) and BenchmarkReader/<input>/dpsconform.
 // Every row reports B/op, allocs/op and MB/s; the stream rows also report
 // ns/pkt. No test here asserts time; TestZeroAllocDecode asserts
 // allocation counts only.
@@ -375,6 +376,24 @@ func BenchmarkDecode(b *testing.B) {
 							b.Fatal(err)
 						}
 						off += n
+					}
+				}
+				reportPerPacket(b, len(in.pkts))
+			})
+			// Like for like with paho: from an io.Reader, each packet owning
+			// its memory (fresh structs, payload and strings copied), where
+			// the dpsconform row decodes a []byte in place into a reused
+			// Decoder, valid until the next Decode.
+			b.Run("dpsconform-owned", func(b *testing.B) {
+				var r bytes.Reader
+				b.ReportAllocs()
+				b.SetBytes(int64(len(in.raw)))
+				for b.Loop() {
+					r.Reset(in.raw)
+					for r.Len() > 0 {
+						if _, err := packets.ReadPacket(&r, packets.DecodeOptions{}); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 				reportPerPacket(b, len(in.pkts))
