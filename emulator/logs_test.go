@@ -169,3 +169,34 @@ func TestLogsNameTheLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestLogsDeviceLeavingBeforeConnect: a device that closes its connection
+// before (or in the middle of) CONNECT ended it, not the emulator: no INFO
+// line "closed by the emulator" (TCP health checks and port probes would
+// fill the log with them). A CONNECT timeout is the emulator's limit and
+// stays at INFO.
+func TestLogsDeviceLeavingBeforeConnect(t *testing.T) {
+	var logs lockedBuffer
+	s, addr := startPlain(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Limits: Limits{ConnectTimeout: 200 * time.Millisecond}})
+	dialPlain(t, addr).conn.Close() // nothing sent
+	half := dialPlain(t, addr)
+	b, err := connectPacket(t, "dev-1").Append(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := half.sendRaw(b[:5]); err != nil {
+		t.Fatal(err)
+	}
+	half.conn.Close() // in the middle of CONNECT
+	waitFor(t, "the connections to be released", func() bool { return s.liveConns() == 0 })
+	if out := logs.String(); strings.Contains(out, "closed by the emulator") {
+		t.Errorf("a device leaving before CONNECT was logged as the emulator's close:\n%s", out)
+	}
+	slow := dialPlain(t, addr)
+	slow.expectClosed() // the CONNECT timeout
+	waitFor(t, "the CONNECT timeout to be logged", func() bool {
+		return strings.Contains(logs.String(), `level=INFO msg="connection closed by the emulator"`) &&
+			strings.Contains(logs.String(), "timeout")
+	})
+}

@@ -22,6 +22,11 @@ func TestRefusalClassification(t *testing.T) {
 		{`PUBLISH to an undocumented topic "foo/bar" (Part A §9): dps: invalid topic`, true},
 		{"answered 401, closing (Part A §3)", true},
 		{"first packet is not CONNECT (MQTT-3.1.0-1)", true},
+		{"first packet unreadable: device closed the connection", false},
+		{"first packet unreadable: read: mqtt: CONNECT of 222 bytes truncated: unexpected EOF", false},
+		{"first packet unreadable: timeout: read tcp: i/o timeout", true},
+		{"first packet unreadable: packet over the size limit (Part A §7): 100000 bytes", true},
+		{"first packet unreadable: protocol error, closing (MQTT-4.8.0-1): mqtt: bad", true},
 		{"QoS 2 PUBLISH is not supported (docs/emulator.md)", true},
 	} {
 		if got := refusal(tc.reason); got != tc.want {

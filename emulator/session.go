@@ -221,7 +221,7 @@ func (ss *session) connect() (string, bool) {
 			return ss.acceptInvalidConnect(err)
 		}
 		if p == nil || !errors.As(err, &v) {
-			return "first packet unreadable: " + readErrReason(err), false
+			return firstPacketUnreadable + readErrReason(err), false
 		}
 		if _, ok := p.(*packets.Connect); !ok {
 			return "first packet is not CONNECT (MQTT-3.1.0-1)", false
@@ -901,9 +901,19 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	return s.statusAnswer(200, -1, dps.RegistrationOperationStatus{OperationID: operationID, Status: res.Status, RegistrationState: &res})
 }
 
+// firstPacketUnreadable starts the end reason of a session whose CONNECT
+// could not be read.
+const firstPacketUnreadable = "first packet unreadable: "
+
 // refusal reports whether a session's end reason is the emulator refusing
 // something, rather than an ordinary end of the connection.
 func refusal(reason string) bool {
+	// A device that leaves before or during CONNECT ends the connection as
+	// ordinarily as one that leaves later; the CONNECT timeout is the
+	// emulator's limit and stays a refusal.
+	if rest, ok := strings.CutPrefix(reason, firstPacketUnreadable); ok && !strings.HasPrefix(rest, "timeout: ") {
+		reason = rest
+	}
 	for _, ordinary := range []string{"device sent DISCONNECT", "device closed the connection", "server closing", "read: ", "write", "timeout: "} {
 		if strings.HasPrefix(reason, ordinary) {
 			return false
