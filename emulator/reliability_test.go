@@ -289,3 +289,18 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	s.Close()
 }
+
+// TestIdleTimeoutUnderAcceptMQTT5: a connection the accept-mqtt5 fault
+// accepts (its CONNECT unparsed, so no keep-alive) still ends after
+// IdleTimeout; it once waited for its next packet without a deadline.
+func TestIdleTimeoutUnderAcceptMQTT5(t *testing.T) {
+	_, addr := startPlain(t, Config{Faults: []Fault{FaultAcceptMQTT5}, Limits: Limits{IdleTimeout: 100 * time.Millisecond}})
+	c := dialPlain(t, addr)
+	if err := c.sendRaw(mqtt5Connect(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ack, ok := c.next().(*packets.Connack); !ok || ack.ReturnCode != 0 {
+		t.Fatalf("CONNACK %+v, want 0 under accept-mqtt5", ack)
+	}
+	c.expectClosed()
+}

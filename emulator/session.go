@@ -341,6 +341,11 @@ func extraUsernameParams(u string) bool {
 func (ss *session) refuseLevel(why string) (string, bool) {
 	if ss.srv.faults.has(FaultAcceptMQTT5) {
 		ss.log.Info("accepting an unsupported protocol level (fault accept-mqtt5)", "err", why)
+		// The CONNECT was not parsed, so its keep-alive is unknown: bound
+		// the session as one with keep-alive 0.
+		if d := ss.srv.limits.IdleTimeout; d > 0 {
+			ss.idle = d
+		}
 		if err := ss.write(&packets.Connack{ReturnCode: packets.ConnackAccepted}); err != nil {
 			return "write CONNACK: " + err.Error(), false
 		}
