@@ -66,6 +66,11 @@ type RuleEnv struct {
 	// signature of its SAS tokens with it. "" leaves the signature
 	// unjudged; a field capture has no key.
 	SymmetricKey string
+	// X509 reports that the device was given a client certificate to
+	// attest with (the device role's --attestation x509): DPS-DEV-006 then
+	// also wants the certificate presented on every TLS connection that
+	// carries a CONNECT.
+	X509 bool
 }
 
 // undecided reports that the server did not close the connection first but

@@ -281,8 +281,14 @@ func ruleDevSAS() *Rule {
 
 func ruleDevX509Password() *Rule {
 	const id = "DPS-DEV-006"
-	return connectRule(id, "a CONNECT over TLS with a client certificate", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, _ RuleEnv) (bool, []Finding) {
+	return connectRule(id, "a CONNECT over TLS with a client certificate, or from a device given one", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding) {
 		if !x509Connection(c) {
+			// A device that was given a certificate must present it; a
+			// TLS 1.3 handshake without its keys does not tell.
+			if env.X509 && c.TLS != nil && c.TLS.ClientCertificateKnown {
+				return true, []Finding{finding(id, c, p.Frame, p.Time, "a CONNECT on a TLS connection whose handshake carried no client certificate",
+					"the device's client certificate in the TLS handshake")}
+			}
 			return false, nil
 		}
 		if len(cp.Password) > 0 {

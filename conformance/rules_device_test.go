@@ -143,6 +143,15 @@ func TestDeviceRulesProof(t *testing.T) {
 	noKey := env
 	noKey.SymmetricKey = ""
 	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true, Live: true}
+	// x509 is a device given a client certificate, as `device
+	// --attestation x509` gives one; asX509 makes the client that device.
+	x509 := noKey
+	x509.X509 = true
+	asX509 := func(e *emulatortest.Emulator, c *device.Config) {
+		cert := e.ClientCert(t, emulatortest.X509DeviceID)
+		c.RegistrationID, c.SymmetricKey = emulatortest.X509DeviceID, ""
+		c.Dial.TLSConfig.Certificates = []tls.Certificate{cert}
+	}
 	for _, tc := range []struct {
 		name string
 		// scenario names an emulator.Scenario of the device role, scripted
@@ -163,6 +172,7 @@ func TestDeviceRulesProof(t *testing.T) {
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "wrong.example" }},
+		{name: "clean, X.509", env: x509, applied: []string{"DPS-DEV-006", "DPS-DEV-014"}, mod: asX509},
 		{name: "clean, register-429", scenario: "register-429", env: env, applied: []string{"DPS-DEV-016"}},
 		{name: "clean, transient-500", scenario: "transient-500", env: env, applied: []string{"DPS-DEV-018"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
@@ -252,6 +262,18 @@ func TestDeviceRulesProof(t *testing.T) {
 		// A back-off that starts at 0.3 s: the first reconnect comes too soon.
 		{name: "reconnect back-off from 0.3 s, connack-withheld", scenario: "connack-withheld", env: env, fail: "DPS-DEV-022",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { reconnecting(c, 300*time.Millisecond) }},
+		// An X.509 device that also sends a SAS token as its password.
+		{name: "X.509 with a password", env: x509, fail: "DPS-DEV-006",
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				asX509(e, c)
+				c.Misbehave.Password = sas(e, time.Now().Add(time.Hour))
+			}},
+		// An X.509 device that connects without its certificate (with the
+		// symmetric key of another enrollment): the service refuses it.
+		{name: "X.509 device without its certificate", env: x509, fail: "DPS-DEV-006",
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				c.RegistrationID, c.SymmetricKey = emulatortest.X509DeviceID, emulatortest.SymDeviceKey
+			}},
 		{name: "RetryAfter401", env: noKey, fail: "DPS-DEV-017",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.SymmetricKey = wrongKey
@@ -770,6 +792,18 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}}},
 		{name: "X.509 with a password", rule: "DPS-DEV-006", applied: 1, findings: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true}, Packets: []tracer.Packet{connect}}},
+		// A device given a certificate (the device role's --attestation
+		// x509) must present it; whether it did is unknown in TLS 1.3
+		// without keys; a device not known to be X.509 is not judged.
+		{name: "X.509 device, no certificate presented", rule: "DPS-DEV-006", env: conformance.RuleEnv{X509: true}, applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificateKnown: true}, Packets: []tracer.Packet{connect}}},
+		{name: "X.509 device, certificate unknown (TLS 1.3, no keys)", rule: "DPS-DEV-006", env: conformance.RuleEnv{X509: true},
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}, Packets: []tracer.Packet{connect}}},
+		{name: "no certificate, device not known X.509", rule: "DPS-DEV-006",
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificateKnown: true}, Packets: []tracer.Packet{connect}}},
+		{name: "X.509 device, certificate and no password", rule: "DPS-DEV-006", env: conformance.RuleEnv{X509: true}, applied: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true},
+				Packets: []tracer.Packet{{Dir: tracer.ClientToServer, Frame: 9, Packet: &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, ClientID: []byte("x"), Username: []byte("0ne/registrations/x/api-version=2019-03-31")}}}}},
 		{name: "hostile server, encrypted and no keys", rule: "DPS-DEV-021", env: conformance.RuleEnv{HostileServer: true},
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true}}},
 		{name: "hostile server, alert", rule: "DPS-DEV-021", env: conformance.RuleEnv{HostileServer: true}, applied: 1,

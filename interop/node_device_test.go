@@ -37,12 +37,25 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-018": "NOT COVERED",
 		"DPS-DEV-022": "NOT COVERED",
 	},
+	// --attestation x509 (X509Security with DPS_CERT_FILE, DPS_KEY_FILE):
+	// the certificate presented, no password (DPS-DEV-006 passes); no SAS
+	// token to judge.
+	"mqtt x509": {
+		"DPS-DEV-002": "NOT COVERED",
+		"DPS-DEV-005": "NOT COVERED",
+		"DPS-DEV-016": "NOT COVERED",
+		"DPS-DEV-017": "NOT COVERED",
+		"DPS-DEV-018": "NOT COVERED",
+		"DPS-DEV-022": "NOT COVERED",
+	},
 }
 
 // TestNodeSDKAsDeviceUnderTest runs the Node SDK as the device under test
 // through `dps-conform device --exec` over mqtt (every scenario) and mqttws
-// (the normal flow, 429 on register and a hostile certificate), and compares
-// the verdict per rule with the recorded one: a changed verdict fails.
+// (the normal flow, 429 on register and a hostile certificate), and as an
+// X.509 device over mqtt (the normal flow and a hostile certificate), and
+// compares the verdict per rule with the recorded one: a changed verdict
+// fails.
 func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 	node, script := nodeScript(t)
 	bin := filepath.Join(t.TempDir(), "dps-conform")
@@ -52,15 +65,20 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 	}
 	device := "NODE_EXTRA_CA_CERTS=$DPS_CA_FILE DPS_TIMEOUT_MS=10000 " + node + " " + script
 	for _, tc := range []struct {
-		transport string
-		scenarios []string
+		transport, attestation string
+		scenarios              []string
 	}{
-		{"mqtt", nil},
-		{"mqttws", []string{"normal", "register-429", "tls-untrusted-ca"}},
+		{"mqtt", "symmetric-key", nil},
+		{"mqttws", "symmetric-key", []string{"normal", "register-429", "tls-untrusted-ca"}},
+		{"mqtt", "x509", []string{"normal", "tls-untrusted-ca"}},
 	} {
-		t.Run(tc.transport, func(t *testing.T) {
+		name := tc.transport
+		if tc.attestation != "symmetric-key" {
+			name += " " + tc.attestation
+		}
+		t.Run(name, func(t *testing.T) {
 			out := t.TempDir()
-			args := []string{"device", "--transport", tc.transport, "--out", out, "--scenario-timeout", "20s", "--exec", device}
+			args := []string{"device", "--transport", tc.transport, "--attestation", tc.attestation, "--out", out, "--scenario-timeout", "20s", "--exec", device}
 			for _, s := range tc.scenarios {
 				args = append(args, "--scenario", s)
 			}
@@ -75,7 +93,7 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := nodeDeviceVerdicts[tc.transport]
+			want := nodeDeviceVerdicts[name]
 			listed := map[string]bool{}
 			for _, rq := range rep.Requirements {
 				listed[rq.ID] = true
@@ -111,7 +129,7 @@ func TestNodeSDKAsDeviceUnderTest(t *testing.T) {
 			// What the traffic cannot show, the device's own output does:
 			// these findings are in the README too, and a changed SDK
 			// behaviour fails here.
-			if tc.transport == "mqtt" {
+			if name == "mqtt" {
 				for log, want := range map[string]string{
 					// 401, then the service closes: the SDK never reports
 					// the error; provision.js gives up at DPS_TIMEOUT_MS.

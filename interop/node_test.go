@@ -77,11 +77,11 @@ func TestNodeSDK(t *testing.T) {
 		}},
 		{"x509-individual", emulatortest.X509DeviceID, func(t *testing.T, regID string) []string {
 			c, k := writeClientPEM(t, e.ClientCert(t, regID))
-			return []string{"DPS_CERT=" + c, "DPS_KEY=" + k}
+			return []string{"DPS_CERT_FILE=" + c, "DPS_KEY_FILE=" + k}
 		}},
 		{"x509-group", "node-x509-group-device", func(t *testing.T, regID string) []string {
 			c, k := writeClientPEM(t, e.ClientCert(t, regID))
-			return []string{"DPS_CERT=" + c, "DPS_KEY=" + k}
+			return []string{"DPS_CERT_FILE=" + c, "DPS_KEY_FILE=" + k}
 		}},
 	}
 	for _, tr := range []string{"mqtt", "mqttws"} {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -38,18 +39,21 @@ const deviceUsage = `Usage:
 
 Judges a device under test (a DPS client: firmware, an SDK sample, a
 simulator). dps-conform plays the service: for each scenario it starts the
-reference emulator on loopback with a fresh PKI and one symmetric key
-enrollment, scripts the scenario's answers, records every connection as
+reference emulator on loopback with a fresh PKI and one individual
+enrollment (a symmetric key, or with --attestation x509 a client certificate
+with CN = --registration-id), scripts the scenario's answers, records every connection as
 pcapng (server side, TLS key log embedded), and judges what the device did
 with the device rules (DPS-DEV-001…022): CONNECT fields, SUBSCRIBE before
 register, $rid, polling no earlier than retry-after and at most 5 per 10 s,
-waiting after 429, stopping after 401, back-off after 5xx, PUBACKs, and
-refusing a hostile server certificate.
+waiting after 429, stopping after 401, back-off after 5xx, PUBACKs,
+presenting the certificate and no password (X.509), and refusing a hostile
+server certificate.
 
 With --exec, CMD runs (through sh -c) once per scenario with DPS_HOST,
 DPS_PORT, DPS_WS_PORT, DPS_WS_URL, DPS_ID_SCOPE, DPS_REGISTRATION_ID,
-DPS_SYMMETRIC_KEY, DPS_CA_FILE, DPS_TRANSPORT (mqtt or mqttws) and
-DPS_SCENARIO in its environment; the scenario ends when the CMD process
+DPS_ATTESTATION (symmetric-key or x509), DPS_SYMMETRIC_KEY or
+DPS_CERT_FILE and DPS_KEY_FILE (PEM), DPS_CA_FILE, DPS_TRANSPORT (mqtt or
+mqttws) and DPS_SCENARIO in its environment; the scenario ends when the CMD process
 (the sh -c) exits or after --scenario-timeout, and then whatever CMD left
 running in its process group is killed. Without --exec, the settings are printed and a person
 starts the device; the scenario ends on Enter or after --scenario-timeout.
@@ -76,7 +80,7 @@ var refusingScenarios = []string{"unauthorized-401", "connack-withheld"}
 
 type deviceFlags struct {
 	exec, transport, profile, out, regID, host string
-	product                                    string
+	product, attestation                       string
 	scenarios                                  stringsFlag
 	timeout, retryAfter, tolerance, window     time.Duration
 }
@@ -92,6 +96,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.regID, "registration-id", "dps-conform-dut", "registration `ID` of the device's enrollment")
 	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name (resolving to loopback only) makes SNI judged (DPS-DEV-002)")
 	fs.StringVar(&f.product, "product", "", "`FILE` (YAML: vendor, model, firmware) naming the device in the report")
+	fs.StringVar(&f.attestation, "attestation", attestSymmetricKey, "`KIND` of the device's enrollment: symmetric-key (DPS_SYMMETRIC_KEY) or x509 (DPS_CERT_FILE, DPS_KEY_FILE)")
 	f.timeout, f.retryAfter, f.tolerance, f.window = 60*time.Second, time.Second, 250*time.Millisecond, 10*time.Second
 	fs.Var(durationFlag{p: &f.timeout}, "scenario-timeout", "`DURATION` bound on each scenario")
 	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true, seconds: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds")
@@ -106,6 +111,8 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	switch {
 	case f.transport != "mqtt" && f.transport != "mqttws":
 		return usageErrorf("--transport %q: want mqtt or mqttws", f.transport)
+	case f.attestation != attestSymmetricKey && f.attestation != attestX509:
+		return usageErrorf("--attestation %q: want %s or %s", f.attestation, attestSymmetricKey, attestX509)
 	case !conformance.KnownProfile(f.profile):
 		return usageErrorf("--profile %q: want dps-2019 or dps-2023", f.profile)
 	case f.retryAfter%time.Second != 0:
@@ -214,7 +221,11 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	if _, err := writeReportFiles(f.out, rep, true); err != nil {
 		return err
 	}
-	cfg, _ := yaml.Marshal(map[string]any{"exec": target.Endpoint, "profile": f.profile, "note": "the device's symmetric key was generated per scenario and is not recorded"})
+	note := "the device's symmetric key was generated per scenario and is not recorded"
+	if f.attestation == attestX509 {
+		note = "the device's certificate and key were generated per scenario and are not recorded"
+	}
+	cfg, _ := yaml.Marshal(map[string]any{"exec": target.Endpoint, "profile": f.profile, "attestation": f.attestation, "note": note})
 	if err := os.WriteFile(filepath.Join(f.out, "config.yaml"), cfg, 0o644); err != nil {
 		return envErrorf("writing config.yaml: %v", err)
 	}
@@ -252,6 +263,62 @@ func randomKey() string {
 	var b [32]byte
 	rand.Read(b[:])
 	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// The device's enrollment kinds (--attestation).
+const (
+	attestSymmetricKey = "symmetric-key"
+	attestX509         = "x509"
+)
+
+// scenarioCredentials are the device's credentials in one scenario: its
+// enrollment's attestation, the environment that hands them to the
+// device, and the symmetric key (for DPS-DEV-005; "" for X.509).
+type scenarioCredentials struct {
+	attestation registry.AttestationMechanism
+	vars        []string
+	key         string
+}
+
+// credentials makes fresh credentials for one scenario: a random
+// symmetric key, or (--attestation x509) a client certificate with CN
+// --registration-id issued by a fresh device CA, enrolled individually by
+// the certificate (as DPS enrolls one by its PEM) and written with its key
+// to dir as PEM files.
+func (f *deviceFlags) credentials(dir string, now time.Time) (scenarioCredentials, error) {
+	if f.attestation != attestX509 {
+		key := randomKey()
+		return scenarioCredentials{
+			attestation: registry.AttestationMechanism{Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: key}},
+			vars:        []string{"DPS_SYMMETRIC_KEY=" + key},
+			key:         key,
+		}, nil
+	}
+	ca, err := transport.NewCA("dps-conform device CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		return scenarioCredentials{}, fmt.Errorf("device CA: %w", err)
+	}
+	cert, err := ca.IssueClient(f.regID, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		return scenarioCredentials{}, fmt.Errorf("device certificate: %w", err)
+	}
+	keyPEM, err := transport.EncodeKeyPEM(cert.PrivateKey.(crypto.Signer))
+	if err != nil {
+		return scenarioCredentials{}, fmt.Errorf("device key: %w", err)
+	}
+	certFile, keyFile := filepath.Join(dir, "device-cert.pem"), filepath.Join(dir, "device-key.pem")
+	if err := os.WriteFile(certFile, transport.EncodeCertPEM(cert.Certificate[0]), 0o600); err != nil {
+		return scenarioCredentials{}, err
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return scenarioCredentials{}, err
+	}
+	return scenarioCredentials{
+		attestation: registry.AttestationMechanism{Type: registry.AttestationX509, X509: &registry.X509Attestation{
+			ClientCertificates: &registry.X509Certificates{Primary: &registry.X509CertificateWithInfo{Certificate: string(transport.EncodeCertPEM(cert.Certificate[0]))}},
+		}},
+		vars: []string{"DPS_CERT_FILE=" + certFile, "DPS_KEY_FILE=" + keyFile},
+	}, nil
 }
 
 // runScenario serves one scenario, runs or waits for the device, and
@@ -300,13 +367,14 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		s.ThrottleRetryAfter = max(f.retryAfter, time.Second)
 		sc = &s
 	}
-	key := randomKey()
+	cred, err := f.credentials(dir, now)
+	if err != nil {
+		return nil, envErrorf("scenario %s: %v", name, err)
+	}
 	cfg := &registry.Config{
-		IDScope:    "0ne00DE71CE",
-		LinkedHubs: []registry.LinkedHub{{Name: "dut-hub.azure-devices.net"}},
-		Enrollments: []registry.IndividualEnrollment{{RegistrationID: f.regID, Attestation: registry.AttestationMechanism{
-			Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: key},
-		}}},
+		IDScope:     "0ne00DE71CE",
+		LinkedHubs:  []registry.LinkedHub{{Name: "dut-hub.azure-devices.net"}},
+		Enrollments: []registry.IndividualEnrollment{{RegistrationID: f.regID, Attestation: cred.attestation}},
 	}
 	reg, err := registry.Open(ctx, registry.Options{Config: cfg})
 	if err != nil {
@@ -352,9 +420,10 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	vars := []string{
 		"DPS_HOST=" + f.host, "DPS_PORT=" + mqttPort, "DPS_WS_PORT=" + wsPort,
 		"DPS_WS_URL=wss://" + net.JoinHostPort(f.host, wsPort) + transport.DefaultWSPath,
-		"DPS_ID_SCOPE=" + ready.IDScope, "DPS_REGISTRATION_ID=" + f.regID, "DPS_SYMMETRIC_KEY=" + key,
-		"DPS_CA_FILE=" + pki.CAFile, "DPS_TRANSPORT=" + f.transport, "DPS_SCENARIO=" + name,
+		"DPS_ID_SCOPE=" + ready.IDScope, "DPS_REGISTRATION_ID=" + f.regID, "DPS_ATTESTATION=" + f.attestation,
 	}
+	vars = append(vars, cred.vars...)
+	vars = append(vars, "DPS_CA_FILE="+pki.CAFile, "DPS_TRANSPORT="+f.transport, "DPS_SCENARIO="+name)
 	run := &scenarioRun{Scenario: reports.Scenario{Name: name, Pcap: pcap}}
 	sctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
@@ -405,7 +474,8 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 			}
 		}
 	}
-	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile, Live: true, SymmetricKey: key}
+	renv := conformance.RuleEnv{Profile: f.profile, PollTolerance: f.tolerance, Window: f.window, HostileServer: hostile, Live: true,
+		SymmetricKey: cred.key, X509: f.attestation == attestX509}
 	if net.ParseIP(f.host) == nil {
 		renv.ServerName = f.host
 	}

@@ -12,7 +12,7 @@
 //   one attestation:
 //     DPS_SYMMETRIC_KEY  individual enrollment key (base64)
 //     DPS_GROUP_KEY      enrollment group key (base64); the device key is derived
-//     DPS_CERT, DPS_KEY  PEM files of the device certificate and its private key
+//     DPS_CERT_FILE, DPS_KEY_FILE  PEM files of the device certificate and its private key
 //   DPS_TIMEOUT_MS       give up after this many milliseconds (default 30000)
 // The server certificate is trusted through NODE_EXTRA_CA_CERTS.
 //
@@ -97,13 +97,13 @@ function main() {
     security = new SymmetricKeySecurityClient(registrationId, process.env.DPS_SYMMETRIC_KEY);
   } else if (process.env.DPS_GROUP_KEY) {
     security = new SymmetricKeySecurityClient(registrationId, deriveDeviceKey(process.env.DPS_GROUP_KEY, registrationId));
-  } else if (process.env.DPS_CERT || process.env.DPS_KEY) {
+  } else if (process.env.DPS_CERT_FILE || process.env.DPS_KEY_FILE) {
     security = new X509Security(registrationId, {
-      cert: fs.readFileSync(need('DPS_CERT'), 'utf8'),
-      key: fs.readFileSync(need('DPS_KEY'), 'utf8'),
+      cert: fs.readFileSync(need('DPS_CERT_FILE'), 'utf8'),
+      key: fs.readFileSync(need('DPS_KEY_FILE'), 'utf8'),
     });
   } else {
-    fail(2, 'one of DPS_SYMMETRIC_KEY, DPS_GROUP_KEY or DPS_CERT+DPS_KEY must be set');
+    fail(2, 'one of DPS_SYMMETRIC_KEY, DPS_GROUP_KEY or DPS_CERT_FILE+DPS_KEY_FILE must be set');
   }
 
   const timer = setTimeout(() => fail(3, 'no registration result within ' + timeoutMs + ' ms'), timeoutMs);
