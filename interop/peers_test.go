@@ -47,8 +47,10 @@ type result struct {
 }
 
 // runPeer runs a command bounded by timeout, with env added to the
-// environment. The process is killed (with its process group) when the
-// timeout expires or the test ends; runPeer never leaves a child behind.
+// environment. The process is killed with its process group when the
+// timeout expires, and the group is killed when the process has exited, so
+// runPeer never leaves a child of the peer behind (one that left the group,
+// with setsid, is beyond reach).
 func runPeer(t *testing.T, timeout time.Duration, env []string, name string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -61,6 +63,11 @@ func runPeer(t *testing.T, timeout time.Duration, env []string, name string, arg
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	if cmd.Process != nil {
+		// The peer has exited (or was killed); whatever it left running in
+		// its process group goes with it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	r := result{stdout: out.String(), stderr: errb.String(), err: err, exit: cmd.ProcessState.ExitCode()}
 	if ctx.Err() != nil {
 		r.err = ctx.Err()
