@@ -5,12 +5,14 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/reports"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -153,5 +155,24 @@ func TestSuiteAgainstMosquitto(t *testing.T) {
 		if !seen[text] {
 			t.Errorf("recorded verdict for %q, but no such spec ran", text)
 		}
+	}
+	// The suite's verdict, as dps-conform run prints it (its report's
+	// headline and the MUST failures it lists): mosquitto is NON-CONFORMANT.
+	// The spec states above do not show this by themselves.
+	rep := reports.Build(reports.Input{
+		Ginkgo: res.Report, Catalog: res.Catalog, Role: conformance.RoleService,
+		Profile: conformance.ProfileDPS2019, Target: reports.Target{Name: "mosquitto"},
+	})
+	var reported []string
+	for _, rq := range rep.Requirements {
+		if rq.Level == string(conformance.MUST) && rq.Verdict == reports.Fail {
+			reported = append(reported, rq.ID)
+		}
+	}
+	slices.Sort(reported)
+	must := res.Failed(conformance.MUST)
+	if rep.Summary.Verdict != reports.HeadlineNonConformant || len(must) == 0 || !slices.Equal(must, reported) {
+		t.Errorf("suite verdict %s, MUST requirements failed %v, report lists %v: want %s with the same MUST requirements, at least one",
+			rep.Summary.Verdict, must, reported, reports.HeadlineNonConformant)
 	}
 }
