@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -311,6 +312,48 @@ func TestBenchTraceTShark(t *testing.T) {
 	}
 	if ts.MBps <= 0 || ts.Packets == 0 || len(res.VsTShark) != 1 {
 		t.Errorf("tshark %+v, speed-ups %v: want a rate, packets and one ratio", ts, res.VsTShark)
+	}
+}
+
+// TestBenchTraceTSharkPrefix: with --tshark-limit below the file size,
+// tshark reads a prefix, and the ratio compares it with the tracer on that
+// same prefix, not on the whole file (other traffic, other rate). A
+// stand-in tshark on PATH records the size of the file it was given.
+func TestBenchTraceTSharkPrefix(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the stand-in tshark is a shell script")
+	}
+	bin := t.TempDir()
+	sizes := filepath.Join(bin, "sizes")
+	script := "#!/bin/sh\nwc -c < \"$2\" >> '" + sizes + "'\necho 1,3\n"
+	if err := os.WriteFile(filepath.Join(bin, "tshark"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var res traceBenchResult
+	runBench(t, benchTraceCmd, []string{"--size", "3", "--flows", "10", "--workers", "1,2", "--tshark", "--tshark-limit", "1", "--dir", t.TempDir()}, &res)
+	ts := res.TShark
+	if ts == nil || ts.Skipped != "" {
+		t.Fatalf("tshark: %+v", ts)
+	}
+	b, err := os.ReadFile(sizes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || read != ts.Bytes || read >= res.FileBytes {
+		t.Fatalf("tshark read %q bytes, its figure says %d, the file has %d: want the prefix (about 1 MB)", b, ts.Bytes, res.FileBytes)
+	}
+	if len(res.PrefixRuns) != 2 || len(res.VsTShark) != 2 {
+		t.Fatalf("prefix runs %d, ratios %d: want one per worker count", len(res.PrefixRuns), len(res.VsTShark))
+	}
+	for i, p := range res.PrefixRuns {
+		if want := float64(ts.Bytes) / 1e6 / p.Seconds; p.MBps != want {
+			t.Errorf("prefix run %d: %.1f MB/s, want the prefix's %d bytes over %.3f s = %.1f", i, p.MBps, ts.Bytes, p.Seconds, want)
+		}
+		if got, want := res.VsTShark[i], p.MBps/ts.MBps; got != want {
+			t.Errorf("ratio %d = %.3f, want the tracer on the prefix over tshark = %.3f (the whole file's run gives %.3f)", i, got, want, res.Runs[i].MBps/ts.MBps)
+		}
 	}
 }
 

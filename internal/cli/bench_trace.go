@@ -93,18 +93,22 @@ type toolRun struct {
 
 // traceBenchResult is the outcome of bench trace.
 type traceBenchResult struct {
-	File         string         `json:"file"`
-	FileBytes    int64          `json:"fileBytes"`
-	Generated    *traceGenStats `json:"generated,omitempty"`
-	GenSeconds   float64        `json:"generateSeconds,omitempty"`
-	Runs         []traceRun     `json:"runs"`
-	Cat          toolRun        `json:"cat"`
-	TShark       *toolRun       `json:"tshark,omitempty"`
-	VsTShark     []float64      `json:"speedupVsTshark,omitempty"` // per run
-	VmHWMKiB     int64          `json:"vmHWMKiB,omitempty"`
-	NumCPU       int            `json:"numCPU"`
-	KeptFile     bool           `json:"keptFile"`
-	MemoryRemark string         `json:"memoryRemark"`
+	File       string         `json:"file"`
+	FileBytes  int64          `json:"fileBytes"`
+	Generated  *traceGenStats `json:"generated,omitempty"`
+	GenSeconds float64        `json:"generateSeconds,omitempty"`
+	Runs       []traceRun     `json:"runs"`
+	Cat        toolRun        `json:"cat"`
+	TShark     *toolRun       `json:"tshark,omitempty"`
+	// PrefixRuns are the tracer's runs on tshark's prefix (--tshark-limit),
+	// one per worker count: VsTShark then divides their rates, so that
+	// both sides read the same bytes.
+	PrefixRuns   []traceRun `json:"prefixRuns,omitempty"`
+	VsTShark     []float64  `json:"speedupVsTshark,omitempty"` // per worker count
+	VmHWMKiB     int64      `json:"vmHWMKiB,omitempty"`
+	NumCPU       int        `json:"numCPU"`
+	KeptFile     bool       `json:"keptFile"`
+	MemoryRemark string     `json:"memoryRemark"`
 }
 
 func benchTraceCmd(ctx context.Context, env *Env, args []string) error {
@@ -182,34 +186,48 @@ func benchTraceCmd(ctx context.Context, env *Env, args []string) error {
 	// cat first: it also warms the page cache for every reader after it.
 	res.Cat = runCat(ctx, res.File, res.FileBytes)
 
+	// check holds a decode of the whole generated file to what the
+	// generator wrote.
+	check := func(w int, run traceRun) error {
+		if g := res.Generated; g != nil && (run.Packets != g.Packets || run.MQTTConversations != g.Flows) {
+			return envErrorf("decoding with %d worker(s) found %d MQTT packets in %d conversations carrying MQTT, the generator wrote %d in %d flows: the tracer lost or invented packets",
+				w, run.Packets, run.MQTTConversations, g.Packets, g.Flows)
+		}
+		return nil
+	}
 	for _, w := range workers {
-		if err := ctx.Err(); err != nil {
-			return envErrorf("interrupted: %v", context.Cause(ctx))
+		run, err := f.bestDecode(ctx, res.File, res.FileBytes, w, func(run traceRun) error { return check(w, run) })
+		if err != nil {
+			return err
 		}
-		var best traceRun
-		for k := range f.repeat {
-			run, err := decodeRun(res.File, res.FileBytes, w, f.samplePeriod)
-			if err != nil {
-				if f.file != "" {
-					return &UsageError{Err: fmt.Errorf("--file: %w", err)}
-				}
-				return envErrorf("decoding the generated capture: %v", err)
-			}
-			if g := res.Generated; g != nil && (run.Packets != g.Packets || run.MQTTConversations != g.Flows) {
-				return envErrorf("decoding with %d worker(s) found %d MQTT packets in %d conversations carrying MQTT, the generator wrote %d in %d flows: the tracer lost or invented packets",
-					w, run.Packets, run.MQTTConversations, g.Packets, g.Flows)
-			}
-			all := append(best.AllSeconds, run.Seconds)
-			if k == 0 || run.Seconds < best.Seconds {
-				best = run
-			}
-			best.AllSeconds = all
-		}
-		run := best
 		res.Runs = append(res.Runs, run)
 	}
 
 	if f.tshark {
+		// tshark reads the file, or with --tshark-limit a prefix of it;
+		// the tracer's runs compared with tshark's read the same bytes
+		// (the file's runs, or runs on the prefix), or the ratio would
+		// compare rates on different traffic.
+		tsFile, tsBytes, vs := res.File, res.FileBytes, res.Runs
+		var note string
+		if limit := int64(f.tsharkLimit) * 1_000_000; limit > 0 && limit < res.FileBytes {
+			prefix := res.File + ".prefix"
+			n, err := writeCapturePrefix(res.File, prefix, limit)
+			if err != nil {
+				return envErrorf("cutting the prefix for tshark: %v", err)
+			}
+			defer os.Remove(prefix)
+			tsFile, tsBytes = prefix, n
+			for _, w := range workers {
+				run, err := f.bestDecode(ctx, prefix, n, w, nil)
+				if err != nil {
+					return err
+				}
+				res.PrefixRuns = append(res.PrefixRuns, run)
+			}
+			vs = res.PrefixRuns
+			note = fmt.Sprintf("tshark ran on the first %d bytes (whole blocks) of the %d-byte file, and so did the tracer for the ratio (\"on tshark's prefix\")", n, res.FileBytes)
+		}
 		// tshark runs as often as the tracer decodes, and its fastest run
 		// is compared with the tracer's fastest: a best of N against a
 		// single run would favour the tracer.
@@ -219,7 +237,7 @@ func benchTraceCmd(ctx context.Context, env *Env, args []string) error {
 			if err := ctx.Err(); err != nil {
 				return envErrorf("interrupted: %v", context.Cause(ctx))
 			}
-			run := runTShark(ctx, res.File, res.FileBytes, int64(f.tsharkLimit)*1_000_000)
+			run := runTShark(ctx, tsFile, tsBytes)
 			if run.Skipped != "" {
 				ts, all = run, nil
 				break
@@ -230,9 +248,10 @@ func benchTraceCmd(ctx context.Context, env *Env, args []string) error {
 			}
 		}
 		ts.AllSeconds = all
+		ts.PrefixNote = note
 		res.TShark = &ts
 		if ts.Skipped == "" && ts.MBps > 0 {
-			for _, r := range res.Runs {
+			for _, r := range vs {
 				res.VsTShark = append(res.VsTShark, r.MBps/ts.MBps)
 			}
 		}
@@ -240,6 +259,36 @@ func benchTraceCmd(ctx context.Context, env *Env, args []string) error {
 	res.VmHWMKiB, _ = procStatusKiB(0, "VmHWM")
 	res.MemoryRemark = "packets and conversations are streamed (tracer.Options.OnPacket, OnConversation) and dropped once counted: peak heap follows the open flows, not the file size"
 	return writeBenchOutput(env.Stdout, format, res, "dps-conform bench trace", res.rows())
+}
+
+// bestDecode decodes path (size bytes) --repeat times with w workers and
+// returns the fastest run, with the times of all; check, when set, judges
+// every run.
+func (f *benchTraceFlags) bestDecode(ctx context.Context, path string, size int64, w int, check func(traceRun) error) (traceRun, error) {
+	var best traceRun
+	for k := range f.repeat {
+		if err := ctx.Err(); err != nil {
+			return best, envErrorf("interrupted: %v", context.Cause(ctx))
+		}
+		run, err := decodeRun(path, size, w, f.samplePeriod)
+		if err != nil {
+			if f.file != "" {
+				return best, &UsageError{Err: fmt.Errorf("--file: %w", err)}
+			}
+			return best, envErrorf("decoding the generated capture: %v", err)
+		}
+		if check != nil {
+			if err := check(run); err != nil {
+				return best, err
+			}
+		}
+		all := append(best.AllSeconds, run.Seconds)
+		if k == 0 || run.Seconds < best.Seconds {
+			best = run
+		}
+		best.AllSeconds = all
+	}
+	return best, nil
 }
 
 // decodeRun decodes path once with w workers and GOMAXPROCS = w, sampling
@@ -339,28 +388,16 @@ func runCat(ctx context.Context, path string, size int64) toolRun {
 }
 
 // runTShark times tshark -r FILE -Y mqtt -T fields -e mqtt.msgtype on the
-// file, or on a prefix of limit bytes, and counts the MQTT packets it
-// printed (one line per frame, packet types separated by commas).
-func runTShark(ctx context.Context, path string, size, limit int64) toolRun {
+// file of size bytes, and counts the MQTT packets it printed (one line per
+// frame, packet types separated by commas).
+func runTShark(ctx context.Context, path string, size int64) toolRun {
 	r := toolRun{Command: "tshark -r FILE -Y mqtt -T fields -e mqtt.msgtype", Bytes: size}
 	bin, err := exec.LookPath("tshark")
 	if err != nil {
 		r.Skipped = "tshark is not installed"
 		return r
 	}
-	file := path
-	if limit > 0 && limit < size {
-		prefix := path + ".prefix"
-		n, err := writeCapturePrefix(path, prefix, limit)
-		if err != nil {
-			r.Skipped = fmt.Sprintf("cutting the prefix: %v", err)
-			return r
-		}
-		defer os.Remove(prefix)
-		file, r.Bytes = prefix, n
-		r.PrefixNote = fmt.Sprintf("tshark ran on the first %d bytes (whole blocks) of the %d-byte file; its MB/s is measured on that prefix", n, size)
-	}
-	cmd := exec.CommandContext(ctx, bin, "-r", file, "-Y", "mqtt", "-T", "fields", "-e", "mqtt.msgtype")
+	cmd := exec.CommandContext(ctx, bin, "-r", path, "-Y", "mqtt", "-T", "fields", "-e", "mqtt.msgtype")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		r.Skipped = fmt.Sprintf("tshark: %v", err)
@@ -483,6 +520,10 @@ func (r traceBenchResult) rows() []benchRow {
 			benchRow{"  packets/s", fmtRate(run.PacketsPerSec, "packets/s"), fmt.Sprintf("%d MQTT packets decoded, %d problems, %d gaps", run.Packets, run.Problems, run.Gaps)},
 			benchRow{"  per CPU-second", fmtRate(run.MBPerCPUSecond, "MB/cpu-s"), fmt.Sprintf("%.2f CPU-s (user+system): load from other processes does not lower this", run.CPUSeconds)},
 			benchRow{"  peak heap", fmt.Sprintf("%.1f MiB", float64(run.PeakHeapBytes)/(1<<20)), "HeapInuse, sampled"})
+		if i < len(r.PrefixRuns) {
+			p := r.PrefixRuns[i]
+			rows = append(rows, benchRow{"  on tshark's prefix", fmtRate(p.MBps, "MB/s"), fmt.Sprintf("%.1f MB, %.2f s%s", float64(r.TShark.Bytes)/1e6, p.Seconds, repeatNote(p.AllSeconds))})
+		}
 		if i < len(r.VsTShark) {
 			target := "target: ≥ 25× on one core"
 			if run.Workers > 1 {
