@@ -53,7 +53,9 @@ With --exec, CMD runs (through sh -c) once per scenario with DPS_HOST,
 DPS_PORT, DPS_WS_PORT, DPS_WS_URL, DPS_ID_SCOPE, DPS_REGISTRATION_ID,
 DPS_ATTESTATION (symmetric-key or x509), DPS_SYMMETRIC_KEY or
 DPS_CERT_FILE and DPS_KEY_FILE (PEM), DPS_CA_FILE, DPS_TRANSPORT (mqtt or
-mqttws) and DPS_SCENARIO in its environment; the scenario ends when the CMD process
+mqttws) and DPS_SCENARIO in its environment (and no DPS_SYMMETRIC_KEY,
+DPS_GROUP_KEY, DPS_CERT_FILE or DPS_KEY_FILE but the scenario's: those of
+the caller's environment are removed); the scenario ends when the CMD process
 (the sh -c) exits or after --scenario-timeout, and then whatever CMD left
 running in its process group is killed. Without --exec, the settings are printed and a person
 starts the device; the scenario ends on Enter or after --scenario-timeout.
@@ -548,7 +550,7 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 	}
 	defer log.Close()
 	c := exec.Command("sh", "-c", cmd)
-	c.Env = append(os.Environ(), vars...)
+	c.Env = append(deviceEnviron(os.Environ()), vars...)
 	c.Stdout, c.Stderr = log, log
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.Start(); err != nil {
@@ -578,6 +580,21 @@ func runDevice(ctx context.Context, cmd string, vars []string, logPath string) s
 		}
 		return "killed: interrupted"
 	}
+}
+
+// inheritedCredentials are the credential variables a device reads
+// (DPS_GROUP_KEY too: interop/node/provision.js prefers it to a
+// certificate). The device role gives one attestation's; those of the
+// caller's environment (exported by hand from the printed settings, or for
+// another run) must not reach the device beside them.
+var inheritedCredentials = []string{"DPS_SYMMETRIC_KEY", "DPS_GROUP_KEY", "DPS_CERT_FILE", "DPS_KEY_FILE"}
+
+// deviceEnviron is env without inheritedCredentials.
+func deviceEnviron(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(inheritedCredentials, k)
+	})
 }
 
 // finalAnswer reports whether topic is an answer that ends a

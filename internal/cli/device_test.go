@@ -198,3 +198,48 @@ func TestCheckLoopbackHost(t *testing.T) {
 		})
 	}
 }
+
+// TestRunDeviceCredentialsNotInherited: the device gets the credentials of
+// its scenario only. A DPS_SYMMETRIC_KEY, DPS_GROUP_KEY, DPS_CERT_FILE or
+// DPS_KEY_FILE left in the caller's environment (exported by hand from the
+// printed settings, or for interop/node/provision.js) would reach the
+// device beside the ones given: with --attestation x509 the Node sample
+// then attests with the stale key, connects without its certificate, and
+// the run fails DPS-DEV-006, a false NON-CONFORMANT.
+func TestRunDeviceCredentialsNotInherited(t *testing.T) {
+	for _, k := range []string{"DPS_SYMMETRIC_KEY", "DPS_GROUP_KEY", "DPS_CERT_FILE", "DPS_KEY_FILE"} {
+		t.Setenv(k, "stale")
+	}
+	t.Setenv("DPS_TIMEOUT_MS", "1234") // not the device role's: kept
+	for _, tc := range []struct {
+		name string
+		vars []string
+		want map[string]string // "" for unset
+	}{
+		{"x509", []string{"DPS_ATTESTATION=x509", "DPS_CERT_FILE=c.pem", "DPS_KEY_FILE=k.pem"},
+			map[string]string{"DPS_SYMMETRIC_KEY": "", "DPS_GROUP_KEY": "", "DPS_CERT_FILE": "c.pem", "DPS_KEY_FILE": "k.pem", "DPS_TIMEOUT_MS": "1234"}},
+		{"symmetric-key", []string{"DPS_ATTESTATION=symmetric-key", "DPS_SYMMETRIC_KEY=fresh"},
+			map[string]string{"DPS_SYMMETRIC_KEY": "fresh", "DPS_GROUP_KEY": "", "DPS_CERT_FILE": "", "DPS_KEY_FILE": "", "DPS_TIMEOUT_MS": "1234"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var cmd strings.Builder
+			cmd.WriteString("cd " + dir)
+			for k := range tc.want {
+				fmt.Fprintf(&cmd, "; printf '%%s\\n' \"${%s-}\" > %s", k, k)
+			}
+			if got := runDevice(context.Background(), cmd.String(), tc.vars, filepath.Join(dir, "log")); got != "exited: 0" {
+				t.Fatalf("runDevice = %q", got)
+			}
+			for k, want := range tc.want {
+				b, err := os.ReadFile(filepath.Join(dir, k))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := strings.TrimSuffix(string(b), "\n"); got != want {
+					t.Errorf("the device saw %s=%q, want %q", k, got, want)
+				}
+			}
+		})
+	}
+}
