@@ -257,6 +257,7 @@ type scenarioRun struct {
 	registers     int    // register requests the device published
 	finals        int    // answers that ended an operation (finalAnswer)
 	assigned      int    // of them, 200 answers (an assignment's final status)
+	refusedStatus int    // the status of the last of them that was an error (0: none)
 	ended         string // how the scenario ended: "device exited: 0", "ended by the operator"
 	elapsed       time.Duration
 }
@@ -471,6 +472,8 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 					run.finals++
 					if status == 200 {
 						run.assigned++
+					} else {
+						run.refusedStatus = status
 					}
 				}
 			}
@@ -634,6 +637,7 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		return !slices.Contains(tlsScenarios, r.Name) && !slices.Contains(refusingScenarios, r.Name)
 	})
 	seenThrough := false
+	refused := "" // "401 in normal": where a scenario that assigns refused the device
 	for _, r := range runs {
 		all += r.conversations
 		tcp += r.accepted
@@ -648,6 +652,9 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		case r.connects == 0 || r.registers == 0:
 		case assigning:
 			seenThrough = seenThrough || r.assigned > 0
+			if r.refusedStatus != 0 && !slices.Contains(refusingScenarios, r.Name) && refused == "" {
+				refused = fmt.Sprintf("%d in %s", r.refusedStatus, r.Name)
+			}
 		default:
 			seenThrough = seenThrough || r.finals > 0
 		}
@@ -675,6 +682,11 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		return fmt.Sprintf("the device connected %d time(s) but sent no CONNECT in any scenario that serves DPS", servedConns)
 	case registers == 0:
 		return "the device sent CONNECT but no register request (PUBLISH to " + dps.RegisterPrefix + ") in any scenario that serves DPS"
+	case !seenThrough && refused != "":
+		// It reached a final status, but an error where it should
+		// have been assigned: the credentials it attests with, mostly.
+		return "the device registered, but the service ended its registration with status " + refused +
+			" and assigned it in no scenario (check the credentials it attests with: DPS_REGISTRATION_ID, and DPS_SYMMETRIC_KEY or, with --attestation x509, DPS_CERT_FILE and DPS_KEY_FILE; the answer's errorCode is in the transcript)"
 	case !seenThrough:
 		return "the device registered but never polled to a final status (a 200 answer, or an error that ends the operation) in any scenario that serves DPS: while the answer is 202 a device keeps polling"
 	default:

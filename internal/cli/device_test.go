@@ -29,6 +29,12 @@ func TestNoVerdictReason(t *testing.T) {
 		r.Name = name
 		return r
 	}
+	// refused is a run whose registration ended with an error status.
+	refused := func(name string, status int) *scenarioRun {
+		r := run(name, 1, 1, 1, 1)
+		r.assigned, r.refusedStatus = 0, status
+		return r
+	}
 	for _, tc := range []struct {
 		name string
 		runs []*scenarioRun
@@ -55,6 +61,12 @@ func TestNoVerdictReason(t *testing.T) {
 		// connack-withheld assigns a device that reconnects: its 200
 		// sees the flow through.
 		{"assigned after a withheld CONNACK", []*scenarioRun{run("normal", 1, 1, 1, 0), run("connack-withheld", 2, 1, 1, 1)}, ""},
+		// A device the service refused where it should have been
+		// assigned (a wrong key or certificate: 401 in normal) did reach
+		// a final status; the reason says it was refused, not that it
+		// never polled to one.
+		{"refused where it should be assigned", []*scenarioRun{refused("normal", 401)}, "the service ended its registration with status 401 in normal"},
+		{"refused, and 202 then gone elsewhere", []*scenarioRun{run("register-429", 1, 1, 1, 0), refused("normal", 401)}, "status 401 in normal"},
 		{"steps split across scenarios", []*scenarioRun{run("normal", 1, 1, 0, 0), run("register-429", 1, 1, 1, 0), run("poll-429", 1, 0, 0, 1)}, "registered but never polled to a final status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
