@@ -31,6 +31,9 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	if r.Target.IDScope != "" {
 		fmt.Fprintf(&b, ", id scope %s", mdCode(r.Target.IDScope, false))
 	}
+	if r.Target.Attestation != "" {
+		fmt.Fprintf(&b, "; attestation: %s", mdCode(r.Target.Attestation, false))
+	}
 	fmt.Fprintf(&b, "\n- profile: %s; tool: %s %s\n", r.Profile, r.Tool.Name, r.Tool.Version)
 	fmt.Fprintf(&b, "- MUST coverage: %d of %d MUST requirements judged (%s), %d passed, %d failed\n",
 		r.Summary.MustJudged, r.Summary.MustTotal, r.Summary.MustCoverageText(), r.Summary.MustPassed, r.Summary.MustFailed)

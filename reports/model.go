@@ -72,6 +72,10 @@ type Target struct {
 	TLSProbe []string `json:"tlsProbe,omitempty"`
 	// Product is the device under test (device runs).
 	Product *Product `json:"product,omitempty"`
+	// Attestation is how the device under test was enrolled (device
+	// runs: symmetric-key or x509): which of DPS-DEV-005 (SAS token) and
+	// DPS-DEV-006 (certificate) could apply.
+	Attestation string `json:"attestation,omitempty"`
 }
 
 // Product describes a device under test (--product product.yaml).

@@ -206,7 +206,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		runs = append(runs, run)
 		fmt.Fprintf(env.Stderr, "%s scenario %s: %s, %s (%.1fs)\n", progName, name, plural(run.accepted, "connection"), plural(len(run.Findings), "finding"), run.elapsed.Seconds())
 	}
-	target := reports.Target{Name: "device under test", Endpoint: f.exec}
+	target := reports.Target{Name: "device under test", Endpoint: f.exec, Attestation: f.attestation}
 	if f.exec == "" {
 		target.Endpoint = "started by a person"
 	}
