@@ -244,10 +244,18 @@ func x509Connection(c *tracer.Conversation) bool {
 	return c.TLS != nil && c.TLS.ClientCertificate
 }
 
+// x509Attested reports whether the CONNECT of c attests by its client
+// certificate: the client presented one, and the device is not known to be
+// a symmetric-key device (the device role gives its key in env; a field
+// capture does not say, and a certificate then means X.509).
+func x509Attested(c *tracer.Conversation, env RuleEnv) bool {
+	return x509Connection(c) && env.SymmetricKey == ""
+}
+
 func ruleDevSAS() *Rule {
 	const id = "DPS-DEV-005"
 	return connectRule(id, "a CONNECT with a password and no client certificate", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding) {
-		if len(cp.Password) == 0 || x509Connection(c) {
+		if len(cp.Password) == 0 || x509Attested(c, env) {
 			return false, nil
 		}
 		fail := func(actual string, expected ...string) []Finding {
@@ -282,6 +290,9 @@ func ruleDevSAS() *Rule {
 func ruleDevX509Password() *Rule {
 	const id = "DPS-DEV-006"
 	return connectRule(id, "a CONNECT over TLS with a client certificate, or from a device given one", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding) {
+		if env.SymmetricKey != "" && !env.X509 {
+			return false, nil // a symmetric-key device (DPS-DEV-005)
+		}
 		if !x509Connection(c) {
 			// A device that was given a certificate must present it; a
 			// TLS 1.3 handshake without its keys does not tell.

@@ -804,6 +804,13 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 		{name: "X.509 device, certificate and no password", rule: "DPS-DEV-006", env: conformance.RuleEnv{X509: true}, applied: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true},
 				Packets: []tracer.Packet{{Dir: tracer.ClientToServer, Frame: 9, Packet: &packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, ClientID: []byte("x"), Username: []byte("0ne/registrations/x/api-version=2019-03-31")}}}}},
+		// A symmetric-key device (its key known, as in the device role)
+		// that also presents a client certificate: its SAS token is
+		// judged (DPS-DEV-005), and DPS-DEV-006 is not its rule.
+		{name: "symmetric-key device presenting a certificate", rule: "DPS-DEV-006", env: conformance.RuleEnv{SymmetricKey: "c2VjcmV0"},
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true}, Packets: []tracer.Packet{connect}}},
+		{name: "symmetric-key device presenting a certificate, its SAS token", rule: "DPS-DEV-005", env: conformance.RuleEnv{SymmetricKey: "c2VjcmV0"}, applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true}, Packets: []tracer.Packet{connect}}},
 		{name: "hostile server, encrypted and no keys", rule: "DPS-DEV-021", env: conformance.RuleEnv{HostileServer: true},
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true}}},
 		{name: "hostile server, alert", rule: "DPS-DEV-021", env: conformance.RuleEnv{HostileServer: true}, applied: 1,

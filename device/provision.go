@@ -93,6 +93,13 @@ func connectRetrying(ctx context.Context, st *settings) (*Session, error) {
 			return nil, err
 		}
 		d := st.Backoff.Delay(n, st.Rand())
+		// As retryWait: a wait that would outlast ctx is not begun.
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); d > left {
+				return nil, fmt.Errorf("%w: %w", ErrBeyondDeadline, limitErrorf("reconnecting after %v, beyond the time left (%v), after connection attempt %d: %w",
+					d, left.Round(time.Millisecond), n, err))
+			}
+		}
 		st.log.Info("device: reconnecting", "attempt", n+1, "wait", d, "err", err)
 		if st.Trace != nil {
 			st.Trace(Event{Time: st.Now(), Dir: Waited, Wait: d})

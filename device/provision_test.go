@@ -946,3 +946,22 @@ func TestReconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestReconnectBeyondDeadline: a reconnect back-off longer than the time
+// ctx leaves is not begun (as a 429/5xx wait is not): the error says so,
+// with the connection failure, at once.
+func TestReconnectBeyondDeadline(t *testing.T) {
+	h, cfg := serveSeq(t, func(f *fake) { expect[*packets.Connect](f) })
+	cfg.ConnectAttempts = 3
+	cfg.ResponseTimeout = 100 * time.Millisecond
+	cfg.Backoff = Backoff{Initial: time.Minute, Jitter: -1}
+	_, err := Provision(ctxT(t), cfg) // 10 s left
+	h.wait()
+	if !errors.Is(err, ErrBeyondDeadline) || !errors.Is(err, ErrLimit) || !errors.Is(err, ErrTimeout) ||
+		!strings.Contains(err.Error(), "reconnecting after 1m0s") {
+		t.Fatalf("err = %v, want ErrBeyondDeadline, ErrLimit and the CONNACK timeout", err)
+	}
+	if got := h.clock.Sleeps(); len(got) != 0 {
+		t.Errorf("slept %v, want no wait begun", got)
+	}
+}
