@@ -275,13 +275,8 @@ func runProvisionBench(ctx context.Context, env *Env, args []string, spawn func(
 		f.rounds = min(f.rounds, max(f.registrations, 1)) // the default, for a small run
 	}
 	b := &provisionBench{f: f, env: env, spawn: spawn}
-	switch f.keyType {
-	case "ecdsa":
-		b.kt = transport.ECDSAP256
-	case "rsa":
-		b.kt = transport.RSA2048
-	default:
-		return usageErrorf("--key-type %q: want ecdsa or rsa", f.keyType)
+	if b.kt, err = parseKeyType("key-type", f.keyType); err != nil {
+		return err
 	}
 	switch f.client {
 	case "":

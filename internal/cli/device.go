@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -40,8 +41,9 @@ const deviceUsage = `Usage:
 Judges a device under test (a DPS client: firmware, an SDK sample, a
 simulator). dps-conform plays the service: for each scenario it starts the
 reference emulator on loopback with a fresh PKI and one individual
-enrollment (a symmetric key, or with --attestation x509 a client certificate
-with CN = --registration-id), scripts the scenario's answers, records every connection as
+enrollment (a symmetric key; with --attestation x509 a client certificate
+with CN = --registration-id; with --device-cert the device's own
+certificate, whose CN is the registration id), scripts the scenario's answers, records every connection as
 pcapng (server side, TLS key log embedded), and judges what the device did
 with the device rules (DPS-DEV-001…022): CONNECT fields, SUBSCRIBE before
 register, $rid, polling no earlier than retry-after and at most 5 per 10 s,
@@ -82,9 +84,13 @@ var refusingScenarios = []string{"unauthorized-401", "connack-withheld"}
 
 type deviceFlags struct {
 	exec, transport, profile, out, regID, host string
-	product, attestation                       string
-	scenarios                                  stringsFlag
-	timeout, retryAfter, tolerance, window     time.Duration
+	product, attestation, keyType, deviceCert  string
+	kt                                         transport.KeyType
+	// deviceCertPEM is the leaf of --device-cert, enrolled in every
+	// scenario instead of a generated certificate.
+	deviceCertPEM                          []byte
+	scenarios                              stringsFlag
+	timeout, retryAfter, tolerance, window time.Duration
 }
 
 func deviceCmd(ctx context.Context, env *Env, args []string) error {
@@ -99,6 +105,8 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.host, "host", "127.0.0.1", "`HOST` the device is told to connect to (DPS_HOST); a DNS name (resolving to loopback only) makes SNI judged (DPS-DEV-002)")
 	fs.StringVar(&f.product, "product", "", "`FILE` (YAML: vendor, model, firmware) naming the device in the report")
 	fs.StringVar(&f.attestation, "attestation", attestSymmetricKey, "`KIND` of the device's enrollment: symmetric-key (DPS_SYMMETRIC_KEY) or x509 (DPS_CERT_FILE, DPS_KEY_FILE)")
+	fs.StringVar(&f.deviceCert, "device-cert", "", "PEM `FILE` of the device's own certificate (leaf first), enrolled instead of a generated one (implies --attestation x509; DPS_CERT_FILE names it, no DPS_KEY_FILE: the device has its key); its subject CN is the registration id")
+	fs.StringVar(&f.keyType, "key-type", "ecdsa", "`TYPE` of the generated keys (the server's certificates, and the device's with --attestation x509): ecdsa (P-256) or rsa (2048), for a TLS stack that has only ECDHE-RSA suites")
 	f.timeout, f.retryAfter, f.tolerance, f.window = 60*time.Second, time.Second, 250*time.Millisecond, 10*time.Second
 	fs.Var(durationFlag{p: &f.timeout}, "scenario-timeout", "`DURATION` bound on each scenario")
 	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true, seconds: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds")
@@ -115,6 +123,8 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("--transport %q: want mqtt or mqttws", f.transport)
 	case f.attestation != attestSymmetricKey && f.attestation != attestX509:
 		return usageErrorf("--attestation %q: want %s or %s", f.attestation, attestSymmetricKey, attestX509)
+	case f.deviceCert != "" && flagsSet(fs)["attestation"] && f.attestation != attestX509:
+		return usageErrorf("--device-cert is an X.509 device's certificate: it does not go with --attestation %s", f.attestation)
 	case !conformance.KnownProfile(f.profile):
 		return usageErrorf("--profile %q: want dps-2019 or dps-2023", f.profile)
 	case f.retryAfter%time.Second != 0:
@@ -123,11 +133,20 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		// Not the operator mode that leaving --exec out asks for.
 		return usageErrorf("--exec is empty: give the command that runs the device, or leave --exec out to start the device by hand")
 	}
+	var err error
+	if f.kt, err = parseKeyType("key-type", f.keyType); err != nil {
+		return err
+	}
+	if f.deviceCert != "" {
+		if err := f.loadDeviceCert(flagsSet(fs)["registration-id"]); err != nil {
+			return err
+		}
+	}
 	if err := checkHostName("host", f.host); err != nil {
 		return err
 	}
 	lctx, lcancel := context.WithTimeout(ctx, hostLookupTimeout)
-	err := checkLoopbackHost(lctx, f.host, net.DefaultResolver.LookupIPAddr)
+	err = checkLoopbackHost(lctx, f.host, net.DefaultResolver.LookupIPAddr)
 	lcancel()
 	if err != nil {
 		return err
@@ -283,12 +302,52 @@ type scenarioCredentials struct {
 	key         string
 }
 
+// loadDeviceCert reads --device-cert: its leaf's subject CN becomes the
+// registration id, and one given with --registration-id must be that CN.
+func (f *deviceFlags) loadDeviceCert(regIDSet bool) error {
+	b, err := os.ReadFile(f.deviceCert)
+	if err != nil {
+		return inputError("--device-cert", err)
+	}
+	var block *pem.Block
+	for rest := b; ; {
+		if block, rest = pem.Decode(rest); block == nil || block.Type == "CERTIFICATE" {
+			break
+		}
+	}
+	if block == nil {
+		return usageErrorf("--device-cert: no PEM certificate in %s", f.deviceCert)
+	}
+	id, err := certRegistrationID("--device-cert "+f.deviceCert, tls.Certificate{Certificate: [][]byte{block.Bytes}})
+	if err != nil {
+		return err
+	}
+	if regIDSet && !strings.EqualFold(id, f.regID) {
+		return usageErrorf("--registration-id %q is not the subject CN %q of --device-cert %s (an X.509 device's registration id is its CN)", f.regID, id, f.deviceCert)
+	}
+	f.regID, f.attestation = id, attestX509
+	f.deviceCertPEM = pem.EncodeToMemory(block)
+	if abs, err := filepath.Abs(f.deviceCert); err == nil {
+		f.deviceCert = abs // DPS_CERT_FILE, whatever the device's directory
+	}
+	return nil
+}
+
 // credentials makes fresh credentials for one scenario: a random
 // symmetric key, or (--attestation x509) a client certificate with CN
 // --registration-id issued by a fresh device CA, enrolled individually by
 // the certificate (as DPS enrolls one by its PEM) and written with its key
-// to dir as PEM files.
+// to dir as PEM files; or the --device-cert the device brings, enrolled the
+// same way.
 func (f *deviceFlags) credentials(dir string, now time.Time) (scenarioCredentials, error) {
+	byCert := func(certPEM []byte) registry.AttestationMechanism {
+		return registry.AttestationMechanism{Type: registry.AttestationX509, X509: &registry.X509Attestation{
+			ClientCertificates: &registry.X509Certificates{Primary: &registry.X509CertificateWithInfo{Certificate: string(certPEM)}},
+		}}
+	}
+	if f.deviceCertPEM != nil {
+		return scenarioCredentials{attestation: byCert(f.deviceCertPEM), vars: []string{"DPS_CERT_FILE=" + f.deviceCert}}, nil
+	}
 	if f.attestation != attestX509 {
 		key := randomKey()
 		return scenarioCredentials{
@@ -297,11 +356,11 @@ func (f *deviceFlags) credentials(dir string, now time.Time) (scenarioCredential
 			key:         key,
 		}, nil
 	}
-	ca, err := transport.NewCA("dps-conform device CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	ca, err := transport.NewCA("dps-conform device CA", f.kt, now.Add(-time.Hour), 24*time.Hour)
 	if err != nil {
 		return scenarioCredentials{}, fmt.Errorf("device CA: %w", err)
 	}
-	cert, err := ca.IssueClient(f.regID, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+	cert, err := ca.IssueClient(f.regID, f.kt, now.Add(-time.Hour), 24*time.Hour)
 	if err != nil {
 		return scenarioCredentials{}, fmt.Errorf("device certificate: %w", err)
 	}
@@ -317,10 +376,8 @@ func (f *deviceFlags) credentials(dir string, now time.Time) (scenarioCredential
 		return scenarioCredentials{}, err
 	}
 	return scenarioCredentials{
-		attestation: registry.AttestationMechanism{Type: registry.AttestationX509, X509: &registry.X509Attestation{
-			ClientCertificates: &registry.X509Certificates{Primary: &registry.X509CertificateWithInfo{Certificate: string(transport.EncodeCertPEM(cert.Certificate[0]))}},
-		}},
-		vars: []string{"DPS_CERT_FILE=" + certFile, "DPS_KEY_FILE=" + keyFile},
+		attestation: byCert(transport.EncodeCertPEM(cert.Certificate[0])),
+		vars:        []string{"DPS_CERT_FILE=" + certFile, "DPS_KEY_FILE=" + keyFile},
 	}, nil
 }
 
@@ -340,7 +397,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	if !slices.Contains(names, f.host) {
 		names = append(names, f.host)
 	}
-	pki, err := transport.LoadOrCreateServerPKI(dir, []string{f.host}, transport.ECDSAP256, now)
+	pki, err := transport.LoadOrCreateServerPKI(dir, []string{f.host}, f.kt, now)
 	if err != nil {
 		return nil, envErrorf("scenario %s: PKI: %v", name, err)
 	}
@@ -348,19 +405,19 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 	hostile := slices.Contains(tlsScenarios, name)
 	switch name {
 	case "tls-untrusted-ca":
-		other, err := transport.NewCA("dps-conform untrusted CA", transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+		other, err := transport.NewCA("dps-conform untrusted CA", f.kt, now.Add(-time.Hour), 24*time.Hour)
 		if err == nil {
-			serverCert, err = other.IssueServer(names, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour)
+			serverCert, err = other.IssueServer(names, f.kt, now.Add(-time.Hour), 24*time.Hour)
 		}
 		if err != nil {
 			return nil, envErrorf("scenario %s: %v", name, err)
 		}
 	case "tls-wrong-host":
-		if serverCert, err = pki.Authority.IssueServer([]string{"wrong-host.example"}, transport.ECDSAP256, now.Add(-time.Hour), 24*time.Hour); err != nil {
+		if serverCert, err = pki.Authority.IssueServer([]string{"wrong-host.example"}, f.kt, now.Add(-time.Hour), 24*time.Hour); err != nil {
 			return nil, envErrorf("scenario %s: %v", name, err)
 		}
 	case "tls-expired":
-		if serverCert, err = pki.Authority.IssueServer(names, transport.ECDSAP256, now.Add(-72*time.Hour), 24*time.Hour); err != nil {
+		if serverCert, err = pki.Authority.IssueServer(names, f.kt, now.Add(-72*time.Hour), 24*time.Hour); err != nil {
 			return nil, envErrorf("scenario %s: %v", name, err)
 		}
 	}

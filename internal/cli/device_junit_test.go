@@ -2,14 +2,19 @@ package cli_test
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/tls"
 	"encoding/xml"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dps-conform/dps-conform/internal/cli"
 	"github.com/dps-conform/dps-conform/reports"
+	"github.com/dps-conform/dps-conform/tracer"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // TestDeviceJUnit: a real device run (the reference client, run by
@@ -106,5 +111,100 @@ func TestDeviceJUnit(t *testing.T) {
 				t.Errorf("report verify after render: exit %d\n%s\n%s", code, stdout, stderr)
 			}
 		})
+	}
+}
+
+// TestDeviceOwnCertificate: a device that brings its own certificate
+// (--device-cert; its key stays with the device, in a secure element say)
+// is enrolled by it in every scenario, its CN is the registration id, and
+// with --key-type rsa the server's certificates are RSA (for a TLS stack
+// with only ECDHE-RSA suites); a device presenting another certificate is
+// refused, and the run says so rather than passing it.
+func TestDeviceOwnCertificate(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	ca, err := transport.NewCA("vendor CA", transport.RSA2048, now.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, cert tls.Certificate) (certFile, keyFile string) {
+		keyPEM, err := transport.EncodeKeyPEM(cert.PrivateKey.(crypto.Signer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
+		if err := os.WriteFile(certFile, transport.EncodeCertPEM(cert.Certificate...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return certFile, keyFile
+	}
+	own, err := ca.IssueClient("thermostat-7", transport.RSA2048, now.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ca.IssueClient("thermostat-7", transport.RSA2048, now.Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownCert, ownKey := write("own", own)
+	otherCert, otherKey := write("other", other)
+	// The flag's file may hold more than the certificate: here the key
+	// first (the device's key never reaches dps-conform in real use).
+	bundle := filepath.Join(dir, "bundle.pem")
+	k, _ := os.ReadFile(ownKey)
+	c, _ := os.ReadFile(ownCert)
+	if err := os.WriteFile(bundle, append(k, c...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	provision := "test -z \"$DPS_KEY_FILE\" && test \"$DPS_CERT_FILE\" = " + bundle + " && test \"$DPS_REGISTRATION_ID\" = thermostat-7 && " +
+		"dps-conform provision --target mqtts://$DPS_HOST:$DPS_PORT --ca $DPS_CA_FILE --id-scope $DPS_ID_SCOPE "
+	for _, tc := range []struct {
+		name, exec string
+		code       int
+		stdout     []string
+	}{
+		{"its own certificate", provision + "--cert " + ownCert + " --key " + ownKey, cli.ExitConformant,
+			[]string{"PASS         DPS-DEV-006  MUST    normal", "CONFORMANT"}},
+		// Same CN, another key: refused with 401, assigned nowhere.
+		{"another certificate", provision + "--cert " + otherCert + " --key " + otherKey, cli.ExitTargetUnreachable,
+			[]string{"NO VERDICT"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "d")
+			code, stdout, stderr := runCLI(t, "device", "--out", out, "--device-cert", bundle, "--key-type", "rsa", "--scenario", "normal",
+				"--scenario-timeout", "20s", "--exec", tc.exec)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s\n%s", code, tc.code, stdout, stderr)
+			}
+			for _, s := range tc.stdout {
+				if !strings.Contains(stdout, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout)
+				}
+			}
+			capt, err := tracer.DecodeFile(filepath.Join(out, "pcaps", "01-normal.pcapng"), tracer.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(capt.Conversations) == 0 || capt.Conversations[0].TLS == nil || !strings.Contains(tls.CipherSuiteName(capt.Conversations[0].TLS.Suite), "ECDHE_RSA") {
+				t.Errorf("the server's certificate is not RSA: %+v", capt.Conversations)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--device-cert", ownCert, "--registration-id", "other"}, `--registration-id "other" is not the subject CN "thermostat-7"`},
+		{[]string{"--device-cert", ownKey}, "--device-cert: no PEM certificate in " + ownKey},
+		{[]string{"--device-cert", ownCert, "--attestation", "symmetric-key"}, "--device-cert is an X.509 device's certificate"},
+		{[]string{"--key-type", "ed25519"}, `--key-type "ed25519": want ecdsa or rsa`},
+	} {
+		code, _, stderr := runCLI(t, append([]string{"device", "--exec", "true"}, tc.args...)...)
+		if code != cli.ExitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and %q", tc.args, code, stderr, tc.want)
+		}
 	}
 }

@@ -193,6 +193,17 @@ func certRegistrationID(certName string, cert tls.Certificate) (string, error) {
 	return leaf.Subject.CommonName, nil
 }
 
+// parseKeyType reads a key type flag: ecdsa (P-256) or rsa (2048).
+func parseKeyType(flagName, v string) (transport.KeyType, error) {
+	switch v {
+	case "ecdsa":
+		return transport.ECDSAP256, nil
+	case "rsa":
+		return transport.RSA2048, nil
+	}
+	return 0, usageErrorf("--%s %q: want ecdsa or rsa", flagName, v)
+}
+
 // checkHostName refuses a host flag value that transport.ParseTarget would
 // refuse as a host: it goes into an SNI or a certificate as given.
 func checkHostName(flagName, s string) error {
