@@ -278,19 +278,36 @@ func answerStatuses(ev *Evidence) []int {
 
 func authSpecs(r *registrar) {
 	for _, v := range []struct {
-		name  string
-		opts  dps.SASOptions
-		order []string
+		name string
+		opts dps.SASOptions
+		// edit rewrites the token built from opts (nil keeps it).
+		edit func(tok string) string
 	}{
 		{"an upper-case percent-encoded sr (Python, .NET)", dps.SASOptions{Encoding: dps.SRUpper}, nil},
 		{"a raw sr (Node, Java)", dps.SASOptions{Encoding: dps.SRRaw}, nil},
 		{"no skn (Python, embedded C)", dps.SASOptions{OmitKeyName: true}, nil},
-		{"the Node field order sr, sig, skn, se", dps.SASOptions{Encoding: dps.SRRaw}, []string{"sr", "sig", "skn", "se"}},
+		{"the Node field order sr, sig, skn, se", dps.SASOptions{Encoding: dps.SRRaw}, func(tok string) string {
+			return reorderSAS(tok, []string{"sr", "sig", "skn", "se"})
+		}},
+		// Java's format ends "&skn=" with nothing after it (Part B §1.3);
+		// Part A §4 accepts skn absent, empty or registration. The sr is
+		// the documented lower-case one (Java's raw sr is the spec above),
+		// so that only the empty skn is on trial.
+		{"an empty skn (Java)", dps.SASOptions{}, func(tok string) string {
+			return strings.Replace(tok, "&skn="+dps.DefaultKeyName, "&skn=", 1)
+		}},
 	} {
 		r.It("DPS-AUTH-001", "accepts a SAS token with "+v.name, func(ctx sctx, t *T) {
 			d := t.Device()
 			cp := t.ConnectPacket(d)
-			cp.Password = []byte(reorderSAS(t.Token(d, v.opts), v.order))
+			tok := t.Token(d, v.opts)
+			if v.edit != nil {
+				built := tok
+				if tok = v.edit(built); tok == built {
+					ginkgo.Fail(fmt.Sprintf("suite bug: the token edit for %s changed nothing in %s", v.name, built))
+				}
+			}
+			cp.Password = []byte(tok)
 			a, err := registerWith(ctx, t, d, cp)
 			t.NoError(err, "register with the token")
 			ev := t.Judge(ctx)
