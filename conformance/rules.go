@@ -126,6 +126,7 @@ func ServiceRules() []*Rule {
 		ruleConnackFor("DPS-CONN-003", "a CONNECT with keep-alive 0 or a ClientId longer than 23 characters", longOrZeroKeepAliveConnect, 0),
 		ruleConnackFor("DPS-CONN-004", "a CONNECT whose username is not of the DPS form", badUsernameConnect, packets.ConnackRefusedBadUsernameOrPassword),
 		ruleConnackFor("DPS-CONN-005", "a CONNECT whose ClientId differs from the username's registration id", clientIDMismatchConnect, packets.ConnackRefusedIdentifierRejected),
+		ruleCaseInsensitiveID(),
 		ruleProtocolLevel(),
 		ruleCleanSession0(),
 		ruleSessionPresent(),
@@ -397,6 +398,58 @@ func badUsernameConnect(cp *packets.Connect) bool {
 func clientIDMismatchConnect(cp *packets.Connect) bool {
 	u, ok := parsedUsername(cp)
 	return ok && cp.ProtocolLevel == 4 && !dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID))
+}
+
+// caseOnly reports whether registration ids a and b differ only in letter
+// case: the same registration (Part A §11), written otherwise.
+func caseOnly(a, b string) bool { return a != b && dps.EqualRegistrationID(a, b) }
+
+func caseOnlyClientIDConnect(cp *packets.Connect) bool {
+	u, ok := parsedUsername(cp)
+	return ok && cp.ProtocolLevel == 4 && caseOnly(string(cp.ClientID), u.RegistrationID)
+}
+
+// ruleCaseInsensitiveID judges DPS-CONN-007 (Part A §11: registration ids
+// are compared case-insensitively): a CONNECT whose ClientId differs from
+// the username's registration id only in letter case is accepted with
+// CONNACK 0x00 (as ruleConnackFor judges it), and a register request whose
+// body registrationId differs from the username's only in letter case is
+// not answered 400 (Part A §7 keeps 400 for a body naming another device;
+// a 409 or 429 is another rule's to judge).
+func ruleCaseInsensitiveID() *Rule {
+	const id = "DPS-CONN-007"
+	connect := ruleConnackFor(id, "", caseOnlyClientIDConnect, 0)
+	return &Rule{ID: id, Role: RoleService,
+		Evidence: "a CONNECT whose ClientId, or a register request whose body registrationId, differs from the username's registration id only in letter case, and the server's answer",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			n, fs := connect.Check(c, env)
+			cp, _ := connectOf(c)
+			if cp == nil {
+				return n, fs
+			}
+			u, ok := parsedUsername(cp)
+			if !ok {
+				return n, fs
+			}
+			reqs := requests(c)
+			for _, a := range answers(c) {
+				r := requestFor(reqs, a)
+				if a.err != nil || r == nil || r.req.Kind != dps.Register {
+					continue
+				}
+				dr, err := dps.ParseDeviceRegistration(r.pub.Payload)
+				if err != nil || !caseOnly(dr.RegistrationID, u.RegistrationID) {
+					continue
+				}
+				n++
+				if a.resp.Status == 400 {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time,
+						fmt.Sprintf("the register with body registrationId %q (the username's %q) answered %q", dr.RegistrationID, u.RegistrationID, a.pub.Topic),
+						"the answer to a register naming the connection's registration id (202), not 400"))
+				}
+			}
+			return n, fs
+		}}
 }
 
 // ruleConnackFor: a CONNECT selected by sel is answered with CONNACK code.

@@ -83,6 +83,7 @@ func TestServiceRulesBothWays(t *testing.T) {
 	assigning := `{"operationId":"` + op + `","status":"assigning"}`
 	assigning2 := strings.Replace(assigning, "-000000000000", "-000000000001", 1)
 	reserved := connect(func(cp *packets.Connect) { cp.Reserved = true })
+	caseReg := chunk(0, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte(dps.RegisterTopic("1")), Payload: []byte(`{"registrationId":"Dev-1"}`)})
 
 	for _, tc := range []struct {
 		name    string
@@ -122,6 +123,16 @@ func TestServiceRulesBothWays(t *testing.T) {
 		// DPS compares registration ids without case (Part A §11, D-TERMS).
 		{name: "ClientId differing in case only", rule: "DPS-CONN-005", applied: 0,
 			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("DEV-1") }), connack(0), bye)},
+		{name: "ClientId differing in case only, accepted", rule: "DPS-CONN-007", applied: 1,
+			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("DEV-1") }), connack(0), chunk(0, sub(1)), chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}}), bye)},
+		{name: "ClientId differing in case only, refused 0x02", rule: "DPS-CONN-007", applied: 1, fails: true,
+			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("DEV-1") }), connack(2), serverCloses)},
+		{name: "register body naming the device in other case, 202", rule: "DPS-CONN-007", applied: 1,
+			in: cat(open, caseReg, ans(dps.ResponseTopic(202, "1", 3), assigning), bye)},
+		{name: "register body naming the device in other case, 400", rule: "DPS-CONN-007", applied: 1, fails: true,
+			in: cat(open, caseReg, ans(dps.ResponseTopic(400, "1", -1), errBody), bye)},
+		{name: "register body naming the device as is", rule: "DPS-CONN-007", applied: 0,
+			in: cat(open, reg("1"), ans(dps.ResponseTopic(400, "1", -1), errBody), bye)},
 
 		{name: "MQTT 5 refused 0x01, connection kept open", rule: "DPS-CONN-006", applied: 1, fails: true,
 			in: cat(mqtt5, connack01, clientClosesLater)},

@@ -177,6 +177,36 @@ func connectSpecs(r *registrar) {
 		ev := t.Judge(ctx)
 		t.Expect(ev.Conversation(0).MQTTVersion).To(gomega.Equal(5), "the tracer decodes the CONNECT as MQTT 5")
 	}, Faults("accept-mqtt5"))
+	// Part A §11: registration ids are compared case-insensitively, so a
+	// ClientId and a register body naming the device in other letter case
+	// name the device itself (DPS-CONN-005 and DPS-REG-006 refuse only
+	// another device).
+	r.It("DPS-CONN-007", "accepts a ClientId that differs from the username's registration id only in letter case", func(ctx sctx, t *T) {
+		d := t.Device()
+		cp := t.ConnectPacket(d)
+		cp.ClientID = []byte(otherCase(d.RegistrationID))
+		c := t.MustDial(ctx, DialOptions{})
+		c.MustSend(ctx, cp)
+		if p, err := c.Next(ctx); err == nil {
+			if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.ConnackAccepted {
+				// Accepted means usable: the rule judges that the
+				// SUBSCRIBE is answered.
+				c.Subscribe(ctx, dps.SubscribeFilter, 1)
+			}
+		}
+		t.Judge(ctx)
+	}, Faults("case-sensitive-registration-id"))
+	r.It("DPS-CONN-007", "answers a register body naming the device's registration id in other letter case as one naming it as is", func(ctx sctx, t *T) {
+		d := t.Device()
+		c := t.Connect(ctx, d, nil, DialOptions{})
+		c.Subscribe(ctx, dps.SubscribeFilter, 1)
+		a := c.Request(ctx, dps.RegisterTopic("1"), RegisterBody(otherCase(d.RegistrationID)), 1)
+		if a.Resp.Status == 429 {
+			ginkgo.Skip(fmt.Sprintf("the target throttled the register (%q): nothing to judge", a.Topic))
+		}
+		t.Judge(ctx)
+		t.Expect(a.Resp.Status).To(gomega.BeElementOf(200, 202), "the answer %q to a register whose body names %q: %s", a.Topic, otherCase(d.RegistrationID), a.Body)
+	}, Faults("case-sensitive-registration-id"))
 	r.It("DPS-SESS-001", "refuses CleanSession=0", func(ctx sctx, t *T) {
 		d := t.Device()
 		cp := t.ConnectPacket(d)
@@ -243,6 +273,27 @@ func connectSpecs(r *registrar) {
 		t.Connect(ctx, t.Device(), nil, DialOptions{})
 		t.Judge(ctx)
 	}, Faults("session-present"))
+}
+
+// otherCase returns id with the letter case of its ASCII letters swapped:
+// the same registration id to DPS (Part A §11), other bytes on the wire.
+// An id without letters has no other case: a suite bug, since the suite's
+// devices are named dpsc-….
+func otherCase(id string) string {
+	ginkgo.GinkgoHelper()
+	b := []byte(id)
+	for i, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case 'A' <= c && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+	}
+	if string(b) == id {
+		ginkgo.Fail(fmt.Sprintf("suite bug: the registration id %q has no letters to write in other case", id))
+	}
+	return string(b)
 }
 
 // expectErrorCode requires a's body to be an error body with errorCode

@@ -71,6 +71,7 @@ const (
 	FaultIgnoreQoS0Requests           Fault = "ignore-qos0-requests"
 	FaultNoPingresp                   Fault = "no-pingresp"
 	FaultKeepSubscription             Fault = "keep-subscription"
+	FaultCaseSensitiveRegistrationID  Fault = "case-sensitive-registration-id"
 )
 
 // FaultInfo describes one fault switch.
@@ -140,6 +141,7 @@ var faultTable = []FaultInfo{
 	{FaultIgnoreQoS0Requests, "Part A §6 (QoS 0 requests: C, Java, FreeRTOS)", "leave register and poll requests published at QoS 0 unanswered"},
 	{FaultNoPingresp, "MQTT-3.12.4-1", "leave PINGREQ unanswered (the keep-alive of a device that waits between polls)"},
 	{FaultKeepSubscription, "Part A §2 (dps-2023: no state carried over)", "keep the subscription of a CleanSession=0 connection for the next CleanSession=0 connection of the same device"},
+	{FaultCaseSensitiveRegistrationID, "Part A §11 (registration ids compared case-insensitively)", "compare registration ids case-sensitively: refuse a ClientId that differs from the username's registration id only in letter case with CONNACK 0x02, and answer 400 to a register body whose registrationId differs from the connection's only in letter case"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

@@ -401,6 +401,14 @@ var probes = []probe{
 		}
 		return p.observe(c, 1)
 	}},
+	{"registration-id-case", func(p *prober) string {
+		// Part A §11: the ClientId and the body's registrationId match
+		// the username's registration id case-insensitively.
+		cp := connectPacket(p.t, "case")
+		cp.ClientID = []byte("CASE")
+		c := p.session("casebody", nil)
+		return connectAnswer(p, cp) + "; body " + fmt.Sprint(p.status(c, dps.RegisterTopic("1"), regBody("CaseBody")))
+	}},
 	// Last: it uses up the registration budget.
 	{"register-throttle", func(p *prober) string {
 		c := p.session("rthr", nil)
@@ -476,7 +484,8 @@ var faultProbe = map[Fault]string{
 	// The probes end their observations with a PINGREQ: TestSessionFaults.
 	FaultNoPingresp: "own",
 	// Only under dps-2023, which the probes do not run: TestSessionFaults.
-	FaultKeepSubscription: "own",
+	FaultKeepSubscription:            "own",
+	FaultCaseSensitiveRegistrationID: "registration-id-case",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -521,7 +530,7 @@ func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
 		"early", "p202", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
-		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req"}
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody"}
 	b := newFakeBackend(ids...)
 	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{

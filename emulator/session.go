@@ -265,7 +265,7 @@ func (ss *session) connect() (string, bool) {
 		return ss.refuse(packets.ConnackRefusedBadUsernameOrPassword, "username: "+uerr.Error())
 	}
 	// Part A §3: a ClientId other than the username's registration id → 0x02.
-	if !dps.EqualRegistrationID(string(c.ClientID), ss.regID) {
+	if !ss.srv.sameRegistrationID(string(c.ClientID), ss.regID) {
 		if !ss.srv.faults.has(FaultAcceptClientIDMismatch) {
 			return ss.refuse(packets.ConnackRefusedIdentifierRejected, fmt.Sprintf("ClientId %q is not the username's registration id %q", c.ClientID, ss.regID))
 		}
@@ -726,6 +726,18 @@ func cut(s string) (level, rest string, more bool) {
 	return s, "", false
 }
 
+// sameRegistrationID reports whether a and b name the same registration:
+// compared case-insensitively (Part A §11), or byte for byte under the
+// fault case-sensitive-registration-id. Only the ClientId and the register
+// body's registrationId are compared with it; the registry's lookups and
+// the SAS sr check stay case-insensitive under the fault.
+func (s *Server) sameRegistrationID(a, b string) bool {
+	if s.faults.has(FaultCaseSensitiveRegistrationID) {
+		return a == b
+	}
+	return dps.EqualRegistrationID(a, b)
+}
+
 // credentials are what this connection presented.
 func (ss *session) credentials() registry.Credentials {
 	return registry.Credentials{RegistrationID: ss.regID, Password: ss.pass, PeerCertificates: ss.peerCerts}
@@ -829,7 +841,7 @@ func (ss *session) register(ctx context.Context, body []byte) answer {
 	if dr.RegistrationID == "" && s.faults.has(FaultRequireRegistrationIDBody) {
 		return s.errorAnswer(400, errorCodeBadRequest, "The request body has no registrationId.", -1)
 	}
-	if dr.RegistrationID != "" && !dps.EqualRegistrationID(dr.RegistrationID, ss.regID) && !s.faults.has(FaultAcceptRegistrationIDMismatch) {
+	if dr.RegistrationID != "" && !s.sameRegistrationID(dr.RegistrationID, ss.regID) && !s.faults.has(FaultAcceptRegistrationIDMismatch) {
 		return s.errorAnswer(400, errorCodeBadRequest, "The registrationId of the request body does not match the connection's.", -1)
 	}
 	now := s.now()
