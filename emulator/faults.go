@@ -72,6 +72,7 @@ const (
 	FaultNoPingresp                   Fault = "no-pingresp"
 	FaultKeepSubscription             Fault = "keep-subscription"
 	FaultCaseSensitiveRegistrationID  Fault = "case-sensitive-registration-id"
+	FaultAuthAtConnect                Fault = "auth-at-connect"
 )
 
 // FaultInfo describes one fault switch.
@@ -142,6 +143,7 @@ var faultTable = []FaultInfo{
 	{FaultNoPingresp, "MQTT-3.12.4-1", "leave PINGREQ unanswered (the keep-alive of a device that waits between polls)"},
 	{FaultKeepSubscription, "Part A §2 (dps-2023: no state carried over)", "keep the subscription of a CleanSession=0 connection for the next CleanSession=0 connection of the same device"},
 	{FaultCaseSensitiveRegistrationID, "Part A §11 (registration ids compared case-insensitively)", "compare registration ids case-sensitively: refuse a ClientId that differs from the username's registration id only in letter case with CONNACK 0x02, and answer 400 to a register body whose registrationId differs from the connection's only in letter case"},
+	{FaultAuthAtConnect, "Part A §3 (proof of possession judged at the register request)", "judge proof of possession at CONNECT: refuse a CONNECT whose SAS token, id scope or client certificate fails attestation with CONNACK 0x05 (not authorized) instead of accepting it and answering the register 401"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

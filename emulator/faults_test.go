@@ -486,6 +486,9 @@ var faultProbe = map[Fault]string{
 	// Only under dps-2023, which the probes do not run: TestSessionFaults.
 	FaultKeepSubscription:            "own",
 	FaultCaseSensitiveRegistrationID: "registration-id-case",
+	// It refuses the CONNECT of every auth-* probe, which p.session
+	// requires accepted: TestSessionFaults.
+	FaultAuthAtConnect: "own",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -682,6 +685,27 @@ func TestSessionFaults(t *testing.T) {
 				return strings.Join(out, ", ")
 			},
 			want: "200 assigned", wantFault: "202 assigning, 202 assigning, 202 assigning",
+		},
+		{
+			// Part A §3: a bad signature is answered 401 at the register,
+			// after CONNACK 0x00; a valid token registers either way.
+			name: "proof of possession judged at the register request", fault: FaultAuthAtConnect, retryAfter: time.Hour,
+			run: func(p *prober) string {
+				var out []string
+				for _, v := range []struct{ id, key string }{{"dev-1", testKey}, {"dev-2", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}} {
+					c := p.dial()
+					cp := connectPacket(p.t, v.id)
+					cp.Password = []byte(sasToken(p.t, testScope, v.id, v.key, time.Now().Add(time.Hour)))
+					if ack := c.connack(cp); ack.ReturnCode != 0 {
+						out = append(out, fmt.Sprintf("%s CONNACK(%d)", v.id, ack.ReturnCode))
+						continue
+					}
+					c.subscribe(1, dps.SubscribeFilter)
+					out = append(out, fmt.Sprintf("%s CONNACK(0) %d", v.id, c.call(dps.RegisterTopic("1"), regBody(v.id)).resp.Status))
+				}
+				return strings.Join(out, ", ")
+			},
+			want: "dev-1 CONNACK(0) 202, dev-2 CONNACK(0) 401", wantFault: "dev-1 CONNACK(0) 202, dev-2 CONNACK(5)",
 		},
 		{
 			// A SUBSCRIBE after the PINGREQ: its SUBACK comes first when

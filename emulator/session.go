@@ -109,7 +109,7 @@ func (ss *session) run(ctx context.Context) string {
 		}
 		_ = ss.conn.SetReadDeadline(by)
 	}
-	reason, ok := ss.connect()
+	reason, ok := ss.connect(ctx)
 	ss.connR = nil // CONNECT only; let it go for idle sessions
 	if !ok {
 		return reason
@@ -205,7 +205,7 @@ func (ss *session) drain() {
 
 // connect reads and judges CONNECT (Part A §1–§3). It reports false when the
 // connection must close.
-func (ss *session) connect() (string, bool) {
+func (ss *session) connect(ctx context.Context) (string, bool) {
 	p, err := ss.connR.ReadPacket()
 	if err != nil {
 		var pe *packets.ProtocolError
@@ -280,6 +280,13 @@ func (ss *session) connect() (string, bool) {
 	}
 	if c.Password != nil {
 		ss.pass = append([]byte{}, c.Password...)
+	}
+	// Part A §3: proof of possession is judged at the register request,
+	// not here; the fault judges it here, as IoT Hub does at CONNECT.
+	if ss.srv.faults.has(FaultAuthAtConnect) {
+		if _, fail := ss.attest(ctx); fail != nil && fail.status == 401 {
+			return ss.refuse(packets.ConnackRefusedNotAuthorized, "attestation failed at CONNECT (fault auth-at-connect)")
+		}
 	}
 	// [MQTT-3.1.2-24] If the Keep Alive value is non-zero and the Server does
 	// not receive a Control Packet from the Client within one and a half
