@@ -76,6 +76,8 @@ var mosquittoVerdicts = map[string]string{
 	"authentication accepts a SAS token with a raw sr (Node, Java)":                                                                                  "failed",
 	"authentication accepts a SAS token with an upper-case percent-encoded sr (Python, .NET)":                                                        "failed",
 	"authentication accepts a SAS token with no skn (Python, embedded C)":                                                                            "failed",
+	"authentication accepts a SAS token with an empty skn (Java)":                                                                                    "failed",
+	"CONNECT answers a register body naming the device's registration id in other letter case as one naming it as is":                                "failed",
 	"authentication accepts a SAS token with the Node field order sr, sig, skn, se":                                                                  "failed",
 	"authentication accepts and assigns an X.509 device that sends no password":                                                                      "skipped",
 	"authentication answers a SAS token for another device with 401":                                                                                 "failed",
