@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,7 +34,13 @@ SAS signatures are printed as [redacted] unless --show-secrets is given.
 With --check, the capture is also judged by the rules of the conformance
 suite (the same rules that judge live runs and devices; 'dps-conform list'
 shows them): --role service (default: the server's behaviour), device (the
-client's: CONNECT fields, polling timing, ...) or all, under --profile. Findings are printed after the transcript as
+client's: CONNECT fields, polling timing, ...) or all, under --profile.
+What the capture cannot tell about the device may be given for the device
+rules: --device-key KEY (the base64 symmetric key it attests with: its SAS
+signatures are verified, DPS-DEV-005), --device-x509 (it was given a client
+certificate: DPS-DEV-006 wants one on every connection) and --server-name
+NAME (the host it was told: DPS-DEV-002 judges its SNI), as 'dps-conform
+device' knows them. Findings are printed after the transcript as
 
   ! DPS-SUB-002 MUST conversation 1, frame 12: expected …; actual: …
 
@@ -79,6 +86,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		showSecrets bool
 		maxBuf      int
 		workers     int
+		devEnv      conformance.RuleEnv // what the device was given
 	)
 	fs.StringVar(&keylog, "keylog", "", "NSS key log `FILE` (SSLKEYLOGFILE) for decrypting TLS")
 	fs.Var(&ports, "port", "extra plaintext MQTT server `PORT` (repeatable or comma-separated); 1883, 8883, 443, 80 and 8080 are known")
@@ -89,6 +97,9 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&showSecrets, "show-secrets", false, "print SAS signatures and passwords instead of [redacted]")
 	fs.IntVar(&maxBuf, "max-stream-buffer", tracer.DefaultMaxStreamBuffer, "cap on the `BYTES` buffered per TCP stream direction")
 	fs.IntVar(&workers, "workers", 1, "`N` goroutines reassembling and decoding flows")
+	fs.StringVar(&devEnv.SymmetricKey, "device-key", "", "with --check --role device|all: the device's base64 symmetric `KEY`; its SAS signatures are verified (DPS-DEV-005)")
+	fs.BoolVar(&devEnv.X509, "device-x509", false, "with --check --role device|all: the device was given a client certificate; DPS-DEV-006 wants it on every connection")
+	fs.StringVar(&devEnv.ServerName, "server-name", "", "with --check --role device|all: the host `NAME` the device was told; DPS-DEV-002 judges its SNI")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
@@ -107,6 +118,23 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("--role %q is not service, device or all", role)
 	case !conformance.KnownProfile(profile):
 		return usageErrorf("--profile %q is not %s or %s", profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
+	case devEnv.SymmetricKey != "" && devEnv.X509:
+		return usageErrorf("--device-key and --device-x509 say different things: a device attests with a symmetric key or with a certificate")
+	}
+	for _, name := range []string{"device-key", "device-x509", "server-name"} {
+		if flagsSet(fs)[name] && (!check || role == "service") {
+			return usageErrorf("--%s informs the device rules: it needs --check with --role device or all", name)
+		}
+	}
+	if k := devEnv.SymmetricKey; k != "" {
+		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) == 0 {
+			return usageErrorf("--device-key is not a base64 key (%d characters)", len(k)) // never echo it
+		}
+	}
+	if devEnv.ServerName != "" {
+		if err := checkHostName("server-name", devEnv.ServerName); err != nil {
+			return err
+		}
 	}
 	if fs.Arg(0) == "-" {
 		if _, err := os.Stat("-"); err != nil {
@@ -159,7 +187,8 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "%s trace: %s\n", progName, noMQTTHint(capt, ports))
 	}
 	if check {
-		must, judged, err := checkCapture(env, capt, profile, role, format)
+		devEnv.Profile = profile
+		must, judged, err := checkCapture(env, capt, devEnv, role, format)
 		if err != nil {
 			return err
 		}
@@ -180,7 +209,8 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 // findings (text: "! ID LEVEL detail" lines; json: one "finding" object per
 // line) and returns the number of MUST findings and of MUST requirements
 // judged (a rule applied at least once).
-func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) (must, judged int, err error) {
+// renv carries the profile and what is known of the device.
+func checkCapture(env *Env, capt *tracer.Capture, renv conformance.RuleEnv, role, format string) (must, judged int, err error) {
 	cat, err := conformance.LoadCatalog()
 	if err != nil {
 		return 0, 0, &EnvError{Err: err}
@@ -192,7 +222,7 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 	if role != "service" {
 		all = append(all, conformance.DeviceRules()...)
 	}
-	findings, applied := conformance.CheckCapture(capt, cat.RulesUnder(all, profile), conformance.RuleEnv{Profile: profile})
+	findings, applied := conformance.CheckCapture(capt, cat.RulesUnder(all, renv.Profile), renv)
 	for id, n := range applied {
 		if req, ok := cat.Lookup(id); ok && n > 0 && req.Level == conformance.MUST {
 			judged++
@@ -221,7 +251,7 @@ func checkCapture(env *Env, capt *tracer.Capture, profile, role, format string) 
 		if role == "all" {
 			rules = "service and device"
 		}
-		fmt.Fprintf(env.Stdout, "%s of the %s rules (%d MUST; %s judged), profile %s\n", plural(len(findings), "finding"), rules, must, plural(judged, "MUST requirement"), profile)
+		fmt.Fprintf(env.Stdout, "%s of the %s rules (%d MUST; %s judged), profile %s\n", plural(len(findings), "finding"), rules, must, plural(judged, "MUST requirement"), renv.Profile)
 	}
 	return must, judged, nil
 }
