@@ -315,21 +315,30 @@ func TestBenchTraceTShark(t *testing.T) {
 	}
 }
 
+// standInTShark puts a shell script called tshark first on PATH: it runs
+// logLine with $LOG set to the file it returns (its arguments are the real
+// tshark's) and prints one MQTT line, "1,3".
+func standInTShark(t *testing.T, logLine string) (log string) {
+	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("the stand-in tshark is a shell script")
+	}
+	bin := t.TempDir()
+	log = filepath.Join(bin, "log")
+	script := "#!/bin/sh\nLOG='" + log + "'\n" + logLine + "\necho 1,3\n"
+	if err := os.WriteFile(filepath.Join(bin, "tshark"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return log
+}
+
 // TestBenchTraceTSharkPrefix: with --tshark-limit below the file size,
 // tshark reads a prefix, and the ratio compares it with the tracer on that
 // same prefix, not on the whole file (other traffic, other rate). A
 // stand-in tshark on PATH records the size of the file it was given.
 func TestBenchTraceTSharkPrefix(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("the stand-in tshark is a shell script")
-	}
-	bin := t.TempDir()
-	sizes := filepath.Join(bin, "sizes")
-	script := "#!/bin/sh\nwc -c < \"$2\" >> '" + sizes + "'\necho 1,3\n"
-	if err := os.WriteFile(filepath.Join(bin, "tshark"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	sizes := standInTShark(t, `wc -c < "$2" >> "$LOG"`)
 	var res traceBenchResult
 	runBench(t, benchTraceCmd, []string{"--size", "3", "--flows", "10", "--workers", "1,2", "--tshark", "--tshark-limit", "1", "--dir", t.TempDir()}, &res)
 	ts := res.TShark
@@ -362,16 +371,7 @@ func TestBenchTraceTSharkPrefix(t *testing.T) {
 // tshark's fastest of N runs, not with a single run. A stand-in tshark on
 // PATH counts its runs.
 func TestBenchTraceTSharkRepeat(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("the stand-in tshark is a shell script")
-	}
-	bin := t.TempDir()
-	runs := filepath.Join(bin, "runs")
-	script := "#!/bin/sh\necho run >> '" + runs + "'\necho 1,3\n"
-	if err := os.WriteFile(filepath.Join(bin, "tshark"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	runs := standInTShark(t, `echo run >> "$LOG"`)
 	var res traceBenchResult
 	runBench(t, benchTraceCmd, []string{"--size", "1", "--flows", "10", "--workers", "1", "--repeat", "3", "--tshark", "--dir", t.TempDir()}, &res)
 	raw, err := os.ReadFile(runs)
