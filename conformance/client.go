@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -452,6 +453,13 @@ func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", p.Type(), err)
 	}
+	c.sending(p)
+	return c.SendRaw(ctx, b)
+}
+
+// sending notes a register or poll about to be sent, for the tracking of
+// the device's registrations in progress and its polls.
+func (c *Conn) sending(p packets.Packet) {
 	if pub, ok := p.(*packets.Publish); ok {
 		if req, err := dps.ParseRequestTopic(string(pub.Topic)); err == nil {
 			switch req.Kind {
@@ -463,7 +471,47 @@ func (c *Conn) Send(ctx context.Context, p packets.Packet) error {
 			}
 		}
 	}
-	return c.SendRaw(ctx, b)
+}
+
+// SendFramed writes ps, encoded back to back into one byte stream, on a
+// connection dialled with DialOptions.WebSocket, cut into WebSocket
+// messages where the spec says: cut gets the stream and returns the pieces
+// that make it up, in order, and each goes out as one binary message (one
+// frame: transport.WSConn sends each Write so, and the pieces are far under
+// its 4 KiB write buffer). So a spec splits a packet across frames, even
+// inside its fixed header, or puts several packets in one frame (Part A
+// §10). Registers and polls are tracked as Send tracks them.
+func (c *Conn) SendFramed(ctx context.Context, cut func(stream []byte) [][]byte, ps ...packets.Packet) error {
+	if _, ok := c.c.(*transport.WSConn); !ok {
+		return fmt.Errorf("suite bug: SendFramed needs a WebSocket connection (DialOptions.WebSocket), not a %T", c.c)
+	}
+	var stream []byte
+	for _, p := range ps {
+		var err error
+		if stream, err = packets.Encode(stream, p, packets.EncodeOptions{}); err != nil {
+			return fmt.Errorf("encoding %s: %w", p.Type(), err)
+		}
+	}
+	pieces := cut(bytes.Clone(stream))
+	var joined []byte
+	for _, b := range pieces {
+		if len(b) == 0 {
+			return errors.New("suite bug: SendFramed cut an empty piece (no WebSocket message carries it)")
+		}
+		joined = append(joined, b...)
+	}
+	if !bytes.Equal(joined, stream) {
+		return fmt.Errorf("suite bug: SendFramed's pieces (%d bytes) do not make up the %d bytes of the stream", len(joined), len(stream))
+	}
+	for _, p := range ps {
+		c.sending(p)
+	}
+	for i, b := range pieces {
+		if err := c.SendRaw(ctx, b); err != nil {
+			return fmt.Errorf("WebSocket message %d of %d: %w", i+1, len(pieces), err)
+		}
+	}
+	return nil
 }
 
 // SendRaw writes b as is (illegal encodings included).

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/packets/packettest"
+	"github.com/dps-conform/dps-conform/tracer/wstrace"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -841,6 +844,148 @@ func wsSpecs(r *registrar) {
 			wsFlow(ctx, t, v.path, v.sub)
 		}, Faults(v.fault, "ws-no-subprotocol"))
 	}
+	// Part A §10: frames are a byte stream. The dial refuses an upgrade
+	// without the subprotocol it offered ([MQTT-6.0.0-4]), so, like every
+	// WSS flow, this one fails under ws-no-subprotocol too.
+	r.It("DPS-WS-003", "provisions over WSS with its packets cut across frames: CONNECT one field per frame, packets coalesced, headers cut", func(ctx sctx, t *T) {
+		d := t.Device()
+		c := t.MustDial(ctx, DialOptions{WebSocket: true, Cert: d.Cert})
+		c.dev = d.RegistrationID
+		pieces := 0 // WebSocket messages the spec cut the stream into
+		send := func(what string, cut func([]byte) [][]byte, ps ...packets.Packet) {
+			ginkgo.GinkgoHelper()
+			counted := func(b []byte) [][]byte {
+				out := cut(b)
+				pieces += len(out)
+				return out
+			}
+			if err := c.SendFramed(ctx, counted, ps...); err != nil {
+				if strings.HasPrefix(err.Error(), "suite bug") {
+					ginkgo.Fail(err.Error())
+				}
+				ginkgo.Fail(fmt.Sprintf("sending %s: %v (expected the frames read as one byte stream and the packets answered)", what, err))
+			}
+		}
+		closedOr := func(err error) string {
+			if errors.Is(err, io.EOF) {
+				return "the server closed the connection"
+			}
+			return err.Error()
+		}
+
+		// The CONNECT as mqtt.js writes it: every length prefix and field
+		// in its own frame, the remaining length apart from the type byte.
+		cp := t.ConnectPacket(d)
+		send("the CONNECT one field per frame", connectFields(cp), cp)
+		p, err := c.Next(ctx)
+		if err != nil {
+			ginkgo.Fail(fmt.Sprintf("the CONNECT sent one field per frame got no CONNACK: %s", closedOr(err)))
+		}
+		if ack, ok := p.(*packets.Connack); !ok || ack.ReturnCode != packets.ConnackAccepted {
+			ginkgo.Fail(fmt.Sprintf("the CONNECT sent one field per frame was refused: expected CONNACK 0x00; actual: %s", describe(p)))
+		}
+
+		// SUBSCRIBE and the register whole in one frame, which ends
+		// inside a PINGREQ; the PINGREQ's last byte in the next frame.
+		// A UUID $rid (as some SDKs send) makes each poll's remaining
+		// length two bytes long, so the polls' cut falls inside it too.
+		const rid = "6f1c2a4e-8b3d-4e5f-9a7b-0c1d2e3f4a5b"
+		sub := &packets.Subscribe{PacketID: c.PacketID(), Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}
+		reg := &packets.Publish{QoS: 1, PacketID: c.PacketID(), Topic: []byte(dps.RegisterTopic(rid)), Payload: RegisterBody(d.RegistrationID)}
+		send("SUBSCRIBE, the register and a PINGREQ in two frames", func(b []byte) [][]byte {
+			return [][]byte{b[:len(b)-1], b[len(b)-1:]}
+		}, sub, reg, &packets.Pingreq{})
+		p, err = c.Next(ctx)
+		if err != nil {
+			ginkgo.Fail(fmt.Sprintf("the SUBSCRIBE sent in one frame with the register got no SUBACK: %s", closedOr(err)))
+		}
+		if ack, ok := p.(*packets.Suback); !ok || len(ack.ReturnCodes) != 1 || ack.ReturnCodes[0] > 1 {
+			ginkgo.Fail(fmt.Sprintf("the SUBSCRIBE sent in one frame with the register: expected SUBACK granting QoS 0 or 1; actual: %s", describe(p)))
+		}
+		a, err := c.ReadAnswer(ctx) // PUBACK and PINGRESP skipped
+		if err != nil {
+			ginkgo.Fail(fmt.Sprintf("the register sent in one frame with SUBSCRIBE: %v", err))
+		}
+		if a.Resp.Status == 429 {
+			ginkgo.Skip(fmt.Sprintf("the target throttled the register (%q): nothing to judge", a.Topic))
+		}
+		op := a.Status.OperationID
+		for i := 0; i < 5 && op != "" && (a.Resp.Status == 202 || a.Resp.Status == 429); i++ {
+			wait := a.Resp.RetryAfter
+			if !a.Resp.HasRetryAfter {
+				wait = 2 * time.Second // as Provision: the Node SDK's default
+				if t.r.cfg.Target.Local {
+					wait = 50 * time.Millisecond
+				}
+			}
+			select {
+			case <-ctx.Done():
+				ginkgo.Fail("spec timed out while waiting retry-after")
+			case <-time.After(wait):
+			}
+			poll := &packets.Publish{QoS: 1, PacketID: c.PacketID(), Topic: []byte(dps.PollTopic(rid, op))}
+			send("a poll cut inside its fixed header", fixedHeaderBytes, poll)
+			if a, err = c.ReadAnswer(ctx); err != nil {
+				ginkgo.Fail(fmt.Sprintf("the poll cut inside its fixed header: %v", err))
+			}
+		}
+		ev := t.Judge(ctx)
+		conv := ev.Conversation(0)
+		t.Expect(conv.WS).NotTo(gomega.BeNil(), "the capture shows a WebSocket connection")
+		// The capture must show the cuts, or the spec proved nothing.
+		if n := conv.WS.Frames[wstrace.ClientToServer]; n < pieces {
+			ginkgo.Fail(fmt.Sprintf("suite bug: the spec cut its packets into %d WebSocket messages, but the capture %s shows %d client frames", pieces, ev.Path, n))
+		}
+		ginkgo.AddReportEntry("frames", fmt.Sprintf("the spec's packets went out in %d WebSocket messages; the capture shows %d client frames in all", pieces, conv.WS.Frames[wstrace.ClientToServer]))
+		t.Expect(a.Status.Status).To(gomega.Equal(dps.StatusAssigned), "the last answer %q: %s", a.Topic, a.Body)
+	}, Faults("ws-packet-per-message", "ws-no-subprotocol"))
+}
+
+// connectFields cuts the stream of one CONNECT (without a will) the way the
+// Node SDK's mqtt.js writes it, each piece its own WebSocket frame: the type
+// byte, the remaining length, then every length prefix and every field
+// (protocol name, level, flags, keep-alive, client id, username, password).
+// Pieces that do not add up to the stream are caught by SendFramed.
+func connectFields(cp *packets.Connect) func([]byte) [][]byte {
+	return func(b []byte) [][]byte {
+		sizes := []int{1, fixedHeaderLen(b) - 1, 2, len(cp.ProtocolName), 1, 1, 2, 2, len(cp.ClientID)}
+		if cp.Username != nil {
+			sizes = append(sizes, 2, len(cp.Username))
+		}
+		if cp.Password != nil {
+			sizes = append(sizes, 2, len(cp.Password))
+		}
+		var out [][]byte
+		off := 0
+		for _, n := range sizes {
+			if n == 0 || off+n > len(b) {
+				continue
+			}
+			out = append(out, b[off:off+n])
+			off += n
+		}
+		return out
+	}
+}
+
+// fixedHeaderBytes cuts the stream of one packet into one frame per byte of
+// its fixed header (type byte, each remaining-length byte), then the rest.
+func fixedHeaderBytes(b []byte) [][]byte {
+	hl := fixedHeaderLen(b)
+	out := make([][]byte, 0, hl+1)
+	for i := range hl {
+		out = append(out, b[i:i+1])
+	}
+	return append(out, b[hl:])
+}
+
+// fixedHeaderLen is the length of the fixed header that starts b.
+func fixedHeaderLen(b []byte) int {
+	n := 2
+	for n <= len(b) && n < 5 && b[n-1]&0x80 != 0 {
+		n++
+	}
+	return min(n, len(b))
 }
 
 // malformedVectors are the packettest vectors of device packets that a

@@ -58,6 +58,7 @@ const (
 	FaultWSStrictPath                 Fault = "ws-strict-path"
 	FaultWSStrictSubprotocol          Fault = "ws-strict-subprotocol"
 	FaultWSNoSubprotocol              Fault = "ws-no-subprotocol"
+	FaultWSPacketPerMessage           Fault = "ws-packet-per-message"
 	FaultRefuseClientVersion          Fault = "refuse-client-version"
 	FaultRefuseKeepAlive0             Fault = "refuse-keepalive-0"
 	FaultMaxClientID23                Fault = "max-client-id-23"
@@ -129,6 +130,7 @@ var faultTable = []FaultInfo{
 	{FaultWSStrictPath, "Part A §10", "accept the WebSocket upgrade only on /$iothub/websocket (404 on / and /mqtt)"},
 	{FaultWSStrictSubprotocol, "Part A §10", "accept only the WebSocket subprotocol \"mqtt\" (refuse \"MQTT\" with 400)"},
 	{FaultWSNoSubprotocol, "D-MQTT, RFC 6455 §4.2.2 (subprotocol mqtt)", "complete the WebSocket upgrade without selecting a subprotocol (no Sec-WebSocket-Protocol in the 101)"},
+	{FaultWSPacketPerMessage, "Part A §10, MQTT-6.0.0-2 (WebSocket frames are a byte stream)", "read each WebSocket message as exactly one whole MQTT packet: a message holding part of a packet (the Node SDK's one field per frame) or more than one closes the connection (1002)"},
 	{FaultRefuseClientVersion, "Part B §1.2", "refuse a username with anything after api-version (e.g. &ClientVersion=) with CONNACK 0x04"},
 	{FaultRefuseKeepAlive0, "Part B §10.1", "refuse a CONNECT with keep-alive 0 with CONNACK 0x02"},
 	{FaultMaxClientID23, "Part B §1.1, §10.1", "refuse a ClientId longer than 23 characters with CONNACK 0x02"},

@@ -470,6 +470,7 @@ var faultProbe = map[Fault]string{
 	FaultWSStrictPath:                 "tls",
 	FaultWSStrictSubprotocol:          "tls",
 	FaultWSNoSubprotocol:              "tls",
+	FaultWSPacketPerMessage:           "tls",
 	FaultRefuseClientVersion:          "connect-client-version",
 	FaultRefuseKeepAlive0:             "connect-keepalive-0",
 	FaultMaxClientID23:                "connect-long-clientid",
@@ -798,6 +799,74 @@ func TestWebSocketSubprotocolSelected(t *testing.T) {
 			}
 			if ack := newTestClient(t, conn).connack(connectPacket(t, "dev-1")); ack.ReturnCode != 0 {
 				t.Errorf("CONNACK %v", ack.ReturnCode)
+			}
+		})
+	}
+}
+
+// TestWebSocketPacketPerMessageFault: MQTT over WebSocket is a byte stream
+// (Part A §10, MQTT-6.0.0-2), so a CONNECT sent one field per message, as
+// the Node SDK sends it, and a SUBSCRIBE coalesced with a PINGREQ in one
+// message are served; under ws-packet-per-message the first message that
+// is not one whole packet closes the connection. Whole packets, one per
+// message, are served either way.
+func TestWebSocketPacketPerMessageFault(t *testing.T) {
+	tests := []struct {
+		faults []Fault
+		split  bool
+		want   string
+	}{
+		{nil, false, "CONNACK(0,sp=false) SUBACK[Success - Maximum QoS 1] PINGRESP"},
+		{nil, true, "CONNACK(0,sp=false) SUBACK[Success - Maximum QoS 1] PINGRESP"},
+		{[]Fault{FaultWSPacketPerMessage}, false, "CONNACK(0,sp=false) SUBACK[Success - Maximum QoS 1] PINGRESP"},
+		{[]Fault{FaultWSPacketPerMessage}, true, "closed"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.faults, " split=", tt.split), func(t *testing.T) {
+			s, pool := startTLS(t, Config{Faults: tt.faults})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, Subprotocols: []string{"mqtt"}}
+			ws, resp, err := d.DialContext(ctx, "wss://"+s.Ready().WSS+transport.DefaultWSPath, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			conn := transport.NewWSConn(ws) // each Write is one message
+			defer conn.Close()
+			c := newTestClient(t, conn)
+			cp := encodeConnect(t, connectPacket(t, "dev-1"))
+			sub, err := packets.Encode(nil, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}}, packets.EncodeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ping := []byte{0xc0, 0x00}
+			messages := [][]byte{cp, sub, ping}
+			if tt.split {
+				// Fixed header, protocol name, level and flags, keep-alive,
+				// the rest; then SUBSCRIBE and PINGREQ in one message.
+				hl := 2 // fixed header: type byte, remaining length
+				for cp[hl-1]&0x80 != 0 {
+					hl++
+				}
+				messages = [][]byte{cp[:hl], cp[hl : hl+6], cp[hl+6 : hl+8], cp[hl+8 : hl+10], cp[hl+10:], append(bytes.Clone(sub), ping...)}
+			}
+			var got []string
+			for _, m := range messages {
+				if c.sendRaw(m) != nil {
+					break
+				}
+			}
+			for range 3 {
+				p, err := c.read()
+				if err != nil {
+					got = append(got, "closed")
+					break
+				}
+				got = append(got, describe(p))
+			}
+			if s := strings.Join(got, " "); s != tt.want {
+				t.Errorf("got %s, want %s", s, tt.want)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator/registry"
 	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/transport"
 )
 
 // session is one MQTT connection: the state machine of DPS-PROTOCOL.md
@@ -166,6 +167,8 @@ func readErrReason(err error) string {
 		return "timeout: " + err.Error()
 	case errors.Is(err, packets.ErrTooLarge):
 		return "packet over the size limit (Part A §7): " + err.Error()
+	case errors.Is(err, transport.ErrNotOnePacket):
+		return "WebSocket message not one MQTT packet (fault ws-packet-per-message): " + err.Error()
 	}
 	var pe *packets.ProtocolError
 	if errors.As(err, &pe) {

@@ -62,5 +62,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			session(c)
 		}
 	}
+	if s.faults.has(FaultWSPacketPerMessage) {
+		opts.PacketPerMessage = true
+	}
 	transport.NewWSHandler(opts, run).ServeHTTP(w, r)
 }

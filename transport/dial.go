@@ -254,7 +254,7 @@ func dialWS(ctx context.Context, t Target, o DialOptions, conn net.Conn) (*WSCon
 		ws.NetConn().Close()
 		return nil, fmt.Errorf("server selected extension %q, which was not offered (RFC 6455 §4.1)", ext)
 	}
-	return newWSConn(ws), nil
+	return newWSConn(ws, false), nil
 }
 
 // unofferedExtension names the first extension a 101 answer selects that

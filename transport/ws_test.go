@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -221,6 +222,131 @@ func TestWSTextFrameRefused(t *testing.T) {
 	op, data, err := ws.readMessage()
 	if err != nil || op != opClose || len(data) < 2 || data[0] != 0x03 || data[1] != 0xeb {
 		t.Errorf("after text frame: op %x data %x err %v, want close 1003", op, data, err)
+	}
+}
+
+// TestWSPacketPerMessage checks the PacketPerMessage fault mode: a message
+// that is one whole MQTT packet is read as usual (also when fragmented into
+// frames, which gorilla reassembles), while a message holding part of a
+// packet, or more than one, ends the stream with ErrNotOnePacket and the
+// handler closes with 1002; without the mode all of them are one stream
+// (TestWSFragmentation).
+func TestWSPacketPerMessage(t *testing.T) {
+	pingreq := []byte{0xc0, 0x00}
+	long := append([]byte{0x30, 0x80, 0x01}, make([]byte, 128)...) // remaining length in two bytes
+	tests := []struct {
+		name     string
+		messages [][]byte
+		frames   int    // >1: the single message goes out in that many frames
+		want     string // "" when the server reads every byte
+	}{
+		{"one-packet", [][]byte{connectPacket}, 1, ""},
+		{"one-packet-in-frames", [][]byte{connectPacket}, 5, ""},
+		{"two-byte-remaining-length", [][]byte{long}, 1, ""},
+		{"packet-per-message", [][]byte{connectPacket, pingreq}, 1, ""},
+		{"one-field-per-message", [][]byte{connectPacket[:2], connectPacket[2:8], connectPacket[8:]}, 1, "part of a packet"},
+		{"type-byte-alone", [][]byte{connectPacket[:1], connectPacket[1:]}, 1, "no whole fixed header"},
+		{"remaining-length-cut", [][]byte{long[:2], long[2:]}, 1, "ends inside the remaining length"},
+		{"two-packets-one-message", [][]byte{append(bytes.Clone(connectPacket), pingreq...)}, 1, "more than one packet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var all []byte
+			for _, m := range tt.messages {
+				all = append(all, m...)
+			}
+			addr, got, errc := serverReads(t, WSOptions{PacketPerMessage: true}, len(all))
+			ws, resp := dialRawWS(t, addr, "/", http.Header{"Sec-WebSocket-Protocol": {"mqtt"}})
+			if ws == nil {
+				t.Fatalf("upgrade refused: %s", resp.Status)
+			}
+			for _, m := range tt.messages {
+				if tt.frames > 1 {
+					step := (len(m) + tt.frames - 1) / tt.frames
+					for off := 0; off < len(m); off += step {
+						op := byte(opCont)
+						if off == 0 {
+							op = opBin
+						}
+						if err := ws.writeFrame(off+step >= len(m), op, m[off:min(off+step, len(m))]); err != nil {
+							t.Fatal(err)
+						}
+					}
+					continue
+				}
+				if err := ws.writeFrame(true, opBin, m); err != nil {
+					if tt.want == "" {
+						t.Fatal(err)
+					}
+					break // the server has closed already, as it should
+				}
+			}
+			if tt.want == "" {
+				select {
+				case b := <-got:
+					if !bytes.Equal(b, all) {
+						t.Fatalf("server read %x, want %x", b, all)
+					}
+				case err := <-errc:
+					t.Fatalf("server read error: %v", err)
+				}
+				_ = ws.writeFrame(true, opClose, websocket.FormatCloseMessage(1000, ""))
+				<-errc
+				return
+			}
+			select {
+			case b := <-got:
+				t.Fatalf("server read %x, want ErrNotOnePacket", b)
+			case err := <-errc:
+				if !errors.Is(err, ErrNotOnePacket) || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("server Read = %v, want ErrNotOnePacket saying %q", err, tt.want)
+				}
+			}
+			// The handler closes after accept returns: 1002, protocol error.
+			op, data, err := ws.readMessage()
+			if err != nil || op != opClose || len(data) < 2 || int(data[0])<<8|int(data[1]) != websocket.CloseProtocolError {
+				t.Errorf("after the message: op %x data %x err %v, want close 1002", op, data, err)
+			}
+		})
+	}
+}
+
+// TestWSWriteIsOneMessage checks the client side of the contract a test
+// relies on to choose the framing: each Write of a dialled WSConn reaches
+// the server as one binary message, so a packet written in pieces trips
+// the PacketPerMessage server and the same packet in one Write does not.
+func TestWSWriteIsOneMessage(t *testing.T) {
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprint("split=", split), func(t *testing.T) {
+			addr, got, errc := serverReads(t, WSOptions{PacketPerMessage: true}, len(connectPacket))
+			c, err := Dial(testCtx(t), mustTarget(t, "ws://"+addr), DialOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			pieces := [][]byte{connectPacket}
+			if split {
+				pieces = [][]byte{connectPacket[:1], connectPacket[1:2], connectPacket[2:]}
+			}
+			for _, p := range pieces {
+				if _, err := c.Write(p); err != nil {
+					if !split {
+						t.Fatal(err)
+					}
+					break // the server has closed already, as it should
+				}
+			}
+			select {
+			case <-got:
+				if split {
+					t.Fatal("the server read a packet written in three Writes as one message")
+				}
+			case err := <-errc:
+				if !split || !errors.Is(err, ErrNotOnePacket) {
+					t.Fatalf("server Read = %v", err)
+				}
+			}
+		})
 	}
 }
 

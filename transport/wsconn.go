@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -26,11 +27,21 @@ const wsReadChunk = 8 << 10
 // the Network Connection".
 var ErrTextFrame = errors.New("transport: websocket text frame received; MQTT needs binary frames [MQTT-6.0.0-1]")
 
+// ErrNotOnePacket ends the stream of a server connection in the fault mode
+// WSOptions.PacketPerMessage when a binary message holds part of an MQTT
+// Control Packet or more than one, against [MQTT-6.0.0-2] "A single WebSocket
+// data frame can contain multiple or partial MQTT Control Packets. The
+// receiver MUST NOT assume that MQTT Control Packets are aligned on WebSocket
+// frame boundaries".
+var ErrNotOnePacket = errors.New("transport: websocket message is not exactly one MQTT control packet (fault mode PacketPerMessage, against MQTT-6.0.0-2)")
+
 // WSConn is a net.Conn carrying a byte stream over WebSocket binary messages.
 //
 // Read returns the payload of consecutive binary messages as one stream:
 // message and fragment boundaries are invisible ([MQTT-6.0.0-2]). Each Write
-// sends exactly one binary message. A text message ends the stream with
+// sends exactly one binary message, in one frame when it fits gorilla's write
+// buffer (4 KiB by default): a client decides where the stream is cut into
+// messages by how it cuts its writes. A text message ends the stream with
 // ErrTextFrame. A close frame from the peer is answered and ends the stream
 // with io.EOF (codes 1000 and 1005) or a wrapped *websocket.CloseError.
 //
@@ -56,6 +67,10 @@ type WSConn struct {
 	// CloseTimeout bounds the wait for the peer's close frame in Close; 0
 	// means DefaultCloseTimeout. Set it before the first Close.
 	CloseTimeout time.Duration
+
+	// packetPerMessage is the fault mode WSOptions.PacketPerMessage, set
+	// before the read pump starts.
+	packetPerMessage bool
 
 	closing chan struct{} // closed first thing in Close
 
@@ -88,20 +103,21 @@ var _ net.Conn = (*WSConn)(nil)
 // NewWSConn adapts a WebSocket connection to a net.Conn byte stream (see
 // WSConn) and starts its two I/O goroutines. The caller must not use ws for
 // I/O afterwards and must Close the returned conn.
-func NewWSConn(ws *websocket.Conn) net.Conn { return newWSConn(ws) }
+func NewWSConn(ws *websocket.Conn) net.Conn { return newWSConn(ws, false) }
 
-func newWSConn(ws *websocket.Conn) *WSConn {
+func newWSConn(ws *websocket.Conn, packetPerMessage bool) *WSConn {
 	c := &WSConn{
-		ws:      ws,
-		closing: make(chan struct{}),
-		rdata:   make(chan []byte),
-		rfree:   make(chan []byte, 2),
-		rdone:   make(chan struct{}),
-		rdl:     makeDeadline(),
-		wq:      make(chan []byte),
-		wres:    make(chan error, 1),
-		wdone:   make(chan struct{}),
-		wdl:     makeDeadline(),
+		ws:               ws,
+		packetPerMessage: packetPerMessage,
+		closing:          make(chan struct{}),
+		rdata:            make(chan []byte),
+		rfree:            make(chan []byte, 2),
+		rdone:            make(chan struct{}),
+		rdl:              makeDeadline(),
+		wq:               make(chan []byte),
+		wres:             make(chan error, 1),
+		wdone:            make(chan struct{}),
+		wdl:              makeDeadline(),
 	}
 	c.rfree <- make([]byte, wsReadChunk)
 	c.rfree <- make([]byte, wsReadChunk)
@@ -141,6 +157,20 @@ func (c *WSConn) readPump() {
 		if typ != websocket.BinaryMessage {
 			c.rerr = ErrTextFrame
 			return
+		}
+		if c.packetPerMessage {
+			// The fault mode: the whole message (bounded by the read
+			// limit) must be one MQTT control packet.
+			msg, err := io.ReadAll(r)
+			if err != nil {
+				c.rerr = mapReadErr(err)
+				return
+			}
+			if err := onePacket(msg); err != nil {
+				c.rerr = err
+				return
+			}
+			r = bytes.NewReader(msg)
 		}
 		// Bounded: every iteration reads from the network (under gorilla's
 		// read limit) or ends the message.
@@ -275,6 +305,36 @@ func (c *WSConn) waitWrite() error {
 	}
 }
 
+// onePacket reports whether msg is exactly one MQTT control packet: a fixed
+// header (type byte, 1 to 4 bytes of remaining length) and as many bytes as
+// the remaining length says, no fewer and no more.
+func onePacket(msg []byte) error {
+	if len(msg) < 2 {
+		return fmt.Errorf("%w: a message of %d byte(s) holds no whole fixed header", ErrNotOnePacket, len(msg))
+	}
+	rl, mul := 0, 1
+	for i := 1; ; i++ {
+		if i == len(msg) {
+			return fmt.Errorf("%w: a message of %d bytes ends inside the remaining length", ErrNotOnePacket, len(msg))
+		}
+		if i > 4 {
+			return fmt.Errorf("%w: a remaining length longer than 4 bytes", ErrNotOnePacket)
+		}
+		rl += int(msg[i]&0x7f) * mul
+		mul *= 128
+		if msg[i]&0x80 == 0 {
+			if want := i + 1 + rl; len(msg) != want {
+				part := "part of a packet"
+				if len(msg) > want {
+					part = "more than one packet"
+				}
+				return fmt.Errorf("%w: a message of %d bytes holds %s (type byte 0x%02x, packet of %d bytes)", ErrNotOnePacket, len(msg), part, msg[0], want)
+			}
+			return nil
+		}
+	}
+}
+
 // timeoutError is a read or write timeout; it matches os.ErrDeadlineExceeded.
 type timeoutError struct{ op string }
 
@@ -317,6 +377,9 @@ func (c *WSConn) Close() error {
 			if c.rerr == ErrTextFrame {
 				// RFC 6455 §7.4.1: a type of data it cannot accept.
 				code = websocket.CloseUnsupportedData
+			}
+			if errors.Is(c.rerr, ErrNotOnePacket) {
+				code = websocket.CloseProtocolError
 			}
 		default:
 		}

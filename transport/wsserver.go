@@ -38,6 +38,13 @@ type WSOptions struct {
 	// RFC 6455 §4.2.2 and [MQTT-6.0.0-4]). All other checks and options
 	// apply as usual.
 	OmitSubprotocol bool
+	// PacketPerMessage is a fault mode for tests: the server reads each
+	// binary message as exactly one whole MQTT control packet, and a
+	// message holding part of a packet, or more than one, ends the stream
+	// with ErrNotOnePacket and closes the connection with 1002 — against
+	// [MQTT-6.0.0-2], which has the receiver treat messages as a byte
+	// stream (the Node SDK sends each field of a packet in its own frame).
+	PacketPerMessage bool
 	// EnableCompression negotiates permessage-deflate (RFC 7692, no context
 	// takeover) when the client offers it; otherwise the offer is declined
 	// by leaving it out of the response.
@@ -133,7 +140,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // Upgrader has replied with the reason
 	}
 	ws.SetReadLimit(h.opt.ReadLimit)
-	wc := newWSConn(ws)
+	wc := newWSConn(ws, h.opt.PacketPerMessage)
 	var c net.Conn = wc
 	if h.opt.WrapPlain != nil {
 		c = h.opt.WrapPlain(c)
