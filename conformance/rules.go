@@ -621,8 +621,17 @@ func connackCode(p *tracer.Packet) (byte, bool) {
 	return 0, false
 }
 
+// ruleCleanSession0 judges the refusal of CleanSession=0 under dps-2019
+// (Part A §2): a close before any CONNACK, or a non-zero CONNACK (0x02
+// expected) and then the close, with nothing else from the server in
+// between ([MQTT-3.2.2-5] If a server sends a CONNACK packet containing a
+// non-zero return code it MUST then close the Network Connection). A
+// refusal CONNACK with the connection left open is no refusal: it does
+// not judge when the device closed, or the capture ended, less than
+// RuleEnv.CloseGrace after the CONNACK.
 func ruleCleanSession0() *Rule {
 	const id = "DPS-SESS-001"
+	const want = "a refusal: a non-zero CONNACK (0x02) and the server closing the connection, or a close before CONNACK"
 	return &Rule{ID: id, Role: RoleService, Evidence: "a CONNECT with CleanSession=0 and the server's answer",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			cp, i := connectOf(c)
@@ -636,8 +645,19 @@ func ruleCleanSession0() *Rule {
 				}
 				return 0, nil
 			}
-			if a, ok := c.Packets[j].Packet.(*packets.Connack); ok && a.ReturnCode == 0 {
-				return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, describe(a), "a refusal: a non-zero CONNACK (0x02) or a close before CONNACK")}
+			p := &c.Packets[j]
+			a, ok := p.Packet.(*packets.Connack)
+			if !ok || a.ReturnCode == 0 {
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, describe(p.Packet), want)}
+			}
+			if k := firstAfter(c, j, tracer.ServerToClient, nil); k >= 0 {
+				return 1, []Finding{finding(id, c, c.Packets[k].Frame, c.Packets[k].Time, describe(a)+", then the server went on: "+describe(c.Packets[k].Packet), want)}
+			}
+			if undecided(c, p.Time, env) {
+				return 0, nil
+			}
+			if !serverClosedFirst(c) {
+				return 1, []Finding{finding(id, c, p.Frame, p.Time, describe(a)+", then "+describeClose(c), want)}
 			}
 			return 1, nil
 		}}

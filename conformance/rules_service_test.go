@@ -143,6 +143,14 @@ func TestServiceRulesBothWays(t *testing.T) {
 			in: cat(connect(func(cp *packets.Connect) { cp.CleanSession = false }), connack(0), bye)},
 		{name: "CleanSession 0 refused 0x02", rule: "DPS-SESS-001", applied: 1,
 			in: cat(connect(func(cp *packets.Connect) { cp.CleanSession = false }), connack(2), serverCloses)},
+		// Part A §2 and MQTT-3.2.2-5: the refusal CONNACK is followed by
+		// the close.
+		{name: "CleanSession 0 refused 0x02, connection kept open", rule: "DPS-SESS-001", applied: 1, fails: true,
+			in: cat(connect(func(cp *packets.Connect) { cp.CleanSession = false }), connack(2), clientClosesLater)},
+		{name: "CleanSession 0 refused 0x02, the device closed at once", rule: "DPS-SESS-001", applied: 0,
+			in: cat(connect(func(cp *packets.Connect) { cp.CleanSession = false }), connack(2))},
+		{name: "CleanSession 0 closed before CONNACK", rule: "DPS-SESS-001", applied: 1,
+			in: cat(connect(func(cp *packets.Connect) { cp.CleanSession = false }), serverCloses)},
 
 		{name: "CONNACK 0 with session present", rule: "DPS-SESS-003", applied: 1, fails: true,
 			in: cat(chunk(0, testConnect()), chunk(1, &packets.Connack{SessionPresent: true}), bye)},

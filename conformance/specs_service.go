@@ -216,9 +216,15 @@ func connectSpecs(r *registrar) {
 		cp.CleanSession = false
 		c := t.MustDial(ctx, DialOptions{})
 		c.MustSend(ctx, cp)
-		c.Next(ctx)
+		// A refusal CONNACK must be followed by the close (Part A §2,
+		// MQTT-3.2.2-5): give the server the close wait to close.
+		if p, err := c.Next(ctx); err == nil {
+			if a, ok := p.(*packets.Connack); ok && a.ReturnCode != packets.ConnackAccepted {
+				c.WaitClose(ctx)
+			}
+		}
 		t.Judge(ctx)
-	}, Faults("accept-clean-session-0"))
+	}, Faults("accept-clean-session-0", "no-close-after-clean-session-0"))
 	r.It("DPS-SESS-002", "accepts CleanSession=0 with session-present 0 and carries no state", func(ctx sctx, t *T) {
 		d := t.Device()
 		persistent := func() *packets.Connect {

@@ -490,6 +490,9 @@ var faultProbe = map[Fault]string{
 	// It refuses the CONNECT of every auth-* probe, which p.session
 	// requires accepted: TestSessionFaults.
 	FaultAuthAtConnect: "own",
+	// CONNACK 0x02 as before, then the probe's PINGREQ goes unanswered
+	// (timeout) instead of the close.
+	FaultNoCloseAfterCleanSession0: "connect-clean-session-0",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where

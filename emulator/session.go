@@ -276,7 +276,18 @@ func (ss *session) connect(ctx context.Context) (string, bool) {
 	}
 	// Part A §2: dps-2019 refuses CleanSession=0 with 0x02 and closes.
 	if !c.CleanSession && ss.srv.profile.refusesCleanSession0() && !ss.srv.faults.has(FaultAcceptCleanSession0) {
-		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "CleanSession=0 is not supported (profile dps-2019, Part A §2)")
+		const why = "CleanSession=0 is not supported (profile dps-2019, Part A §2)"
+		if ss.srv.faults.has(FaultNoCloseAfterCleanSession0) {
+			// The refusal sent, the connection kept: what the device
+			// sends is read and ignored until it closes.
+			if err := ss.write(&packets.Connack{ReturnCode: packets.ConnackRefusedIdentifierRejected}); err != nil {
+				return "write CONNACK: " + err.Error(), false
+			}
+			ss.log.Info("keeping the connection after refusing CleanSession=0 (fault no-close-after-clean-session-0)")
+			ss.drain()
+			return "CONNACK 0x02, connection kept until the device closed (fault no-close-after-clean-session-0): " + why, false
+		}
+		return ss.refuse(packets.ConnackRefusedIdentifierRejected, why)
 	}
 	if reason, ok := ss.connectFaults(c, uerr == nil); !ok {
 		return reason, false
