@@ -390,16 +390,24 @@ func authSpecs(r *registrar) {
 			func(t *T, d Device) string {
 				return t.Token(d, dps.SASOptions{Key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})
 			}, nil, 401000, "no-error-body"},
-		{"DPS-AUTH-003", "answers an expired SAS token with 401", "accept-expired-token",
+		// Part A §3 names the errorCode of an expired token (401000),
+		// and of a bad one: a token whose sr names another device, or
+		// whose skn is not registration, fails the proof of possession
+		// the token is (Part A §4), as a bad signature does.
+		{"DPS-AUTH-003", "answers an expired SAS token with 401 and errorCode 401000", "accept-expired-token",
 			func(t *T, d Device) string {
 				return t.Token(d, dps.SASOptions{Expiry: time.Now().Add(-10 * time.Minute)})
-			}, nil, 0, ""},
-		{"DPS-AUTH-004", "answers a SAS token for another device with 401", "accept-other-device-token",
+			}, nil, 401000, "no-error-body"},
+		{"DPS-AUTH-004", "answers a SAS token for another device with 401 and errorCode 401000", "accept-other-device-token",
 			func(t *T, d Device) string {
 				return t.Token(d, dps.SASOptions{RegistrationID: d.RegistrationID + "-other"})
-			}, nil, 0, ""},
-		{"DPS-AUTH-005", "answers a SAS token with skn=iothubowner with 401", "accept-wrong-skn",
-			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{KeyName: "iothubowner"}) }, nil, 0, ""},
+			}, nil, 401000, "no-error-body"},
+		{"DPS-AUTH-005", "answers a SAS token with skn=iothubowner with 401 and errorCode 401000", "accept-wrong-skn",
+			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{KeyName: "iothubowner"}) }, nil, 401000, "no-error-body"},
+		// No errorCode here: Part A §3 names one for a failed proof of
+		// possession (401000 bad or expired token, 401002 bad
+		// certificate); an id scope the service does not serve is
+		// neither, and no source names its code.
 		{"DPS-AUTH-008", "answers a device of an id scope it does not serve with 401", "accept-wrong-scope",
 			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{}) },
 			func(t *T, d Device) string {
