@@ -432,6 +432,20 @@ func authSpecs(r *registrar) {
 			// register is never answered, and the spec fails there.
 		}, Faults(slices.DeleteFunc([]string{v.fault, v.extra, "auth-at-connect"}, func(f string) bool { return f == "" })...))
 	}
+	// Part A §4: 5 minutes of clock skew. A token that expired 2 minutes
+	// ago (by the suite's clock) is still good: a target without the skew,
+	// or whose clock is more than 3 minutes ahead, refuses it.
+	r.It("DPS-AUTH-010", "accepts a SAS token that expired 2 minutes ago (5 minutes of clock skew)", func(ctx sctx, t *T) {
+		d := t.Device()
+		cp := t.ConnectPacket(d)
+		cp.Password = []byte(t.Token(d, dps.SASOptions{Expiry: time.Now().Add(-2 * time.Minute)}))
+		a, err := registerWith(ctx, t, d, cp)
+		t.NoError(err, "register with the token")
+		ev := t.Judge(ctx)
+		st := answerStatuses(ev)
+		t.Expect(slices.ContainsFunc(st, func(s int) bool { return s == 200 || s == 202 })).To(gomega.BeTrue(),
+			"expected the register accepted (200 or 202); actual: the register answer %q, the capture's answers %v", a.Topic, st)
+	}, Faults("no-clock-skew"))
 	r.It("DPS-AUTH-006", "accepts and assigns an X.509 device that sends no password", func(ctx sctx, t *T) {
 		d := t.X509Device()
 		cp := t.ConnectPacket(d)

@@ -210,6 +210,14 @@ var probes = []probe{
 		})
 		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), ""))
 	}},
+	{"auth-skew", func(p *prober) string {
+		// Part A §4: a token expired 2 minutes ago is within the 5-minute
+		// clock skew.
+		c := p.session("skew", func(cp *packets.Connect) {
+			cp.Password = []byte(sasToken(p.t, testScope, "skew", testKey, time.Now().Add(-2*time.Minute)))
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), regBody("skew")))
+	}},
 	{"auth-other-device", func(p *prober) string {
 		c := p.session("other", func(cp *packets.Connect) {
 			cp.Password = []byte(sasToken(p.t, testScope, "dev-1", testKey, time.Now().Add(time.Hour)))
@@ -493,6 +501,7 @@ var faultProbe = map[Fault]string{
 	// CONNACK 0x02 as before, then the probe's PINGREQ goes unanswered
 	// (timeout) instead of the close.
 	FaultNoCloseAfterCleanSession0: "connect-clean-session-0",
+	FaultNoClockSkew:               "auth-skew",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -537,7 +546,7 @@ func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
 		"early", "p202", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
-		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody"}
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody", "skew"}
 	b := newFakeBackend(ids...)
 	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{

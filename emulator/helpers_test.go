@@ -69,6 +69,9 @@ func (b *fakeBackend) Attest(ctx context.Context, c registry.Credentials, o regi
 		return nil, &registry.AttestError{ErrorCode: 401000, Message: "Unauthorized", Err: err}
 	}
 	v := dps.Verifier{}
+	if o.NoSkew {
+		v.Skew = -1
+	}
 	if err := v.Verify(tok, testScope, c.RegistrationID, key); err != nil {
 		switch {
 		case errors.Is(err, dps.ErrSignatureMismatch) && o.IgnoreSignature,

@@ -777,6 +777,7 @@ func (ss *session) attest(ctx context.Context) (*registry.Attestation, *answer) 
 	opts := registry.AttestOptions{
 		IgnoreSignature: s.faults.has(FaultAcceptBadSignature),
 		IgnoreExpiry:    s.faults.has(FaultAcceptExpiredToken),
+		NoSkew:          s.faults.has(FaultNoClockSkew),
 		IgnoreResource:  s.faults.has(FaultAcceptOtherDeviceToken),
 		IgnoreKeyName:   s.faults.has(FaultAcceptWrongSKN),
 		IgnoreDisabled:  s.faults.has(FaultAssignDisabled),

@@ -81,6 +81,7 @@ var mosquittoVerdicts = map[string]string{
 	"CONNECT answers a register body naming the device's registration id in other letter case as one naming it as is":                                "failed",
 	"authentication accepts a SAS token with the Node field order sr, sig, skn, se":                                                                  "failed",
 	"authentication accepts and assigns an X.509 device that sends no password":                                                                      "skipped",
+	"authentication accepts a SAS token that expired 2 minutes ago (5 minutes of clock skew)":                                                        "failed",
 	"authentication answers a SAS token for another device with 401 and errorCode 401000":                                                            "failed",
 	"authentication answers a SAS token with a bad signature with 401 and errorCode 401000":                                                          "failed",
 	"authentication answers an X.509 device whose certificate chains to no enrollment with 401 and errorCode 401002":                                 "skipped", // no X.509 identity given

@@ -34,6 +34,9 @@ type AttestOptions struct {
 	IgnoreSignature bool
 	// IgnoreExpiry accepts expired SAS tokens and certificates.
 	IgnoreExpiry bool
+	// NoSkew refuses a SAS token as soon as its expiry has passed,
+	// instead of allowing dps.DefaultSkew (Part A §4).
+	NoSkew bool
 	// IgnoreResource accepts a SAS token whatever its sr.
 	IgnoreResource bool
 	// IgnoreKeyName accepts any skn.
@@ -241,6 +244,9 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 // of them.
 func (r *Registry) verify(tok *dps.SASToken, regID string, o AttestOptions, keys ...string) error {
 	v := dps.Verifier{Now: r.now, Skew: dps.DefaultSkew}
+	if o.NoSkew {
+		v.Skew = -1 // a negative Skew allows none
+	}
 	if o == (AttestOptions{}) {
 		return v.Verify(tok, r.idScope, regID, keys...)
 	}
