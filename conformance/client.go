@@ -617,6 +617,19 @@ func (c *Conn) WaitClose(ctx context.Context) bool {
 	return false
 }
 
+// NextConnack reads the server's answer to a CONNECT and, when it is a
+// refusal (a CONNACK with a non-zero return code), waits for the close the
+// refusal must be followed by ([MQTT-3.2.2-5]; Part A §2, §3), as
+// WaitClose does: the server is given the close wait to close, so that the
+// rule can judge a connection left open.
+func (c *Conn) NextConnack(ctx context.Context) {
+	if p, err := c.Next(ctx); err == nil {
+		if a, ok := p.(*packets.Connack); ok && a.ReturnCode != packets.ConnackAccepted {
+			c.WaitClose(ctx)
+		}
+	}
+}
+
 // Subscribe subscribes to filter at qos and returns the SUBACK (nil when
 // the server answered otherwise or closed).
 func (c *Conn) Subscribe(ctx context.Context, filter string, qos byte) *packets.Suback {

@@ -452,9 +452,16 @@ func ruleCaseInsensitiveID() *Rule {
 		}}
 }
 
-// ruleConnackFor: a CONNECT selected by sel is answered with CONNACK code.
+// ruleConnackFor: a CONNECT selected by sel is answered with CONNACK code;
+// a refusal (code non-zero) is then followed by the server closing the
+// connection (Part A §2, §3; MQTT-3.2.2-5), judged as closeAfterRefusal
+// does: not when the device closed, or the capture ended, less than
+// RuleEnv.CloseGrace after the CONNACK.
 func ruleConnackFor(id, what string, sel func(*packets.Connect) bool, code packets.ConnackCode) *Rule {
 	want := fmt.Sprintf("CONNACK return code 0x%02x", byte(code))
+	if code != 0 {
+		want += " and the server closing the connection"
+	}
 	return &Rule{ID: id, Role: RoleService, Evidence: what + " and the server's answer",
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			cp, i := connectOf(c)
@@ -474,14 +481,15 @@ func ruleConnackFor(id, what string, sel func(*packets.Connect) bool, code packe
 			if !ok || ack.ReturnCode != code {
 				return 1, []Finding{finding(id, c, c.Packets[j].Frame, c.Packets[j].Time, describe(c.Packets[j].Packet), want)}
 			}
-			if code == 0 {
-				// Accepted means usable: the server must not close the
-				// session before the client's next packet is answered.
-				if k := firstAfter(c, j, tracer.ClientToServer, nil); k >= 0 && firstAfter(c, k-1, tracer.ServerToClient, nil) < 0 && serverClosedFirst(c) {
-					return 1, []Finding{finding(id, c, c.CloseFrame[tracer.ServerToClient], c.CloseTime[tracer.ServerToClient],
-						"CONNACK 0x00, then the server closed the connection without answering "+describe(c.Packets[k].Packet),
-						"CONNACK 0x00 and an open session")}
-				}
+			if code != 0 {
+				return closeAfterRefusal(id, c, j, env, want)
+			}
+			// Accepted means usable: the server must not close the
+			// session before the client's next packet is answered.
+			if k := firstAfter(c, j, tracer.ClientToServer, nil); k >= 0 && firstAfter(c, k-1, tracer.ServerToClient, nil) < 0 && serverClosedFirst(c) {
+				return 1, []Finding{finding(id, c, c.CloseFrame[tracer.ServerToClient], c.CloseTime[tracer.ServerToClient],
+					"CONNACK 0x00, then the server closed the connection without answering "+describe(c.Packets[k].Packet),
+					"CONNACK 0x00 and an open session")}
 			}
 			return 1, nil
 		}}
@@ -624,11 +632,10 @@ func connackCode(p *tracer.Packet) (byte, bool) {
 // ruleCleanSession0 judges the refusal of CleanSession=0 under dps-2019
 // (Part A §2): a close before any CONNACK, or a non-zero CONNACK (0x02
 // expected) and then the close, with nothing else from the server in
-// between ([MQTT-3.2.2-5] If a server sends a CONNACK packet containing a
-// non-zero return code it MUST then close the Network Connection). A
-// refusal CONNACK with the connection left open is no refusal: it does
-// not judge when the device closed, or the capture ended, less than
-// RuleEnv.CloseGrace after the CONNACK.
+// between (closeAfterRefusal, MQTT-3.2.2-5). A refusal CONNACK with the
+// connection left open is no refusal: it does not judge when the device
+// closed, or the capture ended, less than RuleEnv.CloseGrace after the
+// CONNACK.
 func ruleCleanSession0() *Rule {
 	const id = "DPS-SESS-001"
 	const want = "a refusal: a non-zero CONNACK (0x02) and the server closing the connection, or a close before CONNACK"
@@ -650,17 +657,29 @@ func ruleCleanSession0() *Rule {
 			if !ok || a.ReturnCode == 0 {
 				return 1, []Finding{finding(id, c, p.Frame, p.Time, describe(p.Packet), want)}
 			}
-			if k := firstAfter(c, j, tracer.ServerToClient, nil); k >= 0 {
-				return 1, []Finding{finding(id, c, c.Packets[k].Frame, c.Packets[k].Time, describe(a)+", then the server went on: "+describe(c.Packets[k].Packet), want)}
-			}
-			if undecided(c, p.Time, env) {
-				return 0, nil
-			}
-			if !serverClosedFirst(c) {
-				return 1, []Finding{finding(id, c, p.Frame, p.Time, describe(a)+", then "+describeClose(c), want)}
-			}
-			return 1, nil
+			return closeAfterRefusal(id, c, j, env, want)
 		}}
+}
+
+// closeAfterRefusal judges what follows the refusal CONNACK at c.Packets[j]
+// ([MQTT-3.2.2-5] If a server sends a CONNACK packet containing a non-zero
+// return code it MUST then close the Network Connection): nothing more
+// from the server, and the server closing the connection first. A refusal
+// CONNACK with the connection left open is a finding (want says what would
+// have passed); it does not judge (0, nil) when the device closed, or the
+// capture ended, less than RuleEnv.CloseGrace after the CONNACK.
+func closeAfterRefusal(id string, c *tracer.Conversation, j int, env RuleEnv, want string) (int, []Finding) {
+	p := &c.Packets[j]
+	if k := firstAfter(c, j, tracer.ServerToClient, nil); k >= 0 {
+		return 1, []Finding{finding(id, c, c.Packets[k].Frame, c.Packets[k].Time, describe(p.Packet)+", then the server went on: "+describe(c.Packets[k].Packet), want)}
+	}
+	if undecided(c, p.Time, env) {
+		return 0, nil
+	}
+	if !serverClosedFirst(c) {
+		return 1, []Finding{finding(id, c, p.Frame, p.Time, describe(p.Packet)+", then "+describeClose(c), want)}
+	}
+	return 1, nil
 }
 
 func ruleSessionPresent() *Rule {

@@ -115,11 +115,23 @@ func TestServiceRulesBothWays(t *testing.T) {
 			in: cat(connect(func(cp *packets.Connect) { cp.Username = []byte("dev-1") }), connack(0), bye)},
 		{name: "username not of the DPS form, refused 0x04", rule: "DPS-CONN-004", applied: 1,
 			in: cat(connect(func(cp *packets.Connect) { cp.Username = []byte("dev-1") }), connack(4), serverCloses)},
+		// Part A §3 and MQTT-3.2.2-5: the refusal CONNACK is followed by
+		// the close.
+		{name: "username not of the DPS form, refused 0x04, connection kept open", rule: "DPS-CONN-004", applied: 1, fails: true,
+			in: cat(connect(func(cp *packets.Connect) { cp.Username = []byte("dev-1") }), connack(4), clientClosesLater)},
+		{name: "username not of the DPS form, refused 0x04, then a SUBACK", rule: "DPS-CONN-004", applied: 1, fails: true,
+			in: cat(connect(func(cp *packets.Connect) { cp.Username = []byte("dev-1") }), connack(4), chunk(0, sub(1)), chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}}), clientClosesLater)},
+		{name: "username not of the DPS form, refused 0x04, the device closed at once", rule: "DPS-CONN-004", applied: 0,
+			in: cat(connect(func(cp *packets.Connect) { cp.Username = []byte("dev-1") }), connack(4))},
 
 		{name: "ClientId of another device, accepted", rule: "DPS-CONN-005", applied: 1, fails: true,
 			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("dev-2") }), connack(0), bye)},
 		{name: "ClientId of another device, refused 0x02", rule: "DPS-CONN-005", applied: 1,
 			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("dev-2") }), connack(2), serverCloses)},
+		{name: "ClientId of another device, refused 0x02, connection kept open", rule: "DPS-CONN-005", applied: 1, fails: true,
+			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("dev-2") }), connack(2), clientClosesLater)},
+		{name: "ClientId of another device, refused 0x02, the device closed at once", rule: "DPS-CONN-005", applied: 0,
+			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("dev-2") }), connack(2))},
 		// DPS compares registration ids without case (Part A §11, D-TERMS).
 		{name: "ClientId differing in case only", rule: "DPS-CONN-005", applied: 0,
 			in: cat(connect(func(cp *packets.Connect) { cp.ClientID = []byte("DEV-1") }), connack(0), bye)},

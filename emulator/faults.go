@@ -74,7 +74,7 @@ const (
 	FaultKeepSubscription             Fault = "keep-subscription"
 	FaultCaseSensitiveRegistrationID  Fault = "case-sensitive-registration-id"
 	FaultAuthAtConnect                Fault = "auth-at-connect"
-	FaultNoCloseAfterCleanSession0    Fault = "no-close-after-clean-session-0"
+	FaultNoCloseAfterRefusal          Fault = "no-close-after-refusal"
 	FaultNoClockSkew                  Fault = "no-clock-skew"
 )
 
@@ -148,7 +148,7 @@ var faultTable = []FaultInfo{
 	{FaultKeepSubscription, "Part A §2 (dps-2023: no state carried over)", "keep the subscription of a CleanSession=0 connection for the next CleanSession=0 connection of the same device"},
 	{FaultCaseSensitiveRegistrationID, "Part A §11 (registration ids compared case-insensitively)", "compare registration ids case-sensitively: refuse a ClientId that differs from the username's registration id only in letter case with CONNACK 0x02, and answer 400 to a register body whose registrationId differs from the connection's only in letter case"},
 	{FaultAuthAtConnect, "Part A §3 (proof of possession judged at the register request)", "judge proof of possession at CONNECT: refuse a CONNECT whose SAS token, id scope or client certificate fails attestation with CONNACK 0x05 (not authorized) instead of accepting it and answering the register 401"},
-	{FaultNoCloseAfterCleanSession0, "Part A §2 (dps-2019: CONNACK 0x02 and close), MQTT-3.2.2-5", "answer CleanSession=0 under dps-2019 with CONNACK 0x02 but keep the connection open (reading and ignoring what the device sends until it closes) instead of closing it"},
+	{FaultNoCloseAfterRefusal, "Part A §2, §3 (a refusal CONNACK and close), MQTT-3.2.2-5", "keep the connection open after every refusal CONNACK (bad username 0x04, ClientId mismatch 0x02, CleanSession=0 under dps-2019 0x02, protocol level 0x01, …), reading and ignoring what the device sends until it closes, instead of closing it"},
 	{FaultNoClockSkew, "Part A §4 (allow 5 minutes of clock skew)", "refuse a SAS token (401) as soon as its expiry se has passed, allowing no clock skew instead of 5 minutes"},
 }
 

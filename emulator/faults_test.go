@@ -499,9 +499,10 @@ var faultProbe = map[Fault]string{
 	// requires accepted: TestSessionFaults.
 	FaultAuthAtConnect: "own",
 	// CONNACK 0x02 as before, then the probe's PINGREQ goes unanswered
-	// (timeout) instead of the close.
-	FaultNoCloseAfterCleanSession0: "connect-clean-session-0",
-	FaultNoClockSkew:               "auth-skew",
+	// (timeout) instead of the close; the other refusals alike
+	// (faultAlsoChanges).
+	FaultNoCloseAfterRefusal: "connect-clean-session-0",
+	FaultNoClockSkew:         "auth-skew",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -513,6 +514,8 @@ var faultAlsoChanges = map[Fault][]string{
 	FaultNeverAssign: {"disabled"},
 	// poll-body polls at once, before the retry-after: 200 under this fault.
 	FaultAssignBeforeRetryAfter: {"poll-body", "poll-202-status"},
+	// Every refusal CONNACK is followed by no close, not only CleanSession=0's.
+	FaultNoCloseAfterRefusal: {"connect-mqtt5", "connect-bad-username", "connect-clientid-mismatch"},
 }
 
 // sasForm builds a valid SAS token for id in a given form: edit gets the

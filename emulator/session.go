@@ -276,18 +276,7 @@ func (ss *session) connect(ctx context.Context) (string, bool) {
 	}
 	// Part A §2: dps-2019 refuses CleanSession=0 with 0x02 and closes.
 	if !c.CleanSession && ss.srv.profile.refusesCleanSession0() && !ss.srv.faults.has(FaultAcceptCleanSession0) {
-		const why = "CleanSession=0 is not supported (profile dps-2019, Part A §2)"
-		if ss.srv.faults.has(FaultNoCloseAfterCleanSession0) {
-			// The refusal sent, the connection kept: what the device
-			// sends is read and ignored until it closes.
-			if err := ss.write(&packets.Connack{ReturnCode: packets.ConnackRefusedIdentifierRejected}); err != nil {
-				return "write CONNACK: " + err.Error(), false
-			}
-			ss.log.Info("keeping the connection after refusing CleanSession=0 (fault no-close-after-clean-session-0)")
-			ss.drain()
-			return "CONNACK 0x02, connection kept until the device closed (fault no-close-after-clean-session-0): " + why, false
-		}
-		return ss.refuse(packets.ConnackRefusedIdentifierRejected, why)
+		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "CleanSession=0 is not supported (profile dps-2019, Part A §2)")
 	}
 	if reason, ok := ss.connectFaults(c, uerr == nil); !ok {
 		return reason, false
@@ -377,10 +366,17 @@ func (ss *session) refuseLevel(why string) (string, bool) {
 
 // refuse writes a CONNACK with a refusal code; the caller then closes.
 // [MQTT-3.2.2-5] If a server sends a CONNACK packet containing a non-zero
-// return code it MUST then close the Network Connection.
+// return code it MUST then close the Network Connection. Under the fault
+// no-close-after-refusal the connection is kept instead: what the device
+// sends is read and ignored until it closes.
 func (ss *session) refuse(code packets.ConnackCode, why string) (string, bool) {
 	if err := ss.write(&packets.Connack{ReturnCode: code}); err != nil {
 		return "write CONNACK: " + err.Error(), false
+	}
+	if ss.srv.faults.has(FaultNoCloseAfterRefusal) {
+		ss.log.Info("keeping the connection after a refusal CONNACK (fault no-close-after-refusal)", "returnCode", byte(code))
+		ss.drain()
+		return fmt.Sprintf("CONNACK %#02x (%v), connection kept until the device closed (fault no-close-after-refusal): %s", byte(code), code, why), false
 	}
 	return fmt.Sprintf("CONNACK %#02x (%v): %s", byte(code), code, why), false
 }
