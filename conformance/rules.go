@@ -123,7 +123,7 @@ func ServiceRules() []*Rule {
 		rulePlaintext(),
 		ruleConnackFor("DPS-CONN-001", "a CONNECT of the documented form", documentedConnect, 0),
 		ruleConnackFor("DPS-CONN-002", "a CONNECT whose username carries an SDK suffix (&ClientVersion=…) or another api-version", sdkUsernameConnect, 0),
-		ruleConnackFor("DPS-CONN-003", "a CONNECT with keep-alive 0 or a ClientId longer than 23 characters", longOrZeroKeepAliveConnect, 0),
+		ruleConnackFor("DPS-CONN-003", "a CONNECT with keep-alive 0, a ClientId longer than 23 characters or a registration id holding '.', '_' or ':'", conn003Connect, 0),
 		ruleConnackFor("DPS-CONN-004", "a CONNECT whose username is not of the DPS form", badUsernameConnect, packets.ConnackRefusedBadUsernameOrPassword),
 		ruleConnackFor("DPS-CONN-005", "a CONNECT whose ClientId differs from the username's registration id", clientIDMismatchConnect, packets.ConnackRefusedIdentifierRejected),
 		ruleCaseInsensitiveID(),
@@ -384,10 +384,13 @@ func sdkUsernameConnect(cp *packets.Connect) bool {
 		dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession
 }
 
-func longOrZeroKeepAliveConnect(cp *packets.Connect) bool {
+// conn003Connect: a CONNECT of DPS-CONN-003, with keep-alive 0, a ClientId
+// longer than MQTT's 23 characters, or a registration id holding the
+// punctuation Part A §11 allows besides '-' ('.', '_', ':').
+func conn003Connect(cp *packets.Connect) bool {
 	u, ok := parsedUsername(cp)
 	return ok && cp.ProtocolLevel == 4 && dps.EqualRegistrationID(u.RegistrationID, string(cp.ClientID)) && cp.CleanSession &&
-		(cp.KeepAlive == 0 || len(cp.ClientID) > 23)
+		(cp.KeepAlive == 0 || len(cp.ClientID) > 23 || strings.ContainsAny(u.RegistrationID, "._:"))
 }
 
 func badUsernameConnect(cp *packets.Connect) bool {

@@ -83,6 +83,10 @@ func TestServiceRulesBothWays(t *testing.T) {
 	assigning := `{"operationId":"` + op + `","status":"assigning"}`
 	assigning2 := strings.Replace(assigning, "-000000000000", "-000000000001", 1)
 	reserved := connect(func(cp *packets.Connect) { cp.Reserved = true })
+	punctID := func(cp *packets.Connect) {
+		cp.ClientID = []byte("Dev.Lab_7:1")
+		cp.Username = []byte("0ne00000001/registrations/Dev.Lab_7:1/api-version=2019-03-31")
+	}
 	caseReg := chunk(0, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte(dps.RegisterTopic("1")), Payload: []byte(`{"registrationId":"Dev-1"}`)})
 
 	for _, tc := range []struct {
@@ -108,6 +112,12 @@ func TestServiceRulesBothWays(t *testing.T) {
 			in: cat(chunk(0, testConnect()), connack(0), chunk(0, sub(1)), serverCloses)},
 		{name: "CONNACK 0, then SUBACK", rule: "DPS-CONN-001", applied: 1,
 			in: cat(open, bye)},
+
+		// Part A §11: '.', '_' and ':' are registration id characters.
+		{name: "registration id with '.', '_' and ':', accepted", rule: "DPS-CONN-003", applied: 1,
+			in: cat(connect(punctID), connack(0), chunk(0, sub(1)), chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}}), bye)},
+		{name: "registration id with '.', '_' and ':', refused 0x02", rule: "DPS-CONN-003", applied: 1, fails: true,
+			in: cat(connect(punctID), connack(2), serverCloses)},
 
 		{name: "no username, accepted", rule: "DPS-CONN-004", applied: 1, fails: true,
 			in: cat(connect(func(cp *packets.Connect) { cp.Username = nil }), connack(0), bye)},

@@ -137,6 +137,44 @@ func connectSpecs(r *registrar) {
 		c.Next(ctx)
 		t.Judge(ctx)
 	}, Faults("max-client-id-23"))
+	// Part A §11: registration ids are letters, digits and - . _ :; the
+	// last character a letter or digit (D-TERMS wants it alphanumeric or
+	// '-', SPEC no punctuation at either end).
+	r.It("DPS-CONN-003", "accepts and assigns a registration id holding '.', '_', ':' and letters of both cases", func(ctx sctx, t *T) {
+		if !t.r.cfg.Target.Local {
+			ginkgo.Skip("needs a fresh registration id of its own: runs against local targets only")
+		}
+		if t.r.cfg.Target.Credentials.GroupKey == "" {
+			ginkgo.Skip("needs a symmetric key enrollment group (--group-key) to derive the device's key")
+		}
+		// A fresh id of at most 23 characters (so that only the characters
+		// are on trial, not the length): dpsc-<run>-<seq>-<n> becomes
+		// Dpsc.<run>_<seq>:<n>.
+		d := t.Device()
+		id := "D" + d.RegistrationID[1:]
+		for _, sep := range []string{".", "_", ":"} {
+			id = strings.Replace(id, "-", sep, 1)
+		}
+		d.RegistrationID = id
+		key, err := dps.DeriveDeviceKey(t.r.cfg.Target.Credentials.GroupKey, d.RegistrationID)
+		t.NoError(err, "deriving the device key of "+d.RegistrationID)
+		d.Key = key
+		c := t.MustDial(ctx, DialOptions{})
+		c.dev = d.RegistrationID
+		c.MustSend(ctx, t.ConnectPacket(d))
+		var as []Answer
+		if p, err := c.Next(ctx); err == nil {
+			if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.ConnackAccepted {
+				as = c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
+			}
+		}
+		// The rule judges the CONNACK; the assignment is asserted after.
+		t.Judge(ctx)
+		t.Expect(as).NotTo(gomega.BeEmpty(), "no register was answered for %q", d.RegistrationID)
+		last := as[len(as)-1]
+		t.Expect(last.Resp.Status).To(gomega.Equal(200), "the last answer %q for %q: %s", last.Topic, d.RegistrationID, last.Body)
+		t.Expect(last.Status.Status).To(gomega.Equal(dps.StatusAssigned), "the last answer for %q: %s", d.RegistrationID, last.Body)
+	}, Faults("narrow-registration-id"))
 	for _, v := range []struct{ name, username string }{
 		{"without api-version", "%s/registrations/%s"},
 		{"with 'registration' for 'registrations'", "%s/registration/%s/api-version=2019-03-31"},

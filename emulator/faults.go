@@ -75,6 +75,7 @@ const (
 	FaultCaseSensitiveRegistrationID  Fault = "case-sensitive-registration-id"
 	FaultAuthAtConnect                Fault = "auth-at-connect"
 	FaultNoCloseAfterRefusal          Fault = "no-close-after-refusal"
+	FaultNarrowRegistrationID         Fault = "narrow-registration-id"
 	FaultNoClockSkew                  Fault = "no-clock-skew"
 )
 
@@ -149,6 +150,7 @@ var faultTable = []FaultInfo{
 	{FaultCaseSensitiveRegistrationID, "Part A §11 (registration ids compared case-insensitively)", "compare registration ids case-sensitively: refuse a ClientId that differs from the username's registration id only in letter case with CONNACK 0x02, and answer 400 to a register body whose registrationId differs from the connection's only in letter case"},
 	{FaultAuthAtConnect, "Part A §3 (proof of possession judged at the register request)", "judge proof of possession at CONNECT: refuse a CONNECT whose SAS token, id scope or client certificate fails attestation with CONNACK 0x05 (not authorized) instead of accepting it and answering the register 401"},
 	{FaultNoCloseAfterRefusal, "Part A §2, §3 (a refusal CONNACK and close), MQTT-3.2.2-5", "keep the connection open after every refusal CONNACK (bad username 0x04, ClientId mismatch 0x02, CleanSession=0 under dps-2019 0x02, protocol level 0x01, …), reading and ignoring what the device sends until it closes, instead of closing it"},
+	{FaultNarrowRegistrationID, "Part A §11 (registration ids of letters, digits and - . _ :)", "validate registration ids narrowly, as letters, digits and '-' only (the 2018 symmetric key page's rule): refuse a CONNECT whose registration id holds '.', '_' or ':' with CONNACK 0x02"},
 	{FaultNoClockSkew, "Part A §4 (allow 5 minutes of clock skew)", "refuse a SAS token (401) as soon as its expiry se has passed, allowing no clock skew instead of 5 minutes"},
 }
 

@@ -198,6 +198,10 @@ var probes = []probe{
 	{"connect-long-clientid", func(p *prober) string {
 		return connectAnswer(p, connectPacket(p.t, strings.Repeat("d", 128)))
 	}},
+	{"connect-regid-chars", func(p *prober) string {
+		// Part A §11: letters of both cases, digits and - . _ :
+		return connectAnswer(p, connectPacket(p.t, "Dev-1.Lab_7:Unit9"))
+	}},
 	{"auth-bad-signature", func(p *prober) string {
 		c := p.session("sig", func(cp *packets.Connect) {
 			cp.Password = []byte(sasToken(p.t, testScope, "sig", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", time.Now().Add(time.Hour)))
@@ -501,8 +505,9 @@ var faultProbe = map[Fault]string{
 	// CONNACK 0x02 as before, then the probe's PINGREQ goes unanswered
 	// (timeout) instead of the close; the other refusals alike
 	// (faultAlsoChanges).
-	FaultNoCloseAfterRefusal: "connect-clean-session-0",
-	FaultNoClockSkew:         "auth-skew",
+	FaultNoCloseAfterRefusal:  "connect-clean-session-0",
+	FaultNoClockSkew:          "auth-skew",
+	FaultNarrowRegistrationID: "connect-regid-chars",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where

@@ -334,6 +334,8 @@ func (ss *session) connectFaults(c *packets.Connect, parsed bool) (string, bool)
 		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "keep-alive 0 (fault refuse-keepalive-0)")
 	case f.has(FaultMaxClientID23) && len(c.ClientID) > 23:
 		return ss.refuse(packets.ConnackRefusedIdentifierRejected, "ClientId longer than 23 characters (fault max-client-id-23)")
+	case f.has(FaultNarrowRegistrationID) && strings.ContainsAny(ss.regID, "._:"):
+		return ss.refuse(packets.ConnackRefusedIdentifierRejected, fmt.Sprintf("registration id %q holds '.', '_' or ':' (fault narrow-registration-id)", ss.regID))
 	}
 	return "", true
 }
