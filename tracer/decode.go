@@ -384,6 +384,13 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 	if ipb == nil {
 		return
 	}
+	// The link layer's type must agree with the header's own version
+	// field: a datagram of another version is discarded (RFC 1122
+	// §3.2.1.1), as gopacket's decoders would not notice.
+	if len(ipb) == 0 || int(ipb[0]>>4) != ver {
+		d.warn("frames whose IP version field disagrees with the link layer's IPv4/IPv6 type ignored (RFC 1122 §3.2.1.1)")
+		return
+	}
 	var src, dst netip.Addr
 	var tcpb []byte
 	switch ver {

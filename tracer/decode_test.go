@@ -410,3 +410,49 @@ func TestDecodeIPv6Fragments(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeIPVersionMismatch: a frame whose link layer says IPv4 (or
+// IPv6) but whose IP header carries another version is no datagram of that
+// version (RFC 1122 §3.2.1.1): it is ignored with a warning, on every link
+// type that names the version apart from the header, never decoded as if
+// the version were right.
+func TestDecodeIPVersionMismatch(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	for _, tc := range []struct {
+		name   string
+		link   uint32
+		off    int // of the IP header in a frame
+		client string
+		server string
+		nibble byte
+	}{
+		{"Ethernet IPv4, version 5", linkEthernet, 14, "192.0.2.2:50000", "192.0.2.1:1883", 5},
+		{"Ethernet IPv4, version 6", linkEthernet, 14, "192.0.2.2:50000", "192.0.2.1:1883", 6},
+		{"Ethernet IPv6, version 7", linkEthernet, 14, "[2001:db8::2]:50000", "[2001:db8::1]:1883", 7},
+		{"Linux SLL IPv4, version 0", linkSLL, 16, "192.0.2.2:50000", "192.0.2.1:1883", 0},
+		{"BSD loopback IPv6, version 4", linkNull, 4, "[2001:db8::2]:50000", "[2001:db8::1]:1883", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, tc.link)
+			f := g.flow(tc.client, tc.server)
+			f.handshake()
+			f.send(ClientToServer, enc(t, c2s[0]))
+			f.send(ServerToClient, enc(t, s2c[0]))
+			if c := decodeGen(t, g, Options{}); len(c.Packets) != 2 {
+				t.Fatalf("unchanged frames: %d packets, want 2", len(c.Packets))
+			}
+			for i := range g.frames {
+				b := g.frames[i].data
+				b[tc.off] = tc.nibble<<4 | b[tc.off]&0x0f
+			}
+			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("[frames whose IP version field disagrees with the link layer's IPv4/IPv6 type ignored (RFC 1122 §3.2.1.1) (%d frames)]", len(g.frames))
+			if len(capt.Conversations) != 0 || fmt.Sprint(capt.Warnings) != want {
+				t.Errorf("%d conversations, warnings %q; want none and %s", len(capt.Conversations), capt.Warnings, want)
+			}
+		})
+	}
+}
