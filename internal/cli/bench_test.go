@@ -505,6 +505,17 @@ func TestWriteCapturePrefix(t *testing.T) {
 			t.Errorf("prefix ends inside a block: %s", w)
 		}
 	}
+	// Each pcapng section has its own byte order: a little-endian section
+	// followed by a big-endian one (two empty SHBs, 28 bytes each).
+	le := []byte{0x0A, 0x0D, 0x0D, 0x0A, 28, 0, 0, 0, 0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 28, 0, 0, 0}
+	be := []byte{0x0A, 0x0D, 0x0D, 0x0A, 0, 0, 0, 28, 0x1A, 0x2B, 0x3C, 0x4D, 0, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 28}
+	mixed := filepath.Join(dir, "mixed.pcapng")
+	if err := os.WriteFile(mixed, append(slices.Clone(le), be...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := writeCapturePrefix(mixed, filepath.Join(dir, "mixed-prefix"), 56); err != nil || n != 56 {
+		t.Errorf("mixed byte orders: %d bytes, %v; want both sections (56 bytes)", n, err)
+	}
 	bad := filepath.Join(dir, "bad")
 	if err := os.WriteFile(bad, []byte("this is not a capture file"), 0o600); err != nil {
 		t.Fatal(err)

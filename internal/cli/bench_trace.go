@@ -457,13 +457,18 @@ func writeCapturePrefix(src, dst string, limit int64) (int64, error) {
 	switch {
 	case binary.BigEndian.Uint32(head) == 0x0A0D0D0A: // pcapng
 		var order binary.ByteOrder = binary.LittleEndian
-		if binary.BigEndian.Uint32(head[8:]) == 0x1A2B3C4D {
-			order = binary.BigEndian
-		}
 		for n < limit {
-			h, err := br.Peek(8)
-			if err != nil {
+			h, err := br.Peek(12)
+			if err != nil && len(h) < 8 {
 				break
+			}
+			// Each section has its own byte order, from its header's
+			// byte-order magic.
+			if binary.BigEndian.Uint32(h) == 0x0A0D0D0A && len(h) == 12 {
+				order = binary.LittleEndian
+				if binary.BigEndian.Uint32(h[8:]) == 0x1A2B3C4D {
+					order = binary.BigEndian
+				}
 			}
 			l := int64(order.Uint32(h[4:]))
 			if l < 12 || l%4 != 0 {
