@@ -160,6 +160,10 @@ func TestServiceRulesBothWays(t *testing.T) {
 			in: cat(mqtt5, connack01, clientClosesLater)},
 		{name: "MQTT 5 refused 0x01 and closed", rule: "DPS-CONN-006", applied: 1,
 			in: cat(mqtt5, connack01, serverCloses)},
+		{name: "MQTT 5 refused 0x01, then a PINGRESP", rule: "DPS-CONN-006", applied: 1, fails: true,
+			in: cat(mqtt5, connack01, []byte{1, 2, 0xd0, 0}, serverCloses)},
+		{name: "MQTT 5 refused 0x01, the device closed at once", rule: "DPS-CONN-006", applied: 0,
+			in: cat(mqtt5, connack01)},
 
 		{name: "CleanSession 0 accepted", rule: "DPS-SESS-001", applied: 1, fails: true,
 			in: cat(connect(func(cp *packets.Connect) { cp.CleanSession = false }), connack(0), bye)},
