@@ -374,6 +374,19 @@ func answerStatuses(ev *Evidence) []int {
 	return out
 }
 
+// expectTokenAccepted registers d on a connection opened with cp (its
+// password the token on trial) and requires the register accepted: a 200
+// or 202 among the capture's answers.
+func expectTokenAccepted(ctx sctx, t *T, d Device, cp *packets.Connect) {
+	ginkgo.GinkgoHelper()
+	a, err := registerWith(ctx, t, d, cp)
+	t.NoError(err, "register with the token")
+	ev := t.Judge(ctx)
+	st := answerStatuses(ev)
+	t.Expect(slices.ContainsFunc(st, func(s int) bool { return s == 200 || s == 202 })).To(gomega.BeTrue(),
+		"expected the register accepted (200 or 202); actual: the register answer %q, the capture's answers %v", a.Topic, st)
+}
+
 func authSpecs(r *registrar) {
 	for _, v := range []struct {
 		name string
@@ -406,12 +419,7 @@ func authSpecs(r *registrar) {
 				}
 			}
 			cp.Password = []byte(tok)
-			a, err := registerWith(ctx, t, d, cp)
-			t.NoError(err, "register with the token")
-			ev := t.Judge(ctx)
-			st := answerStatuses(ev)
-			t.Expect(slices.ContainsFunc(st, func(s int) bool { return s == 200 || s == 202 })).To(gomega.BeTrue(),
-				"expected the register accepted (200 or 202); actual: the register answer %q, the capture's answers %v", a.Topic, st)
+			expectTokenAccepted(ctx, t, d, cp)
 		}, Faults("strict-sas"))
 	}
 	for _, v := range []struct {
@@ -477,12 +485,7 @@ func authSpecs(r *registrar) {
 		d := t.Device()
 		cp := t.ConnectPacket(d)
 		cp.Password = []byte(t.Token(d, dps.SASOptions{Expiry: time.Now().Add(-2 * time.Minute)}))
-		a, err := registerWith(ctx, t, d, cp)
-		t.NoError(err, "register with the token")
-		ev := t.Judge(ctx)
-		st := answerStatuses(ev)
-		t.Expect(slices.ContainsFunc(st, func(s int) bool { return s == 200 || s == 202 })).To(gomega.BeTrue(),
-			"expected the register accepted (200 or 202); actual: the register answer %q, the capture's answers %v", a.Topic, st)
+		expectTokenAccepted(ctx, t, d, cp)
 	}, Faults("no-clock-skew"))
 	r.It("DPS-AUTH-006", "accepts and assigns an X.509 device that sends no password", func(ctx sctx, t *T) {
 		d := t.X509Device()
