@@ -3,6 +3,7 @@ package cli
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -191,6 +192,15 @@ func certRegistrationID(certName string, cert tls.Certificate) (string, error) {
 		return "", usageErrorf("%s: its subject CN %q, the registration id, is not one: %v", certName, leaf.Subject.CommonName, err)
 	}
 	return leaf.Subject.CommonName, nil
+}
+
+// checkBase64Key refuses a key flag value that is not standard base64 of
+// at least one byte, naming the flag and the value's length, never the key.
+func checkBase64Key(flagName, v string) error {
+	if b, err := base64.StdEncoding.DecodeString(v); err != nil || len(b) == 0 {
+		return usageErrorf("--%s is not a base64 key (%d characters; want standard base64 as the portal and az CLI print it)", flagName, len(v))
+	}
+	return nil
 }
 
 // parseKeyType reads a key type flag: ecdsa (P-256) or rsa (2048).

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -140,9 +139,8 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 		if k.v == "" {
 			continue
 		}
-		if b, err := base64.StdEncoding.DecodeString(k.v); err != nil || len(b) == 0 {
-			// Never echo the key itself.
-			return cfg, usageErrorf("--%s is not a base64 key (%d characters; want standard base64 as the portal and az CLI print it)", k.flag, len(k.v))
+		if err := checkBase64Key(k.flag, k.v); err != nil {
+			return cfg, err
 		}
 	}
 	if f.connectAttempts < 1 {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,9 +125,9 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 			return usageErrorf("--%s informs the device rules: it needs --check with --role device or all", name)
 		}
 	}
-	if k := devEnv.SymmetricKey; k != "" {
-		if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) == 0 {
-			return usageErrorf("--device-key is not a base64 key (%d characters)", len(k)) // never echo it
+	if devEnv.SymmetricKey != "" {
+		if err := checkBase64Key("device-key", devEnv.SymmetricKey); err != nil {
+			return err
 		}
 	}
 	if devEnv.ServerName != "" {
