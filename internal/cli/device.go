@@ -322,7 +322,7 @@ func (f *deviceFlags) loadDeviceCert(regIDSet bool) error {
 	if err != nil {
 		return err
 	}
-	if regIDSet && !strings.EqualFold(id, f.regID) {
+	if regIDSet && !dps.EqualRegistrationID(id, f.regID) {
 		return usageErrorf("--registration-id %q is not the subject CN %q of --device-cert %s (an X.509 device's registration id is its CN)", f.regID, id, f.deviceCert)
 	}
 	f.regID, f.attestation = id, attestX509
