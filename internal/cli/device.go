@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -234,7 +235,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
 	}
 	in := reports.DeviceInput{Catalog: cat, Profile: f.profile, Tool: toolInfo(), Target: target,
-		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs, f.exec != "")}
+		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs, f.exec != "", f.credentialsHint())}
 	for _, r := range runs {
 		in.Scenarios = append(in.Scenarios, r.Scenario)
 	}
@@ -688,7 +689,7 @@ func deviceLog(pcap string) string { return strings.TrimSuffix(pcap, ".pcapng") 
 // (all but refusingScenarios), seeing it through means a 200 there: the
 // 401 of unauthorized-401 ends an operation without any poll. A run of
 // TLS scenarios only is judged on them.
-func noVerdictReason(runs []*scenarioRun, exec bool) string {
+func noVerdictReason(runs []*scenarioRun, exec bool, creds string) string {
 	all, tcp, served, servedConns, connects, registers := 0, 0, 0, 0, 0, 0
 	assigning := slices.ContainsFunc(runs, func(r *scenarioRun) bool {
 		return !slices.Contains(tlsScenarios, r.Name) && !slices.Contains(refusingScenarios, r.Name)
@@ -743,11 +744,28 @@ func noVerdictReason(runs []*scenarioRun, exec bool) string {
 		// It reached a final status, but an error where it should
 		// have been assigned: the credentials it attests with, mostly.
 		return "the device registered, but the service ended its registration with status " + refused +
-			" and assigned it in no scenario (check the credentials it attests with: DPS_REGISTRATION_ID, and DPS_SYMMETRIC_KEY or, with --attestation x509, DPS_CERT_FILE and DPS_KEY_FILE; the answer's errorCode is in the transcript)"
+			" and assigned it in no scenario (check the credentials it attests with: " +
+			cmp.Or(creds, "DPS_REGISTRATION_ID, and DPS_SYMMETRIC_KEY or, with --attestation x509, DPS_CERT_FILE and DPS_KEY_FILE") +
+			"; the answer's errorCode is in the transcript)"
 	case !seenThrough:
 		return "the device registered but never polled to a final status (a 200 answer, or an error that ends the operation) in any scenario that serves DPS: while the answer is 202 a device keeps polling"
 	default:
 		return ""
+	}
+}
+
+// credentialsHint is what a device refused where it should have been
+// assigned is to check, for the run's attestation.
+// With --device-cert there is no DPS_KEY_FILE: the device has its key, and
+// what it presents must be the certificate enrolled.
+func (f *deviceFlags) credentialsHint() string {
+	switch {
+	case f.deviceCertPEM != nil:
+		return "the certificate it presents must be the one enrolled, --device-cert " + f.deviceCert + " (DPS_CERT_FILE), with its own private key"
+	case f.attestation == attestX509:
+		return "DPS_CERT_FILE and DPS_KEY_FILE, the certificate whose CN is DPS_REGISTRATION_ID and its key"
+	default:
+		return "DPS_REGISTRATION_ID and DPS_SYMMETRIC_KEY"
 	}
 }
 

@@ -70,7 +70,7 @@ func TestNoVerdictReason(t *testing.T) {
 		{"steps split across scenarios", []*scenarioRun{run("normal", 1, 1, 0, 0), run("register-429", 1, 1, 1, 0), run("poll-429", 1, 0, 0, 1)}, "registered but never polled to a final status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := noVerdictReason(tc.runs, true)
+			got := noVerdictReason(tc.runs, true, "")
 			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 				t.Errorf("noVerdictReason = %q, want %q", got, tc.want)
 			}
@@ -84,9 +84,41 @@ func TestNoVerdictReason(t *testing.T) {
 func TestNoVerdictReasonNamesDeviceLog(t *testing.T) {
 	r := &scenarioRun{}
 	r.Name, r.Pcap = "normal", "out/pcaps/01-normal.pcapng"
-	got := noVerdictReason([]*scenarioRun{r}, true)
+	got := noVerdictReason([]*scenarioRun{r}, true, "")
 	if !strings.Contains(got, "out/pcaps/01-normal.log") {
 		t.Errorf("noVerdictReason = %q, want it to name the device's log out/pcaps/01-normal.log", got)
+	}
+}
+
+// TestNoVerdictReasonNamesTheRunsCredentials: a device refused where it
+// should have been assigned is pointed at the credentials of its own run's
+// attestation: with --device-cert there is no DPS_KEY_FILE (the device has
+// its key), and the certificate it presents must be the one enrolled.
+func TestNoVerdictReasonNamesTheRunsCredentials(t *testing.T) {
+	r := &scenarioRun{accepted: 1, conversations: 1, connects: 1, registers: 1, finals: 1, refusedStatus: 401}
+	r.Name = "normal"
+	for _, tc := range []struct {
+		name      string
+		f         deviceFlags
+		want, not []string
+	}{
+		{"symmetric key", deviceFlags{attestation: attestSymmetricKey}, []string{"DPS_REGISTRATION_ID", "DPS_SYMMETRIC_KEY"}, []string{"DPS_CERT_FILE", "DPS_KEY_FILE"}},
+		{"x509", deviceFlags{attestation: attestX509}, []string{"DPS_CERT_FILE", "DPS_KEY_FILE"}, []string{"DPS_SYMMETRIC_KEY"}},
+		{"device cert", deviceFlags{attestation: attestX509, deviceCert: "/d/thermostat-7.pem", deviceCertPEM: []byte("x")}, []string{"--device-cert /d/thermostat-7.pem"}, []string{"DPS_KEY_FILE", "DPS_SYMMETRIC_KEY"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := noVerdictReason([]*scenarioRun{r}, true, tc.f.credentialsHint())
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("noVerdictReason = %q, want it to name %s", got, w)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(got, n) {
+					t.Errorf("noVerdictReason = %q, names %s, which this run did not give", got, n)
+				}
+			}
+		})
 	}
 }
 
