@@ -40,6 +40,11 @@ func (p *prober) dial() *testClient { return dialPlain(p.t, p.addr) }
 // observe reads packets until the connection closes or goes quiet (a
 // PINGREQ/PINGRESP round trip marks the end), and describes them.
 func (p *prober) observe(c *testClient, n int) string {
+	// A loopback server answers in milliseconds; a server that keeps a
+	// connection open without answering (a fault) is told by the wait
+	// running out, which need not be long.
+	c.readWait = 2 * time.Second
+	defer func() { c.readWait = 0 }()
 	var out []string
 	_ = c.sendRaw([]byte{0xc0, 0x00}) // PINGREQ; the server may have closed already
 	for range n + 1 {
@@ -595,6 +600,9 @@ func TestFaultsChangeExactlyTheirBehaviour(t *testing.T) {
 		}
 		// TLS faults (checked by TestTLSPolicy) must change no MQTT probe.
 		t.Run(string(f.Name), func(t *testing.T) {
+			// Each fault has its own server; most of a run is waiting
+			// (a probe whose close never comes waits out its deadline).
+			t.Parallel()
 			got := runProbes(t, []Fault{f.Name})
 			if want != "tls" {
 				t.Logf("%s under the fault: %s", want, got[want])

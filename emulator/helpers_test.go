@@ -173,6 +173,8 @@ type testClient struct {
 	r     *packets.Reader
 	pid   uint16
 	regID string // of the last CONNECT sent with connack
+	// readWait bounds each read; zero means 5 s.
+	readWait time.Duration
 }
 
 func dialPlain(t testing.TB, addr string) *testClient {
@@ -214,7 +216,11 @@ func (c *testClient) next() packets.Packet {
 }
 
 func (c *testClient) read() (packets.Packet, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	wait := c.readWait
+	if wait == 0 {
+		wait = 5 * time.Second
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(wait))
 	p, err := c.r.ReadPacket()
 	if p != nil {
 		p = p.Clone()
