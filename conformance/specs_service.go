@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -374,6 +375,44 @@ func answerStatuses(ev *Evidence) []int {
 	return out
 }
 
+// withoutSASField returns tok, a token in the documented field order,
+// without its field name. When key is given, sig is computed again with it
+// over what is left of sr + "\n" + se (for a token without se: sr and a
+// newline).
+func withoutSASField(tok, name, key string) string {
+	ginkgo.GinkgoHelper()
+	p, err := dps.ParseSASToken(tok)
+	if err != nil {
+		ginkgo.Fail(fmt.Sprintf("suite bug: the token built does not parse: %v", err))
+	}
+	fields := strings.Split(strings.TrimPrefix(tok, dps.SASPrefix), "&")
+	kept := fields[:0]
+	for _, f := range fields {
+		if n, _, _ := strings.Cut(f, "="); n != name {
+			kept = append(kept, f)
+		}
+	}
+	if len(kept) == len(fields) {
+		ginkgo.Fail(fmt.Sprintf("suite bug: the token %s has no field %s", tok, name))
+	}
+	if key != "" {
+		se := p.Expiry
+		if name == "se" {
+			se = ""
+		}
+		sig, err := dps.SignString(key, p.Resource+"\n"+se)
+		if err != nil {
+			ginkgo.Fail(fmt.Sprintf("suite bug: signing: %v", err))
+		}
+		for i, f := range kept {
+			if strings.HasPrefix(f, "sig=") {
+				kept[i] = "sig=" + url.QueryEscape(sig)
+			}
+		}
+	}
+	return dps.SASPrefix + strings.Join(kept, "&")
+}
+
 // expectTokenAccepted registers d on a connection opened with cp (its
 // password the token on trial) and requires the register accepted: a 200
 // or 202 among the capture's answers.
@@ -450,6 +489,24 @@ func authSpecs(r *registrar) {
 			}, nil, 401000, "no-error-body"},
 		{"DPS-AUTH-005", "answers a SAS token with skn=iothubowner with 401 and errorCode 401000", "accept-wrong-skn",
 			func(t *T, d Device) string { return t.Token(d, dps.SASOptions{KeyName: "iothubowner"}) }, nil, 401000, "no-error-body"},
+		// Part A §4: sig, se and sr are required (the reference
+		// parser's rule, Part B §1.3). Each token is the documented one
+		// less that field; the one without se is signed over sr and a
+		// newline, so that only the missing expiry is on trial (a
+		// service reading it as a token that never expires accepts it,
+		// fault accept-token-without-se).
+		{"DPS-AUTH-011", "answers a SAS token without se with 401 and errorCode 401000", "accept-token-without-se",
+			func(t *T, d Device) string {
+				return withoutSASField(t.Token(d, dps.SASOptions{}), "se", d.Key)
+			}, nil, 401000, "no-error-body"},
+		{"DPS-AUTH-011", "answers a SAS token without sig with 401 and errorCode 401000", "",
+			func(t *T, d Device) string {
+				return withoutSASField(t.Token(d, dps.SASOptions{}), "sig", "")
+			}, nil, 401000, "no-error-body"},
+		{"DPS-AUTH-011", "answers a SAS token without sr with 401 and errorCode 401000", "",
+			func(t *T, d Device) string {
+				return withoutSASField(t.Token(d, dps.SASOptions{}), "sr", "")
+			}, nil, 401000, "no-error-body"},
 		// No errorCode here: Part A §3 names one for a failed proof of
 		// possession (401000 bad or expired token, 401002 bad
 		// certificate); an id scope the service does not serve is

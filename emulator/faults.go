@@ -77,6 +77,7 @@ const (
 	FaultNoCloseAfterRefusal          Fault = "no-close-after-refusal"
 	FaultNarrowRegistrationID         Fault = "narrow-registration-id"
 	FaultNoClockSkew                  Fault = "no-clock-skew"
+	FaultAcceptTokenWithoutSE         Fault = "accept-token-without-se"
 )
 
 // FaultInfo describes one fault switch.
@@ -152,6 +153,7 @@ var faultTable = []FaultInfo{
 	{FaultNoCloseAfterRefusal, "Part A §2, §3 (a refusal CONNACK and close), MQTT-3.2.2-5", "keep the connection open after every refusal CONNACK (bad username 0x04, ClientId mismatch 0x02, CleanSession=0 under dps-2019 0x02, protocol level 0x01, …), reading and ignoring what the device sends until it closes, instead of closing it"},
 	{FaultNarrowRegistrationID, "Part A §11 (registration ids of letters, digits and - . _ :)", "validate registration ids narrowly, as letters, digits and '-' only (the 2018 symmetric key page's rule): refuse a CONNECT whose registration id holds '.', '_' or ':' with CONNACK 0x02"},
 	{FaultNoClockSkew, "Part A §4 (allow 5 minutes of clock skew)", "refuse a SAS token (401) as soon as its expiry se has passed, allowing no clock skew instead of 5 minutes"},
+	{FaultAcceptTokenWithoutSE, "Part A §4 (sig, se and sr required)", "accept a SAS token without se as one that never expires (its signature over sr and a newline) instead of answering its register 401"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

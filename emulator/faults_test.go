@@ -227,6 +227,21 @@ var probes = []probe{
 		})
 		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), regBody("skew")))
 	}},
+	{"auth-no-se", func(p *prober) string {
+		// Part A §4: se is required. The token has none, and its
+		// signature is over sr and a newline, so that only the missing
+		// se is on trial.
+		c := p.session("nose", func(cp *packets.Connect) {
+			cp.Password = []byte(sasForm(p.t, "nose", func(sr, _, _ string) string {
+				sig, err := dps.SignString(testKey, sr+"\n")
+				if err != nil {
+					p.t.Fatal(err)
+				}
+				return "sr=" + sr + "&sig=" + url.QueryEscape(sig) + "&skn=" + dps.DefaultKeyName
+			}))
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), regBody("nose")))
+	}},
 	{"auth-other-device", func(p *prober) string {
 		c := p.session("other", func(cp *packets.Connect) {
 			cp.Password = []byte(sasToken(p.t, testScope, "dev-1", testKey, time.Now().Add(time.Hour)))
@@ -512,6 +527,7 @@ var faultProbe = map[Fault]string{
 	// (faultAlsoChanges).
 	FaultNoCloseAfterRefusal:  "connect-clean-session-0",
 	FaultNoClockSkew:          "auth-skew",
+	FaultAcceptTokenWithoutSE: "auth-no-se",
 	FaultNarrowRegistrationID: "connect-regid-chars",
 }
 
@@ -559,7 +575,7 @@ func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
 		"early", "p202", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
-		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody", "skew"}
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody", "skew", "nose"}
 	b := newFakeBackend(ids...)
 	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{

@@ -778,6 +778,7 @@ func (ss *session) attest(ctx context.Context) (*registry.Attestation, *answer) 
 		NoSkew:          s.faults.has(FaultNoClockSkew),
 		IgnoreResource:  s.faults.has(FaultAcceptOtherDeviceToken),
 		IgnoreKeyName:   s.faults.has(FaultAcceptWrongSKN),
+		AllowNoExpiry:   s.faults.has(FaultAcceptTokenWithoutSE),
 		IgnoreDisabled:  s.faults.has(FaultAssignDisabled),
 	}
 	att, err := s.backend.Attest(ctx, ss.credentials(), opts)

@@ -87,6 +87,9 @@ var mosquittoVerdicts = map[string]string{
 	"authentication answers a SAS token with a bad signature with 401 and errorCode 401000":                                                          "failed",
 	"authentication answers an X.509 device whose certificate chains to no enrollment with 401 and errorCode 401002":                                 "skipped", // no X.509 identity given
 	"authentication answers a SAS token with skn=iothubowner with 401 and errorCode 401000":                                                          "failed",
+	"authentication answers a SAS token without se with 401 and errorCode 401000":                                                                    "failed",
+	"authentication answers a SAS token without sig with 401 and errorCode 401000":                                                                   "failed",
+	"authentication answers a SAS token without sr with 401 and errorCode 401000":                                                                    "failed",
 	"authentication answers a device of an id scope it does not serve with 401":                                                                      "failed",
 	"authentication answers an expired SAS token with 401 and errorCode 401000":                                                                      "failed",
 	"authentication closes the connection after answering 401":                                                                                       "failed",

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,10 @@ type AttestOptions struct {
 	IgnoreResource bool
 	// IgnoreKeyName accepts any skn.
 	IgnoreKeyName bool
+	// AllowNoExpiry accepts a SAS token without se as one that never
+	// expires, its signature over sr and a newline (Part A §4 requires
+	// se).
+	AllowNoExpiry bool
 	// IgnoreDisabled makes Assign treat a disabled enrollment as enabled.
 	IgnoreDisabled bool
 }
@@ -176,6 +181,11 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 		return &AttestError{ErrorCode: errCodeUnauthorized, Message: "Unauthorized", Err: err}
 	}
 	tok, err := dps.ParseSASToken(string(c.Password))
+	if err != nil && o.AllowNoExpiry {
+		if t, ok := ParseSASTokenWithoutExpiry(string(c.Password)); ok {
+			tok, err = t, nil
+		}
+	}
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -238,6 +248,21 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 		firstErr = errNoEnrollment
 	}
 	return nil, fail(firstErr)
+}
+
+// ParseSASTokenWithoutExpiry parses a SAS token that has no se field, and
+// only such a token, as one that never expires: its Expiry text is empty
+// (the signature is then over sr and a newline) and its ExpiresAt the
+// latest dps.ParseSASToken accepts. Only the fault accept-token-without-se
+// (AttestOptions.AllowNoExpiry) uses it; Part A §4 requires se.
+func ParseSASTokenWithoutExpiry(s string) (*dps.SASToken, bool) {
+	// A token that had an se field now has two, which is an error.
+	t, err := dps.ParseSASToken(s + "&se=" + strconv.FormatInt(dps.MaxExpiryUnix, 10))
+	if err != nil {
+		return nil, false
+	}
+	t.Expiry = ""
+	return t, true
 }
 
 // verify checks tok with dps.Verifier, or check by check when o relaxes one
