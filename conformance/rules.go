@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -930,8 +931,26 @@ func rulePoll202() *Rule {
 			if !a.resp.HasRetryAfter {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the 202 answer to a poll on topic %q", a.pub.Topic), "a retry-after in the topic"))
 			}
-			if st, err := operationStatus(a); err != nil || st.Status != dps.StatusAssigning {
-				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the 202 answer to a poll has body %s", clip(a.pub.Payload)), `{"operationId":…,"status":"assigning",…}`))
+			// Part A §6: polls are answered 202 with
+			// registrationState{registrationId, status:"assigning"} (Part
+			// B §4.4, the EC source comment and I-393's trace); the
+			// registrationId the connection's, compared without case.
+			st, err := operationStatus(a)
+			rs := st.RegistrationState
+			regID := ""
+			if cp, _ := connectOf(c); cp != nil {
+				if u, ok := parsedUsername(cp); ok {
+					regID = u.RegistrationID
+				}
+			}
+			if err != nil || st.Status != dps.StatusAssigning || rs == nil || rs.Status != dps.StatusAssigning ||
+				rs.RegistrationID == "" || regID != "" && !dps.EqualRegistrationID(rs.RegistrationID, regID) {
+				want := "the connection's registration id"
+				if regID != "" {
+					want = strconv.Quote(regID)
+				}
+				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("the 202 answer to a poll has body %s", clip(a.pub.Payload)),
+					`{"operationId":…,"status":"assigning","registrationState":{"registrationId":`+want+`,"status":"assigning"}}`))
 			}
 			return true, fs
 		})

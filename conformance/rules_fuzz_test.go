@@ -294,7 +294,8 @@ func TestRuleOtherFilters(t *testing.T) {
 }
 
 // TestRulePoll202: DPS-POLL-001 wants every poll answered 202 to carry a
-// retry-after and the status assigning, and one answered 200 a final
+// retry-after, the status assigning and registrationState{registrationId
+// (the connection's, in any case), status assigning}, and one answered 200 a final
 // status (assigned, failed, disabled); a register answered 202 is
 // DPS-REG-002's.
 func TestRulePoll202(t *testing.T) {
@@ -314,6 +315,11 @@ func TestRulePoll202(t *testing.T) {
 		{"202 without retry-after", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", -1), assigning, 1, true},
 		{"202 assigned", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 1), strings.Replace(assigning, `"status":"assigning"`, `"status":"assigned"`, 1), 1, true},
 		{"202 not JSON", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 1), "", 1, true},
+		{"202 without registrationState", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 0), `{"operationId":"` + op + `","status":"assigning"}`, 1, true},
+		{"202 registrationState assigned", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 0), strings.Replace(assigning, `"status":"assigning"}}`, `"status":"assigned"}}`, 1), 1, true},
+		{"202 registrationState of another device", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 0), strings.Replace(assigning, `"dev-1"`, `"dev-2"`, 1), 1, true},
+		{"202 registrationState id in other case", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 0), strings.Replace(assigning, `"dev-1"`, `"DEV-1"`, 1), 1, false},
+		{"202 registrationState without registrationId", dps.PollTopic("2", op), dps.ResponseTopic(202, "2", 0), strings.Replace(assigning, `"registrationId":"dev-1",`, ``, 1), 1, true},
 		{"200 disabled", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), `{"operationId":"` + op + `","status":"disabled"}`, 1, false},
 		{"200 assigned", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), `{"operationId":"` + op + `","status":"assigned","registrationState":{"registrationId":"dev-1","status":"assigned"}}`, 1, false},
 		{"200 assigning", dps.PollTopic("2", op), dps.ResponseTopic(200, "2", -1), assigning, 1, true},

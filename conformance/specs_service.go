@@ -871,7 +871,7 @@ func pollSpecs(r *registrar) {
 			// 429 is the service throttling the device; it is honoured.
 			t.Expect(a.Resp.Status).To(gomega.BeElementOf(202, 429), "a non-final answer %q", a.Topic)
 		}
-	}, Faults("never-assign", "omit-retry-after", "poll-202-assigned"), Timeout(2*time.Minute))
+	}, Faults("never-assign", "omit-retry-after", "poll-202-assigned", "poll-202-no-registration-state"), Timeout(2*time.Minute))
 	r.It("DPS-POLL-002", "ends with a complete registrationState", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

@@ -78,6 +78,7 @@ const (
 	FaultNarrowRegistrationID         Fault = "narrow-registration-id"
 	FaultNoClockSkew                  Fault = "no-clock-skew"
 	FaultAcceptTokenWithoutSE         Fault = "accept-token-without-se"
+	FaultPoll202NoRegistrationState   Fault = "poll-202-no-registration-state"
 )
 
 // FaultInfo describes one fault switch.
@@ -154,6 +155,7 @@ var faultTable = []FaultInfo{
 	{FaultNarrowRegistrationID, "Part A §11 (registration ids of letters, digits and - . _ :)", "validate registration ids narrowly, as letters, digits and '-' only (the 2018 symmetric key page's rule): refuse a CONNECT whose registration id holds '.', '_' or ':' with CONNACK 0x02"},
 	{FaultNoClockSkew, "Part A §4 (allow 5 minutes of clock skew)", "refuse a SAS token (401) as soon as its expiry se has passed, allowing no clock skew instead of 5 minutes"},
 	{FaultAcceptTokenWithoutSE, "Part A §4 (sig, se and sr required)", "accept a SAS token without se as one that never expires (its signature over sr and a newline) instead of answering its register 401"},
+	{FaultPoll202NoRegistrationState, "Part A §6 (polls answered 202 with registrationState{registrationId, status:\"assigning\"})", "answer a poll of a pending operation 202 with a body of operationId and status only, without registrationState"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

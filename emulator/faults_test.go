@@ -353,7 +353,10 @@ var probes = []probe{
 		c := p.session("p202", nil)
 		op := c.call(dps.RegisterTopic("1"), regBody("p202")).status.OperationID
 		a := c.call(dps.PollTopic("2", op), "") // before the retry-after
-		return fmt.Sprintf("%d %s", a.resp.Status, a.status.Status)
+		if rs := a.status.RegistrationState; rs != nil {
+			return fmt.Sprintf("%d %s registrationState=%s/%s", a.resp.Status, a.status.Status, rs.RegistrationID, rs.Status)
+		}
+		return fmt.Sprintf("%d %s no registrationState", a.resp.Status, a.status.Status)
 	}},
 	{"final-state", func(p *prober) string {
 		c := p.session("final", nil)
@@ -528,7 +531,9 @@ var faultProbe = map[Fault]string{
 	FaultNoCloseAfterRefusal:  "connect-clean-session-0",
 	FaultNoClockSkew:          "auth-skew",
 	FaultAcceptTokenWithoutSE: "auth-no-se",
-	FaultNarrowRegistrationID: "connect-regid-chars",
+	// registrationState gone from the 202: TestFaultsChangeExactlyTheirBehaviour.
+	FaultPoll202NoRegistrationState: "poll-202-status",
+	FaultNarrowRegistrationID:       "connect-regid-chars",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where

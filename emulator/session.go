@@ -926,6 +926,9 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 		if s.faults.has(FaultPoll202Assigned) {
 			assigning.Status, assigning.RegistrationState.Status = dps.StatusAssigned, dps.StatusAssigned
 		}
+		if s.faults.has(FaultPoll202NoRegistrationState) {
+			assigning.RegistrationState = nil
+		}
 		return s.statusAnswer(202, s.retryAfterParam(), assigning)
 	}
 	if st.err != nil {
