@@ -1157,7 +1157,22 @@ func ruleRegistrationState() *Rule {
 			if missing := missingStateFields(st.RegistrationState); len(missing) > 0 {
 				return true, []Finding{finding(id, c, a.pkt.Frame, a.pkt.Time, "registrationState lacks "+strings.Join(missing, ", "), "a complete registrationState")}
 			}
-			return true, nil
+			// Part A §6: the 200 answer's registrationState is the
+			// device's (its registrationId the connection's, compared
+			// without case) and says assigned (Part B §4.5: status, the
+			// same enum as the operation's).
+			var fs []Finding
+			rs := st.RegistrationState
+			if rs.Status != dps.StatusAssigned {
+				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("registrationState.status %q in the 200 answer with status assigned", rs.Status), `"status":"assigned"`))
+			}
+			if cp, _ := connectOf(c); cp != nil {
+				if u, ok := parsedUsername(cp); ok && u.RegistrationID != "" && !dps.EqualRegistrationID(rs.RegistrationID, u.RegistrationID) {
+					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("registrationState.registrationId %q in the 200 answer", rs.RegistrationID),
+						fmt.Sprintf(`"registrationId":%q (the connection's, in any case)`, u.RegistrationID)))
+				}
+			}
+			return true, fs
 		})
 }
 

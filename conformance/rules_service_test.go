@@ -224,6 +224,16 @@ func TestServiceRulesBothWays(t *testing.T) {
 			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `,"etag":"x"`, "", 1))), bye)},
 		{name: "assigned, complete", rule: "DPS-POLL-002", applied: 1,
 			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(state)), bye)},
+		// Part A §6: the final registrationState is the device's and says
+		// assigned.
+		{name: "assigned, registrationState status assigning", rule: "DPS-POLL-002", applied: 1, fails: true,
+			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `"status":"assigned"`, `"status":"assigning"`, 1))), bye)},
+		{name: "assigned, registrationState status failed", rule: "DPS-POLL-002", applied: 1, fails: true,
+			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `"status":"assigned"`, `"status":"failed"`, 1))), bye)},
+		{name: "assigned, registrationState of another device", rule: "DPS-POLL-002", applied: 1, fails: true,
+			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `"registrationId":"dev-1"`, `"registrationId":"dev-2"`, 1))), bye)},
+		{name: "assigned, registrationId in other case", rule: "DPS-POLL-002", applied: 1,
+			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `"registrationId":"dev-1"`, `"registrationId":"DEV-1"`, 1))), bye)},
 
 		{name: "404 body without trackingId", rule: "DPS-ERR-001", applied: 1, fails: true,
 			in: cat(open, reg("1"), ans(dps.ResponseTopic(404, "1", -1), strings.Replace(errBody, `"trackingId":"t",`, "", 1)), bye)},

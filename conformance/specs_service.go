@@ -877,7 +877,7 @@ func pollSpecs(r *registrar) {
 		c := t.Connect(ctx, d, nil, DialOptions{})
 		c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
 		t.Judge(ctx)
-	}, Faults("incomplete-registration-state"))
+	}, Faults("incomplete-registration-state", "assigned-state-status"))
 	r.It("DPS-POLL-003", "answers a poll for an unknown operation id with 404", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

@@ -79,6 +79,7 @@ const (
 	FaultNoClockSkew                  Fault = "no-clock-skew"
 	FaultAcceptTokenWithoutSE         Fault = "accept-token-without-se"
 	FaultPoll202NoRegistrationState   Fault = "poll-202-no-registration-state"
+	FaultAssignedStateStatus          Fault = "assigned-state-status"
 )
 
 // FaultInfo describes one fault switch.
@@ -156,6 +157,7 @@ var faultTable = []FaultInfo{
 	{FaultNoClockSkew, "Part A §4 (allow 5 minutes of clock skew)", "refuse a SAS token (401) as soon as its expiry se has passed, allowing no clock skew instead of 5 minutes"},
 	{FaultAcceptTokenWithoutSE, "Part A §4 (sig, se and sr required)", "accept a SAS token without se as one that never expires (its signature over sr and a newline) instead of answering its register 401"},
 	{FaultPoll202NoRegistrationState, "Part A §6 (polls answered 202 with registrationState{registrationId, status:\"assigning\"})", "answer a poll of a pending operation 202 with a body of operationId and status only, without registrationState"},
+	{FaultAssignedStateStatus, "Part A §6 (200 with status assigned and a full registrationState)", "answer the final poll 200 with status assigned but a registrationState whose status is still assigning"},
 }
 
 // Faults returns every fault switch with what it breaks, in a stable order.

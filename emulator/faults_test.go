@@ -362,8 +362,8 @@ var probes = []probe{
 		c := p.session("final", nil)
 		a := p.final(c)
 		if rs := a.status.RegistrationState; rs != nil {
-			return fmt.Sprintf("%d %s dev=%q hub=%q created=%v updated=%v etag=%v sub=%q", a.resp.Status, a.status.Status,
-				rs.DeviceID, rs.AssignedHub, rs.CreatedDateTimeUTC != "", rs.LastUpdatedDateTimeUTC != "", rs.ETag != "", rs.Substatus)
+			return fmt.Sprintf("%d %s reg=%q state=%s dev=%q hub=%q created=%v updated=%v etag=%v sub=%q", a.resp.Status, a.status.Status,
+				rs.RegistrationID, rs.Status, rs.DeviceID, rs.AssignedHub, rs.CreatedDateTimeUTC != "", rs.LastUpdatedDateTimeUTC != "", rs.ETag != "", rs.Substatus)
 		}
 		return fmt.Sprint(a.resp.Status)
 	}},
@@ -534,6 +534,9 @@ var faultProbe = map[Fault]string{
 	// registrationState gone from the 202: TestFaultsChangeExactlyTheirBehaviour.
 	FaultPoll202NoRegistrationState: "poll-202-status",
 	FaultNarrowRegistrationID:       "connect-regid-chars",
+	// registrationState.status assigning in the 200: the final-state probe
+	// now shows it.
+	FaultAssignedStateStatus: "final-state",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where

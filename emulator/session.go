@@ -939,7 +939,11 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	if s.faults.has(FaultIncompleteRegistrationState) {
 		res.DeviceID, res.CreatedDateTimeUTC, res.LastUpdatedDateTimeUTC, res.Substatus, res.ETag = "", "", "", "", ""
 	}
-	return s.statusAnswer(200, -1, dps.RegistrationOperationStatus{OperationID: operationID, Status: res.Status, RegistrationState: &res})
+	final := dps.RegistrationOperationStatus{OperationID: operationID, Status: res.Status, RegistrationState: &res}
+	if s.faults.has(FaultAssignedStateStatus) && res.Status == dps.StatusAssigned {
+		res.Status = dps.StatusAssigning
+	}
+	return s.statusAnswer(200, -1, final)
 }
 
 // firstPacketUnreadable starts the end reason of a session whose CONNECT
