@@ -617,17 +617,21 @@ func (c *Conn) WaitClose(ctx context.Context) bool {
 	return false
 }
 
-// NextConnack reads the server's answer to a CONNECT and, when it is a
-// refusal (a CONNACK with a non-zero return code), waits for the close the
-// refusal must be followed by ([MQTT-3.2.2-5]; Part A §2, §3), as
-// WaitClose does: the server is given the close wait to close, so that the
-// rule can judge a connection left open.
-func (c *Conn) NextConnack(ctx context.Context) {
-	if p, err := c.Next(ctx); err == nil {
-		if a, ok := p.(*packets.Connack); ok && a.ReturnCode != packets.ConnackAccepted {
-			c.WaitClose(ctx)
-		}
+// NextConnack reads the server's answer to a CONNECT and reports whether
+// it is CONNACK 0x00 (the session is usable). A refusal (a CONNACK with a
+// non-zero return code) must be followed by the close ([MQTT-3.2.2-5];
+// Part A §2, §3): NextConnack then waits for it as WaitClose does, so that
+// the rule can judge a connection left open.
+func (c *Conn) NextConnack(ctx context.Context) (accepted bool) {
+	p, err := c.Next(ctx)
+	if err != nil {
+		return false
 	}
+	a, ok := p.(*packets.Connack)
+	if ok && a.ReturnCode != packets.ConnackAccepted {
+		c.WaitClose(ctx)
+	}
+	return ok && a.ReturnCode == packets.ConnackAccepted
 }
 
 // Subscribe subscribes to filter at qos and returns the SUBACK (nil when

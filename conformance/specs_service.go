@@ -164,10 +164,8 @@ func connectSpecs(r *registrar) {
 		c.dev = d.RegistrationID
 		c.MustSend(ctx, t.ConnectPacket(d))
 		var as []Answer
-		if p, err := c.Next(ctx); err == nil {
-			if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.ConnackAccepted {
-				as = c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
-			}
+		if c.NextConnack(ctx) {
+			as = c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
 		}
 		// The rule judges the CONNACK; the assignment is asserted after.
 		t.Judge(ctx)
@@ -233,12 +231,10 @@ func connectSpecs(r *registrar) {
 		cp.ClientID = []byte(otherCase(d.RegistrationID))
 		c := t.MustDial(ctx, DialOptions{})
 		c.MustSend(ctx, cp)
-		if p, err := c.Next(ctx); err == nil {
-			if ack, ok := p.(*packets.Connack); ok && ack.ReturnCode == packets.ConnackAccepted {
-				// Accepted means usable: the rule judges that the
-				// SUBSCRIBE is answered.
-				c.Subscribe(ctx, dps.SubscribeFilter, 1)
-			}
+		if c.NextConnack(ctx) {
+			// Accepted means usable: the rule judges that the
+			// SUBSCRIBE is answered.
+			c.Subscribe(ctx, dps.SubscribeFilter, 1)
 		}
 		t.Judge(ctx)
 	}, Faults("case-sensitive-registration-id"))
