@@ -21,7 +21,7 @@ func ExampleParseFault() {
 	_, err = emulator.ParseFault("omit-rid")
 	fmt.Println(err != nil)
 	// Output:
-	// omit-retry-after breaks Part A §5, §6: leave retry-after out of 202 and 429 answers
+	// omit-retry-after breaks Part A §5, §6, §8: leave retry-after out of 202 and 429 answers (a 503 keeps its own)
 	// true
 }
 

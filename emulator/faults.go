@@ -114,7 +114,7 @@ var faultTable = []FaultInfo{
 	{FaultAcceptUndocumentedTopic, "Part A §9", "ignore a PUBLISH to an undocumented topic instead of closing the connection"},
 	{FaultAcceptQoS2Publish, "Part A §9 (IoT Hub: QoS 2 publish closes)", "serve a QoS 2 request (PUBREC/PUBREL/PUBCOMP) instead of closing the connection"},
 	{FaultNoPubackFirst, "Part A §6", "send the answer PUBLISH before the PUBACK of a QoS 1 request"},
-	{FaultOmitRetryAfter, "Part A §5, §6", "leave retry-after out of 202 and 429 answers"},
+	{FaultOmitRetryAfter, "Part A §5, §6, §8", "leave retry-after out of 202 and 429 answers (a 503 keeps its own)"},
 	{FaultWrongRID, "Part A §5", "echo a $rid different from the request's"},
 	{FaultRIDNotFirst, "Part A §5", "write retry-after before $rid in answer topics"},
 	{FaultUpperCaseRetryAfter, "Part A §5", "write the retry-after key as \"Retry-After\""},

@@ -240,6 +240,33 @@ func TestResponseTopicFaults(t *testing.T) {
 	}
 }
 
+// TestOmitRetryAfterScope pins what the omit-retry-after fault bends: the
+// retry-after of 202 answers (Part A §5, §6) and of 429 answers (Part A §8),
+// which its help text names, and nothing else. A 503 (operation table full)
+// keeps its retry-after under the fault.
+func TestOmitRetryAfterScope(t *testing.T) {
+	_, addr := startPlain(t, Config{
+		Faults:     []Fault{FaultOmitRetryAfter},
+		RetryAfter: 2500 * time.Millisecond,
+		Limits:     Limits{MaxOperations: 1, RegistrationsPerMinute: 2},
+	})
+	c := dialPlain(t, addr)
+	c.ready("dev-1")
+	if a := c.call(dps.RegisterTopic("1"), ""); a.topic != "$dps/registrations/res/202/?$rid=1" {
+		t.Fatalf("register under omit-retry-after: %s, want a 202 without retry-after", a.topic)
+	}
+	c2 := dialPlain(t, addr)
+	c2.ready("dev-2")
+	if a := c2.call(dps.RegisterTopic("2"), ""); a.topic != "$dps/registrations/res/503/?$rid=2&retry-after=3" {
+		t.Fatalf("register over MaxOperations under omit-retry-after: %s, want a 503 that keeps its retry-after", a.topic)
+	}
+	c3 := dialPlain(t, addr)
+	c3.ready("dev-3")
+	if a := c3.call(dps.RegisterTopic("3"), ""); a.resp.Status != 429 || a.topic != "$dps/registrations/res/429/?$rid=3" {
+		t.Fatalf("register over the budget under omit-retry-after: %s, want a 429 without retry-after", a.topic)
+	}
+}
+
 func TestRIDEchoedByteForByte(t *testing.T) {
 	_, addr := startPlain(t, Config{})
 	c := dialPlain(t, addr)

@@ -583,7 +583,11 @@ func (s *Server) statusAnswer(status, retryAfter int, body dps.RegistrationOpera
 
 // errorAnswer builds an error answer with the body of Part A §8.
 func (s *Server) errorAnswer(status, code int, msg string, retryAfter int) answer {
-	if s.faults.has(FaultOmitRetryAfter) {
+	// omit-retry-after bends the retry-afters Part A requires: 202 (§5,
+	// §6, retryAfterParam) and 429 (§8). Other answers that carry one, the
+	// 503 of a full operation table, keep it: the fault names no rule
+	// about them.
+	if status == 429 && s.faults.has(FaultOmitRetryAfter) {
 		retryAfter = -1
 	}
 	a := answer{status: status, retryAfter: retryAfter}
