@@ -316,6 +316,12 @@ func TestCustomAllocation(t *testing.T) {
 		{"hub a number", `{"iotHubHostName":7}`, 200, `not an AllocationResponse: its member "iotHubHostName" is a JSON number`},
 		{"no hub", `{"payload":{}}`, 200, "no iotHubHostName"},
 		{"hub not a candidate", `{"iotHubHostName":"c.example"}`, 200, `chose "c.example", which is not a linked hub`},
+		// Part B §4.5 (SPEC models.tsp): registrationState.payload is "any
+		// JSON object"; EC's parser refuses anything but an object or null.
+		{"payload a string", `{"iotHubHostName":"a.example","payload":"hello"}`, 200, `its member "payload" is a JSON string, not an object`},
+		{"payload an array", `{"iotHubHostName":"a.example","payload":[{"a":1}]}`, 200, `its member "payload" is a JSON array, not an object`},
+		{"payload a number", `{"iotHubHostName":"a.example","payload":7}`, 200, `its member "payload" is a JSON number, not an object`},
+		{"payload a boolean", `{"iotHubHostName":"a.example","payload":true}`, 200, `its member "payload" is a JSON boolean, not an object`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wh.mu.Lock()

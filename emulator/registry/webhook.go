@@ -50,8 +50,8 @@ type AllocationResponse struct {
 }
 
 // callWebhook runs the custom allocation policy. Every failure (transport
-// error, timeout, non-2xx status, bad JSON, a hub that is not a candidate)
-// is a 400207 allocation failure.
+// error, timeout, non-2xx status, bad JSON, a payload that is not a JSON
+// object, a hub that is not a candidate) is a 400207 allocation failure.
 func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, ind *IndividualEnrollment, grp *EnrollmentGroup, deviceID string, prev *record, payload json.RawMessage, cands []LinkedHub) (string, json.RawMessage, json.RawMessage, *allocFailure) {
 	fail := func(format string, args ...any) *allocFailure {
 		return &allocFailure{errCodeCustomAllocationFailed, "Custom allocation failed" + fmt.Sprintf(format, args...)}
@@ -137,15 +137,49 @@ func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, in
 	if out.IoTHubHostName == "" {
 		return "", nil, nil, fail(": webhook answer has no iotHubHostName")
 	}
+	if string(out.Payload) == "null" {
+		out.Payload = nil
+	}
+	// The payload goes back to the device as registrationState.payload,
+	// which SPEC models.tsp types "any JSON object" (DPS-PROTOCOL.md Part B
+	// §4.5; D-PAYLOAD: the payload "must be a JSON object"), and EC's parser
+	// refuses anything but an object or null. No source says what DPS does
+	// with a string, array, number or boolean there; the strictest
+	// documented reading is that such an answer is not an allocation, so it
+	// fails like any other unusable webhook answer: 400207 (Part B §4.7,
+	// "custom allocation failed"), never a payload the device cannot parse.
+	if len(out.Payload) > 0 {
+		if k := jsonKind(out.Payload); k != "object" {
+			return "", nil, nil, fail(": webhook answer is not an AllocationResponse: its member \"payload\" is a JSON %s, not an object", k)
+		}
+	}
 	for _, h := range cands {
 		if strings.EqualFold(h.Name, out.IoTHubHostName) {
-			if string(out.Payload) == "null" {
-				out.Payload = nil
-			}
 			return h.Name, out.InitialTwin, out.Payload, nil
 		}
 	}
 	return "", nil, nil, fail(": webhook chose %q, which is not a linked hub of the enrollment", out.IoTHubHostName)
+}
+
+// jsonKind names the kind of the JSON value raw, which json.Unmarshal has
+// already accepted, in the words of json.UnmarshalTypeError.Value.
+func jsonKind(raw json.RawMessage) string {
+	switch b := bytes.TrimLeft(raw, " \t\r\n"); {
+	case len(b) == 0:
+		return "empty value"
+	case b[0] == '{':
+		return "object"
+	case b[0] == '[':
+		return "array"
+	case b[0] == '"':
+		return "string"
+	case b[0] == 't' || b[0] == 'f':
+		return "boolean"
+	case b[0] == 'n':
+		return "null"
+	default:
+		return "number"
+	}
 }
 
 // redactAttestation removes key material before an enrollment leaves the
