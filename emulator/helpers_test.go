@@ -37,6 +37,7 @@ type fakeBackend struct {
 	// only, which the emulator runs inline under retry-after 0.
 	inline  bool
 	lastOpt registry.AttestOptions
+	lastAPI string // Credentials.APIVersion of the last Attest
 
 	disabled       map[string]bool // registration ids (lower case) whose enrollment is disabled; set before use
 	ignoreDisabled map[string]bool // AttestOptions.IgnoreDisabled of the last Attest, by id
@@ -54,7 +55,7 @@ func (b *fakeBackend) IDScope() string { return testScope }
 
 func (b *fakeBackend) Attest(ctx context.Context, c registry.Credentials, o registry.AttestOptions) (*registry.Attestation, error) {
 	b.mu.Lock()
-	b.lastOpt = o
+	b.lastOpt, b.lastAPI = o, c.APIVersion
 	if b.ignoreDisabled == nil {
 		b.ignoreDisabled = map[string]bool{}
 	}

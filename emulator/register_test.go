@@ -267,6 +267,34 @@ func TestOmitRetryAfterScope(t *testing.T) {
 	}
 }
 
+// TestAPIVersionReachesRegistry: the api-version of the CONNECT username is
+// passed to the registry, whose substatus for a device registering again on
+// its hub depends on it (registry.Credentials.APIVersion).
+func TestAPIVersionReachesRegistry(t *testing.T) {
+	b := newFakeBackend("dev-1", "dev-2")
+	_, addr := startPlain(t, Config{backend: b})
+	for _, tt := range []struct{ id, apiVersion string }{{"dev-1", ""}, {"dev-2", "2021-06-01"}} {
+		c := dialPlain(t, addr)
+		p := connectPacket(t, tt.id)
+		p.Username = []byte(dps.Username{IDScope: testScope, RegistrationID: tt.id, APIVersion: tt.apiVersion}.String())
+		if ack := c.connack(p); ack.ReturnCode != 0 {
+			t.Fatalf("CONNACK %+v", ack)
+		}
+		c.subscribe(1, dps.SubscribeFilter)
+		c.call(dps.RegisterTopic("1"), "")
+		want := tt.apiVersion
+		if want == "" {
+			want = dps.DefaultAPIVersion
+		}
+		b.mu.Lock()
+		got := b.lastAPI
+		b.mu.Unlock()
+		if got != want {
+			t.Errorf("registry saw api-version %q, want %q", got, want)
+		}
+	}
+}
+
 func TestRIDEchoedByteForByte(t *testing.T) {
 	_, addr := startPlain(t, Config{})
 	c := dialPlain(t, addr)

@@ -44,6 +44,7 @@ type session struct {
 	idle    time.Duration // read timeout between packets; 0 = none
 	regID   string
 	idScope string // from the username; "" when the username was not parsed
+	apiVer  string // from the username; "" when the username was not parsed
 	pass    []byte // copy of the CONNECT password; never logged
 
 	subQoS  int // granted QoS of dps.SubscribeFilter, -1 when not subscribed
@@ -260,7 +261,7 @@ func (ss *session) connect(ctx context.Context) (string, bool) {
 	}
 	switch {
 	case uerr == nil:
-		ss.regID, ss.idScope = u.RegistrationID, u.IDScope
+		ss.regID, ss.idScope, ss.apiVer = u.RegistrationID, u.IDScope, u.APIVersion
 	case ss.srv.faults.has(FaultAcceptBadUsername):
 		ss.regID, ss.idScope = string(c.ClientID), ss.srv.idScope
 		ss.log.Info("accepting a bad username (fault accept-bad-username)", "err", uerr)
@@ -759,7 +760,7 @@ func (s *Server) sameRegistrationID(a, b string) bool {
 
 // credentials are what this connection presented.
 func (ss *session) credentials() registry.Credentials {
-	return registry.Credentials{RegistrationID: ss.regID, Password: ss.pass, PeerCertificates: ss.peerCerts}
+	return registry.Credentials{RegistrationID: ss.regID, Password: ss.pass, PeerCertificates: ss.peerCerts, APIVersion: ss.apiVer}
 }
 
 // attest judges the connection's credentials for one request (Part A §3).

@@ -138,10 +138,11 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 
 	switch {
 	case prev != nil && !policy.UpdateHubAssignment:
-		// "Never re-provision": the device stays where it is.
+		// "Never re-provision": the device stays where it is, a hub it
+		// is already on (reprovisionSubstatus).
 		res.CreatedDateTimeUTC = prev.State.CreatedDateTimeUTC
 		res.AssignedHub = prev.State.AssignedHub
-		res.Substatus = prev.State.Substatus
+		res.Substatus = dps.SubstatusReprovisionedToInitialAssignment
 		res.Payload = prev.State.Payload
 		rec.InitialHub = prev.InitialHub
 		rec.InitialTwin = prev.InitialTwin
@@ -166,6 +167,9 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 			rec.InitialHub = prev.InitialHub
 			res.Substatus = reprovisionSubstatus(prev, hub, policy)
 		}
+	}
+	if res.Substatus == dps.SubstatusReprovisionedToInitialAssignment && beforeReprovisionedSubstatus(a.apiVersion) {
+		res.Substatus = dps.SubstatusInitialAssignment
 	}
 	if err := ctx.Err(); err != nil {
 		return dps.DeviceRegistrationResult{}, err
@@ -197,29 +201,51 @@ func (r *Registry) Assign(ctx context.Context, a *Attestation, payload json.RawM
 }
 
 // reprovisionSubstatus is the substatus of a device registering again with
-// updateHubAssignment true (DPS-PROTOCOL.md §9; SPEC models.tsp):
+// updateHubAssignment true (DPS-PROTOCOL.md Part B §4.5, §9; SPEC
+// models.tsp):
 //
-//   - same hub, migrateDeviceData true: nothing moved; the previous
-//     substatus stays;
-//   - same hub, migrateDeviceData false: the device data is reset to the
-//     enrollment's initial twin: deviceDataReset;
-//   - another hub that is the hub of the first assignment:
-//     reprovisionedToInitialAssignment;
+//   - the hub it is already on, or the hub of its first assignment:
+//     reprovisionedToInitialAssignment, "re-provisioned to a previously
+//     assigned IoT hub", whatever migrateDeviceData says;
 //   - another hub: deviceDataMigrated or deviceDataReset after
-//     migrateDeviceData.
+//     migrateDeviceData, the two values SPEC defines for a device
+//     "assigned to a different IoT hub" (Part B §9: deviceDataMigrated
+//     "when the hub changes").
+//
+// Part A and Part B do not name the substatus of a registration that keeps
+// the device on its hub. The reading above is the SPEC wording's, and two
+// sources back it. The .NET SDK's ProvisioningRegistrationSubstatusType doc
+// says ReprovisionedToInitialAssignment "is returned if the device
+// previously existed in hub" from api-version 2019-04-15, and
+// InitialAssignment before (Part B §1.2). Azure/azure-iot-cli-extension's
+// live DPS test registered a device of a default-policy group twice onto
+// its one hub: through the runtime REST API at api-version 2021-10-01 it
+// expected reprovisionedToInitialAssignment the second time (commit
+// 40cb7db6), and through the Python device SDK (api-version 2019-03-31) it
+// expects initialAssignment, with the note "The device sdk always returns a
+// substatus of initialAssignment, when that should not be the case if a
+// device is reregistered" (commit b252c25f). Assign therefore answers
+// initialAssignment instead for api-versions before 2019-04-15
+// (beforeReprovisionedSubstatus). "Never re-provision" keeps the device on
+// its hub and gets the same substatus (Assign).
 func reprovisionSubstatus(prev *record, hub string, p ReprovisionPolicy) dps.Substatus {
 	switch {
-	case strings.EqualFold(hub, prev.State.AssignedHub) && p.MigrateDeviceData:
-		return prev.State.Substatus
-	case strings.EqualFold(hub, prev.State.AssignedHub):
-		return dps.SubstatusDeviceDataReset
-	case strings.EqualFold(hub, prev.InitialHub):
+	case strings.EqualFold(hub, prev.State.AssignedHub), strings.EqualFold(hub, prev.InitialHub):
 		return dps.SubstatusReprovisionedToInitialAssignment
 	case p.MigrateDeviceData:
 		return dps.SubstatusDeviceDataMigrated
 	default:
 		return dps.SubstatusDeviceDataReset
 	}
+}
+
+// beforeReprovisionedSubstatus reports whether api-version v predates
+// 2019-04-15, the first to answer reprovisionedToInitialAssignment (the
+// .NET SDK's ProvisioningRegistrationSubstatusType doc). api-versions are
+// dates with an optional "-preview" suffix, so they compare as text; an
+// empty one is taken as current.
+func beforeReprovisionedSubstatus(v string) bool {
+	return v != "" && v < "2019-04-15"
 }
 
 // failed is the registrationState of a failed assignment.

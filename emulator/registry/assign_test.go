@@ -377,9 +377,11 @@ func testReprovisionSubstatus(t *testing.T, store func(*Options)) {
 		policy *ReprovisionPolicy
 		steps  []step
 	}{
+		// The same hub again is reprovisionedToInitialAssignment
+		// (TestReprovisionSameHubSubstatus).
 		{"default policy migrates", nil, []step{
 			{"h1", "h1", dps.SubstatusInitialAssignment},
-			{"h1", "h1", dps.SubstatusInitialAssignment},
+			{"h1", "h1", dps.SubstatusReprovisionedToInitialAssignment},
 			{"h2", "h2", dps.SubstatusDeviceDataMigrated},
 			{"h3", "h3", dps.SubstatusDeviceDataMigrated},
 			{"h1", "h1", dps.SubstatusReprovisionedToInitialAssignment},
@@ -387,13 +389,13 @@ func testReprovisionSubstatus(t *testing.T, store func(*Options)) {
 		{"reset", &ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false}, []step{
 			{"h1", "h1", dps.SubstatusInitialAssignment},
 			{"h2", "h2", dps.SubstatusDeviceDataReset},
-			{"h2", "h2", dps.SubstatusDeviceDataReset},
+			{"h2", "h2", dps.SubstatusReprovisionedToInitialAssignment},
 			{"h1", "h1", dps.SubstatusReprovisionedToInitialAssignment},
 		}},
 		{"never", &ReprovisionPolicy{}, []step{
 			{"h1", "h1", dps.SubstatusInitialAssignment},
-			{"h2", "h1", dps.SubstatusInitialAssignment},
-			{"h3", "h1", dps.SubstatusInitialAssignment},
+			{"h2", "h1", dps.SubstatusReprovisionedToInitialAssignment},
+			{"h3", "h1", dps.SubstatusReprovisionedToInitialAssignment},
 		}},
 	}
 	for _, tc := range tests {
@@ -430,6 +432,94 @@ func testReprovisionSubstatus(t *testing.T, store func(*Options)) {
 	}
 	if res := register(t, r, "dev1", keyA, nil); res.Substatus != dps.SubstatusInitialAssignment {
 		t.Errorf("after delete: %s", res.Substatus)
+	}
+}
+
+// TestReprovisionSameHubSubstatus: a device that registers again and ends
+// on the hub it is already on gets reprovisionedToInitialAssignment under
+// every reprovision policy, whether that hub is the first one or one it
+// moved to; deviceDataMigrated and deviceDataReset are for a device
+// "assigned to a different IoT hub" (SPEC models.tsp, DPS-PROTOCOL.md
+// Part B §4.5, §9). A device whose username names an api-version before
+// 2019-04-15 gets initialAssignment instead (reprovisionSubstatus).
+func TestReprovisionSameHubSubstatus(t *testing.T) { forStores(t, testReprovisionSameHubSubstatus) }
+
+func testReprovisionSameHubSubstatus(t *testing.T, store func(*Options)) {
+	hubs := []LinkedHub{{Name: "h1"}, {Name: "h2"}}
+	policies := []struct {
+		name   string
+		policy ReprovisionPolicy
+	}{
+		{"migrate", ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}},
+		{"reset", ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: false}},
+		{"never", ReprovisionPolicy{UpdateHubAssignment: false, MigrateDeviceData: false}},
+		{"never, migrate set", ReprovisionPolicy{UpdateHubAssignment: false, MigrateDeviceData: true}},
+	}
+	versions := []struct {
+		apiVersion string
+		want       dps.Substatus
+	}{
+		{"", dps.SubstatusReprovisionedToInitialAssignment},
+		{"2021-06-01", dps.SubstatusReprovisionedToInitialAssignment},
+		{"2019-04-15", dps.SubstatusReprovisionedToInitialAssignment},
+		{"2019-03-31", dps.SubstatusInitialAssignment},
+	}
+	for _, p := range policies {
+		for _, moved := range []bool{false, true} {
+			for _, v := range versions {
+				name := p.name + "/first hub/" + v.apiVersion
+				if moved {
+					name = p.name + "/hub moved to/" + v.apiVersion
+				}
+				t.Run(name, func(t *testing.T) {
+					r := openTestIn(t, store, &Config{IDScope: scope, LinkedHubs: hubs, Enrollments: []IndividualEnrollment{symEnrollment("dev1", keyA, "")}})
+					put := func(hub string, rp *ReprovisionPolicy) {
+						en := symEnrollment("dev1", keyA, "")
+						en.AllocationPolicy, en.IoTHubHostName, en.ReprovisionPolicy = AllocationStatic, hub, rp
+						putEnrollment(t, r, en)
+					}
+					reg := func() dps.DeviceRegistrationResult {
+						t.Helper()
+						a, err := r.Attest(context.Background(), Credentials{RegistrationID: "dev1", Password: sas(t, scope, "dev1", keyA, testNow.Add(time.Hour)), APIVersion: v.apiVersion}, AttestOptions{})
+						if err != nil {
+							t.Fatal(err)
+						}
+						res, err := r.Assign(context.Background(), a, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return res
+					}
+					put("h1", nil)
+					if res := reg(); res.Substatus != dps.SubstatusInitialAssignment {
+						t.Fatalf("first registration: %s", res.Substatus)
+					}
+					hub := "h1"
+					if moved {
+						put("h2", nil)
+						if res := reg(); res.AssignedHub != "h2" || res.Substatus != dps.SubstatusDeviceDataMigrated {
+							t.Fatalf("move to h2: %s %s", res.AssignedHub, res.Substatus)
+						}
+						hub = "h2"
+					}
+					policy := p.policy
+					put(hub, &policy)
+					res := reg()
+					if res.AssignedHub != hub || res.Substatus != v.want {
+						t.Fatalf("registered again on %s: %s %s, want %s %s", hub, res.AssignedHub, res.Substatus, hub, v.want)
+					}
+					if !moved || p.policy != (ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}) {
+						return
+					}
+					// Back to the hub of the first assignment: the same
+					// substatus, by api-version.
+					put("h1", &policy)
+					if res := reg(); res.AssignedHub != "h1" || res.Substatus != v.want {
+						t.Fatalf("back on h1: %s %s, want h1 %s", res.AssignedHub, res.Substatus, v.want)
+					}
+				})
+			}
+		}
 	}
 }
 

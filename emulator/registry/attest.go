@@ -26,6 +26,11 @@ type Credentials struct {
 	// PeerCertificates is the client chain from the TLS handshake, leaf
 	// first.
 	PeerCertificates []*x509.Certificate
+	// APIVersion is the api-version of the CONNECT username, e.g.
+	// "2019-03-31". Before 2019-04-15 the service answers initialAssignment
+	// where later versions answer reprovisionedToInitialAssignment
+	// (reprovisionSubstatus); empty means the later behaviour.
+	APIVersion string
 }
 
 // AttestOptions relax single checks, for the emulator's fault switches.
@@ -75,7 +80,8 @@ type Attestation struct {
 	leaf       *x509.Certificate // X.509 only
 	signer     *x509.Certificate // the enrollment certificate the chain ended at, if any
 
-	ignoreDisabled bool // AttestOptions.IgnoreDisabled
+	ignoreDisabled bool   // AttestOptions.IgnoreDisabled
+	apiVersion     string // Credentials.APIVersion
 }
 
 // Error codes of attestation failures (DPS-PROTOCOL.md Part A §3, §4.7).
@@ -171,6 +177,7 @@ func (r *Registry) Attest(ctx context.Context, c Credentials, o AttestOptions) (
 	}
 	if a != nil {
 		a.ignoreDisabled = o.IgnoreDisabled
+		a.apiVersion = c.APIVersion
 	}
 	return a, err
 }
