@@ -228,9 +228,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Catalog: r.cat}
+	description := "dps-conform service suite against " + cfg.Target.Name
+	var sc types.SuiteConfig
 	ginkgo.ReportAfterEach(func(s types.SpecReport) {
-		if s.State == types.SpecStateSkipped && s.Failure.Message == "" {
-			return // not selected by the label filter or focus
+		if !selected(sc, description, nil, s) {
+			return // left out by the label filter or focus: not part of the run
 		}
 		v := verdictOf(r.cat, s)
 		res.Verdicts = append(res.Verdicts, v)
@@ -240,7 +242,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	})
 	ginkgo.ReportAfterSuite("dps-conform", func(rep types.Report) { res.Report = rep })
 
-	sc, rc := ginkgo.GinkgoConfiguration()
+	var rc types.ReporterConfig
+	sc, rc = ginkgo.GinkgoConfiguration()
 	sc.LabelFilter = cfg.LabelFilter
 	sc.FocusStrings = cfg.Focus
 	sc.RandomizeAllSpecs = false
@@ -268,7 +271,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	r.stop = ctx.Done()
 	t := &failT{}
-	ginkgo.RunSpecs(t, "dps-conform service suite against "+cfg.Target.Name, sc, rc)
+	ginkgo.RunSpecs(t, description, sc, rc)
 	globals.Reset()
 	if err := r.bugErr(); err != nil {
 		return res, err
@@ -286,6 +289,9 @@ func verdictOf(cat *Catalog, s types.SpecReport) Verdict {
 		v.Message = fmt.Sprintf("panic: %s at %s\n%s", s.Failure.ForwardedPanic, s.Failure.Location, s.Failure.Location.FullStackTrace)
 	case s.State.Is(types.SpecStateFailureStates), s.State == types.SpecStateSkipped:
 		v.Message = s.Failure.Message
+		if s.State == types.SpecStateSkipped && v.Message == "" {
+			v.Message = NotRunReason // selected (see Run), never started
+		}
 	}
 	for _, e := range s.ReportEntries {
 		if e.Name == "pcap" {

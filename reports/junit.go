@@ -26,9 +26,18 @@ func WriteJUnit(path string, r types.Report) error {
 	// The evidence entries (transcripts, sequences) belong in report.html
 	// and results.json; in JUnit they would be properties of every test
 	// case. Keep the capture's path only.
-	r.SpecReports = slices.Clone(r.SpecReports)
+	// A spec the label filter or focus left out is not part of the run:
+	// Ginkgo would list it as skipped, like one skipped for a reason, and
+	// a CI viewer would show dozens of skips nobody asked for. One
+	// selected but stopped before it started says so.
+	r.SpecReports = slices.DeleteFunc(slices.Clone(r.SpecReports), func(sr types.SpecReport) bool {
+		return !conformance.Selected(r, sr)
+	})
 	for i := range r.SpecReports {
 		sr := &r.SpecReports[i]
+		if conformance.NotRun(r, *sr) {
+			sr.Failure.Message = conformance.NotRunReason
+		}
 		var keep types.ReportEntries
 		for _, e := range sr.ReportEntries {
 			if e.Name == conformance.EntryPcap {

@@ -215,10 +215,13 @@ func Build(in Input) *Report {
 		if id == "" || sr.LeafNodeType != types.NodeTypeIt {
 			continue
 		}
-		if sr.State == types.SpecStateSkipped && sr.Failure.Message == "" {
-			continue // not selected
+		if !conformance.Selected(in.Ginkgo, sr) {
+			continue // left out by the label filter or focus: not part of the run
 		}
 		s := specOf(sr, in.ResultsDir, tls)
+		if conformance.NotRun(in.Ginkgo, sr) {
+			s.Message = conformance.NotRunReason
+		}
 		specs[id] = append(specs[id], s)
 	}
 	for t := range tls {

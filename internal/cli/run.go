@@ -258,6 +258,8 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 			state = "FAIL"
 		} else if v.State == "passed" {
 			state = "PASS"
+		} else if v.State == "skipped" && v.Message == conformance.NotRunReason {
+			state = "NOT RUN" // selected, but the run was stopped first
 		} else if v.State == "skipped" {
 			state = "SKIP"
 		}
@@ -272,7 +274,7 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 			if v.Pcap != "" && !strings.Contains(v.Message, v.Pcap) {
 				fmt.Fprintf(w, "  capture: %s\n", v.Pcap)
 			}
-		case v.State == "skipped" && v.Message != "":
+		case v.State == "skipped" && v.Message != "" && v.Message != conformance.NotRunReason:
 			// Why a spec did not run is part of the verdict: what to give
 			// or allow for it to run.
 			fmt.Fprintf(w, "\nSKIP %s %s\n  %s\n", v.ID, v.Text, strings.TrimSpace(v.Message))
@@ -281,6 +283,9 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 	fmt.Fprintf(w, "\n%d specs in %.1fs: %d passed, %d failed, %d skipped", len(res.Verdicts), elapsed.Seconds(), counts["PASS"], counts["FAIL"], counts["SKIP"])
 	if n := counts["INTERRUPTED"]; n > 0 {
 		fmt.Fprintf(w, ", %d interrupted", n)
+	}
+	if n := counts["NOT RUN"]; n > 0 {
+		fmt.Fprintf(w, ", %d not run", n)
 	}
 	fmt.Fprintln(w)
 	// The headline is the reports' (summary.md, report.html, results.json).

@@ -1,0 +1,192 @@
+package cli_test
+
+import (
+	"bytes"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/reports"
+)
+
+// junitFile is junit.xml as a CI consumer (Jenkins, GitLab, the JUnit
+// viewers of GitHub Actions) reads it, with types of our own so that the
+// test pins the XML, not Ginkgo's structs.
+type junitFile struct {
+	XMLName  xml.Name `xml:"testsuites"`
+	Tests    int      `xml:"tests,attr"`
+	Failures int      `xml:"failures,attr"`
+	Errors   int      `xml:"errors,attr"`
+	Disabled int      `xml:"disabled,attr"`
+	Time     string   `xml:"time,attr"`
+	Suites   []struct {
+		Name      string `xml:"name,attr"`
+		Tests     int    `xml:"tests,attr"`
+		Failures  int    `xml:"failures,attr"`
+		Errors    int    `xml:"errors,attr"`
+		Skipped   int    `xml:"skipped,attr"`
+		Disabled  int    `xml:"disabled,attr"`
+		Time      string `xml:"time,attr"`
+		Timestamp string `xml:"timestamp,attr"`
+		Props     []struct {
+			Name  string `xml:"name,attr"`
+			Value string `xml:"value,attr"`
+		} `xml:"properties>property"`
+		Cases []junitTestCase `xml:"testcase"`
+	} `xml:"testsuite"`
+}
+
+type junitTestCase struct {
+	Name      string `xml:"name,attr"`
+	Classname string `xml:"classname,attr"`
+	Status    string `xml:"status,attr"`
+	Time      string `xml:"time,attr"`
+	Props     []struct {
+		Name  string `xml:"name,attr"`
+		Value string `xml:"value,attr"`
+	} `xml:"properties>property"`
+	Failure *junitElem `xml:"failure"`
+	Error   *junitElem `xml:"error"`
+	Skipped *junitElem `xml:"skipped"`
+}
+
+type junitElem struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// readJUnitFile parses junit.xml strictly and checks what common
+// consumers rely on: every count attribute is the count of its elements
+// (<testsuites disabled> counts skipped and pending, the schema having no
+// skipped there), a test case has at most one outcome element, every
+// time attribute is a non-negative number of seconds, the suite has an
+// ISO 8601 timestamp, every property and test case has a name.
+func readJUnitFile(t *testing.T, b []byte) junitFile {
+	t.Helper()
+	var d junitFile
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	dec.Strict = true
+	if err := dec.Decode(&d); err != nil {
+		t.Fatalf("junit.xml is not XML a CI consumer can read: %v\n%s", err, b)
+	}
+	seconds := func(what, s string) {
+		if f, err := strconv.ParseFloat(s, 64); err != nil || f < 0 {
+			t.Errorf("%s: time=%q is not a number of seconds", what, s)
+		}
+	}
+	seconds("<testsuites>", d.Time)
+	var tests, failures, errs, disabled int
+	for _, s := range d.Suites {
+		seconds("<testsuite "+s.Name+">", s.Time)
+		if _, err := time.Parse("2006-01-02T15:04:05", s.Timestamp); err != nil {
+			t.Errorf("<testsuite %s> timestamp=%q: %v", s.Name, s.Timestamp, err)
+		}
+		for _, p := range s.Props {
+			if p.Name == "" {
+				t.Errorf("<testsuite %s> has a property with no name (value %q)", s.Name, p.Value)
+			}
+		}
+		var f, e, sk, pend int
+		for _, c := range s.Cases {
+			if c.Name == "" || c.Classname == "" {
+				t.Errorf("test case name=%q classname=%q", c.Name, c.Classname)
+			}
+			seconds("<testcase "+c.Name+">", c.Time)
+			for _, p := range c.Props {
+				if p.Name == "" {
+					t.Errorf("<testcase %s> has a property with no name (value %q)", c.Name, p.Value)
+				}
+			}
+			n := 0
+			if c.Failure != nil {
+				f, n = f+1, n+1
+			}
+			if c.Error != nil {
+				e, n = e+1, n+1
+			}
+			if c.Skipped != nil {
+				n++
+				if c.Status == "pending" {
+					pend++
+				} else {
+					sk++
+				}
+			}
+			if n > 1 {
+				t.Errorf("<testcase %s> has %d outcome elements", c.Name, n)
+			}
+		}
+		if s.Tests != len(s.Cases) || s.Failures != f || s.Errors != e || s.Skipped != sk || s.Disabled != pend {
+			t.Errorf("<testsuite %s tests=%d failures=%d errors=%d skipped=%d disabled=%d>, its test cases give %d %d %d %d %d",
+				s.Name, s.Tests, s.Failures, s.Errors, s.Skipped, s.Disabled, len(s.Cases), f, e, sk, pend)
+		}
+		tests, failures, errs, disabled = tests+len(s.Cases), failures+f, errs+e, disabled+sk+pend
+	}
+	if d.Tests != tests || d.Failures != failures || d.Errors != errs || d.Disabled != disabled {
+		t.Errorf("<testsuites tests=%d failures=%d errors=%d disabled=%d>, the suites give %d %d %d %d",
+			d.Tests, d.Failures, d.Errors, d.Disabled, tests, failures, errs, disabled)
+	}
+	return d
+}
+
+// TestRunJUnitSelection: "run --focus" writes a junit.xml that lists the
+// specs the focus selected and no other (Ginkgo's own report lists the
+// rest as skipped; a CI viewer would show them as skips), the same specs
+// results.json lists, with counts that add up; "report render" writes it
+// again from ginkgo-report.json, the same.
+func TestRunJUnitSelection(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "r")
+	code, stdout, stderr := runCLI(t, "run", "--focus", "documented CONNECT", "--focus", "TLS 1.2", "--out", out, "--close-wait", "500ms")
+	if code != cli.ExitConformant {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	b, err := os.ReadFile(filepath.Join(out, "junit.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := readJUnitFile(t, b)
+	rep, err := reports.ReadJSONFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []string
+	for _, rq := range rep.Requirements {
+		for _, s := range rq.Specs {
+			specs = append(specs, s.Text)
+		}
+	}
+	var cases []string
+	for _, s := range d.Suites {
+		for _, c := range s.Cases {
+			cases = append(cases, c.Name)
+			if c.Skipped != nil {
+				t.Errorf("%q skipped (%q): every spec of this run ran", c.Name, c.Skipped.Message)
+			}
+		}
+	}
+	slices.Sort(specs)
+	slices.Sort(cases)
+	if len(cases) < 2 || !slices.Equal(cases, specs) {
+		t.Errorf("junit.xml lists %d test cases %q;\nresults.json %d specs %q", len(cases), cases, len(specs), specs)
+	}
+	if !strings.Contains(stdout, "specs in") || !strings.Contains(stdout, strconv.Itoa(len(specs))+" specs in") {
+		t.Errorf("the console summary does not count the %d specs of the run:\n%s", len(specs), stdout)
+	}
+	// report render derives the same junit.xml from ginkgo-report.json.
+	if err := os.Remove(filepath.Join(out, "junit.xml")); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runCLI(t, "report", "render", out); code != 0 {
+		t.Fatalf("report render: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if again, err := os.ReadFile(filepath.Join(out, "junit.xml")); err != nil || !bytes.Equal(again, b) {
+		t.Errorf("report render wrote another junit.xml (%v):\n%s", err, again)
+	}
+}
