@@ -280,11 +280,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 func verdictOf(cat *Catalog, s types.SpecReport) Verdict {
-	v := Verdict{ID: SpecReportID(s), Text: s.FullText(), State: s.State.String(), Elapsed: s.RunTime}
+	v := Verdict{ID: SpecReportID(s), Text: s.FullText(), State: State(s).String(), Elapsed: s.RunTime}
 	if req, ok := cat.Lookup(v.ID); ok {
 		v.Level = req.Level
 	}
 	switch {
+	case InterruptReason(s) != "":
+		v.Message = InterruptReason(s)
 	case s.State == types.SpecStatePanicked:
 		v.Message = fmt.Sprintf("panic: %s at %s\n%s", s.Failure.ForwardedPanic, s.Failure.Location, s.Failure.Location.FullStackTrace)
 	case s.State.Is(types.SpecStateFailureStates), s.State == types.SpecStateSkipped:

@@ -171,7 +171,7 @@ func (r *registrar) It(id, text string, body func(ctx ginkgo.SpecContext, t *T),
 	args = append(args, func(ctx ginkgo.SpecContext) {
 		select {
 		case <-r.stop:
-			ginkgo.AbortSuite("interrupted before this spec ran")
+			ginkgo.AbortSuite(abortReason)
 		default:
 		}
 		if !req.HoldsUnder(r.cfg.Profile) {

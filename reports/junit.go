@@ -38,6 +38,21 @@ func WriteJUnit(path string, r types.Report) error {
 		if conformance.NotRun(r, *sr) {
 			sr.Failure.Message = conformance.NotRunReason
 		}
+		// A spec the run's stop cut short: the message says by what
+		// (a signal, the run's deadline, its context) and that nothing
+		// was judged; of Ginkgo's progress reports (every goroutine of
+		// the process, and its advice to interrupt again) only the
+		// suite's own frames of the spec's goroutine stay, in the text
+		// and the timeline, never in the message.
+		if why := conformance.InterruptReason(*sr); why != "" {
+			sr.State = conformance.State(*sr)
+			sr.Failure.Message = why
+			sr.Failure.ProgressReport = specFrames(sr.Failure.ProgressReport)
+			sr.ProgressReports = slices.Clone(sr.ProgressReports)
+			for k := range sr.ProgressReports {
+				sr.ProgressReports[k] = specFrames(sr.ProgressReports[k])
+			}
+		}
 		var keep types.ReportEntries
 		for _, e := range sr.ReportEntries {
 			if e.Name == conformance.EntryPcap {
@@ -108,6 +123,28 @@ func WriteJUnit(path string, r types.Report) error {
 		return fmt.Errorf("writing JUnit %s: %w", path, err)
 	}
 	return nil
+}
+
+// specFrames is pr with only the spec's goroutine, cut to the frames
+// Ginkgo highlights (the suite's own code: where the spec was waiting),
+// and a plain heading.
+func specFrames(pr types.ProgressReport) types.ProgressReport {
+	if pr.IsZero() {
+		return pr
+	}
+	pr.Message = "Where the spec was when the run stopped it:"
+	pr.CapturedGinkgoWriterOutput = ""
+	pr.AdditionalReports = nil
+	var gs []types.Goroutine
+	for _, g := range pr.Goroutines {
+		if !g.IsSpecGoroutine {
+			continue
+		}
+		g.Stack = slices.DeleteFunc(slices.Clone(g.Stack), func(f types.FunctionCall) bool { return !f.Highlight })
+		gs = append(gs, g)
+	}
+	pr.Goroutines = gs
+	return pr
 }
 
 // junitElement is the one mapping of a spec state (Ginkgo's, as

@@ -128,8 +128,11 @@ func TestWriteJUnitStates(t *testing.T) {
 		{"timedout", types.SpecStateTimedout, types.Failure{Message: "A spec timeout occurred", Location: loc}, "", "failure", "A spec timeout occurred", "timedout"},
 		// aborted: the run's context ended before the spec judged
 		// anything (conformance.Verdict.Interrupted), as interrupted.
-		{"aborted", types.SpecStateAborted, types.Failure{Message: "suite aborted", Location: loc}, "", "error", "suite aborted", "aborted"},
-		{"interrupted", types.SpecStateInterrupted, types.Failure{Message: "interrupted by User", Location: loc}, "", "error", "interrupted by User", "interrupted"},
+		// The message says what stopped it (TestWriteJUnitInterrupted).
+		{"aborted", types.SpecStateAborted, types.Failure{Message: "interrupted before this spec ran", Location: loc}, "", "error",
+			"interrupted: the run was cancelled as this spec began; the target was not judged", "aborted"},
+		{"interrupted", types.SpecStateInterrupted, types.Failure{Message: "Interrupted by User", Location: loc}, "", "error",
+			"interrupted by a signal (SIGINT or SIGTERM: Ctrl-C, or the CI job stopped) while the spec ran; the target was not judged", "interrupted"},
 		{"panicked", types.SpecStatePanicked, types.Failure{Message: "Test Panicked", ForwardedPanic: "boom", Location: loc}, "", "error", "boom", "panicked"},
 		// panic("") forwards an empty value: the message must still say
 		// something.

@@ -411,8 +411,10 @@ func firstLine(s string) string {
 }
 
 func specOf(sr types.SpecReport, dir string, tls map[string]bool) *Spec {
-	s := &Spec{Text: sr.FullText(), State: sr.State.String(), Duration: sr.RunTime, Labels: sr.Labels()}
+	s := &Spec{Text: sr.FullText(), State: conformance.State(sr).String(), Duration: sr.RunTime, Labels: sr.Labels()}
 	switch {
+	case conformance.InterruptReason(sr) != "":
+		s.Message = conformance.InterruptReason(sr)
 	case sr.State == types.SpecStatePanicked:
 		s.Message = fmt.Sprintf("panic: %v at %s", sr.Failure.ForwardedPanic, sr.Failure.Location)
 	case sr.State != types.SpecStatePassed:

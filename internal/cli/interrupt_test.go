@@ -139,6 +139,9 @@ func TestInterrupt(t *testing.T) {
 				<-done
 				t.Fatalf("still running 15 s after SIGINT; stderr:\n%s", stderr.String())
 			}
+			if tc.args[0] == "run" {
+				checkInterruptedJUnit(t, filepath.Join(dir, "run", "junit.xml"))
+			}
 			if tc.args[0] == "device" {
 				// The reports are written, headed INTERRUPTED.
 				raw, err := os.ReadFile(filepath.Join(dir, "device", "results.json"))
@@ -171,4 +174,42 @@ func muteTLS(t *testing.T, conf *tls.Config) (addr string, spoke func() bool) {
 		return false // held open, unanswered, until the test ends
 	})
 	return l.Addr().String(), got.Load
+}
+
+// checkInterruptedJUnit: the junit.xml of a run SIGINT stopped has the
+// interrupted spec as an <error type="interrupted"> whose message says it
+// was a signal and that nothing was judged, and none of Ginkgo's noise
+// (the other goroutines of the process, its advice to interrupt again)
+// anywhere; its counts add up.
+func checkInterruptedJUnit(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := readJUnitFile(t, b)
+	n := 0
+	for _, s := range d.Suites {
+		for _, c := range s.Cases {
+			if c.Status != "interrupted" {
+				continue
+			}
+			n++
+			if c.Error == nil || c.Error.Type != "interrupted" || !strings.Contains(c.Error.Message, "signal") ||
+				!strings.Contains(c.Error.Message, "not judged") || strings.Contains(c.Error.Message, "\n") {
+				t.Errorf("interrupted spec %q: %+v", c.Name, c.Error)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d interrupted test cases, want 1:\n%s", n, b)
+	}
+	// Ginkgo's suite property SpecialSuiteFailureReason keeps its
+	// words; the test cases do not.
+	cases := b[bytes.Index(b, []byte("<testcase")):]
+	for _, noise := range []string{"Other Goroutines", "testing.tRunner", "Interrupt again", "Interrupted by User"} {
+		if bytes.Contains(cases, []byte(noise)) {
+			t.Errorf("junit.xml carries %q:\n%s", noise, b)
+		}
+	}
 }
