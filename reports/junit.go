@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/onsi/ginkgo/v2/reporters"
 	"github.com/onsi/ginkgo/v2/types"
@@ -89,17 +91,44 @@ func WriteJUnit(path string, r types.Report) error {
 	if err := xml.Unmarshal(b, &suites); err != nil {
 		return fmt.Errorf("writing JUnit %s: Ginkgo's output does not parse: %w", path, err)
 	}
+	// Ginkgo's test cases, in order: one per It (OmitSuiteSetupNodes).
+	its := slices.DeleteFunc(slices.Clone(r.SpecReports), func(sr types.SpecReport) bool { return sr.LeafNodeType != types.NodeTypeIt })
 	for i := range suites.TestSuites {
-		for j := range suites.TestSuites[i].TestCases {
-			tc := &suites.TestSuites[i].TestCases[j]
+		st := &suites.TestSuites[i]
+		// A CI server knows a test by suite, class and name across
+		// runs: Ginkgo names suite and class after the suite's
+		// description, which holds the target (a host name whose dots
+		// Jenkins reads as packages, a port that changes every run) and
+		// the emulator's faults. Name them after the role, as
+		// WriteReportJUnit does, and keep the description a property.
+		st.Properties.Properties = append([]reporters.JUnitProperty{{Name: "SuiteDescription", Value: st.Name}}, st.Properties.Properties...)
+		st.Name = serviceSuiteName
+		for j := range st.TestCases {
+			tc := &st.TestCases[j]
+			tc.Classname = serviceSuiteName
+			if len(suites.TestSuites) == 1 && j < len(its) {
+				// The requirement ID leads the name and the level is a
+				// property, as in a device run's junit.xml.
+				if id := conformance.SpecReportID(its[j]); id != "" {
+					tc.Name = id + " " + tc.Name
+				}
+				if level := labelValue(its[j].Labels(), "level:"); level != "" {
+					if tc.Properties == nil {
+						tc.Properties = &reporters.JUnitProperties{}
+					}
+					tc.Properties.Properties = append([]reporters.JUnitProperty{{Name: "level", Value: level}}, tc.Properties.Properties...)
+				}
+			}
 			// Ginkgo writes a property's value as the JSON of the entry
-			// (a quoted string); the capture's property is its path, as
-			// WriteReportJUnit writes it.
+			// (a quoted string); the capture's property is its path
+			// relative to junit.xml's directory (the results directory),
+			// as WriteReportJUnit writes it, so that it still names the
+			// file once the directory is moved or unpacked elsewhere.
 			if tc.Properties != nil {
 				for k, p := range tc.Properties.Properties {
-					var path string
-					if p.Name == conformance.EntryPcap && json.Unmarshal([]byte(p.Value), &path) == nil {
-						tc.Properties.Properties[k].Value = path
+					var pcap string
+					if p.Name == conformance.EntryPcap && json.Unmarshal([]byte(p.Value), &pcap) == nil {
+						tc.Properties.Properties[k].Value = relative(filepath.Dir(path), pcap)
 					}
 				}
 			}
@@ -123,6 +152,20 @@ func WriteJUnit(path string, r types.Report) error {
 		return fmt.Errorf("writing JUnit %s: %w", path, err)
 	}
 	return nil
+}
+
+// serviceSuiteName names the <testsuite> and the classname of every test
+// case of a service run's junit.xml ([WriteJUnit]).
+const serviceSuiteName = "dps-conform service role"
+
+// labelValue is the value of the first label with prefix, or "".
+func labelValue(labels []string, prefix string) string {
+	for _, l := range labels {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // specFrames is pr with only the spec's goroutine, cut to the frames

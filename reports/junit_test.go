@@ -54,6 +54,7 @@ type junitDoc struct {
 	Disabled int `xml:"disabled,attr"`
 	Suites   []struct {
 		Name     string      `xml:"name,attr"`
+		Props    props       `xml:"properties"`
 		Tests    int         `xml:"tests,attr"`
 		Failures int         `xml:"failures,attr"`
 		Errors   int         `xml:"errors,attr"`
@@ -63,18 +64,45 @@ type junitDoc struct {
 	} `xml:"testsuite"`
 }
 
+// props are the <property> elements of a <properties>, by name.
+type props map[string]string
+
+func (p *props) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	var v struct {
+		P []struct {
+			Name  string `xml:"name,attr"`
+			Value string `xml:"value,attr"`
+		} `xml:"property"`
+	}
+	if err := d.DecodeElement(&v, &start); err != nil {
+		return err
+	}
+	*p = props{}
+	for _, e := range v.P {
+		(*p)[e.Name] = e.Value
+	}
+	return nil
+}
+
 type junitCase struct {
-	Name    string        `xml:"name,attr"`
-	Status  string        `xml:"status,attr"`
-	Failure *junitOutcome `xml:"failure"`
-	Error   *junitOutcome `xml:"error"`
-	Skipped *junitOutcome `xml:"skipped"`
+	Name      string        `xml:"name,attr"`
+	Classname string        `xml:"classname,attr"`
+	Props     []junitProp   `xml:"properties>property"`
+	Status    string        `xml:"status,attr"`
+	Failure   *junitOutcome `xml:"failure"`
+	Error     *junitOutcome `xml:"error"`
+	Skipped   *junitOutcome `xml:"skipped"`
 }
 
 type junitOutcome struct {
 	Message string `xml:"message,attr"`
 	Type    string `xml:"type,attr"`
 	Text    string `xml:",chardata"`
+}
+
+type junitProp struct {
+	Name  string `xml:"name,attr"`
+	Value string `xml:"value,attr"`
 }
 
 // outcome names the element a test case carries ("" when it passed) and

@@ -37,9 +37,9 @@ func TestReportsOmitUnselected(t *testing.T) {
 		},
 	}
 	want := map[string]string{ // test case → its <skipped message>, "" passed
-		"CONNECT accepts the documented CONNECT":               "",
-		"CONNECT closes the connection after a second CONNECT": "skipped - " + conformance.NotRunReason,
-		"TLS refuses a TLS 1.0 handshake":                      "skipped - the target config gives no TLS 1.0 port",
+		"DPS-CONN-001 CONNECT accepts the documented CONNECT":               "",
+		"DPS-CONN-002 CONNECT closes the connection after a second CONNECT": "skipped - " + conformance.NotRunReason,
+		"TLS-002 TLS refuses a TLS 1.0 handshake":                           "skipped - the target config gives no TLS 1.0 port",
 	}
 	d := readJUnit(t, writeJUnit(t, g))
 	if len(d.Suites) != 1 {
@@ -67,7 +67,7 @@ func TestReportsOmitUnselected(t *testing.T) {
 	var model []string
 	for _, rq := range r.Requirements {
 		for _, s := range rq.Specs {
-			model = append(model, s.Text)
+			model = append(model, rq.ID+" "+s.Text)
 			if s.State == "skipped" && s.Message == conformance.NotRunReason && rq.Reason != conformance.NotRunReason {
 				t.Errorf("%s: reason %q, want %q", rq.ID, rq.Reason, conformance.NotRunReason)
 			}

@@ -139,13 +139,17 @@ func readJUnitFile(t *testing.T, b []byte) junitFile {
 // TestRunJUnitSelection: "run --focus" writes a junit.xml that lists the
 // specs the focus selected and no other (Ginkgo's own report lists the
 // rest as skipped; a CI viewer would show them as skips), the same specs
-// results.json lists, with counts that add up; "report render" writes it
-// again from ginkgo-report.json, the same.
+// results.json lists, with counts that add up (the emulator fault fails
+// one), each named by its requirement ID and text under a classname that
+// does not change with the target, its capture a path inside the results
+// directory; "report render" writes it again from ginkgo-report.json, the
+// same.
 func TestRunJUnitSelection(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "r")
-	code, stdout, stderr := runCLI(t, "run", "--focus", "documented CONNECT", "--focus", "TLS 1.2", "--out", out, "--close-wait", "500ms")
-	if code != cli.ExitConformant {
-		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	code, stdout, stderr := runCLI(t, "run", "--emulator-fault", "grant-qos2", "--focus", "documented CONNECT", "--focus", "SUBSCRIBE grants",
+		"--out", out, "--close-wait", "500ms")
+	if code != cli.ExitNonConformant {
+		t.Fatalf("exit %d, want %d (DPS-SUB-002 fails)\n%s\n%s", code, cli.ExitNonConformant, stdout, stderr)
 	}
 	b, err := os.ReadFile(filepath.Join(out, "junit.xml"))
 	if err != nil {
@@ -159,7 +163,7 @@ func TestRunJUnitSelection(t *testing.T) {
 	var specs []string
 	for _, rq := range rep.Requirements {
 		for _, s := range rq.Specs {
-			specs = append(specs, s.Text)
+			specs = append(specs, rq.ID+" "+s.Text)
 		}
 	}
 	var cases []string
@@ -169,7 +173,31 @@ func TestRunJUnitSelection(t *testing.T) {
 			if c.Skipped != nil {
 				t.Errorf("%q skipped (%q): every spec of this run ran", c.Name, c.Skipped.Message)
 			}
+			if c.Classname != "dps-conform service role" {
+				t.Errorf("%q: classname %q", c.Name, c.Classname)
+			}
+			if (c.Failure != nil) != strings.HasPrefix(c.Name, "DPS-SUB-002 ") {
+				t.Errorf("%q: failure %+v, want one for DPS-SUB-002 only", c.Name, c.Failure)
+			}
+			var pcap, level string
+			for _, p := range c.Props {
+				switch p.Name {
+				case "pcap":
+					pcap = p.Value
+				case "level":
+					level = p.Value
+				}
+			}
+			if level != "MUST" {
+				t.Errorf("%q: level %q", c.Name, level)
+			}
+			if _, err := os.Stat(filepath.Join(out, filepath.FromSlash(pcap))); err != nil || filepath.IsAbs(pcap) {
+				t.Errorf("%q: pcap %q is not a capture inside the results directory (%v)", c.Name, pcap, err)
+			}
 		}
+	}
+	if d.Failures != 1 {
+		t.Errorf("<testsuites failures=%d>, want 1", d.Failures)
 	}
 	slices.Sort(specs)
 	slices.Sort(cases)
