@@ -57,16 +57,7 @@ func (t *T) deviceWithPolls(polls int) Device {
 	ginkgo.GinkgoHelper()
 	cr := t.r.cfg.Target.Credentials
 	if cr.GroupKey != "" {
-		id := ""
-		if !t.r.cfg.Target.Local {
-			n := t.r.devices.Add(1)
-			var ids []string
-			for k := range int64(sharedDevices) {
-				ids = append(ids, fmt.Sprintf("dps-conform-device-%d", (n+k)%sharedDevices+1))
-			}
-			id = t.r.idleDevice(ids, polls, t.deadline)
-		}
-		return t.groupDevice(cr.GroupKey, id)
+		return t.groupDevice(cr.GroupKey, t.sharedGroupID(polls))
 	}
 	if cr.SymmetricKey == "" {
 		ginkgo.Skip("needs symmetric key credentials (--symmetric-key/--registration-id or --group-key)")
@@ -75,6 +66,49 @@ func (t *T) deviceWithPolls(polls int) Device {
 		t.r.idleDevice([]string{cr.RegistrationID}, polls, t.deadline)
 	}
 	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}
+}
+
+// sharedGroupID returns the registration id of a group device for a
+// target that is not local, one of the few shared ids that is ready (see
+// Device); "" on a local target, which gets a fresh id per device.
+func (t *T) sharedGroupID(polls int) string {
+	if t.r.cfg.Target.Local {
+		return ""
+	}
+	n := t.r.devices.Add(1)
+	var ids []string
+	for k := range int64(sharedDevices) {
+		ids = append(ids, fmt.Sprintf("dps-conform-device-%d", (n+k)%sharedDevices+1))
+	}
+	return t.r.idleDevice(ids, polls, t.deadline)
+}
+
+// SecondaryKeyDevice returns the individual enrollment's device with its
+// secondary key (Credentials.SecondaryKey) as its key, or skips the spec;
+// on a target that is not local it is waited for as Device's ids are.
+func (t *T) SecondaryKeyDevice() Device {
+	ginkgo.GinkgoHelper()
+	cr := t.r.cfg.Target.Credentials
+	if cr.SecondaryKey == "" {
+		ginkgo.Skip("needs the secondary key of the individual enrollment (--secondary-key with --registration-id, or individual.secondaryKey in --config)")
+	}
+	if !t.r.cfg.Target.Local {
+		t.r.idleDevice([]string{cr.RegistrationID}, pollsFree, t.deadline)
+	}
+	return Device{RegistrationID: cr.RegistrationID, Key: cr.SecondaryKey}
+}
+
+// GroupSecondaryKeyDevice returns a device of the enrollment group whose
+// key is derived from the group's secondary key
+// (Credentials.GroupSecondaryKey), or skips the spec; its registration id
+// is chosen as Device's.
+func (t *T) GroupSecondaryKeyDevice() Device {
+	ginkgo.GinkgoHelper()
+	cr := t.r.cfg.Target.Credentials
+	if cr.GroupSecondaryKey == "" {
+		ginkgo.Skip("needs the secondary key of the enrollment group (--group-secondary-key, or group.secondaryKey in --config)")
+	}
+	return t.groupDevice(cr.GroupSecondaryKey, t.sharedGroupID(pollsFree))
 }
 
 // sharedDevices is how many group device ids a run against a target that

@@ -540,6 +540,30 @@ func authSpecs(r *registrar) {
 		cp.Password = []byte(t.Token(d, dps.SASOptions{Expiry: time.Now().Add(-2 * time.Minute)}))
 		expectTokenAccepted(ctx, t, d, cp)
 	}, Faults("no-clock-skew"))
+	// Part A §4: the service tries the primary, then the secondary key
+	// (Part B §1.3: the reference verifier compares the signature with
+	// both); a group device's key is derived from the group's key, either
+	// of them. A device signing with the secondary key must be assigned.
+	for _, v := range []struct {
+		text   string
+		device func(t *T) Device
+	}{
+		{"accepts and assigns a device whose SAS token is signed with its individual enrollment's secondary key", (*T).SecondaryKeyDevice},
+		{"accepts and assigns a group device whose SAS token is signed with the key derived from the group's secondary key", (*T).GroupSecondaryKeyDevice},
+	} {
+		r.It("DPS-AUTH-012", v.text, func(ctx sctx, t *T) {
+			d := v.device(t)
+			c := t.Connect(ctx, d, nil, DialOptions{})
+			as := c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
+			ev := t.Judge(ctx)
+			var topics []string
+			for _, a := range as {
+				topics = append(topics, a.Topic)
+			}
+			t.Expect(answerStatuses(ev)).To(gomega.ContainElement(200), "the answers to the register and polls: %q", topics)
+			t.Expect(as[len(as)-1].Status.Status).To(gomega.Equal(dps.StatusAssigned), "the status of the last answer %q", as[len(as)-1].Topic)
+		}, Faults("primary-key-only"))
+	}
 	r.It("DPS-AUTH-006", "accepts and assigns an X.509 device that sends no password", func(ctx sctx, t *T) {
 		d := t.X509Device()
 		cp := t.ConnectPacket(d)

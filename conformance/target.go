@@ -52,6 +52,12 @@ type Credentials struct {
 	// GroupKey is the key of a symmetric key enrollment group: any
 	// registration id attests with the key derived from it.
 	GroupKey string
+	// SecondaryKey is the secondary key of the individual enrollment
+	// RegistrationID, GroupSecondaryKey that of the GroupKey group. DPS
+	// tries a token against the primary, then the secondary key (Part A
+	// §4): DPS-AUTH-012 registers with a token signed by each (the
+	// group's through the key derived from it), and skips without them.
+	SecondaryKey, GroupSecondaryKey string
 	// SlowGroupKey is the key of a symmetric key enrollment group whose
 	// assignments take a second or more (a custom allocation webhook doing
 	// slow work, say). DPS-REG-009 registers its devices, so that a second
@@ -85,6 +91,8 @@ func (t *Target) Validate() error {
 		return fmt.Errorf("%w: no symmetric key credentials (--symmetric-key with --registration-id, or --group-key)", ErrTarget)
 	case t.Credentials.SymmetricKey != "" && t.Credentials.RegistrationID == "":
 		return fmt.Errorf("%w: --symmetric-key needs --registration-id", ErrTarget)
+	case t.Credentials.SecondaryKey != "" && t.Credentials.RegistrationID == "":
+		return fmt.Errorf("%w: --secondary-key needs --registration-id", ErrTarget)
 	case t.RegistrationBudget < 0:
 		return fmt.Errorf("%w: the registration budget (--registration-budget) is a number of registrations per minute, got %d", ErrTarget, t.RegistrationBudget)
 	case t.BudgetMQTT.Scheme != "" && t.BudgetMQTT.Scheme != "mqtts":

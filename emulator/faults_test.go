@@ -227,6 +227,14 @@ var probes = []probe{
 		})
 		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), regBody("skew")))
 	}},
+	{"auth-secondary-key", func(p *prober) string {
+		// Part A §4: the primary, then the secondary key. The token is
+		// signed with the device's secondary key.
+		c := p.session("second", func(cp *packets.Connect) {
+			cp.Password = []byte(sasToken(p.t, testScope, "second", testSecondaryKey, time.Now().Add(time.Hour)))
+		})
+		return fmt.Sprint(p.status(c, dps.RegisterTopic("1"), regBody("second")))
+	}},
 	{"auth-no-se", func(p *prober) string {
 		// Part A §4: se is required. The token has none, and its
 		// signature is over sr and a newline, so that only the missing
@@ -537,6 +545,7 @@ var faultProbe = map[Fault]string{
 	// registrationState.status assigning in the 200: the final-state probe
 	// now shows it.
 	FaultAssignedStateStatus: "final-state",
+	FaultPrimaryKeyOnly:      "auth-secondary-key",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where
@@ -583,8 +592,9 @@ func runProbes(t *testing.T, faults []Fault) map[string]string {
 	clock := newFakeClock()
 	ids := []string{"dev-1", "dev-2", "sig", "exp", "other", "skn", "scope", "nopass", "qos", "undoc", "q2pub", "order", "topic",
 		"early", "p202", "final", "body", "errbody", "unknown", "pthr", "rthr", "conc", "big", "malformed", "disabled", "nobody", "payloadonly",
-		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody", "skew", "nose"}
+		"sas-lower", "sas-upper", "sas-raw", "sas-no-skn", "sas-empty-skn", "sas-order", "pbody", "q0req", "case", "casebody", "skew", "nose", "second"}
 	b := newFakeBackend(ids...)
+	b.secondary = map[string]string{"second": testSecondaryKey}
 	b.disabled = map[string]bool{"disabled": true}
 	s, addr := startPlain(t, Config{
 		backend:    b,

@@ -20,6 +20,9 @@ import (
 const (
 	testScope = "0ne00000001"
 	testKey   = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="
+	// testSecondaryKey is the secondary key of the devices in
+	// fakeBackend.secondary.
+	testSecondaryKey = "c2Vjb25kYXJ5LWtleS1vZi10aGUtZmFrZS1iYWNrZW5k"
 )
 
 // fakeBackend judges SAS tokens with the dps package against one key per
@@ -27,6 +30,9 @@ const (
 // gate to make operations stay in progress.
 type fakeBackend struct {
 	keys map[string]string // registration id (lower case) → key
+	// secondary holds the secondary key of some devices (registration id,
+	// lower case), tried after keys' (Part A §4).
+	secondary map[string]string
 
 	mu      sync.Mutex
 	gate    chan struct{} // when non-nil, Assign waits for it to close
@@ -78,7 +84,11 @@ func (b *fakeBackend) Attest(ctx context.Context, c registry.Credentials, o regi
 	if o.NoSkew {
 		v.Skew = -1
 	}
-	if err := v.Verify(tok, testScope, c.RegistrationID, key); err != nil {
+	keys := []string{key}
+	if k, ok := b.secondary[strings.ToLower(c.RegistrationID)]; ok && !o.PrimaryOnly {
+		keys = append(keys, k)
+	}
+	if err := v.Verify(tok, testScope, c.RegistrationID, keys...); err != nil {
 		switch {
 		case errors.Is(err, dps.ErrSignatureMismatch) && o.IgnoreSignature,
 			errors.Is(err, dps.ErrTokenExpired) && o.IgnoreExpiry,

@@ -780,6 +780,7 @@ func (ss *session) attest(ctx context.Context) (*registry.Attestation, *answer) 
 		IgnoreResource:  s.faults.has(FaultAcceptOtherDeviceToken),
 		IgnoreKeyName:   s.faults.has(FaultAcceptWrongSKN),
 		AllowNoExpiry:   s.faults.has(FaultAcceptTokenWithoutSE),
+		PrimaryOnly:     s.faults.has(FaultPrimaryKeyOnly),
 		IgnoreDisabled:  s.faults.has(FaultAssignDisabled),
 	}
 	att, err := s.backend.Attest(ctx, ss.credentials(), opts)

@@ -35,15 +35,18 @@ const (
 	HubName = "hub1.azure-devices.net"
 
 	// SymDeviceID is an individual symmetric key enrollment with key
-	// SymDeviceKey.
-	SymDeviceID  = "sym-device-1"
-	SymDeviceKey = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="
+	// SymDeviceKey and secondary key SymDeviceSecondaryKey.
+	SymDeviceID           = "sym-device-1"
+	SymDeviceKey          = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="
+	SymDeviceSecondaryKey = "zdGrO+eRJkhXKCiItRX4TtkpK/r0GXqw2orPk21TbzY="
 
 	// SymGroupID is a symmetric key enrollment group with key SymGroupKey:
 	// any registration id not enrolled otherwise attests with
-	// dps.DeriveDeviceKey(SymGroupKey, id) (see SymmetricKey).
-	SymGroupID  = "group-sym"
-	SymGroupKey = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+	// dps.DeriveDeviceKey(SymGroupKey, id) (see SymmetricKey), or with
+	// the key derived from its secondary key SymGroupSecondaryKey.
+	SymGroupID           = "group-sym"
+	SymGroupKey          = "8isrFI1sGsIlvvFSSFRiMfCNzv21fjbE/+ah/lSh3lF8e2YG1Te7w1KpZhJFFXJrqYKi9yegxkqIChbqOS9Egw=="
+	SymGroupSecondaryKey = "hYhZHlggmvYHX1iZjMYC0XTeXSA2zaeDNCKHgSrEtbl96Ffoe3AYzlKtd6/7352d9ugKWQtF6zuT3vlNvaRguw=="
 	// SymGroupDeviceID is one device of SymGroupID.
 	SymGroupDeviceID = "group-device-1"
 
@@ -245,7 +248,7 @@ func Default(x509DeviceCertPEM, groupCAPEM, slowWebhookURL string) *registry.Con
 				RegistrationID: SymDeviceID,
 				Attestation: registry.AttestationMechanism{
 					Type:         registry.AttestationSymmetricKey,
-					SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: SymDeviceKey},
+					SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: SymDeviceKey, SecondaryKey: SymDeviceSecondaryKey},
 				},
 			},
 			{
@@ -271,7 +274,7 @@ func Default(x509DeviceCertPEM, groupCAPEM, slowWebhookURL string) *registry.Con
 				EnrollmentGroupID: SymGroupID,
 				Attestation: registry.AttestationMechanism{
 					Type:         registry.AttestationSymmetricKey,
-					SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: SymGroupKey},
+					SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: SymGroupKey, SecondaryKey: SymGroupSecondaryKey},
 				},
 			},
 			{

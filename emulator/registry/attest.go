@@ -53,6 +53,10 @@ type AttestOptions struct {
 	AllowNoExpiry bool
 	// IgnoreDisabled makes Assign treat a disabled enrollment as enabled.
 	IgnoreDisabled bool
+	// PrimaryOnly checks a SAS token against the primary key only (of an
+	// individual enrollment, or the key derived from a group's primary
+	// key), never the secondary (Part A §4: primary, then secondary).
+	PrimaryOnly bool
 }
 
 // AttestationKind says how a device proved its identity.
@@ -202,7 +206,7 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 			return nil, fail(fmt.Errorf("individual enrollment %q uses %s attestation, not symmetricKey", ind.RegistrationID, ind.Attestation.Type))
 		}
 		sk := ind.Attestation.SymmetricKey
-		if err := r.verify(tok, c.RegistrationID, o, sk.PrimaryKey, sk.SecondaryKey); err != nil {
+		if err := r.verify(tok, c.RegistrationID, o, enrolledKeys(sk, o)...); err != nil {
 			return nil, fail(err)
 		}
 		a.individual = ind
@@ -225,7 +229,7 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 			continue
 		}
 		var keys []string
-		for _, k := range []string{g.Attestation.SymmetricKey.PrimaryKey, g.Attestation.SymmetricKey.SecondaryKey} {
+		for _, k := range enrolledKeys(g.Attestation.SymmetricKey, o) {
 			if k == "" {
 				continue
 			}
@@ -255,6 +259,15 @@ func (r *Registry) attestSAS(c Credentials, o AttestOptions, ind *IndividualEnro
 		firstErr = errNoEnrollment
 	}
 	return nil, fail(firstErr)
+}
+
+// enrolledKeys are the keys a SAS token is checked against, primary
+// first (Part A §4); only the primary under o.PrimaryOnly.
+func enrolledKeys(sk *SymmetricKeyAttestation, o AttestOptions) []string {
+	if o.PrimaryOnly {
+		return []string{sk.PrimaryKey}
+	}
+	return []string{sk.PrimaryKey, sk.SecondaryKey}
 }
 
 // ParseSASTokenWithoutExpiry parses a SAS token that has no se field, and

@@ -44,6 +44,8 @@ func TestAttestSAS(t *testing.T) {
 	}{
 		{"primary key", "dev1", tok("dev1", keyA), AttestOptions{}, 0, nil, ""},
 		{"secondary key", "dev1", tok("dev1", keyB), AttestOptions{}, 0, nil, ""},
+		{"secondary key, primary only", "dev1", tok("dev1", keyB), AttestOptions{PrimaryOnly: true}, 401000, dps.ErrSignatureMismatch, ""},
+		{"primary key, primary only", "dev1", tok("dev1", keyA), AttestOptions{PrimaryOnly: true}, 0, nil, ""},
 		{"id case-insensitive", "DEV1", tok("DEV1", keyA), AttestOptions{}, 0, nil, ""},
 		{"bad signature", "dev1", tok("dev1", keyG1), AttestOptions{}, 401000, dps.ErrSignatureMismatch, ""},
 		{"bad signature ignored", "dev1", tok("dev1", keyG1), AttestOptions{IgnoreSignature: true}, 0, nil, ""},
@@ -61,6 +63,8 @@ func TestAttestSAS(t *testing.T) {
 		{"disabled enrollment attests", "dev-disabled", tok("dev-disabled", keyB), AttestOptions{}, 0, nil, ""},
 		{"group derived primary", "thermo-7", tok("thermo-7", derive(t, keyG1, "thermo-7")), AttestOptions{}, 0, nil, "g1"},
 		{"group derived secondary", "thermo-8", tok("thermo-8", derive(t, keyA, "thermo-8")), AttestOptions{}, 0, nil, "g1"},
+		{"group derived secondary, primary only", "thermo-8", tok("thermo-8", derive(t, keyA, "thermo-8")), AttestOptions{PrimaryOnly: true}, 401000, dps.ErrSignatureMismatch, ""},
+		{"group derived primary, primary only", "thermo-7", tok("thermo-7", derive(t, keyG1, "thermo-7")), AttestOptions{PrimaryOnly: true}, 0, nil, "g1"},
 		{"disabled group attests", "thermo-9", tok("thermo-9", derive(t, keyG2, "thermo-9")), AttestOptions{}, 0, nil, "g2"},
 		{"group bad signature ignored: the first group", "thermo-5", tok("thermo-5", keyB), AttestOptions{IgnoreSignature: true}, 0, nil, "g1"},
 		{"group signature ignored: the group whose key signs", "thermo-6", tok("thermo-6", derive(t, keyG2, "thermo-6")), AttestOptions{IgnoreSignature: true}, 0, nil, "g2"},

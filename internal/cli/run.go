@@ -63,6 +63,7 @@ type runFlags struct {
 	idScope, ca, serverName              string
 	regID, symKey, groupKey, cert, key   string
 	slowGroupKey                         string
+	secondaryKey, groupSecondaryKey      string
 	disabledID, disabledKey              string
 	budget                               int
 	profile, labelFilter, out            string
@@ -86,6 +87,8 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.regID, "registration-id", "", "registration `ID` of an individual symmetric key enrollment")
 	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id")
 	fs.StringVar(&f.groupKey, "group-key", "", "`KEY` (base64) of a symmetric key enrollment group")
+	fs.StringVar(&f.secondaryKey, "secondary-key", "", "secondary `KEY` (base64) of --registration-id's enrollment (DPS-AUTH-012 registers with a token signed by it)")
+	fs.StringVar(&f.groupSecondaryKey, "group-secondary-key", "", "secondary `KEY` (base64) of the --group-key group (DPS-AUTH-012 registers with a token signed by the key derived from it)")
 	fs.StringVar(&f.slowGroupKey, "slow-group-key", "", "`KEY` (base64) of a symmetric key enrollment group whose assignment takes a second or more (DPS-REG-009 registers twice while one is in progress)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM) of an X.509 enrollment; its CN is the registration id")
 	fs.StringVar(&f.key, "key", "", "private key `FILE` (PEM) of --cert")
@@ -153,7 +156,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		// --ca, a key) would judge something else than the user meant.
 		set := flagsSet(fs)
 		for _, name := range []string{"config", "mqtt-target", "ws-target", "id-scope", "ca", "server-name", "registration-id", "symmetric-key",
-			"group-key", "slow-group-key", "cert", "key", "disabled-registration-id", "disabled-key", "registration-budget", "budget-target"} {
+			"secondary-key", "group-key", "group-secondary-key", "slow-group-key", "cert", "key", "disabled-registration-id", "disabled-key", "registration-budget", "budget-target"} {
 			if set[name] {
 				return usageErrorf("--%s describes a target: it needs a --target other than the embedded emulator (which brings its own endpoints, CA, enrollments and budget instance)", name)
 			}
@@ -480,7 +483,9 @@ type configUsed struct {
 	Credentials struct {
 		RegistrationID         string `yaml:"registrationId,omitempty"`
 		SymmetricKey           string `yaml:"symmetricKey,omitempty"`
+		SecondaryKey           string `yaml:"secondaryKey,omitempty"`
 		GroupKey               string `yaml:"groupKey,omitempty"`
+		GroupSecondaryKey      string `yaml:"groupSecondaryKey,omitempty"`
 		SlowGroupKey           string `yaml:"slowGroupKey,omitempty"`
 		X509RegistrationID     string `yaml:"x509RegistrationId,omitempty"`
 		X509CertFile           string `yaml:"x509CertFile,omitempty"`
@@ -509,8 +514,14 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	if cr.SymmetricKey != "" {
 		c.Credentials.SymmetricKey = redacted
 	}
+	if cr.SecondaryKey != "" {
+		c.Credentials.SecondaryKey = redacted
+	}
 	if cr.GroupKey != "" {
 		c.Credentials.GroupKey = redacted
+	}
+	if cr.GroupSecondaryKey != "" {
+		c.Credentials.GroupSecondaryKey = redacted
 	}
 	if cr.SlowGroupKey != "" {
 		c.Credentials.SlowGroupKey = redacted
@@ -703,6 +714,7 @@ const (
 	embeddedDevice     = "dps-conform-device"
 	embeddedX509Device = "dps-conform-x509"
 	embeddedDisabled   = "dps-conform-disabled"
+	embeddedGroup      = "dps-conform-group"
 	// embeddedSlowDelay is how long the slow group's allocation webhook
 	// takes (DPS-REG-009 needs a registration in progress).
 	embeddedSlowDelay = 2 * time.Second
@@ -738,7 +750,9 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	if err != nil {
 		return fail(err)
 	}
-	keys := []string{randomKey(), randomKey(), randomKey(), randomKey()}
+	// The individual device and the group, keys[0] and keys[2], also
+	// have secondary keys, keys[4] and keys[5] (DPS-AUTH-012).
+	keys := []string{randomKey(), randomKey(), randomKey(), randomKey(), randomKey(), randomKey()}
 	hook, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fail(err)
@@ -753,11 +767,16 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 	sym := func(k string) registry.AttestationMechanism {
 		return registry.AttestationMechanism{Type: registry.AttestationSymmetricKey, SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: k}}
 	}
+	symPair := func(primary, secondary string) registry.AttestationMechanism {
+		m := sym(primary)
+		m.SymmetricKey.SecondaryKey = secondary
+		return m
+	}
 	cfg := &registry.Config{
 		IDScope:    embeddedScope,
 		LinkedHubs: []registry.LinkedHub{{Name: embeddedHub}},
 		Enrollments: []registry.IndividualEnrollment{
-			{RegistrationID: embeddedDevice, Attestation: sym(keys[0])},
+			{RegistrationID: embeddedDevice, Attestation: symPair(keys[0], keys[4])},
 			{RegistrationID: embeddedDisabled, Attestation: sym(keys[1]), ProvisioningStatus: registry.ProvisioningDisabled},
 			{RegistrationID: embeddedX509Device, Attestation: registry.AttestationMechanism{
 				Type: registry.AttestationX509,
@@ -767,7 +786,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 			}},
 		},
 		EnrollmentGroups: []registry.EnrollmentGroup{
-			{EnrollmentGroupID: "dps-conform-group", Attestation: sym(keys[2])},
+			{EnrollmentGroupID: embeddedGroup, Attestation: symPair(keys[2], keys[5])},
 			registry.SlowGroup("dps-conform-slow", keys[3], "http://"+hook.Addr().String()+"/allocate"),
 		},
 	}
@@ -815,6 +834,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 		BudgetMQTT: budget, RegistrationBudget: embeddedBudget,
 		Credentials: conformance.Credentials{
 			RegistrationID: embeddedDevice, SymmetricKey: keys[0], GroupKey: keys[2], SlowGroupKey: keys[3],
+			SecondaryKey: keys[4], GroupSecondaryKey: keys[5],
 			X509: &devCert, X509RegistrationID: embeddedX509Device,
 			DisabledRegistrationID: embeddedDisabled, DisabledKey: keys[1],
 		},
@@ -847,9 +867,11 @@ type targetFile struct {
 	Individual   struct {
 		RegistrationID string `yaml:"registrationId"`
 		SymmetricKey   string `yaml:"symmetricKey"`
+		SecondaryKey   string `yaml:"secondaryKey"`
 	} `yaml:"individual"`
 	Group struct {
 		SymmetricKey string `yaml:"symmetricKey"`
+		SecondaryKey string `yaml:"secondaryKey"`
 	} `yaml:"group"`
 	SlowGroup struct {
 		SymmetricKey string `yaml:"symmetricKey"`
@@ -904,7 +926,9 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	over(&tf.ServerName, f.serverName)
 	over(&tf.Individual.RegistrationID, f.regID)
 	over(&tf.Individual.SymmetricKey, f.symKey)
+	over(&tf.Individual.SecondaryKey, f.secondaryKey)
 	over(&tf.Group.SymmetricKey, f.groupKey)
+	over(&tf.Group.SecondaryKey, f.groupSecondaryKey)
 	over(&tf.SlowGroup.SymmetricKey, f.slowGroupKey)
 	over(&tf.X509.CertFile, f.cert)
 	over(&tf.X509.KeyFile, f.key)
@@ -975,9 +999,12 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	cr := &t.Credentials
 	cr.RegistrationID, cr.SymmetricKey = tf.Individual.RegistrationID, tf.Individual.SymmetricKey
 	cr.GroupKey, cr.SlowGroupKey = tf.Group.SymmetricKey, tf.SlowGroup.SymmetricKey
+	cr.SecondaryKey, cr.GroupSecondaryKey = tf.Individual.SecondaryKey, tf.Group.SecondaryKey
 	cr.DisabledRegistrationID, cr.DisabledKey = tf.Disabled.RegistrationID, tf.Disabled.SymmetricKey
 	for _, k := range []struct{ name, v string }{{from("--symmetric-key", "individual.symmetricKey", f.symKey), cr.SymmetricKey},
 		{from("--group-key", "group.symmetricKey", f.groupKey), cr.GroupKey}, {from("--slow-group-key", "slowGroup.symmetricKey", f.slowGroupKey), cr.SlowGroupKey},
+		{from("--secondary-key", "individual.secondaryKey", f.secondaryKey), cr.SecondaryKey},
+		{from("--group-secondary-key", "group.secondaryKey", f.groupSecondaryKey), cr.GroupSecondaryKey},
 		{from("--disabled-key", "disabled.symmetricKey", f.disabledKey), cr.DisabledKey}} {
 		if k.v != "" {
 			if _, err := base64.StdEncoding.DecodeString(k.v); err != nil {

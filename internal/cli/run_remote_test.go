@@ -45,8 +45,8 @@ mqttTarget: mqtts://`+e.MQTTAddr+`
 idScope: `+e.IDScope+`
 caFile: `+e.CAFile+`
 serverName: localhost
-individual: {registrationId: `+emulatortest.SymDeviceID+`, symmetricKey: "`+emulatortest.SymDeviceKey+`"}
-group: {symmetricKey: "`+emulatortest.SymGroupKey+`"}
+individual: {registrationId: `+emulatortest.SymDeviceID+`, symmetricKey: "`+emulatortest.SymDeviceKey+`", secondaryKey: "`+emulatortest.SymDeviceSecondaryKey+`"}
+group: {symmetricKey: "`+emulatortest.SymGroupKey+`", secondaryKey: "`+emulatortest.SymGroupSecondaryKey+`"}
 slowGroup: {symmetricKey: "`+emulatortest.SlowGroupKey+`"}
 x509: {certFile: dev.pem, keyFile: dev.key}
 disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+emulatortest.DisabledDeviceKey+`"}
@@ -58,7 +58,7 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 	}
 	out := stdout.String()
 	for _, want := range []string{
-		"PASS     DPS-WS-001", "PASS     DPS-AUTH-006", "PASS     DPS-POLL-005", "PASS     TLS-001", "PASS     DPS-REG-009",
+		"PASS     DPS-WS-001", "PASS     DPS-AUTH-006", "PASS     DPS-AUTH-012", "PASS     DPS-POLL-005", "PASS     TLS-001", "PASS     DPS-REG-009",
 		"SKIP     DPS-POLL-004", "CONFORMANT",
 	} {
 		if !strings.Contains(out, want) {
@@ -72,7 +72,8 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, secret := range []string{emulatortest.SymDeviceKey, emulatortest.SymGroupKey, emulatortest.SlowGroupKey, emulatortest.DisabledDeviceKey} {
+		for _, secret := range []string{emulatortest.SymDeviceKey, emulatortest.SymGroupKey, emulatortest.SlowGroupKey, emulatortest.DisabledDeviceKey,
+			emulatortest.SymDeviceSecondaryKey, emulatortest.SymGroupSecondaryKey} {
 			if bytes.Contains(b, []byte(secret)) {
 				t.Errorf("%s contains the secret %q", name, secret)
 			}
@@ -80,7 +81,8 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 		if n, r := bytes.Count(b, []byte("sig=")), bytes.Count(b, []byte("sig=[redacted]")); n != r {
 			t.Errorf("%s: %d SAS signatures, %d of them redacted", name, n, r)
 		}
-		if name == "config.yaml" && !bytes.Contains(b, []byte("symmetricKey: '[redacted]'")) {
+		if name == "config.yaml" && (!bytes.Contains(b, []byte("symmetricKey: '[redacted]'")) || !bytes.Contains(b, []byte("secondaryKey: '[redacted]'")) ||
+			!bytes.Contains(b, []byte("groupSecondaryKey: '[redacted]'"))) {
 			t.Errorf("config.yaml:\n%s", b)
 		}
 	}
@@ -104,6 +106,47 @@ func TestRunSharedDevicesBusy(t *testing.T) {
 		"--label-filter", "req: containsAny {DPS-AUTH-001, DPS-REG-002, DPS-REG-005, DPS-SUB-003}")
 	if code != cli.ExitConformant || strings.Contains(stdout, "res/409/") {
 		t.Fatalf("exit %d (want %d)\n%s\n%s", code, cli.ExitConformant, stdout, stderr)
+	}
+}
+
+// TestRunSecondaryKeys: DPS-AUTH-012 registers with tokens signed by the
+// secondary keys given (--secondary-key, --group-secondary-key), and skips
+// each spec whose key is not given, saying which flag gives it.
+func TestRunSecondaryKeys(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	base := []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile, "--server-name", "localhost",
+		"--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey, "--group-key", emulatortest.SymGroupKey,
+		"--label-filter", "req: containsAny DPS-AUTH-012", "--close-wait", "500ms"}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  []string
+	}{
+		{"without", nil, []string{"0 passed, 0 failed, 2 skipped", "--secondary-key with --registration-id", "--group-secondary-key"}},
+		{"individual only", []string{"--secondary-key", emulatortest.SymDeviceSecondaryKey}, []string{"1 passed, 0 failed, 1 skipped", "--group-secondary-key"}},
+		{"both", []string{"--secondary-key", emulatortest.SymDeviceSecondaryKey, "--group-secondary-key", emulatortest.SymGroupSecondaryKey},
+			[]string{"2 passed, 0 failed, 0 skipped"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append(append(append([]string(nil), base...), "--out", t.TempDir()), tc.extra...)
+			code := cli.Main(context.Background(), args, &stdout, &stderr)
+			out := stdout.String() + stderr.String()
+			if code != cli.ExitConformant {
+				t.Fatalf("exit %d (want %d):\n%s", code, cli.ExitConformant, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	// A group secondary key the target has in no group fails the spec.
+	var stdout, stderr bytes.Buffer
+	args := append(append([]string(nil), base...), "--out", t.TempDir(), "--group-secondary-key", "bm90LWEta2V5LW9mLWFueS1ncm91cC1vZi10aGUtZml4dHVyZQ==")
+	if code := cli.Main(context.Background(), args, &stdout, &stderr); code != cli.ExitNonConformant || !strings.Contains(stdout.String(), "FAIL     DPS-AUTH-012") {
+		t.Errorf("a wrong group secondary key: exit %d (want %d)\n%s\n%s", code, cli.ExitNonConformant, stdout.String(), stderr.String())
 	}
 }
 
