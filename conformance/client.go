@@ -83,6 +83,20 @@ func (t *T) sharedGroupID(polls int) string {
 	return t.r.idleDevice(ids, polls, t.deadline)
 }
 
+// individualDevice returns the individual enrollment's device with its
+// primary key, if the target has one; on a target that is not local it is
+// waited for as Device's ids are.
+func (t *T) individualDevice() (Device, bool) {
+	cr := t.r.cfg.Target.Credentials
+	if cr.RegistrationID == "" || cr.SymmetricKey == "" {
+		return Device{}, false
+	}
+	if !t.r.cfg.Target.Local {
+		t.r.idleDevice([]string{cr.RegistrationID}, pollsFree, t.deadline)
+	}
+	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}, true
+}
+
 // SecondaryKeyDevice returns the individual enrollment's device with its
 // secondary key (Credentials.SecondaryKey) as its key, or skips the spec;
 // on a target that is not local it is waited for as Device's ids are.

@@ -46,7 +46,8 @@ func emulatorTarget(t testing.TB, e *emulatortest.Emulator) conformance.Target {
 			RegistrationID: emulatortest.SymDeviceID, SymmetricKey: emulatortest.SymDeviceKey,
 			GroupKey: emulatortest.SymGroupKey, SlowGroupKey: emulatortest.SlowGroupKey,
 			SecondaryKey: emulatortest.SymDeviceSecondaryKey, GroupSecondaryKey: emulatortest.SymGroupSecondaryKey,
-			X509: &cert, X509RegistrationID: emulatortest.X509DeviceID,
+			GroupID: emulatortest.SymGroupID,
+			X509:    &cert, X509RegistrationID: emulatortest.X509DeviceID,
 			DisabledRegistrationID: emulatortest.DisabledDeviceID, DisabledKey: emulatortest.DisabledDeviceKey,
 		},
 	}

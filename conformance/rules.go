@@ -72,6 +72,62 @@ type RuleEnv struct {
 	// also wants the certificate presented on every TLS connection that
 	// carries a CONNECT.
 	X509 bool
+	// Enrollments are the target's symmetric key enrollments as the suite
+	// was given them (live specs: the target's credentials). DPS-POLL-002
+	// tells by a device's SAS token which one the device registered under,
+	// and judges the enrollmentGroupId of its registrationState. Empty (a
+	// field capture) leaves that unjudged.
+	Enrollments []KnownEnrollment
+}
+
+// KnownEnrollment is a symmetric key enrollment of the target
+// (RuleEnv.Enrollments).
+type KnownEnrollment struct {
+	// RegistrationID is the registration id of an individual enrollment;
+	// "" for an enrollment group.
+	RegistrationID string
+	// GroupID is the enrollmentGroupId of a group; "" when the group's id
+	// is not known (or for an individual enrollment).
+	GroupID string
+	// Keys are the enrollment's keys (base64), primary and secondary: the
+	// device keys of an individual enrollment, the group keys of a group
+	// (a device's key is derived from one, Part A §4).
+	Keys []string
+}
+
+// enrollmentOf returns the enrollment of env whose key signs the SAS token
+// cp carries for registration id regID: an individual enrollment of that
+// id, or a group from whose key the device key is derived (Part A §4).
+func (env RuleEnv) enrollmentOf(cp *packets.Connect, regID string) (KnownEnrollment, bool) {
+	if len(env.Enrollments) == 0 || len(cp.Password) == 0 {
+		return KnownEnrollment{}, false
+	}
+	tok, err := dps.ParseSASToken(string(cp.Password))
+	if err != nil {
+		return KnownEnrollment{}, false
+	}
+	for _, e := range env.Enrollments {
+		keys := e.Keys
+		if e.RegistrationID != "" {
+			if !dps.EqualRegistrationID(e.RegistrationID, regID) {
+				continue
+			}
+		} else {
+			keys = nil
+			for _, k := range e.Keys {
+				if k == "" {
+					continue
+				}
+				if dk, err := dps.DeriveDeviceKey(k, regID); err == nil {
+					keys = append(keys, dk)
+				}
+			}
+		}
+		if len(keys) > 0 && tok.CheckSignature(keys...) == nil {
+			return e, true
+		}
+	}
+	return KnownEnrollment{}, false
 }
 
 // undecided reports that the server did not close the connection first but
@@ -837,13 +893,20 @@ func ruleOtherFilters() *Rule {
 // request it answers (nil if none): judge says whether the rule applies to
 // it and what it finds, as connectRule's judge does.
 func answerRule(id, evidence string, judge func(c *tracer.Conversation, a answer, r *request, reqs []request) (bool, []Finding)) *Rule {
+	return answerRuleEnv(id, evidence, func(c *tracer.Conversation, a answer, r *request, reqs []request, _ RuleEnv) (bool, []Finding) {
+		return judge(c, a, r, reqs)
+	})
+}
+
+// answerRuleEnv is answerRule for a judge that reads the RuleEnv too.
+func answerRuleEnv(id, evidence string, judge func(c *tracer.Conversation, a answer, r *request, reqs []request, env RuleEnv) (bool, []Finding)) *Rule {
 	return &Rule{ID: id, Role: RoleService, Evidence: evidence,
 		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
 			reqs := requests(c)
 			n := 0
 			var fs []Finding
 			for _, a := range answers(c) {
-				ok, f := judge(c, a, requestFor(reqs, a), reqs)
+				ok, f := judge(c, a, requestFor(reqs, a), reqs, env)
 				if !ok {
 					continue
 				}
@@ -1148,8 +1211,8 @@ func ruleOversize() *Rule {
 
 func ruleRegistrationState() *Rule {
 	const id = "DPS-POLL-002"
-	return answerRule(id, "an answer 200 with status assigned",
-		func(c *tracer.Conversation, a answer, _ *request, _ []request) (bool, []Finding) {
+	return answerRuleEnv(id, "an answer 200 with status assigned",
+		func(c *tracer.Conversation, a answer, _ *request, _ []request, env RuleEnv) (bool, []Finding) {
 			var st dps.RegistrationOperationStatus
 			if a.err != nil || a.resp.Status != 200 || json.Unmarshal(a.pub.Payload, &st) != nil || st.Status != dps.StatusAssigned {
 				return false, nil
@@ -1167,14 +1230,65 @@ func ruleRegistrationState() *Rule {
 				fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("registrationState.status %q in the 200 answer with status assigned", rs.Status), `"status":"assigned"`))
 			}
 			if cp, _ := connectOf(c); cp != nil {
-				if u, ok := parsedUsername(cp); ok && u.RegistrationID != "" && !dps.EqualRegistrationID(rs.RegistrationID, u.RegistrationID) {
-					fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("registrationState.registrationId %q in the 200 answer", rs.RegistrationID),
-						fmt.Sprintf(`"registrationId":%q (the connection's, in any case)`, u.RegistrationID)))
+				if u, ok := parsedUsername(cp); ok && u.RegistrationID != "" {
+					if !dps.EqualRegistrationID(rs.RegistrationID, u.RegistrationID) {
+						fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, fmt.Sprintf("registrationState.registrationId %q in the 200 answer", rs.RegistrationID),
+							fmt.Sprintf(`"registrationId":%q (the connection's, in any case)`, u.RegistrationID)))
+					}
+					// Part A §6, Part B §4.5: the attestation object names
+					// the device's enrollment group, if any.
+					if e, ok := env.enrollmentOf(cp, u.RegistrationID); ok {
+						for _, p := range enrollmentGroupProblems(rs, e) {
+							fs = append(fs, finding(id, c, a.pkt.Frame, a.pkt.Time, p.actual, p.expected))
+						}
+					}
 				}
 			}
 			return true, fs
 		})
 }
+
+// enrollmentGroupProblems judges the enrollmentGroupId of registrationState's
+// attestation objects against the enrollment the device's token was signed
+// for. Part A §6 gives the 200 "x509 or symmetricKey sub-objects", Part B
+// §4.5 their members (symmetricKey {enrollmentGroupId}, x509
+// {certificateInfo, enrollmentGroupId, signingCertificateInfo}); §9 gives
+// an enrollment group, not an individual enrollment, an enrollmentGroupId.
+// So a device of an individual enrollment is named no group, and a group
+// device, when its group's id is known, none other than its own (compared
+// without case, leniently: Part A §11 compares registration ids so, and no
+// source says how group ids compare). Which object carries it is not
+// judged: the body of §4.5 shows "x509":{} alone for a SAS device, and no
+// source shows whether a group device's answer always names its group.
+func enrollmentGroupProblems(rs *dps.DeviceRegistrationResult, e KnownEnrollment) []groupProblem {
+	type object struct{ name, group string }
+	var objs []object
+	if rs.SymmetricKey != nil {
+		objs = append(objs, object{"symmetricKey", rs.SymmetricKey.EnrollmentGroupID})
+	}
+	if rs.X509 != nil {
+		objs = append(objs, object{"x509", rs.X509.EnrollmentGroupID})
+	}
+	var out []groupProblem
+	for _, o := range objs {
+		switch {
+		case o.group == "":
+		case e.RegistrationID != "":
+			out = append(out, groupProblem{
+				fmt.Sprintf("registrationState.%s.enrollmentGroupId %q for a device of the individual enrollment %q", o.name, o.group, e.RegistrationID),
+				"no enrollmentGroupId (the device's token is signed with its individual enrollment's key)"})
+		case e.GroupID != "" && !strings.EqualFold(o.group, e.GroupID):
+			out = append(out, groupProblem{
+				fmt.Sprintf("registrationState.%s.enrollmentGroupId %q for a device of the enrollment group %q", o.name, o.group, e.GroupID),
+				fmt.Sprintf(`"enrollmentGroupId":%q (the group whose key the device's key is derived from), or none`, e.GroupID)})
+		}
+	}
+	return out
+}
+
+// groupProblem is a finding of enrollmentGroupProblems: what was seen and
+// what would have passed.
+type groupProblem struct{ actual, expected string }
 
 func missingStateFields(s *dps.DeviceRegistrationResult) []string {
 	if s == nil {

@@ -3,6 +3,7 @@ package conformance_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/dps"
@@ -88,6 +89,43 @@ func TestServiceRulesBothWays(t *testing.T) {
 		cp.Username = []byte("0ne00000001/registrations/Dev.Lab_7:1/api-version=2019-03-31")
 	}
 	caseReg := chunk(0, &packets.Publish{QoS: 1, PacketID: 2, Topic: []byte(dps.RegisterTopic("1")), Payload: []byte(`{"registrationId":"Dev-1"}`)})
+	// signed opens the connection of dev-1 with a SAS token signed with
+	// key; the enrollments below tell whose key that is (DPS-POLL-002).
+	const indKey, indKey2 = "aW5kaXZpZHVhbC1wcmltYXJ5LWtleS0wMTIzNDU2Nzg=", "aW5kaXZpZHVhbC1zZWNvbmRhcnkta2V5LTAxMjM0NTY="
+	const grpKey, grpKey2 = "Z3JvdXAtcHJpbWFyeS1rZXktMDEyMzQ1Njc4OWFiY2Q=", "Z3JvdXAtc2Vjb25kYXJ5LWtleS0wMTIzNDU2Nzg5YWI="
+	signed := func(key string) []byte {
+		tok, err := dps.BuildSASToken(dps.SASOptions{IDScope: "0ne00000001", RegistrationID: "dev-1", Key: key, Expiry: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := testConnect()
+		cp.Password = []byte(tok)
+		in := append(chunk(0, cp), chunk(1, &packets.Connack{})...)
+		return append(in, chunk(0, sub(1))...)
+	}
+	derived := func(groupKey string) string {
+		k, err := dps.DeriveDeviceKey(groupKey, "dev-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	subacked := chunk(1, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+	// withGroup is the final answer whose registrationState's attestation
+	// objects are objs (JSON members).
+	withGroup := func(objs string) string {
+		return assigned(strings.Replace(state, `"symmetricKey":{"enrollmentGroupId":"g1"}`, objs, 1))
+	}
+	final := func(key, objs string) []byte {
+		return cat(signed(key), subacked, reg("1"), ans(dps.ResponseTopic(200, "1", -1), withGroup(objs)), bye)
+	}
+	enrolled := func(groupID string) conformance.RuleEnv {
+		return conformance.RuleEnv{Enrollments: []conformance.KnownEnrollment{
+			{RegistrationID: "dev-9", Keys: []string{indKey, indKey2}}, // another device's
+			{GroupID: groupID, Keys: []string{grpKey, grpKey2}},
+		}}
+	}
+	individual := conformance.RuleEnv{Enrollments: []conformance.KnownEnrollment{{RegistrationID: "DEV-1", Keys: []string{indKey, indKey2}}, {GroupID: "g1", Keys: []string{grpKey}}}}
 
 	for _, tc := range []struct {
 		name    string
@@ -234,6 +272,37 @@ func TestServiceRulesBothWays(t *testing.T) {
 			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `"registrationId":"dev-1"`, `"registrationId":"dev-2"`, 1))), bye)},
 		{name: "assigned, registrationId in other case", rule: "DPS-POLL-002", applied: 1,
 			in: cat(open, reg("1"), ans(dps.ResponseTopic(200, "1", -1), assigned(strings.Replace(state, `"registrationId":"dev-1"`, `"registrationId":"DEV-1"`, 1))), bye)},
+		// Part A §6, Part B §4.5: the attestation object's
+		// enrollmentGroupId, if any, is the device's group; none for an
+		// individual enrollment. The token tells which enrollment it is.
+		{name: "group device, its group named", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1,
+			in: final(derived(grpKey), `"symmetricKey":{"enrollmentGroupId":"g1"}`)},
+		{name: "group device, its group named in other case", rule: "DPS-POLL-002", env: enrolled("G1"), applied: 1,
+			in: final(derived(grpKey), `"symmetricKey":{"enrollmentGroupId":"g1"}`)},
+		{name: "group device, no group named", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1,
+			in: final(derived(grpKey), `"symmetricKey":{}`)},
+		{name: "group device, an empty x509 object only (Part B §4.5's SAS sample)", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1,
+			in: final(derived(grpKey), `"x509":{}`)},
+		{name: "group device, an empty x509 object beside its group", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1,
+			in: final(derived(grpKey), `"x509":{},"symmetricKey":{"enrollmentGroupId":"g1"}`)},
+		{name: "group device, its registration id named as the group", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1, fails: true,
+			in: final(derived(grpKey), `"symmetricKey":{"enrollmentGroupId":"dev-1"}`)},
+		{name: "group device, another group named in x509", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1, fails: true,
+			in: final(derived(grpKey), `"x509":{"enrollmentGroupId":"g2"},"symmetricKey":{"enrollmentGroupId":"g1"}`)},
+		{name: "group device signing with the secondary's derived key, another group named", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1, fails: true,
+			in: final(derived(grpKey2), `"symmetricKey":{"enrollmentGroupId":"dev-1"}`)},
+		{name: "group device, group id not known", rule: "DPS-POLL-002", env: enrolled(""), applied: 1,
+			in: final(derived(grpKey), `"symmetricKey":{"enrollmentGroupId":"dev-1"}`)},
+		{name: "individual device, a group named", rule: "DPS-POLL-002", env: individual, applied: 1, fails: true,
+			in: final(indKey, `"symmetricKey":{"enrollmentGroupId":"g1"}`)},
+		{name: "individual device signing with its secondary key, a group named in x509", rule: "DPS-POLL-002", env: individual, applied: 1, fails: true,
+			in: final(indKey2, `"x509":{"enrollmentGroupId":"g1"}`)},
+		{name: "individual device, no group named", rule: "DPS-POLL-002", env: individual, applied: 1,
+			in: final(indKey2, `"symmetricKey":{}`)},
+		{name: "individual device, a group named, no enrollments known (a field capture)", rule: "DPS-POLL-002", applied: 1,
+			in: final(indKey, `"symmetricKey":{"enrollmentGroupId":"g1"}`)},
+		{name: "a token no known key signs, a group named", rule: "DPS-POLL-002", env: enrolled("g1"), applied: 1,
+			in: final(derived(indKey), `"symmetricKey":{"enrollmentGroupId":"zz"}`)},
 
 		{name: "404 body without trackingId", rule: "DPS-ERR-001", applied: 1, fails: true,
 			in: cat(open, reg("1"), ans(dps.ResponseTopic(404, "1", -1), strings.Replace(errBody, `"trackingId":"t",`, "", 1)), bye)},

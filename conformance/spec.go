@@ -288,7 +288,8 @@ func (t *T) Judge(ctx context.Context) *Evidence {
 	ev := &Evidence{Capture: capt, Path: t.pcap}
 	// The spec waited CloseWait for closes it expects; a little less is
 	// the grace the rules give the server.
-	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10, Live: true}
+	env := RuleEnv{Profile: t.r.cfg.Profile, CloseGrace: t.r.cfg.CloseWait * 9 / 10, Live: true,
+		Enrollments: t.r.cfg.Target.Credentials.enrollments()}
 	all, counts := CheckCapture(capt, t.r.ruleOrder, env)
 	var mine []Finding
 	for _, f := range all {

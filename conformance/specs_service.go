@@ -893,11 +893,19 @@ func pollSpecs(r *registrar) {
 		}
 	}, Faults("never-assign", "omit-retry-after", "poll-202-assigned", "poll-202-no-registration-state"), Timeout(2*time.Minute))
 	r.It("DPS-POLL-002", "ends with a complete registrationState", func(ctx sctx, t *T) {
-		d := t.Device()
-		c := t.Connect(ctx, d, nil, DialOptions{})
-		c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
+		// A device of each symmetric key enrollment kind the target has:
+		// the rule wants no enrollmentGroupId for the individual
+		// enrollment's device, and none but its group's for a group's.
+		devs := []Device{t.Device()}
+		if d, ok := t.individualDevice(); ok && d.RegistrationID != devs[0].RegistrationID {
+			devs = append(devs, d)
+		}
+		for _, d := range devs {
+			c := t.Connect(ctx, d, nil, DialOptions{})
+			c.Provision(ctx, "1", RegisterBody(d.RegistrationID), 5)
+		}
 		t.Judge(ctx)
-	}, Faults("incomplete-registration-state", "assigned-state-status"))
+	}, Faults("incomplete-registration-state", "assigned-state-status", "wrong-enrollment-group-id"))
 	r.It("DPS-POLL-003", "answers a poll for an unknown operation id with 404", func(ctx sctx, t *T) {
 		d := t.Device()
 		c := t.Connect(ctx, d, nil, DialOptions{})

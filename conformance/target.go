@@ -58,6 +58,10 @@ type Credentials struct {
 	// §4): DPS-AUTH-012 registers with a token signed by each (the
 	// group's through the key derived from it), and skips without them.
 	SecondaryKey, GroupSecondaryKey string
+	// GroupID is the enrollmentGroupId of the GroupKey group, when known:
+	// DPS-POLL-002 then wants a group device's registrationState to name
+	// no other group (Part B §4.5: symmetricKey is {enrollmentGroupId}).
+	GroupID string
 	// SlowGroupKey is the key of a symmetric key enrollment group whose
 	// assignments take a second or more (a custom allocation webhook doing
 	// slow work, say). DPS-REG-009 registers its devices, so that a second
@@ -73,6 +77,20 @@ type Credentials struct {
 	// DisabledRegistrationID and DisabledKey are an individual symmetric
 	// key enrollment whose provisioningStatus is disabled.
 	DisabledRegistrationID, DisabledKey string
+}
+
+// enrollments describes the symmetric key enrollments of the credentials
+// for the rules (RuleEnv.Enrollments): the individual one, and the group
+// of GroupKey with its id when known. The slow group's id is not known.
+func (c Credentials) enrollments() []KnownEnrollment {
+	var out []KnownEnrollment
+	if c.RegistrationID != "" && (c.SymmetricKey != "" || c.SecondaryKey != "") {
+		out = append(out, KnownEnrollment{RegistrationID: c.RegistrationID, Keys: []string{c.SymmetricKey, c.SecondaryKey}})
+	}
+	if c.GroupKey != "" || c.GroupSecondaryKey != "" {
+		out = append(out, KnownEnrollment{GroupID: c.GroupID, Keys: []string{c.GroupKey, c.GroupSecondaryKey}})
+	}
+	return out
 }
 
 // ErrTarget is wrapped by Target validation errors.
@@ -93,6 +111,8 @@ func (t *Target) Validate() error {
 		return fmt.Errorf("%w: --symmetric-key needs --registration-id", ErrTarget)
 	case t.Credentials.SecondaryKey != "" && t.Credentials.RegistrationID == "":
 		return fmt.Errorf("%w: --secondary-key needs --registration-id", ErrTarget)
+	case t.Credentials.GroupID != "" && t.Credentials.GroupKey == "":
+		return fmt.Errorf("%w: --group-id names the group of --group-key, which is not given", ErrTarget)
 	case t.RegistrationBudget < 0:
 		return fmt.Errorf("%w: the registration budget (--registration-budget) is a number of registrations per minute, got %d", ErrTarget, t.RegistrationBudget)
 	case t.BudgetMQTT.Scheme != "" && t.BudgetMQTT.Scheme != "mqtts":

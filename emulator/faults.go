@@ -81,6 +81,7 @@ const (
 	FaultPoll202NoRegistrationState   Fault = "poll-202-no-registration-state"
 	FaultAssignedStateStatus          Fault = "assigned-state-status"
 	FaultPrimaryKeyOnly               Fault = "primary-key-only"
+	FaultWrongEnrollmentGroupID       Fault = "wrong-enrollment-group-id"
 )
 
 // FaultInfo describes one fault switch.
@@ -159,6 +160,7 @@ var faultTable = []FaultInfo{
 	{FaultAcceptTokenWithoutSE, "Part A §4 (sig, se and sr required)", "accept a SAS token without se as one that never expires (its signature over sr and a newline) instead of answering its register 401"},
 	{FaultPoll202NoRegistrationState, "Part A §6 (polls answered 202 with registrationState{registrationId, status:\"assigning\"})", "answer a poll of a pending operation 202 with a body of operationId and status only, without registrationState"},
 	{FaultAssignedStateStatus, "Part A §6 (200 with status assigned and a full registrationState)", "answer the final poll 200 with status assigned but a registrationState whose status is still assigning"},
+	{FaultWrongEnrollmentGroupID, "Part A §6 (x509 or symmetricKey sub-objects), Part B §4.5 (symmetricKey {enrollmentGroupId})", "answer the final poll of a symmetric key device with registrationState.symmetricKey.enrollmentGroupId its registration id, not its enrollment group's id (nor none, for an individual enrollment)"},
 	{FaultPrimaryKeyOnly, "Part A §4 (try the primary then the secondary key)", "check a SAS token against the enrollment's primary key only (for a group, the key derived from its primary key): a token signed with the secondary key is answered 401"},
 }
 

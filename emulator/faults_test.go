@@ -370,8 +370,12 @@ var probes = []probe{
 		c := p.session("final", nil)
 		a := p.final(c)
 		if rs := a.status.RegistrationState; rs != nil {
-			return fmt.Sprintf("%d %s reg=%q state=%s dev=%q hub=%q created=%v updated=%v etag=%v sub=%q", a.resp.Status, a.status.Status,
-				rs.RegistrationID, rs.Status, rs.DeviceID, rs.AssignedHub, rs.CreatedDateTimeUTC != "", rs.LastUpdatedDateTimeUTC != "", rs.ETag != "", rs.Substatus)
+			sk := "none"
+			if rs.SymmetricKey != nil {
+				sk = fmt.Sprintf("{group=%q}", rs.SymmetricKey.EnrollmentGroupID)
+			}
+			return fmt.Sprintf("%d %s reg=%q state=%s dev=%q hub=%q created=%v updated=%v etag=%v sub=%q symmetricKey=%s", a.resp.Status, a.status.Status,
+				rs.RegistrationID, rs.Status, rs.DeviceID, rs.AssignedHub, rs.CreatedDateTimeUTC != "", rs.LastUpdatedDateTimeUTC != "", rs.ETag != "", rs.Substatus, sk)
 		}
 		return fmt.Sprint(a.resp.Status)
 	}},
@@ -546,6 +550,9 @@ var faultProbe = map[Fault]string{
 	// now shows it.
 	FaultAssignedStateStatus: "final-state",
 	FaultPrimaryKeyOnly:      "auth-secondary-key",
+	// symmetricKey.enrollmentGroupId the registration id in the 200: the
+	// final-state probe shows it.
+	FaultWrongEnrollmentGroupID: "final-state",
 }
 
 // faultAlsoChanges lists probes a fault may change besides its own, where

@@ -945,6 +945,10 @@ func (ss *session) poll(ctx context.Context, operationID string) answer {
 	if s.faults.has(FaultAssignedStateStatus) && res.Status == dps.StatusAssigned {
 		res.Status = dps.StatusAssigning
 	}
+	if s.faults.has(FaultWrongEnrollmentGroupID) && res.SymmetricKey != nil {
+		// A copy: the operation's stored result keeps the right one.
+		res.SymmetricKey = &dps.SymmetricKeyRegistrationResult{EnrollmentGroupID: res.RegistrationID}
+	}
 	return s.statusAnswer(200, -1, final)
 }
 

@@ -64,6 +64,7 @@ type runFlags struct {
 	regID, symKey, groupKey, cert, key   string
 	slowGroupKey                         string
 	secondaryKey, groupSecondaryKey      string
+	groupID                              string
 	disabledID, disabledKey              string
 	budget                               int
 	profile, labelFilter, out            string
@@ -87,6 +88,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.regID, "registration-id", "", "registration `ID` of an individual symmetric key enrollment")
 	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id")
 	fs.StringVar(&f.groupKey, "group-key", "", "`KEY` (base64) of a symmetric key enrollment group")
+	fs.StringVar(&f.groupID, "group-id", "", "enrollment group `ID` of --group-key (DPS-POLL-002 then wants a group device's registrationState to name no other group)")
 	fs.StringVar(&f.secondaryKey, "secondary-key", "", "secondary `KEY` (base64) of --registration-id's enrollment (DPS-AUTH-012 registers with a token signed by it)")
 	fs.StringVar(&f.groupSecondaryKey, "group-secondary-key", "", "secondary `KEY` (base64) of the --group-key group (DPS-AUTH-012 registers with a token signed by the key derived from it)")
 	fs.StringVar(&f.slowGroupKey, "slow-group-key", "", "`KEY` (base64) of a symmetric key enrollment group whose assignment takes a second or more (DPS-REG-009 registers twice while one is in progress)")
@@ -156,7 +158,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 		// --ca, a key) would judge something else than the user meant.
 		set := flagsSet(fs)
 		for _, name := range []string{"config", "mqtt-target", "ws-target", "id-scope", "ca", "server-name", "registration-id", "symmetric-key",
-			"secondary-key", "group-key", "group-secondary-key", "slow-group-key", "cert", "key", "disabled-registration-id", "disabled-key", "registration-budget", "budget-target"} {
+			"secondary-key", "group-key", "group-secondary-key", "group-id", "slow-group-key", "cert", "key", "disabled-registration-id", "disabled-key", "registration-budget", "budget-target"} {
 			if set[name] {
 				return usageErrorf("--%s describes a target: it needs a --target other than the embedded emulator (which brings its own endpoints, CA, enrollments and budget instance)", name)
 			}
@@ -486,6 +488,7 @@ type configUsed struct {
 		SecondaryKey           string `yaml:"secondaryKey,omitempty"`
 		GroupKey               string `yaml:"groupKey,omitempty"`
 		GroupSecondaryKey      string `yaml:"groupSecondaryKey,omitempty"`
+		GroupID                string `yaml:"groupId,omitempty"`
 		SlowGroupKey           string `yaml:"slowGroupKey,omitempty"`
 		X509RegistrationID     string `yaml:"x509RegistrationId,omitempty"`
 		X509CertFile           string `yaml:"x509CertFile,omitempty"`
@@ -526,6 +529,7 @@ func writeConfigUsed(cfg conformance.Config, f *runFlags) error {
 	if cr.SlowGroupKey != "" {
 		c.Credentials.SlowGroupKey = redacted
 	}
+	c.Credentials.GroupID = cr.GroupID
 	c.Credentials.X509RegistrationID = cr.X509RegistrationID
 	c.Credentials.X509CertFile = f.cert
 	c.Credentials.DisabledRegistrationID = cr.DisabledRegistrationID
@@ -834,7 +838,7 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 		BudgetMQTT: budget, RegistrationBudget: embeddedBudget,
 		Credentials: conformance.Credentials{
 			RegistrationID: embeddedDevice, SymmetricKey: keys[0], GroupKey: keys[2], SlowGroupKey: keys[3],
-			SecondaryKey: keys[4], GroupSecondaryKey: keys[5],
+			SecondaryKey: keys[4], GroupSecondaryKey: keys[5], GroupID: embeddedGroup,
 			X509: &devCert, X509RegistrationID: embeddedX509Device,
 			DisabledRegistrationID: embeddedDisabled, DisabledKey: keys[1],
 		},
@@ -870,8 +874,9 @@ type targetFile struct {
 		SecondaryKey   string `yaml:"secondaryKey"`
 	} `yaml:"individual"`
 	Group struct {
-		SymmetricKey string `yaml:"symmetricKey"`
-		SecondaryKey string `yaml:"secondaryKey"`
+		EnrollmentGroupID string `yaml:"enrollmentGroupId"`
+		SymmetricKey      string `yaml:"symmetricKey"`
+		SecondaryKey      string `yaml:"secondaryKey"`
 	} `yaml:"group"`
 	SlowGroup struct {
 		SymmetricKey string `yaml:"symmetricKey"`
@@ -929,6 +934,7 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	over(&tf.Individual.SecondaryKey, f.secondaryKey)
 	over(&tf.Group.SymmetricKey, f.groupKey)
 	over(&tf.Group.SecondaryKey, f.groupSecondaryKey)
+	over(&tf.Group.EnrollmentGroupID, f.groupID)
 	over(&tf.SlowGroup.SymmetricKey, f.slowGroupKey)
 	over(&tf.X509.CertFile, f.cert)
 	over(&tf.X509.KeyFile, f.key)
@@ -1000,6 +1006,7 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	cr.RegistrationID, cr.SymmetricKey = tf.Individual.RegistrationID, tf.Individual.SymmetricKey
 	cr.GroupKey, cr.SlowGroupKey = tf.Group.SymmetricKey, tf.SlowGroup.SymmetricKey
 	cr.SecondaryKey, cr.GroupSecondaryKey = tf.Individual.SecondaryKey, tf.Group.SecondaryKey
+	cr.GroupID = tf.Group.EnrollmentGroupID
 	cr.DisabledRegistrationID, cr.DisabledKey = tf.Disabled.RegistrationID, tf.Disabled.SymmetricKey
 	for _, k := range []struct{ name, v string }{{from("--symmetric-key", "individual.symmetricKey", f.symKey), cr.SymmetricKey},
 		{from("--group-key", "group.symmetricKey", f.groupKey), cr.GroupKey}, {from("--slow-group-key", "slowGroup.symmetricKey", f.slowGroupKey), cr.SlowGroupKey},

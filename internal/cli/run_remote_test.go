@@ -46,7 +46,7 @@ idScope: `+e.IDScope+`
 caFile: `+e.CAFile+`
 serverName: localhost
 individual: {registrationId: `+emulatortest.SymDeviceID+`, symmetricKey: "`+emulatortest.SymDeviceKey+`", secondaryKey: "`+emulatortest.SymDeviceSecondaryKey+`"}
-group: {symmetricKey: "`+emulatortest.SymGroupKey+`", secondaryKey: "`+emulatortest.SymGroupSecondaryKey+`"}
+group: {enrollmentGroupId: `+emulatortest.SymGroupID+`, symmetricKey: "`+emulatortest.SymGroupKey+`", secondaryKey: "`+emulatortest.SymGroupSecondaryKey+`"}
 slowGroup: {symmetricKey: "`+emulatortest.SlowGroupKey+`"}
 x509: {certFile: dev.pem, keyFile: dev.key}
 disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+emulatortest.DisabledDeviceKey+`"}
@@ -82,7 +82,7 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 			t.Errorf("%s: %d SAS signatures, %d of them redacted", name, n, r)
 		}
 		if name == "config.yaml" && (!bytes.Contains(b, []byte("symmetricKey: '[redacted]'")) || !bytes.Contains(b, []byte("secondaryKey: '[redacted]'")) ||
-			!bytes.Contains(b, []byte("groupSecondaryKey: '[redacted]'"))) {
+			!bytes.Contains(b, []byte("groupSecondaryKey: '[redacted]'")) || !bytes.Contains(b, []byte("groupId: "+emulatortest.SymGroupID))) {
 			t.Errorf("config.yaml:\n%s", b)
 		}
 	}
@@ -147,6 +147,35 @@ func TestRunSecondaryKeys(t *testing.T) {
 	args := append(append([]string(nil), base...), "--out", t.TempDir(), "--group-secondary-key", "bm90LWEta2V5LW9mLWFueS1ncm91cC1vZi10aGUtZml4dHVyZQ==")
 	if code := cli.Main(context.Background(), args, &stdout, &stderr); code != cli.ExitNonConformant || !strings.Contains(stdout.String(), "FAIL     DPS-AUTH-012") {
 		t.Errorf("a wrong group secondary key: exit %d (want %d)\n%s\n%s", code, cli.ExitNonConformant, stdout.String(), stderr.String())
+	}
+}
+
+// TestRunGroupID: with --group-id, DPS-POLL-002 wants a group device's
+// registrationState to name no group but that one: the fixture names its
+// group, so the right id passes and another fails; without it the group
+// is not judged.
+func TestRunGroupID(t *testing.T) {
+	e := emulatortest.Start(t, emulatortest.Options{})
+	base := []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile, "--server-name", "localhost",
+		"--group-key", emulatortest.SymGroupKey, "--label-filter", "req: containsAny DPS-POLL-002", "--close-wait", "500ms"}
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		code  int
+		want  string
+	}{
+		{"without", nil, cli.ExitConformant, "PASS     DPS-POLL-002"},
+		{"its own", []string{"--group-id", strings.ToUpper(emulatortest.SymGroupID)}, cli.ExitConformant, "PASS     DPS-POLL-002"},
+		{"another", []string{"--group-id", "another-group"}, cli.ExitNonConformant, `for a device of the enrollment group "another-group"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append(append(append([]string(nil), base...), "--out", t.TempDir()), tc.extra...)
+			code := cli.Main(context.Background(), args, &stdout, &stderr)
+			if code != tc.code || !strings.Contains(stdout.String(), tc.want) {
+				t.Fatalf("exit %d (want %d), stdout lacks %q:\n%s\n%s", code, tc.code, tc.want, stdout.String(), stderr.String())
+			}
+		})
 	}
 }
 
