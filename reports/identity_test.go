@@ -20,7 +20,7 @@ import (
 func TestWriteJUnitIdentity(t *testing.T) {
 	write := func(description string) junitDoc {
 		dir := t.TempDir()
-		g := types.Report{SuiteDescription: description, SpecReports: types.SpecReports{{
+		g := types.Report{SuiteDescription: description, SuitePath: dir, SpecReports: types.SpecReports{{
 			LeafNodeType: types.NodeTypeIt, ContainerHierarchyTexts: []string{"SUBSCRIBE"}, LeafNodeText: "grants QoS 1 to a SUBSCRIBE asking for QoS 2",
 			LeafNodeLabels: []string{"req:DPS-SUB-002", "level:MUST", "area:subscribe"}, State: types.SpecStatePassed,
 			ReportEntries: types.ReportEntries{{Name: conformance.EntryPcap, Value: types.WrapEntryValue(filepath.Join(dir, "pcaps", "003-DPS-SUB-002.pcapng"))}},
@@ -42,6 +42,11 @@ func TestWriteJUnitIdentity(t *testing.T) {
 			t.Fatalf("want 1 suite of 1 case: %+v", d)
 		}
 		s, c := d.Suites[0], d.Suites[0].Cases[0]
+		// Ginkgo's package is the suite's path, the working directory
+		// of the run: one per machine and checkout.
+		if s.Package != "dps-conform" {
+			t.Errorf("<testsuite package=%q>, want \"dps-conform\"", s.Package)
+		}
 		if s.Name != "dps-conform service role" || c.Classname != "dps-conform service role" ||
 			c.Name != "DPS-SUB-002 SUBSCRIBE grants QoS 1 to a SUBSCRIBE asking for QoS 2" {
 			t.Errorf("<testsuite name=%q> <testcase classname=%q name=%q>: want the role and the ID-led spec text", s.Name, c.Classname, c.Name)

@@ -103,6 +103,9 @@ func WriteJUnit(path string, r types.Report) error {
 		// WriteReportJUnit does, and keep the description a property.
 		st.Properties.Properties = append([]reporters.JUnitProperty{{Name: "SuiteDescription", Value: st.Name}}, st.Properties.Properties...)
 		st.Name = serviceSuiteName
+		// Ginkgo's package is the suite's path, the run's working
+		// directory: one per machine and checkout.
+		st.Package = junitPackage
 		for j := range st.TestCases {
 			tc := &st.TestCases[j]
 			tc.Classname = serviceSuiteName
@@ -157,6 +160,11 @@ func WriteJUnit(path string, r types.Report) error {
 // serviceSuiteName names the <testsuite> and the classname of every test
 // case of a service run's junit.xml ([WriteJUnit]).
 const serviceSuiteName = "dps-conform service role"
+
+// junitPackage is the package attribute of every <testsuite> of
+// junit.xml, service or device run: the tool, the same on every machine
+// and for every target (the target is a property of the suite).
+const junitPackage = "dps-conform"
 
 // labelValue is the value of the first label with prefix, or "".
 func labelValue(labels []string, prefix string) string {
@@ -317,7 +325,7 @@ func WriteReportJUnit(w io.Writer, r *Report) error {
 	name := "dps-conform " + r.Role + " role"
 	suite := reporters.JUnitTestSuite{
 		Name:    name,
-		Package: r.Target.Name,
+		Package: junitPackage,
 		// Wall clock (Round(0)) as results.json keeps it, so that report
 		// render writes the same file again.
 		Time:      r.Ended.Round(0).Sub(r.Started.Round(0)).Seconds(),

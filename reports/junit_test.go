@@ -54,6 +54,7 @@ type junitDoc struct {
 	Disabled int `xml:"disabled,attr"`
 	Suites   []struct {
 		Name     string      `xml:"name,attr"`
+		Package  string      `xml:"package,attr"`
 		Props    props       `xml:"properties"`
 		Tests    int         `xml:"tests,attr"`
 		Failures int         `xml:"failures,attr"`
@@ -266,6 +267,9 @@ func TestWriteReportJUnitDevice(t *testing.T) {
 	d := readJUnit(t, b.Bytes())
 	if len(d.Suites) != 1 || d.Suites[0].Name != "dps-conform device role" {
 		t.Fatalf("want one suite for the device role:\n%s", b.String())
+	}
+	if d.Suites[0].Package != "dps-conform" {
+		t.Errorf("<testsuite package=%q>, want \"dps-conform\" (the target is the Target property)", d.Suites[0].Package)
 	}
 	cases := map[string]junitCase{}
 	for _, c := range d.Suites[0].Cases {

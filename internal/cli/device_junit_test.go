@@ -57,6 +57,7 @@ func TestDeviceJUnit(t *testing.T) {
 				Disabled int `xml:"disabled,attr"`
 				Suites   []struct {
 					Name    string `xml:"name,attr"`
+					Package string `xml:"package,attr"`
 					Tests   int    `xml:"tests,attr"`
 					Skipped int    `xml:"skipped,attr"`
 					Cases   []struct {
@@ -89,6 +90,11 @@ func TestDeviceJUnit(t *testing.T) {
 				d.Tests != cases || d.Failures != failed || d.Errors != 0 || d.Disabled != notJudged {
 				t.Fatalf("junit.xml counts tests=%d failures=%d errors=%d disabled=%d; results.json gives %d cases (%d specs, %d failed, %d not judged):\n%s",
 					d.Tests, d.Failures, d.Errors, d.Disabled, cases, specs, failed, notJudged, b)
+			}
+			// <testsuite package> names the tool, not the target (a
+			// property): the same for every run and machine.
+			if p := d.Suites[0].Package; p != "dps-conform" {
+				t.Errorf("<testsuite package=%q>, want \"dps-conform\"", p)
 			}
 			for _, c := range d.Suites[0].Cases {
 				if c.Failure != nil && (c.Name != "DPS-DEV-021 scenario tls-untrusted-ca" || !strings.HasPrefix(c.Failure.Message, "conversation ")) {

@@ -27,6 +27,7 @@ type junitFile struct {
 	Time     string   `xml:"time,attr"`
 	Suites   []struct {
 		Name      string `xml:"name,attr"`
+		Package   string `xml:"package,attr"`
 		Tests     int    `xml:"tests,attr"`
 		Failures  int    `xml:"failures,attr"`
 		Errors    int    `xml:"errors,attr"`
@@ -199,6 +200,7 @@ func TestRunJUnitSelection(t *testing.T) {
 	if d.Failures != 1 {
 		t.Errorf("<testsuites failures=%d>, want 1", d.Failures)
 	}
+	checkPackage(t, d)
 	slices.Sort(specs)
 	slices.Sort(cases)
 	if len(cases) < 2 || !slices.Equal(cases, specs) {
@@ -216,5 +218,18 @@ func TestRunJUnitSelection(t *testing.T) {
 	}
 	if again, err := os.ReadFile(filepath.Join(out, "junit.xml")); err != nil || !bytes.Equal(again, b) {
 		t.Errorf("report render wrote another junit.xml (%v):\n%s", err, again)
+	}
+}
+
+// checkPackage: <testsuite package> names the tool, the same on every
+// machine and in every directory, not Ginkgo's default (the working
+// directory of the run).
+func checkPackage(t *testing.T, d junitFile) {
+	t.Helper()
+	wd, _ := os.Getwd()
+	for _, s := range d.Suites {
+		if s.Package != "dps-conform" {
+			t.Errorf("<testsuite %s package=%q>, want \"dps-conform\" (working directory %s)", s.Name, s.Package, wd)
+		}
 	}
 }
