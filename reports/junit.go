@@ -35,8 +35,21 @@ func WriteJUnit(path string, r types.Report) error {
 	r.SpecReports = slices.DeleteFunc(slices.Clone(r.SpecReports), func(sr types.SpecReport) bool {
 		return !conformance.Selected(r, sr)
 	})
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		return fmt.Errorf("writing JUnit %s: %w", path, err)
+	}
+	// findings are each spec's own findings, by its index in
+	// r.SpecReports, read before the entries are trimmed.
+	findings := map[int][]conformance.Finding{}
 	for i := range r.SpecReports {
 		sr := &r.SpecReports[i]
+		for _, e := range sr.ReportEntries {
+			var fs []conformance.Finding
+			if e.Name == conformance.EntryFindings && json.Unmarshal([]byte(e.StringRepresentation()), &fs) == nil && len(fs) > 0 {
+				findings[i] = fs
+			}
+		}
 		if conformance.NotRun(r, *sr) {
 			sr.Failure.Message = conformance.NotRunReason
 		}
@@ -71,7 +84,7 @@ func WriteJUnit(path string, r types.Report) error {
 			}
 		}
 	}
-	err := reporters.GenerateJUnitReportWithConfig(r, path, reporters.JunitReportConfig{
+	err = reporters.GenerateJUnitReportWithConfig(r, path, reporters.JunitReportConfig{
 		OmitTimelinesForSpecState: types.SpecStatePassed | types.SpecStateSkipped,
 		OmitCapturedStdOutErr:     true,
 		OmitSpecLabels:            true,
@@ -91,8 +104,14 @@ func WriteJUnit(path string, r types.Report) error {
 	if err := xml.Unmarshal(b, &suites); err != nil {
 		return fmt.Errorf("writing JUnit %s: Ginkgo's output does not parse: %w", path, err)
 	}
-	// Ginkgo's test cases, in order: one per It (OmitSuiteSetupNodes).
-	its := slices.DeleteFunc(slices.Clone(r.SpecReports), func(sr types.SpecReport) bool { return sr.LeafNodeType != types.NodeTypeIt })
+	// Ginkgo's test cases, in order: one per It (OmitSuiteSetupNodes),
+	// by index in r.SpecReports.
+	var its []int
+	for i, sr := range r.SpecReports {
+		if sr.LeafNodeType == types.NodeTypeIt {
+			its = append(its, i)
+		}
+	}
 	for i := range suites.TestSuites {
 		st := &suites.TestSuites[i]
 		// A CI server knows a test by suite, class and name across
@@ -109,13 +128,15 @@ func WriteJUnit(path string, r types.Report) error {
 		for j := range st.TestCases {
 			tc := &st.TestCases[j]
 			tc.Classname = serviceSuiteName
+			var spec *types.SpecReport
 			if len(suites.TestSuites) == 1 && j < len(its) {
+				spec = &r.SpecReports[its[j]]
 				// The requirement ID leads the name and the level is a
 				// property, as in a device run's junit.xml.
-				if id := conformance.SpecReportID(its[j]); id != "" {
+				if id := conformance.SpecReportID(*spec); id != "" {
 					tc.Name = id + " " + tc.Name
 				}
-				if level := labelValue(its[j].Labels(), "level:"); level != "" {
+				if level := labelValue(spec.Labels(), "level:"); level != "" {
 					if tc.Properties == nil {
 						tc.Properties = &reporters.JUnitProperties{}
 					}
@@ -139,6 +160,15 @@ func WriteJUnit(path string, r types.Report) error {
 			switch {
 			case tc.Failure != nil:
 				msg, desc = tc.Failure.Message, tc.Failure.Description
+				// A CI dashboard shows the first line of the message:
+				// make it what the target did wrong, as a device run's
+				// is, and put the requirement in the text.
+				if spec != nil {
+					id := conformance.SpecReportID(*spec)
+					rq, _ := cat.Lookup(id)
+					msg = failureLine(findings[its[j]], msg, id)
+					desc = requirementText(rq) + desc
+				}
 			case tc.Error != nil:
 				msg, desc = tc.Error.Message, tc.Error.Description
 			default:
@@ -160,6 +190,70 @@ func WriteJUnit(path string, r types.Report) error {
 // serviceSuiteName names the <testsuite> and the classname of every test
 // case of a service run's junit.xml ([WriteJUnit]).
 const serviceSuiteName = "dps-conform service role"
+
+// maxMessage is the most characters of a <failure> message that
+// [failureLine] writes: a line of a dashboard, not the failure.
+const maxMessage = 240
+
+// failureLine is the message of a failed spec's <failure>: one line
+// saying what the target did wrong. It is the detail of the spec's first
+// finding (as in a device run's junit.xml) when its rule found something;
+// otherwise the first meaningful line of the failure message, which
+// skips the "ID (LEVEL): statement" line that leads a rule's failure
+// (conformance's formatFindings) and joins a Gomega failure's annotation
+// and its Expected block ("Expected\n    <int>: 202\nto equal\n …") on
+// one line. At most maxMessage characters.
+func failureLine(fs []conformance.Finding, msg, id string) string {
+	if len(fs) > 0 {
+		return clip(oneLine(fs[0].Detail()))
+	}
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 1 && id != "" && strings.HasPrefix(lines[0], id+" (") && strings.Contains(lines[0], "): ") {
+		lines = lines[1:]
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	if i := slices.Index(lines, "Expected"); i >= 0 {
+		line := oneLine(strings.Join(lines[i:], " "))
+		if i > 0 {
+			line = oneLine(strings.Join(lines[:i], " ")) + ": " + line
+		}
+		return clip(line)
+	}
+	return clip(lines[0])
+}
+
+// oneLine is s with every run of white space (newlines included) one
+// space.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// clip cuts s to maxMessage characters, the last an ellipsis.
+func clip(s string) string {
+	if r := []rune(s); len(r) > maxMessage {
+		return string(r[:maxMessage-1]) + "…"
+	}
+	return s
+}
+
+// requirementText leads the text of a failed spec's <failure>: the
+// requirement's ID, level and statement, and its source (the documents
+// and sections that state it); "" for a spec of no requirement.
+func requirementText(rq *conformance.Requirement) string {
+	if rq == nil {
+		return ""
+	}
+	src := rq.Source
+	if rq.URL != "" {
+		src += " <" + rq.URL + ">"
+	}
+	return fmt.Sprintf("%s (%s): %s\nsource: %s\n\n", rq.ID, rq.Level, rq.Statement, src)
+}
 
 // junitPackage is the package attribute of every <testsuite> of
 // junit.xml, service or device run: the tool, the same on every machine
@@ -356,9 +450,9 @@ func WriteReportJUnit(w io.Writer, r *Report) error {
 			if s.Pcap != "" {
 				tc.Properties.Properties = append(tc.Properties.Properties, reporters.JUnitProperty{Name: conformance.EntryPcap, Value: s.Pcap})
 			}
-			msg, desc := firstLine(s.Message), s.Message
+			msg, desc := clip(firstLine(s.Message)), s.Message
 			if len(s.Findings) > 0 {
-				msg = s.Findings[0].Detail()
+				msg = clip(oneLine(s.Findings[0].Detail()))
 				var b bytes.Buffer
 				for _, f := range s.Findings {
 					fmt.Fprintln(&b, f.String())

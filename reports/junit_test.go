@@ -239,6 +239,78 @@ func TestWriteJUnitStates(t *testing.T) {
 	}
 }
 
+// TestWriteJUnitFailureMessage: a CI dashboard shows the first line of a
+// <failure>'s message, so a service run's message is one line saying what
+// the target did wrong, as a device run's is: the first finding's detail
+// when the spec's rule found something, else the failure's first
+// meaningful line (a Gomega failure's annotation and its Expected block
+// joined on one line), at most 240 characters; the requirement's ID,
+// level, statement and source and the full failure text are the
+// element's text.
+func TestWriteJUnitFailureMessage(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rq, ok := cat.Lookup("DPS-SUB-002")
+	if !ok {
+		t.Fatal("DPS-SUB-002 is not in the catalogue")
+	}
+	header := "DPS-SUB-002 (MUST): " + rq.Statement
+	detail := "conversation 1, frame 21: expected SUBACK granting 1; actual: asked QoS 2, SUBACK id 1 granting [0x02]"
+	findings := `[{"id":"DPS-SUB-002","conversation":1,"frame":21,"expected":["SUBACK granting 1"],"actual":"asked QoS 2, SUBACK id 1 granting [0x02]"}]`
+	long := strings.Repeat("x", 300)
+	tests := []struct {
+		name    string
+		state   types.SpecState
+		msg     string
+		entries types.ReportEntries
+		want    string
+	}{
+		{"rule finding", types.SpecStateFailed, header + "\n  " + detail + "\n  capture: /r/pcaps/002-DPS-SUB-002.pcapng",
+			types.ReportEntries{{Name: conformance.EntryFindings, Value: types.WrapEntryValue(findings)}}, detail},
+		// A ginkgo-report.json of an older run has no findings entry:
+		// the statement line is still not the message.
+		{"rule finding, no entry", types.SpecStateFailed, header + "\n  " + detail + "\n  capture: /r/pcaps/002-DPS-SUB-002.pcapng", nil, detail},
+		{"gomega, annotated", types.SpecStateFailed, "the last answer \"$dps/registrations/res/202/?$rid=1\": {}\nExpected\n    <int>: 202\nto equal\n    <int>: 200", nil,
+			"the last answer \"$dps/registrations/res/202/?$rid=1\": {}: Expected <int>: 202 to equal <int>: 200"},
+		{"gomega, bare", types.SpecStateFailed, "Expected\n    <[]int | len:1, cap:1>: [200]\nto equal\n    <[]int | len:1, cap:1>: [401]", nil,
+			"Expected <[]int | len:1, cap:1>: [200] to equal <[]int | len:1, cap:1>: [401]"},
+		{"no evidence", types.SpecStateFailed, "DPS-SUB-002: the capture holds no evidence to judge: a SUBACK\n  capture: /r/p.pcapng", nil,
+			"DPS-SUB-002: the capture holds no evidence to judge: a SUBACK"},
+		{"long", types.SpecStateFailed, long + "\nmore", nil, strings.Repeat("x", 239) + "…"},
+		{"timedout", types.SpecStateTimedout, "A spec timeout occurred", nil, "A spec timeout occurred"},
+	}
+	r := types.Report{SuiteDescription: "dps-conform service suite"}
+	for i, tt := range tests {
+		r.SpecReports = append(r.SpecReports, types.SpecReport{
+			LeafNodeType: types.NodeTypeIt, LeafNodeText: fmt.Sprintf("spec %02d %s", i, tt.name),
+			LeafNodeLabels: []string{"req:DPS-SUB-002", "level:MUST"}, State: tt.state, ReportEntries: tt.entries,
+			Failure: types.Failure{Message: tt.msg, Location: types.CodeLocation{FileName: "specs_service.go", LineNumber: 630}},
+		})
+	}
+	d := readJUnit(t, writeJUnit(t, r))
+	if len(d.Suites) != 1 || len(d.Suites[0].Cases) != len(tests) {
+		t.Fatalf("want 1 suite of %d cases: %+v", len(tests), d)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := d.Suites[0].Cases[i]
+			if c.Failure == nil {
+				t.Fatalf("no <failure>")
+			}
+			if c.Failure.Message != tt.want {
+				t.Errorf("<failure message=%q>, want %q", c.Failure.Message, tt.want)
+			}
+			for _, want := range []string{header, "source: " + rq.Source, tt.msg} {
+				if !strings.Contains(c.Failure.Text, want) {
+					t.Errorf("the <failure> text does not hold %q:\n%s", want, c.Failure.Text)
+				}
+			}
+		})
+	}
+}
+
 // TestWriteReportJUnitDevice: the junit.xml of a device run, from the
 // report model: a test case per requirement and scenario in which its
 // rule applied (a <failure> with the finding's detail for the scenario

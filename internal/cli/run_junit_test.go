@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/internal/cli"
 	"github.com/dps-conform/dps-conform/reports"
 )
@@ -180,6 +181,9 @@ func TestRunJUnitSelection(t *testing.T) {
 			if (c.Failure != nil) != strings.HasPrefix(c.Name, "DPS-SUB-002 ") {
 				t.Errorf("%q: failure %+v, want one for DPS-SUB-002 only", c.Name, c.Failure)
 			}
+			if c.Failure != nil {
+				checkFailureMessage(t, c, "DPS-SUB-002")
+			}
 			var pcap, level string
 			for _, p := range c.Props {
 				switch p.Name {
@@ -218,6 +222,35 @@ func TestRunJUnitSelection(t *testing.T) {
 	}
 	if again, err := os.ReadFile(filepath.Join(out, "junit.xml")); err != nil || !bytes.Equal(again, b) {
 		t.Errorf("report render wrote another junit.xml (%v):\n%s", err, again)
+	}
+}
+
+// checkFailureMessage: the message of a failed test case is the one line
+// a CI dashboard shows, what the target did wrong (as in a device run:
+// the finding's detail), not the requirement's statement; the statement,
+// the requirement ID and level, its source and the full failure text are
+// in the element's text.
+func checkFailureMessage(t *testing.T, c junitTestCase, id string) {
+	t.Helper()
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rq, ok := cat.Lookup(id)
+	if !ok {
+		t.Fatalf("%s is not in the catalogue", id)
+	}
+	msg := c.Failure.Message
+	if msg == "" || strings.ContainsAny(msg, "\r\n") || len([]rune(msg)) > 240 {
+		t.Errorf("%q: <failure message=%q>: want one line of at most 240 characters", c.Name, msg)
+	}
+	if strings.Contains(msg, rq.Statement) || !strings.HasPrefix(msg, "conversation ") || !strings.Contains(msg, "actual: ") {
+		t.Errorf("%q: <failure message=%q>: want the finding's detail (conversation N, frame N: expected …; actual: …), not the statement", c.Name, msg)
+	}
+	for _, want := range []string{id + " (" + string(rq.Level) + "): " + rq.Statement, rq.Source, msg, "capture: "} {
+		if !strings.Contains(c.Failure.Text, want) {
+			t.Errorf("%q: the <failure> text does not hold %q:\n%s", c.Name, want, c.Failure.Text)
+		}
 	}
 }
 
