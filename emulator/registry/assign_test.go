@@ -322,6 +322,12 @@ func TestCustomAllocation(t *testing.T) {
 		{"payload an array", `{"iotHubHostName":"a.example","payload":[{"a":1}]}`, 200, `its member "payload" is a JSON array, not an object`},
 		{"payload a number", `{"iotHubHostName":"a.example","payload":7}`, 200, `its member "payload" is a JSON number, not an object`},
 		{"payload a boolean", `{"iotHubHostName":"a.example","payload":true}`, 200, `its member "payload" is a JSON boolean, not an object`},
+		// DPS-PROTOCOL.md Part B: initialTwin is {tags, properties{desired}},
+		// an object; a twin that is not one is no usable answer either.
+		{"initialTwin a string", `{"iotHubHostName":"a.example","initialTwin":"{\"tags\":{}}"}`, 200, `its member "initialTwin" is a JSON string, not an object`},
+		{"initialTwin an array", `{"iotHubHostName":"a.example","initialTwin":[{"tags":{"x":1}}]}`, 200, `its member "initialTwin" is a JSON array, not an object`},
+		{"initialTwin a number", `{"iotHubHostName":"a.example","initialTwin":7}`, 200, `its member "initialTwin" is a JSON number, not an object`},
+		{"initialTwin a boolean", `{"iotHubHostName":"a.example","initialTwin":false}`, 200, `its member "initialTwin" is a JSON boolean, not an object`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wh.mu.Lock()
@@ -336,6 +342,16 @@ func TestCustomAllocation(t *testing.T) {
 			}
 		})
 	}
+	// null counts as absent, for initialTwin as for payload.
+	t.Run("initialTwin and payload null", func(t *testing.T) {
+		wh.mu.Lock()
+		wh.status, wh.answer = 200, `{"iotHubHostName":"a.example","initialTwin":null,"payload":null}`
+		wh.mu.Unlock()
+		res := register(t, r, "dev-n", derive(t, keyG1, "dev-n"), nil)
+		if res.Status != dps.StatusAssigned || res.AssignedHub != "a.example" || res.Payload != nil {
+			t.Fatalf("result %s, want assigned to a.example with no payload", mustJSON(t, res))
+		}
+	})
 	t.Run("timeout", func(t *testing.T) {
 		block := make(chan struct{})
 		defer close(block)

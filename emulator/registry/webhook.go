@@ -50,8 +50,9 @@ type AllocationResponse struct {
 }
 
 // callWebhook runs the custom allocation policy. Every failure (transport
-// error, timeout, non-2xx status, bad JSON, a payload that is not a JSON
-// object, a hub that is not a candidate) is a 400207 allocation failure.
+// error, timeout, non-2xx status, bad JSON, an initialTwin or payload that
+// is not a JSON object, a hub that is not a candidate) is a 400207
+// allocation failure. null counts as absent for both.
 func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, ind *IndividualEnrollment, grp *EnrollmentGroup, deviceID string, prev *record, payload json.RawMessage, cands []LinkedHub) (string, json.RawMessage, json.RawMessage, *allocFailure) {
 	fail := func(format string, args ...any) *allocFailure {
 		return &allocFailure{errCodeCustomAllocationFailed, "Custom allocation failed" + fmt.Sprintf(format, args...)}
@@ -140,6 +141,9 @@ func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, in
 	if string(out.Payload) == "null" {
 		out.Payload = nil
 	}
+	if string(out.InitialTwin) == "null" {
+		out.InitialTwin = nil
+	}
 	// The payload goes back to the device as registrationState.payload,
 	// which SPEC models.tsp types "any JSON object" (DPS-PROTOCOL.md Part B
 	// §4.5; D-PAYLOAD: the payload "must be a JSON object"), and EC's parser
@@ -148,9 +152,19 @@ func (r *Registry) callWebhook(ctx context.Context, a *Attestation, c common, in
 	// documented reading is that such an answer is not an allocation, so it
 	// fails like any other unusable webhook answer: 400207 (Part B §4.7,
 	// "custom allocation failed"), never a payload the device cannot parse.
-	if len(out.Payload) > 0 {
-		if k := jsonKind(out.Payload); k != "object" {
-			return "", nil, nil, fail(": webhook answer is not an AllocationResponse: its member \"payload\" is a JSON %s, not an object", k)
+	//
+	// initialTwin is stored with the registration as the twin the hub is
+	// given: {tags, properties{desired}} (Part B, enrollment fields), the
+	// shape of an enrollment's initialTwin. A string, array, number or
+	// boolean there is no twin, and fails the same way.
+	for _, m := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"initialTwin", out.InitialTwin}, {"payload", out.Payload}} {
+		if len(m.raw) > 0 {
+			if k := jsonKind(m.raw); k != "object" {
+				return "", nil, nil, fail(": webhook answer is not an AllocationResponse: its member %q is a JSON %s, not an object", m.name, k)
+			}
 		}
 	}
 	for _, h := range cands {
