@@ -180,7 +180,7 @@ func connectSpecs(r *registrar) {
 		{"with an extra path segment", "%s/registrations/%s/x/api-version=2019-03-31"},
 		{"that is an IoT Hub username", "%[1]s.azure-devices.net/%[2]s/?api-version=2021-04-12"},
 	} {
-		r.It("DPS-CONN-004", "refuses a username "+v.name+" with CONNACK 0x04", func(ctx sctx, t *T) {
+		r.It("DPS-CONN-004", "refuses a username "+v.name+" with CONNACK 0x04 and a close", func(ctx sctx, t *T) {
 			d := t.Device()
 			cp := t.ConnectPacket(d)
 			cp.Username = []byte(fmt.Sprintf(v.username, t.r.cfg.Target.IDScope, d.RegistrationID))
@@ -192,7 +192,7 @@ func connectSpecs(r *registrar) {
 			t.Judge(ctx)
 		}, Faults("accept-bad-username", "no-close-after-refusal"))
 	}
-	r.It("DPS-CONN-005", "refuses a ClientId that differs from the username's registration id with CONNACK 0x02", func(ctx sctx, t *T) {
+	r.It("DPS-CONN-005", "refuses a ClientId that differs from the username's registration id with CONNACK 0x02 and a close", func(ctx sctx, t *T) {
 		d := t.Device()
 		cp := t.ConnectPacket(d)
 		cp.ClientID = []byte(d.RegistrationID + "-other")
@@ -249,7 +249,7 @@ func connectSpecs(r *registrar) {
 		t.Judge(ctx)
 		t.Expect(a.Resp.Status).To(gomega.BeElementOf(200, 202), "the answer %q to a register whose body names %q: %s", a.Topic, otherCase(d.RegistrationID), a.Body)
 	}, Faults("case-sensitive-registration-id"))
-	r.It("DPS-SESS-001", "refuses CleanSession=0", func(ctx sctx, t *T) {
+	r.It("DPS-SESS-001", "refuses CleanSession=0 with a refusal CONNACK (0x02 expected) and a close, or a close alone", func(ctx sctx, t *T) {
 		d := t.Device()
 		cp := t.ConnectPacket(d)
 		cp.CleanSession = false

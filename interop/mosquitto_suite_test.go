@@ -53,15 +53,15 @@ func mosquittoTLSFiles(t *testing.T) (certFile, keyFile string, roots *x509.Cert
 // DPS. A key is a spec's text; specs not listed must pass. Each failure is
 // the suite catching a documented DPS behaviour a plain broker lacks.
 var mosquittoVerdicts = map[string]string{
-	"CONNECT accepts CleanSession=0 with session-present 0 and carries no state":                    "skipped",
-	"CONNECT accepts and assigns a registration id holding '.', '_', ':' and letters of both cases": "failed",
-	"CONNECT refuses CleanSession=0": "failed",
-	"CONNECT refuses a ClientId that differs from the username's registration id with CONNACK 0x02":                                                  "failed",
+	"CONNECT accepts CleanSession=0 with session-present 0 and carries no state":                                                                     "skipped",
+	"CONNECT accepts and assigns a registration id holding '.', '_', ':' and letters of both cases":                                                  "failed",
+	"CONNECT refuses CleanSession=0 with a refusal CONNACK (0x02 expected) and a close, or a close alone":                                            "failed",
+	"CONNECT refuses a ClientId that differs from the username's registration id with CONNACK 0x02 and a close":                                      "failed",
 	"CONNECT refuses a genuine MQTT 5 CONNECT (built with paho.golang) with CONNACK 0x01 and a close":                                                "failed",
-	"CONNECT refuses a username that is an IoT Hub username with CONNACK 0x04":                                                                       "failed",
-	"CONNECT refuses a username with 'registration' for 'registrations' with CONNACK 0x04":                                                           "failed",
-	"CONNECT refuses a username with an extra path segment with CONNACK 0x04":                                                                        "failed",
-	"CONNECT refuses a username without api-version with CONNACK 0x04":                                                                               "failed",
+	"CONNECT refuses a username that is an IoT Hub username with CONNACK 0x04 and a close":                                                           "failed",
+	"CONNECT refuses a username with 'registration' for 'registrations' with CONNACK 0x04 and a close":                                               "failed",
+	"CONNECT refuses a username with an extra path segment with CONNACK 0x04 and a close":                                                            "failed",
+	"CONNECT refuses a username without api-version with CONNACK 0x04 and a close":                                                                   "failed",
 	"MQTT over WebSocket provisions over WSS on /$iothub/websocket and selects the mqtt subprotocol":                                                 "skipped",
 	"MQTT over WebSocket provisions over WSS on the path / (.NET)":                                                                                   "skipped",
 	"MQTT over WebSocket provisions over WSS on the path /mqtt (Java)":                                                                               "skipped",
