@@ -263,6 +263,11 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 			state = "FAIL"
 		} else if v.State == "passed" {
 			state = "PASS"
+		} else if v.Interrupted() {
+			// interrupted, or aborted as it began: the run's stop, not
+			// the target; judged nothing (results.json counts both as
+			// interrupted)
+			state = "INTERRUPTED"
 		} else if v.State == "skipped" && v.Message == conformance.NotRunReason {
 			state = "NOT RUN" // selected, but the run was stopped first
 		} else if v.State == "skipped" {
