@@ -63,3 +63,45 @@ func TestWriteJUnitIdentity(t *testing.T) {
 		t.Errorf("the suite's description is not kept as a property: %v", a.Suites[0].Props)
 	}
 }
+
+// TestWriteJUnitCaptureOfMovedResults: report render writes junit.xml
+// again from ginkgo-report.json, whose capture paths are those of the run
+// (absolute, or relative to the run's working directory). In a results
+// directory that was moved or unpacked elsewhere since, the capture's
+// property still names the file in it, pcaps/NNN-ID.pcapng, never the
+// run's old path.
+func TestWriteJUnitCaptureOfMovedResults(t *testing.T) {
+	for _, old := range []string{
+		filepath.Join(t.TempDir(), "gone", "pcaps", "003-DPS-SUB-002.pcapng"),   // --out given as an absolute path
+		filepath.Join("dps-conform-results", "pcaps", "003-DPS-SUB-002.pcapng"), // the default --out, relative
+	} {
+		dir := t.TempDir()
+		g := types.Report{SuiteDescription: "dps-conform service suite against embedded emulator", SpecReports: types.SpecReports{{
+			LeafNodeType: types.NodeTypeIt, ContainerHierarchyTexts: []string{"SUBSCRIBE"}, LeafNodeText: "grants QoS 1 to a SUBSCRIBE asking for QoS 2",
+			LeafNodeLabels: []string{"req:DPS-SUB-002", "level:MUST"}, State: types.SpecStatePassed,
+			ReportEntries: types.ReportEntries{{Name: conformance.EntryPcap, Value: types.WrapEntryValue(old)}},
+		}}}
+		path := filepath.Join(dir, "junit.xml")
+		if err := reports.WriteJUnit(path, g); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := readJUnit(t, b)
+		found := false
+		for _, p := range d.Suites[0].Cases[0].Props {
+			if p.Name != "pcap" {
+				continue
+			}
+			found = true
+			if p.Value != "pcaps/003-DPS-SUB-002.pcapng" {
+				t.Errorf("capture %s written into %s: property %q, want \"pcaps/003-DPS-SUB-002.pcapng\"", old, dir, p.Value)
+			}
+		}
+		if !found {
+			t.Errorf("capture %s: no pcap property:\n%s", old, b)
+		}
+	}
+}

@@ -152,7 +152,7 @@ func WriteJUnit(path string, r types.Report) error {
 				for k, p := range tc.Properties.Properties {
 					var pcap string
 					if p.Name == conformance.EntryPcap && json.Unmarshal([]byte(p.Value), &pcap) == nil {
-						tc.Properties.Properties[k].Value = relative(filepath.Dir(path), pcap)
+						tc.Properties.Properties[k].Value = capturePath(filepath.Dir(path), pcap)
 					}
 				}
 			}
@@ -185,6 +185,22 @@ func WriteJUnit(path string, r types.Report) error {
 		return fmt.Errorf("writing JUnit %s: %w", path, err)
 	}
 	return nil
+}
+
+// capturePath is the path of a spec's capture, as the run recorded it,
+// relative to the results directory dir. A run writes its captures in
+// the pcaps directory of its results directory (conformance's Judge), and
+// Ginkgo's report keeps the path the run used: absolute, or relative to
+// the run's working directory. report render writes junit.xml again from
+// that report, possibly in a results directory moved or unpacked
+// elsewhere since, where that path names nothing: the capture is then
+// pcaps/NAME in dir.
+func capturePath(dir, pcap string) string {
+	rel := relative(dir, pcap) // pcap itself when it is not in dir
+	if rel != pcap || filepath.Base(filepath.Dir(pcap)) != "pcaps" {
+		return rel // in dir, or not a capture of a run
+	}
+	return "pcaps/" + filepath.Base(pcap)
 }
 
 // serviceSuiteName names the <testsuite> and the classname of every test
