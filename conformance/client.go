@@ -62,10 +62,18 @@ func (t *T) deviceWithPolls(polls int) Device {
 	if cr.SymmetricKey == "" {
 		ginkgo.Skip("needs symmetric key credentials (--symmetric-key/--registration-id or --group-key)")
 	}
+	return t.individualWith(cr.SymmetricKey, polls)
+}
+
+// individualWith returns the individual enrollment's device with key (its
+// primary or its secondary key); on a target that is not local it is
+// waited for as Device's ids are, until polls of its polls are free.
+func (t *T) individualWith(key string, polls int) Device {
+	id := t.r.cfg.Target.Credentials.RegistrationID
 	if !t.r.cfg.Target.Local {
-		t.r.idleDevice([]string{cr.RegistrationID}, polls, t.deadline)
+		t.r.idleDevice([]string{id}, polls, t.deadline)
 	}
-	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}
+	return Device{RegistrationID: id, Key: key}
 }
 
 // sharedGroupID returns the registration id of a group device for a
@@ -91,10 +99,7 @@ func (t *T) individualDevice() (Device, bool) {
 	if cr.RegistrationID == "" || cr.SymmetricKey == "" {
 		return Device{}, false
 	}
-	if !t.r.cfg.Target.Local {
-		t.r.idleDevice([]string{cr.RegistrationID}, pollsFree, t.deadline)
-	}
-	return Device{RegistrationID: cr.RegistrationID, Key: cr.SymmetricKey}, true
+	return t.individualWith(cr.SymmetricKey, pollsFree), true
 }
 
 // SecondaryKeyDevice returns the individual enrollment's device with its
@@ -106,10 +111,7 @@ func (t *T) SecondaryKeyDevice() Device {
 	if cr.SecondaryKey == "" {
 		ginkgo.Skip("needs the secondary key of the individual enrollment (--secondary-key with --registration-id, or individual.secondaryKey in --config)")
 	}
-	if !t.r.cfg.Target.Local {
-		t.r.idleDevice([]string{cr.RegistrationID}, pollsFree, t.deadline)
-	}
-	return Device{RegistrationID: cr.RegistrationID, Key: cr.SecondaryKey}
+	return t.individualWith(cr.SecondaryKey, pollsFree)
 }
 
 // GroupSecondaryKeyDevice returns a device of the enrollment group whose
