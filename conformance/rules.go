@@ -1276,7 +1276,7 @@ func enrollmentGroupProblems(rs *dps.DeviceRegistrationResult, e KnownEnrollment
 		case e.RegistrationID != "":
 			out = append(out, groupProblem{
 				fmt.Sprintf("registrationState.%s.enrollmentGroupId %q for a device of the individual enrollment %q", o.name, o.group, e.RegistrationID),
-				"no enrollmentGroupId (the device's token is signed with its individual enrollment's key)"})
+				"no enrollmentGroupId (the device's token is signed with the key given as its individual enrollment's; if that key is a device key derived from a group's, give the group's key as --group-key instead)"})
 		case e.GroupID != "" && !strings.EqualFold(o.group, e.GroupID):
 			out = append(out, groupProblem{
 				fmt.Sprintf("registrationState.%s.enrollmentGroupId %q for a device of the enrollment group %q", o.name, o.group, e.GroupID),

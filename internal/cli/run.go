@@ -86,7 +86,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.ca, "ca", "", "CA bundle `FILE` (PEM) to trust instead of the system roots")
 	fs.StringVar(&f.serverName, "server-name", "", "TLS server `NAME` to verify instead of the target host")
 	fs.StringVar(&f.regID, "registration-id", "", "registration `ID` of an individual symmetric key enrollment")
-	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id")
+	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id's individual enrollment (a key derived from a group's belongs to --group-key: DPS-POLL-002 judges the enrollment the answer names)")
 	fs.StringVar(&f.groupKey, "group-key", "", "`KEY` (base64) of a symmetric key enrollment group")
 	fs.StringVar(&f.groupID, "group-id", "", "enrollment group `ID` of --group-key (DPS-POLL-002 then wants a group device's registrationState to name no other group)")
 	fs.StringVar(&f.secondaryKey, "secondary-key", "", "secondary `KEY` (base64) of --registration-id's enrollment (DPS-AUTH-012 registers with a token signed by it)")
