@@ -129,8 +129,14 @@ type Packet struct {
 // Gap is a range of a TCP stream missing from the capture.
 type Gap struct {
 	Dir Direction
-	// Frame is the frame after which the gap was noticed.
+	// Frame is the frame of the first segment captured after the missing
+	// bytes: they were lost just before it, in the stream of Dir.
 	Frame int
+	// Noticed is the frame whose arrival made the missing bytes a gap:
+	// a segment of the peer acknowledging past them (the capture lost
+	// them), the segment whose data outgrew Options.MaxStreamBuffer, or
+	// the last frame of the connection.
+	Noticed int
 	// Offset is the position of the gap in the TCP byte stream of Dir
 	// (0 is the first byte after the SYN, or the first byte captured).
 	Offset int64

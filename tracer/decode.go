@@ -672,7 +672,7 @@ func (d *decoder) segment(s *segInfo) {
 		h.syn(s.seq)
 	}
 	if s.ackf {
-		f.half[1-dir].acked(s.ack, s.frame, s.ts, f)
+		f.half[1-dir].acked(s.ack, s.frame, f)
 	}
 	if len(s.payload) > 0 && f.kind != kindNone {
 		seq := s.seq

@@ -3,6 +3,7 @@ package tracer
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
@@ -86,10 +87,10 @@ func (f *tcpFlow) data(d Direction, b []byte, frame int, ts time.Time) {
 }
 
 // gap receives a hole in the TCP stream (sink).
-func (f *tcpFlow) gap(d Direction, n int, frame int, ts time.Time) {
+func (f *tcpFlow) gap(d Direction, n int, frame, noticed int) {
 	c := f.conversation()
 	off := f.half[d].offset
-	c.Gaps = append(c.Gaps, Gap{Dir: d, Frame: frame, Offset: off, Len: n})
+	c.Gaps = append(c.Gaps, Gap{Dir: d, Frame: frame, Noticed: noticed, Offset: off, Len: n})
 	switch f.kind {
 	case kindNone:
 		return
@@ -224,7 +225,7 @@ func (f *tcpFlow) start(k flowKind) {
 // no MQTT.
 func (f *tcpFlow) finish() *Conversation {
 	for d := range f.half {
-		f.half[d].flush(f.lastFrame, f.last, f)
+		f.half[d].flush(f.lastFrame, f)
 	}
 	if f.kind == kindUndecided {
 		if len(f.sniff[0])+len(f.sniff[1]) == 0 && f.conv == nil {
@@ -247,11 +248,28 @@ func (f *tcpFlow) finish() *Conversation {
 		return nil
 	}
 	c := f.conv
+	sortByFrame(c)
 	c.End = f.last
 	c.Closed = f.closed
 	c.CloseFrame, c.CloseTime = f.closeFrame, f.closeTime
 	c.MidStream = f.midStream
 	return c
+}
+
+// sortByFrame puts c's packets, gaps and problems in frame order (stable):
+// the segments held after a gap are delivered when the gap is declared,
+// possibly after later frames of the other direction, but carry their own
+// frame numbers.
+func sortByFrame(c *Conversation) {
+	if !slices.IsSortedFunc(c.Packets, func(a, b Packet) int { return a.Frame - b.Frame }) {
+		slices.SortStableFunc(c.Packets, func(a, b Packet) int { return a.Frame - b.Frame })
+	}
+	if !slices.IsSortedFunc(c.Gaps, func(a, b Gap) int { return a.Frame - b.Frame }) {
+		slices.SortStableFunc(c.Gaps, func(a, b Gap) int { return a.Frame - b.Frame })
+	}
+	if !slices.IsSortedFunc(c.Problems, func(a, b Problem) int { return a.Frame - b.Frame }) {
+		slices.SortStableFunc(c.Problems, func(a, b Problem) int { return a.Frame - b.Frame })
+	}
 }
 
 // close records the first FIN or RST of direction d.

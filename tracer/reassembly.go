@@ -12,14 +12,19 @@ const DefaultMaxStreamBuffer = 4 << 20
 
 // pendingSeg is an out-of-order segment waiting for the bytes before it.
 type pendingSeg struct {
-	seq  uint32
-	data []byte // owned copy
+	seq   uint32
+	data  []byte // owned copy
+	frame int    // the frame that carried it
+	ts    time.Time
 }
 
 // sink receives the in-order bytes of one direction.
 type sink interface {
 	data(d Direction, b []byte, frame int, ts time.Time)
-	gap(d Direction, n int, frame int, ts time.Time)
+	// gap reports n bytes missing before the next data: frame is the
+	// frame of the segment that resumes the stream after them, noticed
+	// the frame whose arrival made them a gap.
+	gap(d Direction, n int, frame, noticed int)
 }
 
 // halfStream reassembles one direction of a TCP connection: it delivers
@@ -66,9 +71,9 @@ func (h *halfStream) segment(seq uint32, payload []byte, frame int, ts time.Time
 		if d > int64(h.max)+1<<30 { // wildly ahead: not this stream (or a bogus segment)
 			return
 		}
-		h.hold(seq, payload)
+		h.hold(seq, payload, frame, ts)
 		if h.buffered > h.max {
-			h.skip(frame, ts, out)
+			h.skip(frame, out)
 		}
 		return
 	}
@@ -77,7 +82,7 @@ func (h *halfStream) segment(seq uint32, payload []byte, frame int, ts time.Time
 	}
 	payload = payload[-d:]
 	h.deliver(payload, frame, ts, out)
-	h.drain(frame, ts, out)
+	h.drain(frame, ts, out, false)
 }
 
 func (h *halfStream) deliver(b []byte, frame int, ts time.Time, out sink) {
@@ -87,7 +92,7 @@ func (h *halfStream) deliver(b []byte, frame int, ts time.Time, out sink) {
 }
 
 // hold stores an out-of-order segment, keeping pending sorted by sequence.
-func (h *halfStream) hold(seq uint32, payload []byte) {
+func (h *halfStream) hold(seq uint32, payload []byte, frame int, ts time.Time) {
 	i := sort.Search(len(h.pending), func(i int) bool { return seqDiff(h.pending[i].seq, seq) >= 0 })
 	if i < len(h.pending) && h.pending[i].seq == seq && len(h.pending[i].data) >= len(payload) {
 		return // retransmission of a held segment
@@ -96,12 +101,20 @@ func (h *halfStream) hold(seq uint32, payload []byte) {
 	copy(c, payload)
 	h.pending = append(h.pending, pendingSeg{})
 	copy(h.pending[i+1:], h.pending[i:])
-	h.pending[i] = pendingSeg{seq: seq, data: c}
+	h.pending[i] = pendingSeg{seq: seq, data: c, frame: frame, ts: ts}
 	h.buffered += len(c)
 }
 
-// drain delivers held segments that the stream has reached.
-func (h *halfStream) drain(frame int, ts time.Time, out sink) {
+// drain delivers held segments that the stream has reached. A hole just
+// filled by frame completes what follows it at that frame; after a gap
+// (own), each held segment is delivered as of the frame that carried it
+// (or of a later frame of a segment before it in the stream, without which
+// its bytes could not be framed): the packets it completes are dated by
+// their own frames, not by the frame that revealed the gap.
+func (h *halfStream) drain(frame int, ts time.Time, out sink, own bool) {
+	if own {
+		frame, ts = 0, time.Time{}
+	}
 	for len(h.pending) > 0 {
 		p := h.pending[0]
 		d := seqDiff(p.seq, h.next)
@@ -110,6 +123,9 @@ func (h *halfStream) drain(frame int, ts time.Time, out sink) {
 		}
 		h.pending = h.pending[1:]
 		h.buffered -= len(p.data)
+		if own && p.frame > frame {
+			frame, ts = p.frame, p.ts
+		}
 		if -d < int64(len(p.data)) {
 			h.deliver(p.data[-d:], frame, ts, out)
 		}
@@ -118,35 +134,36 @@ func (h *halfStream) drain(frame int, ts time.Time, out sink) {
 }
 
 // skip gives up on the hole before the first held segment: it reports a
-// gap and delivers what follows.
-func (h *halfStream) skip(frame int, ts time.Time, out sink) {
+// gap, located before that segment's frame and noticed at frame, and
+// delivers what follows.
+func (h *halfStream) skip(frame int, out sink) {
 	if len(h.pending) == 0 {
 		return
 	}
 	n := seqDiff(h.pending[0].seq, h.next)
 	if n > 0 {
-		out.gap(h.dir, int(n), frame, ts)
+		out.gap(h.dir, int(n), h.pending[0].frame, frame)
 		h.next += uint32(n)
 		h.offset += n
 	}
-	h.drain(frame, ts, out)
+	h.drain(0, time.Time{}, out, true)
 }
 
 // acked tells the stream that the peer acknowledged everything before ack:
 // a hole before ack will never be filled by a retransmission the capture
 // could see, so it is a gap now.
-func (h *halfStream) acked(ack uint32, frame int, ts time.Time, out sink) {
+func (h *halfStream) acked(ack uint32, frame int, out sink) {
 	if len(h.pending) == 0 || !h.started {
 		return
 	}
 	if seqDiff(ack, h.next) > 0 && seqDiff(h.pending[0].seq, ack) <= 0 {
-		h.skip(frame, ts, out)
+		h.skip(frame, out)
 	}
 }
 
 // flush ends the stream: every hole is a gap.
-func (h *halfStream) flush(frame int, ts time.Time, out sink) {
+func (h *halfStream) flush(frame int, out sink) {
 	for len(h.pending) > 0 {
-		h.skip(frame, ts, out)
+		h.skip(frame, out)
 	}
 }

@@ -69,18 +69,19 @@ func TestReassembly(t *testing.T) {
 		}, "c2s CONNECT @0 #7\nc2s SUBSCRIBE @%[1]d #7\nc2s PUBLISH @%[2]d #7\n"},
 		{"gap-resync", func(f *genFlow) {
 			// The SUBSCRIBE's bytes never arrive: the PUBLISH is decoded
-			// after a gap.
+			// after a gap, dated by its own frame (6), not by the FIN (7)
+			// that revealed the gap.
 			f.send(ClientToServer, all[:connect+4])
 			f.skip(ClientToServer, sub-4)
 			f.send(ClientToServer, all[connect+sub:])
-		}, "c2s CONNECT @0 #5\nc2s PUBLISH @%[2]d #7\ngap c2s @%[7]d len=%[8]d\nproblem c2s @%[1]d [tracer-gap] 4 bytes of an incomplete SUBSCRIBE packet lost in a gap\n"},
+		}, "c2s CONNECT @0 #5\nc2s PUBLISH @%[2]d #6\ngap c2s @%[7]d len=%[8]d\nproblem c2s @%[1]d [tracer-gap] 4 bytes of an incomplete SUBSCRIBE packet lost in a gap\n"},
 		{"gap-mid-packet-resync", func(f *genFlow) {
 			// The gap swallows the start of the SUBSCRIBE: its tail must be
 			// skipped until the PUBLISH header.
 			f.send(ClientToServer, all[:connect])
 			f.skip(ClientToServer, 4)
 			f.send(ClientToServer, all[connect+4:])
-		}, "c2s CONNECT @0 #5\nc2s PUBLISH @%[2]d #7\ngap c2s @%[1]d len=4\nproblem c2s @%[7]d [tracer-resync] skipped %[9]d bytes to the next plausible fixed header\n"},
+		}, "c2s CONNECT @0 #5\nc2s PUBLISH @%[2]d #6\ngap c2s @%[1]d len=4\nproblem c2s @%[7]d [tracer-resync] skipped %[9]d bytes to the next plausible fixed header\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGen(t, linkEthernet)
@@ -132,8 +133,8 @@ func TestStreamBufferCap(t *testing.T) {
 		held := bytes.Repeat(ping, 1500)
 		f.send(ClientToServer, held, 1000, 2000)
 		c := decodeGen(t, g, Options{MaxStreamBuffer: max})
-		if len(c.Gaps) != 1 || c.Gaps[0].Offset != 2 || c.Gaps[0].Len != 100 || c.Gaps[0].Frame != 7 {
-			t.Errorf("gaps %+v, want one of 100 bytes at offset 2 noticed at frame 7", c.Gaps)
+		if len(c.Gaps) != 1 || c.Gaps[0].Offset != 2 || c.Gaps[0].Len != 100 || c.Gaps[0].Frame != 5 || c.Gaps[0].Noticed != 7 {
+			t.Errorf("gaps %+v, want one of 100 bytes at offset 2, before frame 5, noticed at frame 7", c.Gaps)
 		}
 		if len(c.Packets) != 1+1500 {
 			t.Errorf("%d packets, want 1501:\n%s", len(c.Packets), summary(c))

@@ -86,7 +86,7 @@ func writeConversation(w *bufio.Writer, c *Conversation, o TranscriptOptions) {
 	for _, e := range merged {
 		switch {
 		case e.gap != nil:
-			fmt.Fprintf(w, "  %s #%d GAP %d bytes missing at stream offset %d\n", dirArrow(e.gap.Dir), e.gap.Frame, e.gap.Len, e.gap.Offset)
+			fmt.Fprintf(w, "  %s #%d GAP %d bytes missing at stream offset %d%s\n", dirArrow(e.gap.Dir), e.gap.Frame, e.gap.Len, e.gap.Offset, gapNote(e.gap))
 		case e.prob != nil:
 			fmt.Fprintf(w, "  %s #%d ! [%s] %s (offset %d)\n", dirArrow(e.prob.Dir), e.prob.Frame, e.prob.Clause, e.prob.Msg, e.prob.Offset)
 		default:
@@ -100,6 +100,15 @@ func writeConversation(w *bufio.Writer, c *Conversation, o TranscriptOptions) {
 			}
 		}
 	}
+}
+
+// gapNote says, when it is another frame than the one the gap precedes,
+// which frame made the missing bytes a gap.
+func gapNote(g *Gap) string {
+	if g.Noticed == 0 || g.Noticed == g.Frame {
+		return ""
+	}
+	return fmt.Sprintf(" (before this frame; noticed at frame %d)", g.Noticed)
 }
 
 // mergeEvents lists the packets, gaps and problems of c by frame (stable:
@@ -439,6 +448,7 @@ type jsonEvent struct {
 	Type    string `json:"type"` // "gap", "problem" or "warning"
 	Offset  *int64 `json:"offset,omitempty"`
 	Bytes   int    `json:"bytes,omitempty"`
+	Noticed int    `json:"noticed,omitempty"` // gap: Gap.Noticed
 	Clause  string `json:"clause,omitempty"`
 	Message string `json:"message,omitempty"`
 }
@@ -483,7 +493,7 @@ func WriteJSON(w io.Writer, c *Capture, o TranscriptOptions) error {
 			var v any
 			switch {
 			case e.gap != nil:
-				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len}
+				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len, Noticed: e.gap.Noticed}
 			case e.prob != nil:
 				v = jsonEvent{Flow: cv.ID, Frame: e.prob.Frame, Dir: e.prob.Dir.String(), Type: "problem", Offset: ptr(e.prob.Offset), Clause: e.prob.Clause, Message: e.prob.Msg}
 			default:
