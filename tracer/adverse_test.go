@@ -154,3 +154,79 @@ func TestGapHeldSegmentsOwnFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestOverlapFirstCopyWins: a retransmission overlapping bytes already
+// held out of order (or an in-order segment running into them) does not
+// replace them: the first copy of a byte wins, as for bytes already
+// delivered. When the copies differ, which the tracer can see for held
+// bytes, a tracer-overlap problem says where, and which frames.
+func TestOverlapFirstCopyWins(t *testing.T) {
+	pubs := adversePubs(t, 6)
+	all := bytes.Join(pubs, nil)
+	base := int64(adverseC2S(t))
+	altered := func(lo, hi, from, to int) []byte {
+		b := bytes.Clone(all[lo:hi])
+		for i := from - lo; i < to-lo; i++ {
+			b[i] = 'Z'
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		send func(f *genFlow, start uint32)
+		want string // tracer-overlap problems
+	}{
+		{"held then overlapping held", func(f *genFlow, start uint32) {
+			f.at(ClientToServer, start+600, all[600:900])                // frame 8
+			f.at(ClientToServer, start+500, altered(500, 800, 600, 800)) // frame 9: differs at 600..800
+			f.at(ClientToServer, start, all[:500])                       // frame 10
+			f.skip(ClientToServer, 900)
+			f.send(ClientToServer, all[900:])
+		}, fmt.Sprintf("c2s #9 @%d frame 9 carries other bytes than frame 8 at TCP stream offset %d (200 bytes from the first difference to the last); the copy of frame 8 is decoded", base+600, base+600)},
+		{"in-order into held", func(f *genFlow, start uint32) {
+			f.at(ClientToServer, start+600, all[600:900])          // frame 8
+			f.at(ClientToServer, start, altered(0, 700, 650, 660)) // frame 9: differs at 650..660
+			f.skip(ClientToServer, 900)
+			f.send(ClientToServer, all[900:])
+		}, fmt.Sprintf("c2s #9 @%d frame 9 carries other bytes than frame 8 at TCP stream offset %d (10 bytes from the first difference to the last); the copy of frame 8 is decoded", base+650, base+650)},
+		{"identical overlaps", func(f *genFlow, start uint32) {
+			f.at(ClientToServer, start+600, all[600:900])
+			f.at(ClientToServer, start+500, all[500:800])
+			f.at(ClientToServer, start+550, all[550:1000])
+			f.at(ClientToServer, start, all[:700])
+			f.skip(ClientToServer, 1000)
+			f.send(ClientToServer, all[1000:])
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkEthernet)
+			f := adverseOpen(t, g)
+			tc.send(f, f.next[ClientToServer])
+			f.fin(ClientToServer)
+			c := decodeGen(t, g, Options{})
+			if got, want := c2sPublishes(c), "10@10 11@10 12@11 13@11 14@11 15@11"; tc.name == "held then overlapping held" && got != want {
+				t.Errorf("PUBLISH id@frame %q, want %q:\n%s", got, want, summary(c))
+			}
+			var pubs int
+			for _, p := range c.Packets {
+				if pub, ok := p.Packet.(*packets.Publish); ok {
+					pubs++
+					if bytes.Contains(pub.Payload, []byte("Z")) || len(p.Violations) > 0 {
+						t.Errorf("PUBLISH id %d decoded from the second copy: %q", pub.PacketID, pub.Payload)
+					}
+				}
+			}
+			var got []string
+			for _, p := range c.Problems {
+				if p.Clause == "tracer-overlap" {
+					got = append(got, fmt.Sprintf("%v #%d @%d %s", p.Dir, p.Frame, p.Offset, p.Msg))
+				} else {
+					t.Errorf("problem %+v", p)
+				}
+			}
+			if pubs != 6 || strings.Join(got, "\n") != tc.want {
+				t.Errorf("%d PUBLISH, want 6; overlap problems\n%s\nwant\n%s\n%s", pubs, strings.Join(got, "\n"), tc.want, summary(c))
+			}
+		})
+	}
+}

@@ -150,6 +150,14 @@ type Gap struct {
 // leaves it out; a check of such a capture has no verdict.
 const ClauseUndecrypted = "tls-undecrypted"
 
+// ClauseOverlap labels a Problem of the TCP layer: a retransmitted segment
+// whose bytes differ from the copy of the same stream bytes held, out of
+// order, from an earlier frame (a sender or middlebox rewriting data, or
+// a damaged capture). The first copy is decoded; Problem.Offset is in the
+// TCP byte stream. Bytes already decoded are not kept, so a retransmission
+// of those is not compared.
+const ClauseOverlap = "tracer-overlap"
+
 // Undecrypted says why c's TLS was not decrypted, wholly or in part: the
 // message of its first ClauseUndecrypted problem, or "" when there is
 // none (decrypted, no TLS, or no key log given at all).
@@ -197,7 +205,8 @@ type Problem struct {
 	// tracer: "tracer-resync" (bytes skipped to the next plausible fixed
 	// header), "tracer-gap" (a packet cut by a gap), "tracer-truncated"
 	// (the stream ends inside a packet), "tracer-buffer" (a packet larger
-	// than Options.MaxStreamBuffer, skipped), "MQTT5" (paho.golang could
+	// than Options.MaxStreamBuffer, skipped), ClauseOverlap (a
+	// retransmission that differs from the copy held), "MQTT5" (paho.golang could
 	// not decode an MQTT 5 packet), "tls" or "ws" (layer errors), or
 	// ClauseUndecrypted.
 	Clause string

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -112,6 +113,14 @@ func (f *tcpFlow) gap(d Direction, n int, frame, noticed int) {
 		f.sniff = [2][]byte{}
 	}
 	f.up.gap(d, n, frame)
+}
+
+// conflict records a retransmission whose bytes differ from the copy
+// already held (sink).
+func (f *tcpFlow) conflict(d Direction, off int64, n int, frame, first int) {
+	c := f.conversation()
+	c.Problems = append(c.Problems, Problem{Dir: d, Frame: frame, Offset: off, Clause: ClauseOverlap,
+		Msg: fmt.Sprintf("frame %d carries other bytes than frame %d at TCP stream offset %d (%d bytes from the first difference to the last); the copy of frame %d is decoded", frame, first, off, n, first)})
 }
 
 // conversation returns the flow's Conversation, creating it (it is kept

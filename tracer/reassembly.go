@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"bytes"
+	"slices"
 	"sort"
 	"time"
 )
@@ -25,6 +27,9 @@ type sink interface {
 	// frame of the segment that resumes the stream after them, noticed
 	// the frame whose arrival made them a gap.
 	gap(d Direction, n int, frame, noticed int)
+	// conflict reports that frame carries n bytes at TCP stream offset
+	// off that differ from the copy held from frame first.
+	conflict(d Direction, off int64, n int, frame, first int)
 }
 
 // halfStream reassembles one direction of a TCP connection: it delivers
@@ -71,7 +76,7 @@ func (h *halfStream) segment(seq uint32, payload []byte, frame int, ts time.Time
 		if d > int64(h.max)+1<<30 { // wildly ahead: not this stream (or a bogus segment)
 			return
 		}
-		h.hold(seq, payload, frame, ts)
+		h.hold(seq, payload, frame, ts, out)
 		if h.buffered > h.max {
 			h.skip(frame, out)
 		}
@@ -81,6 +86,14 @@ func (h *halfStream) segment(seq uint32, payload []byte, frame int, ts time.Time
 		return // retransmission of delivered bytes
 	}
 	payload = payload[-d:]
+	if len(h.pending) > 0 {
+		// Bytes already held past a hole this segment fills are not
+		// replaced: the first copy of a byte wins.
+		if e := seqDiff(h.pending[0].seq, h.next); e < int64(len(payload)) {
+			h.hold(h.next+uint32(e), payload[e:], frame, ts, out)
+			payload = payload[:e]
+		}
+	}
 	h.deliver(payload, frame, ts, out)
 	h.drain(frame, ts, out, false)
 }
@@ -91,17 +104,49 @@ func (h *halfStream) deliver(b []byte, frame int, ts time.Time, out sink) {
 	out.data(h.dir, b, frame, ts)
 }
 
-// hold stores an out-of-order segment, keeping pending sorted by sequence.
-func (h *halfStream) hold(seq uint32, payload []byte, frame int, ts time.Time) {
-	i := sort.Search(len(h.pending), func(i int) bool { return seqDiff(h.pending[i].seq, seq) >= 0 })
-	if i < len(h.pending) && h.pending[i].seq == seq && len(h.pending[i].data) >= len(payload) {
-		return // retransmission of a held segment
+// hold stores the bytes of an out-of-order segment that no held segment
+// has yet: the first copy of a byte wins, and a copy that differs from it
+// is reported to out. pending stays sorted by sequence number, its
+// segments disjoint.
+func (h *halfStream) hold(seq uint32, payload []byte, frame int, ts time.Time, out sink) {
+	i := sort.Search(len(h.pending), func(i int) bool {
+		p := h.pending[i]
+		return seqDiff(p.seq+uint32(len(p.data)), seq) > 0
+	})
+	for len(payload) > 0 {
+		if i == len(h.pending) || seqDiff(h.pending[i].seq, seq) >= int64(len(payload)) {
+			h.insert(i, seq, payload, frame, ts)
+			return
+		}
+		p := h.pending[i]
+		if lead := seqDiff(p.seq, seq); lead > 0 {
+			h.insert(i, seq, payload[:lead], frame, ts)
+			i++
+			seq, payload = p.seq, payload[lead:]
+		}
+		// seq is within p: compare the overlap, keep p's bytes.
+		at := seqDiff(seq, p.seq)
+		n := min(int64(len(payload)), int64(len(p.data))-at)
+		if a, b := payload[:n], p.data[at:at+n]; !bytes.Equal(a, b) {
+			lo, hi := 0, len(a)
+			for a[lo] == b[lo] {
+				lo++
+			}
+			for a[hi-1] == b[hi-1] {
+				hi--
+			}
+			out.conflict(h.dir, h.offset+seqDiff(seq, h.next)+int64(lo), hi-lo, frame, p.frame)
+		}
+		seq, payload = seq+uint32(n), payload[n:]
+		i++
 	}
-	c := make([]byte, len(payload))
-	copy(c, payload)
-	h.pending = append(h.pending, pendingSeg{})
-	copy(h.pending[i+1:], h.pending[i:])
-	h.pending[i] = pendingSeg{seq: seq, data: c, frame: frame, ts: ts}
+}
+
+// insert holds a copy of b at index i of pending.
+func (h *halfStream) insert(i int, seq uint32, b []byte, frame int, ts time.Time) {
+	c := make([]byte, len(b))
+	copy(c, b)
+	h.pending = slices.Insert(h.pending, i, pendingSeg{seq: seq, data: c, frame: frame, ts: ts})
 	h.buffered += len(c)
 }
 

@@ -101,6 +101,7 @@ type countSink struct{ n int }
 
 func (c *countSink) data(_ Direction, b []byte, _ int, _ time.Time) { c.n += len(b) }
 func (c *countSink) gap(Direction, int, int, int)                   {}
+func (c *countSink) conflict(Direction, int64, int, int, int)       {}
 
 // BenchmarkReassembly measures this package's reassembler doing the work
 // of BenchmarkGopacketReassembly (parse to TCP, reassemble, count bytes).
