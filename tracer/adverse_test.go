@@ -2,7 +2,9 @@ package tracer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +230,100 @@ func TestOverlapFirstCopyWins(t *testing.T) {
 				t.Errorf("%d PUBLISH, want 6; overlap problems\n%s\nwant\n%s\n%s", pubs, strings.Join(got, "\n"), tc.want, summary(c))
 			}
 		})
+	}
+}
+
+// pcapSnap is pcap with every frame cut to snap bytes, as a capture with
+// that snapshot length: the record keeps the frame's original length.
+func (g *genCapture) pcapSnap(snap int) []byte {
+	b := g.pcap()
+	out := append([]byte(nil), b[:24]...)
+	binary.LittleEndian.PutUint32(out[16:], uint32(snap))
+	for i := 24; i < len(b); {
+		n := int(binary.LittleEndian.Uint32(b[i+8:]))
+		r := bytes.Clone(b[i : i+16])
+		c := min(n, snap)
+		binary.LittleEndian.PutUint32(r[8:], uint32(c))
+		out = append(append(out, r...), b[i+16:i+16+c]...)
+		i += 16 + n
+	}
+	return out
+}
+
+// TestSnapLengthGaps: the bytes a small snapshot length cut from a frame
+// are a gap at once, in that frame, marked as cut (the IP header tells
+// how many), rather than a hole noticed frames later, or not at all when
+// the frame was the direction's last: then the packet it cut was reported
+// as the stream ending inside it.
+func TestSnapLengthGaps(t *testing.T) {
+	pubs := adversePubs(t, 7) // 2471 bytes: the last segment is cut too
+	all := bytes.Join(pubs, nil)
+	g := newGen(t, linkEthernet)
+	f := adverseOpen(t, g)
+	// 500-byte segments; the snapshot length keeps 400 bytes of payload
+	// (Ethernet, IPv4 and TCP headers: 54 bytes).
+	const seg, kept = 500, 400
+	frameOf := segmented(f, all, seg)
+	var want []string
+	for i := 0; i < len(all); i += seg {
+		if n := min(seg, len(all)-i); n > kept {
+			want = append(want, fmt.Sprintf("c2s #%d GAP %d @%d cut", frameOf[i], n-kept, int64(adverseC2S(t)+i+kept)))
+			for j := i + kept; j < i+n; j++ {
+				frameOf[j] = 0
+			}
+		}
+	}
+	f.send(ServerToClient, enc(t, &packets.Puback{PacketID: 10}))
+	capt, err := Decode(bytes.NewReader(g.pcapSnap(54+kept)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := capt.Conversations[0]
+	var got []string
+	for _, gp := range c.Gaps {
+		s := fmt.Sprintf("%v #%d GAP %d @%d", gp.Dir, gp.Frame, gp.Len, gp.Offset)
+		if gp.Cut {
+			s += " cut"
+		}
+		if gp.Noticed != gp.Frame {
+			s += fmt.Sprintf(" noticed #%d", gp.Noticed)
+		}
+		got = append(got, s)
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("gaps\n%s\nwant\n%s\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), summary(c))
+	}
+	if got, want := c2sPublishes(c), wantPublishes(pubs, frameOf); got != want {
+		t.Errorf("PUBLISH id@frame %q, want %q:\n%s", got, want, summary(c))
+	}
+	for _, p := range c.Problems {
+		if p.Clause == "tracer-truncated" {
+			t.Errorf("problem %+v: the stream does not end inside a packet, the snapshot length cut it", p)
+		}
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, capt, TranscriptOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), fmt.Sprintf("c>s #%d GAP 100 bytes missing at stream offset %d (not captured: the snapshot length cut this frame)\n", 8, adverseC2S(t)+kept)) {
+		t.Errorf("transcript:\n%s", text.String())
+	}
+}
+
+// TestSnapLengthTCPHeader: a snapshot length that cuts the TCP header
+// (68 bytes, tcpdump's old default, with IPv6 and TCP options) loses
+// the segment; the warning says so rather than calling the header
+// malformed.
+func TestSnapLengthTCPHeader(t *testing.T) {
+	g := newGen(t, linkEthernet)
+	f := adverseOpen(t, g)
+	f.send(ClientToServer, adversePubs(t, 1)[0])
+	capt, err := Decode(bytes.NewReader(g.pcapSnap(14+20+10)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "TCP headers cut by the capture's snapshot length: segments ignored (8 frames)"
+	if !slices.Contains(capt.Warnings, want) {
+		t.Errorf("warnings %q, want %q", capt.Warnings, want)
 	}
 }

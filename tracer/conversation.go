@@ -142,6 +142,10 @@ type Gap struct {
 	Offset int64
 	// Len is the number of missing bytes.
 	Len int
+	// Cut reports that the bytes were on the wire in frame Frame, but
+	// the capture kept only its first bytes (its snapshot length): the
+	// IP header says how many were cut.
+	Cut bool
 }
 
 // ClauseUndecrypted labels a Problem that is no error of the peers: the

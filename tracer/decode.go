@@ -393,6 +393,7 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 	}
 	var src, dst netip.Addr
 	var tcpb []byte
+	wire := 0 // bytes of the IP datagram on the wire, by its header; 0 if unknown
 	switch ver {
 	case 4:
 		if err := d.ip4.DecodeFromBytes(ipb, gopacket.NilDecodeFeedback); err != nil {
@@ -409,12 +410,16 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 		src = netip.AddrFrom4([4]byte(d.ip4.SrcIP.To4()))
 		dst = netip.AddrFrom4([4]byte(d.ip4.DstIP.To4()))
 		tcpb = d.ip4.Payload
+		wire = int(d.ip4.Length)
 	case 6:
 		if err := d.ip6.DecodeFromBytes(ipb, gopacket.NilDecodeFeedback); err != nil {
 			d.warn("malformed IPv6 header")
 			return
 		}
 		tcpb = d.ip6.Payload
+		if d.ip6.Length != 0 { // 0: a jumbogram (RFC 2675)
+			wire = 40 + int(d.ip6.Length)
+		}
 		nh := d.ip6.NextHeader
 		if hbh := d.ip6.HopByHop; hbh != nil {
 			// gopacket skipped the hop-by-hop header (Payload follows
@@ -475,6 +480,10 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 		return
 	}
 	if err := d.tcp.DecodeFromBytes(tcpb, gopacket.NilDecodeFeedback); err != nil {
+		if wire > len(ipb) {
+			d.warn("TCP headers cut by the capture's snapshot length: segments ignored")
+			return
+		}
 		d.warn("malformed TCP header")
 		return
 	}
@@ -484,6 +493,11 @@ func (d *decoder) frame(n int, ts time.Time, lt uint32, b []byte) {
 		src: netip.AddrPortFrom(src, uint16(t.SrcPort)), dst: netip.AddrPortFrom(dst, uint16(t.DstPort)),
 		seq: t.Seq, ack: t.Ack, syn: t.SYN, ackf: t.ACK, fin: t.FIN, rst: t.RST,
 		payload: t.Payload,
+	}
+	if wire > len(ipb) {
+		// The frame was cut (a small snapshot length): the payload's
+		// last bytes are missing.
+		d.seg.lost = wire - len(ipb)
 	}
 	d.seePort(&d.seg)
 	d.emit(&d.seg)
@@ -572,6 +586,7 @@ type segInfo struct {
 	seq, ack            uint32
 	syn, ackf, fin, rst bool
 	payload             []byte
+	lost                int // payload bytes on the wire after payload, not captured
 }
 
 // flowID identifies a TCP connection regardless of direction: a is the
@@ -680,6 +695,13 @@ func (d *decoder) segment(s *segInfo) {
 			seq++ // TCP Fast Open (RFC 7413): the data follows the SYN's sequence number
 		}
 		h.segment(seq, s.payload, s.frame, s.ts, f)
+	}
+	if s.lost > 0 && f.kind != kindNone {
+		seq := s.seq + uint32(len(s.payload))
+		if s.syn {
+			seq++
+		}
+		h.cut(seq, s.lost, s.frame, f)
 	}
 	if s.fin || s.rst {
 		f.close(dir, s.frame, s.ts)

@@ -88,10 +88,10 @@ func (f *tcpFlow) data(d Direction, b []byte, frame int, ts time.Time) {
 }
 
 // gap receives a hole in the TCP stream (sink).
-func (f *tcpFlow) gap(d Direction, n int, frame, noticed int) {
+func (f *tcpFlow) gap(d Direction, n int, frame, noticed int, cut bool) {
 	c := f.conversation()
 	off := f.half[d].offset
-	c.Gaps = append(c.Gaps, Gap{Dir: d, Frame: frame, Noticed: noticed, Offset: off, Len: n})
+	c.Gaps = append(c.Gaps, Gap{Dir: d, Frame: frame, Noticed: noticed, Offset: off, Len: n, Cut: cut})
 	switch f.kind {
 	case kindNone:
 		return

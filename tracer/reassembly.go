@@ -24,9 +24,10 @@ type pendingSeg struct {
 type sink interface {
 	data(d Direction, b []byte, frame int, ts time.Time)
 	// gap reports n bytes missing before the next data: frame is the
-	// frame of the segment that resumes the stream after them, noticed
+	// frame of the segment that resumes the stream after them (cut: the
+	// frame that carried them, cut short by the snapshot length), noticed
 	// the frame whose arrival made them a gap.
-	gap(d Direction, n int, frame, noticed int)
+	gap(d Direction, n int, frame, noticed int, cut bool)
 	// conflict reports that frame carries n bytes at TCP stream offset
 	// off that differ from the copy held from frame first.
 	conflict(d Direction, off int64, n int, frame, first int)
@@ -187,10 +188,37 @@ func (h *halfStream) skip(frame int, out sink) {
 	}
 	n := seqDiff(h.pending[0].seq, h.next)
 	if n > 0 {
-		out.gap(h.dir, int(n), h.pending[0].frame, frame)
+		out.gap(h.dir, int(n), h.pending[0].frame, frame, false)
 		h.next += uint32(n)
 		h.offset += n
 	}
+	h.drain(0, time.Time{}, out, true)
+}
+
+// cut tells the stream that the n bytes from seq were on the wire in
+// frame but not captured (the frame was cut by the snapshot length). When
+// the stream has reached them they are a gap at once, less what another
+// copy supplied (a retransmission captured whole, a segment held past
+// them); otherwise they are a hole like any other.
+func (h *halfStream) cut(seq uint32, n int, frame int, out sink) {
+	if !h.started {
+		h.started = true
+		h.next, h.base = seq, seq
+	}
+	d := seqDiff(seq, h.next)
+	if d > 0 || -d >= int64(n) {
+		return
+	}
+	n += int(d)
+	if len(h.pending) > 0 {
+		n = int(min(int64(n), seqDiff(h.pending[0].seq, h.next)))
+	}
+	if n <= 0 {
+		return
+	}
+	out.gap(h.dir, n, frame, frame, true)
+	h.next += uint32(n)
+	h.offset += int64(n)
 	h.drain(0, time.Time{}, out, true)
 }
 

@@ -100,7 +100,7 @@ func BenchmarkGopacketReassembly(b *testing.B) {
 type countSink struct{ n int }
 
 func (c *countSink) data(_ Direction, b []byte, _ int, _ time.Time) { c.n += len(b) }
-func (c *countSink) gap(Direction, int, int, int)                   {}
+func (c *countSink) gap(Direction, int, int, int, bool)             {}
 func (c *countSink) conflict(Direction, int64, int, int, int)       {}
 
 // BenchmarkReassembly measures this package's reassembler doing the work

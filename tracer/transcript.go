@@ -105,6 +105,9 @@ func writeConversation(w *bufio.Writer, c *Conversation, o TranscriptOptions) {
 // gapNote says, when it is another frame than the one the gap precedes,
 // which frame made the missing bytes a gap.
 func gapNote(g *Gap) string {
+	if g.Cut {
+		return " (not captured: the snapshot length cut this frame)"
+	}
 	if g.Noticed == 0 || g.Noticed == g.Frame {
 		return ""
 	}
@@ -449,6 +452,7 @@ type jsonEvent struct {
 	Offset  *int64 `json:"offset,omitempty"`
 	Bytes   int    `json:"bytes,omitempty"`
 	Noticed int    `json:"noticed,omitempty"` // gap: Gap.Noticed
+	Cut     bool   `json:"cut,omitempty"`     // gap: Gap.Cut
 	Clause  string `json:"clause,omitempty"`
 	Message string `json:"message,omitempty"`
 }
@@ -493,7 +497,7 @@ func WriteJSON(w io.Writer, c *Capture, o TranscriptOptions) error {
 			var v any
 			switch {
 			case e.gap != nil:
-				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len, Noticed: e.gap.Noticed}
+				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len, Noticed: e.gap.Noticed, Cut: e.gap.Cut}
 			case e.prob != nil:
 				v = jsonEvent{Flow: cv.ID, Frame: e.prob.Frame, Dir: e.prob.Dir.String(), Type: "problem", Offset: ptr(e.prob.Offset), Clause: e.prob.Clause, Message: e.prob.Msg}
 			default:
