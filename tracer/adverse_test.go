@@ -327,3 +327,62 @@ func TestSnapLengthTCPHeader(t *testing.T) {
 		t.Errorf("warnings %q, want %q", capt.Warnings, want)
 	}
 }
+
+// TestAckedButNeverCaptured: a segment the capture lost at the end of
+// what a side sent (nothing of that side follows but its FIN) is a gap
+// too: the peer acknowledged bytes the capture never saw. Before, only a
+// hole with captured data after it was a gap, and such a loss (the
+// SUBSCRIBE here, its SUBACK captured) went unreported: the rules then
+// judged the MQTT as if the client had sent no SUBSCRIBE.
+func TestAckedButNeverCaptured(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	connect, sub := enc(t, c2s[0]), enc(t, c2s[1])
+	for _, tc := range []struct {
+		name string
+		fin  bool
+	}{{"then FIN", true}, {"capture ends", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkEthernet)
+			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, enc(t, s2c[0]))
+			f.skip(ClientToServer, len(sub))
+			f.send(ServerToClient, enc(t, s2c[1])) // frame 6 acknowledges the SUBSCRIBE
+			if tc.fin {
+				f.fin(ClientToServer)
+				f.fin(ServerToClient)
+				f.raw(ClientToServer, f.isn[0]+f.next[0], f.isn[1]+f.next[1], "A", nil)
+			}
+			c := decodeGen(t, g, Options{})
+			want := []Gap{{Dir: ClientToServer, Frame: 6, Noticed: len(g.frames), Offset: int64(len(connect)), Len: len(sub)}}
+			if fmt.Sprint(c.Gaps) != fmt.Sprint(want) {
+				t.Errorf("gaps %+v, want %+v\n%s", c.Gaps, want, summary(c))
+			}
+			if c.Unseen() == "" {
+				t.Error("Unseen is empty: the rules would judge a conversation with a lost SUBSCRIBE")
+			}
+		})
+	}
+	t.Run("no false gap", func(t *testing.T) {
+		// The peer acknowledging the FIN, or a FIN the capture missed,
+		// is no lost data.
+		for _, lostFIN := range []bool{false, true} {
+			g := newGen(t, linkEthernet)
+			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, enc(t, s2c[0]))
+			if lostFIN {
+				f.next[ClientToServer]++
+			} else {
+				f.fin(ClientToServer)
+			}
+			f.fin(ServerToClient)
+			c := decodeGen(t, g, Options{})
+			if len(c.Gaps) != 0 {
+				t.Errorf("lost FIN %v: gaps %+v", lostFIN, c.Gaps)
+			}
+		}
+	})
+}

@@ -703,6 +703,13 @@ func (d *decoder) segment(s *segInfo) {
 		}
 		h.cut(seq, s.lost, s.frame, f)
 	}
+	if s.fin {
+		seq := s.seq + uint32(len(s.payload)) + uint32(s.lost)
+		if s.syn {
+			seq++
+		}
+		h.fin(seq)
+	}
 	if s.fin || s.rst {
 		f.close(dir, s.frame, s.ts)
 		if s.rst {

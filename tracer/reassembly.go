@@ -48,6 +48,12 @@ type halfStream struct {
 	max      int
 	synSeen  bool
 	synSeq   uint32
+	// The peer's acknowledgements past next: ackTo the highest, ackFrame
+	// the first frame that acknowledged bytes past next (0: none).
+	ackTo    uint32
+	ackFrame int
+	finSeen  bool
+	finSeq   uint32 // sequence number of the FIN
 }
 
 func seqDiff(a, b uint32) int64 { return int64(int32(a - b)) }
@@ -226,7 +232,17 @@ func (h *halfStream) cut(seq uint32, n int, frame int, out sink) {
 // a hole before ack will never be filled by a retransmission the capture
 // could see, so it is a gap now.
 func (h *halfStream) acked(ack uint32, frame int, out sink) {
-	if len(h.pending) == 0 || !h.started {
+	if !h.started {
+		return
+	}
+	if seqDiff(ack, h.next) > 0 {
+		if h.ackFrame == 0 || seqDiff(h.ackTo, h.next) <= 0 {
+			h.ackFrame, h.ackTo = frame, ack
+		} else if seqDiff(ack, h.ackTo) > 0 {
+			h.ackTo = ack
+		}
+	}
+	if len(h.pending) == 0 {
 		return
 	}
 	if seqDiff(ack, h.next) > 0 && seqDiff(h.pending[0].seq, ack) <= 0 {
@@ -234,9 +250,35 @@ func (h *halfStream) acked(ack uint32, frame int, out sink) {
 	}
 }
 
-// flush ends the stream: every hole is a gap.
+// fin records the sequence number of a FIN.
+func (h *halfStream) fin(seq uint32) {
+	if !h.finSeen {
+		h.finSeen, h.finSeq = true, seq
+	}
+}
+
+// flush ends the stream: every hole is a gap, and so are bytes the peer
+// acknowledged past the last byte captured (the capture lost the
+// direction's last segments), before the FIN if one was seen. An
+// acknowledgement one byte past them, with no FIN seen, is taken for that
+// of a FIN the capture missed.
 func (h *halfStream) flush(frame int, out sink) {
 	for len(h.pending) > 0 {
 		h.skip(frame, out)
+	}
+	if h.ackFrame == 0 || seqDiff(h.ackTo, h.next) <= 0 {
+		return
+	}
+	n := seqDiff(h.ackTo, h.next)
+	switch {
+	case h.finSeen && seqDiff(h.finSeq, h.next) >= 0:
+		n = min(n, seqDiff(h.finSeq, h.next))
+	case n == 1:
+		n = 0
+	}
+	if n > 0 && n <= int64(h.max)+1<<30 {
+		out.gap(h.dir, int(n), h.ackFrame, frame, false)
+		h.next += uint32(n)
+		h.offset += n
 	}
 }
