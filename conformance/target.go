@@ -58,7 +58,8 @@ type Credentials struct {
 	// §4): DPS-AUTH-012 registers with a token signed by each (the
 	// group's through the key derived from it), and skips without them.
 	SecondaryKey, GroupSecondaryKey string
-	// GroupID is the enrollmentGroupId of the GroupKey group, when known:
+	// GroupID is the enrollmentGroupId of the GroupKey group (or of the
+	// GroupSecondaryKey group, when only its secondary key is given), when known:
 	// DPS-POLL-002 then wants a group device's registrationState to name
 	// no other group (Part B §4.5: symmetricKey is {enrollmentGroupId}).
 	GroupID string
@@ -96,8 +97,26 @@ func (c Credentials) enrollments() []KnownEnrollment {
 // ErrTarget is wrapped by Target validation errors.
 var ErrTarget = errors.New("invalid target")
 
-// Validate reports what is missing for the suite to run at all.
-func (t *Target) Validate() error {
+// Validate reports what is missing for the suite to run at all. Its
+// errors name a setting by its run flag; ValidateNamed names it as the
+// user gave it.
+func (t *Target) Validate() error { return t.ValidateNamed(nil) }
+
+// ValidateNamed is Validate, naming a setting that is given by
+// name(flag): its flag ("--group-id"), or where else it came from
+// ("group.enrollmentGroupId in target.yaml"). nil names the flag. A
+// setting that is missing is named by its flag and its --config field.
+//
+// A group known only by its secondary key (--group-secondary-key without
+// --group-key) is a configuration the suite supports: DPS-AUTH-012
+// registers a device of it and DPS-POLL-002 judges that device's group
+// against --group-id. It is not enough alone: every other spec needs
+// --group-key or the individual enrollment.
+func (t *Target) ValidateNamed(name func(flag string) string) error {
+	if name == nil {
+		name = func(flag string) string { return flag }
+	}
+	cr := t.Credentials
 	switch {
 	case t.MQTT.Scheme != "mqtts":
 		return fmt.Errorf("%w: the MQTT endpoint must be mqtts://host:port, got %q", ErrTarget, t.MQTT.String())
@@ -105,16 +124,20 @@ func (t *Target) Validate() error {
 		return fmt.Errorf("%w: the WebSocket endpoint must be wss://host:port/path, got %q", ErrTarget, t.WS.String())
 	case t.IDScope == "":
 		return fmt.Errorf("%w: no id scope (--id-scope or idScope in --config)", ErrTarget)
-	case t.Credentials.SymmetricKey == "" && t.Credentials.GroupKey == "":
-		return fmt.Errorf("%w: no symmetric key credentials (--symmetric-key with --registration-id, or --group-key)", ErrTarget)
-	case t.Credentials.SymmetricKey != "" && t.Credentials.RegistrationID == "":
-		return fmt.Errorf("%w: --symmetric-key needs --registration-id", ErrTarget)
-	case t.Credentials.SecondaryKey != "" && t.Credentials.RegistrationID == "":
-		return fmt.Errorf("%w: --secondary-key needs --registration-id", ErrTarget)
-	case t.Credentials.GroupID != "" && t.Credentials.GroupKey == "":
-		return fmt.Errorf("%w: --group-id names the group of --group-key, which is not given", ErrTarget)
+	case cr.SymmetricKey == "" && cr.GroupKey == "":
+		msg := "no symmetric key credentials (--symmetric-key with --registration-id, or --group-key)"
+		if cr.GroupSecondaryKey != "" || cr.SecondaryKey != "" {
+			msg += ": a secondary key alone serves only DPS-AUTH-012"
+		}
+		return fmt.Errorf("%w: %s", ErrTarget, msg)
+	case cr.SymmetricKey != "" && cr.RegistrationID == "":
+		return fmt.Errorf("%w: %s needs --registration-id (individual.registrationId in --config)", ErrTarget, name("--symmetric-key"))
+	case cr.SecondaryKey != "" && cr.RegistrationID == "":
+		return fmt.Errorf("%w: %s needs --registration-id (individual.registrationId in --config)", ErrTarget, name("--secondary-key"))
+	case cr.GroupID != "" && cr.GroupKey == "" && cr.GroupSecondaryKey == "":
+		return fmt.Errorf("%w: %s names the group of --group-key or --group-secondary-key (group.symmetricKey or group.secondaryKey in --config), and neither is given", ErrTarget, name("--group-id"))
 	case t.RegistrationBudget < 0:
-		return fmt.Errorf("%w: the registration budget (--registration-budget) is a number of registrations per minute, got %d", ErrTarget, t.RegistrationBudget)
+		return fmt.Errorf("%w: the registration budget (%s) is a number of registrations per minute, got %d", ErrTarget, name("--registration-budget"), t.RegistrationBudget)
 	case t.BudgetMQTT.Scheme != "" && t.BudgetMQTT.Scheme != "mqtts":
 		return fmt.Errorf("%w: the budget endpoint must be mqtts://host:port, got %q", ErrTarget, t.BudgetMQTT.String())
 	}

@@ -88,7 +88,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.regID, "registration-id", "", "registration `ID` of an individual symmetric key enrollment")
 	fs.StringVar(&f.symKey, "symmetric-key", "", "device `KEY` (base64) of --registration-id's individual enrollment (a key derived from a group's belongs to --group-key: DPS-POLL-002 judges the enrollment the answer names)")
 	fs.StringVar(&f.groupKey, "group-key", "", "`KEY` (base64) of a symmetric key enrollment group")
-	fs.StringVar(&f.groupID, "group-id", "", "enrollment group `ID` of --group-key (DPS-POLL-002 then wants a group device's registrationState to name no other group)")
+	fs.StringVar(&f.groupID, "group-id", "", "enrollment group `ID` of --group-key, or of --group-secondary-key when only that is given (DPS-POLL-002 then wants a group device's registrationState to name no other group)")
 	fs.StringVar(&f.secondaryKey, "secondary-key", "", "secondary `KEY` (base64) of --registration-id's enrollment (DPS-AUTH-012 registers with a token signed by it)")
 	fs.StringVar(&f.groupSecondaryKey, "group-secondary-key", "", "secondary `KEY` (base64) of the --group-key group (DPS-AUTH-012 registers with a token signed by the key derived from it)")
 	fs.StringVar(&f.slowGroupKey, "slow-group-key", "", "`KEY` (base64) of a symmetric key enrollment group whose assignment takes a second or more (DPS-REG-009 registers twice while one is in progress)")
@@ -1038,7 +1038,21 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		}
 		cr.X509, cr.X509RegistrationID = &cert, id
 	}
-	if err := t.Validate(); err != nil {
+	// The pairings of the credentials name a value as the user gave it.
+	budgetFlag := ""
+	if f.budget != 0 {
+		budgetFlag = fmt.Sprint(f.budget)
+	}
+	settings := map[string]struct{ field, flagValue string }{
+		"--symmetric-key": {"individual.symmetricKey", f.symKey}, "--secondary-key": {"individual.secondaryKey", f.secondaryKey},
+		"--group-id": {"group.enrollmentGroupId", f.groupID}, "--registration-budget": {"registrationBudget", budgetFlag},
+	}
+	if err := t.ValidateNamed(func(flag string) string {
+		if s, ok := settings[flag]; ok {
+			return from(flag, s.field, s.flagValue)
+		}
+		return flag
+	}); err != nil {
 		return t, "", &UsageError{Err: err}
 	}
 	return t, tf.Profile, nil
