@@ -380,3 +380,37 @@ func TestStrictPollBodyRefusesFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIVersionOfBadUsername: under accept-bad-username, a username not
+// of the DPS form that still names an api-version (the wrong path
+// segment, an extra segment, an IoT Hub username's "?api-version=") has it
+// passed to the registry, as a good username's is; one that names none
+// passes "" (current), and so does one whose api-version value is no
+// api-version.
+func TestAPIVersionOfBadUsername(t *testing.T) {
+	b := newFakeBackend("dev-1")
+	_, addr := startPlain(t, Config{backend: b, Faults: []Fault{FaultAcceptBadUsername}})
+	for _, tt := range []struct{ username, want string }{
+		{testScope + "/registration/dev-1/api-version=2019-03-31", "2019-03-31"},
+		{testScope + "/registrations/dev-1/x/api-version=2018-11-01&ClientVersion=c%2F1", "2018-11-01"},
+		{"hub.azure-devices.net/dev-1/?api-version=2021-04-12", "2021-04-12"},
+		{testScope + "/registrations/dev-1", ""},
+		{"dev-1", ""},
+		{testScope + "/registrations/dev-1/api-version=2019 03 31", ""},
+	} {
+		c := dialPlain(t, addr)
+		p := connectPacket(t, "dev-1")
+		p.Username = []byte(tt.username)
+		if ack := c.connack(p); ack.ReturnCode != 0 {
+			t.Fatalf("%q: CONNACK %+v", tt.username, ack)
+		}
+		c.subscribe(1, dps.SubscribeFilter)
+		c.call(dps.RegisterTopic("1"), "")
+		b.mu.Lock()
+		got := b.lastAPI
+		b.mu.Unlock()
+		if got != tt.want {
+			t.Errorf("username %q: registry saw api-version %q, want %q", tt.username, got, tt.want)
+		}
+	}
+}

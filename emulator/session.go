@@ -44,7 +44,7 @@ type session struct {
 	idle    time.Duration // read timeout between packets; 0 = none
 	regID   string
 	idScope string // from the username; "" when the username was not parsed
-	apiVer  string // from the username; "" when the username was not parsed
+	apiVer  string // from the username; under accept-bad-username what it names, else ""
 	pass    []byte // copy of the CONNECT password; never logged
 
 	subQoS  int // granted QoS of dps.SubscribeFilter, -1 when not subscribed
@@ -263,8 +263,11 @@ func (ss *session) connect(ctx context.Context) (string, bool) {
 	case uerr == nil:
 		ss.regID, ss.idScope, ss.apiVer = u.RegistrationID, u.IDScope, u.APIVersion
 	case ss.srv.faults.has(FaultAcceptBadUsername):
-		ss.regID, ss.idScope = string(c.ClientID), ss.srv.idScope
-		ss.log.Info("accepting a bad username (fault accept-bad-username)", "err", uerr)
+		// The registry's substatus depends on the api-version
+		// (registry.Credentials.APIVersion): keep the one the username
+		// names, if it names one.
+		ss.regID, ss.idScope, ss.apiVer = string(c.ClientID), ss.srv.idScope, badUsernameAPIVersion(string(c.Username))
+		ss.log.Info("accepting a bad username (fault accept-bad-username)", "err", uerr, "apiVersion", ss.apiVer)
 	default:
 		return ss.refuse(packets.ConnackRefusedBadUsernameOrPassword, "username: "+uerr.Error())
 	}
@@ -347,6 +350,34 @@ func extraUsernameParams(u string) bool {
 	const key = "/api-version="
 	i := strings.Index(u, key)
 	return i >= 0 && strings.Contains(u[i+len(key):], "&")
+}
+
+// badUsernameAPIVersion returns the api-version a username not of the DPS
+// form names, for the accept-bad-username fault: the value of its first
+// "api-version=" after a '/', '?' or '&' (a DPS username with a wrong
+// path, an IoT Hub username's "?api-version="), up to a '&'. "" (taken as
+// current) when there is none, or the value is not made of letters,
+// digits, '-' and '.' as an api-version is (dps.ParseUsername).
+func badUsernameAPIVersion(u string) string {
+	const key = "api-version="
+	for off := 0; ; {
+		i := strings.Index(u[off:], key)
+		if i < 0 {
+			return ""
+		}
+		i += off
+		off = i + len(key)
+		if i == 0 || !strings.ContainsRune("/?&", rune(u[i-1])) {
+			continue
+		}
+		v, _, _ := strings.Cut(u[off:], "&")
+		if v == "" || strings.IndexFunc(v, func(r rune) bool {
+			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '.')
+		}) >= 0 {
+			return ""
+		}
+		return v
+	}
 }
 
 // refuseLevel answers an unsupported protocol level: 0x01 and close, or under
