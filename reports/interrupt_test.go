@@ -69,6 +69,22 @@ func TestWriteJUnitInterrupted(t *testing.T) {
 			t.Errorf("%s: <%s type=%q message=%q>, want <error type=%q> saying plainly it was interrupted, by the %s", tt.name, elem, typ, msg, tt.wantType, tt.want)
 		}
 	}
+	// Nor does its text read as the target's failure: its first line says
+	// it was interrupted, and it does not lead with the requirement's
+	// statement and source as a failed spec's does.
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rq, _ := cat.Lookup("DPS-CONN-001")
+	for i, tt := range tests {
+		_, msg, _ := d.Suites[0].Cases[i].outcome()
+		text := d.Suites[0].Cases[i].Error.Text
+		first, _, _ := strings.Cut(text, "\n")
+		if !strings.Contains(first, msg) || strings.Contains(text, rq.Statement) || strings.Contains(text, "source: ") {
+			t.Errorf("%s: the <error> text does not start by saying %q, or reads as a failure of DPS-CONN-001:\n%s", tt.name, msg, text)
+		}
+	}
 	if d.Suites[0].Errors != len(tests) || d.Suites[0].Failures != 0 {
 		t.Errorf("errors=%d failures=%d, want %d and 0", d.Suites[0].Errors, d.Suites[0].Failures, len(tests))
 	}
@@ -81,10 +97,6 @@ func TestWriteJUnitInterrupted(t *testing.T) {
 		t.Errorf("junit.xml lost the frame where the spec was waiting:\n%s", b)
 	}
 
-	cat, err := conformance.LoadCatalog()
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := reports.Build(reports.Input{Ginkgo: g, Catalog: cat, Role: conformance.RoleService, Profile: conformance.ProfileDPS2019})
 	if r.Summary.Interrupted != len(tests) || r.Summary.Verdict == reports.HeadlineNonConformant {
 		t.Errorf("the model counts %d interrupted (want %d), headline %s", r.Summary.Interrupted, len(tests), r.Summary.Verdict)

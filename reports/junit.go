@@ -160,19 +160,23 @@ func WriteJUnit(path string, r types.Report) error {
 			switch {
 			case tc.Failure != nil:
 				msg, desc = tc.Failure.Message, tc.Failure.Description
-				// A CI dashboard shows the first line of the message:
-				// make it what the target did wrong, as a device run's
-				// is, and put the requirement in the text.
-				if spec != nil {
-					id := conformance.SpecReportID(*spec)
-					rq, _ := cat.Lookup(id)
-					msg = failureLine(findings[its[j]], msg, id)
-					desc = requirementText(rq) + desc
-				}
 			case tc.Error != nil:
 				msg, desc = tc.Error.Message, tc.Error.Description
 			default:
 				continue // passed, or skipped with Ginkgo's message
+			}
+			// Ginkgo gives an aborted spec a <failure>; it is an <error>
+			// (junitElement), the run's stop and not the target's
+			// failure: its text is Ginkgo's, which says what stopped it,
+			// without the requirement a failed spec's text leads with.
+			if junitElement(tc.Status) == "failure" && spec != nil {
+				// A CI dashboard shows the first line of the message:
+				// make it what the target did wrong, as a device run's
+				// is, and put the requirement in the text, once.
+				id := conformance.SpecReportID(*spec)
+				rq, _ := cat.Lookup(id)
+				msg = failureLine(findings[its[j]], msg, id)
+				desc = requirementText(rq) + withoutStatement(desc, rq)
 			}
 			setOutcome(tc, tc.Status, msg, desc)
 		}
@@ -269,6 +273,23 @@ func requirementText(rq *conformance.Requirement) string {
 		src += " <" + rq.URL + ">"
 	}
 	return fmt.Sprintf("%s (%s): %s\nsource: %s\n\n", rq.ID, rq.Level, rq.Statement, src)
+}
+
+// withoutStatement is a failed spec's text (Ginkgo's) without the
+// "ID (LEVEL): statement" line that leads a rule's failure message
+// (conformance's formatFindings), which [requirementText] already puts
+// first: "[FAILED] ID (LEVEL): statement\n  finding" becomes "[FAILED]
+// finding". Only the first such line goes, and only a whole one.
+func withoutStatement(desc string, rq *conformance.Requirement) string {
+	if rq == nil {
+		return desc
+	}
+	line := fmt.Sprintf("%s (%s): %s\n", rq.ID, rq.Level, rq.Statement)
+	i := strings.Index(desc, line)
+	if i < 0 || (i > 0 && desc[i-1] != '\n' && desc[i-1] != ' ') {
+		return desc
+	}
+	return desc[:i] + strings.TrimLeft(desc[i+len(line):], " \t")
 }
 
 // junitPackage is the package attribute of every <testsuite> of

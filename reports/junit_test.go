@@ -302,10 +302,19 @@ func TestWriteJUnitFailureMessage(t *testing.T) {
 			if c.Failure.Message != tt.want {
 				t.Errorf("<failure message=%q>, want %q", c.Failure.Message, tt.want)
 			}
-			for _, want := range []string{header, "source: " + rq.Source, tt.msg} {
+			// The failure's text carries the statement line of a rule's
+			// failure once: the requirement's, leading the text.
+			wants := []string{header, "source: " + rq.Source}
+			for _, l := range strings.Split(strings.TrimPrefix(tt.msg, header+"\n"), "\n") {
+				wants = append(wants, strings.TrimSpace(l))
+			}
+			for _, want := range wants {
 				if !strings.Contains(c.Failure.Text, want) {
 					t.Errorf("the <failure> text does not hold %q:\n%s", want, c.Failure.Text)
 				}
+			}
+			if n := strings.Count(c.Failure.Text, header); n != 1 || !strings.HasPrefix(c.Failure.Text, header+"\n") {
+				t.Errorf("the <failure> text holds %q %d times, want once, leading it:\n%s", header, n, c.Failure.Text)
 			}
 		})
 	}
