@@ -74,6 +74,10 @@ type VersionResult struct {
 	// TimedOut says the server did not answer the handshake within the
 	// timeout (not a refusal: it said nothing).
 	TimedOut bool `json:"timedOut,omitempty"`
+	// Malformed says the server answered, but with handshake bytes that
+	// break TLS (not a refusal either): Error says what, and at which
+	// byte of the server's stream (MalformedError).
+	Malformed bool `json:"malformed,omitempty"`
 }
 
 // Certificate is the facts of one certificate of the chain.
@@ -175,7 +179,11 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		vr := VersionResult{Version: v.name, Accepted: err == nil}
 		if err != nil {
 			vr.Error = err.Error()
-			if transport.IsTimeout(err) {
+			var m *MalformedError
+			switch {
+			case errors.As(err, &m):
+				vr.Malformed = true
+			case transport.IsTimeout(err):
 				vr.TimedOut, vr.Error = true, fmt.Sprintf("no answer within %v", o.Timeout)
 			}
 		} else if accepted == nil || v.id == tls.VersionTLS12 {
@@ -248,16 +256,37 @@ func closedAtHello(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
+// handshake completes a TLS handshake with addr within timeout. When it
+// fails on handshake bytes of the server that break TLS, the error is a
+// *MalformedError saying what and where (diagnose), not only crypto/tls's.
 func handshake(ctx context.Context, addr string, cfg *tls.Config, timeout time.Duration) (*tls.ConnectionState, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: cfg}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	d := net.Dialer{Timeout: timeout}
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ServerName == "" {
+		// As tls.Dialer does: the name verified is the host.
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	rec := &recordingConn{Conn: raw}
+	c := tls.Client(rec, cfg)
 	defer c.Close()
-	st := c.(*tls.Conn).ConnectionState()
+	if err := c.HandshakeContext(ctx); err != nil {
+		// A server that stops mid-flight until the timeout is not
+		// answering, whatever it sent.
+		if transport.IsTimeout(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		if m := diagnose(rec.got, err); m != nil {
+			return nil, m
+		}
+		return nil, err
+	}
+	st := c.ConnectionState()
 	return &st, nil
 }
 
@@ -357,13 +386,21 @@ func PolicyDPS(r *Result, profile string) []Violation {
 	var vs []Violation
 	acc := map[string]bool{}
 	timedOut := map[string]bool{}
+	malformed := map[string]string{}
 	for _, v := range r.Versions {
 		acc[v.Version] = v.Accepted
 		timedOut[v.Version] = v.TimedOut
+		if v.Malformed {
+			malformed[v.Version] = v.Error
+		}
 	}
 	switch {
 	case !acc["TLS 1.2"] && timedOut["TLS 1.2"]:
 		vs = append(vs, Violation{"TLS-001", "TLS 1.2 got no answer within the timeout"})
+	case !acc["TLS 1.2"] && malformed["TLS 1.2"] != "":
+		// The server answered, with bytes no client can complete a
+		// handshake on: not a refusal.
+		vs = append(vs, Violation{"TLS-001", "the TLS 1.2 handshake failed on the server's bytes: " + malformed["TLS 1.2"]})
 	case !acc["TLS 1.2"]:
 		msg := "TLS 1.2 is refused"
 		for _, v := range r.Versions {

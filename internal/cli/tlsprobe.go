@@ -22,7 +22,9 @@ it presents (subject, issuer, validity, names, key; verified against --ca or
 the system roots for --server-name), whether plaintext MQTT answers on the
 port or on 1883, and whether an MQTT CONNECT over the accepted TLS gets a
 CONNACK (a DPS server refuses the probe's credential-less CONNECT with 0x04,
-which still proves MQTT).
+which still proves MQTT). A version whose handshake fails on server bytes
+that break TLS (a null chain, a doubled length prefix, a flight cut short)
+shows as malformed, with what and at which byte of the server's stream.
 
 With --policy dps, the result is judged against the DPS TLS profile (TLS 1.2
 accepted, 1.0 and 1.1 refused, 1.3 refused under dps-2019, only the
@@ -115,6 +117,8 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 			state = "accepted"
 		case v.TimedOut:
 			state = "no answer"
+		case v.Malformed:
+			state = "malformed"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Version, state, v.Error)
 	}
