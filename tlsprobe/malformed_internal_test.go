@@ -60,6 +60,13 @@ func FuzzDiagnose(f *testing.F) {
 	f.Add(record(2, 0, 0, 5, 0, 0, 2, 3, 3))
 	f.Add([]byte{22, 3, 3, 0, 8, 0, 6, 2, 0, 0, 2, 3, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		diagnose(b, errors.New("x"))
+		m := diagnose(b, errors.New("x"))
+		if m == nil {
+			return
+		}
+		// A finding points into the stream and says what and why.
+		if m.Offset < 0 || m.Offset > len(b) || m.What == "" || m.Msg == "" {
+			t.Fatalf("diagnose(% x) = %+v: offset outside the %d-byte stream or no what/why", b, m, len(b))
+		}
 	})
 }
