@@ -115,20 +115,20 @@ func TestTLSProbeCertificateDates(t *testing.T) {
 // TLS 1.2.
 func TestTLSProbeMalformed(t *testing.T) {
 	hello := append([]byte{2, 0, 0, 38, 3, 3}, make([]byte, 32)...) // ServerHello, TLS 1.2, zero random
-	hello = append(hello, 0, 0xc0, 0x2b, 0)                          // no session id, ECDHE-ECDSA-AES128-GCM-SHA256, no compression
-	cert := []byte{11, 0, 0, 3, 0, 0, 0}                              // Certificate, certificate_list of length 0
+	hello = append(hello, 0, 0xc0, 0x2b, 0)                         // no session id, ECDHE-ECDSA-AES128-GCM-SHA256, no compression
+	cert := []byte{11, 0, 0, 3, 0, 0, 0}                            // Certificate, certificate_list of length 0
 	msgs := append(hello, cert...)
 	reply := append([]byte{22, 3, 3, 0, byte(len(msgs))}, msgs...)
 	l := answeringListener(t, reply)
 	var stdout, stderr bytes.Buffer
 	cli.Main(context.Background(), []string{"tlsprobe", "--timeout", "2s", l.Addr().String()}, &stdout, &stderr)
-	var row string
+	var row, state string
 	for _, line := range strings.Split(stdout.String(), "\n") {
 		if f := strings.Fields(line); len(f) > 2 && f[0] == "TLS" && f[1] == "1.2" && f[2] != "suites" {
-			row = line
+			row, state = line, f[2]
 		}
 	}
-	if !strings.Contains(row, "malformed") || !strings.Contains(row, "certificate_list is empty") {
+	if state != "malformed" || !strings.Contains(row, "certificate_list is empty") {
 		t.Fatalf("TLS 1.2 row %q, want it malformed naming the empty certificate_list:\n%s\n%s", row, stdout.String(), stderr.String())
 	}
 }
