@@ -77,8 +77,9 @@ type Conversation struct {
 	Packets []Packet
 	// Gaps are the byte ranges of the TCP streams missing from the capture.
 	Gaps []Gap
-	// Problems are decode violations: malformed packets, bytes skipped to
-	// resynchronise, errors of the TLS or WebSocket layer.
+	// Problems are decode violations (malformed packets, errors of the
+	// TLS or WebSocket layer, retransmissions that differ) and, marked
+	// CaptureDefect, what the capture's own defects cost the decoding.
 	Problems []Problem
 	// MidStream reports that the capture started after the SYN.
 	MidStream bool
@@ -126,7 +127,9 @@ type Packet struct {
 	Raw []byte
 }
 
-// Gap is a range of a TCP stream missing from the capture.
+// Gap is a range of a TCP stream missing from the capture: a defect of
+// the capture (lost by it, or cut by its snapshot length), not of the
+// peers, which CountViolations leaves out and CountCaptureDefects counts.
 type Gap struct {
 	Dir Direction
 	// Frame is the frame of the first segment captured after the missing
@@ -151,7 +154,8 @@ type Gap struct {
 // ClauseUndecrypted labels a Problem that is no error of the peers: the
 // TLS layer could not be decrypted (no key log entry for the connection,
 // missing secrets, a suite the tracer does not decrypt). CountViolations
-// leaves it out; a check of such a capture has no verdict.
+// and CountCaptureDefects leave it out; a check of such a capture has no
+// verdict.
 const ClauseUndecrypted = "tls-undecrypted"
 
 // ClauseOverlap labels a Problem of the TCP layer: a retransmitted segment
@@ -197,8 +201,9 @@ func (c *Conversation) Unseen() string {
 	return ""
 }
 
-// Problem is a decode violation, or (ClauseUndecrypted) a note on what
-// could not be decoded.
+// Problem is a decode violation, or a note on what could not be decoded:
+// a capture defect (CaptureDefect) or an undecrypted TLS layer
+// (ClauseUndecrypted).
 type Problem struct {
 	Dir   Direction
 	Frame int
@@ -220,4 +225,14 @@ type Problem struct {
 	// packet's fixed header announced; 0 when it is unknown. Rules on
 	// packet size judge from it when the sender stopped mid-packet.
 	PacketLen int
+	// CaptureDefect reports that the problem comes from a defect of the
+	// capture, not from bytes a peer sent: a packet cut by a gap
+	// ("tracer-gap"), bytes skipped to resynchronise after a gap or at
+	// the start of a conversation captured mid-stream ("tracer-resync";
+	// not after a malformed packet, which is the peer's), or a stream
+	// that ends inside a packet with no FIN or RST seen in that direction
+	// ("tracer-truncated": the capture ended first; after a FIN or RST
+	// the stream really ended there, and the problem counts). What was
+	// lost was not judged: CountViolations leaves such problems out.
+	CaptureDefect bool
 }

@@ -59,7 +59,7 @@ func newUpper(f *tcpFlow, c *Conversation, k flowKind) *upper {
 		c.Transport = "mqtt"
 	}
 	for d := range u.mq {
-		u.mq[d] = mqttStream{dir: Direction(d), conv: c, d: f.d, max: f.max, syncing: f.midStream}
+		u.mq[d] = mqttStream{dir: Direction(d), conv: c, d: f.d, max: f.max, syncing: f.midStream, syncDefect: f.midStream}
 	}
 	return u
 }
@@ -203,7 +203,7 @@ func (u *upper) end(frame int) {
 		u.decideInner(true)
 	}
 	for d := range u.mq {
-		u.mq[d].end(frame)
+		u.mq[d].end(frame, u.f.closed[d])
 	}
 	if u.tls != nil {
 		u.c.TLS = u.tls.Facts()

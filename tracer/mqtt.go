@@ -22,11 +22,15 @@ type mqttStream struct {
 	conv    *Conversation
 	d       *decoder // shared decoding state of the flow table
 	buf     []byte
-	off     int64  // stream offset of buf[0]
-	syncing bool   // looking for a plausible fixed header
-	discard int64  // bytes of an oversized packet still to skip
-	partial []byte // a packet of known length being filled
-	fill    int    // bytes of partial filled
+	off     int64 // stream offset of buf[0]
+	syncing bool  // looking for a plausible fixed header
+	// syncDefect reports that the resynchronisation under way was caused
+	// by a defect of the capture (a gap, a mid-stream start), not by a
+	// malformed packet: the bytes it skips are Problem.CaptureDefect.
+	syncDefect bool
+	discard    int64  // bytes of an oversized packet still to skip
+	partial    []byte // a packet of known length being filled
+	fill       int    // bytes of partial filled
 	// The last resync problem (1-based index into conv.Problems), to
 	// extend while consecutive bytes are skipped.
 	skipIdx int
@@ -247,18 +251,21 @@ func (m *mqttStream) gap(n int, frame int) {
 	}
 	if len(m.buf) > 0 && !m.syncing {
 		m.problem(frame, m.off, "tracer-gap", fmt.Sprintf("%d bytes of an incomplete %s packet lost in a gap", len(m.buf), packets.Type(m.buf[0]>>4)))
+		p := &m.conv.Problems[len(m.conv.Problems)-1]
+		p.CaptureDefect = true
 		if n, err := packets.PacketLength(m.buf); err == nil {
-			m.conv.Problems[len(m.conv.Problems)-1].PacketLen = n
+			p.PacketLen = n
 		}
 	}
 	m.off += int64(len(m.buf)) + int64(n)
 	m.buf = m.buf[:0]
 	m.discard = 0
-	m.syncing = true
+	m.syncing, m.syncDefect = true, true
 }
 
-// end reports bytes left over when the stream ends.
-func (m *mqttStream) end(frame int) {
+// end reports bytes left over when the stream ends; closed reports that a
+// FIN or RST ended the direction (otherwise the capture ended first).
+func (m *mqttStream) end(frame int, closed bool) {
 	if m.partial != nil {
 		m.buf = append(m.buf[:0], m.partial[:m.fill]...)
 		m.partial, m.fill = nil, 0
@@ -270,8 +277,12 @@ func (m *mqttStream) end(frame int) {
 	}
 	if len(m.buf) > 0 && !m.syncing {
 		m.problem(frame, m.off, "tracer-truncated", fmt.Sprintf("stream ends inside a %s packet (%d bytes buffered)", packets.Type(m.buf[0]>>4), len(m.buf)))
+		p := &m.conv.Problems[len(m.conv.Problems)-1]
+		// With no FIN or RST seen, the capture ended before the packet
+		// did; the peer may well have sent the rest.
+		p.CaptureDefect = !closed
 		if n, err := packets.PacketLength(m.buf); err == nil {
-			m.conv.Problems[len(m.conv.Problems)-1].PacketLen = n
+			p.PacketLen = n
 		}
 	}
 }
@@ -280,12 +291,13 @@ func (m *mqttStream) end(frame int) {
 // advances m.off; consecutive skips are reported as one problem.
 func (m *mqttStream) skipped(frame, n int) {
 	probs := m.conv.Problems
-	if m.skipIdx > 0 && m.skipIdx <= len(probs) && m.skipEnd == m.off {
+	if m.skipIdx > 0 && m.skipIdx <= len(probs) && m.skipEnd == m.off && probs[m.skipIdx-1].CaptureDefect == m.syncDefect {
 		p := &probs[m.skipIdx-1]
 		m.skipN += int64(n)
 		p.Msg = fmt.Sprintf("skipped %d bytes to the next plausible fixed header", m.skipN)
 	} else {
 		m.problem(frame, m.off, "tracer-resync", fmt.Sprintf("skipped %d bytes to the next plausible fixed header", n))
+		m.conv.Problems[len(m.conv.Problems)-1].CaptureDefect = m.syncDefect
 		m.skipIdx, m.skipN = len(m.conv.Problems), int64(n)
 	}
 	m.off += int64(n)
@@ -333,7 +345,8 @@ func (m *mqttStream) decodeAll(b []byte, frame int, ts time.Time) int {
 				return i
 			}
 			m.problem(frame, m.off, clauseOf(err, "MQTT-2.2.3"), msgOf(err))
-			m.syncing = true
+			// The bytes skipped after a malformed packet are the peer's.
+			m.syncing, m.syncDefect = true, false
 			continue
 		}
 		if l > m.max {

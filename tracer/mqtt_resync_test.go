@@ -21,7 +21,7 @@ func feedRandom(n int) *mqttStream {
 		m.feed(data[i:min(i+1460, len(data))], frame, time.Time{})
 		frame++
 	}
-	m.end(frame)
+	m.end(frame, true)
 	return m
 }
 
@@ -66,7 +66,7 @@ func TestResyncEndReported(t *testing.T) {
 	m := &mqttStream{dir: ClientToServer, conv: &Conversation{}, d: newDecoder(Options{}), max: 4 << 20, syncing: true}
 	// A plausible PUBLISH header claiming 1000 bytes that never arrive.
 	m.feed([]byte{0x01, 0x02, 0x30, 0xe8, 0x07, 0x00, 0x01, 'a'}, 1, time.Time{})
-	m.end(2)
+	m.end(2, true)
 	if got, want := summary(m.conv), "problem c2s @0 [tracer-resync] skipped 8 bytes to the next plausible fixed header\n"; got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
@@ -90,7 +90,7 @@ func TestResyncTentative(t *testing.T) {
 	t.Run("after-resync", func(t *testing.T) {
 		m := &mqttStream{dir: ClientToServer, conv: &Conversation{}, d: newDecoder(Options{}), max: 4 << 20, syncing: true}
 		m.feed(cat([]byte{0x01, 0x02, 0x03}, ping, pub, junk, ping, ping), 1, time.Time{})
-		m.end(2)
+		m.end(2, true)
 		got := summary(m.conv)
 		if strings.Contains(got, "RESERVED15") || !strings.Contains(got, "PUBLISH @5 #1 len=7 v=1") || !strings.Contains(got, "problem c2s @12 [tracer-resync] skipped 2 bytes") {
 			t.Errorf("got\n%s", got)
@@ -99,7 +99,7 @@ func TestResyncTentative(t *testing.T) {
 	t.Run("trusted", func(t *testing.T) {
 		m := &mqttStream{dir: ClientToServer, conv: &Conversation{}, d: newDecoder(Options{}), max: 4 << 20}
 		m.feed(cat(ping, ping, junk, ping), 1, time.Time{})
-		m.end(2)
+		m.end(2, true)
 		if got := summary(m.conv); !strings.Contains(got, "RESERVED15 @4 #1 len=2 v=1") {
 			t.Errorf("got\n%s", got)
 		}

@@ -88,7 +88,11 @@ func writeConversation(w *bufio.Writer, c *Conversation, o TranscriptOptions) {
 		case e.gap != nil:
 			fmt.Fprintf(w, "  %s #%d GAP %d bytes missing at stream offset %d%s\n", dirArrow(e.gap.Dir), e.gap.Frame, e.gap.Len, e.gap.Offset, gapNote(e.gap))
 		case e.prob != nil:
-			fmt.Fprintf(w, "  %s #%d ! [%s] %s (offset %d)\n", dirArrow(e.prob.Dir), e.prob.Frame, e.prob.Clause, e.prob.Msg, e.prob.Offset)
+			note := ""
+			if e.prob.CaptureDefect {
+				note = "; a defect of the capture, not counted by --check"
+			}
+			fmt.Fprintf(w, "  %s #%d ! [%s] %s (offset %d%s)\n", dirArrow(e.prob.Dir), e.prob.Frame, e.prob.Clause, e.prob.Msg, e.prob.Offset, note)
 		default:
 			p := e.pkt
 			fmt.Fprintf(w, "%s %s #%d %s\n", relTime(c.Start, p.Time), dirArrow(p.Dir), p.Frame, describe(p, &st, o))
@@ -455,6 +459,9 @@ type jsonEvent struct {
 	Cut     bool   `json:"cut,omitempty"`     // gap: Gap.Cut
 	Clause  string `json:"clause,omitempty"`
 	Message string `json:"message,omitempty"`
+	// CaptureDefect is true on every gap, and on a problem that is
+	// Problem.CaptureDefect: not counted as a decode violation.
+	CaptureDefect bool `json:"captureDefect,omitempty"`
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -497,9 +504,9 @@ func WriteJSON(w io.Writer, c *Capture, o TranscriptOptions) error {
 			var v any
 			switch {
 			case e.gap != nil:
-				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len, Noticed: e.gap.Noticed, Cut: e.gap.Cut}
+				v = jsonEvent{Flow: cv.ID, Frame: e.gap.Frame, Dir: e.gap.Dir.String(), Type: "gap", Offset: ptr(e.gap.Offset), Bytes: e.gap.Len, Noticed: e.gap.Noticed, Cut: e.gap.Cut, CaptureDefect: true}
 			case e.prob != nil:
-				v = jsonEvent{Flow: cv.ID, Frame: e.prob.Frame, Dir: e.prob.Dir.String(), Type: "problem", Offset: ptr(e.prob.Offset), Clause: e.prob.Clause, Message: e.prob.Msg}
+				v = jsonEvent{Flow: cv.ID, Frame: e.prob.Frame, Dir: e.prob.Dir.String(), Type: "problem", Offset: ptr(e.prob.Offset), Clause: e.prob.Clause, Message: e.prob.Msg, CaptureDefect: e.prob.CaptureDefect}
 			default:
 				v = jsonOf(cv, e.pkt)
 			}
@@ -573,19 +580,39 @@ func jsonOf(cv *Conversation, p *Packet) jsonPacket {
 }
 
 // CountViolations returns the number of decode violations in the capture:
-// rules broken by decoded packets, problems (malformed packets, skipped
-// bytes, TLS and WebSocket errors; not ClauseUndecrypted) and gaps.
+// rules broken by decoded packets and problems (malformed packets, bytes
+// skipped after them, TLS and WebSocket errors, differing
+// retransmissions), all of them bytes the peers sent. Defects of the
+// capture (gaps, Problem.CaptureDefect) and ClauseUndecrypted are no
+// violations: see CountCaptureDefects.
 func CountViolations(c *Capture) int {
 	n := 0
 	for _, cv := range c.Conversations {
-		n += len(cv.Gaps)
 		for _, p := range cv.Problems {
-			if p.Clause != ClauseUndecrypted {
+			if p.Clause != ClauseUndecrypted && !p.CaptureDefect {
 				n++
 			}
 		}
 		for _, p := range cv.Packets {
 			n += len(p.Violations)
+		}
+	}
+	return n
+}
+
+// CountCaptureDefects returns the number of defects of the capture in c:
+// gaps (bytes lost by the capture or cut by its snapshot length) and the
+// problems they and mid-stream starts caused (Problem.CaptureDefect).
+// What they lost was not judged, so a capture with defects but no
+// violation has no verdict.
+func CountCaptureDefects(c *Capture) int {
+	n := 0
+	for _, cv := range c.Conversations {
+		n += len(cv.Gaps)
+		for _, p := range cv.Problems {
+			if p.CaptureDefect {
+				n++
+			}
 		}
 	}
 	return n

@@ -27,9 +27,12 @@ func (e *EnvError) Unwrap() error { return e.Err }
 // MUST-level requirements, or (trace --check) its capture holds
 // DecodeViolations, protocol errors found while decoding (a malformed
 // packet, a bad WebSocket upgrade). It maps to [ExitNonConformant].
+// CaptureDefects, when not empty, says what the capture lost besides (trace
+// --check): it was not judged, and is no part of the verdict.
 type NonConformantError struct {
 	MustFindings     int
 	DecodeViolations int
+	CaptureDefects   string
 }
 
 func (e *NonConformantError) Error() string {
@@ -44,10 +47,14 @@ func (e *NonConformantError) Error() string {
 	}
 	count(e.MustFindings, "1 MUST-level requirement not met", "%d MUST-level requirements not met")
 	count(e.DecodeViolations, "1 decode violation (a protocol error in the capture)", "%d decode violations (protocol errors in the capture)")
-	if len(parts) == 0 {
-		return "non-conformant"
+	msg := "non-conformant"
+	if len(parts) > 0 {
+		msg += ": " + strings.Join(parts, ", ")
 	}
-	return "non-conformant: " + strings.Join(parts, ", ")
+	if e.CaptureDefects != "" {
+		msg += "; the capture also has defects, and what they lost was not judged: " + e.CaptureDefects
+	}
+	return msg
 }
 
 var (

@@ -45,10 +45,12 @@ device' knows them. Findings are printed after the transcript as
 
 and the exit code is 1 when a MUST rule found something or the capture has
 decode violations (malformed packets, packets that break MQTT 3.1.1 rules,
-gaps, TLS or WebSocket errors); otherwise 3 (no verdict) when the file could
-not be read to its end (cut off or corrupt), a TLS connection could not be
-decrypted, or no MQTT conversation was found, and 0 only when everything was
-decoded and judged cleanly.
+TLS or WebSocket errors: bytes the peers sent); otherwise 3 (no verdict)
+when the file could not be read to its end (cut off or corrupt), a TLS
+connection could not be decrypted, the capture has defects (bytes it lost
+or cut, a conversation captured mid-stream, a stream it stopped recording
+inside a packet: what they lost was not judged), or no MQTT conversation
+was found, and 0 only when everything was decoded and judged cleanly.
 `
 
 // portsFlag collects --port values (repeatable, or comma-separated).
@@ -90,7 +92,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&keylog, "keylog", "", "NSS key log `FILE` (SSLKEYLOGFILE) for decrypting TLS")
 	fs.Var(&ports, "port", "extra plaintext MQTT server `PORT` (repeatable or comma-separated); 1883, 8883, 443, 80 and 8080 are known")
 	fs.StringVar(&format, "format", "text", "output `FORMAT`: text or json")
-	fs.BoolVar(&check, "check", false, "judge the capture with the service rules; exit 1 on MUST findings or decode violations")
+	fs.BoolVar(&check, "check", false, "judge the capture with the service rules; exit 1 on MUST findings or decode violations, 3 when it gives no verdict")
 	fs.StringVar(&profile, "profile", conformance.ProfileDPS2019, "profile `VERSION` the rules judge under: dps-2019 or dps-2023")
 	fs.StringVar(&role, "role", "service", "which rules --check applies: `ROLE` service, device or all")
 	fs.BoolVar(&showSecrets, "show-secrets", false, "print SAS signatures and passwords instead of [redacted]")
@@ -191,11 +193,17 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
+		lost := captureDefects(capt)
 		if n := tracer.CountViolations(capt); must+n > 0 {
-			return &NonConformantError{MustFindings: must, DecodeViolations: n}
+			return &NonConformantError{MustFindings: must, DecodeViolations: n, CaptureDefects: lost}
 		}
 		if why := noVerdict(capt); why != "" {
 			return envErrorf("no verdict: %s", why)
+		}
+		if lost != "" {
+			// A lossy capture of a conformant peer must not read as
+			// conformant, nor as non-conformant.
+			return envErrorf("no verdict: the capture has defects, and what they lost was not judged (no MUST finding or protocol error in the rest): %s", lost)
 		}
 		if judged == 0 {
 			return envErrorf("no verdict: no MUST requirement was judged (the capture holds none of the exchanges the %s rules judge)", role)
@@ -283,6 +291,77 @@ func noMQTTHint(c *tracer.Capture, extra []int) string {
 		to = "ports "
 	}
 	return seen + ": if one to " + to + strings.Join(unknown, ", ") + " carries plaintext MQTT, use --port N (the others are known ports)"
+}
+
+// maxDefectConversations bounds the conversations captureDefects names.
+const maxDefectConversations = 3
+
+// captureDefects says what the defects of the capture (gaps and
+// tracer.Problem.CaptureDefect) lost, per conversation: "" when there are
+// none. It names at most maxDefectConversations conversations; the
+// transcript has every defect.
+func captureDefects(c *tracer.Capture) string {
+	var convs []string
+	more := 0
+	for _, cv := range c.Conversations {
+		var parts []string
+		if len(cv.Gaps) > 0 {
+			g, lostBytes, cut := cv.Gaps[0], 0, 0
+			for _, g := range cv.Gaps {
+				lostBytes += g.Len
+				if g.Cut {
+					cut++
+				}
+			}
+			lost := "lost"
+			switch {
+			case cut == len(cv.Gaps):
+				lost = "cut by the snapshot length"
+			case cut > 0:
+				lost = fmt.Sprintf("lost (%d of the gaps cut by the snapshot length)", cut)
+			}
+			where := fmt.Sprintf("before frame %d", g.Frame)
+			if g.Cut {
+				where = fmt.Sprintf("in frame %d", g.Frame)
+			}
+			if len(cv.Gaps) == 1 {
+				parts = append(parts, fmt.Sprintf("%s of %v %s at stream offset %d (%s)", plural(lostBytes, "byte"), g.Dir, lost, g.Offset, where))
+			} else {
+				parts = append(parts, fmt.Sprintf("%d gaps, %s %s in all (the first: %v at stream offset %d, %s)", len(cv.Gaps), plural(lostBytes, "byte"), lost, g.Dir, g.Offset, where))
+			}
+		}
+		var cutPackets int
+		for _, p := range cv.Problems {
+			if !p.CaptureDefect {
+				continue
+			}
+			switch {
+			case p.Clause == "tracer-gap":
+				cutPackets++
+			case p.Clause == "tracer-resync" && p.Offset == 0 && cv.MidStream:
+				parts = append(parts, fmt.Sprintf("captured mid-stream, %v frame %d: %s", p.Dir, p.Frame, p.Msg))
+			case p.Clause == "tracer-truncated":
+				parts = append(parts, fmt.Sprintf("the capture ends before %v does, with no FIN or RST: %s", p.Dir, p.Msg))
+			default:
+				parts = append(parts, fmt.Sprintf("%v frame %d, after a gap: %s", p.Dir, p.Frame, p.Msg))
+			}
+		}
+		if cutPackets > 0 {
+			parts = append(parts, plural(cutPackets, "packet")+" cut by a gap")
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		if len(convs) == maxDefectConversations {
+			more++
+			continue
+		}
+		convs = append(convs, fmt.Sprintf("conversation %d (%v → %v): %s", cv.ID, cv.Client, cv.Server, strings.Join(parts, "; ")))
+	}
+	if more > 0 {
+		convs = append(convs, fmt.Sprintf("and %s more (see the transcript)", plural(more, "conversation")))
+	}
+	return strings.Join(convs, "; ")
 }
 
 // noVerdict is why --check cannot call the capture conformant although it

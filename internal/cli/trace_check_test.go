@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/dps-conform/dps-conform/internal/cli"
 	"github.com/dps-conform/dps-conform/internal/pcapngtest"
+	"github.com/dps-conform/dps-conform/packets"
+	"github.com/dps-conform/dps-conform/tracer"
 )
 
 // TestTraceCheckRules: --check judges field captures with the service rules
@@ -121,8 +124,10 @@ func TestTraceCheckNoVerdict(t *testing.T) {
 // read. In register-tls.pcapng, the device's poll (frame 50) is lost (a
 // gap) or one byte of its encrypted record is flipped (the record fails
 // authentication, and the rest of c2s stays encrypted); the 200 answer to
-// that poll must not look like an answer to no request (DPS-REG-003). The
-// damage itself stays a decode violation: exit 1, with no MUST finding.
+// that poll must not look like an answer to no request (DPS-REG-003). A
+// flipped byte was sent (or damaged) on the wire: a decode violation, exit
+// 1. A lost segment is a defect of the capture, not of the peers: no
+// verdict, exit 3, saying what was lost. Neither has a MUST finding.
 func TestTraceCheckUnseen(t *testing.T) {
 	orig, err := os.ReadFile("../../testdata/pcaps/register-tls.pcapng")
 	if err != nil {
@@ -140,23 +145,120 @@ func TestTraceCheckUnseen(t *testing.T) {
 		})
 	}
 	for _, tc := range []struct {
-		name string
-		path string
-		want string
+		name   string
+		path   string
+		want   string
+		code   int
+		stderr string
 	}{
-		{"poll lost", edit("lost.pcapng", func([]byte) []byte { return nil }), "GAP"},
+		{"poll lost", edit("lost.pcapng", func([]byte) []byte { return nil }), "GAP", cli.ExitTargetUnreachable,
+			"no verdict: the capture has defects, and what they lost was not judged (no MUST finding or protocol error in the rest): conversation 1 (192.0.2.10:50001 → 192.0.2.20:8883): 156 bytes of c2s lost at stream offset 2064 (before frame 61)\n"},
 		{"poll corrupted", edit("flipped.pcapng", func(epb []byte) []byte {
 			capLen := int(binary.LittleEndian.Uint32(epb[20:]))
 			epb[28+capLen-1] ^= 0x01 // the last byte of the record's tag
 			return epb
-		}), "authentication tag mismatch"},
+		}), "authentication tag mismatch", cli.ExitNonConformant, "non-conformant: 1 decode violation (a protocol error in the capture)\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			code := cli.Main(context.Background(), []string{"trace", "--check", "--role", "all", tc.path}, &stdout, &stderr)
-			if code != cli.ExitNonConformant || !strings.Contains(stdout.String(), tc.want) ||
+			if code != tc.code || !strings.Contains(stdout.String(), tc.want) || !strings.HasSuffix(stderr.String(), tc.stderr) ||
 				strings.Contains(stdout.String(), "! DPS-") || strings.Contains(stderr.String(), "MUST-level") {
-				t.Errorf("exit %d (want %d with a decode violation, no finding):\n%s\n%s", code, cli.ExitNonConformant, stdout.String(), stderr.String())
+				t.Errorf("exit %d (want %d, stderr ending %q, no finding):\n%s\n%s", code, tc.code, tc.stderr, stdout.String(), stderr.String())
+			}
+		})
+	}
+}
+
+// TestTraceCheckCaptureDefects: --check tells what the capture lost from
+// what the peers sent. A stream that the capture stops recording inside a
+// packet, and a frame a small snapshot length cut, are defects of the
+// capture: no verdict (exit 3), saying what was lost and where. A stream
+// that a FIN ends inside a packet really ended there: a decode violation
+// (exit 1).
+func TestTraceCheckCaptureDefects(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeTraceCaptures(dir); err != nil {
+		t.Fatal(err)
+	}
+	connect := encodeAll(&packets.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanSession: true, KeepAlive: 60, ClientID: []byte("reg-1"),
+		Username: []byte("0ne00000001/registrations/reg-1/api-version=2019-03-31"),
+		Password: []byte("SharedAccessSignature sr=0ne00000001%2fregistrations%2freg-1&sig=c2VjcmV0LXNpZw%3d%3d&se=1700000000&skn=registration")})
+	register := encodeAll(&packets.Publish{QoS: 1, PacketID: 2, Topic: []byte("$dps/registrations/PUT/iotdps-register/?$rid=1"), Payload: []byte(`{"registrationId":"reg-1"}`)})
+	// cutOff records a CONNECT, its CONNACK and the first 20 bytes of a
+	// register, then a FIN from the device or nothing more.
+	cutOff := func(name string, fin bool) string {
+		t.Helper()
+		var buf bytes.Buffer
+		r, err := tracer.NewRecorder(&buf, tracer.RecorderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := r.Flow(netip.MustParseAddrPort("192.0.2.10:50130"), netip.MustParseAddrPort("192.0.2.1:1883"), tracer.FlowOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []struct {
+			side tracer.Side
+			data []byte
+		}{{tracer.Client, connect}, {tracer.Server, encodeAll(&packets.Connack{})}, {tracer.Client, register[:20]}} {
+			if err := f.Send(s.side, s.data, tracer.SegOpts{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if fin {
+			if err := f.Fin(tracer.Client); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	dps, err := os.ReadFile(filepath.Join(dir, "dps.pcapng"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// snap.pcapng: dps.pcapng with the last 10 bytes of frame 8 (the
+	// SUBSCRIBE) not captured, as a snapshot length would cut them.
+	snap := rewritePcapng(t, dps, filepath.Join(dir, "snap.pcapng"), func(typ uint32, epbs int, b []byte) []byte {
+		if typ != 6 || epbs != 8 {
+			return b
+		}
+		capLen := int(binary.LittleEndian.Uint32(b[20:]))
+		data := b[28 : 28+capLen-10]
+		nb := append(bytes.Clone(b[:28]), data...)
+		for len(nb)%4 != 0 {
+			nb = append(nb, 0)
+		}
+		nb = binary.LittleEndian.AppendUint32(nb, uint32(len(nb)+4))
+		binary.LittleEndian.PutUint32(nb[4:], uint32(len(nb)))
+		binary.LittleEndian.PutUint32(nb[20:], uint32(capLen-10))
+		return nb
+	})
+	for _, tc := range []struct {
+		name   string
+		path   string
+		code   int
+		stderr string
+	}{
+		{"capture stops inside a packet", cutOff("stop.pcapng", false), cli.ExitTargetUnreachable,
+			"dps-conform trace: no verdict: the capture has defects, and what they lost was not judged (no MUST finding or protocol error in the rest): conversation 1 (192.0.2.10:50130 → 192.0.2.1:1883): the capture ends before c2s does, with no FIN or RST: stream ends inside a PUBLISH packet (20 bytes buffered)\n"},
+		{"FIN inside a packet", cutOff("fin.pcapng", true), cli.ExitNonConformant,
+			"dps-conform trace: non-conformant: 1 decode violation (a protocol error in the capture)\n"},
+		{"snapshot length", snap, cli.ExitTargetUnreachable,
+			"dps-conform trace: no verdict: the capture has defects, and what they lost was not judged (no MUST finding or protocol error in the rest): conversation 1 (192.0.2.10:50123 → 192.0.2.1:1883): 10 bytes of c2s cut by the snapshot length at stream offset 215 (in frame 8); 1 packet cut by a gap\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := cli.Main(context.Background(), []string{"trace", "--check", tc.path}, &stdout, &stderr)
+			if code != tc.code || stderr.String() != tc.stderr {
+				t.Errorf("exit %d, stderr\n%s\nwant exit %d, stderr\n%s\nstdout:\n%s", code, stderr.String(), tc.code, tc.stderr, stdout.String())
 			}
 		})
 	}

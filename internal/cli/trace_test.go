@@ -14,6 +14,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/internal/pcapngtest"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
 )
@@ -31,6 +32,11 @@ import (
 //	unknownport.pcapng  MQTT without a CONNECT on port 7000 (not recognised)
 //	tlscut.pcapng     a connection to port 8883 that carries no data
 //	corruptlen.pcapng dps.pcapng with its fourth block's length corrupted
+//	midstream.pcapng  dps.pcapng's exchange captured from the middle of the
+//	                  CONNECT on (no handshake, the CONNECT's first segment)
+//	lost.pcapng       dps.pcapng without the frame of the SUBSCRIBE (the
+//	                  server acknowledged it; the capture lost it)
+//	lostbad.pcapng    lost.pcapng with a CONNECT breaking MQTT-3.1.2-3
 func TestTraceScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:           "testdata/trace",
@@ -57,6 +63,11 @@ func encodeAll(ps ...packets.Packet) []byte {
 
 // recordFlow writes a pcapng with one flow; send gets the flow to fill.
 func recordFlow(path string, client, server string, send func(f *tracer.Flow) error) error {
+	return recordFlowOpts(path, client, server, tracer.FlowOptions{}, send)
+}
+
+// recordFlowOpts is recordFlow with the flow started with o.
+func recordFlowOpts(path string, client, server string, o tracer.FlowOptions, send func(f *tracer.Flow) error) error {
 	var buf bytes.Buffer
 	ts := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	r, err := tracer.NewRecorder(&buf, tracer.RecorderOptions{Now: func() time.Time {
@@ -66,7 +77,7 @@ func recordFlow(path string, client, server string, send func(f *tracer.Flow) er
 	if err != nil {
 		return err
 	}
-	f, err := r.Flow(netip.MustParseAddrPort(client), netip.MustParseAddrPort(server), tracer.FlowOptions{})
+	f, err := r.Flow(netip.MustParseAddrPort(client), netip.MustParseAddrPort(server), o)
 	if err != nil {
 		return err
 	}
@@ -114,6 +125,45 @@ func writeTraceCaptures(dir string) error {
 	if err := recordFlow(filepath.Join(dir, "violation.pcapng"), "192.0.2.10:50124", "192.0.2.1:1884", func(f *tracer.Flow) error {
 		return f.Send(tracer.Client, []byte{0x10, 0x0d, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 30, 0, 1, 'x'}, tracer.SegOpts{})
 	}); err != nil {
+		return err
+	}
+	// midstream.pcapng: the same exchange, captured from the CONNECT's
+	// second segment on: the tracer skips its tail to resynchronise.
+	if err := recordFlowOpts(filepath.Join(dir, "midstream.pcapng"), "192.0.2.10:50127", "192.0.2.1:1883", tracer.FlowOptions{MidStream: true}, func(f *tracer.Flow) error {
+		for i, s := range steps {
+			if i == 0 {
+				s.data = s.data[40:]
+			}
+			if err := f.Send(s.side, s.data, tracer.SegOpts{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// lost.pcapng: dps.pcapng without frame 8, the SUBSCRIBE, which the
+	// server's ACK (frame 9) acknowledges. lostbad.pcapng: the same loss
+	// in an exchange whose CONNECT has the reserved flag set.
+	if err := dropFrame(dpsPath, filepath.Join(dir, "lost.pcapng"), 8); err != nil {
+		return err
+	}
+	badPath := filepath.Join(dir, "bad.pcapng")
+	if err := recordFlow(badPath, "192.0.2.10:50128", "192.0.2.1:1883", func(f *tracer.Flow) error {
+		for i, s := range steps {
+			if i == 0 {
+				s.data = bytes.Clone(s.data)
+				s.data[10] |= 0x01 // connect flags (after a 2-byte remaining length): reserved bit
+			}
+			if err := f.Send(s.side, s.data, tracer.SegOpts{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := dropFrame(badPath, filepath.Join(dir, "lostbad.pcapng"), 8); err != nil {
 		return err
 	}
 	// unknownport.pcapng: MQTT on port 7000 that does not start with a
@@ -177,6 +227,25 @@ func writeTraceCaptures(dir string) error {
 		}
 	}
 	return os.WriteFile(filepath.Join(dir, "truncated.pcap"), p.Bytes(), 0o644)
+}
+
+// dropFrame writes to dst the pcapng src without its frame-th Enhanced
+// Packet Block (from 1): a segment the capture lost.
+func dropFrame(src, dst string, frame int) error {
+	orig, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	out, err := pcapngtest.EditBlocks(orig, func(typ uint32, epbs int, b []byte) []byte {
+		if typ == 6 && epbs == frame {
+			return nil
+		}
+		return b
+	})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, out, 0o644)
 }
 
 // TestReadmeTraceSample keeps the transcript shown in README.md ("Reading a

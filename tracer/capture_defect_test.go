@@ -1,0 +1,105 @@
+package tracer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestCaptureDefects: what a capture lost (a gap, the start of a
+// conversation captured mid-stream, the end of a capture that stopped
+// inside a packet) is a defect of the capture, not a decode violation of
+// the peers: CountViolations leaves it out and CountCaptureDefects counts
+// it. Bytes a peer sent stay violations: a malformed packet and the bytes
+// skipped after it, and a stream that a FIN ends inside a packet.
+func TestCaptureDefects(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	connect, sub, pub := enc(t, c2s[0]), enc(t, c2s[1]), enc(t, c2s[2])
+	connack := enc(t, s2c[0])
+	for _, tc := range []struct {
+		name string
+		send func(f *genFlow)
+		// violations and defects are what CountViolations and
+		// CountCaptureDefects should say; defect lists the clauses of
+		// the problems that are Problem.CaptureDefect.
+		violations, defects int
+		defect              []string
+	}{
+		{"mid-stream", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ClientToServer, connect[len(connect)-30:])
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, sub)
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 1, []string{"tracer-resync"}},
+		{"gap inside a packet", func(f *genFlow) {
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, sub[:4])
+			f.skip(ClientToServer, len(sub)-4)
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 2, []string{"tracer-gap"}},
+		{"capture ends inside a packet", func(f *genFlow) {
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, pub[:10])
+		}, 0, 1, []string{"tracer-truncated"}},
+		{"FIN inside a packet", func(f *genFlow) {
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, pub[:10])
+			f.fin(ClientToServer)
+		}, 1, 0, nil},
+		{"malformed, then resync", func(f *genFlow) {
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, connack)
+			// A remaining length of five bytes, then a PINGREQ.
+			f.send(ClientToServer, []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xc0, 0x00})
+			f.fin(ClientToServer)
+		}, 2, 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkEthernet)
+			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+			tc.send(f)
+			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(capt.Conversations) != 1 {
+				t.Fatalf("%d conversations", len(capt.Conversations))
+			}
+			c := capt.Conversations[0]
+			var defect []string
+			for _, p := range c.Problems {
+				if p.CaptureDefect {
+					defect = append(defect, p.Clause)
+				}
+			}
+			if v, d := CountViolations(capt), CountCaptureDefects(capt); v != tc.violations || d != tc.defects || strings.Join(defect, " ") != strings.Join(tc.defect, " ") {
+				t.Errorf("%d violations, %d capture defects (problems %q); want %d, %d (%q):\n%s", v, d, defect, tc.violations, tc.defects, tc.defect, summary(c))
+			}
+			// The transcripts say which problems are capture defects:
+			// every gap and those problems, and no other.
+			var text, js bytes.Buffer
+			if err := WriteText(&text, capt, TranscriptOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := WriteJSON(&js, capt, TranscriptOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(text.String(), "a defect of the capture"); n != len(defect) {
+				t.Errorf("text transcript marks %d problems as capture defects, want %d:\n%s", n, len(defect), text.String())
+			}
+			if n := strings.Count(js.String(), `"captureDefect":true`); n != tc.defects {
+				t.Errorf("JSON transcript marks %d gaps and problems as capture defects, want %d:\n%s", n, tc.defects, js.String())
+			}
+		})
+	}
+}
