@@ -46,7 +46,7 @@ func DeviceRules() []*Rule {
 		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
 		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
-		ruleDevReconnect(),
+		ruleDevReconnect(), ruleDevOneRegistration(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -856,4 +856,125 @@ func unanswered(c *tracer.Conversation, ci int) bool {
 	}
 	a, ok := c.Packets[j].Packet.(*packets.Connack)
 	return ok && a.ReturnCode == packets.ConnackRefusedServerUnavailable
+}
+
+// ---- one registration at a time ----
+
+// pendingOp is an operation a conversation's 202 answer left in
+// progress, from the answer until the next answer of the conversation or
+// its end.
+type pendingOp struct {
+	id         string
+	ans        *answer
+	start, end time.Time
+}
+
+// pendingOps walks c's timeline and calls onRegister for each register
+// request with the operation in progress on c at that moment (nil when
+// none); it returns the spans during which an operation was in progress.
+// An operation is in progress from a 202 answer that gives an operationId
+// and a status that is not final until any other answer: a 200, or an
+// error, after which a device may start over (EC mqtt_state_machine.md:
+// after a retriable error it may "restart from register"), or a 202
+// without an operationId (the same note).
+func pendingOps(c *tracer.Conversation, onRegister func(r *request, cur *pendingOp)) []pendingOp {
+	var spans []pendingOp
+	var cur *pendingOp
+	end := func(t time.Time) {
+		if cur != nil {
+			cur.end = t
+			spans = append(spans, *cur)
+			cur = nil
+		}
+	}
+	for _, e := range timeline(c) {
+		if a := e.ans; a != nil {
+			end(a.pkt.Time)
+			if a.resp.Status != 202 {
+				continue
+			}
+			var st dps.RegistrationOperationStatus
+			if json.Unmarshal(a.pub.Payload, &st) == nil && st.OperationID != "" && !st.Status.Final() {
+				cur = &pendingOp{id: st.OperationID, ans: a, start: a.pkt.Time}
+			}
+			continue
+		}
+		r := e.req
+		// A QoS 1 retransmission (DUP) is the same request again.
+		if r.err != nil || r.req.Kind != dps.Register || r.pub.Dup {
+			continue
+		}
+		if onRegister != nil {
+			onRegister(r, cur)
+		}
+	}
+	end(conversationEnd(c))
+	return spans
+}
+
+// conversationEnd is when c ended: its first close, else its last packet.
+func conversationEnd(c *tracer.Conversation) time.Time {
+	end := c.End
+	for _, d := range []tracer.Direction{tracer.ClientToServer, tracer.ServerToClient} {
+		if c.Closed[d] && c.CloseTime[d].Before(end) {
+			end = c.CloseTime[d]
+		}
+	}
+	return end
+}
+
+// ruleDevOneRegistration: no register request while a registration of
+// the same device is in progress, on the same connection or on another one
+// open at the time (Part A §8: the service answers a second concurrent
+// registration 409; Part B §4.7 409203 "Precondition failed.").
+func ruleDevOneRegistration() *Rule {
+	const id = "DPS-DEV-023"
+	const want = "no new register request while an operation is in progress (the service answers 409): poll it to a final answer"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a register request of the device",
+		CheckCapture: func(capt *tracer.Capture, env RuleEnv) (int, []Finding) {
+			type span struct {
+				c *tracer.Conversation
+				pendingOp
+			}
+			spans := map[string][]span{} // registration id (folded) → spans
+			n := 0
+			var fs []Finding
+			for _, c := range capt.Conversations {
+				cp, _ := connectOf(c)
+				if cp == nil {
+					continue
+				}
+				for _, p := range pendingOps(c, func(r *request, cur *pendingOp) {
+					n++
+					if cur != nil {
+						fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
+							fmt.Sprintf("register $rid=%s %s after the 202 answer (frame %d) that left operation %q in progress", r.req.RID, secs(r.pkt.Time.Sub(cur.start)), cur.ans.pkt.Frame, cur.id), want))
+					}
+				}) {
+					k := strings.ToLower(connectionRegID(cp))
+					spans[k] = append(spans[k], span{c, p})
+				}
+			}
+			// Another connection of the same device, open at the time.
+			for _, c := range capt.Conversations {
+				cp, _ := connectOf(c)
+				if cp == nil {
+					continue
+				}
+				for _, r := range requests(c) {
+					if r.err != nil || r.req.Kind != dps.Register || r.pub.Dup {
+						continue
+					}
+					for _, s := range spans[strings.ToLower(connectionRegID(cp))] {
+						if s.c == c || !r.pkt.Time.After(s.start) || !r.pkt.Time.Before(s.end) {
+							continue
+						}
+						fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
+							fmt.Sprintf("register $rid=%s while operation %q, left in progress by the 202 answer of conversation %d (frame %d), was still open there", r.req.RID, s.id, s.c.ID, s.ans.pkt.Frame), want))
+						break
+					}
+				}
+			}
+			return n, fs
+		}}
 }

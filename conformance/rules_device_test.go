@@ -167,7 +167,8 @@ func TestDeviceRulesProof(t *testing.T) {
 	}{
 		{name: "clean", env: env, applied: []string{
 			"DPS-DEV-001", "DPS-DEV-002", "DPS-DEV-003", "DPS-DEV-004", "DPS-DEV-005", "DPS-DEV-007", "DPS-DEV-008", "DPS-DEV-009",
-			"DPS-DEV-010", "DPS-DEV-011", "DPS-DEV-012", "DPS-DEV-013", "DPS-DEV-014", "DPS-DEV-015", "DPS-DEV-019", "DPS-DEV-020"}},
+			"DPS-DEV-010", "DPS-DEV-011", "DPS-DEV-012", "DPS-DEV-013", "DPS-DEV-014", "DPS-DEV-015", "DPS-DEV-019", "DPS-DEV-020",
+			"DPS-DEV-023"}},
 		{name: "clean, 401 answer", env: noKey, applied: []string{"DPS-DEV-005", "DPS-DEV-017"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
@@ -283,6 +284,10 @@ func TestDeviceRulesProof(t *testing.T) {
 		// acknowledges it and disconnects.
 		{name: "PollAfterAssigned", env: env, fail: "DPS-DEV-020", applied: []string{"DPS-DEV-019"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.PollAfterAssigned = true }},
+		// The emulator answers the second register 409; the device then
+		// polls the first operation to its 200.
+		{name: "RegisterAgain", env: env, fail: "DPS-DEV-023",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.RegisterAgain = true }},
 		{name: "NoPuback", env: env, fail: "DPS-DEV-019",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.NoPuback = true }},
 		{name: "AcceptAnyServerCert", env: hostile, fail: "DPS-DEV-021",
@@ -343,7 +348,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 22; i++ {
+	for i := 1; i <= 23; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -714,6 +719,65 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			s.advance(500 * time.Millisecond)
 			f.request(poll("3", "op-1"), "")
 			f.close()
+		}},
+		// DPS-DEV-023: one registration at a time.
+		{name: "register, poll to 200, register again", rule: "DPS-DEV-023", applied: 2, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			f.request(poll("2", "op-1"), "")
+			f.answer(200, "2", -1, op1Assigned)
+			f.request(register("3"), regBody)
+			f.close()
+		}},
+		// After an error or a 202 without operationId a device may start
+		// over (EC mqtt_state_machine.md).
+		{name: "register again after a poll's 429 and a 202 without operationId", rule: "DPS-DEV-023", applied: 3, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			f.request(poll("2", "op-1"), "")
+			f.answer(429, "2", 1, `{}`)
+			f.request(register("3"), regBody)
+			f.answer(202, "3", 0, op1)
+			f.request(poll("4", "op-1"), "")
+			f.answer(202, "4", 0, `{"status":"assigning"}`)
+			f.request(register("5"), regBody)
+			f.close()
+		}},
+		{name: "register again while in progress", rule: "DPS-DEV-023", applied: 2, findings: 1,
+			contains: []string{`register $rid=2 0.50 s after the 202 answer (frame `, `operation "op-1" in progress`, "answers 409"}, build: func(s *synth) {
+				f := s.conn(nil)
+				f.request(register("1"), regBody)
+				f.answer(202, "1", 1, op1)
+				s.advance(500 * time.Millisecond)
+				f.request(register("2"), regBody)
+				f.answer(409, "2", -1, `{"errorCode":409203}`)
+				f.request(poll("3", "op-1"), "")
+				f.close()
+			}},
+		{name: "register on a second connection while in progress", rule: "DPS-DEV-023", applied: 2, findings: 1,
+			contains: []string{`register $rid=1 while operation "op-1"`, "202 answer of conversation 1"}, build: func(s *synth) {
+				f := s.conn(nil)
+				f.request(register("1"), regBody)
+				f.answer(202, "1", 3, op1)
+				s.advance(time.Second)
+				g := s.conn(nil)
+				g.request(register("1"), regBody)
+				g.close()
+				s.advance(100 * time.Millisecond)
+				f.close()
+			}},
+		// The first connection is gone: the device starts over.
+		{name: "register on a new connection after the old one closed", rule: "DPS-DEV-023", applied: 2, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 3, op1)
+			f.close()
+			s.advance(time.Second)
+			g := s.conn(nil)
+			g.request(register("1"), regBody)
+			g.close()
 		}},
 	} {
 		t.Run(tc.name, tc.run)

@@ -174,6 +174,10 @@ type Misbehave struct {
 	// PollAfterAssigned polls the operation once more, at once, after its
 	// 200 "assigned" answer, waits for that answer and then disconnects.
 	PollAfterAssigned bool
+	// RegisterAgain sends a second register request right after the 202
+	// answer to the first, while its operation is in progress (the
+	// service answers 409), then polls the first operation as usual.
+	RegisterAgain bool
 	// RIDWithoutDollar writes "?rid=" for "?$rid=" in request topics.
 	RIDWithoutDollar bool
 	// AcceptAnyServerCert skips the verification of the server

@@ -157,6 +157,14 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 	}
 	retries = 0
 	op := resp.Operation
+	if st.Misbehave.RegisterAgain && resp.Status == 202 {
+		// The answer (409 from a conforming service) is not used.
+		again, err := s.Register(ctx)
+		if err != nil {
+			return err
+		}
+		st.log.Debug("device: registered again while in progress", "status", again.Status)
+	}
 	for {
 		if op.OperationID != "" {
 			res.OperationID = op.OperationID
