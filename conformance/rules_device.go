@@ -46,7 +46,7 @@ func DeviceRules() []*Rule {
 		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
 		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
-		ruleDevReconnect(), ruleDevOneRegistration(),
+		ruleDevReconnect(), ruleDevOneRegistration(), ruleDevStopOnFailure(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -972,6 +972,58 @@ func ruleDevOneRegistration() *Rule {
 						fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time,
 							fmt.Sprintf("register $rid=%s while operation %q, left in progress by the 202 answer of conversation %d (frame %d), was still open there", r.req.RID, s.id, s.c.ID, s.ans.pkt.Frame), want))
 						break
+					}
+				}
+			}
+			return n, fs
+		}}
+}
+
+// ruleDevStopOnFailure: after an answer whose status is failed or
+// disabled (final: Part A §8, Part B §4.4), no further register request on
+// the connection and no new CONNECT with the same username within
+// RuleEnv.Window (DPS-DEV-017's window). Polls after it are DPS-DEV-020's.
+func ruleDevStopOnFailure() *Rule {
+	const id = "DPS-DEV-024"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: `an answer with status "failed" or "disabled"`,
+		CheckCapture: func(capt *tracer.Capture, env RuleEnv) (int, []Finding) {
+			win := env.window()
+			n := 0
+			var fs []Finding
+			for _, c := range capt.Conversations {
+				cp, _ := connectOf(c)
+				if cp == nil {
+					continue
+				}
+				reqs := requests(c)
+				for _, a := range answers(c) {
+					if a.err != nil || a.resp.Status >= 300 {
+						continue
+					}
+					var st dps.RegistrationOperationStatus
+					if json.Unmarshal(a.pub.Payload, &st) != nil || (st.Status != dps.StatusFailed && st.Status != dps.StatusDisabled) {
+						continue
+					}
+					n++
+					after := fmt.Sprintf("the %d answer with status %q (frame %d)", a.resp.Status, st.Status, a.pkt.Frame)
+					for _, r := range reqs {
+						if r.idx > a.idx && r.err == nil && r.req.Kind == dps.Register {
+							fs = append(fs, finding(id, c, r.pkt.Frame, r.pkt.Time, fmt.Sprintf("register $rid=%s %s after %s", r.req.RID, secs(r.pkt.Time.Sub(a.pkt.Time)), after),
+								"no new register request after a final failed or disabled status"))
+							break
+						}
+					}
+					for _, o := range capt.Conversations {
+						ocp, oi := connectOf(o)
+						if o == c || ocp == nil || !bytes.Equal(ocp.Username, cp.Username) {
+							continue
+						}
+						p := &o.Packets[oi]
+						if d := p.Time.Sub(a.pkt.Time); d > 0 && d <= win {
+							fs = append(fs, finding(id, o, p.Frame, p.Time,
+								fmt.Sprintf("CONNECT with the same username %s after %s of conversation %d", secs(d), after, c.ID),
+								fmt.Sprintf("no reconnect with the same credentials within %s of a final failed or disabled status", secs(win))))
+						}
 					}
 				}
 			}

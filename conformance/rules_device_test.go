@@ -145,6 +145,13 @@ func TestDeviceRulesProof(t *testing.T) {
 	hostile := conformance.RuleEnv{Profile: conformance.ProfileDPS2019, HostileServer: true, Live: true}
 	// x509 is a device given a client certificate, as `device
 	// --attestation x509` gives one; asX509 makes the client that device.
+	// disabled is the device of a disabled enrollment (Part A §8: 200
+	// with status "disabled"), asDisabled makes the client that device.
+	disabled := env
+	disabled.SymmetricKey = emulatortest.DisabledDeviceKey
+	asDisabled := func(_ *emulatortest.Emulator, c *device.Config) {
+		c.RegistrationID, c.SymmetricKey = emulatortest.DisabledDeviceID, emulatortest.DisabledDeviceKey
+	}
 	x509 := noKey
 	x509.X509 = true
 	asX509 := func(e *emulatortest.Emulator, c *device.Config) {
@@ -288,6 +295,13 @@ func TestDeviceRulesProof(t *testing.T) {
 		// polls the first operation to its 200.
 		{name: "RegisterAgain", env: env, fail: "DPS-DEV-023",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.RegisterAgain = true }},
+		{name: "clean, disabled enrollment", env: disabled, applied: []string{"DPS-DEV-020", "DPS-DEV-024"}, mod: asDisabled},
+		// The emulator answers the register after "disabled" 202 again.
+		{name: "RegisterAfterFailure, disabled enrollment", env: disabled, fail: "DPS-DEV-024",
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				asDisabled(e, c)
+				c.Misbehave.RegisterAfterFailure = true
+			}},
 		{name: "NoPuback", env: env, fail: "DPS-DEV-019",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.NoPuback = true }},
 		{name: "AcceptAnyServerCert", env: hostile, fail: "DPS-DEV-021",
@@ -348,7 +362,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 23; i++ {
+	for i := 1; i <= 24; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -472,6 +486,7 @@ func deviceRule(t *testing.T, id string) *conformance.Rule {
 
 const (
 	op1         = `{"operationId":"op-1","status":"assigning"}`
+	opDisabled  = `{"operationId":"op-1","status":"disabled","registrationState":{"registrationId":"sym-device-1","status":"disabled"}}`
 	op1Assigned = `{"operationId":"op-1","status":"assigned","registrationState":{"registrationId":"sym-device-1","assignedHub":"hub1.azure-devices.net","deviceId":"sym-device-1","status":"assigned"}}`
 )
 
@@ -779,6 +794,39 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			g.request(register("1"), regBody)
 			g.close()
 		}},
+		// DPS-DEV-024: failed and disabled are final.
+		{name: "stop after disabled, reconnect after the window", rule: "DPS-DEV-024", applied: 1, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.answer(202, "1", 0, op1)
+			f.request(poll("2", "op-1"), "")
+			f.answer(200, "2", -1, opDisabled)
+			f.close()
+			s.advance(11 * time.Second)
+			s.conn(nil).close()
+		}},
+		{name: "register again after disabled", rule: "DPS-DEV-024", applied: 1, findings: 1,
+			contains: []string{`register $rid=3 0.20 s after the 200 answer with status "disabled" (frame `}, build: func(s *synth) {
+				f := s.conn(nil)
+				f.request(register("1"), regBody)
+				f.answer(202, "1", 0, op1)
+				f.request(poll("2", "op-1"), "")
+				f.answer(200, "2", -1, opDisabled)
+				s.advance(200 * time.Millisecond)
+				f.request(register("3"), regBody)
+				f.close()
+			}},
+		{name: "reconnect 1 s after failed", rule: "DPS-DEV-024", applied: 1, findings: 1,
+			contains: []string{`CONNECT with the same username 1.00 s after the 200 answer with status "failed"`}, build: func(s *synth) {
+				f := s.conn(nil)
+				f.request(register("1"), regBody)
+				f.answer(202, "1", 0, op1)
+				f.request(poll("2", "op-1"), "")
+				f.answer(200, "2", -1, `{"operationId":"op-1","status":"failed","registrationState":{"registrationId":"sym-device-1","status":"failed","errorCode":400207}}`)
+				f.close()
+				s.advance(time.Second)
+				s.conn(nil).close()
+			}},
 	} {
 		t.Run(tc.name, tc.run)
 	}

@@ -178,6 +178,9 @@ type Misbehave struct {
 	// answer to the first, while its operation is in progress (the
 	// service answers 409), then polls the first operation as usual.
 	RegisterAgain bool
+	// RegisterAfterFailure registers once more, on the same connection,
+	// after an answer with status "failed" or "disabled".
+	RegisterAfterFailure bool
 	// RIDWithoutDollar writes "?rid=" for "?$rid=" in request topics.
 	RIDWithoutDollar bool
 	// AcceptAnyServerCert skips the verification of the server

@@ -187,6 +187,11 @@ func (s *Session) provision(ctx context.Context, res *Result) error {
 			}
 			return nil
 		case dps.StatusFailed, dps.StatusDisabled:
+			if st.Misbehave.RegisterAfterFailure {
+				if _, err := s.Register(ctx); err != nil {
+					return err
+				}
+			}
 			e := &AssignmentError{Status: op.Status}
 			if rs := op.RegistrationState; rs != nil {
 				e.ErrorCode, e.ErrorMessage = rs.ErrorCode, rs.ErrorMessage
