@@ -13,7 +13,7 @@ import (
 // Scenario scripts the emulator's answers for the device role: the
 // situations of DPS-PROTOCOL.md Part A and Part B §4.3 that a device must
 // handle (throttling, 401, transient 5xx, a lost connection, a withheld
-// CONNACK). Counts are per registration id: "the first N register requests
+// CONNACK, a disabled enrollment). Counts are per registration id: "the first N register requests
 // of each device". The zero Scenario is the normal flow.
 type Scenario struct {
 	// Name is how reports name the scenario.
@@ -37,6 +37,11 @@ type Scenario struct {
 	// unanswered until the device gives up or the CONNECT timeout closes
 	// the connection.
 	WithholdConnack int
+	// DisabledEnrollment enrolls the device with provisioningStatus
+	// disabled: its registration ends in a 200 answer with status
+	// "disabled" (Part A §8). The enrollment is the device command's to
+	// make; the emulator answers from the registry as for any device.
+	DisabledEnrollment bool
 	// ThrottleRetryAfter is the retry-after of scripted 429 answers; zero
 	// means 2 s.
 	ThrottleRetryAfter time.Duration
@@ -54,6 +59,7 @@ var scenarioTable = []Scenario{
 	{Name: "poll-no-operation-id", OmitOperationID: true},
 	{Name: "disconnect-mid-poll", DropAtPoll: true},
 	{Name: "connack-withheld", WithholdConnack: 2},
+	{Name: "enrollment-disabled", DisabledEnrollment: true},
 }
 
 // Scenarios lists the named scenarios, in a stable order.

@@ -36,6 +36,8 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-017": "NOT COVERED",
 		"DPS-DEV-018": "NOT COVERED",
 		"DPS-DEV-022": "NOT COVERED",
+		// No enrollment-disabled over mqttws.
+		"DPS-DEV-024": "NOT COVERED",
 	},
 	// --attestation x509 (X509Security with DPS_CERT_FILE, DPS_KEY_FILE):
 	// the certificate presented, no password (DPS-DEV-006 passes); no SAS
@@ -47,6 +49,7 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-017": "NOT COVERED",
 		"DPS-DEV-018": "NOT COVERED",
 		"DPS-DEV-022": "NOT COVERED",
+		"DPS-DEV-024": "NOT COVERED",
 	},
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -64,8 +65,9 @@ running in its process group is killed. Without --exec, the settings are printed
 starts the device; the scenario ends on Enter or after --scenario-timeout.
 
 Scenarios: normal, register-429, poll-429, unauthorized-401, transient-500,
-poll-no-operation-id, disconnect-mid-poll, connack-withheld, tls-untrusted-ca,
-tls-wrong-host, tls-expired (default: all).
+poll-no-operation-id, disconnect-mid-poll, connack-withheld,
+enrollment-disabled, tls-untrusted-ca, tls-wrong-host, tls-expired
+(default: all).
 
 Exit codes: 0 every MUST rule that applied passed, 1 a MUST rule failed,
 2 usage error, 3 no verdict (in no scenario that serves DPS did the device
@@ -78,10 +80,11 @@ rule applied; or an environment failure).
 var tlsScenarios = []string{"tls-untrusted-ca", "tls-wrong-host", "tls-expired"}
 
 // refusingScenarios serve DPS but may rightly leave a device without a 200:
-// unauthorized-401 never assigns, and connack-withheld assigns only a
-// device that reconnects. A run of these alone is judged on any final
-// answer.
-var refusingScenarios = []string{"unauthorized-401", "connack-withheld"}
+// unauthorized-401 never assigns, connack-withheld assigns only a device
+// that reconnects, and enrollment-disabled ends in a 200 with status
+// disabled, which is no assignment. A run of these alone is judged on any
+// final answer.
+var refusingScenarios = []string{"unauthorized-401", "connack-withheld", "enrollment-disabled"}
 
 type deviceFlags struct {
 	exec, transport, profile, out, regID, host string
@@ -437,6 +440,9 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		LinkedHubs:  []registry.LinkedHub{{Name: "dut-hub.azure-devices.net"}},
 		Enrollments: []registry.IndividualEnrollment{{RegistrationID: f.regID, Attestation: cred.attestation}},
 	}
+	if sc != nil && sc.DisabledEnrollment {
+		cfg.Enrollments[0].ProvisioningStatus = registry.ProvisioningDisabled
+	}
 	reg, err := registry.Open(ctx, registry.Options{Config: cfg})
 	if err != nil {
 		return nil, &UsageError{Err: fmt.Errorf("--registration-id %q: %w", f.regID, err)}
@@ -528,10 +534,14 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 			case p.Dir == tracer.ServerToClient:
 				if final, status := finalAnswer(string(pub.Topic)); final {
 					run.finals++
-					if status == 200 {
-						run.assigned++
-					} else {
+					switch {
+					case status != 200:
 						run.refusedStatus = status
+					case !assignment(pub.Payload):
+						// A 200 with status failed or disabled (as in
+						// enrollment-disabled): final, but no assignment.
+					default:
+						run.assigned++
 					}
 				}
 			}
@@ -670,6 +680,17 @@ func finalAnswer(topic string) (final bool, status int) {
 		return false, 0
 	}
 	return r.Status == 200 || r.Status >= 400 && r.Status < 500 && r.Status != 429, r.Status
+}
+
+// assignment reports whether the body of a 200 answer is not a final
+// failed or disabled status (Part B §4.4): a body that does not parse
+// counts as an assignment, as every 200 did before bodies were read.
+func assignment(body []byte) bool {
+	var st dps.RegistrationOperationStatus
+	if json.Unmarshal(body, &st) != nil {
+		return true
+	}
+	return st.Status != dps.StatusFailed && st.Status != dps.StatusDisabled
 }
 
 // deviceLog is where a scenario keeps what its --exec device printed:

@@ -20,10 +20,11 @@ import (
 // serves DPS, the device connected, sent CONNECT, registered and polled on
 // to an answer that ends the operation; the reason names what was missing.
 func TestNoVerdictReason(t *testing.T) {
-	// finals are 200 answers (assigned) except in unauthorized-401.
+	// finals are 200 answers (assigned) except in unauthorized-401 and
+	// enrollment-disabled (a 200 with status disabled: no assignment).
 	run := func(name string, conns, connects, registers, finals int) *scenarioRun {
 		r := &scenarioRun{accepted: conns, conversations: conns, connects: connects, registers: registers, finals: finals}
-		if name != "unauthorized-401" {
+		if name != "unauthorized-401" && name != "enrollment-disabled" {
 			r.assigned = finals
 		}
 		r.Name = name
@@ -48,6 +49,10 @@ func TestNoVerdictReason(t *testing.T) {
 		{"registered, no final status", []*scenarioRun{run("normal", 1, 1, 1, 0)}, "registered but never polled to a final status"},
 		{"provisioned", []*scenarioRun{run("normal", 1, 1, 1, 1)}, ""},
 		{"401 ends the operation", []*scenarioRun{run("unauthorized-401", 1, 1, 1, 1)}, ""},
+		{"disabled ends the operation", []*scenarioRun{run("enrollment-disabled", 1, 1, 1, 1)}, ""},
+		// The 200 with status disabled is no assignment: it does not see
+		// normal's flow through.
+		{"202 then gone, disabled elsewhere", []*scenarioRun{run("normal", 1, 1, 1, 0), run("enrollment-disabled", 1, 1, 1, 1)}, "registered but never polled to a final status"},
 		// One scenario seen through is enough: a device may rightly stop
 		// early in another.
 		{"one scenario through", []*scenarioRun{run("connack-withheld", 1, 1, 0, 0), run("normal", 1, 1, 1, 1)}, ""},
@@ -124,6 +129,19 @@ func TestNoVerdictReasonNamesTheRunsCredentials(t *testing.T) {
 
 // TestFinalAnswer: 200 and the errors a device does not retry end an
 // operation; 202 and the transient answers (429, 5xx) do not.
+func TestAssignment(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"operationId":"4.a.b","status":"assigned"}`:                                        true,
+		`{"operationId":"","status":"disabled","registrationState":{"status":"disabled"}}`:   false,
+		`{"operationId":"4.a.b","status":"failed","registrationState":{"errorCode":400207}}`: false,
+		`not json`: true,
+	} {
+		if got := assignment([]byte(body)); got != want {
+			t.Errorf("assignment(%s) = %v, want %v", body, got, want)
+		}
+	}
+}
+
 func TestFinalAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		topic string
