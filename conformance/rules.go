@@ -591,14 +591,21 @@ func onlyRecommendedSuites(suites []uint16) bool {
 		case s == 0x00ff || s == 0x5600 || s&0x0f0f == 0x0a0a && s>>8 == s&0xff:
 			// TLS_EMPTY_RENEGOTIATION_INFO_SCSV, TLS_FALLBACK_SCSV, GREASE
 			// (RFC 8701): no suites.
-		case slices.Contains(transport.DPSCipherSuites(), s), s == 0xc024, s == 0xc028:
-			// 0xc024, 0xc028: ECDHE-ECDSA and ECDHE-RSA AES-256-CBC-SHA384.
+		case recommendedSuite(s):
 			n++
 		default:
 			return false
 		}
 	}
 	return n > 0
+}
+
+// recommendedSuite reports whether s is one of the ECDHE AES-GCM and
+// AES-CBC suites DPS recommends (D-TLS): transport.DPSCipherSuites and
+// 0xc024, 0xc028 (ECDHE-ECDSA and ECDHE-RSA AES-256-CBC-SHA384, which
+// crypto/tls lacks).
+func recommendedSuite(s uint16) bool {
+	return slices.Contains(transport.DPSCipherSuites(), s) || s == 0xc024 || s == 0xc028
 }
 
 func tlsOutcome(c *tracer.Conversation) string {

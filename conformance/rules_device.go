@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -46,7 +47,7 @@ func DeviceRules() []*Rule {
 		ruleDevWaitAfter("DPS-DEV-016", 429, "a request", "a request after a 429 answer with a retry-after", func(request) bool { return true }),
 		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
-		ruleDevReconnect(), ruleDevOneRegistration(), ruleDevStopOnFailure(),
+		ruleDevReconnect(), ruleDevOneRegistration(), ruleDevStopOnFailure(), ruleDevSuites(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -116,6 +117,28 @@ func ruleDevTLS12() *Rule {
 				return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "the device aborted the handshake with alert "+a.String(), "a completed TLS 1.2 handshake")}
 			}
 			return 1, nil
+		}}
+}
+
+// ruleDevSuites: the ClientHello offers at least one suite a DPS resource
+// pinned to TLS 1.2 accepts (D-TLS: such a resource refuses handshakes
+// without the recommended ECDHE AES-GCM/AES-CBC suites; Part B §6).
+func ruleDevSuites() *Rule {
+	const id = "DPS-DEV-025"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a ClientHello offering TLS 1.2",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			if c.TLS == nil || !c.TLS.ClientHello || !slices.Contains(c.TLS.OfferedVersions, tls12) {
+				return 0, nil // DPS-DEV-001
+			}
+			if slices.ContainsFunc(c.TLS.OfferedSuites, recommendedSuite) {
+				return 1, nil
+			}
+			names := make([]string, len(c.TLS.OfferedSuites))
+			for i, s := range c.TLS.OfferedSuites {
+				names[i] = tls.CipherSuiteName(s)
+			}
+			return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "ClientHello offers ["+strings.Join(names, ", ")+"]",
+				"at least one ECDHE suite with AES-GCM or AES-CBC (TLS_ECDHE_{ECDSA,RSA}_WITH_AES_{128_GCM_SHA256,256_GCM_SHA384,128_CBC_SHA256,256_CBC_SHA384})")}
 		}}
 }
 

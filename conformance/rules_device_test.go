@@ -175,7 +175,7 @@ func TestDeviceRulesProof(t *testing.T) {
 		{name: "clean", env: env, applied: []string{
 			"DPS-DEV-001", "DPS-DEV-002", "DPS-DEV-003", "DPS-DEV-004", "DPS-DEV-005", "DPS-DEV-007", "DPS-DEV-008", "DPS-DEV-009",
 			"DPS-DEV-010", "DPS-DEV-011", "DPS-DEV-012", "DPS-DEV-013", "DPS-DEV-014", "DPS-DEV-015", "DPS-DEV-019", "DPS-DEV-020",
-			"DPS-DEV-023"}},
+			"DPS-DEV-023", "DPS-DEV-025"}},
 		{name: "clean, 401 answer", env: noKey, applied: []string{"DPS-DEV-005", "DPS-DEV-017"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
@@ -202,6 +202,13 @@ func TestDeviceRulesProof(t *testing.T) {
 		// (no server_name extension; the certificate names 127.0.0.1 too).
 		{name: "TLS 1.3 only", env: env, fail: "DPS-DEV-001",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.MinVersion = tls.VersionTLS13 }},
+		// ChaCha20 suites only: the emulator (D-TLS's suites) refuses the
+		// handshake; TLS 1.2 was offered (DPS-DEV-001 passes).
+		{name: "ChaCha20 suites only", env: env, fail: "DPS-DEV-025", applied: []string{"DPS-DEV-001", "DPS-DEV-002"},
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.Dial.TLSConfig.MaxVersion = tls.VersionTLS12
+				c.Dial.TLSConfig.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256}
+			}},
 		{name: "no SNI", env: env, fail: "DPS-DEV-002", applied: []string{"DPS-DEV-001", "DPS-DEV-014"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "127.0.0.1" }},
 		{name: "Username without api-version", env: env, fail: "DPS-DEV-004",
@@ -362,7 +369,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 24; i++ {
+	for i := 1; i <= 25; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -898,6 +905,15 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 		{name: "unknown_ca", rule: "DPS-DEV-001", applied: 0,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
 				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 48}}}}},
+		// DPS-DEV-025: one recommended ECDHE suite among others is enough.
+		{name: "a recommended suite among others", rule: "DPS-DEV-025", applied: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0304, 0x0303},
+				OfferedSuites: []uint16{0x1301, 0xcca9, 0x009c, 0xc028, 0x00ff}}}},
+		{name: "ChaCha20 and RSA key exchange only", rule: "DPS-DEV-025", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0303},
+				OfferedSuites: []uint16{0x0a0a, 0xcca9, 0xcca8, 0x009c, 0x002f}}}},
+		{name: "TLS 1.3 only: DPS-DEV-001's", rule: "DPS-DEV-025",
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0304}, OfferedSuites: []uint16{0x1301}}}},
 		{name: "no SNI", rule: "DPS-DEV-002", env: conformance.RuleEnv{ServerName: "dps.example"}, applied: 1, findings: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}}},
 		{name: "SNI not judged without ServerName", rule: "DPS-DEV-002",
