@@ -48,6 +48,7 @@ func DeviceRules() []*Rule {
 		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
 		ruleDevReconnect(), ruleDevOneRegistration(), ruleDevStopOnFailure(), ruleDevSuites(),
+		ruleDevMessageSize(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -1048,6 +1049,38 @@ func ruleDevStopOnFailure() *Rule {
 								fmt.Sprintf("no reconnect with the same credentials within %s of a final failed or disabled status", secs(win))))
 						}
 					}
+				}
+			}
+			return n, fs
+		}}
+}
+
+// ruleDevMessageSize: every packet of the device fits DPS's message size
+// (MaxMessageSize, measured as the emulator and DPS-REG-008 measure it:
+// the whole MQTT packet, fixed header included). A packet the server cut
+// off once its fixed header announced the size shows as a problem with
+// that size (Part A §7: larger ones close the connection).
+func ruleDevMessageSize() *Rule {
+	const id = "DPS-DEV-026"
+	want := fmt.Sprintf("packets of at most %d bytes (96 KB, D-LIMITS)", MaxMessageSize)
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a packet of the device",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			n := 0
+			var fs []Finding
+			for i := range c.Packets {
+				p := &c.Packets[i]
+				if p.Dir != tracer.ClientToServer {
+					continue
+				}
+				n = 1
+				if size := len(p.Raw); size > MaxMessageSize {
+					fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("%s: a %d-byte packet", describe(p.Packet), size), want))
+				}
+			}
+			for _, pr := range c.Problems {
+				if pr.Dir == tracer.ClientToServer && pr.PacketLen > MaxMessageSize {
+					n = 1
+					fs = append(fs, finding(id, c, pr.Frame, c.Start, fmt.Sprintf("a %d-byte packet announced (%s)", pr.PacketLen, pr.Msg), want))
 				}
 			}
 			return n, fs

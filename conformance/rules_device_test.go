@@ -175,7 +175,7 @@ func TestDeviceRulesProof(t *testing.T) {
 		{name: "clean", env: env, applied: []string{
 			"DPS-DEV-001", "DPS-DEV-002", "DPS-DEV-003", "DPS-DEV-004", "DPS-DEV-005", "DPS-DEV-007", "DPS-DEV-008", "DPS-DEV-009",
 			"DPS-DEV-010", "DPS-DEV-011", "DPS-DEV-012", "DPS-DEV-013", "DPS-DEV-014", "DPS-DEV-015", "DPS-DEV-019", "DPS-DEV-020",
-			"DPS-DEV-023", "DPS-DEV-025"}},
+			"DPS-DEV-023", "DPS-DEV-025", "DPS-DEV-026"}},
 		{name: "clean, 401 answer", env: noKey, applied: []string{"DPS-DEV-005", "DPS-DEV-017"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
@@ -309,6 +309,12 @@ func TestDeviceRulesProof(t *testing.T) {
 				asDisabled(e, c)
 				c.Misbehave.RegisterAfterFailure = true
 			}},
+		// A register body of 100 KB (valid JSON, a custom payload): the
+		// emulator closes the connection (Part A §7).
+		{name: "register body over 96 KB", env: env, fail: "DPS-DEV-026",
+			mod: func(_ *emulatortest.Emulator, c *device.Config) {
+				c.RegisterBody = []byte(`{"registrationId":"` + emulatortest.SymDeviceID + `","payload":{"blob":"` + strings.Repeat("a", 100<<10) + `"}}`)
+			}},
 		{name: "NoPuback", env: env, fail: "DPS-DEV-019",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.NoPuback = true }},
 		{name: "AcceptAnyServerCert", env: hostile, fail: "DPS-DEV-021",
@@ -369,7 +375,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 25; i++ {
+	for i := 1; i <= 26; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -800,6 +806,20 @@ func TestDeviceRulesSynthetic(t *testing.T) {
 			g := s.conn(nil)
 			g.request(register("1"), regBody)
 			g.close()
+		}},
+		// DPS-DEV-026: 96 KB, the whole packet. The register PUBLISH at
+		// QoS 1 has a 2-byte length, the 46-byte topic, a packet id and a
+		// 3-byte remaining length: 53 bytes besides the body.
+		{name: "a register of exactly 96 KB", rule: "DPS-DEV-026", applied: 1, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), `{"payload":"`+strings.Repeat("a", 96<<10-54-14)+`"}`)
+			f.close()
+		}},
+		{name: "a register one byte over 96 KB", rule: "DPS-DEV-026", applied: 1, findings: 1, contains: []string{"a 98305-byte packet", "at most 98304 bytes"}, build: func(s *synth) {
+			f := s.conn(nil)
+			f.request(register("1"), regBody)
+			f.request(register("2"), `{"payload":"`+strings.Repeat("a", 96<<10-54-13)+`"}`)
+			f.close()
 		}},
 		// DPS-DEV-024: failed and disabled are final.
 		{name: "stop after disabled, reconnect after the window", rule: "DPS-DEV-024", applied: 1, build: func(s *synth) {
