@@ -3,6 +3,7 @@ package conformance
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -48,7 +49,7 @@ func DeviceRules() []*Rule {
 		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
 		ruleDevReconnect(), ruleDevOneRegistration(), ruleDevStopOnFailure(), ruleDevSuites(),
-		ruleDevMessageSize(),
+		ruleDevMessageSize(), ruleDevCertificateCN(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -330,6 +331,29 @@ func ruleDevX509Password() *Rule {
 			return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("a client certificate and a %d-byte password", len(cp.Password)), "no password, or an empty one")}
 		}
 		return true, nil
+	})
+}
+
+// ruleDevCertificateCN: an X.509 device's leaf certificate names its
+// registration id as subject CN (Part B §1.6, D-MQTT, D-TERMS: "the
+// registration ID in the username must match the CN"), compared without
+// case as DPS compares registration ids (Part A §11).
+func ruleDevCertificateCN() *Rule {
+	const id = "DPS-DEV-027"
+	return connectRule(id, "a CONNECT over TLS whose client certificate is visible", func(c *tracer.Conversation, p *tracer.Packet, cp *packets.Connect, env RuleEnv) (bool, []Finding) {
+		if c.TLS == nil || len(c.TLS.ClientCertificates) == 0 || !x509Attested(c, env) {
+			return false, nil
+		}
+		leaf, err := x509.ParseCertificate(c.TLS.ClientCertificates[0])
+		if err != nil {
+			return false, nil // not a certificate the rule can read
+		}
+		regID := connectionRegID(cp)
+		if dps.EqualRegistrationID(leaf.Subject.CommonName, regID) {
+			return true, nil
+		}
+		return true, []Finding{finding(id, c, p.Frame, p.Time, fmt.Sprintf("client certificate subject CN %q, the connection's registration id is %q", leaf.Subject.CommonName, regID),
+			fmt.Sprintf("a client certificate with subject CN %q", regID))}
 	})
 }
 

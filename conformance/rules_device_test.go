@@ -3,8 +3,14 @@ package conformance_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -180,7 +186,14 @@ func TestDeviceRulesProof(t *testing.T) {
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.SymmetricKey = wrongKey }},
 		{name: "clean, bad server certificate", env: hostile, applied: []string{"DPS-DEV-001", "DPS-DEV-021"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Dial.TLSConfig.ServerName = "wrong.example" }},
-		{name: "clean, X.509", env: x509, applied: []string{"DPS-DEV-006", "DPS-DEV-014"}, mod: asX509},
+		{name: "clean, X.509", env: x509, applied: []string{"DPS-DEV-006", "DPS-DEV-014", "DPS-DEV-027"}, mod: asX509},
+		// A certificate of another device (CN other-device-9, from the
+		// group CA): the service answers 401 and closes; the device gives up.
+		{name: "X.509 certificate naming another device", env: x509, fail: "DPS-DEV-027", applied: []string{"DPS-DEV-006", "DPS-DEV-017"},
+			mod: func(e *emulatortest.Emulator, c *device.Config) {
+				asX509(e, c)
+				c.Dial.TLSConfig.Certificates = []tls.Certificate{e.ClientCert(t, "other-device-9")}
+			}},
 		{name: "clean, register-429", scenario: "register-429", env: env, applied: []string{"DPS-DEV-016"}},
 		{name: "clean, transient-500", scenario: "transient-500", env: env, applied: []string{"DPS-DEV-018"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
@@ -375,7 +388,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 26; i++ {
+	for i := 1; i <= 27; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -925,6 +938,17 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 		{name: "unknown_ca", rule: "DPS-DEV-001", applied: 0,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
 				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 48}}}}},
+		// DPS-DEV-027: the leaf's CN is the registration id, without case.
+		{name: "certificate CN the registration id in upper case", rule: "DPS-DEV-027", applied: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true,
+				ClientCertificates: [][]byte{selfSigned(t, strings.ToUpper(emulatortest.SymDeviceID))}}, Packets: []tracer.Packet{connect}}},
+		{name: "certificate CN of another device", rule: "DPS-DEV-027", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true,
+				ClientCertificates: [][]byte{selfSigned(t, "other-device")}}, Packets: []tracer.Packet{connect}}},
+		// A symmetric-key device's certificate is not its attestation.
+		{name: "certificate of a symmetric-key device", rule: "DPS-DEV-027", env: conformance.RuleEnv{SymmetricKey: "c2VjcmV0"},
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true,
+				ClientCertificates: [][]byte{selfSigned(t, "other-device")}}, Packets: []tracer.Packet{connect}}},
 		// DPS-DEV-025: one recommended ECDHE suite among others is enough.
 		{name: "a recommended suite among others", rule: "DPS-DEV-025", applied: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, OfferedVersions: []uint16{0x0304, 0x0303},
@@ -1057,4 +1081,20 @@ func sixPolls(s *synth, regBody string, ra int) {
 		f.answer(202, fmt.Sprint(i+2), ra, op1)
 	}
 	f.close()
+}
+
+// selfSigned returns the DER of a self-signed certificate with subject CN cn.
+func selfSigned(t *testing.T, cn string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

@@ -29,6 +29,8 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-018": "FAIL !transient-500",
 		// A withheld CONNACK is not retried at all: no reconnect to judge.
 		"DPS-DEV-022": "NOT COVERED",
+		// Symmetric key only: no client certificate.
+		"DPS-DEV-027": "NOT COVERED",
 	},
 	"mqttws": {
 		"DPS-DEV-002": "NOT COVERED",
@@ -38,6 +40,7 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-022": "NOT COVERED",
 		// No enrollment-disabled over mqttws.
 		"DPS-DEV-024": "NOT COVERED",
+		"DPS-DEV-027": "NOT COVERED",
 	},
 	// --attestation x509 (X509Security with DPS_CERT_FILE, DPS_KEY_FILE):
 	// the certificate presented, no password (DPS-DEV-006 passes); no SAS

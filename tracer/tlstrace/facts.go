@@ -47,6 +47,9 @@ type Facts struct {
 	// ClientCertificateKnown tells whether the value is meaningful.
 	ClientCertificate      bool
 	ClientCertificateKnown bool
+	// ClientCertificates is the DER chain sent by the client, leaf first,
+	// if visible (TLS 1.2, or TLS 1.3 decrypted).
+	ClientCertificates [][]byte
 	// ServerCertificates is the DER chain sent by the server, if visible.
 	ServerCertificates [][]byte
 	// Alerts lists alerts of both directions (at most 64).

@@ -437,6 +437,7 @@ func (s *Stream) handshake(d Dir, typ byte, m []byte, off int64) {
 		} else {
 			s.facts.ClientCertificate = len(certs) > 0
 			s.facts.ClientCertificateKnown = true
+			s.facts.ClientCertificates = certs
 		}
 	case typ == hsClientKeyExchange && d == ClientToServer:
 		s.facts.ClientCertificateKnown = true
