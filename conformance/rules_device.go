@@ -49,7 +49,7 @@ func DeviceRules() []*Rule {
 		ruleDev401(),
 		ruleDevBackoff(), ruleDevPuback(), ruleDevNoPollAfter200(), ruleDevHostileServer(),
 		ruleDevReconnect(), ruleDevOneRegistration(), ruleDevStopOnFailure(), ruleDevSuites(),
-		ruleDevMessageSize(), ruleDevCertificateCN(),
+		ruleDevMessageSize(), ruleDevCertificateCN(), ruleDevWSSubprotocol(),
 	}
 	slices.SortFunc(rs, func(a, b *Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rs
@@ -1108,5 +1108,27 @@ func ruleDevMessageSize() *Rule {
 				}
 			}
 			return n, fs
+		}}
+}
+
+// ruleDevWSSubprotocol: a device's WebSocket upgrade request offers the
+// subprotocol mqtt (D-MQTT: "subprotocol mqtt, RFC 6455"; Part B §7).
+// The case is not judged: the C SDK sends MQTT, and DPS accepts it (Part
+// A §10).
+func ruleDevWSSubprotocol() *Rule {
+	const id = "DPS-DEV-028"
+	return &Rule{ID: id, Role: RoleDevice, Evidence: "a WebSocket upgrade request of the device",
+		Check: func(c *tracer.Conversation, env RuleEnv) (int, []Finding) {
+			if c.WS == nil || c.WS.Path == "" && len(c.WS.OfferedSubprotocols) == 0 {
+				return 0, nil // no upgrade request seen
+			}
+			if slices.ContainsFunc(c.WS.OfferedSubprotocols, func(p string) bool { return strings.EqualFold(p, "mqtt") }) {
+				return 1, nil
+			}
+			got := "no Sec-WebSocket-Protocol"
+			if len(c.WS.OfferedSubprotocols) > 0 {
+				got = fmt.Sprintf("Sec-WebSocket-Protocol %q", c.WS.OfferedSubprotocols)
+			}
+			return 1, []Finding{finding(id, c, c.FirstFrame(), c.Start, "WebSocket upgrade request to "+c.WS.Path+" with "+got, "Sec-WebSocket-Protocol: mqtt")}
 		}}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
 	"github.com/dps-conform/dps-conform/tracer/tlstrace"
+	"github.com/dps-conform/dps-conform/tracer/wstrace"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -158,6 +159,16 @@ func TestDeviceRulesProof(t *testing.T) {
 	asDisabled := func(_ *emulatortest.Emulator, c *device.Config) {
 		c.RegistrationID, c.SymmetricKey = emulatortest.DisabledDeviceID, emulatortest.DisabledDeviceKey
 	}
+	// overWS makes the client dial MQTT over WebSocket offering sub.
+	overWS := func(sub string) func(e *emulatortest.Emulator, c *device.Config) {
+		return func(e *emulatortest.Emulator, c *device.Config) {
+			target, err := transport.ParseTarget(e.WSURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Target, c.Dial.Subprotocol = target, sub
+		}
+	}
 	x509 := noKey
 	x509.X509 = true
 	asX509 := func(e *emulatortest.Emulator, c *device.Config) {
@@ -195,6 +206,10 @@ func TestDeviceRulesProof(t *testing.T) {
 				c.Dial.TLSConfig.Certificates = []tls.Certificate{e.ClientCert(t, "other-device-9")}
 			}},
 		{name: "clean, register-429", scenario: "register-429", env: env, applied: []string{"DPS-DEV-016"}},
+		// The C SDK's upper-case subprotocol is no finding.
+		{name: "clean, WebSocket (subprotocol MQTT)", env: env, applied: []string{"DPS-DEV-001", "DPS-DEV-014", "DPS-DEV-028"}, mod: overWS("MQTT")},
+		// The emulator chooses no subprotocol; the client gives up.
+		{name: "WebSocket subprotocol mqttv3.1", env: env, fail: "DPS-DEV-028", mod: overWS("mqttv3.1")},
 		{name: "clean, transient-500", scenario: "transient-500", env: env, applied: []string{"DPS-DEV-018"},
 			mod: func(_ *emulatortest.Emulator, c *device.Config) {
 				c.Backoff = device.Backoff{Initial: 200 * time.Millisecond, Max: time.Second, Jitter: -1}
@@ -388,7 +403,7 @@ func TestDeviceRulesCatalogued(t *testing.T) {
 		}
 	}
 	var want []string
-	for i := 1; i <= 27; i++ {
+	for i := 1; i <= 28; i++ {
 		want = append(want, fmt.Sprintf("DPS-DEV-%03d", i))
 	}
 	if !slices.Equal(ids, want) {
@@ -938,6 +953,13 @@ func TestDeviceRulesTLSFacts(t *testing.T) {
 		{name: "unknown_ca", rule: "DPS-DEV-001", applied: 0,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ServerHello: true, OfferedVersions: []uint16{0x0303}, Version: 0x0303,
 				Alerts: []tlstrace.Alert{{Dir: tlstrace.ClientToServer, Level: 2, Description: 48}}}}},
+		// DPS-DEV-028: subprotocol mqtt, in any case, among others.
+		{name: "WebSocket offering mqttv3.1 and MQTT", rule: "DPS-DEV-028", applied: 1,
+			conv: tracer.Conversation{Transport: "wss", WS: &wstrace.Facts{Path: "/$iothub/websocket", OfferedSubprotocols: []string{"mqttv3.1", "MQTT"}}}},
+		{name: "WebSocket offering no subprotocol", rule: "DPS-DEV-028", applied: 1, findings: 1,
+			conv: tracer.Conversation{Transport: "wss", WS: &wstrace.Facts{Path: "/mqtt"}}},
+		{name: "no WebSocket", rule: "DPS-DEV-028",
+			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true}}},
 		// DPS-DEV-027: the leaf's CN is the registration id, without case.
 		{name: "certificate CN the registration id in upper case", rule: "DPS-DEV-027", applied: 1,
 			conv: tracer.Conversation{Transport: "mqtts", TLS: &tlstrace.Facts{ClientHello: true, ClientCertificate: true, ClientCertificateKnown: true,

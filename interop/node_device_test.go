@@ -31,6 +31,8 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-022": "NOT COVERED",
 		// Symmetric key only: no client certificate.
 		"DPS-DEV-027": "NOT COVERED",
+		// Not over WebSocket: no upgrade request.
+		"DPS-DEV-028": "NOT COVERED",
 	},
 	"mqttws": {
 		"DPS-DEV-002": "NOT COVERED",
@@ -53,6 +55,7 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-018": "NOT COVERED",
 		"DPS-DEV-022": "NOT COVERED",
 		"DPS-DEV-024": "NOT COVERED",
+		"DPS-DEV-028": "NOT COVERED",
 	},
 }
 
