@@ -2,7 +2,9 @@ package tracer
 
 import (
 	"context"
-	"hash/maphash"
+	"encoding/binary"
+	"math/bits"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -36,7 +38,6 @@ const tickEvery = time.Second
 // payloads into a batch; the others receive batches of segments.
 func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error) {
 	n := o.Workers
-	seed := maphash.MakeSeed()
 	workers := make([]*decoder, n)
 	in := make([]chan *segBatch, n)
 	free := make(chan *segBatch, 4*n)
@@ -119,14 +120,7 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 				in[i] <- &segBatch{tick: s.ts}
 			}
 		}
-		id := idOf(s.src, s.dst)
-		var h maphash.Hash
-		h.SetSeed(seed)
-		a, b := id.a.Addr().As16(), id.b.Addr().As16()
-		h.Write(a[:])
-		h.Write(b[:])
-		maphash.WriteComparable(&h, [2]uint16{id.a.Port(), id.b.Port()})
-		i := int(h.Sum64() % uint64(n))
+		i := shardOf(s.src, s.dst, n)
 		if i == 0 {
 			workers[0].segment(s)
 			return
@@ -189,4 +183,23 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 	c.Warnings = append(c.Warnings, reader.warnings()...)
 	c.TCPServerPorts = reader.serverPorts()
 	return c, err
+}
+
+// shardOf is the shard, of n, of the connection between endpoints x and
+// y, whichever sent the segment. It runs on the reading goroutine for
+// every segment, so it is a multiply and a fold per endpoint: the seeded
+// maphash over the ordered endpoints that it replaced took a fifth of
+// that goroutine's time.
+func shardOf(x, y netip.AddrPort, n int) int {
+	h := mixEndpoint(x) ^ mixEndpoint(y) // the same in both directions
+	return int((uint64(uint32(h^h>>32)) * uint64(n)) >> 32)
+}
+
+// mixEndpoint hashes an address and port (wyhash's 64×64→128 multiply,
+// its halves folded).
+func mixEndpoint(ap netip.AddrPort) uint64 {
+	a := ap.Addr().As16()
+	hi, lo := bits.Mul64(binary.LittleEndian.Uint64(a[:8])^0xa0761d6478bd642f,
+		binary.LittleEndian.Uint64(a[8:])^uint64(ap.Port())^0xe7037ed1a0b428db)
+	return hi ^ lo
 }
