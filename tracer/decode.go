@@ -37,7 +37,9 @@ type Options struct {
 	// problem, never buffered.
 	MaxStreamBuffer int
 	// Workers is the number of goroutines that reassemble and decode
-	// flows; 0 or 1 decodes on the calling goroutine.
+	// flows; 0 or 1 decodes on the calling goroutine. With more, the
+	// calling goroutine reads the frames and hands each flow's segments
+	// to one of them.
 	Workers int
 	// OnConversation, when set, receives each conversation once its
 	// connection has closed (FIN in both directions or RST) and its

@@ -14,7 +14,14 @@ import (
 
 // batchBytes is the payload capacity of a batch of segments handed to a
 // worker.
-const batchBytes = 256 << 10
+const batchBytes = 128 << 10
+
+// queuedBatches is how many batches wait for each worker.
+const queuedBatches = 4
+
+// batchSegs is the number of segments a batch holds: a batch is handed
+// over when either its segments or its payload bytes are full.
+const batchSegs = 1024
 
 // segBatch carries segments (their payloads copied into buf) or, when keys
 // is set, secrets to merge before the segments that follow, or, when tick
@@ -32,15 +39,22 @@ type segBatch struct {
 const tickEvery = time.Second
 
 // decodeSharded decodes with o.Workers goroutines: the calling goroutine
-// reads frames and parses them down to TCP, and each flow is reassembled
-// and decoded by the worker its endpoints hash to. The calling goroutine
-// is worker 0: its flows are decoded inline, without copying their
-// payloads into a batch; the others receive batches of segments.
+// reads frames, parses them down to TCP and hands each segment, its
+// payload copied into a batch, to the worker its endpoints hash to, which
+// reassembles and decodes the flow. The calling goroutine decodes no flow
+// itself: reading, parsing and routing the frames already cost about as
+// much as decoding half of them, so a reader that also decoded a shard
+// was the bottleneck, and the other worker waited. Without a shard of
+// its own, the reader and the workers share the cores as the work comes:
+// the reader waits when the workers' queues are full.
 func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error) {
 	n := o.Workers
 	workers := make([]*decoder, n)
 	in := make([]chan *segBatch, n)
-	free := make(chan *segBatch, 4*n)
+	// At most (queuedBatches+2)·n batches are ever in use (per worker:
+	// one filling, queuedBatches queued, one decoding), so free holds
+	// every one handed back, and none is dropped and allocated again.
+	free := make(chan *segBatch, (queuedBatches+2)*n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	id := 0
@@ -62,10 +76,7 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 				o.OnConversation(c)
 			}
 		}
-		if i == 0 {
-			continue // shard 0 is decoded inline by the reading goroutine
-		}
-		in[i] = make(chan *segBatch, 4)
+		in[i] = make(chan *segBatch, queuedBatches)
 		wg.Add(1)
 		go func(d *decoder, ch <-chan *segBatch) {
 			defer wg.Done()
@@ -81,6 +92,7 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 				for j := range b.segs {
 					d.segment(&b.segs[j])
 				}
+				clear(b.segs) // no payload or address kept alive
 				b.segs, b.buf = b.segs[:0], b.buf[:0]
 				select {
 				case free <- b:
@@ -95,7 +107,7 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 		case b := <-free:
 			return b
 		default:
-			return &segBatch{segs: make([]segInfo, 0, 512), buf: make([]byte, 0, batchBytes)}
+			return &segBatch{segs: make([]segInfo, 0, batchSegs), buf: make([]byte, 0, batchBytes)}
 		}
 	}
 	send := func(i int) {
@@ -114,24 +126,20 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 			// A worker that sees no segment would otherwise keep its
 			// closed flows until the end.
 			lastTick = s.ts
-			workers[0].expire(s.ts)
-			for i := 1; i < n; i++ {
+			for i := range n {
 				send(i)
 				in[i] <- &segBatch{tick: s.ts}
 			}
 		}
 		i := shardOf(s.src, s.dst, n)
-		if i == 0 {
-			workers[0].segment(s)
-			return
-		}
 		bt := cur[i]
-		if bt == nil || len(bt.buf)+len(s.payload) > cap(bt.buf) {
+		if bt == nil || len(bt.segs) == cap(bt.segs) || len(bt.buf)+len(s.payload) > cap(bt.buf) {
 			send(i)
 			bt = newBatch()
 			cur[i] = bt
 		}
-		seg := *s
+		bt.segs = append(bt.segs, *s)
+		seg := &bt.segs[len(bt.segs)-1]
 		if len(s.payload) > cap(bt.buf) {
 			seg.payload = slices.Clone(s.payload)
 		} else {
@@ -139,17 +147,15 @@ func decodeSharded(ctx context.Context, src source, o Options) (*Capture, error)
 			bt.buf = append(bt.buf, s.payload...)
 			seg.payload = bt.buf[off:len(bt.buf):len(bt.buf)]
 		}
-		bt.segs = append(bt.segs, seg)
 	}
 	c := &Capture{}
 	err := readFrames(ctx, src, c, reader, func(kl *tlstrace.KeyLog) {
-		workers[0].keyLog.Merge(kl)
-		for i := 1; i < n; i++ {
+		for i := range n {
 			send(i)
 			in[i] <- &segBatch{keys: kl}
 		}
 	})
-	for i := 1; i < n; i++ {
+	for i := range n {
 		send(i)
 		close(in[i])
 	}
