@@ -47,11 +47,13 @@ enrollment (a symmetric key; with --attestation x509 a client certificate
 with CN = --registration-id; with --device-cert the device's own
 certificate, whose CN is the registration id), scripts the scenario's answers, records every connection as
 pcapng (server side, TLS key log embedded), and judges what the device did
-with the device rules (DPS-DEV-001…022): CONNECT fields, SUBSCRIBE before
-register, $rid, polling no earlier than retry-after and at most 5 per 10 s,
-waiting after 429, stopping after 401, back-off after 5xx, PUBACKs,
-presenting the certificate and no password (X.509), and refusing a hostile
-server certificate.
+with the device rules (DPS-DEV-001…028): TLS 1.2 with a recommended suite,
+CONNECT fields, SUBSCRIBE before register, $rid, packets of at most 96 KB,
+polling no earlier than retry-after and at most 5 per 10 s, one registration
+at a time, waiting after 429, stopping after 401 and after a failed or
+disabled status, back-off after 5xx, PUBACKs, presenting a certificate whose
+CN is the registration id and no password (X.509), the mqtt WebSocket
+subprotocol, and refusing a hostile server certificate.
 
 With --exec, CMD runs (through sh -c) once per scenario with DPS_HOST,
 DPS_PORT, DPS_WS_PORT, DPS_WS_URL, DPS_ID_SCOPE, DPS_REGISTRATION_ID,
