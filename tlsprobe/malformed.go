@@ -40,12 +40,19 @@ const maxRecorded = 64 << 10
 type recordingConn struct {
 	net.Conn
 	got []byte
+	// ended reports that a Read failed (EOF, a reset): the server's
+	// stream ended where got does. Otherwise crypto/tls stopped reading,
+	// and the server may have sent more than got holds.
+	ended bool
 }
 
 func (c *recordingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if room := maxRecorded - len(c.got); room > 0 && n > 0 {
 		c.got = append(c.got, b[:min(n, room)]...)
+	}
+	if err != nil {
+		c.ended = true
 	}
 	return n, err
 }
@@ -70,9 +77,14 @@ const maxMessage = 1 << 18
 // server's stream b (its handshake records up to its ChangeCipherSpec,
 // an alert or application data): the first record or handshake message
 // that breaks TLS, as a MalformedError wrapping err; nil when that part
-// is well formed (a refusal by alert, say) or b was cut at maxRecorded.
-// Handshake messages are reassembled across records, as TLS allows.
-func diagnose(b []byte, err error) *MalformedError {
+// is well formed (a refusal by alert, say). A record or message cut by
+// the end of b is a finding only when streamEnded reports that the server's
+// stream ended there; not when b was cut at maxRecorded, nor when
+// crypto/tls stopped reading (it gives up on a ServerHello it refuses
+// with the rest of the flight perhaps still arriving, and what it read
+// ends wherever a read did). Handshake messages are reassembled across
+// records, as TLS allows.
+func diagnose(b []byte, streamEnded bool, err error) *MalformedError {
 	bad := func(off int, what, format string, args ...any) *MalformedError {
 		return &MalformedError{Offset: off, What: what, Msg: fmt.Sprintf(format, args...), Err: err}
 	}
@@ -90,7 +102,7 @@ func diagnose(b []byte, err error) *MalformedError {
 	}
 	pos := 0    // the start of the next message in hs
 	ended := -1 // the offset of a record cut short by the stream's end
-	whole := len(b) < maxRecorded
+	whole := streamEnded && len(b) < maxRecorded
 	off := 0
 records:
 	for off < len(b) {

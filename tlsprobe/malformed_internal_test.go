@@ -1,9 +1,21 @@
 package tlsprobe
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
 	"errors"
+	"io"
+	"math/big"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func record(frag ...byte) []byte {
@@ -42,7 +54,7 @@ func TestDiagnoseOffsets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := diagnose(tt.stream, errTLS)
+			m := diagnose(tt.stream, true, errTLS)
 			switch {
 			case tt.want == "" && m != nil:
 				t.Errorf("diagnose: %v, want none", m)
@@ -53,6 +65,21 @@ func TestDiagnoseOffsets(t *testing.T) {
 	}
 }
 
+// TestDiagnoseStoppedReading: where crypto/tls stopped reading before the
+// server's stream ended, a record or message cut by the end of what it
+// read is no finding; a null chain it read whole still is.
+func TestDiagnoseStoppedReading(t *testing.T) {
+	nullChain := []byte{11, 0, 0, 3, 0, 0, 0}
+	for _, b := range [][]byte{{22, 3, 3}, record(nullChain...)[:8], record(nullChain...)[:10]} {
+		if m := diagnose(b, false, errors.New("tls: x")); m != nil {
+			t.Errorf("diagnose(% x) read on: %v, want none", b, m)
+		}
+	}
+	if m := diagnose(append(record(nullChain...), 22, 3), false, errors.New("tls: x")); m == nil || !strings.Contains(m.Msg, "certificate_list is empty") {
+		t.Errorf("null chain read on: %v, want the null chain", m)
+	}
+}
+
 // FuzzDiagnose: no stream makes diagnose panic.
 func FuzzDiagnose(f *testing.F) {
 	f.Add(record(11, 0, 0, 3, 0, 0, 0))
@@ -60,7 +87,7 @@ func FuzzDiagnose(f *testing.F) {
 	f.Add(record(2, 0, 0, 5, 0, 0, 2, 3, 3))
 	f.Add([]byte{22, 3, 3, 0, 8, 0, 6, 2, 0, 0, 2, 3, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m := diagnose(b, errors.New("x"))
+		m := diagnose(b, len(b)%2 == 0, errors.New("x"))
 		if m == nil {
 			return
 		}
@@ -69,4 +96,84 @@ func FuzzDiagnose(f *testing.F) {
 			t.Fatalf("diagnose(% x) = %+v: offset outside the %d-byte stream or no what/why", b, m, len(b))
 		}
 	})
+}
+
+// TestHandshakeStoppedReading: when crypto/tls gives up on a well-formed
+// ServerHello (here a TLS 1.2 one, to a client that allows TLS 1.3 only)
+// it stops reading, so what it read may end inside the next record of a
+// flight that is still arriving. That cut is the client's, not the
+// server's: the error is crypto/tls's, not a MalformedError saying the
+// server's stream ended.
+func TestHandshakeStoppedReading(t *testing.T) {
+	flight := tls12Flight(t)
+	sh := 5 + int(binary.BigEndian.Uint16(flight[3:]))
+	if len(flight) < sh+40 {
+		t.Fatalf("a %d-byte flight", len(flight))
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 4096)) // the ClientHello
+		// The ServerHello and the start of the next record, then the
+		// rest a little later, as TCP may deliver a long flight.
+		c.Write(flight[:sh+20])
+		time.Sleep(300 * time.Millisecond)
+		c.Write(flight[sh+20:])
+		io.Copy(io.Discard, c)
+	}()
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13, InsecureSkipVerify: true, ServerName: "localhost"}
+	_, err = handshake(context.Background(), l.Addr().String(), cfg, 3*time.Second)
+	<-done
+	var m *MalformedError
+	if err == nil || errors.As(err, &m) {
+		t.Fatalf("handshake: %v, want crypto/tls's refusal of the TLS 1.2 ServerHello", err)
+	}
+	if !strings.Contains(err.Error(), "protocol version") {
+		t.Errorf("handshake: %v, want crypto/tls's refusal of the TLS 1.2 ServerHello", err)
+	}
+}
+
+// tls12Flight returns the plaintext first flight (the handshake records
+// up to ServerHelloDone) of a crypto/tls TLS 1.2 server.
+func tls12Flight(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvEnd, cliEnd := net.Pipe()
+	defer srvEnd.Close()
+	defer cliEnd.Close()
+	srv := tls.Server(srvEnd, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MaxVersion: tls.VersionTLS12})
+	go srv.Handshake()
+	rec := &recordingConn{Conn: cliEnd}
+	cli := tls.Client(rec, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+	cli.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	// The handshake records before the server's ChangeCipherSpec.
+	b := rec.got
+	off := 0
+	for off+5 <= len(b) && b[off] == recordHandshake {
+		off += 5 + int(binary.BigEndian.Uint16(b[off+3:]))
+	}
+	return b[:off]
 }

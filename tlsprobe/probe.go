@@ -281,7 +281,7 @@ func handshake(ctx context.Context, addr string, cfg *tls.Config, timeout time.D
 		if transport.IsTimeout(err) || ctx.Err() != nil {
 			return nil, err
 		}
-		if m := diagnose(rec.got, err); m != nil {
+		if m := diagnose(rec.got, rec.ended, err); m != nil {
 			return nil, m
 		}
 		return nil, err
