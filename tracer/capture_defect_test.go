@@ -103,3 +103,54 @@ func TestCaptureDefects(t *testing.T) {
 		})
 	}
 }
+
+// TestPacketLenOfGuessedHeader: a fixed header the tracer only guessed
+// while resynchronising (captured mid-stream, or after a gap) and never
+// confirmed, because the capture stopped inside the packet it announces,
+// gives no Problem.PacketLen: the size rules (DPS-REG-008, DPS-DEV-026)
+// would take the guess for a packet of that size the peer sent. A header
+// read in step with the stream still gives it.
+func TestPacketLenOfGuessedHeader(t *testing.T) {
+	c2s, _ := dpsExchange(t)
+	connect := enc(t, c2s[0])
+	// A PINGREQ, then a PUBLISH header announcing 128 KB, and 100 bytes.
+	big := append([]byte{0xc0, 0x00, 0x30, 0x80, 0x80, 0x08}, bytes.Repeat([]byte{'a'}, 100)...)
+	for _, tc := range []struct {
+		name string
+		send func(f *genFlow)
+		want int
+	}{
+		{"mid-stream", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ClientToServer, append([]byte("tail of a payload"), big...))
+		}, 0},
+		{"in step", func(f *genFlow) {
+			f.handshake()
+			f.send(ClientToServer, connect)
+			f.send(ClientToServer, big)
+		}, 131072 + 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, linkEthernet)
+			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
+			tc.send(f)
+			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(capt.Conversations) != 1 {
+				t.Fatalf("%d conversations", len(capt.Conversations))
+			}
+			c := capt.Conversations[0]
+			var got []int
+			for _, p := range c.Problems {
+				if p.Clause == "tracer-truncated" {
+					got = append(got, p.PacketLen)
+				}
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Errorf("tracer-truncated PacketLen %v, want [%d]:\n%s", got, tc.want, summary(c))
+			}
+		})
+	}
+}

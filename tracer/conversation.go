@@ -222,7 +222,8 @@ type Problem struct {
 	Msg    string
 	// PacketLen is, for "tracer-truncated", "tracer-gap" and
 	// "tracer-buffer", the length (fixed header included) that the cut
-	// packet's fixed header announced; 0 when it is unknown. Rules on
+	// packet's fixed header announced; 0 when it is unknown, or the
+	// header was only guessed while resynchronising and never confirmed. Rules on
 	// packet size judge from it when the sender stopped mid-packet.
 	PacketLen int
 	// CaptureDefect reports that the problem comes from a defect of the

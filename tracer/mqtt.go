@@ -253,9 +253,7 @@ func (m *mqttStream) gap(n int, frame int) {
 		m.problem(frame, m.off, "tracer-gap", fmt.Sprintf("%d bytes of an incomplete %s packet lost in a gap", len(m.buf), packets.Type(m.buf[0]>>4)))
 		p := &m.conv.Problems[len(m.conv.Problems)-1]
 		p.CaptureDefect = true
-		if n, err := packets.PacketLength(m.buf); err == nil {
-			p.PacketLen = n
-		}
+		p.PacketLen = m.announced()
 	}
 	m.off += int64(len(m.buf)) + int64(n)
 	m.buf = m.buf[:0]
@@ -281,10 +279,23 @@ func (m *mqttStream) end(frame int, closed bool) {
 		// With no FIN or RST seen, the capture ended before the packet
 		// did; the peer may well have sent the rest.
 		p.CaptureDefect = !closed
-		if n, err := packets.PacketLength(m.buf); err == nil {
-			p.PacketLen = n
-		}
+		p.PacketLen = m.announced()
 	}
+}
+
+// announced is the length the fixed header at the start of m.buf
+// announces (Problem.PacketLen), 0 when unknown: also when that header is
+// one a resynchronisation only guessed (m.tentative), which no packet
+// after it confirmed; its length says nothing of what the peer sent.
+func (m *mqttStream) announced() int {
+	if m.tentative > 0 {
+		return 0
+	}
+	n, err := packets.PacketLength(m.buf)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // skipped records n bytes skipped while resynchronising at m.off and
