@@ -51,8 +51,9 @@ type RuleEnv struct {
 	// come before device rules call it early (clock and scheduling
 	// noise); zero means 250 ms.
 	PollTolerance time.Duration
-	// Window is how long after a 401 answer a device must not reconnect
-	// with the same credentials (DPS-DEV-017); zero means 10 s.
+	// Window is how long after a 401 answer (DPS-DEV-017), or an answer
+	// with status failed or disabled (DPS-DEV-024), a device must not
+	// reconnect with the same credentials; zero means 10 s.
 	Window time.Duration
 	// Live reports that dps-conform recorded the capture on the wire
 	// itself (a live spec or the device role), so a plaintext conversation

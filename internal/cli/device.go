@@ -117,7 +117,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.Var(durationFlag{p: &f.timeout}, "scenario-timeout", "`DURATION` bound on each scenario")
 	fs.Var(durationFlag{p: &f.retryAfter, zeroOK: true, seconds: true}, "retry-after", "retry-after of 202 answers, a `DURATION` of whole seconds")
 	fs.Var(durationFlag{p: &f.tolerance, zeroOK: true}, "tolerance", "`DURATION` earlier than retry-after a request may come")
-	fs.Var(durationFlag{p: &f.window}, "window", "`DURATION` after a 401 in which the device must not reconnect with the same credentials")
+	fs.Var(durationFlag{p: &f.window}, "window", "`DURATION` after a 401 (DPS-DEV-017), or a failed or disabled status (DPS-DEV-024), in which the device must not reconnect with the same credentials")
 	if done, err := parseFlags(env, fs, args); done || err != nil {
 		return err
 	}
