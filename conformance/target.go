@@ -125,7 +125,7 @@ func (t *Target) ValidateNamed(name func(flag string) string) error {
 	case t.IDScope == "":
 		return fmt.Errorf("%w: no id scope (--id-scope or idScope in --config)", ErrTarget)
 	case cr.SymmetricKey == "" && cr.GroupKey == "":
-		msg := "no symmetric key credentials (--symmetric-key with --registration-id, or --group-key)"
+		msg := "no symmetric key credentials (--symmetric-key with --registration-id, or --group-key; individual.symmetricKey with individual.registrationId, or group.symmetricKey, in --config)"
 		if cr.GroupSecondaryKey != "" || cr.SecondaryKey != "" {
 			msg += ": a secondary key alone serves only DPS-AUTH-012"
 		}
