@@ -662,6 +662,28 @@ func ruleDevPollRate() *Rule {
 		}}
 }
 
+// reconnectsWithin finds the CONNECTs with cp's username, on conversations
+// of capt other than c, that came less than win after at (the answer the
+// device should have stopped at, which what names; why says what kind of
+// answer it was): DPS-DEV-017 and DPS-DEV-024's "no reconnect with the same
+// credentials".
+func reconnectsWithin(id string, capt *tracer.Capture, c *tracer.Conversation, cp *packets.Connect, at time.Time, win time.Duration, what, why string) []Finding {
+	var fs []Finding
+	for _, o := range capt.Conversations {
+		ocp, oi := connectOf(o)
+		if o == c || ocp == nil || !bytes.Equal(ocp.Username, cp.Username) {
+			continue
+		}
+		p := &o.Packets[oi]
+		if d := p.Time.Sub(at); d > 0 && d <= win {
+			fs = append(fs, finding(id, o, p.Frame, p.Time,
+				fmt.Sprintf("CONNECT with the same username %s after %s", secs(d), what),
+				fmt.Sprintf("no reconnect with the same credentials within %s of %s", secs(win), why)))
+		}
+	}
+	return fs
+}
+
 // ruleDev401: after a 401 answer, no further request on the connection and
 // no new CONNECT with the same username within RuleEnv.Window.
 func ruleDev401() *Rule {
@@ -686,18 +708,8 @@ func ruleDev401() *Rule {
 						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("%s %s after the 401 answer (frame %d)", describe(p.Packet), secs(p.Time.Sub(a.pkt.Time)), a.pkt.Frame),
 							"no further request after a 401"))
 					}
-					for _, o := range capt.Conversations {
-						ocp, oi := connectOf(o)
-						if o == c || ocp == nil || !bytes.Equal(ocp.Username, cp.Username) {
-							continue
-						}
-						p := &o.Packets[oi]
-						if d := p.Time.Sub(a.pkt.Time); d > 0 && d <= win {
-							fs = append(fs, finding(id, o, p.Frame, p.Time,
-								fmt.Sprintf("CONNECT with the same username %s after the 401 answer (conversation %d, frame %d)", secs(d), c.ID, a.pkt.Frame),
-								fmt.Sprintf("no reconnect with the same credentials within %s of a 401", secs(win))))
-						}
-					}
+					fs = append(fs, reconnectsWithin(id, capt, c, cp, a.pkt.Time, win,
+						fmt.Sprintf("the 401 answer (conversation %d, frame %d)", c.ID, a.pkt.Frame), "a 401")...)
 				}
 			}
 			return n, fs
@@ -1061,18 +1073,8 @@ func ruleDevStopOnFailure() *Rule {
 							break
 						}
 					}
-					for _, o := range capt.Conversations {
-						ocp, oi := connectOf(o)
-						if o == c || ocp == nil || !bytes.Equal(ocp.Username, cp.Username) {
-							continue
-						}
-						p := &o.Packets[oi]
-						if d := p.Time.Sub(a.pkt.Time); d > 0 && d <= win {
-							fs = append(fs, finding(id, o, p.Frame, p.Time,
-								fmt.Sprintf("CONNECT with the same username %s after %s of conversation %d", secs(d), after, c.ID),
-								fmt.Sprintf("no reconnect with the same credentials within %s of a final failed or disabled status", secs(win))))
-						}
-					}
+					fs = append(fs, reconnectsWithin(id, capt, c, cp, a.pkt.Time, win,
+						fmt.Sprintf("%s of conversation %d", after, c.ID), "a final failed or disabled status")...)
 				}
 			}
 			return n, fs

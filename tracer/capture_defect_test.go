@@ -65,17 +65,7 @@ func TestCaptureDefects(t *testing.T) {
 		}, 2, 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newGen(t, linkEthernet)
-			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
-			tc.send(f)
-			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(capt.Conversations) != 1 {
-				t.Fatalf("%d conversations", len(capt.Conversations))
-			}
-			c := capt.Conversations[0]
+			capt, c := decodeOneFlow(t, tc.send)
 			var defect []string
 			for _, p := range c.Problems {
 				if p.CaptureDefect {
@@ -131,17 +121,7 @@ func TestPacketLenOfGuessedHeader(t *testing.T) {
 		}, 131072 + 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newGen(t, linkEthernet)
-			f := g.flow("192.0.2.1:40000", "192.0.2.2:1883")
-			tc.send(f)
-			capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(capt.Conversations) != 1 {
-				t.Fatalf("%d conversations", len(capt.Conversations))
-			}
-			c := capt.Conversations[0]
+			_, c := decodeOneFlow(t, tc.send)
 			var got []int
 			for _, p := range c.Problems {
 				if p.Clause == "tracer-truncated" {
@@ -153,4 +133,20 @@ func TestPacketLenOfGuessedHeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// decodeOneFlow decodes an Ethernet capture of the one flow send writes and
+// returns it and its conversation.
+func decodeOneFlow(t *testing.T, send func(f *genFlow)) (*Capture, *Conversation) {
+	t.Helper()
+	g := newGen(t, linkEthernet)
+	send(g.flow("192.0.2.1:40000", "192.0.2.2:1883"))
+	capt, err := Decode(bytes.NewReader(g.pcap()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(capt.Conversations) != 1 {
+		t.Fatalf("%d conversations", len(capt.Conversations))
+	}
+	return capt, capt.Conversations[0]
 }
