@@ -151,6 +151,9 @@ records:
 			return bad(at(pos), name(hs[pos])+" message", "its header announces a %d-byte body; the server's stream ended after %d of them", l, len(hs)-pos-4)
 		}
 	}
+	if k := len(hs) - pos; k > 0 && k < 4 && ended < 0 && off >= len(b) {
+		return bad(at(pos), name(hs[pos])+" message", "the server's stream ended after %d of the 4 bytes of its header", k)
+	}
 	if ended >= 0 {
 		n := int(binary.BigEndian.Uint16(b[ended+3:]))
 		return bad(ended, "record", "its header announces a %d-byte fragment; the server's stream ended after %d of them", n, len(b)-ended-5)

@@ -42,6 +42,7 @@ func TestDiagnoseOffsets(t *testing.T) {
 		{"record header cut", []byte{22, 3, 3}, "record at byte 0: the server's stream ended after 3 of the 5 bytes of its header"},
 		{"record cut in the message's body", record(nullChain...)[:10], "Certificate message at byte 5: its header announces a 3-byte body; the server's stream ended after 1 of them"},
 		{"record cut in the message's header", record(nullChain...)[:8], "record at byte 0: its header announces a 7-byte fragment; the server's stream ended after 3 of them"},
+		{"stream ends in a message's header", record(11, 0), "Certificate message at byte 5: the server's stream ended after 2 of the 4 bytes of its header"},
 		{"unknown message type", record(99, 0, 0, 0), "handshake message type 99 message at byte 5: a server sends no handshake message of type 99"},
 		{"empty certificate", record(11, 0, 0, 6, 0, 0, 3, 0, 0, 0), "certificate 0 at byte 12 is empty"},
 		{"certificate overruns", record(11, 0, 0, 6, 0, 0, 3, 0, 0, 9), "certificate 0 at byte 12: its length, 9, overruns certificate_list by 9 bytes"},
