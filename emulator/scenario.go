@@ -13,8 +13,9 @@ import (
 // Scenario scripts the emulator's answers for the device role: the
 // situations of DPS-PROTOCOL.md Part A and Part B §4.3 that a device must
 // handle (throttling, 401, transient 5xx, a lost connection, a withheld
-// CONNACK, a disabled enrollment). Counts are per registration id: "the first N register requests
-// of each device". The zero Scenario is the normal flow.
+// CONNACK, a disabled enrollment, a failed allocation). Counts are per
+// registration id: "the first N register requests of each device". The
+// zero Scenario is the normal flow.
 type Scenario struct {
 	// Name is how reports name the scenario.
 	Name string
@@ -42,6 +43,13 @@ type Scenario struct {
 	// "disabled" (Part A §8). The enrollment is the device command's to
 	// make; the emulator answers from the registry as for any device.
 	DisabledEnrollment bool
+	// FailedAllocation enrolls the device with custom allocation whose
+	// webhook answers 500: its registration ends in a 200 answer with
+	// status "failed" and registrationState errorCode 400207 (Part A §8;
+	// Part B §4.4, §4.7). The enrollment and the webhook are the device
+	// command's to make; the emulator answers from the registry as for
+	// any device.
+	FailedAllocation bool
 	// ThrottleRetryAfter is the retry-after of scripted 429 answers; zero
 	// means 2 s.
 	ThrottleRetryAfter time.Duration
@@ -60,6 +68,7 @@ var scenarioTable = []Scenario{
 	{Name: "disconnect-mid-poll", DropAtPoll: true},
 	{Name: "connack-withheld", WithholdConnack: 2},
 	{Name: "enrollment-disabled", DisabledEnrollment: true},
+	{Name: "enrollment-failed", FailedAllocation: true},
 }
 
 // Scenarios lists the named scenarios, in a stable order.

@@ -40,7 +40,7 @@ var nodeDeviceVerdicts = map[string]map[string]string{
 		"DPS-DEV-017": "NOT COVERED",
 		"DPS-DEV-018": "NOT COVERED",
 		"DPS-DEV-022": "NOT COVERED",
-		// No enrollment-disabled over mqttws.
+		// No enrollment-disabled or enrollment-failed over mqttws.
 		"DPS-DEV-024": "NOT COVERED",
 		"DPS-DEV-027": "NOT COVERED",
 	},

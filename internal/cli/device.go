@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,8 +69,8 @@ starts the device; the scenario ends on Enter or after --scenario-timeout.
 
 Scenarios: normal, register-429, poll-429, unauthorized-401, transient-500,
 poll-no-operation-id, disconnect-mid-poll, connack-withheld,
-enrollment-disabled, tls-untrusted-ca, tls-wrong-host, tls-expired
-(default: all).
+enrollment-disabled, enrollment-failed, tls-untrusted-ca, tls-wrong-host,
+tls-expired (default: all).
 
 Exit codes: 0 every MUST rule that applied passed, 1 a MUST rule failed,
 2 usage error, 3 no verdict (in no scenario that serves DPS did the device
@@ -83,10 +84,10 @@ var tlsScenarios = []string{"tls-untrusted-ca", "tls-wrong-host", "tls-expired"}
 
 // refusingScenarios serve DPS but may rightly leave a device without a 200:
 // unauthorized-401 never assigns, connack-withheld assigns only a device
-// that reconnects, and enrollment-disabled ends in a 200 with status
-// disabled, which is no assignment. A run of these alone is judged on any
-// final answer.
-var refusingScenarios = []string{"unauthorized-401", "connack-withheld", "enrollment-disabled"}
+// that reconnects, and enrollment-disabled and enrollment-failed end in a
+// 200 with status disabled or failed, which is no assignment. A run of
+// these alone is judged on any final answer.
+var refusingScenarios = []string{"unauthorized-401", "connack-withheld", "enrollment-disabled", "enrollment-failed"}
 
 type deviceFlags struct {
 	exec, transport, profile, out, regID, host string
@@ -442,10 +443,16 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		LinkedHubs:  []registry.LinkedHub{{Name: "dut-hub.azure-devices.net"}},
 		Enrollments: []registry.IndividualEnrollment{{RegistrationID: f.regID, Attestation: cred.attestation}},
 	}
+	regOpts := registry.Options{Config: cfg}
 	if sc != nil && sc.DisabledEnrollment {
 		cfg.Enrollments[0].ProvisioningStatus = registry.ProvisioningDisabled
 	}
-	reg, err := registry.Open(ctx, registry.Options{Config: cfg})
+	if sc != nil && sc.FailedAllocation {
+		cfg.Enrollments[0].AllocationPolicy = registry.AllocationCustom
+		cfg.Enrollments[0].CustomAllocationDefinition = &registry.CustomAllocationDefinition{WebhookURL: failingWebhookURL}
+		regOpts.HTTPClient = &http.Client{Transport: failingWebhook{}}
+	}
+	reg, err := registry.Open(ctx, regOpts)
 	if err != nil {
 		return nil, &UsageError{Err: fmt.Errorf("--registration-id %q: %w", f.regID, err)}
 	}
@@ -541,7 +548,8 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 						run.refusedStatus = status
 					case !assignment(pub.Payload):
 						// A 200 with status failed or disabled (as in
-						// enrollment-disabled): final, but no assignment.
+						// enrollment-failed and enrollment-disabled):
+						// final, but no assignment.
 					default:
 						run.assigned++
 					}
@@ -693,6 +701,26 @@ func assignment(body []byte) bool {
 		return true
 	}
 	return st.Status != dps.StatusFailed && st.Status != dps.StatusDisabled
+}
+
+// failingWebhookURL is the custom allocation webhook of enrollment-failed's
+// enrollment. failingWebhook answers it in process: nothing is dialled.
+const failingWebhookURL = "http://enrollment-failed.invalid/allocate"
+
+// failingWebhook is the http.RoundTripper of enrollment-failed's registry:
+// it answers every webhook call 500, which the registry takes for a failed
+// custom allocation (status failed, errorCode 400207, Part B §4.7).
+type failingWebhook struct{}
+
+func (failingWebhook) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{
+		Status: "500 Internal Server Error", StatusCode: http.StatusInternalServerError,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: http.NoBody, Request: r,
+	}, nil
 }
 
 // deviceLog is where a scenario keeps what its --exec device printed:

@@ -20,11 +20,12 @@ import (
 // serves DPS, the device connected, sent CONNECT, registered and polled on
 // to an answer that ends the operation; the reason names what was missing.
 func TestNoVerdictReason(t *testing.T) {
-	// finals are 200 answers (assigned) except in unauthorized-401 and
-	// enrollment-disabled (a 200 with status disabled: no assignment).
+	// finals are 200 answers (assigned) except in unauthorized-401,
+	// enrollment-disabled and enrollment-failed (a 200 with status
+	// disabled or failed: no assignment).
 	run := func(name string, conns, connects, registers, finals int) *scenarioRun {
 		r := &scenarioRun{accepted: conns, conversations: conns, connects: connects, registers: registers, finals: finals}
-		if name != "unauthorized-401" && name != "enrollment-disabled" {
+		if name != "unauthorized-401" && name != "enrollment-disabled" && name != "enrollment-failed" {
 			r.assigned = finals
 		}
 		r.Name = name
@@ -53,6 +54,8 @@ func TestNoVerdictReason(t *testing.T) {
 		// The 200 with status disabled is no assignment: it does not see
 		// normal's flow through.
 		{"202 then gone, disabled elsewhere", []*scenarioRun{run("normal", 1, 1, 1, 0), run("enrollment-disabled", 1, 1, 1, 1)}, "registered but never polled to a final status"},
+		{"failed ends the operation", []*scenarioRun{run("enrollment-failed", 1, 1, 1, 1)}, ""},
+		{"202 then gone, failed elsewhere", []*scenarioRun{run("normal", 1, 1, 1, 0), run("enrollment-failed", 1, 1, 1, 1)}, "registered but never polled to a final status"},
 		// One scenario seen through is enough: a device may rightly stop
 		// early in another.
 		{"one scenario through", []*scenarioRun{run("connack-withheld", 1, 1, 0, 0), run("normal", 1, 1, 1, 1)}, ""},
