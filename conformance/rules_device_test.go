@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -162,29 +160,28 @@ func TestDeviceRulesProof(t *testing.T) {
 	asDisabled := func(_ *emulatortest.Emulator, c *device.Config) {
 		c.RegistrationID, c.SymmetricKey = emulatortest.DisabledDeviceID, emulatortest.DisabledDeviceKey
 	}
-	// failedAllocation enrolls SymDeviceID, as enrollment-failed enrolls
-	// the device, with custom allocation whose webhook answers 500: the
-	// registration ends in a 200 with status "failed", errorCode 400207
-	// (Part B §4.4, §4.7). The webhook closes after the emulators (cleanups
-	// run last first).
-	failHook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, "allocation refused", http.StatusInternalServerError)
-	}))
-	t.Cleanup(failHook.Close)
-	failedAllocation := func() *registry.Config {
-		return &registry.Config{
-			IDScope:    emulatortest.IDScope,
-			LinkedHubs: []registry.LinkedHub{{Name: emulatortest.HubName}},
-			Enrollments: []registry.IndividualEnrollment{{
-				RegistrationID: emulatortest.SymDeviceID,
-				Attestation: registry.AttestationMechanism{
-					Type:         registry.AttestationSymmetricKey,
-					SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: emulatortest.SymDeviceKey},
-				},
-				AllocationPolicy:           registry.AllocationCustom,
-				CustomAllocationDefinition: &registry.CustomAllocationDefinition{WebhookURL: failHook.URL},
-			}},
+	// failed enrolls SymDeviceID as the enrollment-failed scenario enrolls
+	// the device (emulator.Scenario.Enroll: custom allocation whose
+	// webhook answers 500): the registration ends in a 200 with status
+	// "failed", errorCode 400207 (Part B §4.4, §4.7).
+	failed := func() emulatortest.Options {
+		sc, err := emulator.LookupScenario("enrollment-failed")
+		if err != nil {
+			t.Fatal(err)
 		}
+		e := registry.IndividualEnrollment{
+			RegistrationID: emulatortest.SymDeviceID,
+			Attestation: registry.AttestationMechanism{
+				Type:         registry.AttestationSymmetricKey,
+				SymmetricKey: &registry.SymmetricKeyAttestation{PrimaryKey: emulatortest.SymDeviceKey},
+			},
+		}
+		hc := sc.Enroll(&e)
+		return emulatortest.Options{HTTPClient: hc, Config: &registry.Config{
+			IDScope:     emulatortest.IDScope,
+			LinkedHubs:  []registry.LinkedHub{{Name: emulatortest.HubName}},
+			Enrollments: []registry.IndividualEnrollment{e},
+		}}
 	}
 	// overWS makes the client dial MQTT over WebSocket offering sub.
 	overWS := func(sub string) func(e *emulatortest.Emulator, c *device.Config) {
@@ -364,10 +361,10 @@ func TestDeviceRulesProof(t *testing.T) {
 				asDisabled(e, c)
 				c.Misbehave.RegisterAfterFailure = true
 			}},
-		{name: "clean, failed allocation", env: env, opts: emulatortest.Options{Config: failedAllocation()}, applied: []string{"DPS-DEV-020", "DPS-DEV-024"}},
+		{name: "clean, failed allocation", env: env, opts: failed(), applied: []string{"DPS-DEV-020", "DPS-DEV-024"}},
 		// The emulator answers the register after "failed" 202 again (a
 		// new operation, failed like the first).
-		{name: "RegisterAfterFailure, failed allocation", env: env, opts: emulatortest.Options{Config: failedAllocation()}, fail: "DPS-DEV-024",
+		{name: "RegisterAfterFailure, failed allocation", env: env, opts: failed(), fail: "DPS-DEV-024",
 			mod: func(_ *emulatortest.Emulator, c *device.Config) { c.Misbehave.RegisterAfterFailure = true }},
 		// A register body of 100 KB (valid JSON, a custom payload): the
 		// emulator closes the connection (Part A §7).

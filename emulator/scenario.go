@@ -2,12 +2,14 @@ package emulator
 
 import (
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dps-conform/dps-conform/dps"
+	"github.com/dps-conform/dps-conform/emulator/registry"
 )
 
 // Scenario scripts the emulator's answers for the device role: the
@@ -40,15 +42,14 @@ type Scenario struct {
 	WithholdConnack int
 	// DisabledEnrollment enrolls the device with provisioningStatus
 	// disabled: its registration ends in a 200 answer with status
-	// "disabled" (Part A §8). The enrollment is the device command's to
-	// make; the emulator answers from the registry as for any device.
+	// "disabled" (Part A §8). Enroll makes the enrollment so; the emulator
+	// answers from the registry as for any device.
 	DisabledEnrollment bool
 	// FailedAllocation enrolls the device with custom allocation whose
 	// webhook answers 500: its registration ends in a 200 answer with
 	// status "failed" and registrationState errorCode 400207 (Part A §8;
-	// Part B §4.4, §4.7). The enrollment and the webhook are the device
-	// command's to make; the emulator answers from the registry as for
-	// any device.
+	// Part B §4.4, §4.7). Enroll makes the enrollment and the webhook;
+	// the emulator answers from the registry as for any device.
 	FailedAllocation bool
 	// ThrottleRetryAfter is the retry-after of scripted 429 answers; zero
 	// means 2 s.
@@ -69,6 +70,43 @@ var scenarioTable = []Scenario{
 	{Name: "connack-withheld", WithholdConnack: 2},
 	{Name: "enrollment-disabled", DisabledEnrollment: true},
 	{Name: "enrollment-failed", FailedAllocation: true},
+}
+
+// Enroll makes e, the individual enrollment of the device under test, as
+// the scenario wants it (DisabledEnrollment, FailedAllocation), and
+// returns the HTTP client the registry must call its custom allocation
+// webhook with (registry.Options.HTTPClient); nil when the default will
+// do.
+func (s *Scenario) Enroll(e *registry.IndividualEnrollment) *http.Client {
+	if s.DisabledEnrollment {
+		e.ProvisioningStatus = registry.ProvisioningDisabled
+	}
+	if !s.FailedAllocation {
+		return nil
+	}
+	e.AllocationPolicy = registry.AllocationCustom
+	e.CustomAllocationDefinition = &registry.CustomAllocationDefinition{WebhookURL: failingWebhookURL}
+	return &http.Client{Transport: failingWebhook{}}
+}
+
+// failingWebhookURL is the custom allocation webhook of FailedAllocation's
+// enrollment. failingWebhook answers it in process: nothing is dialled.
+const failingWebhookURL = "http://enrollment-failed.invalid/allocate"
+
+// failingWebhook is the http.RoundTripper of FailedAllocation's registry:
+// it answers every webhook call 500, which the registry takes for a failed
+// custom allocation (status failed, errorCode 400207, Part B §4.7).
+type failingWebhook struct{}
+
+func (failingWebhook) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return &http.Response{
+		Status: "500 Internal Server Error", StatusCode: http.StatusInternalServerError,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: http.NoBody, Request: r,
+	}, nil
 }
 
 // Scenarios lists the named scenarios, in a stable order.

@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -100,6 +101,10 @@ type Options struct {
 	WrapConn, WrapRaw func(net.Conn) net.Conn
 	// Scenario scripts answers for device testing (emulator.Config.Scenario).
 	Scenario *emulator.Scenario
+	// HTTPClient calls custom allocation webhooks
+	// (registry.Options.HTTPClient), e.g. the one Scenario.Enroll returns;
+	// nil means the registry's default.
+	HTTPClient *http.Client
 	// Budget, when positive, also serves a second instance on
 	// Emulator.BudgetAddr (MQTT over TLS): the same registry, PKI, profile
 	// and faults, with a registration budget of Budget per minute of its
@@ -170,7 +175,7 @@ func Start(t testing.TB, o Options) *Emulator {
 		cfg = Default(string(transport.EncodeCertPEM(devCert.Certificate[0])), string(e.GroupCA.CertPEM), webhook.URL)
 	}
 	e.Config = cfg
-	reg, err := registry.Open(context.Background(), registry.Options{StateDir: o.StateDir, Config: cfg, Now: o.Now, Logger: o.Logger})
+	reg, err := registry.Open(context.Background(), registry.Options{StateDir: o.StateDir, Config: cfg, Now: o.Now, Logger: o.Logger, HTTPClient: o.HTTPClient})
 	if err != nil {
 		t.Fatalf("emulatortest: registry: %v", err)
 	}

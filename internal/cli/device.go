@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -444,13 +443,8 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		Enrollments: []registry.IndividualEnrollment{{RegistrationID: f.regID, Attestation: cred.attestation}},
 	}
 	regOpts := registry.Options{Config: cfg}
-	if sc != nil && sc.DisabledEnrollment {
-		cfg.Enrollments[0].ProvisioningStatus = registry.ProvisioningDisabled
-	}
-	if sc != nil && sc.FailedAllocation {
-		cfg.Enrollments[0].AllocationPolicy = registry.AllocationCustom
-		cfg.Enrollments[0].CustomAllocationDefinition = &registry.CustomAllocationDefinition{WebhookURL: failingWebhookURL}
-		regOpts.HTTPClient = &http.Client{Transport: failingWebhook{}}
+	if sc != nil {
+		regOpts.HTTPClient = sc.Enroll(&cfg.Enrollments[0])
 	}
 	reg, err := registry.Open(ctx, regOpts)
 	if err != nil {
@@ -701,26 +695,6 @@ func assignment(body []byte) bool {
 		return true
 	}
 	return st.Status != dps.StatusFailed && st.Status != dps.StatusDisabled
-}
-
-// failingWebhookURL is the custom allocation webhook of enrollment-failed's
-// enrollment. failingWebhook answers it in process: nothing is dialled.
-const failingWebhookURL = "http://enrollment-failed.invalid/allocate"
-
-// failingWebhook is the http.RoundTripper of enrollment-failed's registry:
-// it answers every webhook call 500, which the registry takes for a failed
-// custom allocation (status failed, errorCode 400207, Part B §4.7).
-type failingWebhook struct{}
-
-func (failingWebhook) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body != nil {
-		r.Body.Close()
-	}
-	return &http.Response{
-		Status: "500 Internal Server Error", StatusCode: http.StatusInternalServerError,
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{}, Body: http.NoBody, Request: r,
-	}, nil
 }
 
 // deviceLog is where a scenario keeps what its --exec device printed:
