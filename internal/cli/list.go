@@ -38,6 +38,11 @@ func listCmd(_ context.Context, env *Env, args []string) error {
 	default:
 		return usageErrorf("--role %q: want service or device", *role)
 	}
+	if *role != "" && *format == "yaml" {
+		// The yaml inventory is the whole suite's (the checked-in
+		// conformance.yaml); a --role it ignored would look applied.
+		return usageErrorf("--role applies to --format text and json; the yaml inventory is the whole suite's")
+	}
 	inv, cat, err := conformance.BuildInventory()
 	if err != nil {
 		return &EnvError{Err: err}
@@ -51,9 +56,11 @@ func listCmd(_ context.Context, env *Env, args []string) error {
 		rules[r] = true
 	}
 	var reqs []*conformance.Requirement
+	selected := map[string]bool{}
 	for _, r := range cat.Requirements {
 		if *role == "" || string(r.Role) == *role {
 			reqs = append(reqs, r)
+			selected[r.ID] = true
 		}
 	}
 	switch *format {
@@ -81,8 +88,26 @@ func listCmd(_ context.Context, env *Env, args []string) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Level, r.Role, specs[r.ID], rule, strings.ReplaceAll(st, "\n", " "))
 		}
 		tw.Flush()
+		// The counts are of the requirements listed: with --role, the
+		// specs and rules judging them and the ones of them not covered.
+		nSpecs, nRules, nNotCovered := 0, 0, 0
+		for _, s := range inv.Specs {
+			if selected[s.ID] {
+				nSpecs++
+			}
+		}
+		for _, id := range inv.Rules {
+			if selected[id] {
+				nRules++
+			}
+		}
+		for _, id := range inv.NotCovered {
+			if selected[id] {
+				nNotCovered++
+			}
+		}
 		fmt.Fprintf(env.Stdout, "\n%d requirements, %d specs, %d rules; not covered by a spec or rule: %d (dps-conform list --format yaml shows which)\n",
-			len(reqs), len(inv.Specs), len(inv.Rules), len(inv.NotCovered))
+			len(reqs), nSpecs, nRules, nNotCovered)
 		return nil
 	}
 	return usageErrorf("--format %q: want text, json or yaml", *format)
