@@ -92,7 +92,7 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&keylog, "keylog", "", "NSS key log `FILE` (SSLKEYLOGFILE) for decrypting TLS")
 	fs.Var(&ports, "port", "extra plaintext MQTT server `PORT` (repeatable or comma-separated); 1883, 8883, 443, 80 and 8080 are known")
 	fs.StringVar(&format, "format", "text", "output `FORMAT`: text or json")
-	fs.BoolVar(&check, "check", false, "judge the capture with the service rules; exit 1 on MUST findings or decode violations, 3 when it gives no verdict")
+	fs.BoolVar(&check, "check", false, "judge the capture with the rules of --role (default: the service rules); exit 1 on MUST findings or decode violations, 3 when it gives no verdict")
 	fs.StringVar(&profile, "profile", conformance.ProfileDPS2019, "profile `VERSION` the rules judge under: dps-2019 or dps-2023")
 	fs.StringVar(&role, "role", "service", "which rules --check applies: `ROLE` service, device or all")
 	fs.BoolVar(&showSecrets, "show-secrets", false, "print SAS signatures and passwords instead of [redacted]")
@@ -121,6 +121,13 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		return usageErrorf("--profile %q is not %s or %s", profile, conformance.ProfileDPS2019, conformance.ProfileDPS2023)
 	case devEnv.SymmetricKey != "" && devEnv.X509:
 		return usageErrorf("--device-key and --device-x509 say different things: a device attests with a symmetric key or with a certificate")
+	}
+	// --role and --profile choose what --check judges; without it they
+	// would change nothing, and a user who gave them believes they did.
+	for _, name := range []string{"role", "profile"} {
+		if flagsSet(fs)[name] && !check {
+			return usageErrorf("--%s chooses how --check judges the capture: it needs --check", name)
+		}
 	}
 	for _, name := range []string{"device-key", "device-x509", "server-name"} {
 		if flagsSet(fs)[name] && (!check || role == "service") {
