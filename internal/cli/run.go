@@ -104,7 +104,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.out, "out", "dps-conform-results", "`DIR` for evidence (pcaps/) and reports")
 	fs.Var(&f.faults, "emulator-fault", "switch on an emulator fault `NAME` (repeatable; embedded emulator only; 'help' lists them): the self-test of the suite")
 	fs.StringVar(&f.bundle, "bundle", "", "also pack --out into `FILE.tar.gz` (verify it with 'dps-conform report verify FILE.tar.gz')")
-	fs.BoolVar(&f.allowQuota, "allow-quota", false, "run specs that trip throttling or spend quotas against a non-emulator target")
+	fs.BoolVar(&f.allowQuota, "allow-quota", false, "run specs that trip throttling or spend quotas against any target but the embedded emulator (an emulator of your own included)")
 	fs.BoolVar(&f.verbose, "v", false, "print Ginkgo's own report to stderr too")
 	fs.Int64Var(&f.seed, "seed", 0, "order the specs with `SEED` (the run prints the one it used; 0: from the clock)")
 	f.specTimeout, f.readTimeout, f.closeWait = 30*time.Second, 5*time.Second, 3*time.Second
