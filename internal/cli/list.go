@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/dps-conform/dps-conform/conformance"
 )
@@ -81,10 +82,7 @@ func listCmd(_ context.Context, env *Env, args []string) error {
 			if rules[r.ID] {
 				rule = "yes"
 			}
-			st := r.Statement
-			if len(st) > 100 {
-				st = st[:97] + "..."
-			}
+			st := clip(r.Statement, 100)
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Level, r.Role, specs[r.ID], rule, strings.ReplaceAll(st, "\n", " "))
 		}
 		tw.Flush()
@@ -111,4 +109,20 @@ func listCmd(_ context.Context, env *Env, args []string) error {
 		return nil
 	}
 	return usageErrorf("--format %q: want text, json or yaml", *format)
+}
+
+// clip shortens s to at most n runes, ending it with "..." when cut; it
+// cuts between runes, never inside a multi-byte one.
+func clip(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i, kept := 0, 0
+	for i = range s {
+		if kept == n-3 {
+			break
+		}
+		kept++
+	}
+	return s[:i] + "..."
 }
