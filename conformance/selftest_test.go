@@ -9,6 +9,7 @@ import (
 
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/emulator"
+	"github.com/dps-conform/dps-conform/internal/testproc"
 )
 
 // notJudgedByServiceSpecs are the emulator faults no service spec names,
@@ -70,7 +71,8 @@ func holds(cat *conformance.Catalog, id, profile string) bool {
 // the first of its own.
 var selfTestProfiles = []string{conformance.ProfileDPS2019, conformance.ProfileDPS2023}
 
-// profileFor is the profile TestSelfTest runs s under.
+// profileFor is the profile TestFaultsExact runs s under when it judges
+// the specs of a fault.
 func profileFor(s conformance.SpecInfo) string {
 	for _, p := range selfTestProfiles {
 		if slices.Contains(s.Profiles, p) {
@@ -78,61 +80,6 @@ func profileFor(s conformance.SpecInfo) string {
 		}
 	}
 	return ""
-}
-
-// TestSelfTest is the self-test of the suite: for every fault a spec names,
-// the specs naming it run against an emulator with that fault switched on,
-// each under a profile its requirement holds under, and every one of them
-// must fail. (TestSuite shows they pass without it.)
-func TestSelfTest(t *testing.T) {
-	by, specs := specsByFault(t)
-	info := map[string]conformance.SpecInfo{}
-	for _, s := range specs {
-		info[s.Text] = s
-		if profileFor(s) == "" {
-			t.Errorf("spec %q holds under %v, none of %v", s.Text, s.Profiles, selfTestProfiles)
-		}
-	}
-	faults := slices.Sorted(maps.Keys(by))
-	for _, f := range faults {
-		t.Run(f, func(t *testing.T) {
-			ran := map[string]bool{}
-			for _, p := range selfTestProfiles {
-				var ids []string
-				for _, text := range by[f] {
-					if s := info[text]; profileFor(s) == p && !slices.Contains(ids, s.ID) {
-						ids = append(ids, s.ID)
-					}
-				}
-				if len(ids) == 0 {
-					continue
-				}
-				filter := "fault: containsAny " + f
-				if p != conformance.ProfileDPS2019 {
-					filter += " && req: containsAny " + strings.Join(ids, ", ")
-				}
-				res := runSuiteProfile(t, emulator.Profile(p), []emulator.Fault{emulator.Fault(f)}, filter)
-				for _, v := range res.Verdicts {
-					switch {
-					case v.State == "skipped" && !holds(res.Catalog, v.ID, p):
-						// judged under its own profile
-					case !v.Failed():
-						t.Errorf("%s %s %q under fault %s (%s): it must fail", v.State, v.ID, v.Text, f, p)
-					default:
-						ran[v.Text] = true
-						if why := wrongReason(v); why != "" {
-							t.Errorf("%s %q under fault %s (%s) failed, but %s: %s", v.ID, v.Text, f, p, why, v.Message)
-						}
-					}
-				}
-			}
-			for _, text := range by[f] {
-				if !ran[text] {
-					t.Errorf("spec %q names fault %s but did not run and fail", text, f)
-				}
-			}
-		})
-	}
 }
 
 // wrongReason says why a failed verdict proves nothing about a fault: the
@@ -152,49 +99,116 @@ func wrongReason(v conformance.Verdict) string {
 	return ""
 }
 
-// TestFaultsExact runs the whole suite once per fault and requires that
-// exactly the specs naming the fault fail: a fault that also breaks other
-// specs, or a spec that fails for a fault it does not name, is a finding
-// about the emulator or the suite. It is the "exactly its specs" promise of
-// `dps-conform run --emulator-fault NAME`. Under -race it checks a sample.
+// faultSample are the faults TestFaultsExact runs the whole suite for
+// under -race and -short (it runs the specs naming each other fault).
+var faultSample = []string{"grant-qos2", "accept-tls13", "no-close-after-401", "strict-sas"}
+
+// faultChildren is how many child processes of the test binary share the
+// matrix: a suite run waits on the network most of the time, and one
+// process can run only one at a time (conformance.Run).
+const faultChildren = 4
+
+// slowFaults take the longest (the whole suite, 5-15 s each, against 1 s
+// for most): the children start with them, so that none is left to the
+// end. Only the order depends on this list.
+var slowFaults = []string{"ignore-malformed", "accept-invalid-connect", "no-pingresp", "ignore-qos0-requests", "no-close-after-refusal"}
+
+// TestFaultsExact is the self-test of the suite, one subtest per emulator
+// fault that specs name. It runs the whole suite (dps-2019) against an
+// emulator with the fault switched on and requires that exactly the specs
+// naming the fault fail, each for a reason of its own checks: a fault that
+// also breaks other specs, or a spec that fails for a fault it does not
+// name, is a finding about the emulator or the suite; it is the "exactly
+// its specs" promise of `dps-conform run --emulator-fault NAME`. The specs
+// naming the fault whose requirements hold only under dps-2023 run under
+// that profile, and must fail too. Under -race and -short the whole suite
+// runs for faultSample only, and for each other fault the specs naming it
+// (under dps-2019, or dps-2023 for theirs), which must all fail. (TestSuite
+// shows every spec passes without faults.) The faults are shared among
+// faultChildren child processes (internal/testproc).
 func TestFaultsExact(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short")
-	}
 	by, specs := specsByFault(t)
-	// The runs are dps-2019: the specs of requirements that hold only
-	// under dps-2023 skip there (TestSelfTest runs them under theirs).
-	under2019 := map[string]bool{}
+	info := map[string]conformance.SpecInfo{}
 	for _, s := range specs {
-		under2019[s.Text] = slices.Contains(s.Profiles, conformance.ProfileDPS2019)
+		info[s.Text] = s
+		if profileFor(s) == "" {
+			t.Errorf("spec %q holds under %v, none of %v", s.Text, s.Profiles, selfTestProfiles)
+		}
 	}
 	faults := slices.Sorted(maps.Keys(by))
-	if raceEnabled {
-		faults = []string{"grant-qos2", "accept-tls13", "no-close-after-401", "strict-sas"}
+	for i, f := range slowFaults {
+		if j := slices.Index(faults, f); j >= 0 {
+			faults = slices.Insert(slices.Delete(faults, j, j+1), i, f)
+		}
 	}
-	for _, f := range faults {
-		t.Run(f, func(t *testing.T) {
-			res := runSuite(t, []emulator.Fault{emulator.Fault(f)}, "")
-			var failed []string
-			for _, v := range res.Verdicts {
-				if v.Failed() {
-					failed = append(failed, v.Text)
+	testproc.Matrix(t, faults, faultChildren, func(t *testing.T, f string) {
+		whole := !raceEnabled && !testing.Short() || slices.Contains(faultSample, f)
+		checkFault(t, f, by[f], info, whole)
+	})
+	t.Parallel() // the children run on while this process runs the other tests
+}
+
+// checkFault is TestFaultsExact for fault f, which specs named: with
+// whole, the whole suite runs under dps-2019, else only the specs naming
+// f; the specs of named whose requirements hold only under dps-2023 run
+// under dps-2023.
+func checkFault(t *testing.T, f string, named []string, info map[string]conformance.SpecInfo, whole bool) {
+	ran := map[string]bool{}
+	for _, p := range selfTestProfiles {
+		var ids, want []string
+		for _, text := range named {
+			if s := info[text]; profileFor(s) == p {
+				want = append(want, text)
+				if !slices.Contains(ids, s.ID) {
+					ids = append(ids, s.ID)
 				}
 			}
-			want := slices.DeleteFunc(slices.Clone(by[f]), func(s string) bool { return !under2019[s] })
-			sort.Strings(failed)
-			sort.Strings(want)
-			if why, ok := broadFaults[f]; ok {
-				for _, w := range want {
-					if !slices.Contains(failed, w) {
-						t.Errorf("under fault %s (%s) spec %q passed", f, why, w)
-					}
+		}
+		wholeRun := whole && p == conformance.ProfileDPS2019
+		if len(ids) == 0 && !wholeRun {
+			continue
+		}
+		filter := "fault: containsAny " + f
+		switch {
+		case wholeRun:
+			filter = "" // with no spec naming f: f must break nothing here
+		case p != conformance.ProfileDPS2019:
+			filter += " && req: containsAny " + strings.Join(ids, ", ")
+		}
+		res := runSuiteProfile(t, emulator.Profile(p), []emulator.Fault{emulator.Fault(f)}, filter)
+		var failed []string
+		for _, v := range res.Verdicts {
+			// A focused run ran only specs naming f: all are judged.
+			judged := filter != "" || slices.Contains(want, v.Text)
+			switch {
+			case v.Failed():
+				failed = append(failed, v.Text)
+				if !judged {
+					break
 				}
-				return
+				ran[v.Text] = true
+				if why := wrongReason(v); why != "" {
+					t.Errorf("%s %q under fault %s (%s) failed, but %s: %s", v.ID, v.Text, f, p, why, v.Message)
+				}
+			case !judged:
+			case v.State == "skipped" && !holds(res.Catalog, v.ID, p):
+				// judged under its own profile
+			default:
+				t.Errorf("%s %s %q under fault %s (%s): it must fail", v.State, v.ID, v.Text, f, p)
 			}
-			if !slices.Equal(failed, want) {
-				t.Errorf("under fault %s\nfailed: %q\nwant:   %q", f, failed, want)
-			}
-		})
+		}
+		if _, broad := broadFaults[f]; broad || filter != "" {
+			continue // the specs naming f must fail; others may too
+		}
+		sort.Strings(failed)
+		sort.Strings(want)
+		if !slices.Equal(failed, want) {
+			t.Errorf("under fault %s\nfailed: %q\nwant:   %q", f, failed, want)
+		}
+	}
+	for _, text := range named {
+		if !ran[text] {
+			t.Errorf("spec %q names fault %s but did not run and fail", text, f)
+		}
 	}
 }

@@ -53,6 +53,8 @@ var allowedImports = map[string][]string{
 	"internal/archtest": {},
 	// Test support: edits pcapng files block by block (standard library).
 	"internal/pcapngtest": {},
+	// Test support: runs parts of a test in child processes (standard library).
+	"internal/testproc": {},
 	// Generator of testdata/pcaps: drives the emulator and device client.
 	"internal/gen/pcaps": {"..."},
 	"cmd/dps-conform":    {"internal/cli"},

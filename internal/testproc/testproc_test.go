@@ -1,0 +1,116 @@
+package testproc
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fixtureVar runs the fixture tests below, which fail on purpose: only
+// TestMatrixReports and TestOffloadReports set it, for their child.
+const fixtureVar = "DPSCONFORM_TESTPROC_FIXTURE"
+
+func fixture(t *testing.T) {
+	if os.Getenv(fixtureVar) != t.Name() {
+		t.Skip("a fixture of TestMatrixReports and TestOffloadReports")
+	}
+}
+
+// TestFixtureMatrix has items that pass, fail, skip, crash their child
+// and hang it.
+func TestFixtureMatrix(t *testing.T) {
+	fixture(t)
+	Matrix(t, []string{"hang", "crash", "good", "bad", "skipped", "late"}, 3, func(t *testing.T, item string) {
+		t.Logf("item %s in process %d", item, os.Getpid())
+		switch item {
+		case "bad":
+			t.Error("bad is bad")
+		case "skipped":
+			t.Skip("skipped is skipped")
+		case "crash":
+			os.Exit(7)
+		case "hang":
+			select {} // until the child's -test.timeout
+		case "late":
+			time.Sleep(200 * time.Millisecond) // the other children take the rest
+		}
+	})
+}
+
+// TestFixtureOffload fails in its child.
+func TestFixtureOffload(t *testing.T) {
+	fixture(t)
+	if Offload(t) {
+		return
+	}
+	t.Errorf("offloaded and failed in process %d", os.Getpid())
+}
+
+// runFixture runs fixture test name in a process of its own, as a parent,
+// with go test's -timeout set to timeout.
+func runFixture(t *testing.T, name string, timeout time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^"+name+"$", "-test.v", "-test.timeout", timeout.String())
+	cmd.Env = append(os.Environ(), fixtureVar+"="+name)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("%s: %v, want exit status 1\n%s", name, err, out)
+	}
+	return string(out)
+}
+
+// TestMatrixReports: each item's verdict in the parent is the one of the
+// child that ran it, with its output; a child that crashes or hangs fails
+// the item it was running, and the other children run the rest.
+func TestMatrixReports(t *testing.T) {
+	if _, ok := Items(t); ok {
+		t.Fatal("the test of the helper runs as a child")
+	}
+	// The children's deadline is 10 s (the least), so their own
+	// -test.timeout is 5 s: the hang ends there.
+	out := runFixture(t, "TestFixtureMatrix", 20*time.Second)
+	for _, want := range []string{
+		`(?m)^    --- FAIL: TestFixtureMatrix/hang \(`,
+		`began hang but gave no verdict \(exit status 2\)`,
+		`panic: test timed out after 5s`,
+		`(?m)^    --- FAIL: TestFixtureMatrix/crash \(`,
+		`began crash but gave no verdict \(exit status 7\)`,
+		`(?m)^    --- PASS: TestFixtureMatrix/good \(`,
+		`(?m)^    --- FAIL: TestFixtureMatrix/bad \(`,
+		`failed in child process \d of 3 \([0-9.]+s\):\n\s+testproc_test.go:\d+: item bad in process \d+\n\s+testproc_test.go:\d+: bad is bad`,
+		`(?m)^    --- SKIP: TestFixtureMatrix/skipped \(`,
+		`skipped is skipped`,
+		`(?m)^    --- PASS: TestFixtureMatrix/late \(`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("no %q in the output:\n%s", want, out)
+		}
+	}
+	// The crash and the hang are theirs, not of the first item.
+	if n := strings.Count(out, "outside its subtests"); n != 0 {
+		t.Errorf("%d children failed outside their subtests:\n%s", n, out)
+	}
+	if n := strings.Count(out, "item good in process"); n != 1 {
+		t.Errorf("good ran %d times:\n%s", n, out)
+	}
+}
+
+// TestOffloadReports: an offloaded test's failure in the child fails it
+// in the parent, with the child's output.
+func TestOffloadReports(t *testing.T) {
+	out := runFixture(t, "TestFixtureOffload", time.Minute)
+	for _, want := range []string{
+		`(?m)^--- FAIL: TestFixtureOffload \(`,
+		`failed in a child process:\n(.*\n)*\s+testproc_test.go:\d+: offloaded and failed in process \d+`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("no %q in the output:\n%s", want, out)
+		}
+	}
+}
