@@ -19,6 +19,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -92,13 +93,52 @@ func timeout(t *testing.T) time.Duration {
 	return 10 * time.Minute
 }
 
-// runPattern is the -test.run pattern selecting exactly test name.
-func runPattern(name string) string {
+// runPattern is the -test.run pattern of a child running test name:
+// exactly name, and below it what the parent's own pattern run selects
+// (all of it when run has alternatives at its top level).
+func runPattern(name, run string) string {
 	parts := strings.Split(name, "/")
 	for i, p := range parts {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
+	if levels, ok := splitLevels(run); ok && len(levels) > len(parts) {
+		parts = append(parts, levels[len(parts):]...)
+	}
 	return strings.Join(parts, "/")
+}
+
+// splitLevels splits a -test.run pattern at the slashes that separate its
+// levels, as package testing does; false if it has a top-level "|".
+func splitLevels(s string) ([]string, bool) {
+	var levels []string
+	brackets, parens := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '[':
+			brackets++
+		case ']':
+			brackets = max(brackets-1, 0)
+		case '(':
+			if brackets == 0 {
+				parens++
+			}
+		case ')':
+			if brackets == 0 {
+				parens--
+			}
+		case '\\':
+			i++
+		case '/', '|':
+			if brackets == 0 && parens == 0 {
+				if s[i] == '|' {
+					return nil, false
+				}
+				levels = append(levels, s[:i])
+				s, i = s[i+1:], -1
+			}
+		}
+	}
+	return append(levels, s), true
 }
 
 // start runs test t again in a child process, with sp's items and claims.
@@ -111,10 +151,17 @@ func start(t *testing.T, sp spec) *proc {
 	}
 	d := timeout(t)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
-	args := []string{"-test.run", runPattern(t.Name()), "-test.v", "-test.count=1",
+	run := ""
+	if f := flag.Lookup("test.run"); f != nil {
+		run = f.Value.String()
+	}
+	args := []string{"-test.run", runPattern(t.Name(), run), "-test.v", "-test.count=1",
 		// The child's own timeout comes first: it panics with every
 		// goroutine's stack, which says where it hung.
 		"-test.timeout", (d - 5*time.Second).String()}
+	if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" {
+		args = append(args, "-test.skip", f.Value.String())
+	}
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}

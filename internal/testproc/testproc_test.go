@@ -114,3 +114,19 @@ func TestOffloadReports(t *testing.T) {
 		}
 	}
 }
+
+func TestRunPattern(t *testing.T) {
+	for _, tc := range []struct{ name, run, want string }{
+		{"TestA", "", "^TestA$"},
+		{"TestA", "TestA", "^TestA$"},
+		{"TestA", "A/device", "^TestA$/device"},
+		{"TestA", "A/(x/y|z)/[/]w", "^TestA$/(x/y|z)/[/]w"},
+		{"TestA", `A/a\/b`, `^TestA$/a\/b`},
+		{"TestA", "A/x|B/y", "^TestA$"},
+		{"TestA/sub.1", "A/sub/deep", `^TestA$/^sub\.1$/deep`},
+	} {
+		if got := runPattern(tc.name, tc.run); got != tc.want {
+			t.Errorf("runPattern(%q, %q) = %q, want %q", tc.name, tc.run, got, tc.want)
+		}
+	}
+}
