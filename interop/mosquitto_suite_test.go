@@ -12,6 +12,7 @@ import (
 
 	"github.com/dps-conform/dps-conform/conformance"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/internal/testproc"
 	"github.com/dps-conform/dps-conform/reports"
 	"github.com/dps-conform/dps-conform/transport"
 )
@@ -127,6 +128,11 @@ var mosquittoVerdicts = map[string]string{
 // broker that is not DPS: the specs it must fail fail with clear messages,
 // the rest pass, and the suite neither hangs nor crashes.
 func TestSuiteAgainstMosquitto(t *testing.T) {
+	// In a child process, alongside the Node SDK tests (which need ports
+	// 8883 and 443, so they run one at a time in this one).
+	if testproc.Offload(t) {
+		return
+	}
 	certFile, keyFile, roots := mosquittoTLSFiles(t)
 	port := startMosquitto(t, "suite.conf", map[string]string{"CERTFILE": certFile, "KEYFILE": keyFile})
 	mqtt := transport.Target{Scheme: "mqtts", Host: "127.0.0.1", Port: port}

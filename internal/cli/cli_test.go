@@ -13,6 +13,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/internal/testproc"
 )
 
 var update = flag.Bool("update", false, "rewrite the scripts' cmp files from the actual output")
@@ -33,6 +34,9 @@ func TestMain(m *testing.M) {
 // which runs PROG like exec and fails unless it exits with status N, because
 // "! exec" accepts any non-zero status and 2 (usage) vs 3 (no verdict) matters.
 func TestScripts(t *testing.T) {
+	if testproc.Offload(t) {
+		return
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:           "testdata/script",
 		UpdateScripts: *update,

@@ -14,6 +14,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/internal/testproc"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -21,6 +22,9 @@ import (
 // reference emulator: every credential kind, both transports, and the exit
 // statuses of the verdicts.
 func TestProvisionEmulator(t *testing.T) {
+	if testproc.Offload(t) {
+		return
+	}
 	e := emulatortest.Start(t, emulatortest.Options{RetryAfter: time.Second})
 	dir := t.TempDir()
 	cert := e.ClientCert(t, emulatortest.X509DeviceID)
@@ -112,6 +116,9 @@ func TestProvisionEmulator(t *testing.T) {
 // closes them), one attempt is no verdict, and --connect-attempts 3
 // reconnects after 1 s and 2 s (+ jitter) and is assigned.
 func TestProvisionReconnects(t *testing.T) {
+	if testproc.Offload(t) {
+		return
+	}
 	for _, tc := range []struct {
 		attempts   string
 		wantCode   int

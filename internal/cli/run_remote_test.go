@@ -18,6 +18,7 @@ import (
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/internal/testproc"
 )
 
 // TestRunRemoteTarget runs the suite the way a user points it at someone
@@ -26,6 +27,9 @@ import (
 // that is not the embedded one. Quota specs are skipped (not local, no
 // --allow-quota) and say so; everything else passes.
 func TestRunRemoteTarget(t *testing.T) {
+	if testproc.Offload(t) {
+		return
+	}
 	e := emulatortest.Start(t, emulatortest.Options{})
 	dir := t.TempDir()
 	cert := e.ClientCert(t, emulatortest.X509DeviceID)
@@ -100,6 +104,9 @@ disabled: {registrationId: `+emulatortest.DisabledDeviceID+`, symmetricKey: "`+e
 func TestRunSharedDevicesBusy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out 3 s operations")
+	}
+	if testproc.Offload(t) {
+		return
 	}
 	e := emulatortest.Start(t, emulatortest.Options{RetryAfter: 3 * time.Second})
 	code, stdout, stderr := runRemote(t, e, "--group-key", emulatortest.SymGroupKey, "--seed", "1", "--out", t.TempDir(),
@@ -184,6 +191,9 @@ func TestRunGroupID(t *testing.T) {
 // in progress, so it skips and says what to give; with the key it passes. A
 // key that is not base64 is a usage error naming the flag.
 func TestRunRegisterConflictNeedsSlowGroup(t *testing.T) {
+	if testproc.Offload(t) {
+		return
+	}
 	e := emulatortest.Start(t, emulatortest.Options{})
 	base := []string{"run", "--target", "mqtts://" + e.MQTTAddr, "--id-scope", e.IDScope, "--ca", e.CAFile,
 		"--server-name", "localhost", "--group-key", emulatortest.SymGroupKey, "--focus", "answers 409"}
@@ -216,6 +226,9 @@ func TestRunRegisterConflictNeedsSlowGroup(t *testing.T) {
 // without them, passes against a --budget-target throttling at that budget,
 // and fails against an instance whose real budget is larger than claimed.
 func TestRunRegistrationBudget(t *testing.T) {
+	if testproc.Offload(t) {
+		return
+	}
 	limits := emulator.DefaultLimits()
 	limits.RegistrationsPerMinute = 5
 	throttling := emulatortest.Start(t, emulatortest.Options{Limits: &limits})
@@ -434,6 +447,9 @@ func TestRunSharedDevicePollBudget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the 10 s poll window")
 	}
+	if testproc.Offload(t) {
+		return
+	}
 	e := emulatortest.Start(t, emulatortest.Options{})
 	out := t.TempDir()
 	code, stdout, stderr := runRemote(t, e, "--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey,
@@ -466,6 +482,9 @@ func TestRunSharedDevicePollBudget(t *testing.T) {
 func TestRunPollThrottleSharedDevice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the 10 s poll window")
+	}
+	if testproc.Offload(t) {
+		return
 	}
 	e := emulatortest.Start(t, emulatortest.Options{})
 	code, stdout, stderr := runRemote(t, e, "--registration-id", emulatortest.SymDeviceID, "--symmetric-key", emulatortest.SymDeviceKey,
@@ -513,6 +532,9 @@ func TestRunProfileHint(t *testing.T) {
 func TestRunSharedDevicesSlowAssignment(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out 2 s assignments")
+	}
+	if testproc.Offload(t) {
+		return
 	}
 	e := emulatortest.Start(t, emulatortest.Options{})
 	code, stdout, stderr := runRemote(t, e, "--group-key", emulatortest.SlowGroupKey, "--seed", "1", "--out", t.TempDir(), "--close-wait", "500ms",
