@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,9 @@ func runSuiteProfile(t *testing.T, profile emulator.Profile, faults []emulator.F
 	defer cancel()
 	out := t.TempDir()
 	if dir := os.Getenv("DPSCONFORM_SUITE_OUT"); dir != "" {
-		out = dir // keep the evidence for a look after the test
+		// Keep the evidence for a look after the test, a directory per
+		// test and profile: TestFaultsExact's child processes run at once.
+		out = filepath.Join(dir, filepath.FromSlash(t.Name()), string(profile))
 	}
 	res, err := conformance.Run(ctx, conformance.Config{
 		Target: emulatorTarget(t, e), OutDir: out, LabelFilter: labelFilter, Profile: string(profile),
