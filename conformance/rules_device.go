@@ -404,6 +404,11 @@ func ruleDevKeepAlive() *Rule {
 
 // ---- SUBSCRIBE and requests ----
 
+// ruleDevSubscribeFirst: on each connection, a SUBSCRIBE to the response
+// filter (and to no other) before the first PUBLISH. Per connection, not
+// once per device: DPS keeps no session (Part A §1, §2), so a device that
+// connects again and resends its poll unsubscribed (the Python SDK over
+// paho-mqtt with CleanSession 0) never gets the answer.
 func ruleDevSubscribeFirst() *Rule {
 	const id = "DPS-DEV-010"
 	return &Rule{ID: id, Role: RoleDevice, Evidence: "a SUBSCRIBE or a PUBLISH of the device",
@@ -430,7 +435,7 @@ func ruleDevSubscribeFirst() *Rule {
 					n = 1
 					if !published && !subscribed {
 						fs = append(fs, finding(id, c, p.Frame, p.Time, fmt.Sprintf("PUBLISH %q before any SUBSCRIBE to %s", pk.Topic, dps.SubscribeFilter),
-							"SUBSCRIBE to "+dps.SubscribeFilter+" before the first register request"))
+							"SUBSCRIBE to "+dps.SubscribeFilter+" on this connection before its first request"))
 					}
 					published = true
 				}
