@@ -170,7 +170,7 @@ func sdkC(t *testing.T) sdkFlow {
 		// prov_transport_mqtt_common.c:29 "%s/registrations/%s/api-version=%s&ClientVersion=%s"
 		// with PROV_API_VERSION "2021-06-01" and PROV_DEVICE_CLIENT_VERSION
 		// (prov_client_const.h:7,18); :643-646 ClientId = registration id,
-		// CleanSession 1, keep-alive left 0 (options zeroed, :614); the SAS
+		// CleanSession 1, keep-alive left 0 (options zeroed, :616); the SAS
 		// token of prov_auth_client.c:573 "sr=%s&sig=%s&se=%s&skn=%s" with
 		// sr URL_EncodeString'd (prov_device_ll_client.c:161) and sig
 		// URL_Encode'd, both lower-case hex (c-utility urlencode.c:13).
