@@ -102,3 +102,52 @@ func TestWriteJUnitInterrupted(t *testing.T) {
 		t.Errorf("the model counts %d interrupted (want %d), headline %s", r.Summary.Interrupted, len(tests), r.Summary.Verdict)
 	}
 }
+
+// TestBuildStoppedBetweenSpecs: an interrupt that lands between two specs
+// cuts none short (no spec is interrupted), but leaves the rest of the
+// selection never started. The run is incomplete all the same: its
+// headline is INTERRUPTED, never CONFORMANT, in the model, summary.md and
+// the text the run prints, and a results.json saying so passes the
+// summary check. (A Ctrl-C 0.4 s into 'dps-conform run' printed
+// "CONFORMANT: every MUST requirement that ran passed" with 70 specs not
+// run.)
+func TestBuildStoppedBetweenSpecs(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := func(req string, state types.SpecState) types.SpecReport {
+		return types.SpecReport{LeafNodeType: types.NodeTypeIt, ContainerHierarchyTexts: []string{"CONNECT"},
+			LeafNodeText: "spec of " + req, LeafNodeLabels: []string{"req:" + req}, State: state}
+	}
+	g := types.Report{SuiteDescription: "dps-conform service suite", SpecReports: []types.SpecReport{
+		spec("DPS-CONN-001", types.SpecStatePassed),
+		spec("DPS-SUB-002", types.SpecStateSkipped), // selected, never started
+	}}
+	r := reports.Build(reports.Input{Ginkgo: g, Catalog: cat, Role: conformance.RoleService, Profile: conformance.ProfileDPS2019,
+		Tool: reports.Tool{Name: "dps-conform", Version: "test"}})
+	if r.Summary.NotRun != 1 || r.Summary.Interrupted != 0 || !r.Summary.Incomplete() {
+		t.Errorf("notRun %d interrupted %d incomplete %v, want 1, 0, true", r.Summary.NotRun, r.Summary.Interrupted, r.Summary.Incomplete())
+	}
+	if h := r.Summary.Headline(); h != reports.HeadlineInterrupted || r.Summary.Verdict != h || r.Summary.Conformant {
+		t.Errorf("headline %s, verdict %s, conformant %v; want INTERRUPTED and not conformant", h, r.Summary.Verdict, r.Summary.Conformant)
+	}
+	var md strings.Builder
+	if err := reports.WriteMarkdown(&md, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "INTERRUPTED") || strings.Contains(md.String(), "✅") {
+		t.Errorf("summary.md does not say the run was interrupted:\n%s", md.String())
+	}
+	var js strings.Builder
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	back, err := reports.ReadJSON(strings.NewReader(js.String()))
+	if err != nil {
+		t.Fatalf("results.json of the stopped run does not read back: %v", err)
+	}
+	if back.Summary.NotRun != 1 || back.Summary.Headline() != reports.HeadlineInterrupted {
+		t.Errorf("read back: notRun %d, headline %s", back.Summary.NotRun, back.Summary.Headline())
+	}
+}

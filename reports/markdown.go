@@ -22,7 +22,7 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 			verdict = "⚠️ **NO VERDICT**: " + mdCode(why, false)
 		}
 	}
-	if r.Summary.Interrupted > 0 && r.Summary.Headline() == HeadlineNonConformant {
+	if r.Summary.Incomplete() && r.Summary.Headline() == HeadlineNonConformant {
 		verdict += " (the run was interrupted before it finished)"
 	}
 	var b strings.Builder

@@ -142,6 +142,10 @@ type Summary struct {
 	// Interrupted counts the specs an interrupt (Ctrl-C) stopped before
 	// they judged anything: the run is incomplete.
 	Interrupted int `json:"interrupted,omitempty"`
+	// NotRun counts the specs the run selected but never started, because
+	// an interrupt stopped it between two specs: the run is incomplete
+	// even when no spec was cut short (Interrupted 0).
+	NotRun int `json:"notRun,omitempty"`
 	// NoVerdictReason, when not "", makes the headline NO VERDICT unless
 	// a MUST requirement failed: what was judged does not show enough (a
 	// device that connected but never sent a CONNECT).
@@ -242,6 +246,9 @@ func (r *Report) judge(cat *conformance.Catalog, role conformance.Role, profile 
 			if s.Interrupted() {
 				r.Summary.Interrupted++
 			}
+			if s.State == "skipped" && s.Message == conformance.NotRunReason {
+				r.Summary.NotRun++
+			}
 		}
 	}
 	for _, req := range cat.Requirements {
@@ -280,6 +287,10 @@ func (s *Summary) count(rq *Requirement) {
 	}
 }
 
+// Incomplete reports whether an interrupt stopped the run before it
+// finished: a spec was cut short (Interrupted) or never started (NotRun).
+func (s Summary) Incomplete() bool { return s.Interrupted > 0 || s.NotRun > 0 }
+
 // Headline is the verdict the counts give: NON-CONFORMANT when a MUST
 // requirement failed (before an interrupt too: what failed failed),
 // INTERRUPTED when the run was stopped before it finished, NO VERDICT when
@@ -288,7 +299,7 @@ func (s Summary) Headline() string {
 	switch {
 	case s.MustFailed > 0:
 		return HeadlineNonConformant
-	case s.Interrupted > 0:
+	case s.Incomplete():
 		return HeadlineInterrupted
 	case s.MustJudged == 0, s.NoVerdictReason != "":
 		return HeadlineNoVerdict
@@ -516,7 +527,7 @@ func ReadJSONFile(path string) (*Report, error) {
 // verdicts (a hand-edited or damaged results.json): the pages render the
 // summary's headline, so it must be the one the verdicts give.
 func (r *Report) checkSummary() error {
-	want := Summary{Requirements: map[Verdict]int{}, Interrupted: r.Summary.Interrupted, NoVerdictReason: r.Summary.NoVerdictReason}
+	want := Summary{Requirements: map[Verdict]int{}, Interrupted: r.Summary.Interrupted, NotRun: r.Summary.NotRun, NoVerdictReason: r.Summary.NoVerdictReason}
 	var failed []string
 	for _, rq := range r.Requirements {
 		if rq == nil {

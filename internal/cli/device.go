@@ -881,7 +881,7 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 			}
 		}
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", rep.Summary.MustFailed, strings.Join(ids, " "))
-		if rep.Summary.Interrupted > 0 {
+		if rep.Summary.Incomplete() {
 			fmt.Fprintln(w, "(interrupted before every scenario ran)")
 		}
 	case reports.HeadlineInterrupted:

@@ -303,7 +303,7 @@ func writeVerdicts(w io.Writer, res *conformance.Result, sum reports.Summary, el
 	case reports.HeadlineNonConformant:
 		must := res.Failed(conformance.MUST)
 		fmt.Fprintf(w, "NON-CONFORMANT: %d MUST requirement(s) failed: %s\n", len(must), strings.Join(must, " "))
-		if sum.Interrupted > 0 {
+		if sum.Incomplete() {
 			fmt.Fprintln(w, "(the run was interrupted before it finished)")
 		}
 	case reports.HeadlineConformant:
