@@ -174,9 +174,9 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	var product *reports.Product
 	if f.product != "" {
-		b, err := os.ReadFile(f.product)
+		b, err := readInputFile("--product", f.product)
 		if err != nil {
-			return inputError("--product", err)
+			return err
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
@@ -185,7 +185,7 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 			if errors.Is(err, io.EOF) {
 				return usageErrorf("--product %s: the file is empty (want YAML with vendor, model and firmware)", f.product)
 			}
-			return usageErrorf("--product %s: %v", f.product, err)
+			return usageErrorf("--product: %s", yamlFileError(f.product, b, err, "a product file", "vendor, model, firmware"))
 		}
 		if product.Vendor == "" || product.Model == "" {
 			return usageErrorf("--product %s: vendor and model are required", f.product)

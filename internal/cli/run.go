@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -854,14 +853,10 @@ func startEmbedded(ctx context.Context, faultNames []string, profile string, log
 
 // ---- remote targets ----
 
-// targetFile is the --config file of "run".
-// yamlNestedType is how yaml names a nested section's anonymous struct
-// type in an error ("in type struct { SymmetricKey string \"yaml:…\" }").
-var yamlNestedType = regexp.MustCompile(`in type struct \{[^\n]*\}`)
-
 // targetFileFields are the top-level fields of a target file, for errors.
 const targetFileFields = "target, mqttTarget, wsTarget, budgetTarget, idScope, caFile, serverName, profile, registrationBudget, individual, group, slowGroup, x509, disabled"
 
+// targetFile is the --config file of "run".
 type targetFile struct {
 	Target     string `yaml:"target"`
 	MQTTTarget string `yaml:"mqttTarget"`
@@ -901,18 +896,20 @@ type targetFile struct {
 func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 	var tf targetFile
 	if f.config != "" {
-		b, err := os.ReadFile(f.config)
+		b, err := readInputFile("--config", f.config)
 		if err != nil {
-			return conformance.Target{}, "", usageErrorf("--config: %v", err)
+			return conformance.Target{}, "", err
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&tf); err != nil && !errors.Is(err, io.EOF) {
-			// yaml names Go types ("field x not found in type
-			// cli.targetFile"); the user wrote a target file.
-			msg := strings.ReplaceAll(err.Error(), "in type cli.targetFile", "(fields: "+targetFileFields+")")
-			msg = yamlNestedType.ReplaceAllString(msg, "in this section")
-			return conformance.Target{}, "", usageErrorf("--config %s: %s", f.config, msg)
+			return conformance.Target{}, "", usageErrorf("--config: %s", yamlFileError(f.config, b, err, "a target file", targetFileFields))
+		}
+		// A second document is a mistake (a stray "---"), as in the
+		// emulator's --config.
+		var extra yaml.Node
+		if dec.Decode(&extra) == nil {
+			return conformance.Target{}, "", usageErrorf("--config: %s:%d: more than one YAML document", f.config, extra.Line)
 		}
 		// Relative file names in the config are relative to it.
 		base := filepath.Dir(f.config)
