@@ -16,6 +16,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -30,22 +31,28 @@ var ErrInvalidConfig = errors.New("registry: invalid config")
 // known), the entry ("enrollments[2] (registrationId \"dev1\")") and the
 // field path in the service schema ("attestation.symmetricKey.primaryKey").
 type ConfigError struct {
-	File  string
-	Line  int
-	Entry string
-	Field string
-	Msg   string
+	File string
+	Line int
+	// Column, when not 0, is the character in Line (1-based): a syntax
+	// error of a file written as JSON, where encoding/json finds the byte.
+	Column int
+	Entry  string
+	Field  string
+	Msg    string
 
 	key string // "enrollments[2]", to find Line
 }
 
-// Error formats as "file:line: entry: field: msg", leaving out empty parts.
+// Error formats as "file:line[:column]: entry: field: msg", leaving out empty parts.
 func (e *ConfigError) Error() string {
 	var b strings.Builder
 	if e.File != "" {
 		b.WriteString(e.File)
 		if e.Line > 0 {
 			fmt.Fprintf(&b, ":%d", e.Line)
+			if e.Column > 0 {
+				fmt.Fprintf(&b, ":%d", e.Column)
+			}
 		}
 		b.WriteString(": ")
 	}
@@ -101,7 +108,7 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 			// An empty file is an empty config.
 			return &cfg, nil
 		}
-		return nil, yamlError(err, name)
+		return nil, yamlError(err, data, name)
 	}
 	// A second document is a mistake (a stray "---").
 	var extra yaml.Node
@@ -130,8 +137,11 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 // the schema's name is what the user knows.
 var goTypeRE = regexp.MustCompile(`\b(?:registry|dps)\.([A-Z]\w*)`)
 
-// yamlError rewrites yaml.v3 errors as "file:line: ..." errors.
-func yamlError(err error, name string) error {
+// yamlError rewrites yaml.v3 errors as "file:line: ..." errors, and a
+// syntax error of a file written as JSON as "file:line:column: ...":
+// yaml.v3 gives no column, and no line at all on a file's first line
+// (a one-line JSON file).
+func yamlError(err error, data []byte, name string) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		first := te.Errors[0]
@@ -147,6 +157,9 @@ func yamlError(err error, name string) error {
 		}
 		return &ConfigError{File: name, Msg: goTypeRE.ReplaceAllString(first, "$1")}
 	}
+	if ce := jsonSyntaxError(data, name); ce != nil {
+		return ce
+	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		var line int
@@ -154,6 +167,33 @@ func yamlError(err error, name string) error {
 		return &ConfigError{File: name, Line: line, Msg: m[2]}
 	}
 	return &ConfigError{File: name, Msg: msg}
+}
+
+// jsonSyntaxError locates where data, when it is written as JSON (its
+// first byte past white space is '{' or '['), breaks JSON's syntax, or
+// returns nil.
+func jsonSyntaxError(data []byte, name string) *ConfigError {
+	t := bytes.TrimLeft(data, " \t\r\n")
+	if len(t) == 0 || t[0] != '{' && t[0] != '[' {
+		return nil
+	}
+	var v any
+	var se *json.SyntaxError
+	if !errors.As(json.Unmarshal(data, &v), &se) {
+		return nil
+	}
+	// Offset counts the bytes read when the error was found: the bad
+	// byte is the last of them, unless the input ran out.
+	off, msg := int(se.Offset), se.Error()
+	if off >= len(data) && strings.HasPrefix(msg, "unexpected end") {
+		off, msg = len(data), "the file ends inside a JSON value"
+	} else if off > 0 {
+		off--
+	}
+	before := data[:min(off, len(data))]
+	line := 1 + bytes.Count(before, []byte("\n"))
+	col := 1 + utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:])
+	return &ConfigError{File: name, Line: line, Column: col, Msg: msg}
 }
 
 // entryLines maps "enrollments[i]", "enrollmentGroups[i]" and

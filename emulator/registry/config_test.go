@@ -67,6 +67,12 @@ func TestParseConfig(t *testing.T) {
 		{"unknown nested field", strings.Replace(goodSym, "primaryKey:", "primarykey:", 1), `cfg.yaml:10: primarykey: unknown field "primarykey" in SymmetricKeyAttestation`},
 		{"type mismatch", "linkedHubs:\n  - name: h\n    allocationWeight: heavy\n", `cfg.yaml:3: cannot unmarshal !!str ` + "`heavy`"},
 		{"syntax", "idScope: [\n", "cfg.yaml:"},
+		// yaml.v3 places a syntax error on the first line on no line at
+		// all, and gives no column: a one-line JSON file said only
+		// "cfg.yaml: did not find expected node content".
+		{"json syntax on one line", `{"idScope": "0ne1", "enrollments": [ {"registrationId": "a",, } ]}`, "cfg.yaml:1:61: invalid character ',' looking for beginning of object key string"},
+		{"json syntax, column in characters", "{\n  \"idScope\": \"é\" \"x\"\n}", "cfg.yaml:2:18: invalid character '\"' after object key:value pair"},
+		{"json cut off", `{"idScope": "0ne1"`, "cfg.yaml:1:19: the file ends inside a JSON value"},
 		{"two documents", goodSym + "---\nidScope: y\n", "more than one YAML document"},
 		{"bad base64 key", strings.Replace(goodSym, keyA, "not*base64", 1), `cfg.yaml:6: enrollments[0] (registrationId "dev1"): attestation.symmetricKey.primaryKey: not valid base64`},
 		{"short key", strings.Replace(goodSym, keyA, "AAAA", 1), "primaryKey: decodes to 3 bytes"},
