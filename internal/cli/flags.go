@@ -52,9 +52,50 @@ func parseFlags(env *Env, fs *flagSet, args []string) (done bool, err error) {
 		return true, nil
 	}
 	if err != nil {
-		return false, &UsageError{Err: errors.New(doubleDash(err.Error()))}
+		return false, &UsageError{Err: errors.New(numberWanted(fs.FlagSet, doubleDash(err.Error())))}
 	}
 	return false, nil
+}
+
+// flagParseError matches the flag package's error for a value its own
+// number and boolean flags refuse: "invalid value "1.5" for flag --n:
+// parse error" ("value out of range", or "invalid boolean value … for
+// --x: parse error").
+var flagParseError = regexp.MustCompile(`^(invalid (?:boolean )?value ".*" for (?:flag )?--([\w.-]+)): (parse error|value out of range)$`)
+
+// numberWanted replaces the flag package's "parse error" and "value out
+// of range" with what the flag takes, as the flags of our own types say
+// ("want a positive duration such as …").
+func numberWanted(fs *flag.FlagSet, msg string) string {
+	m := flagParseError.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	f := fs.Lookup(m[2])
+	if f == nil {
+		return msg
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return msg
+	}
+	var want string
+	switch g.Get().(type) {
+	case bool:
+		want = "want true or false (or the flag alone for true)"
+	case int, int64:
+		want = "want a whole number such as 10"
+	case uint, uint64:
+		want = "want a whole number from 0, such as 10"
+	case float64:
+		want = "want a number such as 1.5"
+	default:
+		return msg
+	}
+	if m[3] == "value out of range" {
+		want = "out of range for a 64-bit number"
+	}
+	return m[1] + ": " + want
 }
 
 // flagsFirst returns args with every flag (and the value of a non-boolean
