@@ -247,6 +247,12 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 	}
 
 	reg, err := registry.Open(ctx, registry.Options{StateDir: f.stateDir, Config: cfg, Logger: log.With("component", "registry")})
+	if err != nil && ctx.Err() != nil {
+		// Stopped while the enrollments were being stored (a big
+		// --config): the normal stop, before the ready line.
+		log.Info("shutting down before ready", "cause", context.Cause(ctx))
+		return nil
+	}
 	if err != nil {
 		var ce *registry.ConfigError
 		if errors.As(err, &ce) {
@@ -260,6 +266,13 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 	defer reg.Close()
 	if cfg == nil || len(cfg.Enrollments)+len(cfg.EnrollmentGroups) == 0 {
 		log.Warn("no enrollments in the configuration: add them with --config or through the admin API")
+	}
+
+	if ctx.Err() != nil {
+		// Stopped while the config was read: no ready line for a server
+		// that is going away.
+		log.Info("shutting down before ready", "cause", context.Cause(ctx))
+		return nil
 	}
 
 	srv, err := emulator.New(emulator.Config{
