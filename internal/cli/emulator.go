@@ -201,6 +201,14 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
 
+	// A --state-dir that is a file is the user's mistake (exit 2), found
+	// before anything is created, not a failure to write the PKI into it.
+	if f.stateDir != "" {
+		if fi, err := os.Stat(f.stateDir); err == nil && !fi.IsDir() {
+			return usageErrorf("--state-dir %s is a file, not a directory", f.stateDir)
+		}
+	}
+
 	var cfg *registry.Config
 	if f.config != "" {
 		if cfg, err = registry.LoadConfig(f.config); err != nil {
