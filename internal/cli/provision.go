@@ -91,6 +91,11 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stdout, "%s\n", out)
 	}
+	if err != nil && !errors.Is(err, device.ErrConfig) && !strings.Contains(err.Error(), cfg.Target.String()) {
+		// "waiting for CONNACK: context deadline exceeded" says what
+		// was awaited, not from whom.
+		err = fmt.Errorf("target %s: %w", cfg.Target, err)
+	}
 	return provisionError(err)
 }
 

@@ -37,6 +37,37 @@ func TestProvisionUnreachable(t *testing.T) {
 	}
 }
 
+// TestProvisionSilentTarget: a target that accepts TCP and says nothing
+// (a plain MQTT broker that never answers DPS, a wedged server) is exit 3
+// with one line that names the target; it said only "waiting for
+// CONNACK: context deadline exceeded".
+func TestProvisionSilentTarget(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	target := "mqtt://" + ln.Addr().String()
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"provision", "--target", target,
+		"--id-scope", "0ne1", "--registration-id", "r1", "--symmetric-key", vectorKey, "--timeout", "300ms"}, &stdout, &stderr)
+	want := "dps-conform provision: timed out (--timeout): target " + target + ": device: waiting for CONNACK"
+	if code != ExitTargetUnreachable || stdout.Len() != 0 || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q; want exit 3 and one line starting %q", code, stdout.String(), stderr.String(), want)
+	}
+}
+
 // TestProvisionErrorClassification maps every device error class to its
 // exit status.
 func TestProvisionErrorClassification(t *testing.T) {
