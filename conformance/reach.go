@@ -25,6 +25,8 @@ type UnreachableError struct {
 	// Why is one of the Why* values.
 	Why string
 	Err error
+	// Timeout is how long the endpoint had to answer.
+	Timeout time.Duration
 }
 
 // Values of UnreachableError.Why.
@@ -45,6 +47,11 @@ func (e *UnreachableError) Error() string {
 func (e *UnreachableError) Describe(label string) string {
 	switch e.Why {
 	case WhyNoTLS:
+		if transport.IsTimeout(e.Err) && e.Timeout > 0 {
+			// The dial error's "tls: context deadline exceeded" does
+			// not say that the port said nothing, nor for how long.
+			return fmt.Sprintf("%s accepts TCP but does not speak TLS (is it a TLS port?): no answer to a ClientHello within %v", label, e.Timeout)
+		}
 		return fmt.Sprintf("%s accepts TCP but does not speak TLS (is it a TLS port?): %v", label, e.Err)
 	case WhyCertificate:
 		return fmt.Sprintf("%s: its certificate does not verify; give its CA with --ca FILE (caFile: in --config), and --server-name NAME if it is issued to another name: %v", label, e.Err)
@@ -98,7 +105,7 @@ func (t *Target) CheckReachable(ctx context.Context, timeout time.Duration) erro
 			return ctx.Err() // interrupted: no verdict on the endpoint
 		}
 		if why := unreachableWhy(err); why != "" {
-			return &UnreachableError{Endpoint: ep.name, Target: ep.tg, Why: why, Err: err}
+			return &UnreachableError{Endpoint: ep.name, Target: ep.tg, Why: why, Err: err, Timeout: timeout}
 		}
 	}
 	return nil

@@ -354,7 +354,7 @@ func TestRunReachable(t *testing.T) {
 		want string
 	}{
 		{"silent port", []string{"--target", "mqtts://" + silent.Addr().String(), "--ca", e.CAFile},
-			"target mqtts://" + silent.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?)"},
+			"target mqtts://" + silent.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?): no answer to a ClientHello within 1s"},
 		{"plaintext answer", []string{"--target", "mqtts://" + plain.Addr().String(), "--ca", e.CAFile},
 			"target mqtts://" + plain.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?)"},
 		{"closed on ClientHello", []string{"--target", "mqtts://" + closing.Addr().String(), "--ca", e.CAFile},
