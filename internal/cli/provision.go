@@ -148,6 +148,14 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 			return cfg, err
 		}
 	}
+	// The api-version goes into the username unencoded; a character
+	// outside its form would be refused with CONNACK 0x04, which would
+	// read as the service's verdict.
+	for i := 0; i < len(f.apiVersion); i++ {
+		if c := f.apiVersion[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return cfg, usageErrorf("--api-version %q: character %q at byte %d: want letters, digits, '-' and '.', such as 2019-03-31", f.apiVersion, c, i)
+		}
+	}
 	if f.connectAttempts < 1 {
 		return cfg, usageErrorf("--connect-attempts %d: want 1 or more", f.connectAttempts)
 	}
@@ -189,8 +197,17 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 		Now:             env.Now,
 	}
 	if f.payload != "" {
-		if !json.Valid([]byte(f.payload)) {
-			return cfg, usageErrorf("--payload is not valid JSON")
+		var v any
+		if err := json.Unmarshal([]byte(f.payload), &v); err != nil {
+			var se *json.SyntaxError
+			switch {
+			case errors.As(err, &se) && int(se.Offset) >= len(f.payload):
+				return cfg, usageErrorf("--payload is not valid JSON: it ends inside a value (%d bytes)", len(f.payload))
+			case errors.As(err, &se):
+				// Offset counts the bytes read: the bad one is the last.
+				return cfg, usageErrorf("--payload is not valid JSON at byte offset %d: %v", se.Offset-1, se)
+			}
+			return cfg, usageErrorf("--payload is not valid JSON: %v", err)
 		}
 		cfg.Payload = json.RawMessage(f.payload)
 	}
