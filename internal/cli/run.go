@@ -24,6 +24,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
 	"github.com/dps-conform/dps-conform/reports"
@@ -1019,6 +1020,21 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 			if _, err := base64.StdEncoding.DecodeString(k.v); err != nil {
 				return t, "", usageErrorf("%s: not base64: %v", k.name, err)
 			}
+		}
+	}
+	// The id scope and the registration ids go into every username and
+	// topic; one that breaks their form would be refused by the target,
+	// and every spec would fail: a verdict on the user's typo.
+	if i := strings.IndexByte(t.IDScope, '/'); i >= 0 {
+		return t, "", usageErrorf("%s %q: '/' at byte %d: the username {idScope}/registrations/{registrationId}/… would not be of the DPS form", from("--id-scope", "idScope", f.idScope), t.IDScope, i)
+	}
+	for _, id := range []struct{ name, v string }{{from("--registration-id", "individual.registrationId", f.regID), cr.RegistrationID},
+		{from("--disabled-registration-id", "disabled.registrationId", f.disabledID), cr.DisabledRegistrationID}} {
+		if id.v == "" {
+			continue
+		}
+		if err := dps.ValidateRegistrationID(id.v); err != nil {
+			return t, "", usageErrorf("%s: %v", id.name, err)
 		}
 	}
 	if tf.X509.CertFile != "" || tf.X509.KeyFile != "" {
