@@ -166,11 +166,19 @@ func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Leve
 	if f.retryAfter%time.Second != 0 {
 		return "", nil, 0, usageErrorf("--retry-after %v is not a whole number of seconds (the topic carries retry-after={seconds})", f.retryAfter)
 	}
-	for _, a := range []struct{ flag, addr string }{
+	addrs := []struct{ flag, addr string }{
 		{"--mqtt-addr", f.mqttAddr}, {"--ws-addr", f.wsAddr}, {"--admin-addr", f.adminAddr}, {"--insecure-plaintext-addr", f.plainAddr},
-	} {
+	}
+	for i, a := range addrs {
 		if err := checkListenAddr(a.addr); err != nil {
 			return "", nil, 0, usageErrorf("%s %q: %v", a.flag, a.addr, err)
+		}
+		// Two listeners on one port: the second bind would fail with
+		// "address already in use" (exit 3), naming neither flag.
+		for _, b := range addrs[:i] {
+			if sameListenPort(a.addr, b.addr) {
+				return "", nil, 0, usageErrorf("%s %q and %s %q name the same port: each listener needs its own (port 0 picks a free one)", b.flag, b.addr, a.flag, a.addr)
+			}
 		}
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
@@ -314,6 +322,22 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 	<-ctx.Done()
 	log.Info("shutting down", "cause", context.Cause(ctx))
 	return nil
+}
+
+// sameListenPort reports whether two listen addresses (checked by
+// checkListenAddr) would bind the same port: the same port other than 0,
+// on the same host or with either on every address.
+func sameListenPort(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool {
+		ip, err := netip.ParseAddr(h)
+		return h == "" || err == nil && ip.IsUnspecified()
+	}
+	return strings.EqualFold(ha, hb) || wildcard(ha) || wildcard(hb)
 }
 
 // checkListenAddr checks a listen address ("" = off) before anything is
