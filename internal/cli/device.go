@@ -612,25 +612,87 @@ func bindHost(host string) string {
 // its process group was killed.
 const groupExitWait = 5 * time.Second
 
+// maxDeviceLog bounds what a scenario keeps of the device's output: a
+// device that prints without end (a retry loop logging every attempt,
+// 'yes') would fill the disk and then the results could not be sealed
+// (1.4 GB in 3 s, beyond the bundle's per-file limit).
+const maxDeviceLog = 16 << 20
+
+// cappedWriter writes the first left bytes to w and counts the rest,
+// which it discards; it never fails the writer (the device must not see
+// its output fail).
+type cappedWriter struct {
+	w       io.Writer
+	left    int64
+	dropped int64
+	err     error
+}
+
+func (c *cappedWriter) Write(p []byte) (int, error) {
+	n := int64(len(p))
+	keep := min(n, c.left)
+	if keep > 0 && c.err == nil {
+		_, c.err = c.w.Write(p[:keep])
+		c.left -= keep
+	}
+	c.dropped += n - keep
+	return len(p), nil
+}
+
 // runDevice runs cmd through sh -c with vars added to the environment and
-// its output in logPath, until the sh process exits or ctx ends (the
-// scenario timeout or an interrupt). Either way its process group is then
-// killed, so that nothing cmd started in the background outlives the
-// scenario (a process that left the group, with setsid, is beyond reach).
-// It returns how it ended.
+// its output in logPath (the first maxDeviceLog bytes, and a last line
+// saying how much more was discarded), until the sh process exits or ctx
+// ends (the scenario timeout or an interrupt). Either way its process
+// group is then killed, so that nothing cmd started in the background
+// outlives the scenario (a process that left the group, with setsid, is
+// beyond reach). It returns how it ended.
 func runDevice(ctx context.Context, cmd string, vars []string, logPath string) string {
 	log, err := os.Create(logPath)
 	if err != nil {
 		return "cannot create " + logPath + ": " + err.Error()
 	}
 	defer log.Close()
-	c := exec.Command("sh", "-c", cmd)
-	c.Env = append(deviceEnviron(os.Environ()), vars...)
-	c.Stdout, c.Stderr = log, log
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.Start(); err != nil {
+	// The device writes into a pipe of its own (a file, so that Wait
+	// does not wait for the copy): what it prints is copied, up to the
+	// cap, while it runs.
+	pr, pw, err := os.Pipe()
+	if err != nil {
 		return "did not start: " + err.Error()
 	}
+	defer pr.Close()
+	c := exec.Command("sh", "-c", cmd)
+	c.Env = append(deviceEnviron(os.Environ()), vars...)
+	c.Stdout, c.Stderr = pw, pw
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = c.Start()
+	pw.Close()
+	if err != nil {
+		return "did not start: " + err.Error()
+	}
+	out := &cappedWriter{w: log, left: maxDeviceLog}
+	copied := make(chan struct{})
+	go func() {
+		io.Copy(out, pr)
+		close(copied)
+	}()
+	how := waitDevice(ctx, c)
+	// Once the group is gone so are the pipe's writers, but one that left
+	// the group (setsid) may hold it: its output is not waited for long.
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+		pr.Close()
+		<-copied
+	}
+	if out.dropped > 0 {
+		fmt.Fprintf(log, "\n[dps-conform: the device printed %d bytes more; this log keeps the first %d]\n", out.dropped, maxDeviceLog)
+	}
+	return how
+}
+
+// waitDevice waits for the sh process of c to exit or ctx to end, kills
+// c's process group either way and says how it ended.
+func waitDevice(ctx context.Context, c *exec.Cmd) string {
 	done := make(chan error, 1)
 	go func() { done <- c.Wait() }()
 	// The group id is the shell's pid; the group outlives the shell while
