@@ -23,6 +23,7 @@ const (
 	DefaultRetryAfter        = 2 * time.Second  // N, P, J when the service gives none (§4.3)
 	DefaultMaxRetryAfter     = 5 * time.Minute  // C SDK's MAX_PROV_GET_THROTTLE_TIME (§4.3)
 	DefaultResponseTimeout   = 30 * time.Second // N, P per-request timeout (§5)
+	DefaultHandshakeTimeout  = 5 * time.Second  // TLS, WebSocket upgrade: as long as run and tlsprobe wait
 	DefaultMaxPolls          = 60
 	DefaultMaxAttempts       = 5
 	DefaultMaxIgnored        = 100
@@ -40,6 +41,11 @@ type Config struct {
 	// Target and Dial say how to reach the service (mqtts:// or wss://):
 	// Dial.TLSConfig carries RootCAs, ServerName and, for X.509 devices, the
 	// client certificate; Dial.WrapRaw/WrapPlain let a tracer see the bytes.
+	// Dial.HandshakeTimeout bounds the TLS handshake and the WebSocket
+	// upgrade, each, within ctx: zero means DefaultHandshakeTimeout,
+	// negative ctx alone. A port that accepts TCP and never answers the
+	// ClientHello then fails with a *transport.HandshakeTimeoutError
+	// rather than at ctx's end.
 	Target transport.Target
 	Dial   transport.DialOptions
 	// DialFunc, when set, replaces transport.Dial(ctx, Target, Dial): tests
@@ -363,6 +369,9 @@ func (c *Config) settings() (*settings, error) {
 	}
 	if s.ResponseTimeout == 0 {
 		s.ResponseTimeout = DefaultResponseTimeout
+	}
+	if s.Dial.HandshakeTimeout == 0 {
+		s.Dial.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if s.MaxIgnored <= 0 {
 		s.MaxIgnored = DefaultMaxIgnored

@@ -182,3 +182,79 @@ func TestDialErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentTLSPort: a port that accepts TCP and never answers the
+// ClientHello ends Provision after the handshake bound (default
+// DefaultHandshakeTimeout), not at ctx's end, saying so and naming the
+// target; a negative bound leaves it to ctx.
+func TestSilentTLSPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // read nothing, answer nothing
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	addr := ln.Addr().String()
+	for _, tc := range []struct {
+		name    string
+		target  string
+		bound   time.Duration
+		ctxFor  time.Duration
+		want    string // "" for ctx's deadline
+		atLeast time.Duration
+	}{
+		{"default bound", "mqtts://" + addr, 0, 20 * time.Second,
+			"transport: dial mqtts://" + addr + ": tls: no answer to a ClientHello within 5s (is it a TLS port?)", device.DefaultHandshakeTimeout},
+		{"wss, set bound", "wss://" + addr + "/$iothub/websocket", 300 * time.Millisecond, 20 * time.Second,
+			"transport: dial wss://" + addr + "/$iothub/websocket: tls: no answer to a ClientHello within 300ms", 300 * time.Millisecond},
+		{"negative: ctx alone", "mqtts://" + addr, -1, 300 * time.Millisecond, "", 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target, err := transport.ParseTarget(tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), tc.ctxFor)
+			defer cancel()
+			start := time.Now()
+			_, err = device.Provision(ctx, device.Config{
+				Target: target, Dial: transport.DialOptions{HandshakeTimeout: tc.bound},
+				IDScope: "0ne00000001", RegistrationID: "dev-1", SymmetricKey: emulatortest.SymDeviceKey,
+			})
+			el := time.Since(start)
+			if el < tc.atLeast || el > tc.atLeast+3*time.Second {
+				t.Errorf("Provision took %v, want about %v", el, tc.atLeast)
+			}
+			var he *transport.HandshakeTimeoutError
+			if tc.want == "" {
+				if errors.As(err, &he) || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("err = %v, want ctx's deadline", err)
+				}
+				return
+			}
+			if !errors.As(err, &he) || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v, want a *transport.HandshakeTimeoutError, not ctx's deadline", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -134,6 +135,80 @@ type DialOptions struct {
 	Header http.Header
 	// EnableCompression offers permessage-deflate.
 	EnableCompression bool
+	// HandshakeTimeout, when positive, bounds the TLS handshake and the
+	// WebSocket upgrade, each on its own, within ctx: a port that accepts
+	// TCP and never answers the ClientHello fails with a
+	// *HandshakeTimeoutError after this long instead of at ctx's end.
+	// Zero: ctx alone bounds them (or the dialer's timeout when ctx has no
+	// deadline).
+	HandshakeTimeout time.Duration
+}
+
+// HandshakeTimeoutError is the DialError.Err of a TLS handshake or
+// WebSocket upgrade that did not finish within DialOptions.HandshakeTimeout.
+// It is a net.Error whose Timeout is true (IsTimeout reports it), and not
+// context.DeadlineExceeded: ctx did not end.
+type HandshakeTimeoutError struct {
+	Stage string        // StageTLS or StageWebSocket
+	After time.Duration // DialOptions.HandshakeTimeout
+	// Answered: the peer sent something before the time ran out (a
+	// handshake that stalled half way), not nothing at all.
+	Answered bool
+}
+
+var _ net.Error = (*HandshakeTimeoutError)(nil)
+
+// Error implements error.
+func (e *HandshakeTimeoutError) Error() string {
+	switch {
+	case e.Stage == StageWebSocket && e.Answered:
+		return fmt.Sprintf("websocket upgrade not answered in full within %v", e.After)
+	case e.Stage == StageWebSocket:
+		return fmt.Sprintf("no answer to the websocket upgrade request within %v", e.After)
+	case e.Answered:
+		return fmt.Sprintf("TLS handshake not finished within %v: the server answered the ClientHello, then went silent", e.After)
+	}
+	return fmt.Sprintf("no answer to a ClientHello within %v (is it a TLS port?)", e.After)
+}
+
+// Timeout implements net.Error: true.
+func (e *HandshakeTimeoutError) Timeout() bool { return true }
+
+// Temporary implements net.Error: false.
+func (e *HandshakeTimeoutError) Temporary() bool { return false }
+
+// errHandshakeTimeout is the cause of a handshake context that ran past
+// DialOptions.HandshakeTimeout.
+var errHandshakeTimeout = errors.New("transport: handshake timeout")
+
+// handshakeCtx bounds one handshake by o.HandshakeTimeout within ctx.
+func handshakeCtx(ctx context.Context, o DialOptions) (context.Context, context.CancelFunc) {
+	if o.HandshakeTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, o.HandshakeTimeout, errHandshakeTimeout)
+}
+
+// handshakeErr replaces err by a *HandshakeTimeoutError when hctx ran out
+// of its handshake time (and ctx, the caller's, did not end).
+func handshakeErr(ctx, hctx context.Context, err error, o DialOptions, stage string, answered bool) error {
+	if ctx.Err() == nil && errors.Is(context.Cause(hctx), errHandshakeTimeout) {
+		return &HandshakeTimeoutError{Stage: stage, After: o.HandshakeTimeout, Answered: answered}
+	}
+	return err
+}
+
+// countingConn counts the bytes read through it, to tell a silent peer
+// from one that stalled half way.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Dial connects to t and returns a net.Conn carrying the MQTT byte stream.
@@ -177,15 +252,38 @@ func Dial(ctx context.Context, t Target, o DialOptions) (net.Conn, error) {
 		if cfg.ServerName == "" {
 			cfg.ServerName = t.Host
 		}
-		tc := tls.Client(raw, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
+		var cc *countingConn
+		under := raw
+		if o.HandshakeTimeout > 0 {
+			cc = &countingConn{Conn: raw}
+			under = cc
+		}
+		tc := tls.Client(under, cfg)
+		hctx, cancel := handshakeCtx(ctx, o)
+		err := tc.HandshakeContext(hctx)
+		if err != nil {
+			err = handshakeErr(ctx, hctx, err, o, StageTLS, cc != nil && cc.n.Load() > 0)
+		}
+		cancel()
+		if err != nil {
 			raw.Close()
 			return nil, &DialError{Target: t, Stage: StageTLS, Err: err}
 		}
 		conn = tc
 	}
 	if t.IsWebSocket() {
-		wc, err := dialWS(ctx, t, o, conn)
+		var cc *countingConn
+		under := conn
+		if o.HandshakeTimeout > 0 {
+			cc = &countingConn{Conn: conn}
+			under = cc
+		}
+		hctx, cancel := handshakeCtx(ctx, o)
+		wc, err := dialWS(hctx, t, o, under)
+		if err != nil {
+			err = handshakeErr(ctx, hctx, err, o, StageWebSocket, cc != nil && cc.n.Load() > 0)
+		}
+		cancel()
 		if err != nil {
 			conn.Close()
 			return nil, &DialError{Target: t, Stage: StageWebSocket, Err: err}

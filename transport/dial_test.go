@@ -453,3 +453,104 @@ func TestDialWSUnofferedExtension(t *testing.T) {
 		})
 	}
 }
+
+// TestDialHandshakeTimeout: DialOptions.HandshakeTimeout bounds each
+// handshake on its own, well before ctx ends, and says what went
+// unanswered; without it, or when ctx ends first, ctx's error stays.
+func TestDialHandshakeTimeout(t *testing.T) {
+	pki := newTestPKI(t, ECDSAP256)
+	// Accepts TCP and reads nothing.
+	blackhole, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := blackhole.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		blackhole.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	bh := blackhole.Addr().String()
+	// Answers the ClientHello with a few bytes of a record, then nothing.
+	half, _ := serveTCP(t, nil, func(c net.Conn) {
+		_, _ = c.Write([]byte{0x16, 0x03, 0x03, 0x00, 0x40, 0x02})
+		_, _ = io.Copy(io.Discard, c)
+	})
+	// TLS, then silence at the upgrade request.
+	tlsSilent, _ := serveTCP(t, pki.serverConfig(), func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+
+	const bound = 200 * time.Millisecond
+	tests := []struct {
+		name    string
+		target  string
+		ctxFor  time.Duration
+		timeout time.Duration
+		want    string // in the error; "" for no *HandshakeTimeoutError
+		stage   string
+	}{
+		{"mqtts silent", "mqtts://" + bh, 10 * time.Second, bound,
+			"transport: dial mqtts://" + bh + ": tls: no answer to a ClientHello within 200ms (is it a TLS port?)", StageTLS},
+		{"wss silent", "wss://" + bh + "/$iothub/websocket", 10 * time.Second, bound,
+			"transport: dial wss://" + bh + "/$iothub/websocket: tls: no answer to a ClientHello within 200ms", StageTLS},
+		{"mqtts answered then silent", "mqtts://" + half, 10 * time.Second, bound,
+			"tls: TLS handshake not finished within 200ms: the server answered the ClientHello, then went silent", StageTLS},
+		{"wss upgrade silent", "wss://" + tlsSilent + "/$iothub/websocket", 10 * time.Second, bound,
+			"websocket: no answer to the websocket upgrade request within 200ms", StageWebSocket},
+		{"ctx ends first", "mqtts://" + bh, 100 * time.Millisecond, 5 * time.Second, "", StageTLS},
+		{"no bound: ctx alone", "mqtts://" + bh, 150 * time.Millisecond, 0, "", StageTLS},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tt.ctxFor)
+			defer cancel()
+			start := time.Now()
+			c, err := Dial(ctx, mustTarget(t, tt.target), DialOptions{TLSConfig: pki.clientConfig(), HandshakeTimeout: tt.timeout})
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			if el := time.Since(start); el > 3*time.Second {
+				t.Errorf("Dial took %v", el)
+			}
+			var de *DialError
+			if !errors.As(err, &de) || de.Stage != tt.stage {
+				t.Fatalf("err = %v, want a *DialError at stage %s", err, tt.stage)
+			}
+			if !IsTimeout(err) {
+				t.Errorf("IsTimeout(%v) = false", err)
+			}
+			var he *HandshakeTimeoutError
+			if tt.want == "" {
+				if errors.As(err, &he) {
+					t.Errorf("err = %v, want ctx's error, no *HandshakeTimeoutError", err)
+				}
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("err = %v, want context.DeadlineExceeded in the chain", err)
+				}
+				return
+			}
+			if !errors.As(err, &he) {
+				t.Fatalf("err = %v (%T), want a *HandshakeTimeoutError", err, de.Err)
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("err = %v is context.DeadlineExceeded; ctx did not end", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}

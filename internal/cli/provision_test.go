@@ -68,6 +68,47 @@ func TestProvisionSilentTarget(t *testing.T) {
 	}
 }
 
+// TestProvisionSilentTLSPort: a TLS target that accepts TCP and never
+// answers the ClientHello ends after device.DefaultHandshakeTimeout with
+// exit 3 and one line naming the target and what went unanswered; it
+// waited out the whole --timeout (2 min by default).
+func TestProvisionSilentTLSPort(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); close(done) }) // after the parallel subtests
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	addr := ln.Addr().String()
+	for _, target := range []string{"mqtts://" + addr, "wss://" + addr + "/$iothub/websocket"} {
+		t.Run(target[:strings.Index(target, ":")], func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			start := time.Now()
+			code := Main(context.Background(), []string{"provision", "--target", target,
+				"--id-scope", "0ne1", "--registration-id", "r1", "--symmetric-key", vectorKey, "--timeout", "30s"}, &stdout, &stderr)
+			el := time.Since(start)
+			want := "dps-conform provision: device: transport: dial " + target + ": tls: no answer to a ClientHello within 5s (is it a TLS port?)\n"
+			if code != ExitTargetUnreachable || stdout.Len() != 0 || stderr.String() != want {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 3 and %q", code, stdout.String(), stderr.String(), want)
+			}
+			if el > device.DefaultHandshakeTimeout+5*time.Second {
+				t.Errorf("took %v", el)
+			}
+		})
+	}
+}
+
 // TestProvisionErrorClassification maps every device error class to its
 // exit status.
 func TestProvisionErrorClassification(t *testing.T) {
