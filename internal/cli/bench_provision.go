@@ -403,6 +403,12 @@ func (b *provisionBench) run(ctx context.Context) (*provisionBenchResult, error)
 			}
 			tlsConf.RootCAs = pool
 		}
+		// One handshake first, bounded as run and tlsprobe bound it: a
+		// target that does not answer costs 5 s and says so, not a
+		// phase's 30 s per device and "context deadline exceeded".
+		if err := benchCheckTarget(ctx, t, tlsConf); err != nil {
+			return nil, err
+		}
 		res.Server = t.String()
 		res.KeyType = "the target's"
 		res.LayoutRemark = "external target: its retry-after, limits and certificate are its own"
@@ -903,20 +909,56 @@ func summarise(d []time.Duration) latencyStats {
 	return latencyStats{P50ms: ms(rank(0.50)), P99ms: ms(rank(0.99)), MaxMs: ms(d[len(d)-1]), MeanMs: ms(sum / time.Duration(len(d)))}
 }
 
+// benchTargetCheckTimeout bounds the connect and the handshake of the
+// check of --target before the phases.
+const benchTargetCheckTimeout = 5 * time.Second
+
+// benchCheckTarget connects to --target and completes one TLS handshake
+// with conf (no CONNECT), each step within benchTargetCheckTimeout; an
+// *EnvError naming --target and what went unanswered when it fails.
+func benchCheckTarget(ctx context.Context, t transport.Target, conf *tls.Config) error {
+	c, err := transport.Dial(ctx, t, transport.DialOptions{
+		TLSConfig:        transport.TLS12Only(conf.Clone()),
+		Dialer:           &net.Dialer{Timeout: benchTargetCheckTimeout},
+		HandshakeTimeout: benchTargetCheckTimeout,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return envErrorf("--target %s: no TLS handshake within --timeout: %v", t, err)
+			}
+			return interrupted(ctx)
+		}
+		return envErrorf("--target: %v", err)
+	}
+	c.Close()
+	return nil
+}
+
+// benchPhaseHandshakeTimeout bounds one connect + handshake of the ceiling
+// phase: generous, as a loaded server queues handshakes.
+const benchPhaseHandshakeTimeout = 30 * time.Second
+
 // handshakes measures full TLS 1.2 handshakes: connect, handshake, close.
 func (b *provisionBench) handshakes(ctx context.Context, addr string, conf *tls.Config, n int) phaseResult {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	return b.phase(ctx, n, func(ctx context.Context, _ int) error {
-		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		hctx, cancel := context.WithTimeout(ctx, benchPhaseHandshakeTimeout)
 		defer cancel()
 		raw, err := d.DialContext(hctx, "tcp", addr)
 		if err != nil {
-			return err
+			return fmt.Errorf("connecting to %s: %w", addr, err)
 		}
 		c := tls.Client(raw, conf)
 		err = c.HandshakeContext(hctx)
 		raw.Close()
-		return err
+		if err != nil && ctx.Err() == nil && hctx.Err() != nil {
+			return fmt.Errorf("TLS handshake with %s: not finished within %v (no ServerHello, or a stalled one)", addr, benchPhaseHandshakeTimeout)
+		}
+		if err != nil {
+			return fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		return nil
 	})
 }
 
@@ -953,8 +995,10 @@ func (b *provisionBench) storm(ctx context.Context, srv *benchServer, conf *tls.
 			return nil
 		}
 		r, err := device.Provision(ctx, device.Config{
-			Target:         target,
-			Dial:           transport.DialOptions{TLSConfig: conf},
+			Target: target,
+			// The ceiling's bound, not the device's 5 s: a loaded
+			// server queues handshakes.
+			Dial:           transport.DialOptions{TLSConfig: conf, HandshakeTimeout: benchPhaseHandshakeTimeout},
 			IDScope:        srv.idScope,
 			RegistrationID: regID,
 			GroupKey:       groupKey,

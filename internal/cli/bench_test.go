@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -777,6 +778,41 @@ func TestBenchProvisionTargetNoOps(t *testing.T) {
 	runBench(t, benchProvisionCmd, []string{"--server", "inproc", "--devices", "1", "--registrations", "3", "--idle", "0", "--mosquitto", "off", "--responder=false"}, &res)
 	if len(res.Rounds) != 3 {
 		t.Errorf("%d rounds for 3 registrations, want the default 4 clamped to 3", len(res.Rounds))
+	}
+}
+
+// TestBenchProvisionSilentTarget: a --target that accepts TCP and never
+// answers the ClientHello ends after 5 s, exit 3, with one line naming
+// the target and what went unanswered; it took the ceiling phase's 30 s
+// and said "first error: context deadline exceeded".
+func TestBenchProvisionSilentTarget(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	defer func() { ln.Close(); close(done) }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	target := "mqtts://" + ln.Addr().String()
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := Main(context.Background(), []string{"bench", "provision", "--mosquitto", "off", "--responder=false", "--target", target,
+		"--id-scope", "s", "--group-key", "YWJj", "--idle", "0", "--devices", "1", "--registrations", "1", "--rounds", "1", "--timeout", "60s"}, &stdout, &stderr)
+	want := "dps-conform bench: --target: transport: dial " + target + ": tls: no answer to a ClientHello within 5s (is it a TLS port?)\n"
+	if code != ExitTargetUnreachable || stdout.Len() != 0 || stderr.String() != want {
+		t.Errorf("exit %d, stdout %q, stderr %q; want exit 3 and %q", code, stdout.String(), stderr.String(), want)
+	}
+	if el := time.Since(start); el > 15*time.Second {
+		t.Errorf("took %v", el)
 	}
 }
 
