@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -291,8 +292,17 @@ func (d durationFlag) String() string {
 	return d.p.String()
 }
 
+// durationSyntax is the form time.ParseDuration reads; a value of this
+// form that it refuses is out of range.
+var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
 func (d durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(s)
+	if err != nil && durationSyntax.MatchString(s) {
+		// time.ParseDuration says "invalid duration" for a value too
+		// large for an int64 of nanoseconds, as for a typo.
+		return fmt.Errorf("out of range: the longest duration is %v (about 292 years)", time.Duration(math.MaxInt64))
+	}
 	switch {
 	case err != nil, v == 0 && !d.zeroOK, v < 0 && !d.negativeOK:
 		hint := ""

@@ -85,3 +85,40 @@ func TestRerunHint(t *testing.T) {
 		}
 	}
 }
+
+// TestDurationFlagSet: a value of duration form too large for
+// time.Duration says it is out of range, not that it is not a duration.
+func TestDurationFlagSet(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		flag    durationFlag
+		want    time.Duration
+		wantErr string
+	}{
+		{"1h", durationFlag{}, time.Hour, ""},
+		{"2562047h", durationFlag{}, 2562047 * time.Hour, ""},
+		{"99999999h", durationFlag{}, 0, "out of range: the longest duration is 2562047h47m16.854775807s (about 292 years)"},
+		{"9223372036854775808ns", durationFlag{}, 0, "out of range"},
+		{"1h99999999999m", durationFlag{}, 0, "out of range"},
+		{"-99999999h", durationFlag{negativeOK: true}, 0, "out of range"},
+		{"forever", durationFlag{}, 0, "want a positive duration such as 500ms, 30s or 24h"},
+		{"5", durationFlag{}, 0, "(a number needs its unit: 5s)"},
+		{"5x", durationFlag{}, 0, "want a positive duration"},
+		{"0s", durationFlag{}, 0, "want a positive duration"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var got time.Duration
+			tc.flag.p = &got
+			err := tc.flag.Set(tc.in)
+			if tc.wantErr == "" {
+				if err != nil || got != tc.want {
+					t.Errorf("Set(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Set(%q) error = %v, want it to contain %q", tc.in, err, tc.wantErr)
+			}
+		})
+	}
+}
