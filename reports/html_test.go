@@ -416,8 +416,16 @@ func TestHeadline(t *testing.T) {
 func TestReadJSONErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{`{"title": "x", "requirements": [`, "the file ends inside a JSON value (cut off?)"},
-		{"{\"title\": \"x\", \"requirem\n", "at byte offset 25: invalid character"},
-		{`{"title": 5}`, "at byte offset 11: json: cannot unmarshal number"},
+		{"{\"title\": \"x\", \"requirem\n", "at byte offset 24: invalid character"},
+		// Offsets count from 0 and point at the value, and the types
+		// are JSON's, not Go's (it said "byte offset 11: json: cannot
+		// unmarshal number into Go struct field Report.title of type string").
+		{`{"title": 5}`, `at byte offset 10: member "title" is a JSON number where a string was expected`},
+		{`{"title": "x", "summary": {"requirements": [1]}}`, `at byte offset 43: member "summary.requirements" is a JSON array where an object was expected`},
+		{`{"title": "x", "requirements": {"a": 1}}`, `at byte offset 31: member "requirements" is a JSON object where an array was expected`},
+		{`{"title": "x", "tool": "dps-conform"}`, `at byte offset 23: member "tool" is a JSON string where an object was expected`},
+		{`[{"title": "x"}]`, "at byte offset 0: a JSON array where a dps-conform report (a JSON object, as 'dps-conform run --out' writes it) was expected"},
+		{`  "report"`, "at byte offset 2: a JSON string where a dps-conform report"},
 		{`{"title": "x"}`, "not a dps-conform report"},
 	} {
 		if _, err := reports.ReadJSON(strings.NewReader(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -6,6 +6,8 @@
 package reports
 
 import (
+	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -479,25 +482,28 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// ReadJSON reads a report written by WriteJSON.
+// ReadJSON reads a report written by WriteJSON. Its errors say where the
+// input broke as a 0-based byte offset (the first byte is offset 0) and
+// what was expected there in JSON's terms, never in Go's.
 func ReadJSON(rd io.Reader) (*Report, error) {
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("reading results.json: %w", err)
+	}
 	var r Report
-	dec := json.NewDecoder(rd)
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
 		// Name where: a truncated or hand-edited file is the usual cause.
-		off := dec.InputOffset()
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
 		switch {
-		case errors.As(err, &se):
-			off = se.Offset
-		case errors.As(err, &te):
-			off = te.Offset
-		case errors.Is(err, io.ErrUnexpectedEOF):
+		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			return nil, fmt.Errorf("reading results.json: the file ends inside a JSON value (cut off?): %w", err)
+		case errors.As(err, &se), errors.As(err, &te):
+			return nil, fmt.Errorf("reading results.json %s", DescribeJSONError(b, err, "a dps-conform report (a JSON object, as 'dps-conform run --out' writes it)"))
 		}
-		return nil, fmt.Errorf("reading results.json at byte offset %d: %w", off, err)
+		return nil, fmt.Errorf("reading results.json at byte offset %d: %w", dec.InputOffset(), err)
 	}
 	if r.Tool.Name == "" || r.Summary.Requirements == nil {
 		return nil, fmt.Errorf("reading results.json: not a dps-conform report (no tool or summary)")
@@ -566,4 +572,107 @@ func (r *Report) checkSummary() error {
 		return fmt.Errorf("the summary's verdict is %s (conformant %v), but its counts give %s: the file was edited or damaged", got.Verdict, got.Conformant, h)
 	}
 	return nil
+}
+
+// DescribeJSONError says where and how data, decoded as JSON, broke: "at
+// byte offset N: " (0-based: the first byte is offset 0) and, for a
+// *json.UnmarshalTypeError, what was found and what was expected in JSON's
+// terms (top names the expected document, for a mismatch at the top
+// level), never Go's types; other errors' own text.
+func DescribeJSONError(data []byte, err error, top string) string {
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &te) && te.Field == "":
+		return fmt.Sprintf("at byte offset %d: a JSON %s where %s was expected", jsonErrorOffset(data, err), jsonValueKind(te.Value), top)
+	case errors.As(err, &te):
+		return fmt.Sprintf("at byte offset %d: member %q is a JSON %s where %s was expected", jsonErrorOffset(data, err), te.Field, te.Value, jsonTypeWant(te.Type))
+	}
+	return fmt.Sprintf("at byte offset %d: %v", jsonErrorOffset(data, err), err)
+}
+
+// jsonErrorOffset is the 0-based byte offset in data of what an
+// encoding/json error is about: the bad byte of a *json.SyntaxError (its
+// Offset counts the bytes read, the bad one included), the start of the
+// value of a *json.UnmarshalTypeError (its Offset is the end of a scalar,
+// or just past the '[' or '{' of an array or object); len(data) when the
+// input ran out.
+func jsonErrorOffset(data []byte, err error) int {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		if se.Offset <= 0 || int(se.Offset) >= len(data) && strings.HasPrefix(se.Error(), "unexpected end") {
+			return len(data)
+		}
+		return min(int(se.Offset)-1, len(data))
+	case errors.As(err, &te):
+		end := int(te.Offset)
+		if end <= 0 || end > len(data) {
+			return max(0, min(end, len(data)))
+		}
+		switch c := data[end-1]; c {
+		case '[', '{':
+			return end - 1
+		case '"':
+			for i := end - 2; i >= 0; i-- {
+				if data[i] != '"' {
+					continue
+				}
+				bs := 0
+				for j := i - 1; j >= 0 && data[j] == '\\'; j-- {
+					bs++
+				}
+				if bs%2 == 0 {
+					return i
+				}
+			}
+			return end
+		}
+		i := end
+		for i > 0 && (data[i-1] >= '0' && data[i-1] <= '9' || data[i-1] >= 'a' && data[i-1] <= 'z' || data[i-1] == '.' || data[i-1] == '+' || data[i-1] == '-' || data[i-1] == 'E') {
+			i--
+		}
+		return i
+	}
+	return 0
+}
+
+// jsonValueKind is the kind of a json.UnmarshalTypeError.Value ("number
+// 300" → "number").
+func jsonValueKind(v string) string {
+	kind, _, _ := strings.Cut(v, " ")
+	return kind
+}
+
+// jsonTypeWant names what a Go type reads, in JSON's terms.
+func jsonTypeWant(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
+		return "a string"
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another value"
 }

@@ -238,7 +238,7 @@ func readGinkgoReport(name string) (*types.Report, error) {
 	}
 	var rs []types.Report
 	if err := json.Unmarshal(b, &rs); err != nil {
-		return nil, usageErrorf("%s: not a Ginkgo JSON report: %v", name, err)
+		return nil, usageErrorf("%s: not a Ginkgo JSON report: %s", name, reports.DescribeJSONError(b, err, "an array of Ginkgo reports (as --json-report writes it)"))
 	}
 	if len(rs) == 0 {
 		return nil, usageErrorf("%s: holds no report", name)

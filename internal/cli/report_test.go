@@ -212,6 +212,7 @@ func TestReportErrors(t *testing.T) {
 	}
 	write("empty/.keep", "")
 	write("badjson/results.json", "{")
+	write("arrayjson/results.json", `[{"title": "x"}]`)
 	rj, err := os.ReadFile(filepath.Join("..", "..", "reports", "testdata", "results-grant-qos2.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +242,13 @@ func TestReportErrors(t *testing.T) {
 		{"render a file", []string{"report", "render", notes}, 2, `notes.txt: not a results directory\n$`},
 		{"render without results.json", []string{"report", "render", filepath.Join(dir, "empty")}, 2, `^dps-conform report: open .*results.json: no such file or directory\n$`},
 		{"render bad results.json", []string{"report", "render", filepath.Join(dir, "badjson")}, 2, `results.json: reading results.json: the file ends inside a JSON value \(cut off\?\): unexpected EOF\n$`},
-		{"render bad ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "badginkgo")}, 2, `ginkgo-report.json: not a Ginkgo JSON report: json: cannot unmarshal object`},
+		// JSON of the wrong type: the file, the offset (from 0) and what
+		// was expected, not Go's type (it said "cannot unmarshal array
+		// into Go value of type reports.Report").
+		{"render results.json of the wrong type", []string{"report", "render", filepath.Join(dir, "arrayjson")}, 2,
+			`^dps-conform report: .*arrayjson/results.json: reading results.json at byte offset 0: a JSON array where a dps-conform report \(a JSON object, as 'dps-conform run --out' writes it\) was expected\n$`},
+		{"render bad ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "badginkgo")}, 2,
+			`^dps-conform report: .*badginkgo/ginkgo-report.json: not a Ginkgo JSON report: at byte offset 0: a JSON object where an array of Ginkgo reports \(as --json-report writes it\) was expected\n$`},
 		{"render empty ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "noginkgo")}, 2, `ginkgo-report.json: holds no report\n$`},
 	}
 	for _, tt := range tests {
