@@ -41,7 +41,7 @@ func ParseDeviceRegistration(b []byte) (DeviceRegistration, error) {
 		return r, nil
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return DeviceRegistration{}, jsonError(err)
+		return DeviceRegistration{}, jsonError(b, err)
 	}
 	if len(r.Payload) > 0 && r.Payload[0] != '{' && string(r.Payload) != "null" {
 		return DeviceRegistration{}, newError(ErrInvalidPayload, "body.payload", string(r.Payload), -1,
@@ -50,19 +50,15 @@ func ParseDeviceRegistration(b []byte) (DeviceRegistration, error) {
 	return r, nil
 }
 
-// jsonError wraps an encoding/json error; the offset is the one json
-// reports (the byte after which the error was found), or -1.
-func jsonError(err error) *Error {
-	off := -1
-	var se *json.SyntaxError
+// jsonError wraps an encoding/json error from decoding b; the offset
+// counts from 0, as every Error.Offset (JSONErrorOffset), or is -1.
+func jsonError(b []byte, err error) *Error {
+	msg := err.Error()
 	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		off = int(se.Offset)
-	case errors.As(err, &te):
-		off = int(te.Offset)
+	if errors.As(err, &te) {
+		msg = JSONTypeError(te, "a JSON object")
 	}
-	return newError(ErrInvalidPayload, "body", "", off, err.Error())
+	return newError(ErrInvalidPayload, "body", "", JSONErrorOffset(b, err), msg)
 }
 
 // Status is a registration or operation status (SPEC models.tsp; §4.4).

@@ -232,11 +232,13 @@ func TestParseDeviceRegistrationErrors(t *testing.T) {
 		name, body string
 		off        int
 	}{
+		// Offsets count from 0 and point at the bad byte or value, as
+		// dps.Error offsets elsewhere (they were one past it).
 		{"truncated", `{"registrationId":`, 18},
-		{"syntax", `{"registrationId" "x"}`, 19},
-		{"array", `[]`, 1},
-		{"wrong type", `{"registrationId":1}`, 19},
-		{"trailing garbage", `{} x`, 4},
+		{"syntax", `{"registrationId" "x"}`, 18},
+		{"array", `[]`, 0},
+		{"wrong type", `{"registrationId":1}`, 18},
+		{"trailing garbage", `{} x`, 3},
 		{"payload string", `{"payload":"text"}`, -1},
 		{"payload array", `{"payload":[1]}`, -1},
 		{"payload number", `{"payload":1}`, -1},

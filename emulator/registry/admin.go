@@ -339,11 +339,16 @@ func (r *Registry) decode(w http.ResponseWriter, req *http.Request, v any) bool 
 		msg := "body is not valid JSON"
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
+		// Offsets count from 0, as everywhere in dps-conform (json's own
+		// count one past the bad byte, or the end of the value).
+		off := dps.JSONErrorOffset(data, err)
 		switch {
+		case errors.As(err, &se) && off >= len(data):
+			msg = fmt.Sprintf("body is not valid JSON: it ends inside a value (%d bytes)", len(data))
 		case errors.As(err, &se):
-			msg = fmt.Sprintf("body is not valid JSON: %s at byte offset %d", se.Error(), se.Offset)
+			msg = fmt.Sprintf("body is not valid JSON at byte offset %d (from 0): %s", off, se.Error())
 		case errors.As(err, &te):
-			msg = fmt.Sprintf("body field %q: want %s, got JSON %s (byte offset %d)", te.Field, te.Type, te.Value, te.Offset)
+			msg = fmt.Sprintf("body at byte offset %d (from 0): %s", off, dps.JSONTypeError(te, "a JSON object"))
 		}
 		r.writeError(w, http.StatusBadRequest, adminBadRequest, msg)
 		return false

@@ -131,9 +131,14 @@ func testAdminBadRequests(t *testing.T, store func(*Options)) {
 		status, code             int
 		msg                      string
 	}{
-		{"bad JSON", "PUT", "/enrollments/d", `{"registrationId":`, 400, 400000, "body is not valid JSON"},
-		{"syntax offset", "PUT", "/enrollments/d", `{"registrationId" "d"}`, 400, 400000, "at byte offset 19"},
-		{"wrong type", "PUT", "/enrollments/d", `{"iotHubs":"h"}`, 400, 400000, `body field "iotHubs"`},
+		{"bad JSON", "PUT", "/enrollments/d", `{"registrationId":`, 400, 400000, "body is not valid JSON: it ends inside a value (18 bytes)"},
+		// Offsets count from 0, as elsewhere in dps-conform: the '"' at
+		// offset 18 (it said 19), the 'x' at 1 (it said 2).
+		{"syntax offset", "PUT", "/enrollments/d", `{"registrationId" "d"}`, 400, 400000, `body is not valid JSON at byte offset 18 (from 0): invalid character '"' after object key`},
+		{"syntax offset 1", "PUT", "/enrollments/d", `{x}`, 400, 400000, "body is not valid JSON at byte offset 1 (from 0): invalid character 'x'"},
+		// JSON's types, not Go's (it said "want []string, got JSON string").
+		{"wrong type", "PUT", "/enrollments/d", `{"iotHubs":"h"}`, 400, 400000, `body at byte offset 11 (from 0): member "iotHubs" is a JSON string where an array was expected`},
+		{"not an object", "PUT", "/enrollments/d", `["d"]`, 400, 400000, `body at byte offset 0 (from 0): a JSON array where a JSON object was expected`},
 		{"id mismatch", "PUT", "/enrollments/d", `{"registrationId":"e"}`, 400, 400000, `registrationId "e" in the body differs from "d"`},
 		{"group id mismatch", "PUT", "/enrollmentGroups/g", `{"enrollmentGroupId":"e"}`, 400, 400000, `enrollmentGroupId "e" in the body differs`},
 		{"bad key", "PUT", "/enrollments/d", strings.Replace(good, keyA, "c2VjcmV0!", 1), 400, 400000, "attestation.symmetricKey.primaryKey: not valid base64"},
