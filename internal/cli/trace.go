@@ -155,6 +155,10 @@ func traceCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return inputError("--keylog", err)
 		}
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			f.Close()
+			return usageErrorf("--keylog %s is a directory, not a key log file", keylog)
+		}
 		o.KeyLog, err = tlstrace.ParseKeyLog(f)
 		f.Close()
 		if err != nil {
