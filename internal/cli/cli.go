@@ -82,8 +82,11 @@ func (env *Env) main(ctx context.Context, args []string) int {
 		env.Now = time.Now
 	}
 	if len(args) == 0 {
-		printCommandList(env.Stdout)
-		return ExitConformant
+		// A missing command is a usage error, as a missing subcommand
+		// of bench or report is: the list goes to stderr, exit 2.
+		// 'dps-conform help' prints it on stdout and exits 0.
+		printCommandList(env.Stderr)
+		return env.report(progName, usageErrorf("missing command; run 'dps-conform help' for the command list"))
 	}
 	name, rest := args[0], args[1:]
 	switch name {

@@ -98,7 +98,8 @@ func TestMain_ExitCodes(t *testing.T) {
 		wantStdout string // regexp
 		wantStderr string // regexp
 	}{
-		{nil, ExitConformant, `^dps-conform checks`, `^$`},
+		// No command is a usage error: the list on stderr, exit 2.
+		{nil, ExitUsage, `^$`, `(?s)^dps-conform checks.*\ndps-conform: missing command; run 'dps-conform help' for the command list\n$`},
 		{[]string{"help"}, ExitConformant, `(?m)^Commands:$`, `^$`},
 		{[]string{"--help"}, ExitConformant, `(?m)^Commands:$`, `^$`},
 		{[]string{"help", "sas"}, ExitConformant, `^Usage:\n  dps-conform sas `, `^$`},
