@@ -19,6 +19,7 @@ import (
 
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/registry"
+	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -137,6 +138,11 @@ func parseProfileAndFaults(profile, faultFlag string, faultNames []string) (emul
 	return p, faults, nil
 }
 
+// maxMQTTPacketSize is the largest MQTT 3.1.1 packet, fixed header
+// included: one byte of type and flags, four of remaining length, and
+// the largest remaining length (§2.2.3).
+const maxMQTTPacketSize = 1 + 4 + packets.MaxRemainingLength
+
 // options checks the flags and returns what they ask for.
 func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Level, error) {
 	profile, faults, err := parseProfileAndFaults(f.profile, "--fault", f.faults)
@@ -159,6 +165,12 @@ func (f *emulatorFlags) options() (emulator.Profile, []emulator.Fault, slog.Leve
 		if c.v == 0 {
 			return "", nil, 0, usageErrorf("%s 0: want a positive number, or a negative one (-1) to switch the limit off", c.flag)
 		}
+	}
+	// A limit above what MQTT can frame never applies: a typo (one digit
+	// too many) would pass for a limit.
+	if f.limits.MaxPacketSize > maxMQTTPacketSize {
+		return "", nil, 0, usageErrorf("--max-packet-size %d: above MQTT's largest packet, %d bytes (a remaining length of %d plus a 5-byte fixed header); a negative value (-1) switches the limit off",
+			f.limits.MaxPacketSize, maxMQTTPacketSize, packets.MaxRemainingLength)
 	}
 	// The topic carries whole seconds (retry-after={n}); a fraction would be
 	// rounded silently, and the assignment timing would then disagree
