@@ -3,8 +3,11 @@ package emulator
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -309,4 +312,55 @@ func TestIdleTimeoutUnderAcceptMQTT5(t *testing.T) {
 		t.Fatalf("CONNACK %+v, want 0 under accept-mqtt5", ack)
 	}
 	c.expectClosed()
+}
+
+// adminFake is a backend with an admin API that reads the whole body.
+type adminFake struct{ *fakeBackend }
+
+func (adminFake) AdminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, "reading the body failed", http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// TestAdminSlowClient: an admin client that sends its headers and then
+// never its body is cut off after the admin read timeout; it held its
+// connection and a handler as long as it liked.
+func TestAdminSlowClient(t *testing.T) {
+	old := adminReadTimeout
+	adminReadTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { adminReadTimeout = old })
+	s, err := New(Config{backend: adminFake{newFakeBackend()}, InsecurePlainAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, tc := range []struct{ name, req string }{
+		{"body never sent", "PUT /enrollments/d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"},
+		{"body cut short", "PUT /enrollments/d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", strings.TrimPrefix(s.Ready().Admin, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			start := time.Now()
+			_, err = io.Copy(io.Discard, c)
+			if err != nil {
+				t.Fatalf("the server kept the connection open: %v after %v", err, time.Since(start))
+			}
+		})
+	}
 }

@@ -117,6 +117,11 @@ func (s *Server) adminHandler() http.Handler {
 	return http.NotFoundHandler()
 }
 
+// adminReadTimeout bounds the reading of an admin API request, body
+// included (at most 1 MiB, on loopback); twice as long bounds the request
+// and its answer. A variable for the tests.
+var adminReadTimeout = 30 * time.Second
+
 // Ready describes a started server; it marshals to the command's ready line
 // (ARCHITECTURE.md §3):
 //
@@ -293,6 +298,11 @@ func (s *Server) Start(ctx context.Context) error {
 		srv := &http.Server{
 			Handler:           s.counted(s.adminHandler()),
 			ReadHeaderTimeout: 10 * time.Second,
+			// A client that sends its headers and then the body slowly,
+			// or never, or does not read the answer, is cut off: it held
+			// a handler for as long as it liked.
+			ReadTimeout:  adminReadTimeout,
+			WriteTimeout: 2 * adminReadTimeout,
 			// A kept-alive client idle this long is closed.
 			IdleTimeout: time.Minute,
 			ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
