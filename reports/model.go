@@ -590,7 +590,8 @@ func DescribeJSONError(data []byte, err error, top string) string {
 	return fmt.Sprintf("at byte offset %d: %v", jsonErrorOffset(data, err), err)
 }
 
-// jsonErrorOffset is the 0-based byte offset in data of what an
+// jsonErrorOffset is dps.JSONErrorOffset's twin (reports may not import
+// dps, internal/archtest): the 0-based byte offset in data of what an
 // encoding/json error is about: the bad byte of a *json.SyntaxError (its
 // Offset counts the bytes read, the bad one included), the start of the
 // value of a *json.UnmarshalTypeError (its Offset is the end of a scalar,
@@ -644,7 +645,8 @@ func jsonValueKind(v string) string {
 	return kind
 }
 
-// jsonTypeWant names what a Go type reads, in JSON's terms.
+// jsonTypeWant names what a Go type reads, in JSON's terms (dps.JSONWant's
+// twin).
 func jsonTypeWant(t reflect.Type) string {
 	if t == nil {
 		return "another value"
