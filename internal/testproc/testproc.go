@@ -14,7 +14,6 @@
 package testproc
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -165,6 +164,13 @@ func start(t *testing.T, sp spec) *proc {
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}
+	// The package's own flags given to the parent ("go test -run
+	// TestScripts -update"): the child runs the test, so they are its.
+	flag.Visit(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Name, "test.") {
+			args = append(args, "-"+f.Name+"="+f.Value.String())
+		}
+	})
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), envVar+"="+string(env))
 	var buf bytes.Buffer
@@ -209,10 +215,10 @@ func parse(test, out string) map[string]verdict {
 	lines := map[string]*strings.Builder{}
 	states := map[string][]string{}
 	cur := ""
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
+	// Lines of any length: a line beyond a bufio.Scanner's limit would
+	// end the reading there, and every verdict after it would be lost.
+	for l := range strings.Lines(out) {
+		l = strings.TrimSuffix(strings.TrimSuffix(l, "\n"), "\r")
 		if m := resultLine.FindStringSubmatch(l); m != nil {
 			if m[2] == test {
 				states[""] = m[1:]

@@ -2,6 +2,8 @@ package testproc
 
 import (
 	"context"
+	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -14,6 +16,10 @@ import (
 // TestMatrixReports and TestOffloadReports set it, for their child.
 const fixtureVar = "DPSCONFORM_TESTPROC_FIXTURE"
 
+// fixtureFlag is a flag of the package's own, as -update is of others:
+// TestOffloadReports gives it to the parent, and its child must have it.
+var fixtureFlag = flag.String("fixture-flag", "", "a flag TestOffloadReports gives its fixture")
+
 func fixture(t *testing.T) {
 	if os.Getenv(fixtureVar) != t.Name() {
 		t.Skip("a fixture of TestMatrixReports and TestOffloadReports")
@@ -21,10 +27,10 @@ func fixture(t *testing.T) {
 }
 
 // TestFixtureMatrix has items that pass, fail, skip, crash their child
-// and hang it.
+// and hang it, and one that prints a line longer than 1 MiB.
 func TestFixtureMatrix(t *testing.T) {
 	fixture(t)
-	Matrix(t, []string{"hang", "crash", "good", "bad", "skipped", "late"}, 3, func(t *testing.T, item string) {
+	Matrix(t, []string{"hang", "crash", "long", "good", "bad", "skipped", "late"}, 3, func(t *testing.T, item string) {
 		t.Logf("item %s in process %d", item, os.Getpid())
 		switch item {
 		case "bad":
@@ -35,6 +41,8 @@ func TestFixtureMatrix(t *testing.T) {
 			os.Exit(7)
 		case "hang":
 			select {} // until the child's -test.timeout
+		case "long":
+			fmt.Println(strings.Repeat("x", 2<<20))
 		case "late":
 			time.Sleep(200 * time.Millisecond) // the other children take the rest
 		}
@@ -47,16 +55,16 @@ func TestFixtureOffload(t *testing.T) {
 	if Offload(t) {
 		return
 	}
-	t.Errorf("offloaded and failed in process %d", os.Getpid())
+	t.Errorf("offloaded and failed in process %d with -fixture-flag %q", os.Getpid(), *fixtureFlag)
 }
 
 // runFixture runs fixture test name in a process of its own, as a parent,
 // with go test's -timeout set to timeout.
-func runFixture(t *testing.T, name string, timeout time.Duration) string {
+func runFixture(t *testing.T, name string, timeout time.Duration, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^"+name+"$", "-test.v", "-test.timeout", timeout.String())
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"-test.run", "^" + name + "$", "-test.v", "-test.timeout", timeout.String()}, args...)...)
 	cmd.Env = append(os.Environ(), fixtureVar+"="+name)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
@@ -87,6 +95,8 @@ func TestMatrixReports(t *testing.T) {
 		`(?m)^    --- SKIP: TestFixtureMatrix/skipped \(`,
 		`skipped is skipped`,
 		`(?m)^    --- PASS: TestFixtureMatrix/late \(`,
+		// The verdicts after a line longer than 1 MiB are read too.
+		`(?m)^    --- PASS: TestFixtureMatrix/long \(`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("no %q in the output:\n%s", want, out)
@@ -102,12 +112,13 @@ func TestMatrixReports(t *testing.T) {
 }
 
 // TestOffloadReports: an offloaded test's failure in the child fails it
-// in the parent, with the child's output.
+// in the parent, with the child's output; the child has the package's
+// own flags the parent was given (go test -run TestScripts -update).
 func TestOffloadReports(t *testing.T) {
-	out := runFixture(t, "TestFixtureOffload", time.Minute)
+	out := runFixture(t, "TestFixtureOffload", time.Minute, "-fixture-flag", "given")
 	for _, want := range []string{
 		`(?m)^--- FAIL: TestFixtureOffload \(`,
-		`failed in a child process:\n(.*\n)*\s+testproc_test.go:\d+: offloaded and failed in process \d+`,
+		`failed in a child process:\n(.*\n)*\s+testproc_test.go:\d+: offloaded and failed in process \d+ with -fixture-flag "given"`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("no %q in the output:\n%s", want, out)
