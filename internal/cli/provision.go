@@ -201,7 +201,9 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 		if err := json.Unmarshal([]byte(f.payload), &v); err != nil {
 			var se *json.SyntaxError
 			switch {
-			case errors.As(err, &se) && int(se.Offset) >= len(f.payload):
+			case errors.As(err, &se) && strings.HasPrefix(se.Error(), "unexpected end"):
+				// Only this error: the bad byte may be the last one read
+				// ('{"a":1,}'), with the offset at the end too.
 				return cfg, usageErrorf("--payload is not valid JSON: it ends inside a value (%d bytes)", len(f.payload))
 			case errors.As(err, &se):
 				// Offset counts the bytes read: the bad one is the last.
