@@ -269,3 +269,35 @@ func TestOpenStoppedWhileStoring(t *testing.T) {
 		t.Errorf("%d enrollments stored by the stopped Open, want 0", n)
 	}
 }
+
+// TestJSONSyntaxError: a config written as JSON gets the line and column
+// (in characters) of the byte where its syntax breaks; YAML and valid
+// JSON get nothing from it (yaml.v3's own message stands). run --config
+// and device --product use it too.
+func TestJSONSyntaxError(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		line, col int
+		msg       string
+		ok        bool
+	}{
+		{`{"a": 1,, "b": 2}`, 1, 9, "invalid character ','", true},
+		{"{\n  \"é\": \"ü\",\n  ]\n}", 3, 3, "invalid character ']'", true},
+		{"  [1, 2", 1, 8, "the file ends inside a JSON value", true},
+		{"{}\n{}", 2, 1, "invalid character '{' after top-level value", true},
+		{`{"a": 1}`, 0, 0, "", false},
+		{"a: [1,,]", 0, 0, "", false},
+		{"", 0, 0, "", false},
+	} {
+		var line, col int
+		var msg string
+		ce := JSONSyntaxError([]byte(tc.in), "f")
+		ok := ce != nil
+		if ok {
+			line, col, msg = ce.Line, ce.Column, ce.Msg
+		}
+		if ok != tc.ok || line != tc.line || col != tc.col || !strings.HasPrefix(msg, tc.msg) {
+			t.Errorf("%q: %d:%d %q %v, want %d:%d %q… %v", tc.in, line, col, msg, ok, tc.line, tc.col, tc.msg, tc.ok)
+		}
+	}
+}

@@ -1,17 +1,16 @@
 package cli
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/dps-conform/dps-conform/emulator/registry"
 )
 
 // maxInputFile bounds the small YAML files a flag names (run --config,
@@ -77,39 +76,12 @@ func yamlFileError(file string, data []byte, err error, what, fields string) str
 		}
 		return file + line + ": " + msg
 	}
-	if line, col, jmsg, ok := jsonSyntaxError(data); ok {
-		return fmt.Sprintf("%s:%d:%d: %s", file, line, col, jmsg)
+	if ce := registry.JSONSyntaxError(data, file); ce != nil {
+		return ce.Error() // file:line:col: msg
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := yamlLineMsg.FindStringSubmatch(msg); m != nil {
 		return file + ":" + m[1] + ": " + m[2]
 	}
 	return file + ": " + msg
-}
-
-// jsonSyntaxError reports where data, when it is written as JSON (its
-// first byte past white space is '{' or '['), breaks JSON's syntax: the
-// line and column (1-based, in characters) and encoding/json's message.
-func jsonSyntaxError(data []byte) (line, col int, msg string, ok bool) {
-	t := bytes.TrimLeft(data, " \t\r\n")
-	if len(t) == 0 || t[0] != '{' && t[0] != '[' {
-		return 0, 0, "", false
-	}
-	var v any
-	var se *json.SyntaxError
-	if !errors.As(json.Unmarshal(data, &v), &se) {
-		return 0, 0, "", false
-	}
-	// Offset counts the bytes read when the error was found: the bad
-	// byte is the last of them, unless the input ran out.
-	off, msg := int(se.Offset), se.Error()
-	if off >= len(data) && strings.HasPrefix(msg, "unexpected end") {
-		off, msg = len(data), "the file ends inside a JSON value"
-	} else if off > 0 {
-		off--
-	}
-	before := data[:min(off, len(data))]
-	line = 1 + bytes.Count(before, []byte("\n"))
-	col = 1 + utf8.RuneCount(before[bytes.LastIndexByte(before, '\n')+1:])
-	return line, col, msg, true
 }
