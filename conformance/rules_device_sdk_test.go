@@ -2,7 +2,6 @@ package conformance_test
 
 import (
 	"cmp"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -100,8 +99,7 @@ type sdkFlow struct {
 
 func (fl sdkFlow) run(s *synth) {
 	f := s.bare(fl.connect, &packets.Connack{})
-	f.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
-	f.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+	f.subscribe()
 	delay := cmp.Or(fl.answerDelay, time.Millisecond)
 	for i, rid := range fl.rids {
 		qos, topic, body := fl.regQoS, dps.RegisterTopic(rid), fl.register
@@ -122,24 +120,6 @@ func (fl sdkFlow) run(s *synth) {
 		f.send(tracer.Server, &packets.Unsuback{PacketID: 2})
 	}
 	f.close()
-}
-
-// bare starts a conversation with CONNECT cp and, when ack is not nil, the
-// server's answer ack: nothing more (s.conn also subscribes).
-func (s *synth) bare(cp *packets.Connect, ack *packets.Connack) *synthFlow {
-	s.flows++
-	client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(50000+s.flows))
-	server := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), 1883)
-	f, err := s.rec.Flow(client, server, tracer.FlowOptions{})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	sf := &synthFlow{s: s, f: f}
-	sf.send(tracer.Client, cp)
-	if ack != nil {
-		sf.send(tracer.Server, ack)
-	}
-	return sf
 }
 
 // publish sends a device PUBLISH at qos (the server's PUBACK follows a
@@ -359,8 +339,7 @@ func TestDeviceRulesOfficialSDKs(t *testing.T) {
 			build: func(t *testing.T, s *synth) {
 				fl := sdkCSharp(t)
 				f := s.bare(fl.connect, &packets.Connack{})
-				f.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
-				f.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+				f.subscribe()
 				f.publish(1, 2, dps.RegisterTopic("2"), "")
 				f.deliver(1, dps.ResponseTopic(202, "2", 1), op1)
 				s.advance(2 * time.Second)
@@ -381,8 +360,7 @@ func TestDeviceRulesOfficialSDKs(t *testing.T) {
 			build: func(t *testing.T, s *synth) {
 				fl := sdkPython(t)
 				f := s.bare(fl.connect, &packets.Connack{})
-				f.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
-				f.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+				f.subscribe()
 				f.publish(1, 2, dps.RegisterTopic(fl.rids[0]), fl.register)
 				f.deliver(1, dps.ResponseTopic(202, fl.rids[0], 1), op1)
 				s.advance(2 * time.Second)
@@ -437,8 +415,7 @@ func TestDeviceRulesOfficialSDKs(t *testing.T) {
 			build: func(t *testing.T, s *synth) {
 				fl := sdkC(t)
 				f := s.bare(fl.connect, &packets.Connack{})
-				f.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
-				f.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+				f.subscribe()
 				for i, rid := range []string{"1", "2", "3"} {
 					if i > 0 {
 						s.advance(999 * time.Millisecond)

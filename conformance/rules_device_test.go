@@ -477,6 +477,17 @@ type synthFlow struct {
 // sym-device-1 when nil), CONNACK 0, SUBSCRIBE to the response filter and
 // its SUBACK.
 func (s *synth) conn(cp *packets.Connect) *synthFlow {
+	if cp == nil {
+		cp = documentedConnect("")
+	}
+	sf := s.bare(cp, &packets.Connack{})
+	sf.subscribe()
+	return sf
+}
+
+// bare starts a conversation with CONNECT cp and, when ack is not nil, the
+// server's answer ack: nothing more (conn also subscribes).
+func (s *synth) bare(cp *packets.Connect, ack *packets.Connack) *synthFlow {
 	s.flows++
 	client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(50000+s.flows))
 	server := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.2"), 1883)
@@ -485,14 +496,18 @@ func (s *synth) conn(cp *packets.Connect) *synthFlow {
 		s.t.Fatal(err)
 	}
 	sf := &synthFlow{s: s, f: f}
-	if cp == nil {
-		cp = documentedConnect("")
-	}
 	sf.send(tracer.Client, cp)
-	sf.send(tracer.Server, &packets.Connack{})
-	sf.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
-	sf.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
+	if ack != nil {
+		sf.send(tracer.Server, ack)
+	}
 	return sf
+}
+
+// subscribe sends a SUBSCRIBE (packet id 1) to the response filter at
+// QoS 1 and its SUBACK granting QoS 1.
+func (f *synthFlow) subscribe() {
+	f.send(tracer.Client, &packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: []byte(dps.SubscribeFilter), QoS: 1}}})
+	f.send(tracer.Server, &packets.Suback{PacketID: 1, ReturnCodes: []packets.SubackCode{1}})
 }
 
 func documentedConnect(password string) *packets.Connect {
