@@ -59,7 +59,7 @@ func parseFlags(env *Env, fs *flagSet, args []string) (done bool, err error) {
 }
 
 // flagParseError matches the flag package's error for a value its own
-// number and boolean flags refuse: "invalid value "1.5" for flag --n:
+// number, duration and boolean flags refuse: "invalid value "1.5" for flag --n:
 // parse error" ("value out of range", or "invalid boolean value … for
 // --x: parse error").
 var flagParseError = regexp.MustCompile(`^(invalid (?:boolean )?value ".*" for (?:flag )?--([\w.-]+)): (parse error|value out of range)$`)
@@ -90,6 +90,8 @@ func numberWanted(fs *flag.FlagSet, msg string) string {
 		want = "want a whole number from 0, such as 10"
 	case float64:
 		want = "want a number such as 1.5"
+	case time.Duration:
+		want = "want a duration such as 30s or 2m"
 	default:
 		return msg
 	}
