@@ -21,10 +21,12 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -375,7 +377,8 @@ func report(t *testing.T, item string, selected []string, outs []*outcome) {
 }
 
 // Offload runs test t in a child process and makes the child's verdict and
-// output t's, unless this process is that child (Items): then it returns
+// output t's (of a failure without -v, the output of t and of its failed
+// subtests, as go test shows it), unless this process is that child (Items): then it returns
 // false, and the caller goes on to run the test's body. In the parent it
 // returns true once the child is done, and the caller returns. Call it
 // first in the test: the child starts at once, then t is made parallel,
@@ -392,8 +395,10 @@ func Offload(t *testing.T) bool {
 	switch {
 	case !ok:
 		t.Fatalf("the child process running %s gave no verdict (%v); its output:\n%s", t.Name(), out.Err, out.Output)
-	case v.State == "FAIL":
+	case v.State == "FAIL" && testing.Verbose():
 		t.Fatalf("failed in a child process:\n%s", out.Output)
+	case v.State == "FAIL":
+		t.Fatalf("failed in a child process:\n%s", failedOutput(t.Name(), out.Subtests))
 	case out.Err != nil:
 		t.Fatalf("the child process running %s passed it but then failed (%v); its output:\n%s", t.Name(), out.Err, out.Output)
 	case v.State == "SKIP":
@@ -403,4 +408,28 @@ func Offload(t *testing.T) bool {
 		t.Logf("in a child process (%s):\n%s", v.Elapsed, out.Output)
 	}
 	return true
+}
+
+// failedOutput is what the child printed of test: its own lines and those
+// of its failed subtests. The child runs with -test.v, and the subtests
+// that passed would bury the failure (TestScripts prints 350 kB for its
+// scripts); without -v, go test shows only the failures too.
+func failedOutput(test string, vs map[string]verdict) string {
+	var b strings.Builder
+	b.WriteString(vs[""].Output)
+	left := 0
+	for _, name := range slices.Sorted(maps.Keys(vs)) {
+		switch v := vs[name]; {
+		case name == "" || strings.Contains(name, "/"):
+			// its own lines, above; deeper subtests' are their item's
+		case v.State == "FAIL":
+			fmt.Fprintf(&b, "--- FAIL: %s/%s (%s)\n%s", test, name, v.Elapsed, v.Output)
+		default:
+			left++
+		}
+	}
+	if left > 0 {
+		fmt.Fprintf(&b, "[the output of the %d subtests that passed or skipped is left out; -v shows it]\n", left)
+	}
+	return b.String()
 }

@@ -49,22 +49,25 @@ func TestFixtureMatrix(t *testing.T) {
 	})
 }
 
-// TestFixtureOffload fails in its child.
+// TestFixtureOffload fails in its child, with a subtest that fails and
+// one that passes and talks.
 func TestFixtureOffload(t *testing.T) {
 	fixture(t)
 	if Offload(t) {
 		return
 	}
+	t.Run("chatty", func(t *testing.T) { t.Log("chatty talks") })
+	t.Run("broken", func(t *testing.T) { t.Error("broken is broken") })
 	t.Errorf("offloaded and failed in process %d with -fixture-flag %q", os.Getpid(), *fixtureFlag)
 }
 
 // runFixture runs fixture test name in a process of its own, as a parent,
-// with go test's -timeout set to timeout.
+// with go test's -timeout set to timeout and args.
 func runFixture(t *testing.T, name string, timeout time.Duration, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"-test.run", "^" + name + "$", "-test.v", "-test.timeout", timeout.String()}, args...)...)
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"-test.run", "^" + name + "$", "-test.timeout", timeout.String()}, args...)...)
 	cmd.Env = append(os.Environ(), fixtureVar+"="+name)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
@@ -82,7 +85,7 @@ func TestMatrixReports(t *testing.T) {
 	}
 	// The children's deadline is 10 s (the least), so their own
 	// -test.timeout is 5 s: the hang ends there.
-	out := runFixture(t, "TestFixtureMatrix", 20*time.Second)
+	out := runFixture(t, "TestFixtureMatrix", 20*time.Second, "-test.v")
 	for _, want := range []string{
 		`(?m)^    --- FAIL: TestFixtureMatrix/hang \(`,
 		`began hang but gave no verdict \(exit status 2\)`,
@@ -112,17 +115,24 @@ func TestMatrixReports(t *testing.T) {
 }
 
 // TestOffloadReports: an offloaded test's failure in the child fails it
-// in the parent, with the child's output; the child has the package's
-// own flags the parent was given (go test -run TestScripts -update).
+// in the parent, with the child's output of the test and its failed
+// subtests (not of those that passed: -test.v prints them all); the child
+// has the package's own flags the parent was given (go test -run
+// TestScripts -update).
 func TestOffloadReports(t *testing.T) {
 	out := runFixture(t, "TestFixtureOffload", time.Minute, "-fixture-flag", "given")
 	for _, want := range []string{
 		`(?m)^--- FAIL: TestFixtureOffload \(`,
 		`failed in a child process:\n(.*\n)*\s+testproc_test.go:\d+: offloaded and failed in process \d+ with -fixture-flag "given"`,
+		`--- FAIL: TestFixtureOffload/broken \([0-9.]+s\)\n\s+testproc_test.go:\d+: broken is broken`,
+		`\[the output of the 1 subtests that passed or skipped is left out; -v shows it\]`,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("no %q in the output:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "chatty talks") {
+		t.Errorf("the output of a subtest that passed is in the failure:\n%s", out)
 	}
 }
 
