@@ -337,19 +337,32 @@ func (f *emulatorFlags) serve(ctx context.Context, env *Env) error {
 }
 
 // sameListenPort reports whether two listen addresses (checked by
-// checkListenAddr) would bind the same port: the same port other than 0,
-// on the same host or with either on every address.
+// checkListenAddr) would bind the same port: the same port other than 0
+// ("8883" and "08883" are one), on the same host or with either on every
+// address. localhost is 127.0.0.1 (Go listens on a name's first IPv4
+// address), and IP addresses compare as addresses.
 func sameListenPort(a, b string) bool {
 	ha, pa, errA := net.SplitHostPort(a)
 	hb, pb, errB := net.SplitHostPort(b)
-	if errA != nil || errB != nil || pa != pb || pa == "0" {
+	na, errNA := strconv.ParseUint(pa, 10, 16)
+	nb, errNB := strconv.ParseUint(pb, 10, 16)
+	if errA != nil || errB != nil || errNA != nil || errNB != nil || na != nb || na == 0 {
 		return false
 	}
-	wildcard := func(h string) bool {
-		ip, err := netip.ParseAddr(h)
-		return h == "" || err == nil && ip.IsUnspecified()
+	host := func(h string) string {
+		if strings.EqualFold(h, "localhost") {
+			return "127.0.0.1"
+		}
+		if ip, err := netip.ParseAddr(h); err == nil {
+			if ip.Unmap().IsUnspecified() {
+				return "" // every address
+			}
+			return ip.Unmap().String()
+		}
+		return strings.ToLower(h)
 	}
-	return strings.EqualFold(ha, hb) || wildcard(ha) || wildcard(hb)
+	ha, hb = host(ha), host(hb)
+	return ha == hb || ha == "" || hb == ""
 }
 
 // checkListenAddr checks a listen address ("" = off) before anything is
