@@ -110,10 +110,14 @@ func ParseConfig(data []byte, name string) (*Config, error) {
 		}
 		return nil, yamlError(err, data, name)
 	}
-	// A second document is a mistake (a stray "---").
+	// A second document is a mistake (a stray "---"), and one that does
+	// not parse is one too: what it holds would be dropped unread.
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	switch err := dec.Decode(&extra); {
+	case err == nil:
 		return nil, &ConfigError{File: name, Line: extra.Line, Msg: "more than one YAML document"}
+	case !errors.Is(err, io.EOF):
+		return nil, yamlError(err, data, name)
 	}
 	lines, err := entryLines(data, name)
 	if err != nil {

@@ -78,6 +78,7 @@ func TestParseConfig(t *testing.T) {
 		{"json syntax, column in characters", "{\n  \"idScope\": \"é\" \"x\"\n}", "cfg.yaml:2:18: invalid character '\"' after object key:value pair"},
 		{"json cut off", `{"idScope": "0ne1"`, "cfg.yaml:1:19: the file ends inside a JSON value"},
 		{"two documents", goodSym + "---\nidScope: y\n", "more than one YAML document"},
+		{"a second document that does not parse", goodSym + "---\nenrollments: [\n", "cfg.yaml:12: did not find expected node content"},
 		{"bad base64 key", strings.Replace(goodSym, keyA, "not*base64", 1), `cfg.yaml:6: enrollments[0] (registrationId "dev1"): attestation.symmetricKey.primaryKey: not valid base64`},
 		{"short key", strings.Replace(goodSym, keyA, "AAAA", 1), "primaryKey: decodes to 3 bytes"},
 		{"bad registration id", strings.Replace(goodSym, "dev1", "dev/1", 1), `enrollments[0] (registrationId "dev/1"): registrationId: dps: registration id @3`},

@@ -909,8 +909,12 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		// A second document is a mistake (a stray "---"), as in the
 		// emulator's --config.
 		var extra yaml.Node
-		if dec.Decode(&extra) == nil {
+		switch err := dec.Decode(&extra); {
+		case err == nil:
 			return conformance.Target{}, "", usageErrorf("--config: %s:%d: more than one YAML document", f.config, extra.Line)
+		case !errors.Is(err, io.EOF):
+			// one that does not parse: what it holds would be dropped
+			return conformance.Target{}, "", usageErrorf("--config: %s", yamlFileError(f.config, b, err, "a target file", targetFileFields))
 		}
 		// Relative file names in the config are relative to it.
 		base := filepath.Dir(f.config)
