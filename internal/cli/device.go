@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto"
@@ -178,14 +177,12 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		dec.KnownFields(true)
 		product = &reports.Product{}
-		if err := dec.Decode(product); err != nil {
+		if err := decodeYAMLFile("--product", f.product, b, product, "a product file", "vendor, model, firmware"); err != nil {
 			if errors.Is(err, io.EOF) {
 				return usageErrorf("--product %s: the file is empty (want YAML with vendor, model and firmware)", f.product)
 			}
-			return usageErrorf("--product: %s", yamlFileError(f.product, b, err, "a product file", "vendor, model, firmware"))
+			return err
 		}
 		if product.Vendor == "" || product.Model == "" {
 			return usageErrorf("--product %s: vendor and model are required", f.product)

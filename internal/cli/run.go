@@ -901,20 +901,8 @@ func (f *runFlags) remoteTarget() (conformance.Target, string, error) {
 		if err != nil {
 			return conformance.Target{}, "", err
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		dec.KnownFields(true)
-		if err := dec.Decode(&tf); err != nil && !errors.Is(err, io.EOF) {
-			return conformance.Target{}, "", usageErrorf("--config: %s", yamlFileError(f.config, b, err, "a target file", targetFileFields))
-		}
-		// A second document is a mistake (a stray "---"), as in the
-		// emulator's --config.
-		var extra yaml.Node
-		switch err := dec.Decode(&extra); {
-		case err == nil:
-			return conformance.Target{}, "", usageErrorf("--config: %s:%d: more than one YAML document", f.config, extra.Line)
-		case !errors.Is(err, io.EOF):
-			// one that does not parse: what it holds would be dropped
-			return conformance.Target{}, "", usageErrorf("--config: %s", yamlFileError(f.config, b, err, "a target file", targetFileFields))
+		if err := decodeYAMLFile("--config", f.config, b, &tf, "a target file", targetFileFields); err != nil && !errors.Is(err, io.EOF) {
+			return conformance.Target{}, "", err
 		}
 		// Relative file names in the config are relative to it.
 		base := filepath.Dir(f.config)

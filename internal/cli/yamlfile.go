@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,31 @@ func readInputFile(flag, path string) ([]byte, error) {
 		return nil, usageErrorf("%s: %s: larger than %d bytes: not a YAML file of this command", flag, path, maxInputFile)
 	}
 	return b, nil
+}
+
+// decodeYAMLFile decodes file (data its content), the one YAML document
+// of a file that flag names, into v, strictly (a field v lacks is an
+// error); io.EOF when it holds none. A second document is refused, one
+// that does not parse included: what it holds would be dropped unread.
+// Errors are usage errors naming flag and file:line; what and fields are
+// yamlFileError's.
+func decodeYAMLFile(flag, file string, data []byte, v any, what, fields string) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return err
+		}
+		return usageErrorf("%s: %s", flag, yamlFileError(file, data, err, what, fields))
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		return usageErrorf("%s: %s:%d: more than one YAML document", flag, file, extra.Line)
+	case !errors.Is(err, io.EOF):
+		return usageErrorf("%s: %s", flag, yamlFileError(file, data, err, what, fields))
+	}
+	return nil
 }
 
 var (
