@@ -166,6 +166,12 @@ func start(t *testing.T, sp spec) *proc {
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}
+	// Under go test -cover the child's counters go where the parent's do,
+	// which the parent merges into its coverage when it exits (an
+	// offloaded test covered nothing: 0.0% of statements).
+	if f := flag.Lookup("test.gocoverdir"); f != nil && f.Value.String() != "" {
+		args = append(args, "-test.gocoverdir="+f.Value.String())
+	}
 	// The package's own flags given to the parent ("go test -run
 	// TestScripts -update"): the child runs the test, so they are its.
 	flag.Visit(func(f *flag.Flag) {

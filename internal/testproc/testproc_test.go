@@ -58,7 +58,7 @@ func TestFixtureOffload(t *testing.T) {
 	}
 	t.Run("chatty", func(t *testing.T) { t.Log("chatty talks") })
 	t.Run("broken", func(t *testing.T) { t.Error("broken is broken") })
-	t.Errorf("offloaded and failed in process %d with -fixture-flag %q", os.Getpid(), *fixtureFlag)
+	t.Errorf("offloaded and failed in process %d with -fixture-flag %q and -test.gocoverdir %q", os.Getpid(), *fixtureFlag, flag.Lookup("test.gocoverdir").Value)
 }
 
 // runFixture runs fixture test name in a process of its own, as a parent,
@@ -118,12 +118,19 @@ func TestMatrixReports(t *testing.T) {
 // in the parent, with the child's output of the test and its failed
 // subtests (not of those that passed: -test.v prints them all); the child
 // has the package's own flags the parent was given (go test -run
-// TestScripts -update).
+// TestScripts -update), and go test -cover's directory for its counters
+// (checked under -cover only: a binary built without it refuses the flag).
 func TestOffloadReports(t *testing.T) {
-	out := runFixture(t, "TestFixtureOffload", time.Minute, "-fixture-flag", "given")
+	// -test.gocoverdir only where go test -cover built the binary.
+	args, cover := []string{"-fixture-flag", "given"}, ""
+	if testing.CoverMode() != "" {
+		cover = t.TempDir()
+		args = append(args, "-test.gocoverdir", cover)
+	}
+	out := runFixture(t, "TestFixtureOffload", time.Minute, args...)
 	for _, want := range []string{
 		`(?m)^--- FAIL: TestFixtureOffload \(`,
-		`failed in a child process:\n(.*\n)*\s+testproc_test.go:\d+: offloaded and failed in process \d+ with -fixture-flag "given"`,
+		`failed in a child process:\n(.*\n)*\s+testproc_test.go:\d+: offloaded and failed in process \d+ with -fixture-flag "given" and -test.gocoverdir "` + regexp.QuoteMeta(cover) + `"`,
 		`--- FAIL: TestFixtureOffload/broken \([0-9.]+s\)\n\s+testproc_test.go:\d+: broken is broken`,
 		`\[the output of the 1 subtests that passed or skipped is left out; -v shows it\]`,
 	} {
