@@ -466,6 +466,7 @@ func WriteReportJUnit(w io.Writer, r *Report) error {
 			{Name: "NoVerdictReason", Value: r.Summary.NoVerdictReason},
 			{Name: "MustCoverage", Value: fmt.Sprintf("%d of %d MUST requirements judged, %d failed", r.Summary.MustJudged, r.Summary.MustTotal, r.Summary.MustFailed)},
 			{Name: "Interrupted", Value: fmt.Sprint(r.Summary.Interrupted)},
+			{Name: "NotRun", Value: fmt.Sprint(r.Summary.NotRun)},
 			{Name: "Target", Value: r.Target.Name},
 			{Name: "Endpoint", Value: r.Target.Endpoint},
 			{Name: "Profile", Value: r.Profile},
@@ -502,6 +503,13 @@ func WriteReportJUnit(w io.Writer, r *Report) error {
 			setOutcome(&tc, s.State, msg, desc)
 			suite.TestCases = append(suite.TestCases, tc)
 		}
+	}
+	// A scenario the run stopped before (Summary.NotRunScenarios) judged
+	// nothing: a skipped test case of its own says so and why.
+	for _, sc := range r.Summary.NotRunScenarios {
+		tc := reporters.JUnitTestCase{Name: "scenario " + sc, Classname: name, Status: "skipped"}
+		setOutcome(&tc, "skipped", "not run: "+clip(oneLine(r.Summary.NotRunReason)), "")
+		suite.TestCases = append(suite.TestCases, tc)
 	}
 	return encodeJUnit(w, &reporters.JUnitTestSuites{Time: suite.Time, TestSuites: []reporters.JUnitTestSuite{suite}})
 }

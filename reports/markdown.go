@@ -25,6 +25,10 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	if r.Summary.Incomplete() && r.Summary.Headline() == HeadlineNonConformant {
 		verdict += " (the run was interrupted before it finished)"
 	}
+	if why := r.Summary.NotRunReason; why != "" && r.Summary.NotRun > 0 {
+		verdict += fmt.Sprintf("\n\n%d scenario(s) not run (%s): %s", r.Summary.NotRun,
+			mdCode(strings.Join(r.Summary.NotRunScenarios, ", "), false), mdCode(why, false))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n%s\n\n", mdEscape(r.Title), verdict)
 	fmt.Fprintf(&b, "- target: %s", mdCode(r.Target.Endpoint, false))

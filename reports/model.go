@@ -7,6 +7,7 @@ package reports
 
 import (
 	"bytes"
+	"cmp"
 	"encoding"
 	"encoding/json"
 	"errors"
@@ -149,6 +150,14 @@ type Summary struct {
 	// an interrupt stopped it between two specs: the run is incomplete
 	// even when no spec was cut short (Interrupted 0).
 	NotRun int `json:"notRun,omitempty"`
+	// NotRunReason, when not "", says why the NotRun specs were not run
+	// when no interrupt stopped the run: a device run that stopped early
+	// because the device opened no TCP connection in two scenarios in a
+	// row (dps-conform device). Such a run is NO VERDICT, not INTERRUPTED.
+	NotRunReason string `json:"notRunReason,omitempty"`
+	// NotRunScenarios names the scenarios of a device run counted in
+	// NotRun, in their order.
+	NotRunScenarios []string `json:"notRunScenarios,omitempty"`
 	// NoVerdictReason, when not "", makes the headline NO VERDICT unless
 	// a MUST requirement failed: what was judged does not show enough (a
 	// device that connected but never sent a CONNECT).
@@ -291,20 +300,24 @@ func (s *Summary) count(rq *Requirement) {
 }
 
 // Incomplete reports whether an interrupt stopped the run before it
-// finished: a spec was cut short (Interrupted) or never started (NotRun).
-func (s Summary) Incomplete() bool { return s.Interrupted > 0 || s.NotRun > 0 }
+// finished: a spec was cut short (Interrupted) or never started (NotRun),
+// not because the run stopped early on its own (NotRunReason).
+func (s Summary) Incomplete() bool {
+	return s.Interrupted > 0 || (s.NotRun > 0 && s.NotRunReason == "")
+}
 
 // Headline is the verdict the counts give: NON-CONFORMANT when a MUST
 // requirement failed (before an interrupt too: what failed failed),
 // INTERRUPTED when the run was stopped before it finished, NO VERDICT when
-// no MUST requirement was judged, else CONFORMANT.
+// no MUST requirement was judged, the run saw too little (NoVerdictReason)
+// or stopped early on its own (NotRunReason), else CONFORMANT.
 func (s Summary) Headline() string {
 	switch {
 	case s.MustFailed > 0:
 		return HeadlineNonConformant
 	case s.Incomplete():
 		return HeadlineInterrupted
-	case s.MustJudged == 0, s.NoVerdictReason != "":
+	case s.MustJudged == 0, s.NoVerdictReason != "", s.NotRunReason != "":
 		return HeadlineNoVerdict
 	default:
 		return HeadlineConformant
@@ -341,6 +354,11 @@ type DeviceInput struct {
 	// NoVerdict, when not "", says why the run shows too little of the
 	// device to call it conformant (Summary.NoVerdictReason).
 	NoVerdict string
+	// NotRun names the scenarios the run stopped before, on its own (not
+	// an interrupt), and NotRunReason says why (Summary.NotRun,
+	// NotRunScenarios, NotRunReason): the run is NO VERDICT.
+	NotRun       []string
+	NotRunReason string
 }
 
 // BuildDevice makes the report of a device run (dps-conform device): every
@@ -378,6 +396,11 @@ func BuildDevice(in DeviceInput) *Report {
 	}
 	r.Summary.Interrupted = len(in.Interrupted)
 	r.Summary.NoVerdictReason = in.NoVerdict
+	if len(in.NotRun) > 0 {
+		r.Summary.NotRun = len(in.NotRun)
+		r.Summary.NotRunScenarios = slices.Clone(in.NotRun)
+		r.Summary.NotRunReason = cmp.Or(in.NotRunReason, "not run: the run stopped before these scenarios")
+	}
 	r.judge(in.Catalog, conformance.RoleDevice, in.Profile, specs)
 	return r
 }

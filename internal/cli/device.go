@@ -64,6 +64,10 @@ the caller's environment are removed); the scenario ends when the CMD process
 (the sh -c) exits or after --scenario-timeout, and then whatever CMD left
 running in its process group is killed. Without --exec, the settings are printed and a person
 starts the device; the scenario ends on Enter or after --scenario-timeout.
+A device that opened no TCP connection in two scenarios in a row (without
+--exec: two that ended at --scenario-timeout, not on Enter), and none
+before, stops the run: every scenario expects one, and the scenarios after
+them are reported not run (no verdict).
 
 Scenarios: normal, register-429, poll-429, unauthorized-401, transient-500,
 poll-no-operation-id, disconnect-mid-poll, connack-withheld,
@@ -212,6 +216,9 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		lines = readLines(env.Stdin)
 	}
 	start := time.Now()
+	var notRun []string // scenarios after the device showed it would not connect
+	notRunWhy := ""
+	silent, connected := 0, false
 	for i, name := range names {
 		run, err := f.runScenario(ctx, env, i+1, name, rules, lines)
 		if err != nil && ctx.Err() == nil {
@@ -227,6 +234,25 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		runs = append(runs, run)
 		fmt.Fprintf(env.Stderr, "%s scenario %s: %s, %s (%.1fs)\n", progName, name, plural(run.accepted, "connection"), plural(len(run.Findings), "finding"), run.elapsed.Seconds())
+		// Every scenario expects at least a TCP connection (the tls-*
+		// ones too): a device that opened none in silentScenarios in a
+		// row, and none before, will not open one in the others, and
+		// each would cost its whole --scenario-timeout. Without --exec
+		// only a scenario nobody ended (Enter) counts: an operator who
+		// ends one before starting the device decides.
+		connected = connected || run.accepted > 0
+		if run.accepted == 0 && (f.exec != "" || run.timedOut) {
+			silent++
+		} else {
+			silent = 0
+		}
+		if !connected && silent >= silentScenarios && i+1 < len(names) {
+			notRun = names[i+1:]
+			notRunWhy = fmt.Sprintf("the device opened no TCP connection in %d scenarios in a row (%s), and every scenario expects at least one (the tls-* ones too)",
+				silent, strings.Join(names[i+1-silent:i+1], ", "))
+			fmt.Fprintf(env.Stderr, "%s: %s\n", progName, notRunLine(len(notRun), notRun, notRunWhy))
+			break
+		}
 	}
 	target := reports.Target{Name: "device under test", Endpoint: f.exec, Attestation: f.attestation}
 	if f.exec == "" {
@@ -237,7 +263,8 @@ func deviceCmd(ctx context.Context, env *Env, args []string) error {
 		target.Name = fmt.Sprintf("%s %s (firmware %s)", product.Vendor, product.Model, product.Firmware)
 	}
 	in := reports.DeviceInput{Catalog: cat, Profile: f.profile, Tool: toolInfo(), Target: target,
-		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs, f.exec != "", f.credentialsHint())}
+		Started: start, Ended: time.Now(), ResultsDir: f.out, Interrupted: stopped, NoVerdict: noVerdictReason(runs, f.exec != "", f.credentialsHint()),
+		NotRun: notRun, NotRunReason: notRunWhy}
 	for _, r := range runs {
 		in.Scenarios = append(in.Scenarios, r.Scenario)
 	}
@@ -281,6 +308,7 @@ type scenarioRun struct {
 	assigned      int    // of them, 200 answers (an assignment's final status)
 	refusedStatus int    // the status of the last of them that was an error (0: none)
 	ended         string // how the scenario ended: "device exited: 0", "ended by the operator"
+	timedOut      bool   // without --exec: it ended at --scenario-timeout, not on Enter
 	elapsed       time.Duration
 }
 
@@ -506,6 +534,7 @@ func (f *deviceFlags) runScenario(ctx context.Context, env *Env, n int, name str
 		run.ended = "ended by the operator"
 		if !waitEnter(sctx, lines, prompt) {
 			run.ended = fmt.Sprintf("ended at the scenario timeout (%v)", f.timeout)
+			run.timedOut = ctx.Err() == nil
 		}
 	}
 	// Give connections the device left open a moment to end, then stop.
@@ -853,12 +882,26 @@ func (f *deviceFlags) credentialsHint() string {
 	}
 }
 
-// noVerdictWhy is the reason of a NO VERDICT headline.
+// silentScenarios is how many scenarios in a row in which the device
+// opened no TCP connection (and none before) stop a device run.
+const silentScenarios = 2
+
+// notRunLine says how many scenarios were not run, which, and why.
+func notRunLine(n int, names []string, why string) string {
+	return fmt.Sprintf("%s not run (%s): %s", plural(n, "scenario"), strings.Join(names, ", "), why)
+}
+
+// noVerdictWhy is the reason of a NO VERDICT headline, and on a line of
+// its own the scenarios not run, when the run stopped before them.
 func noVerdictWhy(s reports.Summary) string {
-	if s.NoVerdictReason != "" {
-		return s.NoVerdictReason
+	why := s.NoVerdictReason
+	if why == "" {
+		why = "the device connected, but no MUST device rule applied to what it sent"
 	}
-	return "the device connected, but no MUST device rule applied to what it sent"
+	if s.NotRunReason != "" {
+		why += "\n" + notRunLine(s.NotRun, s.NotRunScenarios, s.NotRunReason)
+	}
+	return why
 }
 
 // typedAhead is how many lines the operator may type ahead of a prompt
@@ -930,6 +973,9 @@ func writeDeviceVerdicts(w io.Writer, rep *reports.Report, runs []*scenarioRun) 
 	fmt.Fprintln(w)
 	for _, r := range runs {
 		fmt.Fprintf(w, "scenario %-22s %s, %s\n", r.Name, plural(r.accepted, "connection"), r.ended)
+	}
+	for _, name := range rep.Summary.NotRunScenarios {
+		fmt.Fprintf(w, "scenario %-22s not run\n", name)
 	}
 	switch rep.Summary.Verdict {
 	case reports.HeadlineNonConformant:

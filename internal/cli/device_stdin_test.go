@@ -3,6 +3,9 @@ package cli
 import (
 	"context"
 	"io"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -77,5 +80,56 @@ func enterEnds(t *testing.T, lines <-chan time.Time, w io.Writer, prompt time.Ti
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal(msg)
+	}
+}
+
+// enterOn is an operator's terminal: it keeps what is written to it and,
+// at the prompt of a scenario in enter, presses Enter.
+type enterOn struct {
+	mu    sync.Mutex
+	b     strings.Builder
+	enter []string
+	w     io.Writer
+}
+
+func (e *enterOn) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.enter {
+		if strings.Contains(string(p), "scenario "+s+": start the device now") {
+			go io.WriteString(e.w, "\n")
+		}
+	}
+	return e.b.Write(p)
+}
+
+// TestOperatorEnterKeepsRunning: without --exec, only scenarios nobody
+// ended (stdin closed or no Enter, so --scenario-timeout ended them) count
+// toward stopping a run whose device opened no TCP connection: one the
+// operator ended with Enter (before starting the device, say) starts the
+// count again, so the run stops after two timed-out scenarios in a row.
+func TestOperatorEnterKeepsRunning(t *testing.T) {
+	r, w := io.Pipe()
+	defer w.Close()
+	var stdout strings.Builder
+	stderr := &enterOn{enter: []string{"register-429"}, w: w}
+	env := &Env{Stdout: &stdout, Stderr: stderr, Stdin: r, Now: time.Now}
+	code := env.main(context.Background(), []string{"device", "--out", filepath.Join(t.TempDir(), "d"), "--scenario-timeout", "300ms",
+		"--scenario", "normal", "--scenario", "register-429", "--scenario", "poll-429", "--scenario", "unauthorized-401", "--scenario", "transient-500"})
+	stderr.mu.Lock()
+	defer stderr.mu.Unlock()
+	if code != ExitTargetUnreachable {
+		t.Fatalf("exit %d, want %d\n%s\n%s", code, ExitTargetUnreachable, stdout.String(), stderr.b.String())
+	}
+	for _, want := range []string{"scenario normal                 0 connections, ended at the scenario timeout (300ms)\n",
+		"scenario register-429           0 connections, ended by the operator\n",
+		"scenario poll-429               0 connections, ended at the scenario timeout (300ms)\n",
+		"scenario unauthorized-401       0 connections, ended at the scenario timeout (300ms)\n",
+		"scenario transient-500          not run\n",
+		"\n1 scenario not run (transient-500): the device opened no TCP connection in 2 scenarios in a row (poll-429, unauthorized-401)",
+		"NO VERDICT: the device never connected in any scenario (check that it was given the printed host, port and CA)\n"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+		}
 	}
 }
