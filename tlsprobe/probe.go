@@ -63,6 +63,16 @@ type Result struct {
 	// (-1: none, MQTTError says why).
 	MQTT      int    `json:"mqttConnackCode"`
 	MQTTError string `json:"mqttError,omitempty"`
+	// Incomplete, when not "", says why the probe stopped before every
+	// handshake: the server answered a handshake before, then answered
+	// neither one nor the check after it (a handshake offering every
+	// version and suite, as the first) within the timeout. It went
+	// silent, and every further handshake would cost a timeout.
+	// NotProbed lists what was then left out: versions ("TLS 1.3"),
+	// "TLS 1.2 suites" and "MQTT over TLS"; SuitesNotProbed the suites.
+	Incomplete      string   `json:"incomplete,omitempty"`
+	NotProbed       []string `json:"notProbed,omitempty"`
+	SuitesNotProbed []string `json:"suitesNotProbed,omitempty"`
 }
 
 // VersionResult is one protocol version.
@@ -78,6 +88,9 @@ type VersionResult struct {
 	// break TLS (not a refusal either): Error says what, and at which
 	// byte of the server's stream (MalformedError).
 	Malformed bool `json:"malformed,omitempty"`
+	// NotProbed says the probe stopped before this version
+	// (Result.Incomplete): nothing is known of it.
+	NotProbed bool `json:"notProbed,omitempty"`
 }
 
 // Certificate is the facts of one certificate of the chain.
@@ -146,8 +159,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	// none within the timeout is not probed version by version.
 	// So is one that answers it with something that is no TLS record, or
 	// closes the connection without an alert.
-	if _, err := handshake(ctx, addr, &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true,
-		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}, o.Timeout); err != nil && ctx.Err() == nil {
+	everything := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true,
+		MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS13, CipherSuites: Suites(tls.VersionTLS12)}
+	if _, err := handshake(ctx, addr, everything, o.Timeout); err != nil && ctx.Err() == nil {
 		var rh tls.RecordHeaderError
 		switch {
 		case transport.IsTimeout(err):
@@ -166,9 +180,32 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	}
 
 	r := &Result{Address: addr, ServerName: o.ServerName, MQTT: -1, Suites: []string{}, Plaintext: []int{}}
+	// wentSilent reports whether a handshake that failed with err, on a
+	// server that answered the first one, shows the server silent: err
+	// is a timeout, and a handshake offering everything, as the first,
+	// gets no answer either. A server that drops only some hellos
+	// unanswered (an old version, say) still answers that one, and is
+	// probed on. One that went silent would cost a timeout for every
+	// handshake left: the probe stops (Result.Incomplete), at most two
+	// timeouts after the server's last answer.
+	wentSilent := func(what string, err error) bool {
+		if !transport.IsTimeout(err) || ctx.Err() != nil {
+			return false
+		}
+		if _, err := handshake(ctx, addr, everything, o.Timeout); err == nil || !transport.IsTimeout(err) || ctx.Err() != nil {
+			return false
+		}
+		r.Incomplete = fmt.Sprintf("the server answered before, then answered neither the %s handshake nor one offering every version and suite within %v: it went silent, and the probe stopped", what, o.Timeout)
+		return true
+	}
 	var accepted *tls.ConnectionState
 	var acceptedCfg *tls.Config
 	for _, v := range versions {
+		if r.Incomplete != "" {
+			r.Versions = append(r.Versions, VersionResult{Version: v.name, NotProbed: true, Error: "not probed"})
+			r.NotProbed = append(r.NotProbed, v.name)
+			continue
+		}
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: v.id, MaxVersion: v.id}
 		if v.id <= tls.VersionTLS12 {
 			// Every suite Go implements, not its default list: that
@@ -185,6 +222,7 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 				vr.Malformed = true
 			case transport.IsTimeout(err):
 				vr.TimedOut, vr.Error = true, fmt.Sprintf("no answer within %v", o.Timeout)
+				wentSilent(v.name, err)
 			}
 		} else if accepted == nil || v.id == tls.VersionTLS12 {
 			accepted, acceptedCfg = st, cfg
@@ -197,20 +235,42 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	// Suites alone only when TLS 1.2 was accepted: refused (or not
 	// answered) with every suite offered, it would refuse each alone too,
 	// or cost a timeout each.
+	// After the probe stopped, the suites are unknown when TLS 1.2 was
+	// accepted or not probed.
 	var suites []uint16
-	if acceptedCfg != nil && acceptedCfg.MaxVersion == tls.VersionTLS12 {
+	tls12 := acceptedCfg != nil && acceptedCfg.MaxVersion == tls.VersionTLS12
+	switch {
+	case tls12 && r.Incomplete == "":
 		suites, r.SuitesProbed = Suites(tls.VersionTLS12), true
+	case r.Incomplete != "" && (tls12 || slices.Contains(r.NotProbed, "TLS 1.2")):
+		r.NotProbed = append(r.NotProbed, "TLS 1.2 suites")
 	}
-	for _, id := range suites {
+	for i, id := range suites {
 		cfg := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{id}}
-		if _, err := handshake(ctx, addr, cfg, o.Timeout); err == nil {
+		_, err := handshake(ctx, addr, cfg, o.Timeout)
+		if err == nil {
 			r.Suites = append(r.Suites, tls.CipherSuiteName(id))
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if err != nil && wentSilent(tls.CipherSuiteName(id), err) {
+			for _, id := range suites[i+1:] {
+				r.SuitesNotProbed = append(r.SuitesNotProbed, tls.CipherSuiteName(id))
+			}
+			if len(r.SuitesNotProbed) > 0 {
+				r.NotProbed = append(r.NotProbed, "TLS 1.2 suites")
+			}
+			break
+		}
 	}
-	if accepted != nil {
+	switch {
+	case accepted != nil && r.Incomplete != "":
+		// The chain is known; MQTT would cost one more timeout.
+		r.Chain, r.ChainError = chainFacts(accepted.PeerCertificates, o)
+		r.MQTTError = "not probed: the probe stopped"
+		r.NotProbed = append(r.NotProbed, "MQTT over TLS")
+	case accepted != nil:
 		r.Chain, r.ChainError = chainFacts(accepted.PeerCertificates, o)
 		// The handshake that was accepted, suites included: Go's default
 		// list lacks some a server may accept alone (ECDHE AES-CBC-SHA256).
@@ -222,7 +282,10 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-	} else {
+	case r.Incomplete != "":
+		r.MQTTError = "not probed: the probe stopped"
+		r.NotProbed = append(r.NotProbed, "MQTT over TLS")
+	default:
 		r.MQTTError = "no TLS version was accepted"
 	}
 	for _, p := range o.PlaintextPorts {
@@ -387,14 +450,18 @@ func PolicyDPS(r *Result, profile string) []Violation {
 	acc := map[string]bool{}
 	timedOut := map[string]bool{}
 	malformed := map[string]string{}
+	notProbed := map[string]bool{}
 	for _, v := range r.Versions {
 		acc[v.Version] = v.Accepted
+		notProbed[v.Version] = v.NotProbed
 		timedOut[v.Version] = v.TimedOut
 		if v.Malformed {
 			malformed[v.Version] = v.Error
 		}
 	}
 	switch {
+	case notProbed["TLS 1.2"]:
+		// An incomplete probe (Result.Incomplete): nothing to judge.
 	case !acc["TLS 1.2"] && timedOut["TLS 1.2"]:
 		vs = append(vs, Violation{"TLS-001", "TLS 1.2 got no answer within the timeout"})
 	case !acc["TLS 1.2"] && malformed["TLS 1.2"] != "":
@@ -439,7 +506,7 @@ func PolicyDPS(r *Result, profile string) []Violation {
 	for _, p := range r.Plaintext {
 		vs = append(vs, Violation{"TLS-005", fmt.Sprintf("plaintext MQTT answers on port %d", p)})
 	}
-	if r.MQTT < 0 {
+	if r.MQTT < 0 && !slices.Contains(r.NotProbed, "MQTT over TLS") {
 		vs = append(vs, Violation{"TLS-001", "no MQTT CONNACK over the accepted TLS: " + r.MQTTError})
 	}
 	return vs

@@ -323,3 +323,146 @@ func TestProbeSuitesOnlyWhenTLS12Accepted(t *testing.T) {
 		t.Errorf("%d connections, want at most 7 (no suite offered alone)", conns)
 	}
 }
+
+// goesSilent is a TLS 1.2 server (crypto/tls, an ECDSA certificate) on a
+// loopback port that completes the handshakes of its first answered
+// connections and then accepts connections but never answers them; also
+// silent to a hello for which silent says so. It reports how many
+// connections it held unanswered.
+func goesSilent(t *testing.T, answered int, silent func(*tls.ClientHelloInfo) bool) (addr string, unanswered func() int) {
+	t.Helper()
+	ca, err := transport.NewCA("silent CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
+		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			if silent != nil && silent(hi) {
+				<-done
+			}
+			return nil, nil
+		}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	n, held := 0, 0
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		close(done)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			if n > answered {
+				held++
+				conns = append(conns, c) // unread until the test ends
+				mu.Unlock()
+				continue
+			}
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_ = tls.Server(c, cfg).Handshake()
+			}()
+		}
+	}()
+	return l.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return held }
+}
+
+// TestProbeServerGoesSilent: a server that answered the first handshake
+// and then answers none costs two handshakes' timeouts (the one that got
+// no answer and the check after it, offering everything), not one per
+// version and suite left: the probe stops, says why and what it did not
+// probe, and the policy judges only what was probed.
+func TestProbeServerGoesSilent(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		answered     int
+		notProbed    []string
+		versions     string // each version's state: a accepted, r refused, t no answer, - not probed
+		suitesProbed bool
+		suitesLeft   bool
+		chain        bool
+		silentAt     string
+	}{
+		// Connections: 1 the TCP check (closed at once), 2 the first
+		// handshake, 3-6 TLS 1.0 to 1.3, 7 on the suites one by one.
+		{"after the first", 2, []string{"TLS 1.1", "TLS 1.2", "TLS 1.3", "TLS 1.2 suites", "MQTT over TLS"}, "t---", false, false, false, "the TLS 1.0 handshake"},
+		{"after TLS 1.2", 5, []string{"TLS 1.2 suites", "MQTT over TLS"}, "rrat", false, false, true, "the TLS 1.3 handshake"},
+		{"among the suites", 8, []string{"TLS 1.2 suites", "MQTT over TLS"}, "rrar", true, true, true, "handshake nor one offering every version and suite within 300ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, unanswered := goesSilent(t, tc.answered, nil)
+			r, err := tlsprobe.Probe(context.Background(), addr, tlsprobe.Options{Timeout: 300 * time.Millisecond, ServerName: "localhost", PlaintextPorts: []int{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var states string
+			for _, v := range r.Versions {
+				switch {
+				case v.Accepted:
+					states += "a"
+				case v.NotProbed:
+					states += "-"
+				case v.TimedOut:
+					states += "t"
+				default:
+					states += "r"
+				}
+			}
+			if states != tc.versions || !slices.Equal(r.NotProbed, tc.notProbed) || r.SuitesProbed != tc.suitesProbed ||
+				(len(r.SuitesNotProbed) > 0) != tc.suitesLeft || (len(r.Chain) > 0) != tc.chain ||
+				!strings.Contains(r.Incomplete, tc.silentAt) || !strings.Contains(r.Incomplete, "it went silent") || r.MQTT != -1 {
+				t.Errorf("versions %q (want %q), not probed %q (want %q), suites probed %v, not probed %q, chain %d, incomplete %q",
+					states, tc.versions, r.NotProbed, tc.notProbed, r.SuitesProbed, r.SuitesNotProbed, len(r.Chain), r.Incomplete)
+			}
+			if tc.suitesLeft && len(r.SuitesNotProbed) != len(tlsprobe.Suites(tls.VersionTLS12))-3 {
+				t.Errorf("%d suites not probed, want all but the 3 tried", len(r.SuitesNotProbed))
+			}
+			// The handshake that got no answer, and the check: no more.
+			if n := unanswered(); n != 2 {
+				t.Errorf("%d handshakes went unanswered, want 2", n)
+			}
+			// Only what was probed is judged: no "TLS 1.2 refused" for a
+			// version never offered, no "no MQTT" for MQTT never tried.
+			for _, v := range tlsprobe.PolicyDPS(r, "dps-2019") {
+				if strings.Contains(v.Msg, "refused") || strings.Contains(v.Msg, "MQTT") {
+					t.Errorf("violation of what was not probed: %+v", v)
+				}
+			}
+		})
+	}
+	// A server that leaves only TLS 1.0 hellos unanswered still answers
+	// the check: that is its answer to TLS 1.0, and the probe goes on.
+	t.Run("TLS 1.0 unanswered only", func(t *testing.T) {
+		addr, _ := goesSilent(t, 1000, func(hi *tls.ClientHelloInfo) bool {
+			return slices.Equal(hi.SupportedVersions, []uint16{tls.VersionTLS10})
+		})
+		r, err := tlsprobe.Probe(context.Background(), addr, tlsprobe.Options{Timeout: 300 * time.Millisecond, ServerName: "localhost", PlaintextPorts: []int{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Incomplete != "" || len(r.NotProbed) > 0 || !r.SuitesProbed || len(r.Suites) == 0 || !r.Versions[0].TimedOut || !r.Versions[2].Accepted {
+			t.Errorf("incomplete %q, not probed %q, suites %v %q, versions %+v", r.Incomplete, r.NotProbed, r.SuitesProbed, r.Suites, r.Versions)
+		}
+	})
+}

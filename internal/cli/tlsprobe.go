@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,10 +33,17 @@ accepted, 1.0 and 1.1 refused, 1.3 refused under dps-2019, only the
 DPS-recommended ECDHE suites, a chain that verifies, no plaintext MQTT): each
 violation names its requirement (TLS-001…TLS-005) and the exit code is 1.
 
-Exit codes: 0 probed (and conformant with --policy), 1 policy violated,
-2 usage error, 3 unreachable, or a port that speaks no TLS: no answer to a
-ClientHello within --timeout, an answer that is no TLS record, or a close
-without a TLS alert.
+A server that answered a handshake, then answers neither a later one nor
+a check handshake after it (offering everything) within --timeout, has gone
+silent: the probe stops there (each handshake left would cost --timeout)
+and says what it did not probe.
+
+Exit codes: 0 probed (and conformant with --policy), 1 policy violated (in
+what was probed, also when the probe stopped early), 2 usage error, 3
+unreachable, a port that speaks no TLS (no answer to a ClientHello within
+--timeout, an answer that is no TLS record, or a close without a TLS
+alert), or an incomplete probe: the server went silent and nothing probed
+violated the policy.
 
 `
 
@@ -103,6 +112,10 @@ func tlsprobeCmd(ctx context.Context, env *Env, args []string) error {
 	if len(vs) > 0 {
 		return &NonConformantError{MustFindings: len(vs)}
 	}
+	if r.Incomplete != "" {
+		// Nothing probed broke the policy, but not everything was probed.
+		return envErrorf("incomplete probe: %s; not probed: %s", r.Incomplete, strings.Join(r.NotProbed, ", "))
+	}
 	return nil
 }
 
@@ -119,13 +132,20 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 			state = "no answer"
 		case v.Malformed:
 			state = "malformed"
+		case v.NotProbed:
+			state, v.Error = "not probed", ""
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Version, state, v.Error)
 	}
 	tw.Flush()
 	suites := strings.Join(r.Suites, ", ")
-	if !r.SuitesProbed {
+	switch {
+	case !r.SuitesProbed && slices.Contains(r.NotProbed, "TLS 1.2 suites"):
+		suites = "not probed (the probe stopped)"
+	case !r.SuitesProbed:
 		suites = "not probed (TLS 1.2 not accepted)"
+	case len(r.SuitesNotProbed) > 0:
+		suites = cmp.Or(suites, "none") + "; not probed (the probe stopped): " + strings.Join(r.SuitesNotProbed, ", ")
 	}
 	fmt.Fprintf(w, "TLS 1.2 suites accepted: %s\n", suites)
 	for i, c := range r.Chain {
@@ -157,13 +177,21 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 	} else {
 		fmt.Fprintf(w, "MQTT over TLS: %s\n", r.MQTTError)
 	}
+	if r.Incomplete != "" {
+		fmt.Fprintf(w, "INCOMPLETE: %s\nnot probed: %s\n", r.Incomplete, strings.Join(r.NotProbed, ", "))
+	}
 	if policy != "" {
 		for _, v := range vs {
 			fmt.Fprintf(w, "! %s %s\n", v.ID, v.Msg)
 		}
-		if len(vs) == 0 {
+		switch {
+		case len(vs) == 0 && r.Incomplete != "":
+			fmt.Fprintf(w, "policy %s: no verdict: no violation in what was probed, but the probe was incomplete\n", policy)
+		case len(vs) == 0:
 			fmt.Fprintf(w, "policy %s: conformant\n", policy)
-		} else {
+		case r.Incomplete != "":
+			fmt.Fprintf(w, "policy %s: %d violation(s) in what was probed (the probe was incomplete)\n", policy, len(vs))
+		default:
 			fmt.Fprintf(w, "policy %s: %d violation(s)\n", policy, len(vs))
 		}
 	}

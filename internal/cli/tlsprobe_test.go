@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"net"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,5 +133,82 @@ func TestTLSProbeMalformed(t *testing.T) {
 	}
 	if state != "malformed" || !strings.Contains(row, "certificate_list is empty") {
 		t.Fatalf("TLS 1.2 row %q, want it malformed naming the empty certificate_list:\n%s\n%s", row, stdout.String(), stderr.String())
+	}
+}
+
+// TestTLSProbeServerGoesSilent: a server that answered handshakes and then
+// answers none (it accepts connections, and says nothing) stops the probe
+// at the first handshake it leaves unanswered, and the check after it:
+// the output says so and what was not probed. With nothing probed that
+// breaks the policy that is no verdict, exit 3; a violation in what was
+// probed (TLS 1.0 accepted) is still one, exit 1.
+func TestTLSProbeServerGoesSilent(t *testing.T) {
+	ca, err := transport.NewCA("silent CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		min      uint16
+		answered int // connections answered: the TCP check, the first handshake, then one per version
+		code     int
+		want     []string
+	}{
+		{"after the first handshake", tls.VersionTLS12, 2, cli.ExitTargetUnreachable, []string{
+			"  TLS 1.0  no answer   no answer within 300ms\n", "  TLS 1.1  not probed  \n", "  TLS 1.3  not probed  \n",
+			"TLS 1.2 suites accepted: not probed (the probe stopped)\n", "MQTT over TLS: not probed: the probe stopped\n",
+			"INCOMPLETE: the server answered before, then answered neither the TLS 1.0 handshake nor one offering every version and suite within 300ms: it went silent, and the probe stopped\n",
+			"not probed: TLS 1.1, TLS 1.2, TLS 1.3, TLS 1.2 suites, MQTT over TLS\n",
+			"policy dps: no verdict: no violation in what was probed, but the probe was incomplete\n"}},
+		{"after TLS 1.0 accepted", tls.VersionTLS10, 3, cli.ExitNonConformant, []string{
+			"  TLS 1.0  accepted", "  TLS 1.1  no answer", "! TLS-002 TLS 1.0 is accepted\n",
+			"TLS 1.2 suites accepted: not probed (the probe stopped)\n",
+			"not probed: TLS 1.2, TLS 1.3, TLS 1.2 suites, MQTT over TLS\n",
+			// and TLS-001: the chain, of a CA not given, does not verify
+			"policy dps: 2 violation(s) in what was probed (the probe was incomplete)\n"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tc.min, MaxVersion: tls.VersionTLS12,
+				CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}}
+			var n atomic.Int32
+			l := testListener(t, func(c net.Conn) bool {
+				if int(n.Add(1)) > tc.answered {
+					return false // held open, unanswered
+				}
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_ = tls.Server(c, cfg).Handshake()
+				return true
+			})
+			// Plaintext MQTT is probed on a closed port: refused at once,
+			// and no connection to the silent server.
+			closed, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			closedPort := strconv.Itoa(closed.Addr().(*net.TCPAddr).Port)
+			closed.Close()
+			var stdout, stderr bytes.Buffer
+			code := cli.Main(context.Background(), []string{"tlsprobe", "--policy", "dps", "--timeout", "300ms", "--server-name", "localhost",
+				"--plaintext-port", closedPort, l.Addr().String()}, &stdout, &stderr)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tc.code, stdout.String(), stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout.String())
+				}
+			}
+			if tc.code == cli.ExitTargetUnreachable && !strings.Contains(stderr.String(), "dps-conform tlsprobe: incomplete probe: the server answered before") {
+				t.Errorf("stderr: %s", stderr.String())
+			}
+			// The handshake left unanswered, and the check after it.
+			if got := int(n.Load()) - tc.answered; got != 2 {
+				t.Errorf("%d connections after the server went silent, want 2", got)
+			}
+		})
 	}
 }
