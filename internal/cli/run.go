@@ -575,8 +575,14 @@ func probeSummary(ctx context.Context, tg conformance.Target, profile string) []
 		}
 		lines = append(lines, chain)
 	}
+	if r.Incomplete != "" {
+		lines = append(lines, "probe incomplete: "+r.Incomplete+"; not probed: "+strings.Join(r.NotProbed, ", "))
+	}
 	vs := tlsprobe.PolicyDPS(r, profile)
-	if len(vs) == 0 {
+	switch {
+	case len(vs) == 0 && r.Incomplete != "":
+		lines = append(lines, "DPS TLS policy: no verdict (the probe was incomplete)")
+	case len(vs) == 0:
 		lines = append(lines, "DPS TLS policy: conformant")
 	}
 	for _, v := range vs {
