@@ -1,6 +1,9 @@
 package reports_test
 
 import (
+	"bytes"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dps-conform/dps-conform/conformance"
@@ -63,5 +66,57 @@ func TestBuildDeviceNothingJudged(t *testing.T) {
 	}
 	if s := build(map[string]int{"DPS-DEV-003": 1}); !s.Conformant || s.Verdict != reports.HeadlineConformant {
 		t.Errorf("one MUST rule passed: %+v", s)
+	}
+}
+
+// TestBuildDeviceNotRun: scenarios a device run stopped before on its own
+// (the device opened no TCP connection in two in a row) are counted and
+// named as not run, with why, in results.json, junit.xml, summary.md and
+// report.html; the headline is NO VERDICT, even where what ran passed a
+// MUST rule, and not INTERRUPTED (no interrupt stopped the run).
+func TestBuildDeviceNotRun(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	why := "the device opened no TCP connection in 2 scenarios in a row (normal, register-429)"
+	rep := reports.BuildDevice(reports.DeviceInput{Catalog: cat, Profile: conformance.ProfileDPS2019, ResultsDir: "/r",
+		Tool: reports.Tool{Name: "dps-conform"}, Target: reports.Target{Name: "dut"},
+		Scenarios: []reports.Scenario{{Name: "normal", Pcap: "/r/pcaps/01-normal.pcapng", Applied: map[string]int{"DPS-DEV-003": 1}}},
+		NotRun:    []string{"poll-429", "tls-expired"}, NotRunReason: why})
+	s := rep.Summary
+	if s.Verdict != reports.HeadlineNoVerdict || s.Conformant || s.Incomplete() || s.NotRun != 2 || s.Interrupted != 0 ||
+		!slices.Equal(s.NotRunScenarios, []string{"poll-429", "tls-expired"}) || s.NotRunReason != why {
+		t.Errorf("summary %+v", s)
+	}
+	var js, junit, md, html bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	back, err := reports.ReadJSON(&js)
+	if err != nil || back.Summary.Headline() != reports.HeadlineNoVerdict || back.Summary.NotRun != 2 {
+		t.Errorf("read back (%v): %+v", err, back)
+	}
+	if err := reports.WriteReportJUnit(&junit, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range s.NotRunScenarios {
+		tc := `<testcase name="scenario ` + sc + `" classname="dps-conform device role" status="skipped" time="0">`
+		_, after, ok := strings.Cut(junit.String(), tc)
+		if want := `<skipped message="skipped - not run: ` + why + `"></skipped>`; !ok || !strings.HasPrefix(strings.TrimSpace(after), want) {
+			t.Errorf("junit.xml lacks %s with %s:\n%s", tc, want, junit.String())
+		}
+	}
+	if err := reports.WriteMarkdown(&md, rep); err != nil {
+		t.Fatal(err)
+	}
+	if want := "2 scenario(s) not run (` poll-429, tls-expired `): ` " + why + " `"; !strings.Contains(md.String(), want) {
+		t.Errorf("summary.md lacks %q:\n%s", want, md.String())
+	}
+	if err := reports.WriteHTML(&html, rep); err != nil {
+		t.Fatal(err)
+	}
+	if want := `<span id="not-run-reason">2 scenario(s) not run (poll-429, tls-expired): ` + why + `</span>`; !strings.Contains(html.String(), want) {
+		t.Errorf("report.html lacks %q", want)
 	}
 }
