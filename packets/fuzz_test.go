@@ -79,11 +79,13 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzRoundTrip: whatever decodes (leniently) re-encodes, with AllowInvalid,
 // to bytes that decode to an equal packet; whatever decodes strictly also
-// encodes without AllowInvalid.
+// encodes without AllowInvalid, and, with its remaining length padded to the
+// size it had (MQTT 3.1.1 does not require the minimal one), to exactly the
+// bytes it was decoded from.
 func FuzzRoundTrip(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, _, err := packets.Decode(b, packets.DecodeOptions{Lenient: true})
+		p, m, err := packets.Decode(b, packets.DecodeOptions{Lenient: true})
 		if p == nil {
 			return
 		}
@@ -102,6 +104,14 @@ func FuzzRoundTrip(f *testing.F) {
 			}
 			if !bytes.Equal(strictEnc, enc) {
 				t.Fatalf("Append and Encode(AllowInvalid) differ")
+			}
+			size := 1 // of the remaining length, which ends at a byte below 0x80
+			for b[size]&0x80 != 0 {
+				size++
+			}
+			same, err := packets.Encode(nil, p, packets.EncodeOptions{RemainingLengthSize: size})
+			if err != nil || !bytes.Equal(same, b[:m]) {
+				t.Fatalf("strictly decoded % x re-encodes to % x (%v)", b[:m], same, err)
 			}
 		}
 	})
