@@ -83,18 +83,25 @@ func (c *countReader) full(b []byte) (int, error) {
 
 // read reads the next n bytes and returns them and the count read; they
 // are valid until the next read. A record that fits in the bufio.Reader's
-// buffer is returned without a copy, as a slice of that buffer; a larger
-// one (or the short tail of a truncated file) is read into c.buf, whose
-// storage grows by at most 1 MiB per step, so a corrupt length costs
-// memory only for bytes the file really has.
+// buffer is returned without a copy, as a slice of that buffer, and so is
+// the short tail of a file that ends inside such a record; a larger one is
+// read into c.buf, whose storage grows with the bytes read (from 64 KiB,
+// by at most 1 MiB per step), so a corrupt length costs memory only for
+// bytes the file really has.
 func (c *countReader) read(n int) ([]byte, int, error) {
 	if n <= c.r.Size() {
-		if b, err := c.r.Peek(n); err == nil {
-			c.r.Discard(n)
-			c.n += int64(n)
-			return b[:n:n], n, nil
+		b, err := c.r.Peek(n)
+		if err == nil || err == io.EOF {
+			// At the end of the file, Peek returns all that is left.
+			m := len(b)
+			c.r.Discard(m)
+			c.n += int64(m)
+			if err == io.EOF && m > 0 {
+				err = io.ErrUnexpectedEOF // as full reports a short read
+			}
+			return b[:m:m], m, err
 		}
-		// Short file: read what there is below, to report it.
+		// Another error: read what there is below, to report it.
 	}
 	buf := c.buf[:0]
 	defer func() { c.buf = buf[:0] }()
@@ -104,7 +111,7 @@ func (c *countReader) read(n int) ([]byte, int, error) {
 		return buf, m, err
 	}
 	for len(buf) < n {
-		chunk := min(n-len(buf), 1<<20)
+		chunk := min(n-len(buf), max(len(buf), 64<<10), 1<<20)
 		buf = slices.Grow(buf, chunk)
 		m, err := c.full(buf[len(buf) : len(buf)+chunk])
 		buf = buf[:len(buf)+m]
@@ -117,7 +124,15 @@ func (c *countReader) read(n int) ([]byte, int, error) {
 
 // openSource sniffs the magic number and returns a pcap or pcapng source.
 func openSource(r io.Reader) (source, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
+	// A 1 MiB buffer returns records up to 1 MiB without a copy; a reader
+	// that knows how much it holds (a bytes.Reader: a capture in memory)
+	// needs no more buffer than that, and a small capture then costs
+	// memory for its own size, not 1 MiB.
+	size := 1 << 20
+	if l, ok := r.(interface{ Len() int }); ok {
+		size = min(size, max(l.Len(), 16))
+	}
+	br := bufio.NewReaderSize(r, size)
 	magic, err := br.Peek(4)
 	if err != nil {
 		return nil, &CorruptError{Offset: 0, Where: "file header", Msg: fmt.Sprintf("file is %d bytes, too short for a pcap or pcapng magic number", len(magic))}
