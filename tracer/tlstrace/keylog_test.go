@@ -1,6 +1,7 @@
 package tlstrace
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -55,6 +56,8 @@ func TestParseKeyLog(t *testing.T) {
 	}
 }
 
+// FuzzParseKeyLog: a key log has at most one entry per line, and an error
+// names a line of the input.
 func FuzzParseKeyLog(f *testing.F) {
 	f.Add("CLIENT_RANDOM " + strings.Repeat("ab", 32) + " " + strings.Repeat("01", 48) + "\n")
 	f.Add("# c\n\nSERVER_TRAFFIC_SECRET_0 " + strings.Repeat("ab", 32) + " " + strings.Repeat("01", 32))
@@ -64,8 +67,15 @@ func FuzzParseKeyLog(f *testing.F) {
 		if err == nil && kl.Len() > strings.Count(s, "\n")+1 {
 			t.Fatalf("%d entries from %d lines", kl.Len(), strings.Count(s, "\n")+1)
 		}
-		if err != nil && !strings.HasPrefix(err.Error(), "tlstrace: key log line ") {
-			t.Fatalf("error without line: %v", err)
+		if err != nil {
+			// The line named is one of the input's.
+			var line int
+			if _, serr := fmt.Sscanf(err.Error(), "tlstrace: key log line %d:", &line); serr != nil {
+				t.Fatalf("error without line: %v", err)
+			}
+			if lines := strings.Count(s, "\n") + 1; line < 1 || line > lines {
+				t.Fatalf("error names line %d of %d: %v", line, lines, err)
+			}
 		}
 	})
 }
