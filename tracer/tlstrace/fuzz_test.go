@@ -21,6 +21,9 @@ func recordedSession(t testing.TB) *session {
 	return fuzzSession
 }
 
+// FuzzStream feeds arbitrary bytes in both directions, in fuzz-sized
+// pieces, after a gap: the facts and buffers stay bounded, and every
+// problem names an offset inside its direction's stream.
 func FuzzStream(f *testing.F) {
 	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0}, []byte{0x15, 3, 3, 0, 2, 2, 70}, uint8(3))
 	f.Add([]byte("\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00garbage\x17\x03\x03\x00\x00"), []byte{0x14, 3, 3, 0, 1, 1, 0x16, 3, 3, 0xff}, uint8(1))
@@ -35,8 +38,12 @@ func FuzzStream(f *testing.F) {
 		if step&0x80 != 0 {
 			st = NewStream(nil)
 		}
+		// end is each direction's stream length: the bytes fed and the
+		// gaps' (every offset of a problem lies within it).
+		end := [2]int64{int64(len(c2s)), int64(len(s2c))}
 		if len(c2s) > 0 {
 			st.Gap(ClientToServer, int(step))
+			end[ClientToServer] += int64(step)
 		}
 		n := int(step%16) + 1
 		for len(c2s) > 0 || len(s2c) > 0 {
@@ -50,6 +57,11 @@ func FuzzStream(f *testing.F) {
 		f := st.Facts()
 		if len(f.Problems) > maxProblems || len(f.Alerts) > maxAlerts {
 			t.Fatalf("unbounded facts: %d problems %d alerts", len(f.Problems), len(f.Alerts))
+		}
+		for _, p := range f.Problems {
+			if p.Dir > ServerToClient || p.Offset < 0 || p.Offset > end[p.Dir] {
+				t.Fatalf("problem %v outside the %d-byte stream", p, end[min(p.Dir, ServerToClient)])
+			}
 		}
 		for d := range st.dir {
 			if len(st.dir[d].buf) > recordHeaderLen+maxCiphertext || len(st.dir[d].hs) > 4+maxHandshake {

@@ -5,6 +5,9 @@ import (
 	"testing"
 )
 
+// FuzzStream feeds arbitrary bytes in both directions, in fuzz-sized
+// pieces, with gaps: problems and buffers stay bounded, and every problem
+// names an offset inside its direction's stream.
 func FuzzStream(f *testing.F) {
 	m := []byte{9, 8, 7, 6}
 	f.Add([]byte(upgradeReq+string(frame(0x82, []byte("hello"), m))), []byte(upgradeResp+string(frame(0x81, []byte("hi"), nil))), uint8(3))
@@ -14,6 +17,9 @@ func FuzzStream(f *testing.F) {
 		st := NewStream()
 		n := int(step%32) + 1
 		total := [2]int{}
+		// end is each direction's stream length: the bytes fed and the
+		// gaps' (every offset of a problem lies within it).
+		end := [2]int64{int64(len(c2s)), int64(len(s2c))}
 		for len(c2s) > 0 || len(s2c) > 0 {
 			k := min(n, len(c2s))
 			p, _ := st.Feed(ClientToServer, c2s[:k])
@@ -25,10 +31,16 @@ func FuzzStream(f *testing.F) {
 			s2c = s2c[k:]
 			if step&0x80 != 0 && len(s2c)%5 == 0 {
 				st.Gap(ServerToClient, 2)
+				end[ServerToClient] += 2
 			}
 		}
 		if len(st.Facts().Problems) > maxProblems {
 			t.Fatal("unbounded problems")
+		}
+		for _, p := range st.Facts().Problems {
+			if p.Dir > ServerToClient || p.Offset < 0 || p.Offset > end[p.Dir] {
+				t.Fatalf("problem %v outside the %d-byte stream", p, end[min(p.Dir, ServerToClient)])
+			}
 		}
 		for d := range st.dir {
 			if len(st.dir[d].comp) > maxCompressed+16 || len(st.dir[d].dict) > deflateWindow || len(st.dir[d].control) > maxControl {
