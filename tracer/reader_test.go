@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -197,5 +198,37 @@ func TestDecodeCorruptLength(t *testing.T) {
 	}
 	if whole.Incomplete != "" || !slices.Equal(whole.TCPServerPorts, []uint16{1883}) {
 		t.Errorf("whole file: Incomplete %q, TCPServerPorts %v (want 1883)", whole.Incomplete, whole.TCPServerPorts)
+	}
+}
+
+// TestDecodeSmallCaptureMemory: decoding a small capture held in memory
+// costs memory for its size, whole or cut short, or with a last record
+// claiming 60 MB: the read buffer is sized to the capture, and the storage
+// for a record longer than it grows with the bytes that arrive. Each cost
+// 1 MiB (the buffer), the 60 MB claim 2 MiB (1 MiB more for its tail), and
+// FuzzDecodePcap crawled.
+func TestDecodeSmallCaptureMemory(t *testing.T) {
+	pcap, ng := validCaptures(t)
+	huge := bytes.Clone(pcap) // its last record's captured length set to 60 MB
+	last := 24
+	for off := 24; off+16 <= len(huge); off += 16 + int(binary.LittleEndian.Uint32(huge[off+8:])) {
+		last = off
+	}
+	binary.LittleEndian.PutUint32(huge[last+8:], 60<<20)
+	for name, b := range map[string][]byte{
+		"pcap": pcap, "pcapng": ng, "pcap cut": pcap[:len(pcap)-3], "pcapng cut": ng[:len(ng)-3], "pcap 60 MB record": huge,
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		const runs = 10
+		for range runs {
+			if _, err := Decode(bytes.NewReader(b), Options{}); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 256<<10 {
+			t.Errorf("%s: decoding %d bytes allocated %d bytes", name, len(b), per)
+		}
 	}
 }
