@@ -91,6 +91,10 @@ type VersionResult struct {
 	// NotProbed says the probe stopped before this version
 	// (Result.Incomplete): nothing is known of it.
 	NotProbed bool `json:"notProbed,omitempty"`
+	// WentSilent says this version's handshake is the one at which the
+	// server was found silent (Result.Incomplete): its TimedOut tells
+	// nothing of the version, and the policy does not judge it.
+	WentSilent bool `json:"wentSilent,omitempty"`
 }
 
 // Certificate is the facts of one certificate of the chain.
@@ -222,7 +226,9 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 				vr.Malformed = true
 			case transport.IsTimeout(err):
 				vr.TimedOut, vr.Error = true, fmt.Sprintf("no answer within %v", o.Timeout)
-				wentSilent(v.name, err)
+				if wentSilent(v.name, err) {
+					vr.WentSilent, vr.Error = true, vr.Error+" (the server went silent)"
+				}
 			}
 		} else if accepted == nil || v.id == tls.VersionTLS12 {
 			accepted, acceptedCfg = st, cfg
@@ -236,13 +242,14 @@ func Probe(ctx context.Context, addr string, o Options) (*Result, error) {
 	// answered) with every suite offered, it would refuse each alone too,
 	// or cost a timeout each.
 	// After the probe stopped, the suites are unknown when TLS 1.2 was
-	// accepted or not probed.
+	// accepted, not probed, or the handshake the server went silent at.
 	var suites []uint16
 	tls12 := acceptedCfg != nil && acceptedCfg.MaxVersion == tls.VersionTLS12
+	silent12 := slices.ContainsFunc(r.Versions, func(v VersionResult) bool { return v.Version == "TLS 1.2" && v.WentSilent })
 	switch {
 	case tls12 && r.Incomplete == "":
 		suites, r.SuitesProbed = Suites(tls.VersionTLS12), true
-	case r.Incomplete != "" && (tls12 || slices.Contains(r.NotProbed, "TLS 1.2")):
+	case r.Incomplete != "" && (tls12 || silent12 || slices.Contains(r.NotProbed, "TLS 1.2")):
 		r.NotProbed = append(r.NotProbed, "TLS 1.2 suites")
 	}
 	for i, id := range suites {
@@ -453,7 +460,9 @@ func PolicyDPS(r *Result, profile string) []Violation {
 	notProbed := map[string]bool{}
 	for _, v := range r.Versions {
 		acc[v.Version] = v.Accepted
-		notProbed[v.Version] = v.NotProbed
+		// The handshake the server went silent at is no answer of this
+		// version's: as unknown as those never offered.
+		notProbed[v.Version] = v.NotProbed || v.WentSilent
 		timedOut[v.Version] = v.TimedOut
 		if v.Malformed {
 			malformed[v.Version] = v.Error

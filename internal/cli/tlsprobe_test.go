@@ -159,7 +159,7 @@ func TestTLSProbeServerGoesSilent(t *testing.T) {
 		want     []string
 	}{
 		{"after the first handshake", tls.VersionTLS12, 2, cli.ExitTargetUnreachable, []string{
-			"  TLS 1.0  no answer   no answer within 300ms\n", "  TLS 1.1  not probed  \n", "  TLS 1.3  not probed  \n",
+			"  TLS 1.0  no answer   no answer within 300ms (the server went silent)\n", "  TLS 1.1  not probed  \n", "  TLS 1.3  not probed  \n",
 			"TLS 1.2 suites accepted: not probed (the probe stopped)\n", "MQTT over TLS: not probed: the probe stopped\n",
 			"INCOMPLETE: the server answered before, then answered neither the TLS 1.0 handshake nor one offering every version and suite within 300ms: it went silent, and the probe stopped\n",
 			"not probed: TLS 1.1, TLS 1.2, TLS 1.3, TLS 1.2 suites, MQTT over TLS\n",
