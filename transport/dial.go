@@ -192,7 +192,20 @@ func handshakeCtx(ctx context.Context, o DialOptions) (context.Context, context.
 // handshakeErr replaces err by a *HandshakeTimeoutError when hctx ran out
 // of its handshake time (and ctx, the caller's, did not end).
 func handshakeErr(ctx, hctx context.Context, err error, o DialOptions, stage string, answered bool) error {
-	if ctx.Err() == nil && errors.Is(context.Cause(hctx), errHandshakeTimeout) {
+	if ctx.Err() != nil || o.HandshakeTimeout <= 0 {
+		return err
+	}
+	timedOut := errors.Is(context.Cause(hctx), errHandshakeTimeout)
+	if !timedOut && IsTimeout(err) {
+		// The WebSocket dialer puts hctx's deadline on the connection:
+		// its read can time out a moment before hctx's own timer ends
+		// hctx. That deadline is the handshake bound's unless ctx's
+		// comes no later.
+		hd, _ := hctx.Deadline()
+		cd, bounded := ctx.Deadline()
+		timedOut = !time.Now().Before(hd) && (!bounded || cd.After(hd))
+	}
+	if timedOut {
 		return &HandshakeTimeoutError{Stage: stage, After: o.HandshakeTimeout, Answered: answered}
 	}
 	return err

@@ -554,3 +554,37 @@ func TestDialHandshakeTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestDialWSHandshakeTimeoutAlways: a WebSocket upgrade left unanswered is
+// a *HandshakeTimeoutError every time. The dialer puts the handshake
+// bound's deadline on the connection, and its read could time out just
+// before the bound's context ended: then the error was the bare 'i/o
+// timeout' (a few dials in 300).
+func TestDialWSHandshakeTimeoutAlways(t *testing.T) {
+	// ws://: no TLS handshake to share the bound with the upgrade.
+	silent, _ := serveTCP(t, nil, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	target := mustTarget(t, "ws://"+silent+"/$iothub/websocket")
+	const dials = 300
+	errs := make(chan error, dials)
+	for range dials {
+		go func() {
+			c, err := Dial(context.Background(), target, DialOptions{HandshakeTimeout: 50 * time.Millisecond})
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	bad := 0
+	for range dials {
+		var he *HandshakeTimeoutError
+		if err := <-errs; !errors.As(err, &he) || he.Stage != StageWebSocket {
+			if bad++; bad <= 3 {
+				t.Errorf("err = %v, want a *HandshakeTimeoutError at the upgrade", err)
+			}
+		}
+	}
+	if bad > 3 {
+		t.Errorf("%d of %d dials in all", bad, dials)
+	}
+}
