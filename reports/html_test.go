@@ -427,6 +427,12 @@ func TestReadJSONErrors(t *testing.T) {
 		{`[{"title": "x"}]`, "at byte offset 0: a JSON array where a dps-conform report (a JSON object, as 'dps-conform run --out' writes it) was expected"},
 		{`  "report"`, "at byte offset 2: a JSON string where a dps-conform report"},
 		{`{"title": "x"}`, "not a dps-conform report"},
+		// An empty file is not one cut off inside a value, and an
+		// unknown member is named without the end of the document as
+		// its offset (it said "at byte offset 34" for a member at 15).
+		{"", "reading results.json: the file is empty"},
+		{" \n", "reading results.json: the file is empty"},
+		{`{"title": "x", "bogus": 1, "summary": {}}`, `reading results.json: json: unknown field "bogus" (a member dps-conform does not write)`},
 	} {
 		if _, err := reports.ReadJSON(strings.NewReader(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ReadJSON(%q) = %v, want %q", tc.in, err, tc.want)

@@ -521,12 +521,17 @@ func ReadJSON(rd io.Reader) (*Report, error) {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
 		switch {
+		case errors.Is(err, io.EOF) && len(bytes.TrimSpace(b)) == 0:
+			return nil, fmt.Errorf("reading results.json: the file is empty: %w", err)
 		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			return nil, fmt.Errorf("reading results.json: the file ends inside a JSON value (cut off?): %w", err)
 		case errors.As(err, &se), errors.As(err, &te):
 			return nil, fmt.Errorf("reading results.json %s", DescribeJSONError(b, err, "a dps-conform report (a JSON object, as 'dps-conform run --out' writes it)"))
 		}
-		return nil, fmt.Errorf("reading results.json at byte offset %d: %w", dec.InputOffset(), err)
+		// An unknown member ("json: unknown field"): encoding/json says
+		// no where, and dec.InputOffset() is the end of the document,
+		// not the member.
+		return nil, fmt.Errorf("reading results.json: %w (a member dps-conform does not write)", err)
 	}
 	if r.Tool.Name == "" || r.Summary.Requirements == nil {
 		return nil, fmt.Errorf("reading results.json: not a dps-conform report (no tool or summary)")
