@@ -62,7 +62,7 @@ func parseFlags(env *Env, fs *flagSet, args []string) (done bool, err error) {
 // number, duration and boolean flags refuse: "invalid value "1.5" for flag --n:
 // parse error" ("value out of range", or "invalid boolean value … for
 // --x: parse error").
-var flagParseError = regexp.MustCompile(`^(invalid (?:boolean )?value ".*" for (?:flag )?--([\w.-]+)): (parse error|value out of range)$`)
+var flagParseError = regexp.MustCompile(`^(invalid (?:boolean )?value (".*") for (?:flag )?--([\w.-]+)): (parse error|value out of range)$`)
 
 // numberWanted replaces the flag package's "parse error" and "value out
 // of range" with what the flag takes, as the flags of our own types say
@@ -72,7 +72,7 @@ func numberWanted(fs *flag.FlagSet, msg string) string {
 	if m == nil {
 		return msg
 	}
-	f := fs.Lookup(m[2])
+	f := fs.Lookup(m[3])
 	if f == nil {
 		return msg
 	}
@@ -91,11 +91,19 @@ func numberWanted(fs *flag.FlagSet, msg string) string {
 	case float64:
 		want = "want a number such as 1.5"
 	case time.Duration:
+		// As durationFlag says it: out of range, or the unit a bare
+		// number lacks.
+		v, _ := strconv.Unquote(m[2])
 		want = "want a duration such as 30s or 2m"
+		if durationSyntax.MatchString(v) {
+			want = durationOutOfRange(v)
+		} else if _, err := strconv.ParseFloat(v, 64); err == nil {
+			want += " (a number needs its unit: " + v + "s)"
+		}
 	default:
 		return msg
 	}
-	if m[3] == "value out of range" {
+	if m[4] == "value out of range" {
 		want = "out of range for a 64-bit number"
 	}
 	return m[1] + ": " + want
@@ -298,12 +306,21 @@ func (d durationFlag) String() string {
 // form that it refuses is out of range.
 var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
+// durationOutOfRange says that s, of durationSyntax's form, is beyond
+// what a time.Duration holds, on its side of zero.
+func durationOutOfRange(s string) string {
+	if strings.HasPrefix(s, "-") {
+		return fmt.Sprintf("out of range: the most negative duration is %v (about 292 years)", time.Duration(math.MinInt64))
+	}
+	return fmt.Sprintf("out of range: the longest duration is %v (about 292 years)", time.Duration(math.MaxInt64))
+}
+
 func (d durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil && durationSyntax.MatchString(s) {
 		// time.ParseDuration says "invalid duration" for a value too
 		// large for an int64 of nanoseconds, as for a typo.
-		return fmt.Errorf("out of range: the longest duration is %v (about 292 years)", time.Duration(math.MaxInt64))
+		return errors.New(durationOutOfRange(s))
 	}
 	switch {
 	case err != nil, v == 0 && !d.zeroOK, v < 0 && !d.negativeOK:

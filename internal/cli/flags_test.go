@@ -100,7 +100,7 @@ func TestDurationFlagSet(t *testing.T) {
 		{"99999999h", durationFlag{}, 0, "out of range: the longest duration is 2562047h47m16.854775807s (about 292 years)"},
 		{"9223372036854775808ns", durationFlag{}, 0, "out of range"},
 		{"1h99999999999m", durationFlag{}, 0, "out of range"},
-		{"-99999999h", durationFlag{negativeOK: true}, 0, "out of range"},
+		{"-99999999h", durationFlag{negativeOK: true}, 0, "out of range: the most negative duration is -2562047h47m16.854775808s (about 292 years)"},
 		{"forever", durationFlag{}, 0, "want a positive duration such as 500ms, 30s or 24h"},
 		{"5", durationFlag{}, 0, "(a number needs its unit: 5s)"},
 		{"5x", durationFlag{}, 0, "want a positive duration"},
