@@ -605,13 +605,20 @@ func (r *Report) checkSummary() error {
 // DescribeJSONError says where and how data, decoded as JSON, broke: "at
 // byte offset N: " (0-based: the first byte is offset 0) and, for a
 // *json.UnmarshalTypeError, what was found and what was expected in JSON's
-// terms (top names the expected document, for a mismatch at the top
-// level), never Go's types; other errors' own text.
+// terms (top names the expected document, for a mismatch of the document
+// itself), never Go's types; other errors' own text.
 func DescribeJSONError(data []byte, err error, top string) string {
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &te) && te.Field == "":
-		return fmt.Sprintf("at byte offset %d: a JSON %s where %s was expected", jsonErrorOffset(data, err), jsonValueKind(te.Value), top)
+		// No member: the document itself, or an element of a top-level
+		// array (a value of a top-level object), which has no name
+		// either and is expected to be what its Go type reads.
+		off, want := jsonErrorOffset(data, err), top
+		if off != len(data)-len(bytes.TrimLeft(data, " \t\r\n")) {
+			want = jsonTypeWant(te.Type)
+		}
+		return fmt.Sprintf("at byte offset %d: a JSON %s where %s was expected", off, jsonValueKind(te.Value), want)
 	case errors.As(err, &te):
 		return fmt.Sprintf("at byte offset %d: member %q is a JSON %s where %s was expected", jsonErrorOffset(data, err), te.Field, te.Value, jsonTypeWant(te.Type))
 	}

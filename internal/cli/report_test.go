@@ -219,6 +219,8 @@ func TestReportErrors(t *testing.T) {
 	}
 	write("badginkgo/results.json", string(rj))
 	write("badginkgo/ginkgo-report.json", `{"not": "an array"}`)
+	write("elemginkgo/results.json", string(rj))
+	write("elemginkgo/ginkgo-report.json", `[[{"SuitePath": "x"}]]`)
 	write("noginkgo/results.json", string(rj))
 	write("noginkgo/ginkgo-report.json", `[]`)
 	notes := write("notes.txt", "hello")
@@ -249,6 +251,11 @@ func TestReportErrors(t *testing.T) {
 			`^dps-conform report: .*arrayjson/results.json: reading results.json at byte offset 0: a JSON array where a dps-conform report \(a JSON object, as 'dps-conform run --out' writes it\) was expected\n$`},
 		{"render bad ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "badginkgo")}, 2,
 			`^dps-conform report: .*badginkgo/ginkgo-report.json: not a Ginkgo JSON report: at byte offset 0: a JSON object where an array of Ginkgo reports \(as --json-report writes it\) was expected\n$`},
+		// An element of the array of the wrong type: what the element
+		// should be, not the array (it said "a JSON array where an array
+		// of Ginkgo reports … was expected").
+		{"render ginkgo-report.json with a bad element", []string{"report", "render", filepath.Join(dir, "elemginkgo")}, 2,
+			`^dps-conform report: .*elemginkgo/ginkgo-report.json: not a Ginkgo JSON report: at byte offset 1: a JSON array where an object was expected\n$`},
 		{"render empty ginkgo-report.json", []string{"report", "render", filepath.Join(dir, "noginkgo")}, 2, `ginkgo-report.json: holds no report\n$`},
 	}
 	for _, tt := range tests {
