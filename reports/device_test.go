@@ -120,3 +120,23 @@ func TestBuildDeviceNotRun(t *testing.T) {
 		t.Errorf("report.html lacks %q", want)
 	}
 }
+
+// TestBuildDeviceNotRunNoReason: scenarios not run with no reason given
+// get one that reads after junit.xml's "not run: " and summary.md's "not
+// run (…): " (it began "not run: " itself: "not run: not run: …").
+func TestBuildDeviceNotRunNoReason(t *testing.T) {
+	cat, err := conformance.LoadCatalog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := reports.BuildDevice(reports.DeviceInput{Catalog: cat, Profile: conformance.ProfileDPS2019, ResultsDir: "/r",
+		Tool: reports.Tool{Name: "dps-conform"}, Target: reports.Target{Name: "dut"}, NotRun: []string{"poll-429"}})
+	var junit bytes.Buffer
+	if err := reports.WriteReportJUnit(&junit, rep); err != nil {
+		t.Fatal(err)
+	}
+	if want := `<skipped message="skipped - not run: the run stopped before these scenarios">`; rep.Summary.NotRunReason == "" ||
+		strings.Contains(junit.String(), "not run: not run") || !strings.Contains(junit.String(), want) {
+		t.Errorf("reason %q; junit.xml lacks %s:\n%s", rep.Summary.NotRunReason, want, junit.String())
+	}
+}

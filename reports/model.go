@@ -399,7 +399,7 @@ func BuildDevice(in DeviceInput) *Report {
 	if len(in.NotRun) > 0 {
 		r.Summary.NotRun = len(in.NotRun)
 		r.Summary.NotRunScenarios = slices.Clone(in.NotRun)
-		r.Summary.NotRunReason = cmp.Or(in.NotRunReason, "not run: the run stopped before these scenarios")
+		r.Summary.NotRunReason = cmp.Or(in.NotRunReason, "the run stopped before these scenarios")
 	}
 	r.judge(in.Catalog, conformance.RoleDevice, in.Profile, specs)
 	return r
