@@ -566,7 +566,7 @@ func probeSummary(ctx context.Context, tg conformance.Target, profile string) []
 			acc = append(acc, v.Version)
 		}
 	}
-	lines := []string{"versions accepted: " + strings.Join(acc, ", "), "TLS 1.2 suites accepted: " + strings.Join(r.Suites, ", ")}
+	lines := []string{"versions accepted: " + cmp.Or(strings.Join(acc, ", "), "none"), "TLS 1.2 suites accepted: " + suitesAccepted(r)}
 	if len(r.Chain) > 0 {
 		c := r.Chain[0]
 		chain := fmt.Sprintf("certificate: %s, issued by %s, %s, valid to %s", c.Subject, c.Issuer, c.Key, c.NotAfter.UTC().Format("2006-01-02"))

@@ -138,16 +138,7 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Version, state, v.Error)
 	}
 	tw.Flush()
-	suites := strings.Join(r.Suites, ", ")
-	switch {
-	case !r.SuitesProbed && slices.Contains(r.NotProbed, "TLS 1.2 suites"):
-		suites = "not probed (the probe stopped)"
-	case !r.SuitesProbed:
-		suites = "not probed (TLS 1.2 not accepted)"
-	case len(r.SuitesNotProbed) > 0:
-		suites = cmp.Or(suites, "none") + "; not probed (the probe stopped): " + strings.Join(r.SuitesNotProbed, ", ")
-	}
-	fmt.Fprintf(w, "TLS 1.2 suites accepted: %s\n", suites)
+	fmt.Fprintf(w, "TLS 1.2 suites accepted: %s\n", suitesAccepted(r))
 	for i, c := range r.Chain {
 		fmt.Fprintf(w, "certificate %d: %s, issued by %s, %s, valid %s to %s", i, c.Subject, c.Issuer, c.Key,
 			c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"))
@@ -195,4 +186,19 @@ func writeProbe(env *Env, r *tlsprobe.Result, policy string, vs []tlsprobe.Viola
 			fmt.Fprintf(w, "policy %s: %d violation(s)\n", policy, len(vs))
 		}
 	}
+}
+
+// suitesAccepted says which TLS 1.2 suites r found accepted, "none", or why
+// they were not probed (all of them, or some when the probe stopped).
+func suitesAccepted(r *tlsprobe.Result) string {
+	suites := strings.Join(r.Suites, ", ")
+	switch {
+	case !r.SuitesProbed && slices.Contains(r.NotProbed, "TLS 1.2 suites"):
+		return "not probed (the probe stopped)"
+	case !r.SuitesProbed:
+		return "not probed (TLS 1.2 not accepted)"
+	case len(r.SuitesNotProbed) > 0:
+		return cmp.Or(suites, "none") + "; not probed (the probe stopped): " + strings.Join(r.SuitesNotProbed, ", ")
+	}
+	return cmp.Or(suites, "none")
 }
