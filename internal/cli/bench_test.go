@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -787,22 +786,7 @@ func TestBenchProvisionTargetNoOps(t *testing.T) {
 // and said "first error: context deadline exceeded".
 func TestBenchProvisionSilentTarget(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	defer func() { ln.Close(); close(done) }()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	target := "mqtts://" + ln.Addr().String()
+	target := "mqtts://" + silentAddr(t)
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
 	code := Main(context.Background(), []string{"bench", "provision", "--mosquitto", "off", "--responder=false", "--target", target,

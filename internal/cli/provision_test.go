@@ -42,23 +42,7 @@ func TestProvisionUnreachable(t *testing.T) {
 // with one line that names the target; it said only "waiting for
 // CONNACK: context deadline exceeded".
 func TestProvisionSilentTarget(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	target := "mqtt://" + ln.Addr().String()
+	target := "mqtt://" + silentAddr(t)
 	var stdout, stderr bytes.Buffer
 	code := Main(context.Background(), []string{"provision", "--target", target,
 		"--id-scope", "0ne1", "--registration-id", "r1", "--symmetric-key", vectorKey, "--timeout", "300ms"}, &stdout, &stderr)
@@ -74,22 +58,7 @@ func TestProvisionSilentTarget(t *testing.T) {
 // waited out the whole --timeout (2 min by default).
 func TestProvisionSilentTLSPort(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); close(done) }) // after the parallel subtests
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	addr := ln.Addr().String()
+	addr := silentAddr(t) // closed after the parallel subtests
 	for _, target := range []string{"mqtts://" + addr, "wss://" + addr + "/$iothub/websocket"} {
 		t.Run(target[:strings.Index(target, ":")], func(t *testing.T) {
 			t.Parallel()
