@@ -43,14 +43,14 @@ type provisionFlags struct {
 	serverName                      string
 	payload                         string
 	apiVersion, clientVersion       string
-	timeout                         time.Duration
+	timeout, handshakeTimeout       time.Duration
 	connectAttempts                 int
 	insecure, verbose               bool
 }
 
 func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet("provision", provisionUsage)
-	f := provisionFlags{timeout: 2 * time.Minute}
+	f := provisionFlags{timeout: 2 * time.Minute, handshakeTimeout: device.DefaultHandshakeTimeout}
 	fs.StringVar(&f.target, "target", defaultProvisionTarget, "`URL` of the DPS endpoint: mqtts://HOST:PORT or wss://HOST:PORT/PATH")
 	fs.StringVar(&f.idScope, "id-scope", "", "ID `SCOPE` of the DPS instance (required)")
 	fs.StringVar(&f.registrationID, "registration-id", "", "registration `ID` (required unless --cert gives it as CN)")
@@ -64,6 +64,7 @@ func provisionCmd(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.apiVersion, "api-version", "", "api-version `VERSION` in the username (default 2019-03-31)")
 	fs.StringVar(&f.clientVersion, "client-version", "", "`VALUE` appended as &ClientVersion= to the username")
 	fs.Var(durationFlag{p: &f.timeout}, "timeout", "bound on the whole provisioning, a Go `DURATION`")
+	fs.Var(durationFlag{p: &f.handshakeTimeout}, "handshake-timeout", "bound on each TLS handshake and WebSocket upgrade, a Go `DURATION` (raise it on a slow link; --timeout still bounds the whole)")
 	fs.IntVar(&f.connectAttempts, "connect-attempts", 1, "`N` connections at most: after a CONNECT that got no CONNACK or got 0x03 (server unavailable), reconnect after an exponential back-off (1 s, 2 s, 4 s … up to 30 s, +0–20 % jitter)")
 	fs.BoolVar(&f.insecure, "insecure-skip-verify", false, "do not verify the server certificate (testing only)")
 	fs.BoolVar(&f.verbose, "verbose", false, "trace every packet and wait on stderr (SAS sig redacted)")
@@ -186,7 +187,7 @@ func (f *provisionFlags) config(set map[string]bool, env *Env) (device.Config, e
 	}
 	cfg = device.Config{
 		Target:          target,
-		Dial:            transport.DialOptions{TLSConfig: tc},
+		Dial:            transport.DialOptions{TLSConfig: tc, HandshakeTimeout: f.handshakeTimeout},
 		IDScope:         f.idScope,
 		RegistrationID:  f.registrationID,
 		SymmetricKey:    f.symmetricKey,
