@@ -213,18 +213,17 @@ func TestSilentTLSPort(t *testing.T) {
 	})
 	addr := ln.Addr().String()
 	for _, tc := range []struct {
-		name    string
-		target  string
-		bound   time.Duration
-		ctxFor  time.Duration
-		want    string // "" for ctx's deadline
-		atLeast time.Duration
+		name   string
+		target string
+		bound  time.Duration
+		ctxFor time.Duration
+		want   string // "" for ctx's deadline
 	}{
 		{"default bound", "mqtts://" + addr, 0, 20 * time.Second,
-			"transport: dial mqtts://" + addr + ": tls: no answer to a ClientHello within 5s (is it a TLS port?)", device.DefaultHandshakeTimeout},
+			"transport: dial mqtts://" + addr + ": tls: no answer to a ClientHello within 5s (is it a TLS port?)"},
 		{"wss, set bound", "wss://" + addr + "/$iothub/websocket", 300 * time.Millisecond, 20 * time.Second,
-			"transport: dial wss://" + addr + "/$iothub/websocket: tls: no answer to a ClientHello within 300ms", 300 * time.Millisecond},
-		{"negative: ctx alone", "mqtts://" + addr, -1, 300 * time.Millisecond, "", 300 * time.Millisecond},
+			"transport: dial wss://" + addr + "/$iothub/websocket: tls: no answer to a ClientHello within 300ms"},
+		{"negative: ctx alone", "mqtts://" + addr, -1, 300 * time.Millisecond, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target, err := transport.ParseTarget(tc.target)
@@ -233,15 +232,10 @@ func TestSilentTLSPort(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), tc.ctxFor)
 			defer cancel()
-			start := time.Now()
 			_, err = device.Provision(ctx, device.Config{
 				Target: target, Dial: transport.DialOptions{HandshakeTimeout: tc.bound},
 				IDScope: "0ne00000001", RegistrationID: "dev-1", SymmetricKey: emulatortest.SymDeviceKey,
 			})
-			el := time.Since(start)
-			if el < tc.atLeast || el > tc.atLeast+3*time.Second {
-				t.Errorf("Provision took %v, want about %v", el, tc.atLeast)
-			}
 			var he *transport.HandshakeTimeoutError
 			if tc.want == "" {
 				if errors.As(err, &he) || !errors.Is(err, context.DeadlineExceeded) {

@@ -516,14 +516,10 @@ func TestDialHandshakeTimeout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), tt.ctxFor)
 			defer cancel()
-			start := time.Now()
 			c, err := Dial(ctx, mustTarget(t, tt.target), DialOptions{TLSConfig: pki.clientConfig(), HandshakeTimeout: tt.timeout})
 			if err == nil {
 				c.Close()
 				t.Fatal("Dial succeeded")
-			}
-			if el := time.Since(start); el > 3*time.Second {
-				t.Errorf("Dial took %v", el)
 			}
 			var de *DialError
 			if !errors.As(err, &de) || de.Stage != tt.stage {

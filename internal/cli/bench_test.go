@@ -788,15 +788,11 @@ func TestBenchProvisionSilentTarget(t *testing.T) {
 	t.Parallel()
 	target := "mqtts://" + silentAddr(t)
 	var stdout, stderr bytes.Buffer
-	start := time.Now()
 	code := Main(context.Background(), []string{"bench", "provision", "--mosquitto", "off", "--responder=false", "--target", target,
 		"--id-scope", "s", "--group-key", "YWJj", "--idle", "0", "--devices", "1", "--registrations", "1", "--rounds", "1", "--timeout", "60s"}, &stdout, &stderr)
 	want := "dps-conform bench: --target: transport: dial " + target + ": tls: no answer to a ClientHello within 5s (is it a TLS port?)\n"
 	if code != ExitTargetUnreachable || stdout.Len() != 0 || stderr.String() != want {
 		t.Errorf("exit %d, stdout %q, stderr %q; want exit 3 and %q", code, stdout.String(), stderr.String(), want)
-	}
-	if el := time.Since(start); el > 15*time.Second {
-		t.Errorf("took %v", el)
 	}
 }
 
