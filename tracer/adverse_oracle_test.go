@@ -182,6 +182,11 @@ func TestAdverseCapturesOracle(t *testing.T) {
 			f.send(ClientToServer, all[150:], 200, 400, 600)
 			f.send(ServerToClient, enc(t, &packets.Puback{PacketID: 11}))
 		}, 0, false, []string{"c2s #1 tracer-resync"}, "11@3 12@4 13@4 14@4 15@4"},
+		{"mid-stream start at a packet boundary", func(g *genCapture, f *genFlow) {
+			g.frames = nil // no handshake, CONNECT or SUBSCRIBE captured
+			f.send(ClientToServer, bytes.Join(pubs[1:], nil), len(pubs[1]), len(pubs[1])+len(pubs[2]))
+			f.send(ServerToClient, enc(t, &packets.Puback{PacketID: 11}))
+		}, 0, true, []string{"c2s #1 tracer-midstream"}, "11@1 12@2 13@3 14@3 15@3"},
 		{"snapshot length", func(g *genCapture, f *genFlow) {
 			f.send(ClientToServer, all, 500, 1000, 1500, 2000)
 			f.send(ServerToClient, puback)

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -33,6 +34,39 @@ func TestCaptureDefects(t *testing.T) {
 			f.send(ClientToServer, pub)
 			f.fin(ClientToServer)
 		}, 0, 1, []string{"tracer-resync"}},
+		// Captured mid-stream at a packet boundary: no byte is skipped,
+		// but the CONNECT (and the SUBSCRIBE) were never seen.
+		{"mid-stream at a packet boundary", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 1, []string{ClauseMidStream}},
+		{"mid-stream at a packet boundary, server first", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, sub)
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 1, []string{ClauseMidStream}},
+		// Only the TCP handshake is missing: the client's first packet,
+		// its CONNECT, is there, and so is the whole exchange.
+		{"mid-stream from the CONNECT", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ClientToServer, connect)
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, sub)
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 0, nil},
+		// The server's stream starts inside a packet, the client's at a
+		// packet boundary after its CONNECT: both are defects.
+		{"mid-stream, server inside a packet", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ServerToClient, connack[1:])
+			f.send(ClientToServer, sub)
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 2, []string{"tracer-resync", ClauseMidStream}},
 		{"gap inside a packet", func(f *genFlow) {
 			f.handshake()
 			f.send(ClientToServer, connect)
@@ -74,6 +108,17 @@ func TestCaptureDefects(t *testing.T) {
 			}
 			if v, d := CountViolations(capt), CountCaptureDefects(capt); v != tc.violations || d != tc.defects || strings.Join(defect, " ") != strings.Join(tc.defect, " ") {
 				t.Errorf("%d violations, %d capture defects (problems %q); want %d, %d (%q):\n%s", v, d, defect, tc.violations, tc.defects, tc.defect, summary(c))
+			}
+			// Streaming the packets (Options.OnPacket) keeps none in
+			// the conversation: the defects found are the same.
+			g := newGen(t, linkEthernet)
+			tc.send(g.flow("192.0.2.1:40000", "192.0.2.2:1883"))
+			sc, err := Decode(bytes.NewReader(g.pcap()), Options{OnPacket: func(*Conversation, *Packet) {}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := CountCaptureDefects(sc); d != tc.defects {
+				t.Errorf("streaming packets: %d capture defects, want %d", d, tc.defects)
 			}
 			// The transcripts say which problems are capture defects:
 			// every gap and those problems, and no other.
@@ -149,4 +194,46 @@ func decodeOneFlow(t *testing.T, send func(f *genFlow)) (*Capture, *Conversation
 		t.Fatalf("%d conversations", len(capt.Conversations))
 	}
 	return capt, capt.Conversations[0]
+}
+
+// TestMidStreamStart: a conversation captured mid-stream at a packet
+// boundary whose client does not start with CONNECT gets one
+// ClauseMidStream problem, at the client's first packet (the server's when
+// the client sent none), naming that packet.
+func TestMidStreamStart(t *testing.T) {
+	c2s, s2c := dpsExchange(t)
+	sub, pub := enc(t, c2s[1]), enc(t, c2s[2])
+	connack := enc(t, s2c[0])
+	for _, tc := range []struct {
+		name string
+		send func(f *genFlow)
+		want string // "dir frame offset msg"
+	}{
+		{"client PUBLISH", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ClientToServer, pub)
+		}, "c2s 1 0 capture starts mid-connection: the connection's CONNECT, and whatever preceded the first packet seen (c2s PUBLISH, frame 1), was not captured"},
+		{"server first, then SUBSCRIBE", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, sub)
+		}, "c2s 2 0 capture starts mid-connection: the connection's CONNECT, and whatever preceded the first packet seen (c2s SUBSCRIBE, frame 2), was not captured"},
+		{"server only", func(f *genFlow) {
+			f.next = [2]uint32{1, 1}
+			f.send(ServerToClient, connack)
+		}, "s2c 1 0 capture starts mid-connection: the connection's CONNECT, and whatever preceded the first packet seen (s2c CONNACK, frame 1), was not captured"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, c := decodeOneFlow(t, tc.send)
+			var got []string
+			for _, p := range c.Problems {
+				if p.Clause == ClauseMidStream {
+					got = append(got, fmt.Sprintf("%v %d %d %s", p.Dir, p.Frame, p.Offset, p.Msg))
+				}
+			}
+			if len(got) != 1 || got[0] != tc.want {
+				t.Errorf("%s problems %q, want [%q]:\n%s", ClauseMidStream, got, tc.want, summary(c))
+			}
+		})
+	}
 }

@@ -166,6 +166,17 @@ const ClauseUndecrypted = "tls-undecrypted"
 // of those is not compared.
 const ClauseOverlap = "tracer-overlap"
 
+// ClauseMidStream labels a Problem that is a capture defect: the capture
+// started after the connection did (Conversation.MidStream) at a packet
+// boundary, and the client's first packet seen is not its CONNECT, so the
+// CONNECT and whatever followed it before the first packet seen (a
+// SUBSCRIBE, a register request) were not captured and not judged. The
+// problem is at the client's first packet (the server's when the client
+// sent none). A conversation whose client stream starts inside a packet
+// has a "tracer-resync" capture defect at offset 0 instead; one seen from
+// its CONNECT on (only the TCP handshake missing) has neither.
+const ClauseMidStream = "tracer-midstream"
+
 // Undecrypted says why c's TLS was not decrypted, wholly or in part: the
 // message of its first ClauseUndecrypted problem, or "" when there is
 // none (decrypted, no TLS, or no key log given at all).
@@ -215,7 +226,8 @@ type Problem struct {
 	// header), "tracer-gap" (a packet cut by a gap), "tracer-truncated"
 	// (the stream ends inside a packet), "tracer-buffer" (a packet larger
 	// than Options.MaxStreamBuffer, skipped), ClauseOverlap (a
-	// retransmission that differs from the copy held), "MQTT5" (paho.golang could
+	// retransmission that differs from the copy held), ClauseMidStream
+	// (the connection's start, its CONNECT, not captured), "MQTT5" (paho.golang could
 	// not decode an MQTT 5 packet), "tls" or "ws" (layer errors), or
 	// ClauseUndecrypted.
 	Clause string
@@ -233,7 +245,9 @@ type Problem struct {
 	// not after a malformed packet, which is the peer's), or a stream
 	// that ends inside a packet with no FIN or RST seen in that direction
 	// ("tracer-truncated": the capture ended first; after a FIN or RST
-	// the stream really ended there, and the problem counts). What was
-	// lost was not judged: CountViolations leaves such problems out.
+	// the stream really ended there, and the problem counts), or a
+	// conversation captured mid-stream whose client's first packet is
+	// not a CONNECT (ClauseMidStream). What was lost was not judged:
+	// CountViolations leaves such problems out.
 	CaptureDefect bool
 }

@@ -257,6 +257,9 @@ func (f *tcpFlow) finish() *Conversation {
 		return nil
 	}
 	c := f.conv
+	if f.midStream {
+		midStreamStart(c, &f.up.mq)
+	}
 	sortByFrame(c)
 	c.End = f.last
 	c.Closed = f.closed

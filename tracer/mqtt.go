@@ -48,6 +48,13 @@ type mqttStream struct {
 	// scanTo is the stream offset up to which resync has looked for a
 	// chain of packets past a candidate it waits for.
 	scanTo int64
+	// first is the first packet framed in the stream (decoded or
+	// malformed), kept for midStreamStart; frame is 0 when none was.
+	first struct {
+		typ   packets.Type
+		frame int
+		off   int64
+	}
 }
 
 // resyncWindow bounds a resynchronisation: a candidate packet longer than
@@ -281,6 +288,32 @@ func (m *mqttStream) end(frame int, closed bool) {
 		p.CaptureDefect = !closed
 		p.PacketLen = m.announced()
 	}
+}
+
+// midStreamStart records, for a conversation captured mid-stream (no
+// SYN seen), that its beginning is missing when the client's first packet
+// is not a CONNECT: a ClauseMidStream capture defect at the client's first
+// packet (at the server's when the client sent none). The first packet a
+// client sends is its CONNECT [MQTT-3.1.0-1], so a conversation seen from
+// its CONNECT on lost nothing but the TCP handshake, and gets none. Nor
+// does one whose client stream starts inside a packet: the bytes skipped
+// there are already a "tracer-resync" capture defect at offset 0.
+func midStreamStart(c *Conversation, mq *[2]mqttStream) {
+	cs, sc := &mq[ClientToServer].first, &mq[ServerToClient].first
+	if cs.frame == 0 && sc.frame == 0 || cs.frame != 0 && cs.typ == packets.TypeConnect {
+		return // no MQTT seen (e.g. TLS not decrypted), or the start is there
+	}
+	for _, p := range c.Problems {
+		if p.Clause == "tracer-resync" && p.Dir == ClientToServer && p.Offset == 0 && p.CaptureDefect {
+			return
+		}
+	}
+	d, f := ClientToServer, cs
+	if cs.frame == 0 {
+		d, f = ServerToClient, sc
+	}
+	c.Problems = append(c.Problems, Problem{Dir: d, Frame: f.frame, Offset: f.off, Clause: ClauseMidStream, CaptureDefect: true,
+		Msg: fmt.Sprintf("capture starts mid-connection: the connection's CONNECT, and whatever preceded the first packet seen (%v %s, frame %d), was not captured", d, f.typ, f.frame)})
 }
 
 // announced is the length the fixed header at the start of m.buf
@@ -530,6 +563,9 @@ func (m *mqttStream) packet(b []byte, frame int, ts time.Time) {
 // to the callback, for the duration of the call only.
 func (m *mqttStream) packetOwned(raw []byte, frame int, ts time.Time) {
 	c := m.conv
+	if m.first.frame == 0 {
+		m.first.typ, m.first.frame, m.first.off = packets.Type(raw[0]>>4), frame, m.off
+	}
 	if c.MQTTVersion == 0 && m.dir == ClientToServer && packets.Type(raw[0]>>4) == 1 {
 		c.MQTTVersion = connectLevel(raw)
 	}

@@ -351,6 +351,8 @@ func captureDefects(c *tracer.Capture) string {
 				cutPackets++
 			case p.Clause == "tracer-resync" && p.Offset == 0 && cv.MidStream:
 				parts = append(parts, fmt.Sprintf("captured mid-stream, %v frame %d: %s", p.Dir, p.Frame, p.Msg))
+			case p.Clause == tracer.ClauseMidStream:
+				parts = append(parts, p.Msg)
 			case p.Clause == "tracer-truncated":
 				parts = append(parts, fmt.Sprintf("the capture ends before %v does, with no FIN or RST: %s", p.Dir, p.Msg))
 			default:
