@@ -34,6 +34,12 @@ func TestTraceCheckRules(t *testing.T) {
 		{[]string{"trace", "--check", "--keylog", "../../testdata/pcaps/register-tls.keylog", "../../testdata/pcaps/register-tls.pcapng"}, cli.ExitConformant, []string{
 			"0 findings of the service rules (0 MUST; 10 MUST requirements judged), profile dps-2019\n",
 		}},
+		// Captured from the poll on, at a packet boundary: the CONNECT,
+		// SUBSCRIBE and register were not captured, so no verdict.
+		{[]string{"trace", "--check", "../../testdata/pcaps/midstream.pcapng"}, cli.ExitTargetUnreachable, []string{
+			"  c>s #1 ! [tracer-midstream] capture starts mid-connection: the connection's CONNECT, and whatever preceded the first packet seen (c2s PUBLISH, frame 1), was not captured (offset 0; a defect of the capture, not counted by --check)\n",
+			"0 findings of the service rules (0 MUST; 5 MUST requirements judged), profile dps-2019\n",
+		}},
 		{[]string{"trace", "--check", "--format", "json", "../../testdata/pcaps/violations.pcapng"}, cli.ExitNonConformant, []string{
 			`{"type":"finding","level":"MUST","id":"DPS-SUB-002","conversation":1,"frame":10,`,
 		}},

@@ -34,6 +34,9 @@ import (
 //	corruptlen.pcapng dps.pcapng with its fourth block's length corrupted
 //	midstream.pcapng  dps.pcapng's exchange captured from the middle of the
 //	                  CONNECT on (no handshake, the CONNECT's first segment)
+//	midsub.pcapng     dps.pcapng's exchange captured from the SUBSCRIBE on
+//	midpub.pcapng     dps.pcapng's exchange captured from the register PUBLISH on
+//	midconnect.pcapng dps.pcapng's exchange without the TCP handshake
 //	lost.pcapng       dps.pcapng without the frame of the SUBSCRIBE (the
 //	                  server acknowledged it; the capture lost it)
 //	lostbad.pcapng    lost.pcapng with a CONNECT breaking MQTT-3.1.2-3
@@ -141,6 +144,25 @@ func writeTraceCaptures(dir string) error {
 		return nil
 	}); err != nil {
 		return err
+	}
+	// midsub.pcapng, midpub.pcapng: the same exchange, captured from the
+	// SUBSCRIBE or the register PUBLISH on, at a packet boundary (no byte
+	// skipped, but the CONNECT never seen); midconnect.pcapng: all of it
+	// but the TCP handshake.
+	for _, m := range []struct {
+		name, client string
+		from         int
+	}{{"midsub", "192.0.2.10:50129", 2}, {"midpub", "192.0.2.10:50130", 4}, {"midconnect", "192.0.2.10:50131", 0}} {
+		if err := recordFlowOpts(filepath.Join(dir, m.name+".pcapng"), m.client, "192.0.2.1:1883", tracer.FlowOptions{MidStream: true}, func(f *tracer.Flow) error {
+			for _, s := range steps[m.from:] {
+				if err := f.Send(s.side, s.data, tracer.SegOpts{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 	// lost.pcapng: dps.pcapng without frame 8, the SUBSCRIBE, which the
 	// server's ACK (frame 9) acknowledges. lostbad.pcapng: the same loss
