@@ -67,6 +67,16 @@ func TestCaptureDefects(t *testing.T) {
 			f.send(ClientToServer, pub)
 			f.fin(ClientToServer)
 		}, 0, 2, []string{"tracer-resync", ClauseMidStream}},
+		// The SYN was captured, the CONNECT lost in a gap: the gap is
+		// the defect; the capture did not start mid-connection.
+		{"gap over the CONNECT", func(f *genFlow) {
+			f.handshake()
+			f.skip(ClientToServer, len(connect))
+			f.send(ServerToClient, connack)
+			f.send(ClientToServer, sub)
+			f.send(ClientToServer, pub)
+			f.fin(ClientToServer)
+		}, 0, 1, nil},
 		{"gap inside a packet", func(f *genFlow) {
 			f.handshake()
 			f.send(ClientToServer, connect)

@@ -297,7 +297,9 @@ func (m *mqttStream) end(frame int, closed bool) {
 // client sends is its CONNECT [MQTT-3.1.0-1], so a conversation seen from
 // its CONNECT on lost nothing but the TCP handshake, and gets none. Nor
 // does one whose client stream starts inside a packet: the bytes skipped
-// there are already a "tracer-resync" capture defect at offset 0.
+// there are already a "tracer-resync" capture defect at offset 0, nor one
+// whose client stream was seen from its start (the SYN) and lost its first
+// bytes in a gap, a capture defect already.
 func midStreamStart(c *Conversation, mq *[2]mqttStream) {
 	cs, sc := &mq[ClientToServer].first, &mq[ServerToClient].first
 	if cs.frame == 0 && sc.frame == 0 || cs.frame != 0 && cs.typ == packets.TypeConnect {
@@ -306,6 +308,11 @@ func midStreamStart(c *Conversation, mq *[2]mqttStream) {
 	for _, p := range c.Problems {
 		if p.Clause == "tracer-resync" && p.Dir == ClientToServer && p.Offset == 0 && p.CaptureDefect {
 			return
+		}
+	}
+	for _, g := range c.Gaps {
+		if g.Dir == ClientToServer && g.Offset == 0 {
+			return // the start was captured (a SYN), then lost: a gap says so
 		}
 	}
 	d, f := ClientToServer, cs
