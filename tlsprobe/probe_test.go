@@ -331,14 +331,7 @@ func TestProbeSuitesOnlyWhenTLS12Accepted(t *testing.T) {
 // connections it held unanswered.
 func goesSilent(t *testing.T, answered int, silent func(*tls.ClientHelloInfo) bool) (addr string, unanswered func() int) {
 	t.Helper()
-	ca, err := transport.NewCA("silent CA", transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := ca.IssueServer([]string{"localhost"}, transport.ECDSAP256, time.Now().Add(-time.Hour), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := localhostCert(t)
 	done := make(chan struct{})
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12,
 		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
