@@ -3,11 +3,11 @@ package conformance_test
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/internal/testnet"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -16,27 +16,11 @@ import (
 // context's error at once, not nil (which would let the suite start) nor
 // an UnreachableError blaming the target.
 func TestCheckReachableCancelled(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	silent, err := transport.ParseTarget("mqtts://" + testnet.Silent(t)) // TCP accepted, no TLS answer
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	held := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			held <- c // read nothing, answer nothing
-		}
-	}()
-	defer func() {
-		select {
-		case c := <-held:
-			c.Close()
-		default:
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
-	tg := conformance.Target{Name: "silent", MQTT: transport.Target{Scheme: "mqtts", Host: "127.0.0.1", Port: port}, Local: true}
+	tg := conformance.Target{Name: "silent", MQTT: silent, Local: true}
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	done := make(chan error, 1)

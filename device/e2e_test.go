@@ -13,6 +13,7 @@ import (
 	"github.com/dps-conform/dps-conform/dps"
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
+	"github.com/dps-conform/dps-conform/internal/testnet"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/transport"
 )
@@ -188,30 +189,7 @@ func TestDialErrors(t *testing.T) {
 // DefaultHandshakeTimeout), not at ctx's end, saying so and naming the
 // target; a negative bound leaves it to ctx.
 func TestSilentTLSPort(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c) // read nothing, answer nothing
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	addr := ln.Addr().String()
+	addr := testnet.Silent(t)
 	for _, tc := range []struct {
 		name   string
 		target string

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/dps-conform/dps-conform/internal/testnet"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -459,31 +461,7 @@ func TestDialWSUnofferedExtension(t *testing.T) {
 // unanswered; without it, or when ctx ends first, ctx's error stays.
 func TestDialHandshakeTimeout(t *testing.T) {
 	pki := newTestPKI(t, ECDSAP256)
-	// Accepts TCP and reads nothing.
-	blackhole, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := blackhole.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	t.Cleanup(func() {
-		blackhole.Close()
-		<-done
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	bh := blackhole.Addr().String()
+	bh := testnet.Silent(t) // accepts TCP and reads nothing
 	// Answers the ClientHello with a few bytes of a record, then nothing.
 	half, _ := serveTCP(t, nil, func(c net.Conn) {
 		_, _ = c.Write([]byte{0x16, 0x03, 0x03, 0x00, 0x40, 0x02})

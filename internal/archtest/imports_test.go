@@ -55,6 +55,8 @@ var allowedImports = map[string][]string{
 	"internal/pcapngtest": {},
 	// Test support: runs parts of a test in child processes (standard library).
 	"internal/testproc": {},
+	// Test support: loopback peers that misbehave on purpose (standard library).
+	"internal/testnet": {},
 	// Generator of testdata/pcaps: drives the emulator and device client.
 	"internal/gen/pcaps": {"..."},
 	"cmd/dps-conform":    {"internal/cli"},

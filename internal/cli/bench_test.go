@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/dps-conform/dps-conform/internal/testnet"
 	"github.com/dps-conform/dps-conform/packets"
 	"github.com/dps-conform/dps-conform/tracer"
 )
@@ -786,7 +787,7 @@ func TestBenchProvisionTargetNoOps(t *testing.T) {
 // and said "first error: context deadline exceeded".
 func TestBenchProvisionSilentTarget(t *testing.T) {
 	t.Parallel()
-	target := "mqtts://" + silentAddr(t)
+	target := "mqtts://" + testnet.Silent(t)
 	var stdout, stderr bytes.Buffer
 	code := Main(context.Background(), []string{"bench", "provision", "--mosquitto", "off", "--responder=false", "--target", target,
 		"--id-scope", "s", "--group-key", "YWJj", "--idle", "0", "--devices", "1", "--registrations", "1", "--rounds", "1", "--timeout", "60s"}, &stdout, &stderr)

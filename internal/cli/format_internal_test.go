@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"net"
 	"testing"
 	"unicode/utf8"
 
@@ -43,28 +42,4 @@ func TestSuitesAccepted(t *testing.T) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
-}
-
-// silentAddr listens on a loopback port that accepts TCP connections
-// and never says anything on them (a port with no service behind, or a
-// TLS port that never answers a ClientHello); it returns the address. The
-// listener and its connections close when t and its subtests are done.
-func silentAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); close(done) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
 }

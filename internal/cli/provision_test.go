@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dps-conform/dps-conform/device"
+	"github.com/dps-conform/dps-conform/internal/testnet"
 	"github.com/dps-conform/dps-conform/packets"
 )
 
@@ -43,7 +44,7 @@ func TestProvisionUnreachable(t *testing.T) {
 // with one line that names the target; it said only "waiting for
 // CONNACK: context deadline exceeded".
 func TestProvisionSilentTarget(t *testing.T) {
-	target := "mqtt://" + silentAddr(t)
+	target := "mqtt://" + testnet.Silent(t)
 	var stdout, stderr bytes.Buffer
 	code := Main(context.Background(), []string{"provision", "--target", target,
 		"--id-scope", "0ne1", "--registration-id", "r1", "--symmetric-key", vectorKey, "--timeout", "300ms"}, &stdout, &stderr)
@@ -59,7 +60,7 @@ func TestProvisionSilentTarget(t *testing.T) {
 // waited out the whole --timeout (2 min by default).
 func TestProvisionSilentTLSPort(t *testing.T) {
 	t.Parallel()
-	addr := silentAddr(t) // closed after the parallel subtests
+	addr := testnet.Silent(t) // closed after the parallel subtests
 	for _, target := range []string{"mqtts://" + addr, "wss://" + addr + "/$iothub/websocket"} {
 		for _, bound := range []string{"", "300ms"} {
 			t.Run(target[:strings.Index(target, ":")]+"/"+cmp.Or(bound, "default"), func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/internal/testnet"
 	"github.com/dps-conform/dps-conform/internal/testproc"
 )
 
@@ -343,7 +344,7 @@ func TestRunThrottledRegister(t *testing.T) {
 // spec timeout per spec.
 func TestRunReachable(t *testing.T) {
 	e := emulatortest.Start(t, emulatortest.Options{})
-	silent := silentListener(t)
+	silent := testnet.Silent(t)
 	// Ports that answer a ClientHello with plaintext (HTTP), or close.
 	plain := answeringListener(t, []byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
 	closing := answeringListener(t, nil)
@@ -353,8 +354,8 @@ func TestRunReachable(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"silent port", []string{"--target", "mqtts://" + silent.Addr().String(), "--ca", e.CAFile},
-			"target mqtts://" + silent.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?): no answer to a ClientHello within 1s"},
+		{"silent port", []string{"--target", "mqtts://" + silent, "--ca", e.CAFile},
+			"target mqtts://" + silent + " accepts TCP but does not speak TLS (is it a TLS port?): no answer to a ClientHello within 1s"},
 		{"plaintext answer", []string{"--target", "mqtts://" + plain.Addr().String(), "--ca", e.CAFile},
 			"target mqtts://" + plain.Addr().String() + " accepts TCP but does not speak TLS (is it a TLS port?)"},
 		{"closed on ClientHello", []string{"--target", "mqtts://" + closing.Addr().String(), "--ca", e.CAFile},
@@ -382,13 +383,6 @@ func TestRunReachable(t *testing.T) {
 			}
 		})
 	}
-}
-
-// silentListener is a loopback port that accepts TCP and never answers (a
-// ClientHello, say); its connections are held open, unread, until the
-// test ends.
-func silentListener(t *testing.T) net.Listener {
-	return testListener(t, func(net.Conn) bool { return false })
 }
 
 // answeringListener is a loopback port that reads what a client sends

@@ -15,6 +15,7 @@ import (
 	"github.com/dps-conform/dps-conform/emulator"
 	"github.com/dps-conform/dps-conform/emulator/emulatortest"
 	"github.com/dps-conform/dps-conform/internal/cli"
+	"github.com/dps-conform/dps-conform/internal/testnet"
 	"github.com/dps-conform/dps-conform/transport"
 )
 
@@ -54,10 +55,10 @@ func TestTLSProbeCommand(t *testing.T) {
 // after one handshake's timeout, with one line saying so; not 27 timeouts
 // in a row, each reported as a refusal, and exit 0.
 func TestTLSProbeSilent(t *testing.T) {
-	silent := silentListener(t)
+	silent := testnet.Silent(t)
 	var stdout, stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"tlsprobe", "--timeout", "300ms", silent.Addr().String()}, &stdout, &stderr)
-	want := silent.Addr().String() + " accepts TCP but completed no TLS handshake (is it a TLS port?)"
+	code := cli.Main(context.Background(), []string{"tlsprobe", "--timeout", "300ms", silent}, &stdout, &stderr)
+	want := silent + " accepts TCP but completed no TLS handshake (is it a TLS port?)"
 	if code != cli.ExitTargetUnreachable || stdout.Len() != 0 || !strings.Contains(stderr.String(), want) {
 		t.Fatalf("exit %d (want %d), stderr lacks %q:\n%s\n%s", code, cli.ExitTargetUnreachable, want, stdout.String(), stderr.String())
 	}
