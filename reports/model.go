@@ -8,7 +8,6 @@ package reports
 import (
 	"bytes"
 	"cmp"
-	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +23,7 @@ import (
 	"github.com/onsi/ginkgo/v2/types"
 
 	"github.com/dps-conform/dps-conform/conformance"
+	"github.com/dps-conform/dps-conform/dps"
 )
 
 // Verdict of a requirement.
@@ -614,102 +613,13 @@ func DescribeJSONError(data []byte, err error, top string) string {
 		// No member: the document itself, or an element of a top-level
 		// array (a value of a top-level object), which has no name
 		// either and is expected to be what its Go type reads.
-		off, want := jsonErrorOffset(data, err), top
+		off, want := dps.JSONErrorOffset(data, err), top
 		if off != len(data)-len(bytes.TrimLeft(data, " \t\r\n")) {
-			want = jsonTypeWant(te.Type)
+			want = dps.JSONWant(te.Type)
 		}
-		return fmt.Sprintf("at byte offset %d: a JSON %s where %s was expected", off, jsonValueKind(te.Value), want)
+		return fmt.Sprintf("at byte offset %d: %s", off, dps.JSONTypeError(te, want))
 	case errors.As(err, &te):
-		return fmt.Sprintf("at byte offset %d: member %q is a JSON %s where %s was expected", jsonErrorOffset(data, err), te.Field, te.Value, jsonTypeWant(te.Type))
+		return fmt.Sprintf("at byte offset %d: %s", dps.JSONErrorOffset(data, err), dps.JSONTypeError(te, top))
 	}
-	return fmt.Sprintf("at byte offset %d: %v", jsonErrorOffset(data, err), err)
-}
-
-// jsonErrorOffset is dps.JSONErrorOffset's twin (reports may not import
-// dps, internal/archtest): the 0-based byte offset in data of what an
-// encoding/json error is about: the bad byte of a *json.SyntaxError (its
-// Offset counts the bytes read, the bad one included), the start of the
-// value of a *json.UnmarshalTypeError (its Offset is the end of a scalar,
-// or just past the '[' or '{' of an array or object); len(data) when the
-// input ran out.
-func jsonErrorOffset(data []byte, err error) int {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		if se.Offset <= 0 || int(se.Offset) >= len(data) && strings.HasPrefix(se.Error(), "unexpected end") {
-			return len(data)
-		}
-		return min(int(se.Offset)-1, len(data))
-	case errors.As(err, &te):
-		end := int(te.Offset)
-		if end <= 0 || end > len(data) {
-			return max(0, min(end, len(data)))
-		}
-		switch c := data[end-1]; c {
-		case '[', '{':
-			return end - 1
-		case '"':
-			for i := end - 2; i >= 0; i-- {
-				if data[i] != '"' {
-					continue
-				}
-				bs := 0
-				for j := i - 1; j >= 0 && data[j] == '\\'; j-- {
-					bs++
-				}
-				if bs%2 == 0 {
-					return i
-				}
-			}
-			return end
-		}
-		i := end
-		for i > 0 && (data[i-1] >= '0' && data[i-1] <= '9' || data[i-1] >= 'a' && data[i-1] <= 'z' || data[i-1] == '.' || data[i-1] == '+' || data[i-1] == '-' || data[i-1] == 'E') {
-			i--
-		}
-		return i
-	}
-	return 0
-}
-
-// jsonValueKind is the kind of a json.UnmarshalTypeError.Value ("number
-// 300" → "number").
-func jsonValueKind(v string) string {
-	kind, _, _ := strings.Cut(v, " ")
-	return kind
-}
-
-// jsonTypeWant names what a Go type reads, in JSON's terms (dps.JSONWant's
-// twin).
-func jsonTypeWant(t reflect.Type) string {
-	if t == nil {
-		return "another value"
-	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) || reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]()) {
-		return "a string"
-	}
-	switch t.Kind() {
-	case reflect.Struct, reflect.Map:
-		return "an object"
-	case reflect.Slice, reflect.Array:
-		if t.Elem().Kind() == reflect.Uint8 {
-			return "a base64 string"
-		}
-		return "an array"
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return "an integer"
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a non-negative integer"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	}
-	return "another value"
+	return fmt.Sprintf("at byte offset %d: %v", max(dps.JSONErrorOffset(data, err), 0), err)
 }

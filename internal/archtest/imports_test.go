@@ -48,7 +48,7 @@ var allowedImports = map[string][]string{
 	"conformance": {"packets/...", "dps", "transport", "tracer/...", "device", "tlsprobe"},
 	// The report model reads the catalogue and the evidence entries the
 	// suite attaches (conformance types); it decodes no capture itself.
-	"reports":           {"conformance/..."},
+	"reports":           {"conformance/...", "dps"},
 	"internal/cli":      {"..."},
 	"internal/archtest": {},
 	// Test support: edits pcapng files block by block (standard library).
